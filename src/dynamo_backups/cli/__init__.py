@@ -1,0 +1,58 @@
+"""The ``dynamo-backups`` command line."""
+
+from __future__ import annotations
+
+import click
+
+from dynamo_backups import __version__
+from dynamo_backups.cli.common import Invocation, configure_logging
+from dynamo_backups.cli.demo import demo
+from dynamo_backups.cli.stream import stream
+from dynamo_backups.session import AwsContext
+
+EPILOG = """\b
+Exit codes: 0 done; 1 failed or found differences; 2 bad arguments or input.
+AWS settings follow the AWS CLI: --region/--profile/--endpoint-url, else AWS_REGION,
+AWS_PROFILE and the per-service endpoint variables (AWS_ENDPOINT_URL_S3,
+AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL_DYNAMODB_STREAMS).
+Docs: README.md and docs/ (layout, operations, performance)."""
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="dynamo-backups")
+@click.option("--region", envvar=None, help="AWS region (default: AWS_REGION or the profile's).")
+@click.option("--profile", help="Named profile from ~/.aws/config.")
+@click.option("--endpoint-url", help="Send every AWS call to this URL (e.g. a local emulator).")
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Final report as text or JSON (for scripts).",
+)
+@click.option(
+    "-v", "--verbose", count=True, help="More logging; -v also logs one JSON line per batch."
+)
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+@click.pass_context
+def main(
+    ctx: click.Context,
+    region: str | None,
+    profile: str | None,
+    endpoint_url: str | None,
+    output: str,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Continuous, point-in-time backups of DynamoDB tables in a versioned S3 bucket.
+
+    Every insert, update and delete on a table's stream becomes a version of one S3 object
+    per item, <prefix>/<table>/<md5 of the item key>; a delete leaves the old versions behind a
+    delete marker. Run the stream handler in AWS Lambda (deploy) or on any host (stream).
+    """
+    configure_logging(verbose, quiet)
+    ctx.obj = Invocation(AwsContext(region, profile, endpoint_url), output, verbose)
+
+
+main.add_command(stream)
+main.add_command(demo)

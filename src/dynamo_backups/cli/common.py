@@ -1,0 +1,117 @@
+"""Shared pieces of the command line: the invocation context, errors, output and logging."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TypeVar
+
+import click
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    ProfileNotFound,
+)
+
+from dynamo_backups.ddbjson import InvalidDynamoJSON
+from dynamo_backups.layout import LayoutError
+from dynamo_backups.retry import RetriesExhausted, describe_error
+from dynamo_backups.session import AwsContext
+from dynamo_backups.streams import StreamError
+from dynamo_backups.versioning import BucketError
+
+# Exit codes scripts can rely on.
+EXIT_OK = 0
+EXIT_FAILED = 1  # the work could not be done completely, or a check found differences
+EXIT_USAGE = 2  # bad arguments or input (click uses 2 for usage errors as well)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CommandError(click.ClickException):
+    """A failure to report as ``error: ...`` with an exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+@dataclass
+class Invocation:
+    """What every command gets: AWS settings and output preferences."""
+
+    aws: AwsContext
+    output: str = "text"
+    verbose: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def json_output(self) -> bool:
+        return self.output == "json"
+
+    def emit(self, summary: dict[str, Any], text: str) -> None:
+        """The final result: JSON for scripts, or text for people, on stdout."""
+        if self.json_output:
+            click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        else:
+            click.echo(text)
+
+
+pass_invocation = click.make_pass_decorator(Invocation)
+
+
+def fail(message: str, exit_code: int = EXIT_FAILED) -> NoReturn:
+    raise CommandError(message, exit_code)
+
+
+def reports_errors(command: F) -> F:
+    """Turn the errors an operator can act on into one clear line and an exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except (LayoutError, InvalidDynamoJSON) as error:
+            fail(str(error), EXIT_USAGE)
+        except (StreamError, BucketError) as error:
+            fail(str(error))
+        except NoCredentialsError:
+            fail(
+                "no AWS credentials found: configure a profile (--profile) or set "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            )
+        except NoRegionError:
+            fail("no AWS region: pass --region or set AWS_REGION", EXIT_USAGE)
+        except ProfileNotFound as error:
+            fail(str(error), EXIT_USAGE)
+        except EndpointConnectionError as error:
+            fail(
+                f"cannot reach {error.kwargs.get('endpoint_url', 'the endpoint')}: is the "
+                "endpoint right and the service running?"
+            )
+        except (ClientError, RetriesExhausted) as error:
+            fail(describe_error(error) if isinstance(error, ClientError) else str(error))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    """Progress and warnings on stderr; one line per batch only with -v."""
+    level = logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    package = logging.getLogger("dynamo_backups")
+    package.handlers[:] = [handler]
+    package.propagate = False
+    package.setLevel(logging.DEBUG if verbose else level)

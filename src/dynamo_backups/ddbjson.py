@@ -1,0 +1,297 @@
+"""DynamoDB JSON: the typed wire format (``{"N": "1.5"}``), kept lossless end to end.
+
+Numbers stay decimal strings, binary stays base64 text (or bytes where boto3 hands them
+to us). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from decimal import Context, Decimal, InvalidOperation
+from typing import Any
+
+AttributeValue = dict[str, Any]
+Item = dict[str, AttributeValue]
+
+SCALAR_TYPES = frozenset({"S", "N", "B", "BOOL", "NULL"})
+SET_TYPES = frozenset({"SS", "NS", "BS"})
+DOCUMENT_TYPES = frozenset({"M", "L"})
+ATTRIBUTE_TYPES = SCALAR_TYPES | SET_TYPES | DOCUMENT_TYPES
+
+# DynamoDB numbers carry up to 38 significant digits and exponents from -130 to +125;
+# a context this wide normalizes every one of them without rounding.
+_WIDE = Context(prec=200, Emax=999_999, Emin=-999_999)
+
+
+class InvalidDynamoJSON(ValueError):
+    """A value is not well-formed DynamoDB JSON; the message names the attribute path."""
+
+
+def normalize_number(text: str) -> str:
+    """Return ``text`` in the form DynamoDB stores numbers in: plain notation, no
+    superfluous zeros (``"1.50"`` -> ``"1.5"``, ``"1E+3"`` -> ``"1000"``, ``"-0"`` -> ``"0"``)."""
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise InvalidDynamoJSON(f"not a number: {text!r}") from None
+    if not value.is_finite():
+        raise InvalidDynamoJSON(f"not a finite number: {text!r}")
+    if value.is_zero():
+        return "0"
+    return format(value.normalize(_WIDE), "f")
+
+
+def validate_item(item: Any, where: str = "item") -> Item:
+    """Check that ``item`` is a DynamoDB JSON item (map of attribute name to typed value)."""
+    if not isinstance(item, Mapping):
+        raise InvalidDynamoJSON(f"{where}: expected an object of attributes, got {_kind(item)}")
+    for name, value in item.items():
+        validate_value(value, f"{where}.{name}")
+    return dict(item)
+
+
+def validate_value(value: Any, where: str) -> None:
+    """Check one typed attribute value, recursing into maps and lists."""
+    if not isinstance(value, Mapping) or len(value) != 1:
+        raise InvalidDynamoJSON(f'{where}: expected one type tag such as {{"S": ...}}')
+    ((tag, inner),) = value.items()
+    if tag not in ATTRIBUTE_TYPES:
+        raise InvalidDynamoJSON(f"{where}: unknown type tag {tag!r}")
+    checker = _CHECKERS[tag]
+    if not checker(inner):
+        raise InvalidDynamoJSON(f"{where}: bad {tag} value {_kind(inner)}")
+    if tag == "M":
+        for name, member in inner.items():
+            validate_value(member, f"{where}.{name}")
+    elif tag == "L":
+        for index, member in enumerate(inner):
+            validate_value(member, f"{where}[{index}]")
+
+
+def _is_number_text(inner: Any) -> bool:
+    if not isinstance(inner, str):
+        return False
+    try:
+        return Decimal(inner).is_finite()
+    except InvalidOperation:
+        return False
+
+
+def _is_binary(inner: Any) -> bool:
+    if isinstance(inner, bytes | bytearray):
+        return True
+    if not isinstance(inner, str):
+        return False
+    try:
+        base64.b64decode(inner, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def _is_list_of(check: Any) -> Any:
+    return lambda inner: isinstance(inner, list) and all(check(member) for member in inner)
+
+
+_CHECKERS = {
+    "S": lambda inner: isinstance(inner, str),
+    "N": _is_number_text,
+    "B": _is_binary,
+    "BOOL": lambda inner: isinstance(inner, bool),
+    "NULL": lambda inner: inner is True,
+    "SS": _is_list_of(lambda member: isinstance(member, str)),
+    "NS": _is_list_of(_is_number_text),
+    "BS": _is_list_of(_is_binary),
+    "M": lambda inner: isinstance(inner, Mapping),
+    "L": lambda inner: isinstance(inner, list),
+}
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__
+
+
+def repair_untyped_empty_maps(item: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """Give back ``{"M": {}}`` to empty maps that arrive as a bare ``{}``.
+
+    DynamoDB Local 3.x drops the type of empty maps in stream images
+    (awslabs/amazon-dynamodb-local-samples#37); the DynamoDB service never sends a bare
+    ``{}``, which is not DynamoDB JSON. Returns the item (the same object when nothing needed
+    repair) and the number of values repaired."""
+    repaired = 0
+
+    def fix(value: Any) -> Any:
+        nonlocal repaired
+        if not isinstance(value, dict):
+            return value
+        if not value:
+            repaired += 1
+            return {"M": {}}
+        if len(value) == 1:
+            ((tag, inner),) = value.items()
+            if tag == "M" and isinstance(inner, dict):
+                return {"M": {name: fix(member) for name, member in inner.items()}}
+            if tag == "L" and isinstance(inner, list):
+                return {"L": [fix(member) for member in inner]}
+        return value
+
+    if not _has_untyped_empty_map(item.values()):
+        return dict(item), 0
+    fixed = {name: fix(value) for name, value in item.items()}
+    return fixed, repaired
+
+
+def _has_untyped_empty_map(values: Any) -> bool:
+    for value in values:
+        if not isinstance(value, dict):
+            continue
+        if not value:
+            return True
+        inner = value.get("M")
+        if isinstance(inner, dict) and _has_untyped_empty_map(inner.values()):
+            return True
+        members = value.get("L")
+        if isinstance(members, list) and _has_untyped_empty_map(members):
+            return True
+    return False
+
+
+# --- boto3 <-> wire form -------------------------------------------------------------------
+# boto3's low-level client gives and takes binary as bytes; the wire (and our bodies) use
+# base64 text. These two walk a value and swap one for the other, touching nothing else.
+
+
+def to_wire(value: Any) -> Any:
+    """Convert a boto3 low-level item or value (bytes for binary) to wire JSON (base64)."""
+    return _walk_binary(value, _encode_b64)
+
+
+def from_wire(value: Any) -> Any:
+    """Convert a wire JSON item or value (base64 binary) to what boto3's client accepts."""
+    return _walk_binary(value, _decode_b64)
+
+
+def _encode_b64(raw: Any) -> str:
+    if isinstance(raw, str):
+        return raw
+    return base64.b64encode(bytes(raw)).decode("ascii")
+
+
+def _decode_b64(text: Any) -> bytes:
+    if isinstance(text, bytes | bytearray):
+        return bytes(text)
+    return base64.b64decode(text, validate=True)
+
+
+def _walk_binary(value: Any, convert: Any) -> Any:
+    if not isinstance(value, Mapping):
+        return value
+    if len(value) == 1:
+        ((tag, inner),) = value.items()
+        if tag == "B":
+            return {"B": convert(inner)}
+        if tag == "BS":
+            return {"BS": [convert(member) for member in inner]}
+        if tag == "M":
+            return {"M": {name: _walk_binary(member, convert) for name, member in inner.items()}}
+        if tag == "L":
+            return {"L": [_walk_binary(member, convert) for member in inner]}
+        if tag in ATTRIBUTE_TYPES:
+            return dict(value)
+    return {name: _walk_binary(member, convert) for name, member in value.items()}
+
+
+# --- plain (untyped) JSON, for people ------------------------------------------------------
+
+
+class _RawNumber(str):
+    """A number kept as its exact decimal text when rendered to plain JSON."""
+
+
+def to_plain(value: AttributeValue) -> Any:
+    """Untyped view of one attribute value: numbers exact, binary as base64, sets as lists."""
+    ((tag, inner),) = value.items()
+    if tag == "N":
+        return _RawNumber(inner)
+    if tag == "NS":
+        return [_RawNumber(member) for member in inner]
+    if tag in ("B",):
+        return _encode_b64(inner)
+    if tag == "BS":
+        return [_encode_b64(member) for member in inner]
+    if tag == "NULL":
+        return None
+    if tag == "M":
+        return {name: to_plain(member) for name, member in inner.items()}
+    if tag == "L":
+        return [to_plain(member) for member in inner]
+    return inner
+
+
+def item_to_plain(item: Mapping[str, AttributeValue]) -> dict[str, Any]:
+    """Untyped view of a whole item."""
+    return {name: to_plain(value) for name, value in item.items()}
+
+
+def dumps_plain(value: Any, indent: int | None = 2) -> str:
+    """JSON text of an untyped view, writing numbers exactly as DynamoDB holds them;
+    ``indent=None`` gives one line."""
+    return "".join(_render(value, indent, 0))
+
+
+def _render(value: Any, indent: int | None, depth: int) -> Any:
+    if isinstance(value, _RawNumber):
+        yield str(value)
+        return
+    if isinstance(value, dict | list) and value:
+        is_map = isinstance(value, dict)
+        members = sorted(value.items()) if is_map else list(enumerate(value))
+        if indent is None:
+            separator, pad, inner_pad = ", ", "", ""
+        else:
+            separator, pad = ",", "\n" + " " * indent * depth
+            inner_pad = "\n" + " " * indent * (depth + 1)
+        yield "{" if is_map else "["
+        for position, (name, member) in enumerate(members):
+            yield (separator if position else "") + inner_pad
+            if is_map:
+                yield json.dumps(name, ensure_ascii=False) + ": "
+            yield from _render(member, indent, depth + 1)
+        yield pad + ("}" if is_map else "]")
+        return
+    yield json.dumps(value, ensure_ascii=False)
+
+
+def value_from_plain(value: Any, attribute_type: str) -> AttributeValue:
+    """Typed key value from an untyped one, given the key attribute's type (S, N or B)."""
+    if attribute_type == "S":
+        if not isinstance(value, str):
+            raise InvalidDynamoJSON(f"expected a string, got {json.dumps(value)}")
+        return {"S": value}
+    if attribute_type == "N":
+        if isinstance(value, bool) or not isinstance(value, int | Decimal | str | float):
+            raise InvalidDynamoJSON(f"expected a number, got {json.dumps(value, default=str)}")
+        return {"N": normalize_number(str(value))}
+    if attribute_type == "B":
+        if not isinstance(value, str) or not _is_binary(value):
+            raise InvalidDynamoJSON("expected base64 text for a binary key attribute")
+        return {"B": value}
+    raise InvalidDynamoJSON(f"key attributes are S, N or B, not {attribute_type!r}")
+
+
+def dumps_item(item: Mapping[str, Any]) -> bytes:
+    """Compact UTF-8 JSON of a wire-form item, attribute order kept as given."""
+    return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def loads_item(body: bytes | str, where: str) -> Item:
+    """Parse and validate a stored item body; numbers can only be strings in valid input,
+    and any bare JSON number is parsed as Decimal so it is reported, never rounded."""
+    try:
+        parsed = json.loads(body, parse_float=Decimal, parse_int=Decimal)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidDynamoJSON(f"{where}: not valid JSON ({error})") from None
+    return validate_item(parsed, where)

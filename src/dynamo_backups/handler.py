@@ -1,0 +1,172 @@
+"""AWS Lambda entry points for DynamoDB stream events.
+
+``backup(event, context)`` writes each change into the versioned backup bucket. It needs
+only the standard library and boto3 (this module and what it imports are checked for that
+by the tests), so the deployment package holds the handler modules and nothing else.
+
+Environment:
+    BACKUP_BUCKET        required: the versioned bucket
+    BACKUP_PREFIX        optional: folder for all tables' backups, e.g. "Prod"
+    BACKUP_KEY_HASH      optional: md5 (default) or sha256; how objects are named
+    BACKUP_CONCURRENCY   optional: parallel writes per batch (default 16)
+    BACKUP_MAX_ATTEMPTS  optional: attempts per write before a record is reported failed
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from dynamo_backups.backup import DEFAULT_CONCURRENCY, BackupApplier
+from dynamo_backups.keys import DEFAULT_KEY_HASH, check_key_hash
+from dynamo_backups.layout import normalize_prefix
+from dynamo_backups.records import BatchResult, records_of
+from dynamo_backups.retry import RetryPolicy
+from dynamo_backups.s3store import BackupWriter
+
+logger = logging.getLogger("dynamo_backups.handler")
+
+# Leave this much of the invocation's time unused, so the answer is sent before the timeout.
+DEADLINE_MARGIN_SECONDS = 3.0
+
+
+class ConfigurationError(RuntimeError):
+    """The function's environment is missing or has a bad setting."""
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    """The backup function's settings, from its environment."""
+
+    bucket: str
+    prefix: str = ""
+    key_hash: str = DEFAULT_KEY_HASH
+    concurrency: int = DEFAULT_CONCURRENCY
+    max_attempts: int = RetryPolicy.max_attempts
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> BackupConfig:
+        bucket = environ.get("BACKUP_BUCKET", "").strip()
+        if not bucket:
+            raise ConfigurationError(
+                "BACKUP_BUCKET is not set: set it in the function's environment to the name "
+                "of the versioned backup bucket"
+            )
+        try:
+            return cls(
+                bucket=bucket,
+                prefix=normalize_prefix(environ.get("BACKUP_PREFIX", "")),
+                key_hash=check_key_hash(environ.get("BACKUP_KEY_HASH", "") or DEFAULT_KEY_HASH),
+                concurrency=_positive_int(environ, "BACKUP_CONCURRENCY", DEFAULT_CONCURRENCY),
+                max_attempts=_positive_int(
+                    environ, "BACKUP_MAX_ATTEMPTS", RetryPolicy.max_attempts
+                ),
+            )
+        except ValueError as error:
+            raise ConfigurationError(f"bad backup setting: {error}") from None
+
+
+def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{name} must be a positive whole number, not {text!r}")
+    return int(text)
+
+
+def s3_client_for_writes(concurrency: int, session: Any = None) -> Any:
+    """An S3 client sized for ``concurrency`` parallel writes. botocore makes one attempt
+    per call; the tool's retry policy, with jitter and a deadline, does the retrying."""
+    config = Config(
+        max_pool_connections=max(10, concurrency),
+        retries={"mode": "standard", "total_max_attempts": 1},
+        connect_timeout=5,
+        read_timeout=30,
+    )
+    return (session or boto3).client("s3", config=config)
+
+
+def build_backup_applier(config: BackupConfig, s3: Any) -> BackupApplier:
+    writer = BackupWriter(s3, config.bucket, RetryPolicy(max_attempts=config.max_attempts))
+    return BackupApplier(writer, config.prefix, config.key_hash, config.concurrency)
+
+
+_appliers: dict[BackupConfig, BackupApplier] = {}
+
+
+def _backup_applier() -> BackupApplier:
+    # Built at the first invocation, not at import, so a bad setting is reported as that
+    # invocation's error; kept for the container's life so clients and threads are reused.
+    config = BackupConfig.from_environ(os.environ)
+    if config not in _appliers:
+        _appliers[config] = build_backup_applier(config, s3_client_for_writes(config.concurrency))
+    return _appliers[config]
+
+
+def backup(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda handler: back up a batch of DynamoDB stream records."""
+    _ensure_log_output()
+    started = time.monotonic()
+    applier = _backup_applier()
+    result = applier.apply(records_of(event), deadline_of(context))
+    log_batch("backup", result, started)
+    return result.lambda_response()
+
+
+def deadline_of(context: Any) -> float | None:
+    """The monotonic time by which the batch must stop starting new writes."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    seconds = remaining() / 1000.0
+    return time.monotonic() + max(0.0, seconds - min(DEADLINE_MARGIN_SECONDS, seconds * 0.1))
+
+
+def batch_summary(kind: str, result: BatchResult, started: float) -> dict[str, Any]:
+    """The structured summary of one batch (never item contents)."""
+    summary: dict[str, Any] = {
+        "message": f"{kind} batch",
+        "tables": sorted(result.tables),
+        "records": result.record_count,
+        "applied": dict(sorted(result.applied.items())),
+        "failed": len(result.failures),
+        "duration_ms": round((time.monotonic() - started) * 1000, 1),
+    }
+    first = result.first_failure
+    if first is not None:
+        summary["first_failure"] = {
+            "index": first.index,
+            "sequence_number": first.sequence_number,
+            "retryable": first.retryable,
+            "reason": first.reason,
+        }
+    return summary
+
+
+def log_batch(kind: str, result: BatchResult, started: float) -> None:
+    summary = batch_summary(kind, result, started)
+    level = logging.ERROR if result.failures else logging.INFO
+    logger.log(level, json.dumps(summary, sort_keys=True))
+
+
+def _ensure_log_output() -> None:
+    # One bare JSON line per batch on stdout, which Lambda sends to CloudWatch Logs (the
+    # runtime's own root handler would wrap it in a text prefix). A host process such as the
+    # CLI configures logging itself and is left alone.
+    in_lambda = "AWS_LAMBDA_FUNCTION_NAME" in os.environ
+    if not logger.handlers and (in_lambda or not logger.hasHandlers()):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False

@@ -1,0 +1,232 @@
+"""The S3 adapter: write item versions and read them back, in the order S3 keeps them.
+
+Writes go through the retry policy. Reads of version listings keep S3's own interleaving of
+versions and delete markers, which boto3's parsed output (two separate lists) loses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import unquote_plus
+from xml.etree import ElementTree
+
+from botocore.exceptions import ClientError
+
+from dynamo_backups.layout import (
+    ITEM_CONTENT_TYPE,
+    TOMBSTONE_CONTENT_TYPE,
+    VersionMetadata,
+)
+from dynamo_backups.pitr import ObjectVersion
+from dynamo_backups.retry import RetryPolicy, call_with_retries
+
+_S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+_ORDERED_ENTRIES = "OrderedEntries"
+
+
+def error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+class BackupWriter:
+    """Writes item versions, tombstones and the tool's own documents to one bucket."""
+
+    def __init__(self, s3: Any, bucket: str, policy: RetryPolicy | None = None) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.policy = policy or RetryPolicy()
+
+    def _retrying(self, what: str, call: Any, deadline: float | None, **kwargs: Any) -> Any:
+        return call_with_retries(
+            lambda: call(Bucket=self.bucket, **kwargs), self.policy, what, deadline=deadline
+        )
+
+    def put_item(
+        self, object_key: str, body: bytes, metadata: VersionMetadata, deadline: float | None = None
+    ) -> str | None:
+        """Write one item state as a new version; returns its version id."""
+        response = self._retrying(
+            f"put s3://{self.bucket}/{object_key}",
+            self.s3.put_object,
+            deadline,
+            Key=object_key,
+            Body=body,
+            ContentType=ITEM_CONTENT_TYPE,
+            Metadata=metadata.to_s3(),
+        )
+        return response.get("VersionId")
+
+    def put_item_if_absent(
+        self, object_key: str, body: bytes, metadata: VersionMetadata, deadline: float | None = None
+    ) -> str | None:
+        """Write only if the key has no current object; returns the version id, or None
+        when something is already there (S3 answers 412 PreconditionFailed)."""
+        try:
+            response = self._retrying(
+                f"put s3://{self.bucket}/{object_key}",
+                self.s3.put_object,
+                deadline,
+                Key=object_key,
+                Body=body,
+                ContentType=ITEM_CONTENT_TYPE,
+                Metadata=metadata.to_s3(),
+                IfNoneMatch="*",
+            )
+        except ClientError as error:
+            if error_code(error) in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return None
+            raise
+        return response.get("VersionId") or ""
+
+    def remove_item(
+        self, object_key: str, metadata: VersionMetadata, deadline: float | None = None
+    ) -> None:
+        """Record a removal: an empty tombstone version carrying the change time, then a
+        delete marker on top. Delete markers hold no metadata; the tombstone under it is
+        what lets a point-in-time restore know when the item went away."""
+        self._retrying(
+            f"put tombstone s3://{self.bucket}/{object_key}",
+            self.s3.put_object,
+            deadline,
+            Key=object_key,
+            Body=b"",
+            ContentType=TOMBSTONE_CONTENT_TYPE,
+            Metadata=metadata.to_s3(),
+        )
+        self._retrying(
+            f"delete s3://{self.bucket}/{object_key}",
+            self.s3.delete_object,
+            deadline,
+            Key=object_key,
+        )
+
+    def put_document(self, object_key: str, document: Mapping[str, Any]) -> None:
+        """Write one of the tool's own JSON documents (manifest, description, checkpoint)."""
+        body = json.dumps(document, indent=2, sort_keys=True, default=str).encode("utf-8")
+        self._retrying(
+            f"put s3://{self.bucket}/{object_key}",
+            self.s3.put_object,
+            None,
+            Key=object_key,
+            Body=body,
+            ContentType="application/json",
+        )
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """The body and metadata of one object version."""
+
+    key: str
+    version_id: str | None
+    body: bytes
+    metadata: VersionMetadata | None
+    last_modified: datetime
+    raw_metadata: dict[str, str]
+
+
+def read_document(s3: Any, bucket: str, object_key: str) -> dict[str, Any] | None:
+    """One of the tool's JSON documents, or None if it does not exist."""
+    try:
+        response = s3.get_object(Bucket=bucket, Key=object_key)
+    except ClientError as error:
+        if error_code(error) in ("NoSuchKey", "404"):
+            return None
+        raise
+    return json.loads(response["Body"].read())
+
+
+def get_version(
+    s3: Any, bucket: str, object_key: str, version_id: str | None = None
+) -> StoredVersion:
+    """Read one version (the current one without ``version_id``)."""
+    kwargs = {"VersionId": version_id} if version_id else {}
+    response = s3.get_object(Bucket=bucket, Key=object_key, **kwargs)
+    raw = dict(response.get("Metadata") or {})
+    return StoredVersion(
+        key=object_key,
+        version_id=response.get("VersionId", version_id),
+        body=response["Body"].read(),
+        metadata=VersionMetadata.from_s3(raw),
+        last_modified=response["LastModified"],
+        raw_metadata=raw,
+    )
+
+
+def enable_ordered_version_listing(s3: Any) -> None:
+    """Make ``list_object_versions`` responses carry ``OrderedEntries``: versions and delete
+    markers in S3's own newest-first order. Safe to call more than once on one client."""
+    s3.meta.events.register(
+        "after-call.s3.ListObjectVersions",
+        _attach_ordered_entries,
+        unique_id="dynamo-backups-ordered-versions",
+    )
+
+
+def _attach_ordered_entries(http_response: Any, parsed: dict[str, Any], **_: Any) -> None:
+    if not isinstance(parsed, dict) or http_response.status_code != 200:
+        return
+    root = ElementTree.fromstring(http_response.content)
+    url_encoded = (root.findtext(f"{_S3_NS}EncodingType") or "") == "url"
+    entries = []
+    for element in root:
+        tag = element.tag.removeprefix(_S3_NS)
+        if tag not in ("Version", "DeleteMarker"):
+            continue
+        key = element.findtext(f"{_S3_NS}Key") or ""
+        entries.append(
+            ObjectVersion(
+                key=unquote_plus(key) if url_encoded else key,
+                version_id=element.findtext(f"{_S3_NS}VersionId") or "null",
+                last_modified=datetime.fromisoformat(
+                    element.findtext(f"{_S3_NS}LastModified") or ""
+                ),
+                is_delete_marker=tag == "DeleteMarker",
+                is_latest=(element.findtext(f"{_S3_NS}IsLatest") or "") == "true",
+                size=int(element.findtext(f"{_S3_NS}Size") or 0),
+                etag=element.findtext(f"{_S3_NS}ETag"),
+            )
+        )
+    parsed[_ORDERED_ENTRIES] = entries
+
+
+def iter_versions(
+    s3: Any, bucket: str, prefix: str, page_size: int = 1000
+) -> Iterator[ObjectVersion]:
+    """Every version and delete marker under ``prefix``: keys in order, each key's entries
+    newest first. Streams page by page."""
+    enable_ordered_version_listing(s3)
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
+    while True:
+        page = s3.list_object_versions(**kwargs)
+        yield from page.get(_ORDERED_ENTRIES, [])
+        if not page.get("IsTruncated"):
+            return
+        kwargs["KeyMarker"] = page["NextKeyMarker"]
+        kwargs["VersionIdMarker"] = page["NextVersionIdMarker"]
+
+
+def iter_key_histories(versions: Iterator[ObjectVersion]) -> Iterator[list[ObjectVersion]]:
+    """Group a listing's entries by object key (a key's entries can span pages)."""
+    current: list[ObjectVersion] = []
+    for entry in versions:
+        if current and entry.key != current[0].key:
+            yield current
+            current = []
+        current.append(entry)
+    if current:
+        yield current
+
+
+def iter_current_objects(s3: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+    """The current version of each object under ``prefix`` (deleted ones are not listed)."""
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        yield from page.get("Contents", [])

