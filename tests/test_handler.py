@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import pytest
+from botocore.credentials import ReadOnlyCredentials
 
 from dynamo_backups import handler
 from dynamo_backups.backup import BackupApplier
@@ -17,7 +18,8 @@ from dynamo_backups.ddbjson import to_wire
 from dynamo_backups.handler import ConfigurationError
 from dynamo_backups.retry import RetryPolicy
 from dynamo_backups.s3store import BackupWriter
-from tests import faultproxy
+from dynamo_backups.wire import LeanS3Bucket
+from tests import faultproxy, servers
 from tests.conftest import make_client
 from tests.helpers import (
     bodies,
@@ -37,6 +39,29 @@ class FakeContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return self.remaining_ms
+
+
+@pytest.fixture(params=["lean", "boto3"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Both ways the handler can write: its lean signed requests, or botocore's."""
+    return request.param
+
+
+def writer_via(
+    endpoint: str, bucket: str, transport: str, policy: RetryPolicy | None = None, pool: int = 32
+) -> BackupWriter:
+    client = make_client(
+        "s3", endpoint, retries={"total_max_attempts": 1}, max_pool_connections=pool
+    )
+    objects = None
+    if transport == "lean":
+        credentials = ReadOnlyCredentials(servers.ACCESS_KEY, servers.SECRET_KEY, None)
+        objects = LeanS3Bucket(
+            client,
+            bucket,
+            type("Fixed", (), {"get_frozen_credentials": staticmethod(lambda: credentials)})(),
+        )
+    return BackupWriter(client, bucket, policy, objects)
 
 
 @pytest.fixture
@@ -235,15 +260,16 @@ def test_console_sample_events_smoke_test(s3: Any, bucket: str, backup_env: str)
 
 
 def test_distinct_keys_are_written_in_parallel(
-    dynamodb: Any, streams: Any, seaweedfs: Any, bucket: str, prefix: str
+    dynamodb: Any, streams: Any, seaweedfs: Any, bucket: str, prefix: str, transport: str
 ) -> None:
     table = create_table(dynamodb)
     for index in range(100):
         dynamodb.put_item(TableName=table, Item={"pk": {"S": f"k{index:03d}"}})
     records = lambda_records(dynamodb, streams, table)
     with faultproxy.FaultProxy(seaweedfs.endpoint, delay=0.02) as proxy:
-        client = make_client("s3", proxy.endpoint, max_pool_connections=32)
-        applier = BackupApplier(BackupWriter(client, bucket), prefix, concurrency=16)
+        applier = BackupApplier(
+            writer_via(proxy.endpoint, bucket, transport), prefix, concurrency=16
+        )
         started = time.monotonic()
         result = applier.apply(records)
         elapsed = time.monotonic() - started
@@ -313,7 +339,7 @@ def test_invalid_record_stops_the_batch_there(
 
 
 def test_transient_s3_faults_are_retried_until_written(
-    dynamodb: Any, streams: Any, seaweedfs: Any, s3: Any, bucket: str, prefix: str
+    dynamodb: Any, streams: Any, seaweedfs: Any, s3: Any, bucket: str, prefix: str, transport: str
 ) -> None:
     table = create_table(dynamodb)
     for round_ in range(3):
@@ -338,10 +364,8 @@ def test_transient_s3_faults_are_retried_until_written(
         return cycle[request.number % len(cycle)]
 
     with faultproxy.FaultProxy(seaweedfs.endpoint, rule) as proxy:
-        client = make_client("s3", proxy.endpoint, retries={"total_max_attempts": 1})
-        writer = BackupWriter(
-            client, bucket, RetryPolicy(max_attempts=12, base_delay=0.01, max_delay=0.05)
-        )
+        policy = RetryPolicy(max_attempts=12, base_delay=0.01, max_delay=0.05)
+        writer = writer_via(proxy.endpoint, bucket, transport, policy)
         result = BackupApplier(writer, prefix).apply(records)
     assert len(proxy.log.faults) > 20
     assert {fault for fault, _, _ in proxy.log.faults} == set(faults)
@@ -356,7 +380,7 @@ def test_transient_s3_faults_are_retried_until_written(
 
 
 def test_permanent_failure_reports_earliest_record_and_applies_nothing_after_it(
-    dynamodb: Any, streams: Any, seaweedfs: Any, s3: Any, bucket: str, prefix: str
+    dynamodb: Any, streams: Any, seaweedfs: Any, s3: Any, bucket: str, prefix: str, transport: str
 ) -> None:
     table = create_table(dynamodb)
     stuck = {"pk": {"S": "stuck"}}
@@ -372,8 +396,9 @@ def test_permanent_failure_reports_earliest_record_and_applies_nothing_after_it(
         return faultproxy.INTERNAL_ERROR if stuck_name in request.path else faultproxy.FORWARD
 
     with faultproxy.FaultProxy(seaweedfs.endpoint, rule) as proxy:
-        client = make_client("s3", proxy.endpoint, retries={"total_max_attempts": 1})
-        writer = BackupWriter(client, bucket, RetryPolicy(max_attempts=3, base_delay=0.01))
+        writer = writer_via(
+            proxy.endpoint, bucket, transport, RetryPolicy(max_attempts=3, base_delay=0.01)
+        )
         result = BackupApplier(writer, prefix).apply(records)
     assert result.lambda_response() == {
         "batchItemFailures": [{"itemIdentifier": records[1]["dynamodb"]["SequenceNumber"]}]

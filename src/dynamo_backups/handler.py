@@ -10,6 +10,8 @@ Environment:
     BACKUP_KEY_HASH      optional: md5 (default) or sha256; how objects are named
     BACKUP_CONCURRENCY   optional: parallel writes per batch (default 16)
     BACKUP_MAX_ATTEMPTS  optional: attempts per write before a record is reported failed
+    BACKUP_S3_CLIENT     optional: "lean" (default: signed HTTP requests of our own, configured
+                         from boto3) or "boto3" (every write through botocore)
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dynamo_backups.layout import normalize_prefix
 from dynamo_backups.records import BatchResult, records_of
 from dynamo_backups.retry import RetryPolicy
 from dynamo_backups.s3store import BackupWriter
+from dynamo_backups.wire import LeanS3Bucket
 
 logger = logging.getLogger("dynamo_backups.handler")
 
@@ -52,6 +55,7 @@ class BackupConfig:
     key_hash: str = DEFAULT_KEY_HASH
     concurrency: int = DEFAULT_CONCURRENCY
     max_attempts: int = RetryPolicy.max_attempts
+    s3_client: str = "lean"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> BackupConfig:
@@ -70,6 +74,7 @@ class BackupConfig:
                 max_attempts=_positive_int(
                     environ, "BACKUP_MAX_ATTEMPTS", RetryPolicy.max_attempts
                 ),
+                s3_client=_choice(environ, "BACKUP_S3_CLIENT", ("lean", "boto3")),
             )
         except ValueError as error:
             raise ConfigurationError(f"bad backup setting: {error}") from None
@@ -84,7 +89,14 @@ def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
     return int(text)
 
 
-def s3_client_for_writes(concurrency: int, session: Any = None) -> Any:
+def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = environ.get(name, "").strip() or choices[0]
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def s3_client_for_writes(concurrency: int, session: Any) -> Any:
     """An S3 client sized for ``concurrency`` parallel writes. botocore makes one attempt
     per call; the tool's retry policy, with jitter and a deadline, does the retrying."""
     config = Config(
@@ -93,11 +105,16 @@ def s3_client_for_writes(concurrency: int, session: Any = None) -> Any:
         connect_timeout=5,
         read_timeout=30,
     )
-    return (session or boto3).client("s3", config=config)
+    return session.client("s3", config=config)
 
 
-def build_backup_applier(config: BackupConfig, s3: Any) -> BackupApplier:
-    writer = BackupWriter(s3, config.bucket, RetryPolicy(max_attempts=config.max_attempts))
+def build_backup_applier(config: BackupConfig, s3: Any, credentials: Any = None) -> BackupApplier:
+    """The applier for ``config``; with ``credentials`` (a botocore credentials object) and
+    the lean client chosen, item writes skip botocore's per-request overhead."""
+    objects = None
+    if config.s3_client == "lean" and credentials is not None:
+        objects = LeanS3Bucket(s3, config.bucket, credentials)
+    writer = BackupWriter(s3, config.bucket, RetryPolicy(max_attempts=config.max_attempts), objects)
     return BackupApplier(writer, config.prefix, config.key_hash, config.concurrency)
 
 
@@ -109,7 +126,9 @@ def _backup_applier() -> BackupApplier:
     # invocation's error; kept for the container's life so clients and threads are reused.
     config = BackupConfig.from_environ(os.environ)
     if config not in _appliers:
-        _appliers[config] = build_backup_applier(config, s3_client_for_writes(config.concurrency))
+        session = boto3.session.Session()
+        s3 = s3_client_for_writes(config.concurrency, session)
+        _appliers[config] = build_backup_applier(config, s3, session.get_credentials())
     return _appliers[config]
 
 

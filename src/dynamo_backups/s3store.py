@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote_plus
 from xml.etree import ElementTree
 
@@ -32,55 +32,106 @@ def error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
-class BackupWriter:
-    """Writes item versions, tombstones and the tool's own documents to one bucket."""
+class Boto3Bucket:
+    """Object writes on one bucket through a boto3 client."""
 
-    def __init__(self, s3: Any, bucket: str, policy: RetryPolicy | None = None) -> None:
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+
+    def put_object(
+        self,
+        key: str,
+        body: bytes,
+        content_type: str,
+        metadata: Mapping[str, str],
+        if_none_match: bool = False,
+    ) -> str | None:
+        extra = {"IfNoneMatch": "*"} if if_none_match else {}
+        response = self.s3.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=body,
+            ContentType=content_type,
+            Metadata=dict(metadata),
+            **extra,
+        )
+        return response.get("VersionId")
+
+    def delete_object(self, key: str) -> None:
+        self.s3.delete_object(Bucket=self.bucket, Key=key)
+
+
+class ObjectWriter(Protocol):
+    """What the backup writer needs of a bucket: ``Boto3Bucket`` or ``wire.LeanS3Bucket``."""
+
+    def put_object(
+        self,
+        key: str,
+        body: bytes,
+        content_type: str,
+        metadata: Mapping[str, str],
+        if_none_match: bool = False,
+    ) -> str | None: ...
+
+    def delete_object(self, key: str) -> None: ...
+
+
+class BackupWriter:
+    """Writes item versions, tombstones and the tool's own documents to one bucket.
+
+    ``s3`` is a boto3 client (used for the tool's documents, and for item writes unless
+    ``objects`` supplies a leaner writer, see ``wire.LeanS3Bucket``)."""
+
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        policy: RetryPolicy | None = None,
+        objects: ObjectWriter | None = None,
+    ) -> None:
         self.s3 = s3
         self.bucket = bucket
         self.policy = policy or RetryPolicy()
+        self.objects: ObjectWriter = objects or Boto3Bucket(s3, bucket)
 
-    def _retrying(self, what: str, call: Any, deadline: float | None, **kwargs: Any) -> Any:
+    def _retrying(self, what: str, object_key: str, call: Any, deadline: float | None) -> Any:
         return call_with_retries(
-            lambda: call(Bucket=self.bucket, **kwargs), self.policy, what, deadline=deadline
+            call, self.policy, f"{what} s3://{self.bucket}/{object_key}", deadline=deadline
         )
 
     def put_item(
         self, object_key: str, body: bytes, metadata: VersionMetadata, deadline: float | None = None
     ) -> str | None:
         """Write one item state as a new version; returns its version id."""
-        response = self._retrying(
-            f"put s3://{self.bucket}/{object_key}",
-            self.s3.put_object,
+        fields = metadata.to_s3()
+        return self._retrying(
+            "put",
+            object_key,
+            lambda: self.objects.put_object(object_key, body, ITEM_CONTENT_TYPE, fields),
             deadline,
-            Key=object_key,
-            Body=body,
-            ContentType=ITEM_CONTENT_TYPE,
-            Metadata=metadata.to_s3(),
         )
-        return response.get("VersionId")
 
     def put_item_if_absent(
         self, object_key: str, body: bytes, metadata: VersionMetadata, deadline: float | None = None
     ) -> str | None:
         """Write only if the key has no current object; returns the version id, or None
         when something is already there (S3 answers 412 PreconditionFailed)."""
+        fields = metadata.to_s3()
         try:
-            response = self._retrying(
-                f"put s3://{self.bucket}/{object_key}",
-                self.s3.put_object,
+            version = self._retrying(
+                "put",
+                object_key,
+                lambda: self.objects.put_object(
+                    object_key, body, ITEM_CONTENT_TYPE, fields, if_none_match=True
+                ),
                 deadline,
-                Key=object_key,
-                Body=body,
-                ContentType=ITEM_CONTENT_TYPE,
-                Metadata=metadata.to_s3(),
-                IfNoneMatch="*",
             )
         except ClientError as error:
             if error_code(error) in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return None
             raise
-        return response.get("VersionId") or ""
+        return version or ""
 
     def remove_item(
         self, object_key: str, metadata: VersionMetadata, deadline: float | None = None
@@ -88,32 +139,27 @@ class BackupWriter:
         """Record a removal: an empty tombstone version carrying the change time, then a
         delete marker on top. Delete markers hold no metadata; the tombstone under it is
         what lets a point-in-time restore know when the item went away."""
+        fields = metadata.to_s3()
         self._retrying(
-            f"put tombstone s3://{self.bucket}/{object_key}",
-            self.s3.put_object,
+            "put tombstone",
+            object_key,
+            lambda: self.objects.put_object(object_key, b"", TOMBSTONE_CONTENT_TYPE, fields),
             deadline,
-            Key=object_key,
-            Body=b"",
-            ContentType=TOMBSTONE_CONTENT_TYPE,
-            Metadata=metadata.to_s3(),
         )
         self._retrying(
-            f"delete s3://{self.bucket}/{object_key}",
-            self.s3.delete_object,
-            deadline,
-            Key=object_key,
+            "delete", object_key, lambda: self.objects.delete_object(object_key), deadline
         )
 
     def put_document(self, object_key: str, document: Mapping[str, Any]) -> None:
         """Write one of the tool's own JSON documents (manifest, description, checkpoint)."""
         body = json.dumps(document, indent=2, sort_keys=True, default=str).encode("utf-8")
         self._retrying(
-            f"put s3://{self.bucket}/{object_key}",
-            self.s3.put_object,
+            "put",
+            object_key,
+            lambda: self.s3.put_object(
+                Bucket=self.bucket, Key=object_key, Body=body, ContentType="application/json"
+            ),
             None,
-            Key=object_key,
-            Body=body,
-            ContentType="application/json",
         )
 
 

@@ -1,0 +1,81 @@
+"""Shared pieces of the benchmarks: local servers, clients, and the servers' own ceiling."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from tests import servers
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CEILING = REPO.parent / "shared" / "bench" / "ceiling"
+
+
+@contextmanager
+def local_servers(dynamodb: bool = True, s3: bool = True) -> Iterator[dict[str, str]]:
+    """Start the test servers and yield their endpoints; stopped on exit."""
+    started = []
+    try:
+        endpoints = {}
+        if s3:
+            started.append(servers.start_seaweedfs())
+            endpoints["s3"] = started[-1].endpoint
+        if dynamodb:
+            started.append(servers.start_dynamodb_local())
+            endpoints["dynamodb"] = started[-1].endpoint
+        yield endpoints
+    finally:
+        for server in started:
+            server.stop()
+
+
+def client(service: str, endpoint: str, pool: int = 64, attempts: int = 3) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=servers.REGION,
+        aws_access_key_id=servers.ACCESS_KEY,
+        aws_secret_access_key=servers.SECRET_KEY,
+        config=Config(
+            max_pool_connections=pool, retries={"mode": "standard", "total_max_attempts": attempts}
+        ),
+    )
+
+
+def measure_ceiling(endpoints: dict[str, str], only: str, *extra: str) -> dict[str, Any] | None:
+    """Run ../shared/bench/ceiling (a lean Node client) against the same servers, or return
+    None with a note when it is not there."""
+    script = Path(os.environ.get("DYNAMO_BACKUPS_CEILING", DEFAULT_CEILING))
+    if not script.exists():
+        print(f"note: no ceiling script at {script}; set DYNAMO_BACKUPS_CEILING")
+        return None
+    environment = dict(os.environ)
+    environment.update(
+        AWS_ACCESS_KEY_ID=servers.ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=servers.SECRET_KEY,
+        AWS_REGION=servers.REGION,
+    )
+    if "s3" in endpoints:
+        environment["AWS_ENDPOINT_URL_S3"] = endpoints["s3"]
+    if "dynamodb" in endpoints:
+        environment["AWS_ENDPOINT_URL_DYNAMODB"] = endpoints["dynamodb"]
+    completed = subprocess.run(
+        [str(script), "--only", only, *extra],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def ratio(part: float, whole: float | None) -> float | None:
+    return round(part / whole, 2) if whole else None
