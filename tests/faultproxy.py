@@ -30,12 +30,14 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connectio
 class Request:
     method: str
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lowercase
     body: bytes
     number: int  # 1-based count of requests the proxy has seen
 
 
 Rule = Callable[[Request], str]
+# Changes a request's body before it is forwarded and the answer's body before it is returned.
+Rewrite = Callable[[Request], "tuple[bytes, Callable[[bytes], bytes]] | None"]
 
 
 @dataclass
@@ -50,8 +52,15 @@ class FaultLog:
 class FaultProxy:
     """``with FaultProxy(upstream, rule) as proxy: ... proxy.endpoint``"""
 
-    def __init__(self, upstream: str, rule: Rule | None = None, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        rule: Rule | None = None,
+        delay: float = 0.0,
+        rewrite: Rewrite | None = None,
+    ) -> None:
         self.delay = delay
+        self.rewrite = rewrite
         parts = urlsplit(upstream)
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
@@ -92,7 +101,13 @@ class FaultProxy:
             def _relay(self) -> None:
                 body = self._read_body()
                 headers = dict(self.headers.items())
-                request = Request(self.command, self.path, headers, body, proxy._next_number())
+                request = Request(
+                    self.command,
+                    self.path,
+                    {name.lower(): value for name, value in headers.items()},
+                    body,
+                    proxy._next_number(),
+                )
                 action = proxy.rule(request)
                 if action != FORWARD:
                     with proxy.log.lock:
@@ -109,9 +124,22 @@ class FaultProxy:
                 try:
                     if proxy.delay:
                         time.sleep(proxy.delay)
+                    finish: Callable[[bytes], bytes] = _unchanged
+                    if proxy.rewrite is not None:
+                        rewritten = proxy.rewrite(request)
+                        if rewritten is not None:
+                            body, finish = rewritten
+                            # DynamoDB Local does not check signatures, so the signed
+                            # request can be changed.
+                            headers = {
+                                name: value
+                                for name, value in headers.items()
+                                if name.lower() != "content-length"
+                            }
+                            headers["Content-Length"] = str(len(body))
                     upstream.request(self.command, self.path, body=body, headers=headers)
                     response = upstream.getresponse()
-                    payload = response.read()
+                    payload = finish(response.read())
                     self.send_response_only(response.status, response.reason)
                     for name, value in response.getheaders():
                         if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
@@ -191,3 +219,7 @@ def every_nth(n: int, fault: str, method: str | None = None) -> Rule:
         return fault if request.number % n == 0 else FORWARD
 
     return rule
+
+
+def _unchanged(payload: bytes) -> bytes:
+    return payload

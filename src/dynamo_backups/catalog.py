@@ -10,7 +10,10 @@ from dynamo_backups.s3store import BackupWriter, read_document
 
 
 def ensure_manifest(
-    writer: BackupWriter, layout: TableLayout, key_schema: list[dict[str, str]] | None = None
+    writer: BackupWriter,
+    layout: TableLayout,
+    key_schema: list[dict[str, str]] | None = None,
+    key_types: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write the layout manifest if there is none; refuse a folder that names its objects
     with another hash than ``layout`` would, since the two could never be matched up."""
@@ -22,14 +25,28 @@ def ensure_manifest(
                 f"{existing.get('key_hash')}, not {layout.key_hash}: use --key-hash "
                 f"{existing.get('key_hash')} or another prefix"
             )
-        if key_schema and not existing.get("key_schema"):
-            existing = {**existing, "key_schema": key_schema}
+        missing = {
+            name: value
+            for name, value in (("key_schema", key_schema), ("key_types", key_types))
+            if value and not existing.get(name)
+        }
+        if missing:
+            existing = {**existing, **missing}
             writer.put_document(layout.manifest_key, existing)
         return existing
-    manifest = layout.manifest(key_schema)
+    manifest = layout.manifest(key_schema, key_types)
     writer.put_document(layout.manifest_key, manifest)
     return manifest
 
 
 def read_manifest(s3: Any, bucket: str, layout: TableLayout) -> dict[str, Any] | None:
     return read_document(s3, bucket, layout.manifest_key)
+
+
+def key_types_from_description(table: dict[str, Any]) -> dict[str, str]:
+    """Key attribute name -> S, N or B, from a DescribeTable ``Table``."""
+    definitions = {d["AttributeName"]: d["AttributeType"] for d in table["AttributeDefinitions"]}
+    return {
+        element["AttributeName"]: definitions[element["AttributeName"]]
+        for element in table["KeySchema"]
+    }

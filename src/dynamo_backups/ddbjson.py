@@ -187,6 +187,8 @@ def _decode_b64(text: Any) -> bytes:
 
 
 def _walk_binary(value: Any, convert: Any) -> Any:
+    if isinstance(value, list):  # e.g. the Items of a Scan answer
+        return [_walk_binary(member, convert) for member in value]
     if not isinstance(value, Mapping):
         return value
     if len(value) == 1:

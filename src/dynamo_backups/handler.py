@@ -34,7 +34,7 @@ from dynamo_backups.layout import normalize_prefix
 from dynamo_backups.records import BatchResult, records_of
 from dynamo_backups.retry import RetryPolicy
 from dynamo_backups.s3store import BackupWriter
-from dynamo_backups.wire import LeanS3Bucket
+from dynamo_backups.wire import LeanS3Bucket, lean_path_usable
 
 logger = logging.getLogger("dynamo_backups.handler")
 
@@ -112,7 +112,7 @@ def build_backup_applier(config: BackupConfig, s3: Any, credentials: Any = None)
     """The applier for ``config``; with ``credentials`` (a botocore credentials object) and
     the lean client chosen, item writes skip botocore's per-request overhead."""
     objects = None
-    if config.s3_client == "lean" and credentials is not None:
+    if config.s3_client == "lean" and credentials is not None and lean_path_usable():
         objects = LeanS3Bucket(s3, config.bucket, credentials)
     writer = BackupWriter(s3, config.bucket, RetryPolicy(max_attempts=config.max_attempts), objects)
     return BackupApplier(writer, config.prefix, config.key_hash, config.concurrency)

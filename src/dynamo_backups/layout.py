@@ -148,7 +148,11 @@ class TableLayout:
     def checkpoint_key(self, consumer: str) -> str:
         return self.meta_prefix + f"checkpoints/{consumer}.json"
 
-    def manifest(self, key_schema: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    def manifest(
+        self,
+        key_schema: list[dict[str, str]] | None = None,
+        key_types: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         """The layout manifest that records how this backup names its objects."""
         document: dict[str, Any] = {
             "format": "dynamo-backups",
@@ -160,6 +164,8 @@ class TableLayout:
         }
         if key_schema:
             document["key_schema"] = key_schema
+        if key_types:
+            document["key_types"] = key_types
         return document
 
 

@@ -61,6 +61,20 @@ class Boto3Bucket:
     def delete_object(self, key: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=key)
 
+    def read_object(self, key: str, version_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+        """Body and user metadata of a version (the current one without ``version_id``)."""
+        extra = {"VersionId": version_id} if version_id else {}
+        response = self.s3.get_object(Bucket=self.bucket, Key=key, **extra)
+        return response["Body"].read(), dict(response.get("Metadata") or {})
+
+
+class ObjectReader(Protocol):
+    """What restores need of a bucket: ``Boto3Bucket`` or ``wire.LeanS3Bucket``."""
+
+    def read_object(
+        self, key: str, version_id: str | None = None
+    ) -> tuple[bytes, dict[str, str]]: ...
+
 
 class ObjectWriter(Protocol):
     """What the backup writer needs of a bucket: ``Boto3Bucket`` or ``wire.LeanS3Bucket``."""

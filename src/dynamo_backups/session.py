@@ -13,6 +13,10 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import NoCredentialsError
+
+from dynamo_backups.s3store import Boto3Bucket
+from dynamo_backups.wire import BotocoreDynamoDB, LeanDynamoDB, LeanS3Bucket, lean_path_usable
 
 # The Streams API is served by the DynamoDB endpoint in DynamoDB Local; this spelling is
 # also accepted as an alias of boto3's AWS_ENDPOINT_URL_DYNAMODB_STREAMS.
@@ -34,7 +38,14 @@ class AwsContext:
     @property
     def session(self) -> Any:
         if self._session is None:
-            self._session = boto3.Session(profile_name=self.profile, region_name=self.region)
+            session = boto3.Session(profile_name=self.profile, region_name=self.region)
+            if session.region_name is None and os.environ.get("AWS_REGION"):
+                # botocore reads AWS_DEFAULT_REGION; AWS_REGION is what Lambda and the newer
+                # AWS SDKs use, so it is honoured too.
+                session = boto3.Session(
+                    profile_name=self.profile, region_name=os.environ["AWS_REGION"]
+                )
+            self._session = session
         return self._session
 
     def client(self, service: str, *, pool: int = 10, retries: int = 5) -> Any:
@@ -62,3 +73,22 @@ class AwsContext:
     @property
     def region_name(self) -> str | None:
         return self.session.region_name
+
+    def credentials(self) -> Any:
+        credentials = self.session.get_credentials()
+        if credentials is None:
+            raise NoCredentialsError()
+        return credentials
+
+    def objects(self, s3_client: Any, bucket: str) -> Any:
+        """Object reads and writes for bulk work: lean signed requests where they can be
+        used (see ``wire.lean_path_usable``), else botocore."""
+        if lean_path_usable():
+            return LeanS3Bucket(s3_client, bucket, self.credentials())
+        return Boto3Bucket(s3_client, bucket)
+
+    def dynamodb_api(self, dynamodb_client: Any) -> Any:
+        """DynamoDB calls in wire form for bulk work (Scan, BatchWriteItem, ...)."""
+        if lean_path_usable():
+            return LeanDynamoDB(dynamodb_client, self.credentials())
+        return BotocoreDynamoDB(dynamodb_client)

@@ -17,6 +17,7 @@ import base64
 import hashlib
 import hmac
 import http.client
+import json
 import os
 import socket
 import ssl
@@ -28,7 +29,10 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 from xml.etree import ElementTree
 
+from botocore import xform_name
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
+
+from dynamo_backups.ddbjson import from_wire, to_wire
 
 _UNRESERVED = "-_.~"
 TIMEOUT_SECONDS = 30.0
@@ -296,6 +300,11 @@ class LeanS3Bucket:
         query = {"versionId": version_id} if version_id else None
         return self._request("GetObject", "GET", key, query=query)
 
+    def read_object(self, key: str, version_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+        """Body and user metadata of a version (the current one without ``version_id``)."""
+        response = self.get_object(key, version_id)
+        return response.body, object_metadata(response.headers)
+
 
 def object_metadata(headers: Mapping[str, str]) -> dict[str, str]:
     """The user metadata (x-amz-meta-*) of a response, as boto3 reports it."""
@@ -304,3 +313,93 @@ def object_metadata(headers: Mapping[str, str]) -> dict[str, str]:
         for name, value in headers.items()
         if name.startswith("x-amz-meta-")
     }
+
+
+class LeanDynamoDB:
+    """DynamoDB's JSON API without botocore's per-call work: items travel as the wire form
+    (numbers as text, binary as base64 text), exactly what the backup bodies hold."""
+
+    def __init__(self, dynamodb_client: Any, credentials_source: Any) -> None:
+        endpoint = urlsplit(dynamodb_client.meta.endpoint_url)
+        self.signer = SigV4Signer("dynamodb", dynamodb_client.meta.region_name or "us-east-1")
+        self._host_header = endpoint.netloc
+        self._pool = ConnectionPool(endpoint.scheme, endpoint.hostname or "", endpoint.port)
+        self._credentials_source = credentials_source
+
+    def call(self, operation: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Call ``operation`` with a wire-form request; the parsed wire-form answer."""
+        body = json.dumps(request, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        payload_hash = hashlib.sha256(body).hexdigest()
+        headers = {
+            "host": self._host_header,
+            "content-type": "application/x-amz-json-1.0",
+            "x-amz-target": f"DynamoDB_20120810.{operation}",
+        }
+        frozen = self._credentials_source.get_frozen_credentials()
+        self.signer.sign(
+            "POST",
+            "/",
+            {},
+            headers,
+            payload_hash,
+            Credentials(frozen.access_key, frozen.secret_key, frozen.token),
+        )
+        headers["content-length"] = str(len(body))
+        response = self._pool.send("POST", "/", headers, body)
+        if response.status >= 300:
+            raise dynamodb_error(operation, response)
+        return json.loads(response.body)
+
+
+def dynamodb_error(operation: str, response: Response) -> ClientError:
+    """botocore's ClientError for a DynamoDB JSON error answer."""
+    try:
+        document = json.loads(response.body)
+    except ValueError:
+        document = {}
+    code = str(document.get("__type", response.status)).rpartition("#")[2]
+    message = document.get("message") or document.get("Message") or ""
+    return ClientError(
+        {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {
+                "HTTPStatusCode": response.status,
+                "HTTPHeaders": response.headers,
+            },
+        },
+        operation,
+    )
+
+
+class BotocoreDynamoDB:
+    """The same ``call`` as ``LeanDynamoDB``, through a boto3 client (binary converted
+    between base64 text and bytes both ways). For hosts where the lean path does not fit,
+    such as behind an HTTP proxy."""
+
+    def __init__(self, dynamodb_client: Any) -> None:
+        self.client = dynamodb_client
+
+    def call(self, operation: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        method = getattr(self.client, xform_name(operation))
+        answer = method(**from_wire(dict(request)))
+        answer.pop("ResponseMetadata", None)
+        return to_wire(answer)
+
+
+PROXY_VARIABLES = (
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+)
+
+
+def lean_path_usable(environ: Mapping[str, str] | None = None) -> bool:
+    """The lean path speaks to endpoints directly: not when a proxy is configured, nor when
+    DYNAMO_BACKUPS_CLIENT=boto3 asks for botocore everywhere."""
+    environ = os.environ if environ is None else environ
+    if environ.get("DYNAMO_BACKUPS_CLIENT", "").strip().lower() == "boto3":
+        return False
+    return not any(environ.get(name) for name in PROXY_VARIABLES)

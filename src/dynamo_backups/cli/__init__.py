@@ -5,9 +5,14 @@ from __future__ import annotations
 import click
 
 from dynamo_backups import __version__
+from dynamo_backups.cli.backfill import backfill
 from dynamo_backups.cli.common import Invocation, configure_logging
 from dynamo_backups.cli.demo import demo
+from dynamo_backups.cli.history import history
+from dynamo_backups.cli.restore import restore
+from dynamo_backups.cli.snapshot import snapshot
 from dynamo_backups.cli.stream import stream
+from dynamo_backups.cli.verify import verify
 from dynamo_backups.session import AwsContext
 
 EPILOG = """\b
@@ -51,8 +56,8 @@ def main(
     delete marker. Run the stream handler in AWS Lambda (deploy) or on any host (stream).
     """
     configure_logging(verbose, quiet)
-    ctx.obj = Invocation(AwsContext(region, profile, endpoint_url), output, verbose)
+    ctx.obj = Invocation(AwsContext(region, profile, endpoint_url), output, verbose, quiet)
 
 
-main.add_command(stream)
-main.add_command(demo)
+for command in (stream, backfill, restore, history, verify, snapshot, demo):
+    main.add_command(command)

@@ -52,6 +52,7 @@ class Invocation:
     aws: AwsContext
     output: str = "text"
     verbose: int = 0
+    quiet: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -92,7 +93,9 @@ def reports_errors(command: F) -> F:
                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
             )
         except NoRegionError:
-            fail("no AWS region: pass --region or set AWS_REGION", EXIT_USAGE)
+            fail(
+                "no AWS region: pass --region or set AWS_DEFAULT_REGION (or AWS_REGION)", EXIT_USAGE
+            )
         except ProfileNotFound as error:
             fail(str(error), EXIT_USAGE)
         except EndpointConnectionError as error:

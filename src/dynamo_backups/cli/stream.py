@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from dynamo_backups.backup import DEFAULT_CONCURRENCY, BackupApplier
-from dynamo_backups.catalog import ensure_manifest
+from dynamo_backups.catalog import ensure_manifest, key_types_from_description
 from dynamo_backups.checkpoints import CheckpointStore, FileCheckpointStore, S3CheckpointStore
 from dynamo_backups.cli.common import EXIT_FAILED, Invocation, fail, pass_invocation, reports_errors
 from dynamo_backups.keys import DEFAULT_KEY_HASH, KEY_HASHES
@@ -101,7 +101,9 @@ def stream(
     for table in tables:
         layout = TableLayout.of(prefix, table, key_hash)
         _, description = stream_of_table(dynamodb, table)
-        ensure_manifest(writer, layout, description.get("KeySchema"))
+        ensure_manifest(
+            writer, layout, description["KeySchema"], key_types_from_description(description)
+        )
         store: CheckpointStore = (
             FileCheckpointStore(
                 checkpoint_dir / f"{prefix.replace('/', '_') or '_'}.{table}.{consumer_name}.json"

@@ -1,0 +1,146 @@
+"""``dynamo-backups backfill``: copy existing rows into the backup."""
+
+from __future__ import annotations
+
+import click
+
+from dynamo_backups.backfill import Backfill, BackfillOptions, BackfillReport
+from dynamo_backups.cli.common import Invocation, fail, pass_invocation, reports_errors
+from dynamo_backups.keys import DEFAULT_KEY_HASH, KEY_HASHES
+from dynamo_backups.layout import TableLayout
+from dynamo_backups.progress import Progress
+from dynamo_backups.s3store import BackupWriter
+from dynamo_backups.versioning import require_versioning
+
+
+def tables_with_prefix(dynamodb: object, prefix: str) -> list[str]:
+    names: list[str] = []
+    for page in dynamodb.get_paginator("list_tables").paginate():  # type: ignore[attr-defined]
+        names.extend(name for name in page.get("TableNames", []) if name.startswith(prefix))
+    return names
+
+
+@click.command()
+@click.argument("tables", nargs=-1)
+@click.option("--table-prefix", help="Back up every table whose name starts with this.")
+@click.option("--bucket", required=True, help="The versioned backup bucket.")
+@click.option("--prefix", default="", help="Folder for the backups, e.g. Prod (default: none).")
+@click.option(
+    "--segments",
+    type=click.IntRange(1, 1000),
+    default=8,
+    show_default=True,
+    help="Parallel scan segments.",
+)
+@click.option("--segment", type=click.IntRange(0), help="Run only this segment (0-based) ...")
+@click.option(
+    "--total-segments",
+    type=click.IntRange(1, 1_000_000),
+    help="... of this many, to spread one table over several hosts.",
+)
+@click.option("--max-items-per-second", type=click.FloatRange(min=1), help="Cap the read rate.")
+@click.option(
+    "--resume", is_flag=True, help="Continue an interrupted backfill from its checkpoints."
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 512),
+    default=32,
+    show_default=True,
+    help="Parallel S3 writes.",
+)
+@click.option(
+    "--key-hash",
+    type=click.Choice(sorted(KEY_HASHES)),
+    default=DEFAULT_KEY_HASH,
+    show_default=True,
+    help="How object names are derived from item keys.",
+)
+@pass_invocation
+@reports_errors
+def backfill(
+    invocation: Invocation,
+    tables: tuple[str, ...],
+    table_prefix: str | None,
+    bucket: str,
+    prefix: str,
+    segments: int,
+    segment: int | None,
+    total_segments: int | None,
+    max_items_per_second: float | None,
+    resume: bool,
+    concurrency: int,
+    key_hash: str,
+) -> None:
+    """Copy every existing row of TABLE(s) into the backup.
+
+    Rows that existed before the stream was on have no history in the bucket; a backfill
+    gives the stream's changes a base. It is safe while the stream handler runs: it never
+    replaces a state the stream wrote, and never brings back an item the stream deleted.
+    It also saves each table's description (keys, indexes, billing, TTL, ...) beside the
+    backup, for restores.
+
+    \b
+    Examples:
+      dynamo-backups backfill Users --bucket my-backups --prefix Prod
+      dynamo-backups backfill --table-prefix Prod --bucket my-backups --prefix Prod
+      dynamo-backups backfill Users --bucket b --segment 0 --total-segments 4   # host 1 of 4
+    """
+    aws = invocation.aws
+    dynamodb = aws.client("dynamodb")
+    names = list(tables)
+    if table_prefix:
+        names += [name for name in tables_with_prefix(dynamodb, table_prefix) if name not in names]
+        if not names:
+            fail(f"no table's name starts with {table_prefix!r}", 1)
+    if not names:
+        fail("name the tables to back up, or give --table-prefix", 2)
+    if (segment is None) != (total_segments is None):
+        fail("--segment and --total-segments go together", 2)
+    if segment is not None and total_segments is not None and segment >= total_segments:
+        fail(f"--segment must be below --total-segments ({total_segments})", 2)
+    s3 = aws.client("s3", pool=concurrency, retries=1)
+    require_versioning(s3, bucket)
+    writer = BackupWriter(s3, bucket, objects=aws.objects(s3, bucket))
+    scan = aws.dynamodb_api(dynamodb)
+    options = BackfillOptions(
+        total_segments=total_segments or segments,
+        segment=segment,
+        max_items_per_second=max_items_per_second,
+        resume=resume,
+        concurrency=concurrency,
+    )
+    reports = []
+    for table in names:
+        layout = TableLayout.of(prefix, table, key_hash)
+        with Progress(f"backfill {table}", unit="items", enabled=not invocation.quiet) as progress:
+            job = Backfill(
+                dynamodb,
+                lambda request: scan.call("Scan", request),
+                writer,
+                layout,
+                options,
+                progress,
+            )
+            reports.append(job.run())
+    _finish(invocation, reports, options)
+
+
+def _finish(
+    invocation: Invocation, reports: list[BackfillReport], options: BackfillOptions
+) -> None:
+    expected = 1 if options.segment is not None else options.total_segments
+    lines = []
+    for report in reports:
+        lines.append(
+            f"{report.table}: {report.scanned:,} rows read, {report.written:,} written, "
+            f"{report.already_backed_up:,} already in the backup, "
+            f"{report.removals_restored:,} deletions kept, {report.failed:,} failed "
+            f"({report.seconds:,.1f} s)"
+        )
+        lines.extend(f"  failed: {failure}" for failure in report.failures)
+        if len(report.segments_done) < expected:
+            lines.append("  unfinished segments: run again with --resume")
+    invocation.emit({"tables": [report.to_dict() for report in reports]}, "\n".join(lines))
+    if any(report.failed or len(report.segments_done) < expected for report in reports):
+        fail("the backfill is incomplete (see above)")

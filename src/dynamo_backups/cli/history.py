@@ -1,0 +1,67 @@
+"""``dynamo-backups history``: every version of one item."""
+
+from __future__ import annotations
+
+import click
+
+from dynamo_backups.cli.common import Invocation, fail, pass_invocation, reports_errors
+from dynamo_backups.ddbjson import dumps_plain, item_to_plain
+from dynamo_backups.history import item_history, layout_for, resolve_key
+from dynamo_backups.layout import format_time
+
+
+@click.command()
+@click.argument("table")
+@click.argument("key")
+@click.option("--bucket", required=True, help="The backup bucket.")
+@click.option("--prefix", default="", help="The backups' folder, e.g. Prod (default: none).")
+@pass_invocation
+@reports_errors
+def history(invocation: Invocation, table: str, key: str, bucket: str, prefix: str) -> None:
+    """Show every backed-up version of one item of TABLE, newest first.
+
+    KEY is the item's key in plain JSON ({"id": "abc"}; the key's types come from the saved
+    table description) or in DynamoDB JSON ({"id": {"S": "abc"}}). Each version shows when
+    the change happened, what it was (insert, modify, delete, backfill, repair) and the item.
+
+    \b
+    Example:
+      dynamo-backups history Users '{"id": "abc"}' --bucket my-backups --prefix Prod
+    """
+    aws = invocation.aws
+    s3 = aws.client("s3")
+    layout, key_types = layout_for(s3, bucket, prefix, table)
+    typed_key = resolve_key(key, key_types)
+    object_key, entries = item_history(s3, aws.objects(s3, bucket), bucket, layout, typed_key)
+    if not entries:
+        fail(f"no backup of item {key} of {table} at s3://{bucket}/{object_key}")
+    lines = [f"s3://{bucket}/{object_key}  ({len(entries)} versions, newest first)"]
+    for entry in entries:
+        if entry.event == "delete-marker":
+            lines.append(f"{'':24}  delete marker (received {format_time(entry.received)})")
+            continue
+        when = format_time(entry.change_time) if entry.change_time else "?"
+        origin = ", ".join(
+            part
+            for part in (
+                entry.writer,
+                f"sequence {entry.sequence_number}" if entry.sequence_number else None,
+            )
+            if part
+        )
+        lines.append(
+            f"{when:24}  {entry.event:<8}  ({origin})" if origin else f"{when:24}  {entry.event}"
+        )
+        if entry.item is not None:
+            rendered = dumps_plain(item_to_plain(entry.item))
+            lines.extend("    " + line for line in rendered.splitlines())
+        if entry.problem:
+            lines.append(f"    invalid: {entry.problem}")
+    invocation.emit(
+        {
+            "object": f"s3://{bucket}/{object_key}",
+            "key": typed_key,
+            "history": [entry.to_dict() for entry in entries],
+        },
+        "\n".join(lines),
+    )

@@ -1,0 +1,275 @@
+"""``dynamo-backups restore`` and the checklist's ``restore-backup`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+
+import click
+
+from dynamo_backups.cli.common import (
+    EXIT_FAILED,
+    Invocation,
+    configure_logging,
+    fail,
+    pass_invocation,
+    reports_errors,
+)
+from dynamo_backups.description import DescriptionError
+from dynamo_backups.layout import parse_time
+from dynamo_backups.progress import Progress
+from dynamo_backups.restore import (
+    Restore,
+    RestoreError,
+    RestoreOptions,
+    RestoreReport,
+    summary_text,
+)
+from dynamo_backups.session import AwsContext
+
+
+class TimeParam(click.ParamType):
+    name = "TIME"
+
+    def convert(self, value: object, param: object, ctx: object) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_time(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)  # type: ignore[arg-type]
+
+
+TIME = TimeParam()
+
+
+def run_restore(
+    aws: AwsContext,
+    bucket: str,
+    folder: str,
+    table: str,
+    options: RestoreOptions,
+    show_progress: bool,
+) -> RestoreReport:
+    s3 = aws.client("s3", pool=options.read_concurrency)
+    dynamodb = aws.client("dynamodb", pool=options.write_concurrency)
+    api = aws.dynamodb_api(dynamodb)
+    label = f"restore {table}" + (" (dry run)" if options.dry_run else "")
+    with Progress(label, unit="items", enabled=show_progress) as progress:
+        job = Restore(
+            s3,
+            aws.objects(s3, bucket),
+            dynamodb,
+            lambda request: api.call("BatchWriteItem", request),
+            bucket,
+            folder,
+            table,
+            options,
+            progress,
+        )
+        try:
+            return job.run()
+        except (RestoreError, DescriptionError) as error:
+            fail(str(error))
+
+
+@click.command()
+@click.argument("source_bucket")
+@click.argument("source_prefix")
+@click.argument("table")
+@click.option(
+    "--at",
+    type=TIME,
+    help="Restore the table as it was at this moment "
+    "(ISO-8601 with a zone, e.g. 2026-11-27T12:00:00Z, or epoch seconds).",
+)
+@click.option(
+    "--keys",
+    "keys_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Restore only these items: a file with one key per line, as JSON.",
+)
+@click.option("--dry-run", is_flag=True, help="Count and show a sample; write nothing.")
+@click.option("--into-existing", is_flag=True, help="Allow writing into a table that has items.")
+@click.option(
+    "--skip-invalid",
+    is_flag=True,
+    help="Go on past objects that are not valid items, and list them at the end.",
+)
+@click.option("--key-schema", help="The key when no description was saved: pk:S or pk:S,sk:N.")
+@click.option("--max-items-per-second", type=click.FloatRange(min=1), help="Cap the write rate.")
+@click.option(
+    "--native-import",
+    is_flag=True,
+    help="Restore with DynamoDB's ImportTable (for very large tables): a snapshot "
+    "of the backup, then one import that creates TABLE.",
+)
+@click.option(
+    "--staging",
+    metavar="s3://BUCKET/KEY",
+    help="Where --native-import writes its snapshot (default: under the backup's "
+    "own .dynamo-backups folder).",
+)
+@click.option("--read-concurrency", type=click.IntRange(1, 512), default=32, show_default=True)
+@click.option("--write-concurrency", type=click.IntRange(1, 128), default=8, show_default=True)
+@pass_invocation
+@reports_errors
+def restore(
+    invocation: Invocation,
+    source_bucket: str,
+    source_prefix: str,
+    table: str,
+    at: datetime | None,
+    keys_file: str | None,
+    dry_run: bool,
+    into_existing: bool,
+    skip_invalid: bool,
+    key_schema: str | None,
+    max_items_per_second: float | None,
+    native_import: bool,
+    staging: str | None,
+    read_concurrency: int,
+    write_concurrency: int,
+) -> None:
+    """Restore the backup in SOURCE_BUCKET/SOURCE_PREFIX into TABLE.
+
+    SOURCE_PREFIX is the table's folder in the bucket (Prod/Users). TABLE is created from
+    the saved description (keys, indexes, billing mode, TTL) when it does not exist; a table
+    that already has items is refused unless --into-existing. With --at, every item comes
+    back as it was at that moment, by the change times the backup recorded: items created
+    later are absent, items deleted earlier are absent, later updates are undone.
+
+    \b
+    Examples:
+      dynamo-backups restore my-backups Prod/Users Users-restored
+      dynamo-backups restore my-backups Prod/Users Users-0900 --at 2026-11-27T09:00:00Z
+      dynamo-backups restore my-backups Prod/Users Users --keys keys.jsonl --into-existing
+      dynamo-backups restore my-backups Prod/Users Users-big --native-import
+    """
+    if native_import:
+        if keys_file or dry_run or into_existing:
+            fail(
+                "--native-import creates a new table from the whole backup: it does not take "
+                "--keys, --dry-run or --into-existing",
+                2,
+            )
+        _restore_natively(
+            invocation, source_bucket, source_prefix, table, at, key_schema, staging, skip_invalid
+        )
+        return
+    options = RestoreOptions(
+        at=at,
+        keys_file=keys_file,
+        dry_run=dry_run,
+        into_existing=into_existing,
+        skip_invalid=skip_invalid,
+        key_schema=key_schema,
+        max_items_per_second=max_items_per_second,
+        read_concurrency=read_concurrency,
+        write_concurrency=write_concurrency,
+    )
+    report = run_restore(
+        invocation.aws,
+        source_bucket,
+        source_prefix,
+        table,
+        options,
+        show_progress=not invocation.quiet,
+    )
+    invocation.emit(report.to_dict(), summary_text(report))
+    if not report.complete:
+        fail("the restore is incomplete (see above)", EXIT_FAILED)
+
+
+def restore_backup_main(argv: list[str] | None = None) -> None:
+    """``restore-backup``: the checklist's interface to restore."""
+    parser = argparse.ArgumentParser(
+        prog="restore-backup",
+        description="Play back every object of a DynamoDB backup into a table (created from the "
+        "saved description when missing). Same as: dynamo-backups restore.",
+    )
+    parser.add_argument("--region", help="AWS region of the bucket and the table")
+    parser.add_argument("sourceS3Bucket")
+    parser.add_argument("sourceS3Prefix", help="the table's folder in the bucket, e.g. Prod/Users")
+    parser.add_argument("tablename")
+    arguments = parser.parse_args(argv)
+    configure_logging(0, False)
+    try:
+        report = reports_errors(run_restore)(
+            AwsContext(region=arguments.region),
+            arguments.sourceS3Bucket,
+            arguments.sourceS3Prefix,
+            arguments.tablename,
+            RestoreOptions(),
+            show_progress=True,
+        )
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    print(summary_text(report))
+    if not report.complete:
+        sys.exit(EXIT_FAILED)
+
+
+def _restore_natively(
+    invocation: Invocation,
+    bucket: str,
+    folder: str,
+    table: str,
+    at: datetime | None,
+    key_schema: str | None,
+    staging: str | None,
+    skip_invalid: bool,
+) -> None:
+    from datetime import UTC
+
+    from dynamo_backups.cli.snapshot import take_snapshot
+    from dynamo_backups.layout import TableLayout
+    from dynamo_backups.native_import import run_import
+    from dynamo_backups.snapshot import parse_s3_url
+
+    aws = invocation.aws
+    s3 = aws.client("s3")
+    dynamodb = aws.client("dynamodb")
+    job = Restore(
+        s3,
+        aws.objects(s3, bucket),
+        dynamodb,
+        lambda request: {},
+        bucket,
+        folder,
+        table,
+        RestoreOptions(key_schema=key_schema),
+    )
+    job.check_source()
+    description = job.description()
+    if table in _table_names(dynamodb):
+        fail(f"table {table} exists: ImportTable creates the table, so give a new name")
+    layout = TableLayout.from_folder(folder)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    staging = staging or f"s3://{bucket}/{layout.meta_prefix}snapshots/{stamp}"
+    snapshot = take_snapshot(
+        aws, bucket, folder, staging, at, 256, skip_invalid, not invocation.quiet
+    )
+    staging_bucket, staging_prefix = parse_s3_url(staging)
+    data_prefix = f"{staging_prefix}/data/" if staging_prefix else "data/"
+    result = run_import(dynamodb, description, table, staging_bucket, data_prefix)
+    summary = {"snapshot": snapshot.to_dict(), "import": result.__dict__}
+    text = (
+        f"{snapshot.source} -> {table} with ImportTable: {result.status}, "
+        f"{result.imported:,} of {snapshot.items:,} items imported, {result.errors:,} errors "
+        f"({snapshot.seconds + result.seconds:,.1f} s)"
+    )
+    if result.failure:
+        text += f"\n  {result.failure}"
+    invocation.emit(summary, text)
+    if result.status != "COMPLETED" or result.imported != snapshot.items or snapshot.invalid:
+        fail("the native import did not bring back every item (see above)")
+
+
+def _table_names(dynamodb: object) -> set[str]:
+    names: set[str] = set()
+    for page in dynamodb.get_paginator("list_tables").paginate():  # type: ignore[attr-defined]
+        names.update(page.get("TableNames", []))
+    return names

@@ -1,0 +1,184 @@
+"""A table's description, saved beside its backup, and the table a restore creates from it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from dynamo_backups.catalog import key_types_from_description
+from dynamo_backups.layout import TableLayout, format_time
+from dynamo_backups.s3store import BackupWriter, error_code, read_document
+
+DESCRIPTION_FORMAT = "dynamo-backups-table"
+
+
+class DescriptionError(ValueError):
+    """No usable table description: the message says how to give one."""
+
+
+def describe_table(dynamodb: Any, table: str) -> dict[str, Any]:
+    """What a restore needs to rebuild the table: DescribeTable plus TTL."""
+    described = dynamodb.describe_table(TableName=table)["Table"]
+    try:
+        ttl = dynamodb.describe_time_to_live(TableName=table).get("TimeToLiveDescription", {})
+    except ClientError as error:
+        if error_code(error) not in ("UnknownOperationException", "UnrecognizedClientException"):
+            raise
+        ttl = {}
+    return {
+        "format": DESCRIPTION_FORMAT,
+        "version": 1,
+        "saved_at": format_time(datetime.now(UTC)),
+        "table": _jsonable(described),
+        "time_to_live": _jsonable(ttl),
+    }
+
+
+def save_description(
+    writer: BackupWriter, layout: TableLayout, description: dict[str, Any]
+) -> None:
+    writer.put_document(layout.table_description_key, description)
+
+
+def load_description(s3: Any, bucket: str, layout: TableLayout) -> dict[str, Any] | None:
+    return read_document(s3, bucket, layout.table_description_key)
+
+
+def key_schema_of(description: dict[str, Any]) -> list[dict[str, str]]:
+    return description["table"]["KeySchema"]
+
+
+def key_types_of(description: dict[str, Any]) -> dict[str, str]:
+    """Key attribute name -> S, N or B."""
+    return key_types_from_description(description["table"])
+
+
+def description_from_key_schema(text: str) -> dict[str, Any]:
+    """A minimal description from ``--key-schema pk:S[,sk:N]`` (hash key first)."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not 1 <= len(parts) <= 2:
+        raise DescriptionError("--key-schema takes one or two attributes: pk:S or pk:S,sk:N")
+    schema, definitions = [], []
+    for position, part in enumerate(parts):
+        name, _, kind = part.partition(":")
+        if not name or kind not in ("S", "N", "B"):
+            raise DescriptionError(f"--key-schema entry {part!r} must be NAME:S, NAME:N or NAME:B")
+        schema.append({"AttributeName": name, "KeyType": "HASH" if position == 0 else "RANGE"})
+        definitions.append({"AttributeName": name, "AttributeType": kind})
+    return {
+        "format": DESCRIPTION_FORMAT,
+        "version": 1,
+        "time_to_live": {},
+        "table": {
+            "KeySchema": schema,
+            "AttributeDefinitions": definitions,
+            "BillingModeSummary": {"BillingMode": "PAY_PER_REQUEST"},
+        },
+    }
+
+
+def create_table_request(description: dict[str, Any], table_name: str) -> dict[str, Any]:
+    """CreateTable arguments that rebuild the described table under ``table_name``: keys,
+    indexes, billing mode and throughput, encryption and table class. Streams are left off
+    (turn them on to back the new table up)."""
+    source = description["table"]
+    billing = (source.get("BillingModeSummary") or {}).get("BillingMode")
+    throughput = source.get("ProvisionedThroughput") or {}
+    if billing is None:
+        billing = "PROVISIONED" if throughput.get("ReadCapacityUnits") else "PAY_PER_REQUEST"
+    request: dict[str, Any] = {
+        "TableName": table_name,
+        "KeySchema": source["KeySchema"],
+        "AttributeDefinitions": source["AttributeDefinitions"],
+        "BillingMode": billing,
+    }
+    if billing == "PROVISIONED":
+        request["ProvisionedThroughput"] = _capacity(throughput)
+    indexes = [
+        _index(index, billing, global_=True) for index in source.get("GlobalSecondaryIndexes", [])
+    ]
+    if indexes:
+        request["GlobalSecondaryIndexes"] = indexes
+    local = [
+        _index(index, billing, global_=False) for index in source.get("LocalSecondaryIndexes", [])
+    ]
+    if local:
+        request["LocalSecondaryIndexes"] = local
+    sse = source.get("SSEDescription") or {}
+    if sse.get("Status") in ("ENABLED", "ENABLING") and sse.get("SSEType") == "KMS":
+        request["SSESpecification"] = {"Enabled": True, "SSEType": "KMS"}
+        if sse.get("KMSMasterKeyArn"):
+            request["SSESpecification"]["KMSMasterKeyId"] = sse["KMSMasterKeyArn"]
+    table_class = (source.get("TableClassSummary") or {}).get("TableClass")
+    if table_class:
+        request["TableClass"] = table_class
+    return request
+
+
+def _capacity(throughput: dict[str, Any]) -> dict[str, int]:
+    return {
+        "ReadCapacityUnits": max(1, int(throughput.get("ReadCapacityUnits") or 1)),
+        "WriteCapacityUnits": max(1, int(throughput.get("WriteCapacityUnits") or 1)),
+    }
+
+
+def _index(index: dict[str, Any], billing: str, global_: bool) -> dict[str, Any]:
+    rebuilt = {
+        "IndexName": index["IndexName"],
+        "KeySchema": index["KeySchema"],
+        "Projection": index["Projection"],
+    }
+    if global_ and billing == "PROVISIONED":
+        rebuilt["ProvisionedThroughput"] = _capacity(index.get("ProvisionedThroughput") or {})
+    return rebuilt
+
+
+def ensure_table(
+    dynamodb: Any,
+    description: dict[str, Any],
+    table_name: str,
+    wait: Callable[[float], None] = time.sleep,
+    timeout: float = 600,
+) -> bool:
+    """Create ``table_name`` from ``description`` unless it exists; wait until it is ACTIVE
+    and then apply TTL. True if it was created."""
+    try:
+        dynamodb.describe_table(TableName=table_name)
+        created = False
+    except ClientError as error:
+        if error_code(error) != "ResourceNotFoundException":
+            raise
+        dynamodb.create_table(**create_table_request(description, table_name))
+        created = True
+    deadline = time.monotonic() + timeout
+    while dynamodb.describe_table(TableName=table_name)["Table"]["TableStatus"] != "ACTIVE":
+        if time.monotonic() > deadline:
+            raise DescriptionError(f"table {table_name} did not become ACTIVE in {timeout:.0f} s")
+        wait(1.0)
+    ttl = description.get("time_to_live") or {}
+    if (
+        created
+        and ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING")
+        and ttl.get("AttributeName")
+    ):
+        dynamodb.update_time_to_live(
+            TableName=table_name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
+        )
+    return created
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            name: _jsonable(member) for name, member in value.items() if name != "ResponseMetadata"
+        }
+    if isinstance(value, list):
+        return [_jsonable(member) for member in value]
+    if isinstance(value, datetime):
+        return format_time(value)
+    return value

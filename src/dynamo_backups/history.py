@@ -1,0 +1,112 @@
+"""One item's history: every version of its object, newest first, with what each one means."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from dynamo_backups.catalog import read_manifest
+from dynamo_backups.ddbjson import InvalidDynamoJSON, loads_item
+from dynamo_backups.description import key_types_of, load_description
+from dynamo_backups.keys import DEFAULT_KEY_HASH, parse_key
+from dynamo_backups.layout import (
+    EVENT_REMOVE,
+    EVENT_SNAPSHOT,
+    TableLayout,
+    VersionMetadata,
+    format_time,
+)
+from dynamo_backups.pitr import newest_first
+from dynamo_backups.s3store import ObjectReader, iter_versions
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    version_id: str
+    received: datetime  # when S3 stored it
+    event: str  # insert, modify, delete, backfill, repair, delete-marker, unknown
+    change_time: datetime | None
+    writer: str | None
+    sequence_number: str | None
+    item: dict[str, Any] | None
+    problem: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version_id": self.version_id,
+            "received": format_time(self.received),
+            "event": self.event,
+            "change_time": format_time(self.change_time) if self.change_time else None,
+            "writer": self.writer,
+            "sequence_number": self.sequence_number,
+            "item": self.item,
+            "problem": self.problem,
+        }
+
+
+def layout_for(
+    s3: Any, bucket: str, prefix: str, table: str
+) -> tuple[TableLayout, dict[str, str] | None]:
+    """The table's layout (with the key hash its manifest records) and its key types."""
+    probe = TableLayout.of(prefix, table)
+    manifest = read_manifest(s3, bucket, probe) or {}
+    layout = TableLayout.of(prefix, table, manifest.get("key_hash", DEFAULT_KEY_HASH))
+    description = load_description(s3, bucket, layout)
+    key_types = key_types_of(description) if description else manifest.get("key_types")
+    return layout, key_types
+
+
+def item_history(
+    s3: Any, reader: ObjectReader, bucket: str, layout: TableLayout, key: dict[str, Any]
+) -> tuple[str, list[HistoryEntry]]:
+    """The object key of the item, and its history newest first."""
+    object_key = layout.item_object_key(key)
+    entries = newest_first(
+        [entry for entry in iter_versions(s3, bucket, object_key) if entry.key == object_key]
+    )
+    history = []
+    for entry in entries:
+        if entry.is_delete_marker:
+            history.append(
+                HistoryEntry(
+                    entry.version_id, entry.last_modified, "delete-marker", None, None, None, None
+                )
+            )
+            continue
+        body, raw = reader.read_object(object_key, entry.version_id)
+        metadata = VersionMetadata.from_s3(raw)
+        item, problem = None, None
+        if body:
+            try:
+                item = loads_item(body, f"s3://{bucket}/{object_key}?versionId={entry.version_id}")
+            except InvalidDynamoJSON as error:
+                problem = str(error)
+        history.append(
+            HistoryEntry(
+                entry.version_id,
+                entry.last_modified,
+                _event(metadata, entry.is_tombstone),
+                metadata.change_time if metadata else entry.last_modified,
+                metadata.writer if metadata else None,
+                metadata.sequence_number if metadata else None,
+                item,
+                problem,
+            )
+        )
+    return object_key, history
+
+
+def _event(metadata: VersionMetadata | None, tombstone: bool) -> str:
+    if metadata is None:
+        return "delete" if tombstone else "unknown"
+    if metadata.event_name == EVENT_REMOVE:
+        return "delete"
+    if metadata.event_name == EVENT_SNAPSHOT:
+        return metadata.writer  # backfill or repair
+    return metadata.event_name.lower()
+
+
+def resolve_key(text: str, key_types: dict[str, str] | None) -> dict[str, Any]:
+    """KEY in plain JSON (typed with the saved key types) or DynamoDB JSON."""
+    return parse_key(text, key_types)

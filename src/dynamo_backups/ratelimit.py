@@ -1,0 +1,40 @@
+"""A shared cap on items per second (a token bucket holding at most one second's worth)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+
+class RateLimiter:
+    """``acquire(n)`` blocks until ``n`` more items fit under ``rate`` per second. A rate of
+    None lets everything through."""
+
+    def __init__(
+        self,
+        rate: float | None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate is not None and rate <= 0:
+            raise ValueError("a rate limit must be positive")
+        self.rate = rate
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._available = rate or 0.0
+        self._updated = clock()
+
+    def acquire(self, count: int = 1) -> None:
+        if self.rate is None or count <= 0:
+            return
+        with self._lock:
+            now = self._clock()
+            self._available = min(self.rate, self._available + (now - self._updated) * self.rate)
+            self._updated = now
+            # Borrowing ahead keeps large pages moving; the debt is paid by waiting.
+            self._available -= count
+            wait = -self._available / self.rate if self._available < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)

@@ -1,0 +1,336 @@
+"""Restore a backup (latest, or as of a moment) into a DynamoDB table.
+
+Items are written with BatchWriteItem in groups of 25, in parallel; unprocessed items and
+throttling are retried with exponential backoff and jitter until written. Anything that
+cannot be written is reported by key, never dropped in silence.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from dynamo_backups.catalog import read_manifest
+from dynamo_backups.ddbjson import dumps_item
+from dynamo_backups.description import (
+    DescriptionError,
+    description_from_key_schema,
+    ensure_table,
+    key_schema_of,
+    key_types_of,
+    load_description,
+)
+from dynamo_backups.keys import extract_key, key_attribute_names, parse_key
+from dynamo_backups.layout import TableLayout
+from dynamo_backups.pitr import DEFAULT_CLOCK_SKEW
+from dynamo_backups.progress import NoProgress, ProgressSink
+from dynamo_backups.ratelimit import RateLimiter
+from dynamo_backups.retry import RetryPolicy, call_with_retries, describe_error
+from dynamo_backups.selection import BackupItems, Selected
+from dynamo_backups.versioning import versioning_status
+
+logger = logging.getLogger("dynamo_backups.restore")
+
+BATCH_SIZE = 25
+SAMPLE_SIZE = 20
+
+
+class RestoreError(RuntimeError):
+    """The restore cannot start or cannot go on; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    at: datetime | None = None
+    keys_file: str | None = None  # restore only these items: one key per line, JSON
+    dry_run: bool = False
+    into_existing: bool = False
+    skip_invalid: bool = False
+    max_items_per_second: float | None = None
+    read_concurrency: int = 32
+    write_concurrency: int = 8
+    key_schema: str | None = None  # "pk:S,sk:N" when no description was saved
+    skew: timedelta = DEFAULT_CLOCK_SKEW
+
+
+@dataclass
+class RestoreReport:
+    source: str
+    table: str
+    at: str | None = None
+    dry_run: bool = False
+    created_table: bool = False
+    objects: int = 0
+    written: int = 0
+    absent: int = 0
+    invalid: int = 0
+    invalid_objects: list[str] = field(default_factory=list)
+    unwritten: int = 0
+    unwritten_keys: list[str] = field(default_factory=list)
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    versions_read: int = 0
+    seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return self.unwritten == 0 and self.invalid == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Restore:
+    """One restore run: ``Restore(...).run()``."""
+
+    def __init__(
+        self,
+        s3: Any,
+        reader: Any,
+        dynamodb: Any,
+        batch_write: Callable[[dict[str, Any]], dict[str, Any]],
+        bucket: str,
+        folder: str,
+        table: str,
+        options: RestoreOptions,
+        progress: ProgressSink | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        self.s3 = s3
+        self.reader = reader
+        self.dynamodb = dynamodb
+        self.batch_write = batch_write  # one BatchWriteItem call in wire form
+        self.bucket = bucket
+        self.layout = TableLayout.from_folder(folder)
+        self.table = table
+        self.options = options
+        self.progress = progress or NoProgress()
+        self.retry_policy = retry_policy or RetryPolicy(
+            max_attempts=15, base_delay=0.05, max_delay=20
+        )
+        self.limiter = RateLimiter(options.max_items_per_second)
+        self.report = RestoreReport(
+            f"s3://{bucket}/{self.layout.items_prefix}", table, dry_run=options.dry_run
+        )
+        if options.at is not None:
+            self.report.at = options.at.isoformat()
+        self._lock = threading.Lock()
+        self._pending: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._fatal: str | None = None
+
+    # --- preparation ---------------------------------------------------------------------------
+
+    def description(self) -> dict[str, Any]:
+        """The saved table description, one from --key-schema, or one from the manifest."""
+        if self.options.key_schema:
+            return description_from_key_schema(self.options.key_schema)
+        saved = load_description(self.s3, self.bucket, self.layout)
+        if saved is not None:
+            return saved
+        manifest = read_manifest(self.s3, self.bucket, self.layout) or {}
+        if manifest.get("key_schema") and manifest.get("key_types"):
+            text = ",".join(
+                f"{element['AttributeName']}:{manifest['key_types'][element['AttributeName']]}"
+                for element in manifest["key_schema"]
+            )
+            return description_from_key_schema(text)
+        raise DescriptionError(
+            f"no table description at s3://{self.bucket}/{self.layout.table_description_key} "
+            "(a backfill saves one): give the key schema, e.g. --key-schema pk:S,sk:N"
+        )
+
+    def check_source(self) -> None:
+        versioning_status(self.s3, self.bucket)  # a clear error for a missing bucket
+        listed = self.s3.list_object_versions(
+            Bucket=self.bucket, Prefix=self.layout.items_prefix, MaxKeys=1
+        )
+        if not listed.get("Versions") and not listed.get("DeleteMarkers"):
+            raise RestoreError(
+                f"no backup at s3://{self.bucket}/{self.layout.items_prefix}: check the bucket "
+                "and the prefix (the table's folder, e.g. Prod/Users)"
+            )
+
+    def _prepare_target(self, description: dict[str, Any]) -> None:
+        if self.options.dry_run:
+            return
+        self.report.created_table = ensure_table(self.dynamodb, description, self.table)
+        if self.report.created_table or self.options.into_existing:
+            return
+        scan = self.dynamodb.scan(TableName=self.table, Limit=1, Select="COUNT")
+        if scan.get("Count") or scan.get("LastEvaluatedKey"):
+            raise RestoreError(
+                f"table {self.table} already has items: restore into a new table, or pass "
+                "--into-existing to write into this one"
+            )
+
+    # --- the run -------------------------------------------------------------------------------
+
+    def run(self) -> RestoreReport:
+        started = time.monotonic()
+        self.check_source()
+        description = self.description()
+        key_names = key_attribute_names(key_schema_of(description))
+        self._prepare_target(description)
+        keys = None
+        if self.options.keys_file:
+            keys = read_keys_file(self.options.keys_file, key_types_of(description))
+        items = BackupItems(
+            self.s3,
+            self.reader,
+            self.bucket,
+            self.layout,
+            key_names,
+            self.options.at,
+            keys,
+            self.options.read_concurrency,
+            self.options.skew,
+        )
+
+        self._key_names = key_names
+        slots = threading.BoundedSemaphore(self.options.write_concurrency + 2)
+        with ThreadPoolExecutor(
+            self.options.write_concurrency, thread_name_prefix="restore-write"
+        ) as writes:
+
+            def consume(selected: Selected) -> None:
+                batch = self._accept(selected)
+                if batch:
+                    slots.acquire()
+                    writes.submit(self._guarded_write, batch).add_done_callback(
+                        lambda _: slots.release()
+                    )
+
+            items.for_each(consume, self._stop)
+            leftover = self._take_pending(force=True)
+            if leftover:
+                writes.submit(self._guarded_write, leftover)
+        stats = items.stats
+        self.report.objects, self.report.absent = stats.objects, stats.absent
+        self.report.versions_read = stats.versions_read
+        self.report.seconds = round(time.monotonic() - started, 3)
+        if self._fatal:
+            raise RestoreError(self._fatal)
+        return self.report
+
+    def _accept(self, selected: Selected) -> list[dict[str, Any]] | None:
+        """Take one selected object; a full batch when one is ready to write."""
+        if selected.invalid is not None:
+            with self._lock:
+                self.report.invalid += 1
+                if len(self.report.invalid_objects) < SAMPLE_SIZE:
+                    self.report.invalid_objects.append(selected.invalid)
+            if not self.options.skip_invalid:
+                self._fatal = (
+                    f"{selected.invalid}; pass --skip-invalid to restore the rest and "
+                    "report such objects"
+                )
+                self._stop.set()
+            return None
+        if selected.item is None:
+            return None
+        if self.options.dry_run:
+            with self._lock:
+                self.report.written += 1
+                if len(self.report.sample) < 5:
+                    self.report.sample.append(selected.item)
+            self.progress.advance()
+            return None
+        with self._lock:
+            self._pending.append(selected.item)
+        return self._take_pending()
+
+    def _take_pending(self, force: bool = False) -> list[dict[str, Any]] | None:
+        with self._lock:
+            if len(self._pending) >= BATCH_SIZE or (force and self._pending):
+                batch, self._pending = self._pending[:BATCH_SIZE], self._pending[BATCH_SIZE:]
+                return batch
+        return None
+
+    def _guarded_write(self, items: list[dict[str, Any]]) -> None:
+        try:
+            self._write_batch(items)
+        except Exception as error:  # a bug must not turn into silently missing items
+            self._unwritten([{"PutRequest": {"Item": item}} for item in items], repr(error))
+            self._fatal = f"writing into {self.table} failed: {error!r}"
+            self._stop.set()
+
+    def _write_batch(self, items: list[dict[str, Any]]) -> None:
+        """BatchWriteItem until every item is in; unprocessed items are sent again after a
+        jittered, growing wait. What outlasts the budget is reported by key."""
+        self.limiter.acquire(len(items))
+        requests = [{"PutRequest": {"Item": item}} for item in items]
+        delays = self.retry_policy.delays()
+        while requests:
+            try:
+                answer = call_with_retries(
+                    lambda r=requests: self.batch_write({"RequestItems": {self.table: r}}),
+                    self.retry_policy,
+                    f"BatchWriteItem into {self.table}",
+                )
+            except Exception as error:
+                self._unwritten(requests, describe_error(error))
+                return
+            written = len(requests)
+            requests = (answer.get("UnprocessedItems") or {}).get(self.table, [])
+            self._written(written - len(requests))
+            if requests:
+                delay = next(delays, None)
+                if delay is None:
+                    self._unwritten(requests, "still unprocessed after every retry")
+                    return
+                time.sleep(delay)
+
+    def _written(self, count: int) -> None:
+        with self._lock:
+            self.report.written += count
+        self.progress.advance(count)
+
+    def _unwritten(self, requests: list[dict[str, Any]], reason: str) -> None:
+        with self._lock:
+            self.report.unwritten += len(requests)
+            for request in requests:
+                if len(self.report.unwritten_keys) >= SAMPLE_SIZE:
+                    break
+                key = extract_key(request["PutRequest"]["Item"], self._key_names)
+                self.report.unwritten_keys.append(f"{dumps_item(key).decode()}: {reason}")
+        logger.error("%s: %d items could not be written: %s", self.table, len(requests), reason)
+
+
+def read_keys_file(path: str, key_types: dict[str, str]) -> Iterable[dict[str, Any]]:
+    """Keys, one JSON object per line (plain or DynamoDB JSON), for ``--keys``."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    yield parse_key(line, key_types)
+                except ValueError as error:
+                    raise RestoreError(f"{path} line {number}: {error}") from None
+
+
+def summary_text(report: RestoreReport) -> str:
+    """The report as lines for people."""
+    verb = "would write" if report.dry_run else "wrote"
+    lines = [
+        f"{report.source} -> {report.table}"
+        + (f" (as of {report.at})" if report.at else " (latest)")
+        + (" [new table]" if report.created_table else ""),
+        f"{verb} {report.written:,} items; {report.absent:,} objects deleted or absent at that "
+        f"time; {report.objects:,} objects examined in {report.seconds:,.1f} s",
+    ]
+    if report.sample:
+        lines.append("sample:")
+        lines.extend("  " + json.dumps(item, ensure_ascii=False)[:300] for item in report.sample)
+    if report.invalid:
+        lines.append(f"{report.invalid:,} invalid objects:")
+        lines.extend(f"  {reason}" for reason in report.invalid_objects)
+    if report.unwritten:
+        lines.append(f"{report.unwritten:,} items NOT written:")
+        lines.extend(f"  {key}" for key in report.unwritten_keys)
+    return "\n".join(lines)

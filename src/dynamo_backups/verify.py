@@ -1,0 +1,318 @@
+"""Verify: compare a live table with the latest state of its backup, and optionally repair.
+
+Memory stays bounded whatever the table's size: the scan is spilled to 256 files by the first
+two hex digits of each item's object name, and each of those is then compared with the one
+slice of the bucket listing that holds the same names. A difference is read again from both
+sides before it is reported, so a change in flight while verifying is not counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from dynamo_backups.ddbjson import InvalidDynamoJSON, dumps_item, loads_item
+from dynamo_backups.keys import extract_key, key_attribute_names
+from dynamo_backups.layout import (
+    EVENT_REMOVE,
+    EVENT_SNAPSHOT,
+    ITEM_CONTENT_TYPE,
+    TOMBSTONE_CONTENT_TYPE,
+    WRITER_REPAIR,
+    TableLayout,
+    VersionMetadata,
+)
+from dynamo_backups.progress import NoProgress, ProgressSink
+from dynamo_backups.retry import RetryPolicy, call_with_retries
+from dynamo_backups.s3store import BackupWriter, error_code, iter_current_objects
+
+SAMPLE_SIZE = 10
+KINDS = ("missing", "extra", "different")
+
+
+def item_digest(item: dict[str, Any]) -> str:
+    """Equal for equal items, whatever the attribute order."""
+    return hashlib.sha256(
+        json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    ).hexdigest()
+
+
+@dataclass
+class VerifyReport:
+    table: str
+    source: str
+    items_in_table: int = 0
+    objects_in_backup: int = 0
+    missing: int = 0
+    extra: int = 0
+    different: int = 0
+    repaired: int = 0
+    repair_failed: int = 0
+    samples: dict[str, list[str]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
+    seconds: float = 0.0
+
+    @property
+    def differences(self) -> int:
+        return self.missing + self.extra + self.different
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "differences": self.differences}
+
+
+class Verify:
+    def __init__(
+        self,
+        dynamodb_call: Callable[[str, dict[str, Any]], dict[str, Any]],
+        key_schema: list[dict[str, str]],
+        writer: BackupWriter,
+        reader: Any,
+        layout: TableLayout,
+        segments: int = 8,
+        repair: bool = False,
+        concurrency: int = 16,
+        progress: ProgressSink | None = None,
+    ) -> None:
+        self.call = dynamodb_call  # (operation, wire-form request) -> wire-form answer
+        self.key_names = key_attribute_names(key_schema)
+        self.writer = writer
+        self.reader = reader
+        self.layout = layout
+        self.segments = segments
+        self.repair = repair
+        self.concurrency = concurrency
+        self.progress = progress or NoProgress()
+        self.policy = RetryPolicy(max_attempts=10, base_delay=0.1)
+        self.report = VerifyReport(layout.table, f"s3://{writer.bucket}/{layout.items_prefix}")
+        self._lock = threading.Lock()
+
+    def run(self) -> VerifyReport:
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="dynamo-backups-verify-") as folder:
+            spill = _Spill(Path(folder))
+            with ThreadPoolExecutor(self.segments) as scans:
+                for future in [
+                    scans.submit(self._scan_segment, s, spill) for s in range(self.segments)
+                ]:
+                    future.result()
+            spill.close()
+            with ThreadPoolExecutor(self.concurrency) as pool:
+                for future in [
+                    pool.submit(self._compare_partition, spill, p) for p in spill.names()
+                ]:
+                    future.result()
+        self.report.seconds = round(time.monotonic() - started, 3)
+        return self.report
+
+    # --- phase 1: the table, spilled by object name ------------------------------------------
+
+    def _scan_segment(self, segment: int, spill: _Spill) -> None:
+        request: dict[str, Any] = {
+            "TableName": self.layout.table,
+            "Segment": segment,
+            "TotalSegments": self.segments,
+            "ConsistentRead": True,
+        }
+        while True:
+            page = call_with_retries(
+                lambda r=dict(request): self.call("Scan", r),
+                self.policy,
+                f"scan {self.layout.table}",
+            )
+            for item in page.get("Items", []):
+                key = extract_key(item, self.key_names)
+                name = self.layout.item_object_key(key).rsplit("/", 1)[1]
+                spill.add(
+                    name,
+                    item_digest(item),
+                    hashlib.md5(dumps_item(item)).hexdigest(),
+                    dumps_item(key).decode(),
+                )
+            with self._lock:
+                self.report.items_in_table += len(page.get("Items", []))
+            self.progress.advance(len(page.get("Items", [])))
+            if not page.get("LastEvaluatedKey"):
+                return
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # --- phase 2: each slice of names against the same slice of the bucket -------------------
+
+    def _compare_partition(self, spill: _Spill, partition: str) -> None:
+        table_side = spill.load(partition)
+        prefix = self.layout.items_prefix + partition
+        for listed in iter_current_objects(self.writer.s3, self.writer.bucket, prefix):
+            if listed.get("Size") == 0:
+                continue  # a tombstone left current: deleted in the backup
+            name = listed["Key"].rsplit("/", 1)[1]
+            with self._lock:
+                self.report.objects_in_backup += 1
+            entry = table_side.pop(name, None)
+            if entry is None:
+                self._recheck_extra(listed["Key"])
+                continue
+            digest, body_md5, key_text = entry
+            if listed.get("ETag", "").strip('"') == body_md5:
+                continue
+            body = self._read(listed["Key"])
+            if body is None or _digest_of(body) != digest:
+                self._recheck(json.loads(key_text), "different")
+        for _, _, key_text in table_side.values():
+            self._recheck(json.loads(key_text), "missing")
+
+    def _read(self, object_key: str) -> bytes | None:
+        try:
+            body, _ = call_with_retries(
+                lambda: self.reader.read_object(object_key), self.policy, f"get {object_key}"
+            )
+        except ClientError as error:
+            if error_code(error) in ("NoSuchKey", "404"):
+                return None
+            raise
+        return body or None
+
+    def _recheck(self, key: dict[str, Any], kind: str) -> None:
+        """Read both sides again; count (and repair) only what still differs."""
+        live = self._get_item(key)
+        object_key = self.layout.item_object_key(key)
+        body = self._read(object_key)
+        if live is None and body is None:
+            return
+        if live is not None and body is not None and _digest_of(body) == item_digest(live):
+            return
+        kind = "extra" if live is None else ("missing" if body is None else "different")
+        self._count(kind, dumps_item(key).decode())
+        if self.repair:
+            self._repair(object_key, live)
+
+    def _recheck_extra(self, object_key: str) -> None:
+        body = self._read(object_key)
+        if body is None:
+            return
+        try:
+            key = extract_key(loads_item(body, object_key), self.key_names)
+        except InvalidDynamoJSON as error:
+            self._count("different", f"{object_key}: {error}")
+            return
+        self._recheck(key, "extra")
+
+    def _get_item(self, key: dict[str, Any]) -> dict[str, Any] | None:
+        answer = call_with_retries(
+            lambda: self.call(
+                "GetItem", {"TableName": self.layout.table, "Key": key, "ConsistentRead": True}
+            ),
+            self.policy,
+            f"get item from {self.layout.table}",
+        )
+        return answer.get("Item")
+
+    def _count(self, kind: str, sample: str) -> None:
+        with self._lock:
+            setattr(self.report, kind, getattr(self.report, kind) + 1)
+            if len(self.report.samples[kind]) < SAMPLE_SIZE:
+                self.report.samples[kind].append(sample)
+
+    def _repair(self, object_key: str, live: dict[str, Any] | None) -> None:
+        """Write the table's state into the backup, unless something newer lands first."""
+        s3, bucket = self.writer.s3, self.writer.bucket
+        now = datetime.now(UTC)
+        try:
+            current = self._current_etag(object_key)
+            condition = {"IfMatch": current} if current else {"IfNoneMatch": "*"}
+            if live is not None:
+                metadata = VersionMetadata(
+                    WRITER_REPAIR, EVENT_SNAPSHOT, now, None, self.layout.key_hash
+                )
+                s3.put_object(
+                    Bucket=bucket,
+                    Key=object_key,
+                    Body=dumps_item(live),
+                    ContentType=ITEM_CONTENT_TYPE,
+                    Metadata=metadata.to_s3(),
+                    **condition,
+                )
+            else:
+                metadata = VersionMetadata(
+                    WRITER_REPAIR, EVENT_REMOVE, now, None, self.layout.key_hash
+                )
+                put = s3.put_object(
+                    Bucket=bucket,
+                    Key=object_key,
+                    Body=b"",
+                    ContentType=TOMBSTONE_CONTENT_TYPE,
+                    Metadata=metadata.to_s3(),
+                    **condition,
+                )
+                s3.delete_object(Bucket=bucket, Key=object_key, IfMatch=put["ETag"])
+        except ClientError as error:
+            with self._lock:
+                self.report.repair_failed += 1
+            if error_code(error) not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise
+            return
+        with self._lock:
+            self.report.repaired += 1
+
+    def _current_etag(self, object_key: str) -> str | None:
+        try:
+            return self.writer.s3.head_object(Bucket=self.writer.bucket, Key=object_key)["ETag"]
+        except ClientError as error:
+            if error_code(error) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+
+
+def _digest_of(body: bytes) -> str | None:
+    try:
+        return item_digest(loads_item(body, "backup object"))
+    except InvalidDynamoJSON:
+        return None
+
+
+class _Spill:
+    """The scan's (name, digest, body md5, key) lines in 256 files by the name's first two
+    hex digits; one slice fits in memory at a time."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._files: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def add(self, name: str, digest: str, body_md5: str, key_text: str) -> None:
+        partition = name[:2]
+        line = f"{name}\t{digest}\t{body_md5}\t{key_text}\n"
+        with self._lock:
+            handle = self._files.get(partition)
+            if handle is None:
+                handle = self._files[partition] = (self.folder / partition).open(
+                    "a", encoding="utf-8"
+                )
+            handle.write(line)
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+
+    @staticmethod
+    def names() -> list[str]:
+        return [f"{value:02x}" for value in range(256)]
+
+    def load(self, partition: str) -> dict[str, tuple[str, str, str]]:
+        path = self.folder / partition
+        if not path.exists():
+            return {}
+        entries = {}
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                name, digest, body_md5, key_text = line.rstrip("\n").split("\t", 3)
+                entries[name] = (digest, body_md5, key_text)
+        return entries

@@ -1,0 +1,237 @@
+"""Backfill on DynamoDB Local and SeaweedFS: copying, resuming, segments, and the two races
+with a live stream handler."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from botocore.credentials import Credentials
+from click.testing import CliRunner
+
+from dynamo_backups.backfill import Backfill, BackfillOptions
+from dynamo_backups.cli import main
+from dynamo_backups.ddbjson import to_wire
+from dynamo_backups.layout import TableLayout
+from dynamo_backups.s3store import BackupWriter, read_document
+from dynamo_backups.wire import LeanDynamoDB
+from tests import servers
+from tests.helpers import bodies, create_table, history, object_key
+from tests.test_streams import consumer_for
+
+pytestmark = pytest.mark.servers
+
+
+def lean_scan(dynamodb: Any) -> Any:
+    api = LeanDynamoDB(dynamodb, Credentials(servers.ACCESS_KEY, servers.SECRET_KEY))
+    return lambda request: api.call("Scan", request)
+
+
+def make_backfill(
+    dynamodb: Any, s3: Any, bucket: str, prefix: str, table: str, scan: Any = None, **options: Any
+) -> Backfill:
+    return Backfill(
+        dynamodb,
+        scan or lean_scan(dynamodb),
+        BackupWriter(s3, bucket),
+        TableLayout.of(prefix, table),
+        BackfillOptions(**options),
+    )
+
+
+def test_backfill_copies_every_row_exactly_and_saves_the_description(
+    dynamodb: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    table = create_table(dynamodb, [("pk", "S"), ("sk", "B")], view_type=None)
+    dynamodb.update_time_to_live(
+        TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires"}
+    )
+    items = [
+        {
+            "pk": {"S": f"p{index % 7}"},
+            "sk": {"B": bytes([index])},
+            "n": {"N": "12345678901234567890123456789012345678"},
+            "set": {"NS": ["1", "2.5"]},
+            "map": {"M": {"empty": {"M": {}}, "list": {"L": [{"NULL": True}]}}},
+        }
+        for index in range(120)
+    ]
+    for item in items:
+        dynamodb.put_item(TableName=table, Item=item)
+
+    report = make_backfill(
+        dynamodb, s3, bucket, prefix, table, total_segments=4, page_size=10
+    ).run()
+    assert (report.scanned, report.written, report.failed) == (120, 120, 0)
+    assert sorted(report.segments_done) == [0, 1, 2, 3]
+    for item in items:
+        key = {"pk": item["pk"], "sk": item["sk"]}
+        (entry,) = history(s3, bucket, object_key(prefix, table, to_wire(key)))
+        assert json.loads(entry["body"]) == to_wire(item)
+        assert entry["metadata"]["writer"] == "backfill"
+        assert entry["metadata"]["event-name"] == "SNAPSHOT"
+
+    layout = TableLayout.of(prefix, table)
+    description = read_document(s3, bucket, layout.table_description_key)
+    assert description["table"]["KeySchema"][1] == {"AttributeName": "sk", "KeyType": "RANGE"}
+    assert description["time_to_live"]["AttributeName"] == "expires"
+    manifest = read_document(s3, bucket, layout.manifest_key)
+    assert manifest["key_types"] == {"pk": "S", "sk": "B"}
+
+    again = make_backfill(dynamodb, s3, bucket, prefix, table).run()
+    assert (again.written, again.already_backed_up) == (0, 120)
+
+
+def test_scan_image_older_than_a_stream_write_is_not_written(
+    dynamodb: Any, streams: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    table = create_table(dynamodb)
+    key = {"pk": {"S": "racy"}}
+    dynamodb.put_item(TableName=table, Item={**key, "v": {"N": "1"}})
+    scan = lean_scan(dynamodb)
+
+    def scan_then_change(request: dict[str, Any]) -> dict[str, Any]:
+        page = scan(request)  # the backfill holds the image with v = 1 ...
+        dynamodb.put_item(TableName=table, Item={**key, "v": {"N": "2"}})
+        consumer_for(dynamodb, streams, s3, bucket, prefix, table).run(once=True)
+        return page  # ... while the stream has already written v = 2
+
+    report = make_backfill(
+        dynamodb, s3, bucket, prefix, table, scan=scan_then_change, total_segments=1
+    ).run()
+    assert (report.written, report.already_backed_up) == (0, 1)
+    states = bodies(history(s3, bucket, object_key(prefix, table, key)))
+    assert states[0] == {**key, "v": {"N": "2"}}  # the newer state stays current
+
+
+def test_item_deleted_by_the_stream_after_the_scan_stays_deleted(
+    dynamodb: Any, streams: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    table = create_table(dynamodb)
+    doomed, kept = {"pk": {"S": "doomed"}}, {"pk": {"S": "kept"}}
+    dynamodb.put_item(TableName=table, Item={**doomed, "v": {"N": "1"}})
+    dynamodb.put_item(TableName=table, Item={**kept, "v": {"N": "1"}})
+    consumer_for(dynamodb, streams, s3, bucket, prefix, table).run(once=True)
+    scan = lean_scan(dynamodb)
+
+    def scan_then_delete(request: dict[str, Any]) -> dict[str, Any]:
+        page = scan(request)  # the image of "doomed" is read ...
+        dynamodb.delete_item(TableName=table, Key=doomed)
+        consumer_for(dynamodb, streams, s3, bucket, prefix, table).run(once=True)
+        return page  # ... and the stream deletes it before the backfill writes it
+
+    report = make_backfill(
+        dynamodb, s3, bucket, prefix, table, scan=scan_then_delete, total_segments=1
+    ).run()
+    # S3 lets a conditional put through over a delete marker; the backfill puts the
+    # deletion back on top.
+    assert report.written == 1 and report.removals_restored == 1
+    states = bodies(history(s3, bucket, object_key(prefix, table, doomed)))
+    assert states[:3] == ["DM", None, {**doomed, "v": {"N": "1"}}]
+    assert states[3:5] == ["DM", None]  # the stream's own removal, below
+    assert bodies(history(s3, bucket, object_key(prefix, table, kept)))[0] == {
+        **kept,
+        "v": {"N": "1"},
+    }
+    current = s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/{table}/")
+    assert [entry["Key"] for entry in current.get("Contents", [])] == [
+        object_key(prefix, table, kept)
+    ]
+
+
+def test_interrupted_backfill_resumes_from_its_checkpoints(
+    dynamodb: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    table = create_table(dynamodb, view_type=None)
+    for index in range(60):
+        dynamodb.put_item(TableName=table, Item={"pk": {"S": f"k{index:02d}"}})
+    scan = lean_scan(dynamodb)
+    pages: list[int] = []
+
+    def failing_scan(request: dict[str, Any]) -> dict[str, Any]:
+        pages.append(request["Segment"])
+        if request["Segment"] == 1 and pages.count(1) == 3:
+            raise RuntimeError("host lost")
+        return scan(request)
+
+    job = make_backfill(
+        dynamodb, s3, bucket, prefix, table, scan=failing_scan, total_segments=2, page_size=5
+    )
+    with pytest.raises(RuntimeError, match="host lost"):
+        job.run()
+    first_scanned = job.report.scanned
+    resumed = make_backfill(
+        dynamodb, s3, bucket, prefix, table, total_segments=2, page_size=5, resume=True
+    ).run()
+    assert sorted(resumed.segments_done) == [0, 1]
+    assert resumed.scanned + first_scanned == 60  # nothing read twice, nothing skipped
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/{table}/")
+    assert listed["KeyCount"] == 60
+
+
+def test_segments_spread_over_hosts_cover_the_table_once(
+    dynamodb: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    table = create_table(dynamodb, view_type=None)
+    for index in range(50):
+        dynamodb.put_item(TableName=table, Item={"pk": {"S": f"k{index:02d}"}})
+    scanned = [
+        make_backfill(dynamodb, s3, bucket, prefix, table, total_segments=3, segment=segment)
+        .run()
+        .scanned
+        for segment in range(3)
+    ]
+    assert sum(scanned) == 50
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/{table}/")["KeyCount"] == 50
+
+
+def test_cli_backfills_tables_by_name_prefix(
+    aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    stem = f"Prod{prefix.replace('-', '')}"
+    tables = [create_table(dynamodb, view_type=None, name=f"{stem}-{name}") for name in ("A", "B")]
+    other = create_table(dynamodb, view_type=None, name=f"Dev{prefix.replace('-', '')}")
+    for table in [*tables, other]:
+        dynamodb.put_item(TableName=table, Item={"pk": {"S": "x"}})
+    result = CliRunner().invoke(
+        main,
+        [
+            "--output",
+            "json",
+            "backfill",
+            "--table-prefix",
+            stem,
+            "--bucket",
+            bucket,
+            "--prefix",
+            prefix,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert sorted(entry["table"] for entry in summary["tables"]) == sorted(tables)
+    assert all(entry["written"] == 1 for entry in summary["tables"])
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/{other}/")["KeyCount"] == 0
+
+    none = CliRunner().invoke(
+        main, ["backfill", "--table-prefix", "NoSuchPrefix", "--bucket", bucket]
+    )
+    assert none.exit_code == 1 and "no table's name starts with 'NoSuchPrefix'" in none.output
+
+
+def test_backfilled_state_then_stream_changes_make_one_history(
+    dynamodb: Any, streams: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    table = create_table(dynamodb, view_type=None)
+    key = {"pk": {"S": "a"}}
+    dynamodb.put_item(TableName=table, Item={**key, "v": {"N": "0"}})
+    make_backfill(dynamodb, s3, bucket, prefix, table).run()
+    dynamodb.update_table(
+        TableName=table,
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    dynamodb.put_item(TableName=table, Item={**key, "v": {"N": "1"}})
+    consumer_for(dynamodb, streams, s3, bucket, prefix, table).run(once=True)
+    states = bodies(history(s3, bucket, object_key(prefix, table, key)))
+    assert states == [{**key, "v": {"N": "1"}}, {**key, "v": {"N": "0"}}]
