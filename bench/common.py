@@ -79,3 +79,29 @@ def measure_ceiling(endpoints: dict[str, str], only: str, *extra: str) -> dict[s
 
 def ratio(part: float, whole: float | None) -> float | None:
     return round(part / whole, 2) if whole else None
+
+
+def measure_conditional_ceiling(endpoints: dict[str, str]) -> dict[str, Any] | None:
+    """Plain and conditional (If-None-Match) put rates of the S3 server with the same lean Node
+    client as the ceiling script (bench/conditional_put.mjs, using the ceiling's SDK cache)."""
+    cache = Path(os.environ.get("CEILING_CACHE", Path.home() / ".cache" / "s3-ddb-ceiling"))
+    if not (cache / "node_modules" / "aws-sdk").exists():
+        print("note: the ceiling's Node SDK is not cached yet; run the ceiling first")
+        return None
+    environment = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID=servers.ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=servers.SECRET_KEY,
+        AWS_REGION=servers.REGION,
+        AWS_ENDPOINT_URL_S3=endpoints["s3"],
+        NODE_PATH=str(cache / "node_modules"),
+    )
+    completed = subprocess.run(
+        ["node", str(REPO / "bench" / "conditional_put.mjs")],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])

@@ -62,7 +62,7 @@ class BackfillOptions:
     max_items_per_second: float | None = None
     resume: bool = False
     concurrency: int = 32
-    page_size: int | None = None
+    page_size: int | None = 1000  # items per Scan page: bounds memory (DynamoDB caps pages at 1 MB)
 
 
 @dataclass
@@ -265,7 +265,7 @@ def restore_removals_under_backfill(writer: BackupWriter, layout: TableLayout) -
 
 
 def _removal_suspects(writer: BackupWriter, layout: TableLayout) -> Iterator[list[ObjectVersion]]:
-    for entries in iter_key_histories(iter_versions(writer.s3, writer.bucket, layout.items_prefix)):
+    for entries in iter_key_histories(iter_versions(writer.objects, layout.items_prefix)):
         ordered = newest_first(entries)
         if (
             len(ordered) >= 2

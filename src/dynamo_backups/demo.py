@@ -22,7 +22,13 @@ from dynamo_backups.ddbjson import dumps_plain, item_to_plain, loads_item
 from dynamo_backups.keys import canonical_key
 from dynamo_backups.layout import TableLayout, VersionMetadata, format_time
 from dynamo_backups.pitr import newest_first
-from dynamo_backups.s3store import BackupWriter, get_version, iter_key_histories, iter_versions
+from dynamo_backups.s3store import (
+    BackupWriter,
+    Boto3Bucket,
+    get_version,
+    iter_key_histories,
+    iter_versions,
+)
 from dynamo_backups.session import AwsContext
 from dynamo_backups.streams import StreamConsumer
 
@@ -153,7 +159,9 @@ def _validate(
 ) -> None:
     histories = {
         entries[0].key: newest_first(entries)
-        for entries in iter_key_histories(iter_versions(s3, BUCKET, layout.items_prefix))
+        for entries in iter_key_histories(
+            iter_versions(Boto3Bucket(s3, BUCKET), layout.items_prefix)
+        )
     }
     result.say()
     result.say("Validate Functionality (the checklist's last step), in the bucket:")
@@ -192,7 +200,7 @@ def _show_history(
     result: DemoResult, s3: Any, layout: TableLayout, key: dict, label: str, expect: int
 ) -> None:
     object_key = layout.item_object_key(key)
-    entries = newest_first(list(iter_versions(s3, BUCKET, object_key)))
+    entries = newest_first(list(iter_versions(Boto3Bucket(s3, BUCKET), object_key)))
     result.say()
     result.say(f"Versions of item {_plain_key(key)} ({label}), newest first:")
     for entry in entries:

@@ -58,12 +58,12 @@ def layout_for(
 
 
 def item_history(
-    s3: Any, reader: ObjectReader, bucket: str, layout: TableLayout, key: dict[str, Any]
+    reader: ObjectReader, bucket: str, layout: TableLayout, key: dict[str, Any]
 ) -> tuple[str, list[HistoryEntry]]:
     """The object key of the item, and its history newest first."""
     object_key = layout.item_object_key(key)
     entries = newest_first(
-        [entry for entry in iter_versions(s3, bucket, object_key) if entry.key == object_key]
+        [entry for entry in iter_versions(reader, object_key) if entry.key == object_key]
     )
     history = []
     for entry in entries:

@@ -11,8 +11,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
-from urllib.parse import unquote_plus
-from xml.etree import ElementTree
 
 from botocore.exceptions import ClientError
 
@@ -21,11 +19,9 @@ from dynamo_backups.layout import (
     TOMBSTONE_CONTENT_TYPE,
     VersionMetadata,
 )
+from dynamo_backups.listing import ObjectPage, VersionPage, parse_version_page
 from dynamo_backups.pitr import ObjectVersion
 from dynamo_backups.retry import RetryPolicy, call_with_retries
-
-_S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
-_ORDERED_ENTRIES = "OrderedEntries"
 
 
 def error_code(error: ClientError) -> str:
@@ -67,6 +63,42 @@ class Boto3Bucket:
         response = self.s3.get_object(Bucket=self.bucket, Key=key, **extra)
         return response["Body"].read(), dict(response.get("Metadata") or {})
 
+    def list_versions_page(
+        self, prefix: str, key_marker: str | None = None, version_marker: str | None = None
+    ) -> VersionPage:
+        """One ListObjectVersions page, parsed from the answer's own XML (boto3's parsed form
+        separates versions from delete markers and loses their order)."""
+        self.s3.meta.events.register(
+            "after-call.s3.ListObjectVersions",
+            _keep_raw_listing,
+            unique_id="dynamo-backups-raw-listing",
+        )
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if key_marker is not None:
+            kwargs.update(KeyMarker=key_marker, VersionIdMarker=version_marker or "")
+        return parse_version_page(self.s3.list_object_versions(**kwargs)[_RAW_LISTING])
+
+    def list_objects_page(self, prefix: str, token: str | None = None) -> ObjectPage:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if token:
+            kwargs["ContinuationToken"] = token
+        answer = self.s3.list_objects_v2(**kwargs)
+        return ObjectPage(
+            [
+                {"Key": entry["Key"], "Size": entry.get("Size", 0), "ETag": entry.get("ETag", "")}
+                for entry in answer.get("Contents", [])
+            ],
+            answer.get("NextContinuationToken") if answer.get("IsTruncated") else None,
+        )
+
+
+_RAW_LISTING = "RawListing"
+
+
+def _keep_raw_listing(http_response: Any, parsed: dict[str, Any], **_: Any) -> None:
+    if isinstance(parsed, dict) and http_response.status_code == 200:
+        parsed[_RAW_LISTING] = http_response.content
+
 
 class ObjectReader(Protocol):
     """What restores need of a bucket: ``Boto3Bucket`` or ``wire.LeanS3Bucket``."""
@@ -76,7 +108,7 @@ class ObjectReader(Protocol):
     ) -> tuple[bytes, dict[str, str]]: ...
 
 
-class ObjectWriter(Protocol):
+class ObjectWriter(ObjectReader, Protocol):
     """What the backup writer needs of a bucket: ``Boto3Bucket`` or ``wire.LeanS3Bucket``."""
 
     def put_object(
@@ -220,57 +252,17 @@ def get_version(
     )
 
 
-def enable_ordered_version_listing(s3: Any) -> None:
-    """Make ``list_object_versions`` responses carry ``OrderedEntries``: versions and delete
-    markers in S3's own newest-first order. Safe to call more than once on one client."""
-    s3.meta.events.register(
-        "after-call.s3.ListObjectVersions",
-        _attach_ordered_entries,
-        unique_id="dynamo-backups-ordered-versions",
-    )
-
-
-def _attach_ordered_entries(http_response: Any, parsed: dict[str, Any], **_: Any) -> None:
-    if not isinstance(parsed, dict) or http_response.status_code != 200:
-        return
-    root = ElementTree.fromstring(http_response.content)
-    url_encoded = (root.findtext(f"{_S3_NS}EncodingType") or "") == "url"
-    entries = []
-    for element in root:
-        tag = element.tag.removeprefix(_S3_NS)
-        if tag not in ("Version", "DeleteMarker"):
-            continue
-        key = element.findtext(f"{_S3_NS}Key") or ""
-        entries.append(
-            ObjectVersion(
-                key=unquote_plus(key) if url_encoded else key,
-                version_id=element.findtext(f"{_S3_NS}VersionId") or "null",
-                last_modified=datetime.fromisoformat(
-                    element.findtext(f"{_S3_NS}LastModified") or ""
-                ),
-                is_delete_marker=tag == "DeleteMarker",
-                is_latest=(element.findtext(f"{_S3_NS}IsLatest") or "") == "true",
-                size=int(element.findtext(f"{_S3_NS}Size") or 0),
-                etag=element.findtext(f"{_S3_NS}ETag"),
-            )
-        )
-    parsed[_ORDERED_ENTRIES] = entries
-
-
-def iter_versions(
-    s3: Any, bucket: str, prefix: str, page_size: int = 1000
-) -> Iterator[ObjectVersion]:
-    """Every version and delete marker under ``prefix``: keys in order, each key's entries
-    newest first. Streams page by page."""
-    enable_ordered_version_listing(s3)
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
+def iter_versions(lister: Any, prefix: str) -> Iterator[ObjectVersion]:
+    """Every version and delete marker under ``prefix`` (``lister`` is a ``Boto3Bucket`` or a
+    ``wire.LeanS3Bucket``): keys in order, each key's entries newest first, page by page."""
+    key_marker: str | None = None
+    version_marker: str | None = None
     while True:
-        page = s3.list_object_versions(**kwargs)
-        yield from page.get(_ORDERED_ENTRIES, [])
-        if not page.get("IsTruncated"):
+        page = lister.list_versions_page(prefix, key_marker, version_marker)
+        yield from page.entries
+        if page.next_key_marker is None:
             return
-        kwargs["KeyMarker"] = page["NextKeyMarker"]
-        kwargs["VersionIdMarker"] = page["NextVersionIdMarker"]
+        key_marker, version_marker = page.next_key_marker, page.next_version_marker
 
 
 def iter_key_histories(versions: Iterator[ObjectVersion]) -> Iterator[list[ObjectVersion]]:
@@ -285,8 +277,13 @@ def iter_key_histories(versions: Iterator[ObjectVersion]) -> Iterator[list[Objec
         yield current
 
 
-def iter_current_objects(s3: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
-    """The current version of each object under ``prefix`` (deleted ones are not listed)."""
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-        yield from page.get("Contents", [])
+def iter_current_objects(lister: Any, prefix: str) -> Iterator[dict[str, Any]]:
+    """The current version (Key, Size, ETag) of each object under ``prefix``; deleted objects
+    are not listed."""
+    token: str | None = None
+    while True:
+        page = lister.list_objects_page(prefix, token)
+        yield from page.objects
+        if page.next_token is None:
+            return
+        token = page.next_token

@@ -131,17 +131,15 @@ class BackupItems:
                 if self.at is not None:
                     entries = [
                         entry
-                        for entry in iter_versions(self.s3, self.bucket, object_key)
+                        for entry in iter_versions(self.reader, object_key)
                         if entry.key == object_key
                     ]
                 yield _Unit(object_key, entries)
         elif self.at is None:
-            for listed in iter_current_objects(self.s3, self.bucket, self.layout.items_prefix):
+            for listed in iter_current_objects(self.reader, self.layout.items_prefix):
                 yield _Unit(listed["Key"], None, listed.get("Size"))
         else:
-            for entries in iter_key_histories(
-                iter_versions(self.s3, self.bucket, self.layout.items_prefix)
-            ):
+            for entries in iter_key_histories(iter_versions(self.reader, self.layout.items_prefix)):
                 yield _Unit(entries[0].key, entries)
 
     # --- one object ----------------------------------------------------------------------------

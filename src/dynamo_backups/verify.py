@@ -122,6 +122,7 @@ class Verify:
             "Segment": segment,
             "TotalSegments": self.segments,
             "ConsistentRead": True,
+            "Limit": 1000,  # bounds memory (DynamoDB caps pages at 1 MB; DynamoDB Local does not)
         }
         while True:
             page = call_with_retries(
@@ -150,7 +151,7 @@ class Verify:
     def _compare_partition(self, spill: _Spill, partition: str) -> None:
         table_side = spill.load(partition)
         prefix = self.layout.items_prefix + partition
-        for listed in iter_current_objects(self.writer.s3, self.writer.bucket, prefix):
+        for listed in iter_current_objects(self.reader, prefix):
             if listed.get("Size") == 0:
                 continue  # a tombstone left current: deleted in the backup
             name = listed["Key"].rsplit("/", 1)[1]

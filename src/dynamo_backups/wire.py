@@ -33,6 +33,7 @@ from botocore import xform_name
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
 
 from dynamo_backups.ddbjson import from_wire, to_wire
+from dynamo_backups.listing import ObjectPage, VersionPage, parse_object_page, parse_version_page
 
 _UNRESERVED = "-_.~"
 TIMEOUT_SECONDS = 30.0
@@ -304,6 +305,20 @@ class LeanS3Bucket:
         """Body and user metadata of a version (the current one without ``version_id``)."""
         response = self.get_object(key, version_id)
         return response.body, object_metadata(response.headers)
+
+    def list_versions_page(
+        self, prefix: str, key_marker: str | None = None, version_marker: str | None = None
+    ) -> VersionPage:
+        query = {"versions": "", "prefix": prefix, "encoding-type": "url"}
+        if key_marker is not None:
+            query.update({"key-marker": key_marker, "version-id-marker": version_marker or ""})
+        return parse_version_page(self._request("ListObjectVersions", "GET", "", query=query).body)
+
+    def list_objects_page(self, prefix: str, token: str | None = None) -> ObjectPage:
+        query = {"list-type": "2", "prefix": prefix, "encoding-type": "url"}
+        if token:
+            query["continuation-token"] = token
+        return parse_object_page(self._request("ListObjectsV2", "GET", "", query=query).body)
 
 
 def object_metadata(headers: Mapping[str, str]) -> dict[str, str]:

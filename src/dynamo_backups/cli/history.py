@@ -32,7 +32,7 @@ def history(invocation: Invocation, table: str, key: str, bucket: str, prefix: s
     s3 = aws.client("s3")
     layout, key_types = layout_for(s3, bucket, prefix, table)
     typed_key = resolve_key(key, key_types)
-    object_key, entries = item_history(s3, aws.objects(s3, bucket), bucket, layout, typed_key)
+    object_key, entries = item_history(aws.objects(s3, bucket), bucket, layout, typed_key)
     if not entries:
         fail(f"no backup of item {key} of {table} at s3://{bucket}/{object_key}")
     lines = [f"s3://{bucket}/{object_key}  ({len(entries)} versions, newest first)"]

@@ -1,0 +1,224 @@
+"""Benchmark: backfill, restore (latest) and restore --at on a 50,000-item table, against
+DynamoDB Local and SeaweedFS, each run as the real command in its own process (so its peak
+memory is its own), next to the servers' ceiling from ../shared/bench/ceiling in the same run.
+
+    .venv/bin/python -m bench.recovery [--items 50000] [--changed 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.credentials import Credentials
+from tests import servers
+
+from bench.common import (
+    client,
+    local_servers,
+    measure_ceiling,
+    measure_conditional_ceiling,
+    ratio,
+)
+from dynamo_backups.backup import BackupApplier
+from dynamo_backups.s3store import BackupWriter
+from dynamo_backups.wire import LeanDynamoDB, LeanS3Bucket
+
+TABLE = "BenchSource"
+
+
+def fill_table(dynamodb: Any, items: int) -> None:
+    dynamodb.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    api = LeanDynamoDB(dynamodb, Credentials(servers.ACCESS_KEY, servers.SECRET_KEY))
+
+    def write(start: int) -> None:
+        requests = [
+            {"PutRequest": {"Item": item(index, 0)}}
+            for index in range(start, min(start + 25, items))
+        ]
+        while requests:
+            answer = api.call("BatchWriteItem", {"RequestItems": {TABLE: requests}})
+            requests = answer.get("UnprocessedItems", {}).get(TABLE, [])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(0, items, 25)))
+
+
+def item(index: int, version: int) -> dict[str, Any]:
+    return {
+        "pk": {"S": f"user-{index:07d}"},
+        "version": {"N": str(version)},
+        "balance": {"N": f"{index}.{version:04d}"},
+        "name": {"S": "Ada Lovelace"},
+        "tags": {"SS": ["a", "b"]},
+        "note": {"S": "x" * 100},
+    }
+
+
+def change_items(s3: Any, bucket: str, prefix: str, count: int) -> None:
+    """``count`` later MODIFYs through the stream handler's code (new versions to skip)."""
+    arn = f"arn:aws:dynamodb:us-east-1:123456789012:table/{TABLE}/stream/2026-01-01T00:00:00.000"
+    writer = BackupWriter(
+        s3,
+        bucket,
+        objects=LeanS3Bucket(s3, bucket, Credentials(servers.ACCESS_KEY, servers.SECRET_KEY)),
+    )
+    applier = BackupApplier(writer, prefix, concurrency=32)
+    now = time.time()
+    for start in range(0, count, 100):
+        records = [
+            {
+                "eventName": "MODIFY",
+                "eventSourceARN": arn,
+                "dynamodb": {
+                    "ApproximateCreationDateTime": now,
+                    "Keys": {"pk": {"S": f"user-{index:07d}"}},
+                    "NewImage": item(index, 1),
+                    "SequenceNumber": f"{index:021d}",
+                    "StreamViewType": "NEW_AND_OLD_IMAGES",
+                },
+            }
+            for index in range(start, min(start + 100, count))
+        ]
+        assert not applier.apply(records).failures
+
+
+def timed(endpoints: dict[str, str], *arguments: str) -> tuple[dict[str, Any], float, float]:
+    """Run the CLI in a child process: its JSON report, wall seconds and peak RSS in MB (the
+    child's own high-water mark, VmHWM, read while it runs)."""
+    environment = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID=servers.ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=servers.SECRET_KEY,
+        AWS_DEFAULT_REGION=servers.REGION,
+        AWS_ENDPOINT_URL_S3=endpoints["s3"],
+        AWS_ENDPOINT_URL_DYNAMODB=endpoints["dynamodb"],
+    )
+    started = time.perf_counter()
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dynamo_backups.cli.entry",
+            "--quiet",
+            "--output",
+            "json",
+            *arguments,
+        ],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    peak_kb = 0
+    while child.poll() is None:
+        peak_kb = max(peak_kb, _high_water_kb(child.pid))
+        time.sleep(0.05)
+    stdout, stderr = child.communicate()
+    elapsed = time.perf_counter() - started
+    if child.returncode != 0:
+        raise RuntimeError(f"{arguments} failed: {stderr.decode()[-2000:]}")
+    return json.loads(stdout), elapsed, peak_kb / 1024
+
+
+def _high_water_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=50_000)
+    parser.add_argument("--changed", type=int, default=5_000)
+    arguments = parser.parse_args()
+    results: dict[str, Any] = {"items": arguments.items, "changed_after_moment": arguments.changed}
+    with local_servers() as endpoints:
+        s3 = client("s3", endpoints["s3"])
+        dynamodb = client("dynamodb", endpoints["dynamodb"])
+        bucket, prefix = "bench-recovery", f"run-{uuid.uuid4().hex[:6]}"
+        s3.create_bucket(Bucket=bucket)
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        s3.put_object(Bucket=bucket, Key="warm", Body=b"x")
+        fill_table(dynamodb, arguments.items)
+
+        report, seconds, rss = timed(
+            endpoints, "backfill", TABLE, "--bucket", bucket, "--prefix", prefix
+        )
+        assert report["tables"][0]["written"] == arguments.items, report
+        results["backfill"] = {
+            "items_per_s": round(arguments.items / seconds),
+            "seconds": round(seconds, 1),
+            "peak_rss_mb": round(rss),
+        }
+        time.sleep(1.5)  # S3 keeps whole seconds: the moment falls between the two sets of writes
+        moment = datetime.now(UTC)
+        time.sleep(1.5)
+        change_items(s3, bucket, prefix, arguments.changed)
+
+        report, seconds, rss = timed(endpoints, "restore", bucket, f"{prefix}/{TABLE}", "Latest")
+        assert report["written"] == arguments.items, report
+        results["restore_latest"] = {
+            "items_per_s": round(arguments.items / seconds),
+            "seconds": round(seconds, 1),
+            "peak_rss_mb": round(rss),
+        }
+
+        report, seconds, rss = timed(
+            endpoints,
+            "restore",
+            bucket,
+            f"{prefix}/{TABLE}",
+            "AtMoment",
+            "--at",
+            moment.isoformat(),
+        )
+        assert report["written"] == arguments.items, report
+        results["restore_at"] = {
+            "items_per_s": round(arguments.items / seconds),
+            "seconds": round(seconds, 1),
+            "peak_rss_mb": round(rss),
+            "versions_read": report["versions_read"],
+        }
+        restored = dynamodb.get_item(TableName="AtMoment", Key={"pk": {"S": "user-0000000"}})
+        assert restored["Item"]["version"]["N"] == "0", "restore --at returned a later version"
+
+        ceiling = measure_ceiling(endpoints, "s3,dynamodb", "--items", "20000")
+        results["ceiling"] = ceiling
+        if ceiling:
+            restore_ceiling = min(ceiling["s3_get_per_s"], ceiling["ddb_batch_write_items_per_s"])
+            results["backfill"]["vs_ceiling"] = ratio(
+                results["backfill"]["items_per_s"], ceiling["s3_put_per_s"]
+            )
+            for step in ("restore_latest", "restore_at"):
+                results[step]["vs_ceiling"] = ratio(results[step]["items_per_s"], restore_ceiling)
+        # A backfill writes with If-None-Match (it must never replace what the stream wrote);
+        # the server's own rate for such puts, measured by the same Node client:
+        conditional = measure_conditional_ceiling(endpoints)
+        results["conditional_put_ceiling"] = conditional
+        if conditional:
+            results["backfill"]["vs_conditional_put_ceiling"] = ratio(
+                results["backfill"]["items_per_s"], conditional["s3_conditional_put_per_s"]
+            )
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
