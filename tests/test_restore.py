@@ -353,3 +353,35 @@ def test_restore_backup_has_the_checklists_interface(
         restore_backup_main([bucket, f"{prefix}/{table}", target])
     assert refused.value.code == 1
     assert "already has items" in capsys.readouterr().err
+
+
+def test_at_is_checked_and_applied_from_the_command_line(
+    aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    table = backed_up_table(dynamodb, s3, bucket, prefix)
+    bad = invoke("restore", bucket, f"{prefix}/{table}", unique_table_name("r"), "--at", "noon")
+    assert bad.exit_code == 2 and "use ISO-8601 with a zone" in bad.output
+    early = invoke(
+        "--output",
+        "json",
+        "restore",
+        bucket,
+        f"{prefix}/{table}",
+        unique_table_name("r"),
+        "--at",
+        "2000-01-01T00:00:00Z",
+    )
+    assert early.exit_code == 0, early.output
+    report = json.loads(early.stdout)
+    assert (report["written"], report["absent"]) == (0, 5)
+    late = invoke(
+        "--output",
+        "json",
+        "restore",
+        bucket,
+        f"{prefix}/{table}",
+        unique_table_name("r"),
+        "--at",
+        "2100-01-01T00:00:00+02:00",
+    )
+    assert json.loads(late.stdout)["written"] == 5
