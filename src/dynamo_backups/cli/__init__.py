@@ -9,6 +9,14 @@ from dynamo_backups.cli.backfill import backfill
 from dynamo_backups.cli.common import Invocation, configure_logging
 from dynamo_backups.cli.demo import demo
 from dynamo_backups.cli.history import history
+from dynamo_backups.cli.installer import (
+    deploy,
+    package,
+    status,
+    teardown_command,
+    template,
+    test_function_command,
+)
 from dynamo_backups.cli.restore import restore
 from dynamo_backups.cli.snapshot import snapshot
 from dynamo_backups.cli.stream import stream
@@ -59,5 +67,19 @@ def main(
     ctx.obj = Invocation(AwsContext(region, profile, endpoint_url), output, verbose, quiet)
 
 
-for command in (stream, backfill, restore, history, verify, snapshot, demo):
+for command in (
+    stream,
+    backfill,
+    restore,
+    history,
+    verify,
+    snapshot,
+    deploy,
+    template,
+    package,
+    test_function_command,
+    status,
+    teardown_command,
+    demo,
+):
     main.add_command(command)

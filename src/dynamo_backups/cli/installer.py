@@ -1,0 +1,383 @@
+"""deploy, template, package, test-function, status and teardown."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from botocore.exceptions import ClientError
+
+from dynamo_backups.cli.backfill import tables_with_prefix
+from dynamo_backups.cli.common import EXIT_USAGE, Invocation, fail, pass_invocation, reports_errors
+from dynamo_backups.installer.deploy import (
+    Clients,
+    Deployer,
+    DeployError,
+    DeployOptions,
+    Step,
+    describe_failure,
+)
+from dynamo_backups.installer.operate import run_function_test, table_status, teardown
+from dynamo_backups.installer.package import build_zip, code_sha256, handler_modules
+from dynamo_backups.installer.template import build_template, to_yaml
+from dynamo_backups.keys import DEFAULT_KEY_HASH, KEY_HASHES
+from dynamo_backups.session import AwsContext
+
+
+def clients_of(aws: AwsContext) -> Clients:
+    return Clients(
+        s3=aws.client("s3"),
+        iam=aws.client("iam"),
+        lambda_=aws.client("lambda"),
+        dynamodb=aws.client("dynamodb"),
+        logs=aws.client("logs"),
+        sts=aws.client("sts"),
+    )
+
+
+def deploy_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options deploy and template share."""
+    options = [
+        click.option("--bucket", required=True, help="The backup bucket."),
+        click.option("--prefix", default="", help="Folder for the backups, e.g. Prod."),
+        click.option("--table", "tables", multiple=True, help="A table to back up (repeatable)."),
+        click.option("--table-prefix", help="Back up every table whose name starts with this."),
+        click.option("--create-bucket", is_flag=True, help="Create the bucket if it is missing."),
+        click.option(
+            "--enable-versioning",
+            is_flag=True,
+            help="Turn versioning on for an existing bucket where it is off or suspended.",
+        ),
+        click.option("--kms-key", help="Encrypt with this KMS key (SSE-KMS) instead of SSE-S3."),
+        click.option(
+            "--protect",
+            is_flag=True,
+            help="Deny deleting versions and changing versioning, lifecycle or the bucket "
+            "policy to everyone but the --admin-role ARNs.",
+        ),
+        click.option(
+            "--admin-role",
+            "admin_roles",
+            multiple=True,
+            help="A role ARN still allowed what --protect denies (repeatable).",
+        ),
+        click.option(
+            "--retain-noncurrent-days",
+            type=click.IntRange(1),
+            help="Expire versions this many days after they stop being current.",
+        ),
+        click.option("--batch-size", type=click.IntRange(1, 10000), default=100, show_default=True),
+        click.option(
+            "--maximum-retry-attempts",
+            type=click.IntRange(0, 10000),
+            default=100,
+            show_default=True,
+            help="Retries of a failing batch before it is skipped.",
+        ),
+        click.option(
+            "--dlq-arn", help="SQS queue or SNS topic told about records that failed every retry."
+        ),
+        click.option("--memory", type=click.IntRange(128, 10240), default=512, show_default=True),
+        click.option("--timeout", type=click.IntRange(3, 900), default=120, show_default=True),
+        click.option(
+            "--architecture",
+            type=click.Choice(["arm64", "x86_64"]),
+            default="arm64",
+            show_default=True,
+        ),
+        click.option("--log-retention-days", type=click.IntRange(1), default=90, show_default=True),
+        click.option(
+            "--key-hash",
+            type=click.Choice(sorted(KEY_HASHES)),
+            default=DEFAULT_KEY_HASH,
+            show_default=True,
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _options(
+    aws: AwsContext | None, kwargs: dict[str, Any], dry_run: bool = False
+) -> DeployOptions:
+    tables = list(kwargs.pop("tables"))
+    table_prefix = kwargs.pop("table_prefix")
+    if table_prefix:
+        if aws is None:
+            fail("--table-prefix needs to list tables; the template takes --table", EXIT_USAGE)
+        tables += [
+            name
+            for name in tables_with_prefix(aws.client("dynamodb"), table_prefix)
+            if name not in tables
+        ]
+        if not tables:
+            fail(f"no table's name starts with {table_prefix!r}")
+    if not tables:
+        fail("name the tables with --table (or --table-prefix)", EXIT_USAGE)
+    return DeployOptions(
+        tables=tuple(tables),
+        admin_roles=tuple(kwargs.pop("admin_roles")),
+        prefix=kwargs.pop("prefix").strip("/"),
+        dry_run=dry_run,
+        **kwargs,
+    )
+
+
+def _show_steps(invocation: Invocation, steps: list[Step], dry_run: bool) -> None:
+    lines = []
+    for step in steps:
+        lines.append(
+            f"{step.outcome:<13} {step.resource}" + (f"  ({step.detail})" if step.detail else "")
+        )
+        if dry_run and step.document is not None:
+            lines.extend("    " + line for line in json.dumps(step.document, indent=2).splitlines())
+    changed = sum(step.outcome not in ("unchanged", "warning", "kept", "absent") for step in steps)
+    lines.append(
+        "nothing to change"
+        if not changed
+        else f"{changed} changes" + (" planned (dry run: nothing was changed)" if dry_run else "")
+    )
+    invocation.emit(
+        {"steps": [step.to_dict() for step in steps], "changes": changed, "dry_run": dry_run},
+        "\n".join(lines),
+    )
+
+
+@click.command()
+@deploy_options
+@click.option(
+    "--dry-run", is_flag=True, help="Show the plan, with every policy document; change nothing."
+)
+@pass_invocation
+@reports_errors
+def deploy(invocation: Invocation, dry_run: bool, **kwargs: Any) -> None:
+    """Set up continuous backups in an AWS account: the checklist's console steps as one
+    idempotent command.
+
+    \b
+    Creates or updates, and reports each as created / updated / unchanged:
+      1. the bucket: versioning, Block Public Access, default encryption, a TLS-only policy
+         (and with --protect, no deleting of versions but by --admin-role)
+      2. one S3 write policy for all tables: put and delete under the prefix, nothing else
+      3. per table: a stream-read policy, a logging policy, a role, the Lambda function
+      4. the table's stream (NEW_AND_OLD_IMAGES) where it is off
+      5. the trigger: batch 100, TRIM_HORIZON, ReportBatchItemFailures, bisect, bounded retries
+    Re-running with the same options changes nothing.
+
+    \b
+    Example:
+      dynamo-backups deploy --bucket my-backups --create-bucket --prefix Prod --table-prefix Prod
+    """
+    aws = invocation.aws
+    options = _options(aws, kwargs, dry_run)
+    region = aws.region_name
+    if not region:
+        fail("no AWS region: pass --region or set AWS_DEFAULT_REGION", EXIT_USAGE)
+    deployer = Deployer(clients_of(aws), options, build_zip(), region)
+    try:
+        steps = deployer.run()
+    except DeployError as error:
+        _show_partial(invocation, deployer.steps)
+        fail(str(error))
+    except ClientError as error:
+        _show_partial(invocation, deployer.steps)
+        fail(describe_failure(error, "deploy stopped"))
+    _show_steps(invocation, steps, dry_run)
+
+
+def _show_partial(invocation: Invocation, steps: list[Step]) -> None:
+    if steps and not invocation.json_output:
+        click.echo("\n".join(f"{step.outcome:<13} {step.resource}" for step in steps), err=True)
+        click.echo(
+            "deploy stopped; what is above was done. Fix the error and run it again.", err=True
+        )
+
+
+@click.command()
+@deploy_options
+@pass_invocation
+@reports_errors
+def template(invocation: Invocation, **kwargs: Any) -> None:
+    """Print a CloudFormation template (YAML) of the resources deploy creates.
+
+    The function's code location (CodeS3Bucket, CodeS3Key: upload the zip from
+    'dynamo-backups package') and each table's stream ARN are stack parameters.
+
+    \b
+    Example:
+      dynamo-backups template --bucket my-backups --prefix Prod --table Users > backups.yaml
+    """
+    options = _options(None, kwargs)
+    click.echo(to_yaml(build_template(options)), nl=False)
+
+
+@click.command()
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the zip.",
+)
+@pass_invocation
+def package(invocation: Invocation, out: Path) -> None:
+    """Write the Lambda deployment package: the handler modules only, as a deterministic zip.
+
+    \b
+    Example:
+      dynamo-backups package --out handler.zip
+    """
+    archive = build_zip()
+    out.write_bytes(archive)
+    invocation.emit(
+        {
+            "path": str(out),
+            "bytes": len(archive),
+            "code_sha256": code_sha256(archive),
+            "modules": handler_modules(),
+        },
+        f"{out}: {len(archive):,} bytes, CodeSha256 {code_sha256(archive)}",
+    )
+
+
+@click.command("test-function")
+@click.argument("table")
+@pass_invocation
+@reports_errors
+def test_function_command(invocation: Invocation, table: str) -> None:
+    """Invoke TABLE's backup function with the console's "DynamoDB Update" sample event and
+    confirm its objects appeared in the bucket (the checklist's "Test function" step).
+
+    The sample (an insert, an update and a delete of item {"Id": 101} of table
+    ExampleTableWithStream) leaves its versions under <prefix>/ExampleTableWithStream/.
+
+    \b
+    Example:
+      dynamo-backups test-function Users
+    """
+    clients = clients_of(invocation.aws)
+    try:
+        result = run_function_test(clients, table)
+    except ClientError as error:
+        fail(describe_failure(error, f"testing the function of table {table}"))
+    lines = [
+        f"invoked {result.function}: status {result.status_code}",
+        f"response: {json.dumps(result.response)[:2000]}",
+    ]
+    if result.function_error:
+        lines.append(f"the function failed ({result.function_error})")
+    else:
+        lines.append(
+            f"{result.folder}: {result.versions_found} versions and "
+            f'{result.delete_markers_found} delete markers of item {{"Id": 101}}'
+        )
+    invocation.emit(result.__dict__ | {"passed": result.passed}, "\n".join(lines))
+    if not result.passed:
+        fail("the test did not pass (see above)")
+
+
+@click.command()
+@click.argument("tables", nargs=-1)
+@click.option("--table-prefix", help="Every table whose name starts with this.")
+@pass_invocation
+@reports_errors
+def status(invocation: Invocation, tables: tuple[str, ...], table_prefix: str | None) -> None:
+    """Show, per table, the stream, the trigger, the function and the backup folder.
+
+    Exits 1 when something needs attention (no stream, no trigger, a failed function, ...).
+
+    \b
+    Example:
+      dynamo-backups status Users Orders
+    """
+    aws = invocation.aws
+    names = list(tables)
+    if table_prefix:
+        names += tables_with_prefix(aws.client("dynamodb"), table_prefix)
+    if not names:
+        fail("name the tables, or give --table-prefix", EXIT_USAGE)
+    clients = clients_of(aws)
+    cloudwatch = aws.client("cloudwatch")
+    reports = [table_status(clients, cloudwatch, name) for name in names]
+    lines = []
+    for report in reports:
+        lines.append(f"{report.table}:")
+        stream = report.stream
+        if stream:
+            lines.append(
+                f"  stream:   {'on' if stream['enabled'] else 'off'} "
+                f"{stream.get('view_type') or ''} {stream.get('arn') or ''}".rstrip()
+            )
+        if report.function:
+            function = report.function
+            lines.append(
+                f"  function: {function['FunctionName']} {function['Runtime']} "
+                f"{function['MemorySize']} MB {function['Timeout']} s, "
+                f"{function.get('State') or 'Active'}, updated {function['LastModified']}"
+            )
+        for trigger in report.triggers:
+            lines.append(
+                f"  trigger:  {trigger['State']}, last result "
+                f"{trigger.get('LastProcessingResult')}, batch {trigger['BatchSize']}"
+            )
+        if report.backup.get("items") is not None:
+            count = f"{report.backup['items']:,}" + ("+" if report.backup.get("at_least") else "")
+            lines.append(f"  backup:   {count} items in {report.backup['folder']}")
+        if report.iterator_age_ms is not None:
+            lines.append(
+                f"  behind:   {report.iterator_age_ms / 1000:,.1f} s (IteratorAge, max of 15 min)"
+            )
+        lines.extend(f"  PROBLEM:  {problem}" for problem in report.problems)
+    invocation.emit({"tables": [report.to_dict() for report in reports]}, "\n".join(lines))
+    if any(report.problems for report in reports):
+        fail("some tables need attention (see above)")
+
+
+@click.command("teardown")
+@click.argument("tables", nargs=-1, required=True)
+@click.option(
+    "--bucket", help="Also remove the shared write policy of this bucket (once no table uses it)."
+)
+@click.option("--prefix", default="", help="The prefix the bucket's write policy was made for.")
+@click.option("--delete-bucket", is_flag=True, help="Delete the bucket and EVERY backup in it.")
+@click.option("--yes", is_flag=True, help="Confirm --delete-bucket without a prompt.")
+@click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing.")
+@pass_invocation
+@reports_errors
+def teardown_command(
+    invocation: Invocation,
+    tables: tuple[str, ...],
+    bucket: str | None,
+    prefix: str,
+    delete_bucket: bool,
+    yes: bool,
+    dry_run: bool,
+) -> None:
+    """Remove what deploy created for TABLE(s): triggers, functions, roles, policies.
+
+    Only resources tagged managed-by=dynamo-backups are touched. Streams, log groups and the
+    bucket with its backups stay; the bucket goes only with --delete-bucket, confirmed.
+
+    \b
+    Example:
+      dynamo-backups teardown Users Orders --bucket my-backups --prefix Prod
+    """
+    if delete_bucket:
+        if not bucket:
+            fail("--delete-bucket needs --bucket", EXIT_USAGE)
+        if not dry_run and not yes:
+            typed = click.prompt(
+                f"This deletes bucket {bucket} and every backup in it. "
+                "Type the bucket's name to confirm",
+                default="",
+                show_default=False,
+            )
+            if typed != bucket:
+                fail("not confirmed: nothing was deleted")
+    steps = teardown(
+        clients_of(invocation.aws), list(tables), bucket, prefix.strip("/"), delete_bucket, dry_run
+    )
+    _show_steps(invocation, steps, dry_run)

@@ -1,0 +1,764 @@
+"""deploy: create or update everything the checklist sets up by hand, idempotently.
+
+Each resource is reconciled the same way: read what exists, compare with what should be, then
+create, update or leave it, and report which. A re-run with the same options changes nothing
+and says so; ``dry_run`` reads but never writes; a run that fails half-way is completed by the
+next one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from dynamo_backups.catalog import ensure_manifest
+from dynamo_backups.description import describe_table, save_description
+from dynamo_backups.installer import policies
+from dynamo_backups.installer.naming import (
+    MANAGED_BY_TAG,
+    TABLE_TAG,
+    TableResources,
+    write_policy_name,
+)
+from dynamo_backups.installer.package import code_sha256
+from dynamo_backups.layout import TableLayout
+from dynamo_backups.retry import describe_error
+from dynamo_backups.s3store import BackupWriter, error_code
+from dynamo_backups.streams import NEW_IMAGE_VIEWS
+
+RUNTIME = "python3.12"
+HANDLER = "dynamo_backups.handler.backup"
+STREAM_READER_LIMIT = 2  # DynamoDB Streams: readers per shard before throttling
+
+
+class DeployError(RuntimeError):
+    """Deploy cannot go on; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    bucket: str
+    prefix: str
+    tables: tuple[str, ...]
+    create_bucket: bool = False
+    enable_versioning: bool = False
+    kms_key: str | None = None
+    protect: bool = False
+    admin_roles: tuple[str, ...] = ()
+    retain_noncurrent_days: int | None = None
+    batch_size: int = 100
+    maximum_retry_attempts: int = 100
+    dlq_arn: str | None = None
+    memory: int = 512
+    timeout: int = 120
+    architecture: str = "arm64"
+    log_retention_days: int = 90
+    key_hash: str = "md5"
+    dry_run: bool = False
+
+
+@dataclass
+class Step:
+    resource: str
+    outcome: str  # created, updated, unchanged (or "would create", "would update"), warning
+    detail: str = ""
+    document: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: value for name, value in self.__dict__.items() if value not in (None, "")}
+
+
+@dataclass
+class Clients:
+    s3: Any
+    iam: Any
+    lambda_: Any
+    dynamodb: Any
+    logs: Any
+    sts: Any
+
+
+@dataclass
+class Environment:
+    account: str
+    partition: str
+    region: str
+
+
+def canonical(document: Any) -> str:
+    """Policy documents compared as AWS keeps them: one-element lists equal their element."""
+
+    def simplify(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {name: simplify(member) for name, member in value.items()}
+        if isinstance(value, list):
+            simplified = [simplify(member) for member in value]
+            return simplified[0] if len(simplified) == 1 else simplified
+        return value
+
+    return json.dumps(simplify(document), sort_keys=True)
+
+
+@dataclass
+class Deployer:
+    clients: Clients
+    options: DeployOptions
+    package: bytes
+    region: str
+    wait: Callable[[float], None] = time.sleep
+    steps: list[Step] = field(default_factory=list)
+
+    # --- the run -------------------------------------------------------------------------------
+
+    def run(self) -> list[Step]:
+        self._check_options()
+        self.env = self._environment()
+        tables = {table: self._check_table(table) for table in self.options.tables}
+        self._bucket()
+        write_arn = self._managed_policy(
+            write_policy_name(self.options.bucket, self.options.prefix),
+            policies.write_policy(
+                self.env.partition, self.options.bucket, self.options.prefix, self.options.kms_key
+            ),
+            tags={},
+        )
+        for table, description in tables.items():
+            self._table(table, description, write_arn)
+        return self.steps
+
+    def _step(
+        self, resource: str, outcome: str, detail: str = "", document: dict[str, Any] | None = None
+    ) -> None:
+        if self.options.dry_run and outcome in ("created", "updated"):
+            outcome = "would " + outcome.removesuffix("d")
+        self.steps.append(Step(resource, outcome, detail, document))
+
+    def _changing(self, call: Callable[..., Any], **kwargs: Any) -> Any:
+        """A call that changes something: skipped on a dry run."""
+        if self.options.dry_run:
+            return None
+        return call(**kwargs)
+
+    def _check_options(self) -> None:
+        if self.options.protect and not self.options.admin_roles:
+            raise DeployError(
+                "--protect needs at least one --admin-role: the roles that may "
+                "still delete versions or change the bucket's protection"
+            )
+
+    def _environment(self) -> Environment:
+        identity = self.clients.sts.get_caller_identity()
+        return Environment(identity["Account"], identity["Arn"].split(":")[1], self.region)
+
+    # --- tables --------------------------------------------------------------------------------
+
+    def _check_table(self, table: str) -> dict[str, Any]:
+        try:
+            description = self.clients.dynamodb.describe_table(TableName=table)["Table"]
+        except ClientError as error:
+            if error_code(error) == "ResourceNotFoundException":
+                raise DeployError(
+                    f"table {table} does not exist in {self.region} (check the name and --region)"
+                ) from None
+            raise
+        specification = description.get("StreamSpecification") or {}
+        view = specification.get("StreamViewType")
+        if specification.get("StreamEnabled") and view not in NEW_IMAGE_VIEWS:
+            raise DeployError(
+                f"table {table} has a stream with view type {view}, whose records carry no new "
+                "image: turn it off and on again with NEW_AND_OLD_IMAGES (other readers of that "
+                "stream will have to follow the new one)"
+            )
+        return description
+
+    def _table(self, table: str, description: dict[str, Any], write_arn: str) -> None:
+        names = TableResources.of(table)
+        stream_arn = self._stream(table, description)
+        self._catalog(table)
+        self._log_group(names)
+        tags = {TABLE_TAG: table}
+        streams = policies.table_streams_arn(
+            self.env.partition, self.region, self.env.account, table
+        )
+        stream_policy_arn = self._managed_policy(
+            names.stream_policy, policies.stream_policy(streams, self.options.dlq_arn), tags
+        )
+        logs_policy_arn = self._managed_policy(
+            names.logs_policy,
+            policies.logs_policy(
+                self.env.partition, self.region, self.env.account, names.log_group
+            ),
+            tags,
+        )
+        role_arn = self._role(names, [write_arn, stream_policy_arn, logs_policy_arn], tags)
+        function_arn = self._function(names, role_arn, tags)
+        self._mapping(names, stream_arn, function_arn)
+
+    def _stream(self, table: str, description: dict[str, Any]) -> str | None:
+        resource = f"stream of table {table}"
+        if (description.get("StreamSpecification") or {}).get("StreamEnabled"):
+            arn = description["LatestStreamArn"]
+            self._step(resource, "unchanged", arn)
+            return arn
+        self._changing(
+            self.clients.dynamodb.update_table,
+            TableName=table,
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        )
+        if self.options.dry_run:
+            self._step(resource, "created", "NEW_AND_OLD_IMAGES")
+            return None
+        arn = self._wait_for_stream(table)
+        self._step(resource, "created", f"NEW_AND_OLD_IMAGES: {arn}")
+        return arn
+
+    def _wait_for_stream(self, table: str) -> str:
+        for _ in range(120):
+            described = self.clients.dynamodb.describe_table(TableName=table)["Table"]
+            if described.get("LatestStreamArn") and described.get("TableStatus") == "ACTIVE":
+                return described["LatestStreamArn"]
+            self.wait(1.0)
+        raise DeployError(f"the stream of table {table} did not become active in 2 minutes")
+
+    def _catalog(self, table: str) -> None:
+        """The layout manifest and the table's description, beside the backup: what a
+        Lambda-only deployment would otherwise never write."""
+        layout = TableLayout.of(self.options.prefix, table, self.options.key_hash)
+        if self.options.dry_run:
+            self._step(
+                f"s3://{self.options.bucket}/{layout.meta_prefix}",
+                "updated",
+                "layout.json and table.json",
+            )
+            return
+        writer = BackupWriter(self.clients.s3, self.options.bucket)
+        description = describe_table(self.clients.dynamodb, table)
+        ensure_manifest(
+            writer,
+            layout,
+            description["table"]["KeySchema"],
+            {
+                d["AttributeName"]: d["AttributeType"]
+                for d in description["table"]["AttributeDefinitions"]
+            },
+        )
+        save_description(writer, layout, description)
+        self._step(
+            f"s3://{self.options.bucket}/{layout.meta_prefix}",
+            "updated",
+            "layout.json and table.json",
+        )
+
+    # --- bucket --------------------------------------------------------------------------------
+
+    def _bucket(self) -> None:
+        bucket = self.options.bucket
+        created = self._bucket_exists()
+        # A dry run cannot read the settings of a bucket it has not created.
+        self._planned_bucket = created and self.options.dry_run
+        self._versioning(created)
+        desired_block = dict.fromkeys(
+            ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"),
+            True,
+        )
+        current_block = self._read_bucket(
+            lambda: self.clients.s3.get_public_access_block(Bucket=bucket)[
+                "PublicAccessBlockConfiguration"
+            ],
+            "NoSuchPublicAccessBlockConfiguration",
+        )
+        self._reconcile(
+            f"bucket {bucket}: block public access",
+            current_block,
+            desired_block,
+            lambda: self.clients.s3.put_public_access_block(
+                Bucket=bucket, PublicAccessBlockConfiguration=desired_block
+            ),
+        )
+        self._encryption()
+        self._bucket_policy()
+        self._lifecycle()
+
+    def _bucket_exists(self) -> bool:
+        bucket = self.options.bucket
+        try:
+            self.clients.s3.head_bucket(Bucket=bucket)
+        except ClientError as error:
+            code = error_code(error)
+            if code in ("403", "AccessDenied"):
+                raise DeployError(
+                    f"no access to bucket {bucket}: it may belong to another "
+                    "account, or your credentials lack s3:ListBucket"
+                ) from None
+            if code not in ("404", "NoSuchBucket", "NotFound"):
+                raise
+            if not self.options.create_bucket:
+                raise DeployError(
+                    f"bucket {bucket} does not exist: pass --create-bucket to create it"
+                ) from None
+            arguments: dict[str, Any] = {"Bucket": bucket}
+            if self.region != "us-east-1":
+                arguments["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+            self._changing(self.clients.s3.create_bucket, **arguments)
+            self._step(f"bucket {bucket}", "created", self.region)
+            return True
+        location = self.clients.s3.get_bucket_location(Bucket=bucket).get("LocationConstraint")
+        bucket_region = location or "us-east-1"
+        if bucket_region != self.region:
+            raise DeployError(
+                f"bucket {bucket} is in {bucket_region}, the functions would be in "
+                f"{self.region}: deploy with --region {bucket_region}, or use a "
+                f"bucket in {self.region}"
+            )
+        self._step(f"bucket {bucket}", "unchanged", bucket_region)
+        return False
+
+    def _versioning(self, created: bool) -> None:
+        bucket = self.options.bucket
+        status = (
+            "Off"
+            if created
+            else (self.clients.s3.get_bucket_versioning(Bucket=bucket).get("Status") or "Off")
+        )
+        resource = f"bucket {bucket}: versioning"
+        if status == "Enabled":
+            self._step(resource, "unchanged", "Enabled")
+            return
+        if not created and not self.options.enable_versioning:
+            raise DeployError(
+                f"bucket {bucket} has versioning {status}: backups need every version kept. "
+                "Pass --enable-versioning to turn it on (it cannot be turned off again, only "
+                "suspended)"
+            )
+        self._changing(
+            self.clients.s3.put_bucket_versioning,
+            Bucket=bucket,
+            VersioningConfiguration={"Status": "Enabled"},
+        )
+        self._step(resource, "created" if created else "updated", "Enabled")
+
+    def _encryption(self) -> None:
+        bucket = self.options.bucket
+        rule: dict[str, Any] = {"SSEAlgorithm": "AES256"}
+        if self.options.kms_key:
+            rule = {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": self.options.kms_key}
+        desired = {
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": rule,
+                    "BucketKeyEnabled": bool(self.options.kms_key),
+                }
+            ]
+        }
+        current = self._read_bucket(
+            lambda: self.clients.s3.get_bucket_encryption(Bucket=bucket)[
+                "ServerSideEncryptionConfiguration"
+            ],
+            "ServerSideEncryptionConfigurationNotFoundError",
+        )
+        current_rule = ((current or {}).get("Rules") or [{}])[0].get(
+            "ApplyServerSideEncryptionByDefault"
+        )
+        self._reconcile(
+            f"bucket {bucket}: default encryption",
+            current_rule,
+            rule,
+            lambda: self.clients.s3.put_bucket_encryption(
+                Bucket=bucket, ServerSideEncryptionConfiguration=desired
+            ),
+            detail=rule["SSEAlgorithm"],
+        )
+
+    def _bucket_policy(self) -> None:
+        bucket = self.options.bucket
+        text = self._read_bucket(
+            lambda: self.clients.s3.get_bucket_policy(Bucket=bucket)["Policy"], "NoSuchBucketPolicy"
+        )
+        existing = json.loads(text) if text else None
+        desired = policies.merge_bucket_policy(
+            existing,
+            policies.bucket_statements(
+                self.env.partition, bucket, self.options.protect, list(self.options.admin_roles)
+            ),
+        )
+        self._reconcile(
+            f"bucket {bucket}: policy",
+            existing,
+            desired,
+            lambda: self.clients.s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(desired)),
+            compare=canonical,
+            document=desired,
+            detail="TLS only" + (", history protected" if self.options.protect else ""),
+        )
+
+    def _lifecycle(self) -> None:
+        if self.options.retain_noncurrent_days is None:
+            return
+        bucket = self.options.bucket
+        rules = (
+            self._read_bucket(
+                lambda: self.clients.s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"],
+                "NoSuchLifecycleConfiguration",
+            )
+            or []
+        )
+        ours = policies.lifecycle_rule(self.options.prefix, self.options.retain_noncurrent_days)
+        current = next((rule for rule in rules if rule.get("ID") == ours["ID"]), None)
+        desired = [rule for rule in rules if rule.get("ID") != ours["ID"]] + [ours]
+        self._reconcile(
+            f"bucket {bucket}: lifecycle",
+            current,
+            ours,
+            lambda: self.clients.s3.put_bucket_lifecycle_configuration(
+                Bucket=bucket, LifecycleConfiguration={"Rules": desired}
+            ),
+            compare=canonical,
+            detail=f"old versions expire after {self.options.retain_noncurrent_days} days",
+        )
+
+    # --- IAM -----------------------------------------------------------------------------------
+
+    def _managed_policy(self, name: str, document: dict[str, Any], tags: dict[str, str]) -> str:
+        arn = f"arn:{self.env.partition}:iam::{self.env.account}:policy/{name}"
+        iam = self.clients.iam
+        resource = f"IAM policy {name}"
+        try:
+            policy = iam.get_policy(PolicyArn=arn)["Policy"]
+        except ClientError as error:
+            if error_code(error) != "NoSuchEntity":
+                raise
+            self._changing(
+                iam.create_policy,
+                PolicyName=name,
+                PolicyDocument=json.dumps(document),
+                Description="dynamo-backups: least privilege for the backup function",
+                Tags=_tags(tags),
+            )
+            self._step(resource, "created", document=document)
+            return arn
+        current = iam.get_policy_version(PolicyArn=arn, VersionId=policy["DefaultVersionId"])[
+            "PolicyVersion"
+        ]["Document"]
+        if isinstance(current, str):
+            current = json.loads(current)
+        if canonical(current) == canonical(document):
+            self._step(resource, "unchanged", document=document)
+            return arn
+        if not self.options.dry_run:
+            versions = iam.list_policy_versions(PolicyArn=arn)["Versions"]
+            if len(versions) >= 5:  # IAM keeps five: make room by dropping the oldest
+                oldest = min(
+                    (v for v in versions if not v["IsDefaultVersion"]),
+                    key=lambda v: v["CreateDate"],
+                )
+                iam.delete_policy_version(PolicyArn=arn, VersionId=oldest["VersionId"])
+            iam.create_policy_version(
+                PolicyArn=arn, PolicyDocument=json.dumps(document), SetAsDefault=True
+            )
+        self._step(resource, "updated", document=document)
+        return arn
+
+    def _role(self, names: TableResources, policy_arns: list[str], tags: dict[str, str]) -> str:
+        iam = self.clients.iam
+        trust = policies.lambda_trust_policy()
+        resource = f"IAM role {names.role}"
+        try:
+            role = iam.get_role(RoleName=names.role)["Role"]
+        except ClientError as error:
+            if error_code(error) != "NoSuchEntity":
+                raise
+            created = self._changing(
+                iam.create_role,
+                RoleName=names.role,
+                AssumeRolePolicyDocument=json.dumps(trust),
+                Description=f"dynamo-backups: backs up table {names.table}",
+                Tags=_tags(tags),
+            )
+            self._step(resource, "created", "trusted by lambda.amazonaws.com", trust)
+            for arn in policy_arns:
+                self._changing(iam.attach_role_policy, RoleName=names.role, PolicyArn=arn)
+                self._step(f"{resource}: {arn.rsplit('/', 1)[1]}", "created", "attached")
+            if created is None:
+                return f"arn:{self.env.partition}:iam::{self.env.account}:role/{names.role}"
+            return created["Role"]["Arn"]
+        current = role["AssumeRolePolicyDocument"]
+        if isinstance(current, str):
+            current = json.loads(current)
+        self._reconcile(
+            resource,
+            current,
+            trust,
+            lambda: iam.update_assume_role_policy(
+                RoleName=names.role, PolicyDocument=json.dumps(trust)
+            ),
+            compare=canonical,
+            detail="trusted by lambda.amazonaws.com",
+        )
+        attached = {
+            policy["PolicyArn"]
+            for policy in iam.list_attached_role_policies(RoleName=names.role)["AttachedPolicies"]
+        }
+        for arn in policy_arns:
+            if arn in attached:
+                self._step(f"{resource}: {arn.rsplit('/', 1)[1]}", "unchanged", "attached")
+            else:
+                self._changing(iam.attach_role_policy, RoleName=names.role, PolicyArn=arn)
+                self._step(f"{resource}: {arn.rsplit('/', 1)[1]}", "created", "attached")
+        return role["Arn"]
+
+    # --- logs, function, trigger ---------------------------------------------------------------
+
+    def _log_group(self, names: TableResources) -> None:
+        logs = self.clients.logs
+        found = [
+            group
+            for group in logs.describe_log_groups(logGroupNamePrefix=names.log_group)["logGroups"]
+            if group["logGroupName"] == names.log_group
+        ]
+        resource = f"log group {names.log_group}"
+        days = self.options.log_retention_days
+        if not found:
+            self._changing(
+                logs.create_log_group,
+                logGroupName=names.log_group,
+                tags={MANAGED_BY_TAG[0]: MANAGED_BY_TAG[1]},
+            )
+            self._changing(
+                logs.put_retention_policy, logGroupName=names.log_group, retentionInDays=days
+            )
+            self._step(resource, "created", f"kept {days} days")
+            return
+        self._reconcile(
+            resource,
+            found[0].get("retentionInDays"),
+            days,
+            lambda: logs.put_retention_policy(logGroupName=names.log_group, retentionInDays=days),
+            detail=f"kept {days} days",
+        )
+
+    def _function_settings(self, role_arn: str) -> dict[str, Any]:
+        return {
+            "Runtime": RUNTIME,
+            "Handler": HANDLER,
+            "Role": role_arn,
+            "MemorySize": self.options.memory,
+            "Timeout": self.options.timeout,
+            "Environment": {
+                "Variables": {
+                    "BACKUP_BUCKET": self.options.bucket,
+                    "BACKUP_PREFIX": self.options.prefix,
+                    "BACKUP_KEY_HASH": self.options.key_hash,
+                }
+            },
+        }
+
+    def _function(self, names: TableResources, role_arn: str, tags: dict[str, str]) -> str:
+        client = self.clients.lambda_
+        settings = self._function_settings(role_arn)
+        resource = f"Lambda function {names.function}"
+        try:
+            current = client.get_function(FunctionName=names.function)["Configuration"]
+        except ClientError as error:
+            if error_code(error) != "ResourceNotFoundException":
+                raise
+            if not self.options.dry_run:
+                self._retry_while_iam_settles(
+                    lambda: client.create_function(
+                        FunctionName=names.function,
+                        Code={"ZipFile": self.package},
+                        Architectures=[self.options.architecture],
+                        Tags={**tags, MANAGED_BY_TAG[0]: MANAGED_BY_TAG[1]},
+                        Description=f"dynamo-backups: backs up table {names.table}",
+                        **settings,
+                    )
+                )
+                self._wait_for_function(names.function)
+            self._step(resource, "created", f"{RUNTIME}, {HANDLER}")
+            return (
+                f"arn:{self.env.partition}:lambda:{self.region}:{self.env.account}:function:"
+                f"{names.function}"
+            )
+        if current.get("CodeSha256") != code_sha256(self.package) or current.get(
+            "Architectures", ["x86_64"]
+        ) != [self.options.architecture]:
+            self._changing(
+                client.update_function_code,
+                FunctionName=names.function,
+                ZipFile=self.package,
+                Architectures=[self.options.architecture],
+            )
+            if not self.options.dry_run:
+                self._wait_for_function(names.function)
+            self._step(f"{resource}: code", "updated", code_sha256(self.package))
+        else:
+            self._step(f"{resource}: code", "unchanged", current.get("CodeSha256", ""))
+        actual = {name: current.get(name) for name in settings}
+        actual["Environment"] = {
+            "Variables": (current.get("Environment") or {}).get("Variables", {})
+        }
+
+        def update() -> None:
+            client.update_function_configuration(FunctionName=names.function, **settings)
+            self._wait_for_function(names.function)
+
+        self._reconcile(
+            f"{resource}: configuration",
+            actual,
+            settings,
+            update,
+            compare=canonical,
+            detail=f"{RUNTIME}, {self.options.memory} MB, {self.options.timeout} s",
+        )
+        return current["FunctionArn"]
+
+    def _wait_for_function(self, name: str) -> None:
+        for _ in range(120):
+            state = self.clients.lambda_.get_function_configuration(FunctionName=name)
+            if (
+                state.get("State", "Active") != "Pending"
+                and state.get("LastUpdateStatus", "Successful") != "InProgress"
+            ):
+                if state.get("State") == "Failed" or state.get("LastUpdateStatus") == "Failed":
+                    reason = state.get("StateReason") or state.get("LastUpdateStatusReason")
+                    raise DeployError(f"Lambda function {name} failed to update: {reason}")
+                return
+            self.wait(1.0)
+        raise DeployError(f"Lambda function {name} is still updating after 2 minutes")
+
+    def _mapping_settings(self) -> dict[str, Any]:
+        settings: dict[str, Any] = {
+            "BatchSize": self.options.batch_size,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "BisectBatchOnFunctionError": True,
+            "MaximumRetryAttempts": self.options.maximum_retry_attempts,
+        }
+        if self.options.dlq_arn:
+            settings["DestinationConfig"] = {"OnFailure": {"Destination": self.options.dlq_arn}}
+        return settings
+
+    def _mapping(self, names: TableResources, stream_arn: str | None, function_arn: str) -> None:
+        client = self.clients.lambda_
+        resource = f"trigger {names.table} stream -> {names.function}"
+        settings = self._mapping_settings()
+        if stream_arn is None:  # a dry run that would turn the stream on
+            self._step(resource, "created", _mapping_detail(settings))
+            return
+
+        existing = client.list_event_source_mappings(EventSourceArn=stream_arn)[
+            "EventSourceMappings"
+        ]
+        ours = [m for m in existing if m["FunctionArn"].split(":")[6] == names.function]
+        others = len(existing) - len(ours)
+        if others + 1 > STREAM_READER_LIMIT:
+            self._step(
+                resource,
+                "warning",
+                f"the stream already has {others} other readers; DynamoDB Streams serve two "
+                "readers per shard before throttling them",
+            )
+        if not ours:
+            if not self.options.dry_run:
+                self._retry_while_iam_settles(
+                    lambda: client.create_event_source_mapping(
+                        EventSourceArn=stream_arn,
+                        FunctionName=names.function,
+                        StartingPosition="TRIM_HORIZON",
+                        **settings,
+                    )
+                )
+            self._step(resource, "created", _mapping_detail(settings))
+        else:
+            current = {name: ours[0].get(name) for name in settings}
+            self._reconcile(
+                resource,
+                current,
+                settings,
+                lambda: client.update_event_source_mapping(UUID=ours[0]["UUID"], **settings),
+                compare=canonical,
+                detail=_mapping_detail(settings),
+            )
+        if not self.options.dlq_arn:
+            self._step(
+                resource,
+                "warning",
+                f"no --dlq-arn: a record still failing after "
+                f"{self.options.maximum_retry_attempts} retries would be skipped with no "
+                "record of it; run verify --repair to recover such an item",
+            )
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _reconcile(
+        self,
+        resource: str,
+        current: Any,
+        desired: Any,
+        apply: Callable[[], Any],
+        compare: Callable[[Any], Any] = lambda value: value,
+        document: dict[str, Any] | None = None,
+        detail: str = "",
+    ) -> None:
+        if current is not None and compare(current) == compare(desired):
+            self._step(resource, "unchanged", detail, document)
+            return
+        if not self.options.dry_run:
+            apply()
+        self._step(resource, "created" if current is None else "updated", detail, document)
+
+    def _read_bucket(self, read: Callable[[], Any], *missing_codes: str) -> Any:
+        if getattr(self, "_planned_bucket", False):
+            return None
+        return self._read_or_none(read, *missing_codes)
+
+    def _read_or_none(self, read: Callable[[], Any], *missing_codes: str) -> Any:
+        try:
+            return read()
+        except ClientError as error:
+            if error_code(error) in missing_codes:
+                return None
+            raise
+
+    def _retry_while_iam_settles(self, call: Callable[[], Any]) -> Any:
+        """A new role can take seconds to be usable by Lambda: retry for a while."""
+        for attempt in range(12):
+            try:
+                return call()
+            except ClientError as error:
+                settling = error_code(error) == "InvalidParameterValueException" and any(
+                    text in str(error) for text in ("cannot be assumed", "role", "permission")
+                )
+                if not settling or attempt == 11:
+                    raise
+                self.wait(min(2.0 * (attempt + 1), 10.0))
+        raise AssertionError("unreachable")
+
+
+def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [
+        {"Key": key, "Value": value}
+        for key, value in sorted({**tags, MANAGED_BY_TAG[0]: MANAGED_BY_TAG[1]}.items())
+    ]
+
+
+def _mapping_detail(settings: dict[str, Any]) -> str:
+    detail = (
+        f"batch {settings['BatchSize']}, TRIM_HORIZON, ReportBatchItemFailures, bisect, "
+        f"{settings['MaximumRetryAttempts']} retries"
+    )
+    if "DestinationConfig" in settings:
+        detail += f", failures to {settings['DestinationConfig']['OnFailure']['Destination']}"
+    return detail
+
+
+def describe_failure(error: ClientError, what: str) -> str:
+    """An AWS refusal, with the hint an operator needs."""
+    code = error_code(error)
+    hint = ""
+    if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403"):
+        hint = " (see 'Permissions for deploy' in the README)"
+    return f"{what}: {describe_error(error)}{hint}"

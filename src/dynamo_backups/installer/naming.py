@@ -1,0 +1,53 @@
+"""Names of what deploy creates (pure). Every name is derived from the table (or bucket and
+prefix), so that a re-run, status and teardown find the same resources."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+PREFIX = "dynamo-backups"
+MANAGED_BY_TAG = ("managed-by", "dynamo-backups")
+TABLE_TAG = "dynamo-backups:table"
+
+
+def _fit(name: str, limit: int, original: str) -> str:
+    """Keep [A-Za-z0-9-_]; if anything had to change or the name is too long, end it with a
+    hash of the original so that two tables never share a name."""
+    cleaned = re.sub(r"[^A-Za-z0-9_-]", "-", name)
+    if cleaned == name and len(cleaned) <= limit:
+        return cleaned
+    digest = hashlib.sha256(original.encode("utf-8")).hexdigest()[:8]
+    return f"{cleaned[: limit - 9]}-{digest}"
+
+
+@dataclass(frozen=True)
+class TableResources:
+    """The names of one table's function, role, policies and log group."""
+
+    table: str
+    function: str
+    role: str
+    stream_policy: str
+    logs_policy: str
+    log_group: str
+
+    @classmethod
+    def of(cls, table: str) -> TableResources:
+        base = _fit(f"{PREFIX}-{table}", 64 - len("-stream"), table)  # room for the suffixes
+        return cls(
+            table=table,
+            function=base,
+            role=base,
+            stream_policy=f"{base}-stream",
+            logs_policy=f"{base}-logs",
+            log_group=f"/aws/lambda/{base}",
+        )
+
+
+def write_policy_name(bucket: str, prefix: str) -> str:
+    """The shared S3 write policy for one bucket and prefix."""
+    return _fit(
+        f"{PREFIX}-write-{bucket}" + (f"-{prefix}" if prefix else ""), 128, f"{bucket}/{prefix}"
+    )

@@ -1,0 +1,392 @@
+"""status, teardown and test-function: look at, remove, and try what deploy set up."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from dynamo_backups.installer.deploy import Clients, Step
+from dynamo_backups.installer.naming import MANAGED_BY_TAG, TableResources, write_policy_name
+from dynamo_backups.installer.samples import CONSOLE_SAMPLE_CURRENT, SAMPLE_KEY, SAMPLE_TABLE
+from dynamo_backups.layout import TableLayout
+from dynamo_backups.retry import describe_error
+from dynamo_backups.s3store import error_code
+
+OBJECT_COUNT_LIMIT = 100_000
+
+
+@dataclass
+class TableStatus:
+    table: str
+    stream: dict[str, Any] = field(default_factory=dict)
+    function: dict[str, Any] = field(default_factory=dict)
+    triggers: list[dict[str, Any]] = field(default_factory=list)
+    backup: dict[str, Any] = field(default_factory=dict)
+    iterator_age_ms: float | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def table_status(clients: Clients, cloudwatch: Any, table: str) -> TableStatus:
+    names = TableResources.of(table)
+    status = TableStatus(table)
+    _stream_status(clients, status)
+    config = _function_status(clients, names, status)
+    if config is not None:
+        _trigger_status(clients, names, status)
+        variables = (config.get("Environment") or {}).get("Variables", {})
+        if variables.get("BACKUP_BUCKET"):
+            _backup_status(
+                clients,
+                variables["BACKUP_BUCKET"],
+                variables.get("BACKUP_PREFIX", ""),
+                table,
+                status,
+            )
+        status.iterator_age_ms = _iterator_age(cloudwatch, names.function)
+    return status
+
+
+def _stream_status(clients: Clients, status: TableStatus) -> None:
+    try:
+        described = clients.dynamodb.describe_table(TableName=status.table)["Table"]
+    except ClientError as error:
+        if error_code(error) != "ResourceNotFoundException":
+            raise
+        status.problems.append(f"table {status.table} does not exist")
+        return
+    specification = described.get("StreamSpecification") or {}
+    status.stream = {
+        "enabled": bool(specification.get("StreamEnabled")),
+        "view_type": specification.get("StreamViewType"),
+        "arn": described.get("LatestStreamArn"),
+    }
+    if not status.stream["enabled"]:
+        status.problems.append("the table has no stream")
+    elif status.stream["view_type"] not in ("NEW_IMAGE", "NEW_AND_OLD_IMAGES"):
+        status.problems.append(
+            f"the stream's view type {status.stream['view_type']} has no new images"
+        )
+
+
+def _function_status(
+    clients: Clients, names: TableResources, status: TableStatus
+) -> dict[str, Any] | None:
+    try:
+        config = clients.lambda_.get_function(FunctionName=names.function)["Configuration"]
+    except ClientError as error:
+        if error_code(error) != "ResourceNotFoundException":
+            raise
+        status.problems.append(f"no function {names.function}: run deploy")
+        return None
+    status.function = {
+        name: config.get(name)
+        for name in (
+            "FunctionName",
+            "Runtime",
+            "Handler",
+            "MemorySize",
+            "Timeout",
+            "LastModified",
+            "State",
+            "LastUpdateStatus",
+            "CodeSha256",
+            "Role",
+        )
+    }
+    status.function["Environment"] = (config.get("Environment") or {}).get("Variables", {})
+    if config.get("State") not in (None, "Active"):
+        status.problems.append(
+            f"the function is {config.get('State')}: {config.get('StateReason')}"
+        )
+    return config
+
+
+def _trigger_status(clients: Clients, names: TableResources, status: TableStatus) -> None:
+    mappings = clients.lambda_.list_event_source_mappings(FunctionName=names.function)[
+        "EventSourceMappings"
+    ]
+    for mapping in mappings:
+        status.triggers.append(
+            {
+                name: mapping.get(name)
+                for name in (
+                    "UUID",
+                    "State",
+                    "LastProcessingResult",
+                    "BatchSize",
+                    "EventSourceArn",
+                    "MaximumRetryAttempts",
+                    "FunctionResponseTypes",
+                    "DestinationConfig",
+                )
+            }
+        )
+    if not mappings:
+        status.problems.append("the function has no stream trigger: run deploy")
+    for mapping in mappings:
+        if mapping.get("State") not in ("Enabled", "Enabling", "Updating", "Creating"):
+            status.problems.append(f"trigger {mapping['UUID']} is {mapping.get('State')}")
+        if status.stream.get("arn") and mapping.get("EventSourceArn") != status.stream["arn"]:
+            status.problems.append("the trigger reads an old stream of the table: run deploy")
+
+
+def _backup_status(
+    clients: Clients, bucket: str, prefix: str, table: str, status: TableStatus
+) -> None:
+    layout = TableLayout.of(prefix, table)
+    count, token = 0, None
+    try:
+        while count < OBJECT_COUNT_LIMIT:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": layout.items_prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = clients.s3.list_objects_v2(**kwargs)
+            count += page.get("KeyCount", 0)
+            token = page.get("NextContinuationToken")
+            if not token:
+                break
+    except ClientError as error:
+        status.backup = {
+            "folder": f"s3://{bucket}/{layout.items_prefix}",
+            "error": describe_error(error),
+        }
+        return
+    status.backup = {
+        "folder": f"s3://{bucket}/{layout.items_prefix}",
+        "items": count,
+        "at_least": bool(token),
+    }
+
+
+def _iterator_age(cloudwatch: Any, function: str) -> float | None:
+    """The largest IteratorAge of the last 15 minutes, where CloudWatch has it."""
+    now = datetime.now(UTC)
+    try:
+        points = cloudwatch.get_metric_statistics(
+            Namespace="AWS/Lambda",
+            MetricName="IteratorAge",
+            Dimensions=[{"Name": "FunctionName", "Value": function}],
+            StartTime=now - timedelta(minutes=15),
+            EndTime=now,
+            Period=300,
+            Statistics=["Maximum"],
+        )["Datapoints"]
+    except ClientError:
+        return None
+    return max((point["Maximum"] for point in points), default=None)
+
+
+# --- teardown --------------------------------------------------------------------------------
+
+
+def teardown(
+    clients: Clients,
+    tables: list[str],
+    bucket: str | None,
+    prefix: str,
+    delete_bucket: bool,
+    dry_run: bool,
+) -> list[Step]:
+    """Remove what deploy created for ``tables`` (only resources tagged as the tool's).
+    Streams, log groups and the bucket stay, the bucket unless ``delete_bucket``."""
+    steps: list[Step] = []
+
+    def step(resource: str, outcome: str, detail: str = "") -> None:
+        if dry_run and outcome == "deleted":
+            outcome = "would delete"
+        steps.append(Step(resource, outcome, detail))
+
+    def act(call: Callable[..., Any], **kwargs: Any) -> None:
+        if not dry_run:
+            call(**kwargs)
+
+    account = clients.sts.get_caller_identity()
+    partition = account["Arn"].split(":")[1]
+    policy_base = f"arn:{partition}:iam::{account['Account']}:policy/"
+    for table in tables:
+        names = TableResources.of(table)
+        _remove_function(clients, names, step, act)
+        _remove_role(clients, names, step, act)
+        for policy in (names.stream_policy, names.logs_policy):
+            _remove_policy(clients, policy_base + policy, step, act)
+        step(f"log group {names.log_group}", "kept", "delete it when its logs are no longer needed")
+        step(f"stream of table {table}", "kept", "other readers may use it")
+    if bucket is not None:
+        _remove_policy(
+            clients,
+            policy_base + write_policy_name(bucket, prefix),
+            step,
+            act,
+            only_unattached=True,
+            dry_run=dry_run,
+            roles_leaving=len(tables),
+        )
+        if delete_bucket:
+            _empty_and_delete_bucket(clients.s3, bucket, step, act)
+        else:
+            step(f"bucket {bucket}", "kept", "with every backup in it")
+    return steps
+
+
+def _managed(tags: Any) -> bool:
+    if isinstance(tags, dict):
+        return tags.get(MANAGED_BY_TAG[0]) == MANAGED_BY_TAG[1]
+    return any(
+        tag.get("Key") == MANAGED_BY_TAG[0] and tag.get("Value") == MANAGED_BY_TAG[1]
+        for tag in tags or []
+    )
+
+
+def _remove_function(clients: Clients, names: TableResources, step: Any, act: Any) -> None:
+    try:
+        function = clients.lambda_.get_function(FunctionName=names.function)
+    except ClientError as error:
+        if error_code(error) != "ResourceNotFoundException":
+            raise
+        step(f"Lambda function {names.function}", "absent")
+        return
+    if not _managed(function.get("Tags") or {}):
+        step(f"Lambda function {names.function}", "kept", "not created by dynamo-backups")
+        return
+    for mapping in clients.lambda_.list_event_source_mappings(FunctionName=names.function)[
+        "EventSourceMappings"
+    ]:
+        act(clients.lambda_.delete_event_source_mapping, UUID=mapping["UUID"])
+        step(f"trigger {mapping['UUID']}", "deleted", mapping.get("EventSourceArn", ""))
+    act(clients.lambda_.delete_function, FunctionName=names.function)
+    step(f"Lambda function {names.function}", "deleted")
+
+
+def _remove_role(clients: Clients, names: TableResources, step: Any, act: Any) -> None:
+    iam = clients.iam
+    try:
+        role = iam.get_role(RoleName=names.role)["Role"]
+    except ClientError as error:
+        if error_code(error) != "NoSuchEntity":
+            raise
+        step(f"IAM role {names.role}", "absent")
+        return
+    if not _managed(iam.list_role_tags(RoleName=names.role).get("Tags", [])):
+        step(f"IAM role {names.role}", "kept", "not created by dynamo-backups")
+        return
+    for attached in iam.list_attached_role_policies(RoleName=role["RoleName"])["AttachedPolicies"]:
+        act(iam.detach_role_policy, RoleName=names.role, PolicyArn=attached["PolicyArn"])
+    act(iam.delete_role, RoleName=names.role)
+    step(f"IAM role {names.role}", "deleted")
+
+
+def _remove_policy(
+    clients: Clients,
+    arn: str,
+    step: Any,
+    act: Any,
+    only_unattached: bool = False,
+    dry_run: bool = False,
+    roles_leaving: int = 0,
+) -> None:
+    iam = clients.iam
+    name = arn.rsplit("/", 1)[1]
+    try:
+        policy = iam.get_policy(PolicyArn=arn)["Policy"]
+    except ClientError as error:
+        if error_code(error) != "NoSuchEntity":
+            raise
+        step(f"IAM policy {name}", "absent")
+        return
+    if not _managed(iam.list_policy_tags(PolicyArn=arn).get("Tags", [])):
+        step(f"IAM policy {name}", "kept", "not created by dynamo-backups")
+        return
+    attached = policy.get("AttachmentCount", 0) - (roles_leaving if dry_run else 0)
+    if only_unattached and attached > 0:
+        step(f"IAM policy {name}", "kept", f"still attached to {attached} roles of other tables")
+        return
+    for version in iam.list_policy_versions(PolicyArn=arn)["Versions"]:
+        if not version["IsDefaultVersion"]:
+            act(iam.delete_policy_version, PolicyArn=arn, VersionId=version["VersionId"])
+    act(iam.delete_policy, PolicyArn=arn)
+    step(f"IAM policy {name}", "deleted")
+
+
+def _empty_and_delete_bucket(s3: Any, bucket: str, step: Any, act: Any) -> None:
+    removed = 0
+    paginator = s3.get_paginator("list_object_versions")
+    for page in paginator.paginate(Bucket=bucket):
+        doomed = [
+            {"Key": entry["Key"], "VersionId": entry["VersionId"]}
+            for entry in page.get("Versions", []) + page.get("DeleteMarkers", [])
+        ]
+        if doomed:
+            act(s3.delete_objects, Bucket=bucket, Delete={"Objects": doomed, "Quiet": True})
+            removed += len(doomed)
+    act(s3.delete_bucket, Bucket=bucket)
+    step(f"bucket {bucket}", "deleted", f"{removed:,} object versions and delete markers with it")
+
+
+# --- test-function ---------------------------------------------------------------------------
+
+
+@dataclass
+class FunctionTest:
+    function: str
+    status_code: int
+    function_error: str | None
+    response: Any
+    folder: str | None
+    versions_found: int
+    delete_markers_found: int
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.function_error is None
+            and self.versions_found >= 2
+            and self.delete_markers_found >= 1
+        )
+
+
+def run_function_test(clients: Clients, table: str) -> FunctionTest:
+    """The checklist's "Test function": invoke the deployed function with the console's
+    "DynamoDB Update" sample, then look for its objects in the bucket."""
+    names = TableResources.of(table)
+    config = clients.lambda_.get_function_configuration(FunctionName=names.function)
+    variables = (config.get("Environment") or {}).get("Variables", {})
+    answer = clients.lambda_.invoke(
+        FunctionName=names.function,
+        InvocationType="RequestResponse",
+        Payload=json.dumps(CONSOLE_SAMPLE_CURRENT).encode("utf-8"),
+    )
+    raw = answer["Payload"].read()
+    try:
+        response: Any = json.loads(raw)
+    except ValueError:
+        response = raw.decode("utf-8", "replace")
+    folder, versions, markers = None, 0, 0
+    bucket = variables.get("BACKUP_BUCKET")
+    if bucket and not answer.get("FunctionError"):
+        layout = TableLayout.of(
+            variables.get("BACKUP_PREFIX", ""),
+            SAMPLE_TABLE,
+            variables.get("BACKUP_KEY_HASH") or "md5",
+        )
+        object_key = layout.item_object_key(SAMPLE_KEY)
+        folder = f"s3://{bucket}/{layout.items_prefix}"
+        listed = clients.s3.list_object_versions(Bucket=bucket, Prefix=object_key)
+        versions = sum(1 for entry in listed.get("Versions", []) if entry["Key"] == object_key)
+        markers = sum(1 for entry in listed.get("DeleteMarkers", []) if entry["Key"] == object_key)
+    return FunctionTest(
+        names.function,
+        answer.get("StatusCode", 0),
+        answer.get("FunctionError"),
+        response,
+        folder,
+        versions,
+        markers,
+    )

@@ -1,0 +1,173 @@
+"""Least-privilege policy documents (pure), shared by deploy and the template."""
+
+from __future__ import annotations
+
+from typing import Any
+
+VERSION = "2012-10-17"
+TLS_SID = "DynamoBackupsDenyInsecureTransport"
+PROTECT_SID = "DynamoBackupsProtectHistory"
+OUR_SIDS = (TLS_SID, PROTECT_SID)
+LIFECYCLE_RULE_ID = "dynamo-backups-noncurrent-versions"
+PROTECTED_ACTIONS = [
+    "s3:DeleteObjectVersion",
+    "s3:PutBucketVersioning",
+    "s3:PutLifecycleConfiguration",
+    "s3:PutBucketPolicy",
+    "s3:DeleteBucketPolicy",
+]
+
+
+def objects_arn(partition: str, bucket: str, prefix: str) -> str:
+    return (
+        f"arn:{partition}:s3:::{bucket}/{prefix}/*"
+        if prefix
+        else f"arn:{partition}:s3:::{bucket}/*"
+    )
+
+
+def write_policy(
+    partition: str, bucket: str, prefix: str, kms_key_arn: str | None = None
+) -> dict[str, Any]:
+    """Put and delete objects under the backup prefix: no listing, no reading, no deleting of
+    versions (a delete only adds a delete marker in a versioned bucket)."""
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "WriteBackupObjects",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:DeleteObject"],
+            "Resource": objects_arn(partition, bucket, prefix),
+        }
+    ]
+    if kms_key_arn:
+        statements.append(
+            {
+                "Sid": "EncryptWithTheBucketKey",
+                "Effect": "Allow",
+                "Action": ["kms:GenerateDataKey"],
+                "Resource": kms_key_arn,
+            }
+        )
+    return {"Version": VERSION, "Statement": statements}
+
+
+def table_streams_arn(partition: str, region: str, account: str, table: str) -> str:
+    """The streams of one table: the current one and any later one (turning a stream off and on
+    again gives it a new label, and the function must go on reading it)."""
+    return f"arn:{partition}:dynamodb:{region}:{account}:table/{table}/stream/*"
+
+
+def stream_policy(streams_arn: str, dlq_arn: str | None = None) -> dict[str, Any]:
+    """Read one table's streams. ListStreams has no resource-level permission in IAM, so it is
+    granted on "*" (it lists stream ARNs only, never data)."""
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "ReadTheTablesStream",
+            "Effect": "Allow",
+            "Action": [
+                "dynamodb:DescribeStream",
+                "dynamodb:GetRecords",
+                "dynamodb:GetShardIterator",
+            ],
+            "Resource": streams_arn,
+        },
+        {
+            "Sid": "ListStreams",
+            "Effect": "Allow",
+            "Action": ["dynamodb:ListStreams"],
+            "Resource": "*",
+        },
+    ]
+    if dlq_arn:
+        service = dlq_arn.split(":")[2]
+        action = "sqs:SendMessage" if service == "sqs" else "sns:Publish"
+        statements.append(
+            {
+                "Sid": "ReportRecordsThatFailed",
+                "Effect": "Allow",
+                "Action": [action],
+                "Resource": dlq_arn,
+            }
+        )
+    return {"Version": VERSION, "Statement": statements}
+
+
+def logs_policy(partition: str, region: str, account: str, log_group: str) -> dict[str, Any]:
+    """Write to the function's own log group only (deploy creates the group)."""
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "WriteOwnLogs",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": f"arn:{partition}:logs:{region}:{account}:log-group:{log_group}:*",
+            }
+        ],
+    }
+
+
+def lambda_trust_policy() -> dict[str, Any]:
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "lambda.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+
+
+def bucket_statements(
+    partition: str, bucket: str, protect: bool, admin_roles: list[str]
+) -> list[dict[str, Any]]:
+    """The tool's statements of the bucket policy: TLS only, and with ``protect``, no deleting
+    of versions nor changing of versioning, lifecycle or policy but by the admin roles."""
+    bucket_arn = f"arn:{partition}:s3:::{bucket}"
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": TLS_SID,
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [bucket_arn, f"{bucket_arn}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }
+    ]
+    if protect:
+        statements.append(
+            {
+                "Sid": PROTECT_SID,
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": PROTECTED_ACTIONS,
+                "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                "Condition": {"ArnNotLike": {"aws:PrincipalArn": sorted(admin_roles)}},
+            }
+        )
+    return statements
+
+
+def merge_bucket_policy(
+    existing: dict[str, Any] | None, ours: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The bucket's policy with the tool's statements replaced and every other one kept."""
+    kept = [
+        statement
+        for statement in (existing or {}).get("Statement", [])
+        if statement.get("Sid") not in OUR_SIDS
+    ]
+    return {"Version": (existing or {}).get("Version", VERSION), "Statement": kept + ours}
+
+
+def lifecycle_rule(prefix: str, days: int) -> dict[str, Any]:
+    """Expire versions that are no longer current after ``days`` (point in time reaches back
+    that far)."""
+    return {
+        "ID": LIFECYCLE_RULE_ID,
+        "Status": "Enabled",
+        "Filter": {"Prefix": f"{prefix}/" if prefix else ""},
+        "NoncurrentVersionExpiration": {"NoncurrentDays": days},
+    }

@@ -1,0 +1,284 @@
+"""template: the resources deploy creates, as a CloudFormation template (YAML).
+
+Built from the same names and policy documents as deploy. Account, region and partition are
+the stack's pseudo parameters; the function code's S3 location and each table's stream ARN are
+parameters (the tables themselves are not the stack's to change).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from dynamo_backups.installer import policies
+from dynamo_backups.installer.deploy import HANDLER, RUNTIME, DeployOptions
+from dynamo_backups.installer.naming import (
+    MANAGED_BY_TAG,
+    TABLE_TAG,
+    TableResources,
+    write_policy_name,
+)
+
+PARTITION, REGION, ACCOUNT = "${AWS::Partition}", "${AWS::Region}", "${AWS::AccountId}"
+
+
+def logical_id(table: str) -> str:
+    """A CloudFormation logical id for a table: letters and digits only, unique."""
+    words = re.split(r"[^A-Za-z0-9]+", table)
+    base = "".join(word[:1].upper() + word[1:] for word in words if word) or "Table"
+    return base if base.isalnum() and base[0].isalpha() else f"T{base}"
+
+
+def _sub(value: Any) -> Any:
+    """Strings with ${AWS::...} become Fn::Sub, everywhere in a document."""
+    if isinstance(value, dict):
+        return {name: _sub(member) for name, member in value.items()}
+    if isinstance(value, list):
+        return [_sub(member) for member in value]
+    if isinstance(value, str) and "${" in value:
+        return {"Fn::Sub": value}
+    return value
+
+
+def _tags(extra: dict[str, str] | None = None) -> list[dict[str, str]]:
+    tags = {MANAGED_BY_TAG[0]: MANAGED_BY_TAG[1], **(extra or {})}
+    return [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
+
+
+def build_template(options: DeployOptions) -> dict[str, Any]:
+    resources: dict[str, Any] = {}
+    parameters: dict[str, Any] = {
+        "CodeS3Bucket": {
+            "Type": "String",
+            "Description": "Bucket holding the function package (dynamo-backups "
+            "package --out handler.zip, then upload it)",
+        },
+        "CodeS3Key": {"Type": "String", "Description": "Key of the function package"},
+    }
+    if options.create_bucket:
+        resources.update(_bucket(options))
+    resources["WritePolicy"] = {
+        "Type": "AWS::IAM::ManagedPolicy",
+        "Properties": {
+            "ManagedPolicyName": write_policy_name(options.bucket, options.prefix),
+            "Description": "dynamo-backups: put and delete backup objects, nothing else",
+            "PolicyDocument": _sub(
+                policies.write_policy(PARTITION, options.bucket, options.prefix, options.kms_key)
+            ),
+        },
+    }
+    used: set[str] = set()
+    for table in options.tables:
+        name = logical_id(table)
+        while name in used:
+            name += "X"
+        used.add(name)
+        parameters[f"{name}StreamArn"] = {
+            "Type": "String",
+            "AllowedPattern": "arn:[^:]+:dynamodb:.+:table/.+/stream/.+",
+            "Description": f"The stream ARN of table {table} (view type NEW_AND_OLD_IMAGES)",
+        }
+        resources.update(_table(options, table, name))
+    return {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": "dynamo-backups: continuous backups of DynamoDB tables into versioned S3 "
+        f"(bucket {options.bucket}, prefix {options.prefix or '(none)'})",
+        "Parameters": parameters,
+        "Resources": resources,
+    }
+
+
+def _bucket(options: DeployOptions) -> dict[str, Any]:
+    encryption: dict[str, Any] = {"SSEAlgorithm": "AES256"}
+    if options.kms_key:
+        encryption = {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": options.kms_key}
+    properties: dict[str, Any] = {
+        "BucketName": options.bucket,
+        "VersioningConfiguration": {"Status": "Enabled"},
+        "BucketEncryption": {
+            "ServerSideEncryptionConfiguration": [
+                {
+                    "ServerSideEncryptionByDefault": encryption,
+                    "BucketKeyEnabled": bool(options.kms_key),
+                }
+            ]
+        },
+        "PublicAccessBlockConfiguration": {
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+        "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+        "Tags": _tags(),
+    }
+    if options.retain_noncurrent_days is not None:
+        rule = policies.lifecycle_rule(options.prefix, options.retain_noncurrent_days)
+        properties["LifecycleConfiguration"] = {
+            "Rules": [
+                {
+                    "Id": rule["ID"],
+                    "Status": "Enabled",
+                    "Prefix": rule["Filter"]["Prefix"],
+                    "NoncurrentVersionExpiration": {
+                        "NoncurrentDays": options.retain_noncurrent_days
+                    },
+                }
+            ]
+        }
+    statements = policies.bucket_statements(
+        PARTITION, options.bucket, options.protect, list(options.admin_roles)
+    )
+    return {
+        "BackupBucket": {
+            "Type": "AWS::S3::Bucket",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": properties,
+        },
+        "BackupBucketPolicy": {
+            "Type": "AWS::S3::BucketPolicy",
+            "Properties": {
+                "Bucket": {"Ref": "BackupBucket"},
+                "PolicyDocument": _sub({"Version": policies.VERSION, "Statement": statements}),
+            },
+        },
+    }
+
+
+def _table(options: DeployOptions, table: str, name: str) -> dict[str, Any]:
+    names = TableResources.of(table)
+    stream = {"Ref": f"{name}StreamArn"}
+    stream_policy = _sub(
+        policies.stream_policy(
+            policies.table_streams_arn(PARTITION, REGION, ACCOUNT, table), options.dlq_arn
+        )
+    )
+    settings: dict[str, Any] = {
+        "BatchSize": options.batch_size,
+        "StartingPosition": "TRIM_HORIZON",
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        "BisectBatchOnFunctionError": True,
+        "MaximumRetryAttempts": options.maximum_retry_attempts,
+    }
+    if options.dlq_arn:
+        settings["DestinationConfig"] = {"OnFailure": {"Destination": options.dlq_arn}}
+    return {
+        f"{name}StreamPolicy": {
+            "Type": "AWS::IAM::ManagedPolicy",
+            "Properties": {
+                "ManagedPolicyName": names.stream_policy,
+                "Description": f"dynamo-backups: read the stream of table {table}",
+                "PolicyDocument": stream_policy,
+            },
+        },
+        f"{name}LogsPolicy": {
+            "Type": "AWS::IAM::ManagedPolicy",
+            "Properties": {
+                "ManagedPolicyName": names.logs_policy,
+                "Description": f"dynamo-backups: write the logs of {names.function}",
+                "PolicyDocument": _sub(
+                    policies.logs_policy(PARTITION, REGION, ACCOUNT, names.log_group)
+                ),
+            },
+        },
+        f"{name}LogGroup": {
+            "Type": "AWS::Logs::LogGroup",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "LogGroupName": names.log_group,
+                "RetentionInDays": options.log_retention_days,
+                "Tags": _tags(),
+            },
+        },
+        f"{name}Role": {
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "RoleName": names.role,
+                "Description": f"dynamo-backups: backs up table {table}",
+                "AssumeRolePolicyDocument": policies.lambda_trust_policy(),
+                "ManagedPolicyArns": [
+                    {"Ref": "WritePolicy"},
+                    {"Ref": f"{name}StreamPolicy"},
+                    {"Ref": f"{name}LogsPolicy"},
+                ],
+                "Tags": _tags({TABLE_TAG: table}),
+            },
+        },
+        f"{name}Function": {
+            "Type": "AWS::Lambda::Function",
+            "Properties": {
+                "FunctionName": names.function,
+                "Description": f"dynamo-backups: backs up table {table}",
+                "Runtime": RUNTIME,
+                "Handler": HANDLER,
+                "Architectures": [options.architecture],
+                "MemorySize": options.memory,
+                "Timeout": options.timeout,
+                "Role": {"Fn::GetAtt": [f"{name}Role", "Arn"]},
+                "Code": {"S3Bucket": {"Ref": "CodeS3Bucket"}, "S3Key": {"Ref": "CodeS3Key"}},
+                "Environment": {
+                    "Variables": {
+                        "BACKUP_BUCKET": options.bucket,
+                        "BACKUP_PREFIX": options.prefix,
+                        "BACKUP_KEY_HASH": options.key_hash,
+                    }
+                },
+                "LoggingConfig": {"LogGroup": {"Ref": f"{name}LogGroup"}},
+                "Tags": _tags({TABLE_TAG: table}),
+            },
+        },
+        f"{name}Trigger": {
+            "Type": "AWS::Lambda::EventSourceMapping",
+            "Properties": {
+                "EventSourceArn": stream,
+                "FunctionName": {"Ref": f"{name}Function"},
+                **settings,
+            },
+        },
+    }
+
+
+# --- a small YAML writer: block style, every string double-quoted (valid YAML 1.2) -----------
+
+
+def to_yaml(value: Any, indent: int = 0) -> str:
+    return "".join(_yaml_lines(value, indent)) + "\n"
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if value is None:
+        return "null"
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _yaml_lines(value: Any, indent: int) -> list[str]:
+    pad = " " * indent
+    lines: list[str] = []
+    if isinstance(value, dict):
+        if not value:
+            return [pad + "{}"]
+        for key, member in value.items():
+            if isinstance(member, dict | list) and member:
+                lines.append(f"{pad}{key}:\n")
+                lines.extend(_yaml_lines(member, indent + 2))
+            else:
+                rendered = "{}" if member == {} else "[]" if member == [] else _scalar(member)
+                lines.append(f"{pad}{key}: {rendered}\n")
+        return lines
+    if isinstance(value, list):
+        for member in value:
+            if isinstance(member, dict | list) and member:
+                nested = _yaml_lines(member, indent + 2)
+                lines.append(f"{pad}- {nested[0].lstrip()}")
+                lines.extend(nested[1:])
+            else:
+                lines.append(f"{pad}- {_scalar(member)}\n")
+        return lines
+    return [pad + _scalar(value) + "\n"]
