@@ -159,6 +159,29 @@ def _has_untyped_empty_map(values: Any) -> bool:
     return False
 
 
+def canonical_item(item: Mapping[str, Any]) -> bytes:
+    """Equal bytes for equal items: attributes and map keys sorted, set members sorted (sets
+    are unordered, and two tables may return one set in different orders)."""
+
+    def canonical(value: Any) -> Any:
+        if isinstance(value, Mapping) and len(value) == 1:
+            ((tag, inner),) = value.items()
+            if tag in SET_TYPES:
+                return {
+                    tag: sorted(_encode_b64(member) if tag == "BS" else member for member in inner)
+                }
+            if tag == "B":
+                return {"B": _encode_b64(inner)}
+            if tag == "M":
+                return {"M": {name: canonical(member) for name, member in inner.items()}}
+            if tag == "L":
+                return {"L": [canonical(member) for member in inner]}
+        return value
+
+    document = {name: canonical(value) for name, value in item.items()}
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 # --- boto3 <-> wire form -------------------------------------------------------------------
 # boto3's low-level client gives and takes binary as bytes; the wire (and our bodies) use
 # base64 text. These two walk a value and swap one for the other, touching nothing else.

@@ -1,6 +1,7 @@
 """AWS Lambda entry points for DynamoDB stream events.
 
-``backup(event, context)`` writes each change into the versioned backup bucket. It needs
+``backup(event, context)`` writes each change into the versioned backup bucket, and
+``replicate(event, context)`` applies it to a replica table. They need
 only the standard library and boto3 (this module and what it imports are checked for that
 by the tests), so the deployment package holds the handler modules and nothing else.
 
@@ -12,6 +13,12 @@ Environment:
     BACKUP_MAX_ATTEMPTS  optional: attempts per write before a record is reported failed
     BACKUP_S3_CLIENT     optional: "lean" (default: signed HTTP requests of our own, configured
                          from boto3) or "boto3" (every write through botocore)
+
+    REPLICA_TABLE        required by replicate: the table to keep in step
+    REPLICA_REGION       optional: its region (default: the function's)
+    REPLICA_ROLE_ARN     optional: a role to assume for a replica in another account
+    REPLICA_ENDPOINT_URL optional: another DynamoDB endpoint
+    REPLICA_MAX_ATTEMPTS optional: attempts per write before a record is reported failed
 """
 
 from __future__ import annotations
@@ -26,15 +33,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
+from botocore.credentials import RefreshableCredentials
 
 from dynamo_backups.backup import DEFAULT_CONCURRENCY, BackupApplier
 from dynamo_backups.keys import DEFAULT_KEY_HASH, check_key_hash
 from dynamo_backups.layout import normalize_prefix
 from dynamo_backups.records import BatchResult, records_of
+from dynamo_backups.replica import ReplicaApplier
 from dynamo_backups.retry import RetryPolicy
 from dynamo_backups.s3store import BackupWriter
-from dynamo_backups.wire import LeanS3Bucket, lean_path_usable
+from dynamo_backups.wire import BotocoreDynamoDB, LeanDynamoDB, LeanS3Bucket, lean_path_usable
 
 logger = logging.getLogger("dynamo_backups.handler")
 
@@ -189,3 +199,103 @@ def _ensure_log_output() -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
+
+
+# --- replication -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """The replication function's settings, from its environment."""
+
+    table: str
+    region: str | None = None
+    role_arn: str | None = None
+    endpoint_url: str | None = None
+    max_attempts: int = 12
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> ReplicaConfig:
+        table = environ.get("REPLICA_TABLE", "").strip()
+        if not table:
+            raise ConfigurationError(
+                "REPLICA_TABLE is not set: set it in the function's environment to the name of "
+                "the replica table"
+            )
+        try:
+            return cls(
+                table=table,
+                region=environ.get("REPLICA_REGION", "").strip() or None,
+                role_arn=environ.get("REPLICA_ROLE_ARN", "").strip() or None,
+                endpoint_url=environ.get("REPLICA_ENDPOINT_URL", "").strip() or None,
+                max_attempts=_positive_int(environ, "REPLICA_MAX_ATTEMPTS", 12),
+            )
+        except ValueError as error:
+            raise ConfigurationError(f"bad replica setting: {error}") from None
+
+
+def assumed_role_session(session: Any, role_arn: str, region: str | None) -> Any:
+    """A boto3 session acting as ``role_arn``, its credentials renewed before they expire."""
+    sts = session.client("sts", region_name=region or session.region_name)
+
+    def fetch() -> dict[str, str]:
+        answer = sts.assume_role(RoleArn=role_arn, RoleSessionName="dynamo-backups-replica")
+        credentials = answer["Credentials"]
+        return {
+            "access_key": credentials["AccessKeyId"],
+            "secret_key": credentials["SecretAccessKey"],
+            "token": credentials["SessionToken"],
+            "expiry_time": credentials["Expiration"].isoformat(),
+        }
+
+    core = botocore.session.get_session()
+    core._credentials = RefreshableCredentials.create_from_metadata(
+        fetch(), fetch, "sts-assume-role"
+    )
+    return boto3.session.Session(botocore_session=core, region_name=region or session.region_name)
+
+
+def build_replica_applier(config: ReplicaConfig, session: Any = None) -> ReplicaApplier:
+    session = session or boto3.session.Session()
+    if config.role_arn:
+        session = assumed_role_session(session, config.role_arn, config.region)
+    client = session.client(
+        "dynamodb",
+        region_name=config.region or session.region_name,
+        endpoint_url=config.endpoint_url,
+        config=Config(
+            retries={"mode": "standard", "total_max_attempts": 1},
+            connect_timeout=5,
+            read_timeout=30,
+            max_pool_connections=16,
+        ),
+    )
+    credentials = session.get_credentials()
+    api: Any = BotocoreDynamoDB(client)
+    if credentials is not None and lean_path_usable():
+        api = LeanDynamoDB(client, credentials)
+    return ReplicaApplier(
+        lambda request: api.call("BatchWriteItem", request),
+        config.table,
+        RetryPolicy(max_attempts=config.max_attempts, base_delay=0.05, max_delay=10),
+    )
+
+
+_replica_appliers: dict[ReplicaConfig, ReplicaApplier] = {}
+
+
+def _replica_applier() -> ReplicaApplier:
+    config = ReplicaConfig.from_environ(os.environ)
+    if config not in _replica_appliers:
+        _replica_appliers[config] = build_replica_applier(config)
+    return _replica_appliers[config]
+
+
+def replicate(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda handler: apply a batch of DynamoDB stream records to the replica table."""
+    _ensure_log_output()
+    started = time.monotonic()
+    applier = _replica_applier()
+    result = applier.apply(records_of(event), deadline_of(context))
+    log_batch("replicate", result, started)
+    return result.lambda_response()

@@ -187,3 +187,17 @@ class BatchResult:
                 f"record {first.index} failed and has no sequence number: {first.reason}"
             )
         return {"batchItemFailures": [{"itemIdentifier": first.sequence_number}]}
+
+
+def combine(results: list[BatchResult]) -> BatchResult:
+    """One result for records applied by several sinks (backup and replica): applied where
+    every sink applied them; failed from the earliest failure of any sink."""
+    combined = BatchResult(record_count=results[0].record_count if results else 0)
+    for result in results:
+        combined.failures.extend(result.failures)
+        combined.tables |= result.tables
+    first = combined.first_failure
+    counts = [result.applied for result in results]
+    if first is None and counts:
+        combined.applied = counts[0]
+    return combined

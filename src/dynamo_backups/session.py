@@ -48,15 +48,23 @@ class AwsContext:
             self._session = session
         return self._session
 
-    def client(self, service: str, *, pool: int = 10, retries: int = 5) -> Any:
-        """A client for ``service``; ``pool`` sizes its connection pool for that many threads."""
+    def client(
+        self, service: str, *, pool: int = 10, retries: int = 5, region: str | None = None
+    ) -> Any:
+        """A client for ``service`` (in ``region``, default the session's); ``pool`` sizes its
+        connection pool for that many threads."""
         config = Config(
             max_pool_connections=max(10, pool),
             retries={"mode": "standard", "total_max_attempts": retries},
             user_agent_extra="dynamo-backups",
         )
         endpoint = self.endpoint_url or self._fallback_endpoint(service)
-        return self.session.client(service, endpoint_url=endpoint, config=config)
+        return self.session.client(
+            service,
+            endpoint_url=endpoint,
+            config=config,
+            region_name=region or self.session.region_name,
+        )
 
     def _fallback_endpoint(self, service: str) -> str | None:
         if service != "dynamodbstreams":

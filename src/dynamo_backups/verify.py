@@ -22,7 +22,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dynamo_backups.ddbjson import InvalidDynamoJSON, dumps_item, loads_item
+from dynamo_backups.ddbjson import InvalidDynamoJSON, canonical_item, dumps_item, loads_item
 from dynamo_backups.keys import extract_key, key_attribute_names
 from dynamo_backups.layout import (
     EVENT_REMOVE,
@@ -42,10 +42,8 @@ KINDS = ("missing", "extra", "different")
 
 
 def item_digest(item: dict[str, Any]) -> str:
-    """Equal for equal items, whatever the attribute order."""
-    return hashlib.sha256(
-        json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    ).hexdigest()
+    """Equal for equal items, whatever the order of attributes or of set members."""
+    return hashlib.sha256(canonical_item(item)).hexdigest()
 
 
 @dataclass

@@ -17,6 +17,7 @@ from dynamo_backups.cli.installer import (
     template,
     test_function_command,
 )
+from dynamo_backups.cli.replication import diff_record, diff_tables, replicate_record
 from dynamo_backups.cli.restore import restore
 from dynamo_backups.cli.snapshot import snapshot
 from dynamo_backups.cli.stream import stream
@@ -80,6 +81,9 @@ for command in (
     test_function_command,
     status,
     teardown_command,
+    diff_tables,
+    diff_record,
+    replicate_record,
     demo,
 ):
     main.add_command(command)

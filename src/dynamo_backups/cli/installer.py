@@ -41,7 +41,7 @@ def clients_of(aws: AwsContext) -> Clients:
 def deploy_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options deploy and template share."""
     options = [
-        click.option("--bucket", required=True, help="The backup bucket."),
+        click.option("--bucket", help="The backup bucket (without it: replication only)."),
         click.option("--prefix", default="", help="Folder for the backups, e.g. Prod."),
         click.option("--table", "tables", multiple=True, help="A table to back up (repeatable)."),
         click.option("--table-prefix", help="Back up every table whose name starts with this."),
@@ -95,6 +95,17 @@ def deploy_options(command: Callable[..., Any]) -> Callable[..., Any]:
             default=DEFAULT_KEY_HASH,
             show_default=True,
         ),
+        click.option(
+            "--replica-table",
+            help="Also (or, without --bucket, only) replicate the "
+            "table into this one, with a function of its own.",
+        ),
+        click.option("--replica-region", help="The replica table's region (default: the table's)."),
+        click.option(
+            "--replica-role-arn",
+            help="For a replica in another account: the role the "
+            "replication function assumes to write it.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -118,6 +129,10 @@ def _options(
             fail(f"no table's name starts with {table_prefix!r}")
     if not tables:
         fail("name the tables with --table (or --table-prefix)", EXIT_USAGE)
+    if not kwargs.get("bucket") and not kwargs.get("replica_table"):
+        fail("give --bucket (backups), --replica-table (replication), or both", EXIT_USAGE)
+    if kwargs.get("replica_table") and len(tables) != 1:
+        fail("--replica-table keeps one table in step: give exactly one --table", EXIT_USAGE)
     return DeployOptions(
         tables=tuple(tables),
         admin_roles=tuple(kwargs.pop("admin_roles")),
@@ -177,7 +192,10 @@ def deploy(invocation: Invocation, dry_run: bool, **kwargs: Any) -> None:
     region = aws.region_name
     if not region:
         fail("no AWS region: pass --region or set AWS_DEFAULT_REGION", EXIT_USAGE)
-    deployer = Deployer(clients_of(aws), options, build_zip(), region)
+    clients = clients_of(aws)
+    if options.replica_region and options.replica_region != region:
+        clients.replica_dynamodb = aws.client("dynamodb", region=options.replica_region)
+    deployer = Deployer(clients, options, build_zip(), region)
     try:
         steps = deployer.run()
     except DeployError as error:
@@ -311,17 +329,21 @@ def status(invocation: Invocation, tables: tuple[str, ...], table_prefix: str | 
                 f"  stream:   {'on' if stream['enabled'] else 'off'} "
                 f"{stream.get('view_type') or ''} {stream.get('arn') or ''}".rstrip()
             )
-        if report.function:
-            function = report.function
-            lines.append(
-                f"  function: {function['FunctionName']} {function['Runtime']} "
-                f"{function['MemorySize']} MB {function['Timeout']} s, "
-                f"{function.get('State') or 'Active'}, updated {function['LastModified']}"
-            )
+        for label, function in (
+            ("function", report.function),
+            ("replica", report.replica_function),
+        ):
+            if function:
+                lines.append(
+                    f"  {label + ':':<9} {function['FunctionName']} {function['Runtime']} "
+                    f"{function['MemorySize']} MB {function['Timeout']} s, "
+                    f"{function.get('State') or 'Active'}, updated {function['LastModified']}"
+                )
         for trigger in report.triggers:
             lines.append(
                 f"  trigger:  {trigger['State']}, last result "
                 f"{trigger.get('LastProcessingResult')}, batch {trigger['BatchSize']}"
+                f" -> {str(trigger.get('FunctionArn', '')).rsplit(':', 1)[-1]}"
             )
         if report.backup.get("items") is not None:
             count = f"{report.backup['items']:,}" + ("+" if report.backup.get("at_least") else "")

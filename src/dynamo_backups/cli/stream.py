@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from pathlib import Path
@@ -14,7 +15,9 @@ from dynamo_backups.catalog import ensure_manifest, key_types_from_description
 from dynamo_backups.checkpoints import CheckpointStore, FileCheckpointStore, S3CheckpointStore
 from dynamo_backups.cli.common import EXIT_FAILED, Invocation, fail, pass_invocation, reports_errors
 from dynamo_backups.keys import DEFAULT_KEY_HASH, KEY_HASHES
-from dynamo_backups.layout import TableLayout
+from dynamo_backups.layout import TableLayout, check_table_name
+from dynamo_backups.records import combine
+from dynamo_backups.replica import ReplicaApplier
 from dynamo_backups.s3store import BackupWriter
 from dynamo_backups.streams import ConsumerReport, StreamConsumer, StreamError, stream_of_table
 from dynamo_backups.versioning import require_versioning
@@ -22,8 +25,10 @@ from dynamo_backups.versioning import require_versioning
 
 @click.command()
 @click.argument("tables", nargs=-1, required=True)
-@click.option("--bucket", required=True, help="The versioned backup bucket.")
+@click.option("--bucket", help="The versioned backup bucket.")
 @click.option("--prefix", default="", help="Folder for the backups, e.g. Prod (default: none).")
+@click.option("--replica-table", help="Also (or only, without --bucket) keep this table in step.")
+@click.option("--replica-region", help="The replica table's region (default: the source's).")
 @click.option("--once", is_flag=True, help="Drain what the stream holds now, then exit.")
 @click.option(
     "--batch-size",
@@ -49,13 +54,13 @@ from dynamo_backups.versioning import require_versioning
 @click.option(
     "--checkpoint-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Keep checkpoints in this local folder instead of the bucket.",
+    help="Keep checkpoints in this local folder (default without --bucket: "
+    "~/.local/state/dynamo-backups).",
 )
 @click.option(
     "--consumer-name",
-    default="stream-backup",
-    show_default=True,
-    help="Names this consumer's checkpoint, so several can read one stream.",
+    help="Names this consumer's checkpoint, so several can read "
+    "one stream (default: stream-backup, stream-replica-R).",
 )
 @click.option(
     "--poll-interval",
@@ -69,55 +74,86 @@ from dynamo_backups.versioning import require_versioning
 def stream(
     invocation: Invocation,
     tables: tuple[str, ...],
-    bucket: str,
+    bucket: str | None,
     prefix: str,
+    replica_table: str | None,
+    replica_region: str | None,
     once: bool,
     batch_size: int,
     concurrency: int,
     key_hash: str,
     checkpoint_dir: Path | None,
-    consumer_name: str,
+    consumer_name: str | None,
     poll_interval: float,
 ) -> None:
-    """Back up TABLE(s) by reading their streams, as the Lambda function would.
+    """Back up TABLE(s) by reading their streams, as the Lambda function would; or keep a
+    replica table in step (--replica-table), or both.
 
     Reads every shard of each table's stream (parents before children), from TRIM_HORIZON
-    the first time and from the saved checkpoint after that, and writes each change as a
-    version of the item's object. The checkpoint moves only after a batch is written, so
-    stopping (Ctrl-C) or crashing loses nothing.
+    the first time and from the saved checkpoint after that, and applies each batch with the
+    Lambda handlers' code. The checkpoint moves only after a batch is applied, so stopping
+    (Ctrl-C) or crashing loses nothing.
 
     \b
-    Example:
+    Examples:
       dynamo-backups stream Users Orders --bucket my-backups --prefix Prod --once
+      dynamo-backups stream Users --replica-table Users-replica --replica-region eu-west-1
     """
+    if not bucket and not replica_table:
+        fail("give --bucket (back up), --replica-table (replicate), or both", 2)
+    if replica_table and len(tables) != 1:
+        fail("--replica-table keeps one table in step: name exactly one TABLE", 2)
+    for table in (*tables, *([replica_table] if replica_table else [])):
+        check_table_name(table)
     aws = invocation.aws
     dynamodb = aws.client("dynamodb")
     streams = aws.client("dynamodbstreams")
-    s3 = aws.client("s3", pool=concurrency, retries=1)
-    require_versioning(s3, bucket)
-    writer = BackupWriter(s3, bucket)
+    writer = None
+    if bucket:
+        s3 = aws.client("s3", pool=concurrency, retries=1)
+        require_versioning(s3, bucket)
+        writer = BackupWriter(s3, bucket, objects=aws.objects(s3, bucket))
+    name = consumer_name or "-".join(
+        part
+        for part in (
+            "stream",
+            "backup" if bucket else "",
+            f"replica-{replica_table}" if replica_table else "",
+        )
+        if part
+    )
     stop = threading.Event()
     consumers = []
     for table in tables:
-        layout = TableLayout.of(prefix, table, key_hash)
         _, description = stream_of_table(dynamodb, table)
-        ensure_manifest(
-            writer, layout, description["KeySchema"], key_types_from_description(description)
-        )
-        store: CheckpointStore = (
-            FileCheckpointStore(
-                checkpoint_dir / f"{prefix.replace('/', '_') or '_'}.{table}.{consumer_name}.json"
+        appliers: list[Any] = []
+        store: CheckpointStore | None = None
+        if writer is not None:
+            layout = TableLayout.of(prefix, table, key_hash)
+            ensure_manifest(
+                writer, layout, description["KeySchema"], key_types_from_description(description)
             )
-            if checkpoint_dir
-            else S3CheckpointStore(writer, layout.checkpoint_key(consumer_name))
-        )
-        applier = BackupApplier(writer, layout.prefix, key_hash, concurrency)
+            appliers.append(BackupApplier(writer, layout.prefix, key_hash, concurrency).apply)
+            store = S3CheckpointStore(writer, layout.checkpoint_key(name))
+        if replica_table:
+            replica_client = aws.client("dynamodb", pool=8, retries=1, region=replica_region)
+            api = aws.dynamodb_api(replica_client)
+            replica = ReplicaApplier(
+                lambda request, api=api: api.call("BatchWriteItem", request), replica_table
+            )
+            appliers.append(replica.apply)
+        if checkpoint_dir or store is None:
+            folder = checkpoint_dir or default_checkpoint_dir()
+            store = FileCheckpointStore(
+                folder / f"{prefix.replace('/', '_') or '_'}.{table}.{name}.json"
+            )
+        processor = appliers[0] if len(appliers) == 1 else _both(appliers)
         consumers.append(
             StreamConsumer(
                 dynamodb,
                 streams,
                 table,
-                applier.apply,
+                processor,
                 store,
                 batch_size=batch_size,
                 poll_interval=poll_interval,
@@ -125,7 +161,17 @@ def stream(
             )
         )
     reports, errors = _run_all(consumers, once, stop)
-    _finish(invocation, reports, errors)
+    _finish(invocation, reports, errors, "replicated" if not bucket else "backed up")
+
+
+def default_checkpoint_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "dynamo-backups"
+
+
+def _both(appliers: list[Any]) -> Any:
+    """Apply each batch to every sink; a record counts as applied only where all applied it."""
+    return lambda records: combine([apply(records) for apply in appliers])
 
 
 def _run_all(
@@ -172,7 +218,12 @@ def _run_all(
     return reports, errors
 
 
-def _finish(invocation: Invocation, reports: list[ConsumerReport], errors: list[str]) -> None:
+def _finish(
+    invocation: Invocation,
+    reports: list[ConsumerReport],
+    errors: list[str],
+    verb: str = "backed up",
+) -> None:
     summary = {
         "tables": [
             {
@@ -192,7 +243,7 @@ def _finish(invocation: Invocation, reports: list[ConsumerReport], errors: list[
     for report in sorted(reports, key=lambda report: report.table):
         counts = ", ".join(f"{name} {count:,}" for name, count in sorted(report.applied.items()))
         lines.append(
-            f"{report.table}: {report.records:,} records backed up"
+            f"{report.table}: {report.records:,} records {verb}"
             + (f" ({counts})" if counts else "")
         )
         lines.extend(f"  gap: {gap}" for gap in report.gaps)

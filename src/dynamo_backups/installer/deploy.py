@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from dynamo_backups.catalog import ensure_manifest
 from dynamo_backups.description import describe_table, save_description
 from dynamo_backups.installer import policies
+from dynamo_backups.installer.functions import FunctionSpec, function_specs
 from dynamo_backups.installer.naming import (
     MANAGED_BY_TAG,
     TABLE_TAG,
@@ -32,7 +33,6 @@ from dynamo_backups.s3store import BackupWriter, error_code
 from dynamo_backups.streams import NEW_IMAGE_VIEWS
 
 RUNTIME = "python3.12"
-HANDLER = "dynamo_backups.handler.backup"
 STREAM_READER_LIMIT = 2  # DynamoDB Streams: readers per shard before throttling
 
 
@@ -42,9 +42,12 @@ class DeployError(RuntimeError):
 
 @dataclass(frozen=True)
 class DeployOptions:
-    bucket: str
+    bucket: str | None  # None: replication only
     prefix: str
     tables: tuple[str, ...]
+    replica_table: str | None = None
+    replica_region: str | None = None
+    replica_role_arn: str | None = None
     create_bucket: bool = False
     enable_versioning: bool = False
     kms_key: str | None = None
@@ -81,6 +84,7 @@ class Clients:
     dynamodb: Any
     logs: Any
     sts: Any
+    replica_dynamodb: Any = None  # a client in the replica table's region, when it differs
 
 
 @dataclass
@@ -119,16 +123,30 @@ class Deployer:
         self._check_options()
         self.env = self._environment()
         tables = {table: self._check_table(table) for table in self.options.tables}
-        self._bucket()
-        write_arn = self._managed_policy(
-            write_policy_name(self.options.bucket, self.options.prefix),
-            policies.write_policy(
-                self.env.partition, self.options.bucket, self.options.prefix, self.options.kms_key
-            ),
-            tags={},
-        )
+        if self.options.replica_table:
+            self._check_replica()
+        write_arn = None
+        if self.options.bucket:
+            self._bucket()
+            write_arn = self._managed_policy(
+                write_policy_name(self.options.bucket, self.options.prefix),
+                policies.write_policy(
+                    self.env.partition,
+                    self.options.bucket,
+                    self.options.prefix,
+                    self.options.kms_key,
+                ),
+                tags={},
+            )
+        specs = function_specs(self.options, self.env.partition, self.region, self.env.account)
         for table, description in tables.items():
-            self._table(table, description, write_arn)
+            stream_arn = self._stream(table, description)
+            if self.options.bucket:
+                self._catalog(table)
+            readers = [spec for spec in specs if spec.table == table]
+            siblings = {spec.names.function for spec in readers}
+            for spec in readers:
+                self._function_of(spec, stream_arn, write_arn, siblings)
         return self.steps
 
     def _step(
@@ -145,6 +163,8 @@ class Deployer:
         return call(**kwargs)
 
     def _check_options(self) -> None:
+        if not self.options.bucket and not self.options.replica_table:
+            raise DeployError("give --bucket (backups), --replica-table (replication), or both")
         if self.options.protect and not self.options.admin_roles:
             raise DeployError(
                 "--protect needs at least one --admin-role: the roles that may "
@@ -176,28 +196,36 @@ class Deployer:
             )
         return description
 
-    def _table(self, table: str, description: dict[str, Any], write_arn: str) -> None:
-        names = TableResources.of(table)
-        stream_arn = self._stream(table, description)
-        self._catalog(table)
-        self._log_group(names)
-        tags = {TABLE_TAG: table}
-        streams = policies.table_streams_arn(
-            self.env.partition, self.region, self.env.account, table
-        )
-        stream_policy_arn = self._managed_policy(
-            names.stream_policy, policies.stream_policy(streams, self.options.dlq_arn), tags
-        )
-        logs_policy_arn = self._managed_policy(
-            names.logs_policy,
-            policies.logs_policy(
-                self.env.partition, self.region, self.env.account, names.log_group
-            ),
-            tags,
-        )
-        role_arn = self._role(names, [write_arn, stream_policy_arn, logs_policy_arn], tags)
-        function_arn = self._function(names, role_arn, tags)
-        self._mapping(names, stream_arn, function_arn)
+    def _function_of(
+        self, spec: FunctionSpec, stream_arn: str | None, write_arn: str | None, siblings: set[str]
+    ) -> None:
+        """One function with its log group, policies, role and trigger."""
+        self._log_group(spec.names)
+        tags = {TABLE_TAG: spec.table}
+        arns = [self._managed_policy(name, document, tags) for name, document in spec.policies]
+        if spec.uses_write_policy and write_arn:
+            arns.insert(0, write_arn)
+        role_arn = self._role(spec, arns, tags)
+        function_arn = self._function(spec, role_arn, tags)
+        self._mapping(spec, stream_arn, function_arn, siblings)
+
+    def _check_replica(self) -> None:
+        if len(self.options.tables) != 1:
+            raise DeployError("--replica-table keeps one table in step: give exactly one --table")
+        if self.options.replica_role_arn:
+            return  # the replica is in another account: this one cannot look at it
+        client = self.clients.replica_dynamodb or self.clients.dynamodb
+        try:
+            client.describe_table(TableName=self.options.replica_table)
+        except ClientError as error:
+            if error_code(error) == "ResourceNotFoundException":
+                where = self.options.replica_region or self.region
+                raise DeployError(
+                    f"replica table {self.options.replica_table} does not exist in "
+                    f"{where}: create it (same keys) and seed it with "
+                    "diff-tables --backfill"
+                ) from None
+            raise
 
     def _stream(self, table: str, description: dict[str, Any]) -> str | None:
         resource = f"stream of table {table}"
@@ -463,7 +491,8 @@ class Deployer:
         self._step(resource, "updated", document=document)
         return arn
 
-    def _role(self, names: TableResources, policy_arns: list[str], tags: dict[str, str]) -> str:
+    def _role(self, spec: FunctionSpec, policy_arns: list[str], tags: dict[str, str]) -> str:
+        names = spec.names
         iam = self.clients.iam
         trust = policies.lambda_trust_policy()
         resource = f"IAM role {names.role}"
@@ -476,7 +505,7 @@ class Deployer:
                 iam.create_role,
                 RoleName=names.role,
                 AssumeRolePolicyDocument=json.dumps(trust),
-                Description=f"dynamo-backups: backs up table {names.table}",
+                Description=spec.description,
                 Tags=_tags(tags),
             )
             self._step(resource, "created", "trusted by lambda.amazonaws.com", trust)
@@ -541,25 +570,20 @@ class Deployer:
             detail=f"kept {days} days",
         )
 
-    def _function_settings(self, role_arn: str) -> dict[str, Any]:
+    def _function_settings(self, spec: FunctionSpec, role_arn: str) -> dict[str, Any]:
         return {
             "Runtime": RUNTIME,
-            "Handler": HANDLER,
+            "Handler": spec.handler,
             "Role": role_arn,
             "MemorySize": self.options.memory,
             "Timeout": self.options.timeout,
-            "Environment": {
-                "Variables": {
-                    "BACKUP_BUCKET": self.options.bucket,
-                    "BACKUP_PREFIX": self.options.prefix,
-                    "BACKUP_KEY_HASH": self.options.key_hash,
-                }
-            },
+            "Environment": {"Variables": dict(spec.environment)},
         }
 
-    def _function(self, names: TableResources, role_arn: str, tags: dict[str, str]) -> str:
+    def _function(self, spec: FunctionSpec, role_arn: str, tags: dict[str, str]) -> str:
+        names = spec.names
         client = self.clients.lambda_
-        settings = self._function_settings(role_arn)
+        settings = self._function_settings(spec, role_arn)
         resource = f"Lambda function {names.function}"
         try:
             current = client.get_function(FunctionName=names.function)["Configuration"]
@@ -573,12 +597,12 @@ class Deployer:
                         Code={"ZipFile": self.package},
                         Architectures=[self.options.architecture],
                         Tags={**tags, MANAGED_BY_TAG[0]: MANAGED_BY_TAG[1]},
-                        Description=f"dynamo-backups: backs up table {names.table}",
+                        Description=spec.description,
                         **settings,
                     )
                 )
                 self._wait_for_function(names.function)
-            self._step(resource, "created", f"{RUNTIME}, {HANDLER}")
+            self._step(resource, "created", f"{RUNTIME}, {spec.handler}")
             return (
                 f"arn:{self.env.partition}:lambda:{self.region}:{self.env.account}:function:"
                 f"{names.function}"
@@ -641,7 +665,11 @@ class Deployer:
             settings["DestinationConfig"] = {"OnFailure": {"Destination": self.options.dlq_arn}}
         return settings
 
-    def _mapping(self, names: TableResources, stream_arn: str | None, function_arn: str) -> None:
+    def _mapping(
+        self, spec: FunctionSpec, stream_arn: str | None, function_arn: str, siblings: set[str]
+    ) -> None:
+        """The trigger; ``siblings`` are the functions this deploy sets on the same stream."""
+        names = spec.names
         client = self.clients.lambda_
         resource = f"trigger {names.table} stream -> {names.function}"
         settings = self._mapping_settings()
@@ -653,13 +681,13 @@ class Deployer:
             "EventSourceMappings"
         ]
         ours = [m for m in existing if m["FunctionArn"].split(":")[6] == names.function]
-        others = len(existing) - len(ours)
-        if others + 1 > STREAM_READER_LIMIT:
+        others = sum(m["FunctionArn"].split(":")[6] not in siblings for m in existing)
+        if others + len(siblings) > STREAM_READER_LIMIT:
             self._step(
                 resource,
                 "warning",
-                f"the stream already has {others} other readers; DynamoDB Streams serve two "
-                "readers per shard before throttling them",
+                f"the stream will have {others + len(siblings)} readers; DynamoDB Streams serve "
+                "two readers per shard before throttling them",
             )
         if not ours:
             if not self.options.dry_run:
@@ -688,7 +716,9 @@ class Deployer:
                 "warning",
                 f"no --dlq-arn: a record still failing after "
                 f"{self.options.maximum_retry_attempts} retries would be skipped with no "
-                "record of it; run verify --repair to recover such an item",
+                "record of it; run "
+                + ("verify --repair" if spec.kind == "backup" else "diff-tables --repair")
+                + " to recover such an item",
             )
 
     # --- helpers -------------------------------------------------------------------------------

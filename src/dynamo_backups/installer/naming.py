@@ -31,17 +31,21 @@ class TableResources:
     role: str
     stream_policy: str
     logs_policy: str
+    write_policy: str
     log_group: str
 
     @classmethod
-    def of(cls, table: str) -> TableResources:
-        base = _fit(f"{PREFIX}-{table}", 64 - len("-stream"), table)  # room for the suffixes
+    def of(cls, table: str, replica: bool = False) -> TableResources:
+        """The backup function's resources, or with ``replica`` the replication function's."""
+        stem = f"{PREFIX}-replica-{table}" if replica else f"{PREFIX}-{table}"
+        base = _fit(stem, 64 - len("-stream"), stem)  # room for the suffixes
         return cls(
             table=table,
             function=base,
             role=base,
             stream_policy=f"{base}-stream",
             logs_policy=f"{base}-logs",
+            write_policy=f"{base}-write",
             log_group=f"/aws/lambda/{base}",
         )
 

@@ -25,6 +25,7 @@ class TableStatus:
     table: str
     stream: dict[str, Any] = field(default_factory=dict)
     function: dict[str, Any] = field(default_factory=dict)
+    replica_function: dict[str, Any] = field(default_factory=dict)
     triggers: list[dict[str, Any]] = field(default_factory=list)
     backup: dict[str, Any] = field(default_factory=dict)
     iterator_age_ms: float | None = None
@@ -35,11 +36,15 @@ class TableStatus:
 
 
 def table_status(clients: Clients, cloudwatch: Any, table: str) -> TableStatus:
-    names = TableResources.of(table)
     status = TableStatus(table)
     _stream_status(clients, status)
-    config = _function_status(clients, names, status)
-    if config is not None:
+    found = False
+    for replica in (False, True):
+        names = TableResources.of(table, replica=replica)
+        config = _function_status(clients, names, status, replica)
+        if config is None:
+            continue
+        found = True
         _trigger_status(clients, names, status)
         variables = (config.get("Environment") or {}).get("Variables", {})
         if variables.get("BACKUP_BUCKET"):
@@ -50,7 +55,11 @@ def table_status(clients: Clients, cloudwatch: Any, table: str) -> TableStatus:
                 table,
                 status,
             )
-        status.iterator_age_ms = _iterator_age(cloudwatch, names.function)
+        age = _iterator_age(cloudwatch, names.function)
+        if age is not None:
+            status.iterator_age_ms = max(age, status.iterator_age_ms or 0.0)
+    if not found:
+        status.problems.append(f"no function {TableResources.of(table).function}: run deploy")
     return status
 
 
@@ -77,16 +86,15 @@ def _stream_status(clients: Clients, status: TableStatus) -> None:
 
 
 def _function_status(
-    clients: Clients, names: TableResources, status: TableStatus
+    clients: Clients, names: TableResources, status: TableStatus, replica: bool
 ) -> dict[str, Any] | None:
     try:
         config = clients.lambda_.get_function(FunctionName=names.function)["Configuration"]
     except ClientError as error:
         if error_code(error) != "ResourceNotFoundException":
             raise
-        status.problems.append(f"no function {names.function}: run deploy")
         return None
-    status.function = {
+    shown = {
         name: config.get(name)
         for name in (
             "FunctionName",
@@ -101,7 +109,11 @@ def _function_status(
             "Role",
         )
     }
-    status.function["Environment"] = (config.get("Environment") or {}).get("Variables", {})
+    shown["Environment"] = (config.get("Environment") or {}).get("Variables", {})
+    if replica:
+        status.replica_function = shown
+    else:
+        status.function = shown
     if config.get("State") not in (None, "Active"):
         status.problems.append(
             f"the function is {config.get('State')}: {config.get('StateReason')}"
@@ -119,6 +131,7 @@ def _trigger_status(clients: Clients, names: TableResources, status: TableStatus
                 name: mapping.get(name)
                 for name in (
                     "UUID",
+                    "FunctionArn",
                     "State",
                     "LastProcessingResult",
                     "BatchSize",
@@ -212,12 +225,21 @@ def teardown(
     partition = account["Arn"].split(":")[1]
     policy_base = f"arn:{partition}:iam::{account['Account']}:policy/"
     for table in tables:
-        names = TableResources.of(table)
-        _remove_function(clients, names, step, act)
-        _remove_role(clients, names, step, act)
-        for policy in (names.stream_policy, names.logs_policy):
-            _remove_policy(clients, policy_base + policy, step, act)
-        step(f"log group {names.log_group}", "kept", "delete it when its logs are no longer needed")
+        for replica in (False, True):
+            names = TableResources.of(table, replica=replica)
+            first = len(steps)
+            _remove_function(clients, names, step, act)
+            _remove_role(clients, names, step, act)
+            for policy in (names.stream_policy, names.logs_policy, names.write_policy):
+                _remove_policy(clients, policy_base + policy, step, act)
+            if replica and all(entry.outcome == "absent" for entry in steps[first:]):
+                del steps[first:]  # no replication was deployed for this table
+                continue
+            step(
+                f"log group {names.log_group}",
+                "kept",
+                "delete it when its logs are no longer needed",
+            )
         step(f"stream of table {table}", "kept", "other readers may use it")
     if bucket is not None:
         _remove_policy(

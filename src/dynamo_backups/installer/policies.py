@@ -92,6 +92,30 @@ def stream_policy(streams_arn: str, dlq_arn: str | None = None) -> dict[str, Any
     return {"Version": VERSION, "Statement": statements}
 
 
+def table_arn(partition: str, region: str, account: str, table: str) -> str:
+    return f"arn:{partition}:dynamodb:{region}:{account}:table/{table}"
+
+
+def replica_write_policy(replica_table_arn: str, role_arn: str | None = None) -> dict[str, Any]:
+    """Write (put and delete items) into the replica table only; or, for a replica in another
+    account, assume the role that may."""
+    if role_arn:
+        statement = {
+            "Sid": "ActAsTheReplicaWriter",
+            "Effect": "Allow",
+            "Action": ["sts:AssumeRole"],
+            "Resource": role_arn,
+        }
+    else:
+        statement = {
+            "Sid": "WriteTheReplica",
+            "Effect": "Allow",
+            "Action": ["dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:DeleteItem"],
+            "Resource": replica_table_arn,
+        }
+    return {"Version": VERSION, "Statement": [statement]}
+
+
 def logs_policy(partition: str, region: str, account: str, log_group: str) -> dict[str, Any]:
     """Write to the function's own log group only (deploy creates the group)."""
     return {

@@ -12,11 +12,11 @@ import re
 from typing import Any
 
 from dynamo_backups.installer import policies
-from dynamo_backups.installer.deploy import HANDLER, RUNTIME, DeployOptions
+from dynamo_backups.installer.deploy import RUNTIME, DeployOptions
+from dynamo_backups.installer.functions import function_specs
 from dynamo_backups.installer.naming import (
     MANAGED_BY_TAG,
     TABLE_TAG,
-    TableResources,
     write_policy_name,
 )
 
@@ -56,18 +56,21 @@ def build_template(options: DeployOptions) -> dict[str, Any]:
         },
         "CodeS3Key": {"Type": "String", "Description": "Key of the function package"},
     }
-    if options.create_bucket:
+    if options.bucket and options.create_bucket:
         resources.update(_bucket(options))
-    resources["WritePolicy"] = {
-        "Type": "AWS::IAM::ManagedPolicy",
-        "Properties": {
-            "ManagedPolicyName": write_policy_name(options.bucket, options.prefix),
-            "Description": "dynamo-backups: put and delete backup objects, nothing else",
-            "PolicyDocument": _sub(
-                policies.write_policy(PARTITION, options.bucket, options.prefix, options.kms_key)
-            ),
-        },
-    }
+    if options.bucket:
+        resources["WritePolicy"] = {
+            "Type": "AWS::IAM::ManagedPolicy",
+            "Properties": {
+                "ManagedPolicyName": write_policy_name(options.bucket, options.prefix),
+                "Description": "dynamo-backups: put and delete backup objects, nothing else",
+                "PolicyDocument": _sub(
+                    policies.write_policy(
+                        PARTITION, options.bucket, options.prefix, options.kms_key
+                    )
+                ),
+            },
+        }
     used: set[str] = set()
     for table in options.tables:
         name = logical_id(table)
@@ -79,14 +82,24 @@ def build_template(options: DeployOptions) -> dict[str, Any]:
             "AllowedPattern": "arn:[^:]+:dynamodb:.+:table/.+/stream/.+",
             "Description": f"The stream ARN of table {table} (view type NEW_AND_OLD_IMAGES)",
         }
-        resources.update(_table(options, table, name))
+        resources.update(_functions(options, table, name))
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
-        "Description": "dynamo-backups: continuous backups of DynamoDB tables into versioned S3 "
-        f"(bucket {options.bucket}, prefix {options.prefix or '(none)'})",
+        "Description": _description(options),
         "Parameters": parameters,
         "Resources": resources,
     }
+
+
+def _description(options: DeployOptions) -> str:
+    parts = []
+    if options.bucket:
+        parts.append(
+            f"backups of {', '.join(options.tables)} into s3://{options.bucket}/{options.prefix}"
+        )
+    if options.replica_table:
+        parts.append(f"replication of {options.tables[0]} into {options.replica_table}")
+    return "dynamo-backups: " + "; ".join(parts)
 
 
 def _bucket(options: DeployOptions) -> dict[str, Any]:
@@ -147,14 +160,8 @@ def _bucket(options: DeployOptions) -> dict[str, Any]:
     }
 
 
-def _table(options: DeployOptions, table: str, name: str) -> dict[str, Any]:
-    names = TableResources.of(table)
+def _functions(options: DeployOptions, table: str, name: str) -> dict[str, Any]:
     stream = {"Ref": f"{name}StreamArn"}
-    stream_policy = _sub(
-        policies.stream_policy(
-            policies.table_streams_arn(PARTITION, REGION, ACCOUNT, table), options.dlq_arn
-        )
-    )
     settings: dict[str, Any] = {
         "BatchSize": options.batch_size,
         "StartingPosition": "TRIM_HORIZON",
@@ -164,81 +171,68 @@ def _table(options: DeployOptions, table: str, name: str) -> dict[str, Any]:
     }
     if options.dlq_arn:
         settings["DestinationConfig"] = {"OnFailure": {"Destination": options.dlq_arn}}
-    return {
-        f"{name}StreamPolicy": {
-            "Type": "AWS::IAM::ManagedPolicy",
-            "Properties": {
-                "ManagedPolicyName": names.stream_policy,
-                "Description": f"dynamo-backups: read the stream of table {table}",
-                "PolicyDocument": stream_policy,
-            },
-        },
-        f"{name}LogsPolicy": {
-            "Type": "AWS::IAM::ManagedPolicy",
-            "Properties": {
-                "ManagedPolicyName": names.logs_policy,
-                "Description": f"dynamo-backups: write the logs of {names.function}",
-                "PolicyDocument": _sub(
-                    policies.logs_policy(PARTITION, REGION, ACCOUNT, names.log_group)
-                ),
-            },
-        },
-        f"{name}LogGroup": {
+    resources: dict[str, Any] = {}
+    for spec in function_specs(options, PARTITION, REGION, ACCOUNT):
+        if spec.table != table:
+            continue
+        logical = name + ("Replica" if spec.kind == "replica" else "")
+        policy_refs = [{"Ref": "WritePolicy"}] if spec.uses_write_policy else []
+        for number, (policy_name, document) in enumerate(spec.policies):
+            resources[f"{logical}Policy{number}"] = {
+                "Type": "AWS::IAM::ManagedPolicy",
+                "Properties": {
+                    "ManagedPolicyName": policy_name,
+                    "Description": spec.description,
+                    "PolicyDocument": _sub(document),
+                },
+            }
+            policy_refs.append({"Ref": f"{logical}Policy{number}"})
+        resources[f"{logical}LogGroup"] = {
             "Type": "AWS::Logs::LogGroup",
             "DeletionPolicy": "Retain",
             "UpdateReplacePolicy": "Retain",
             "Properties": {
-                "LogGroupName": names.log_group,
+                "LogGroupName": spec.names.log_group,
                 "RetentionInDays": options.log_retention_days,
                 "Tags": _tags(),
             },
-        },
-        f"{name}Role": {
+        }
+        resources[f"{logical}Role"] = {
             "Type": "AWS::IAM::Role",
             "Properties": {
-                "RoleName": names.role,
-                "Description": f"dynamo-backups: backs up table {table}",
+                "RoleName": spec.names.role,
+                "Description": spec.description,
                 "AssumeRolePolicyDocument": policies.lambda_trust_policy(),
-                "ManagedPolicyArns": [
-                    {"Ref": "WritePolicy"},
-                    {"Ref": f"{name}StreamPolicy"},
-                    {"Ref": f"{name}LogsPolicy"},
-                ],
+                "ManagedPolicyArns": policy_refs,
                 "Tags": _tags({TABLE_TAG: table}),
             },
-        },
-        f"{name}Function": {
+        }
+        resources[f"{logical}Function"] = {
             "Type": "AWS::Lambda::Function",
             "Properties": {
-                "FunctionName": names.function,
-                "Description": f"dynamo-backups: backs up table {table}",
+                "FunctionName": spec.names.function,
+                "Description": spec.description,
                 "Runtime": RUNTIME,
-                "Handler": HANDLER,
+                "Handler": spec.handler,
                 "Architectures": [options.architecture],
                 "MemorySize": options.memory,
                 "Timeout": options.timeout,
-                "Role": {"Fn::GetAtt": [f"{name}Role", "Arn"]},
+                "Role": {"Fn::GetAtt": [f"{logical}Role", "Arn"]},
                 "Code": {"S3Bucket": {"Ref": "CodeS3Bucket"}, "S3Key": {"Ref": "CodeS3Key"}},
-                "Environment": {
-                    "Variables": {
-                        "BACKUP_BUCKET": options.bucket,
-                        "BACKUP_PREFIX": options.prefix,
-                        "BACKUP_KEY_HASH": options.key_hash,
-                    }
-                },
-                "LoggingConfig": {"LogGroup": {"Ref": f"{name}LogGroup"}},
+                "Environment": {"Variables": dict(spec.environment)},
+                "LoggingConfig": {"LogGroup": {"Ref": f"{logical}LogGroup"}},
                 "Tags": _tags({TABLE_TAG: table}),
             },
-        },
-        f"{name}Trigger": {
+        }
+        resources[f"{logical}Trigger"] = {
             "Type": "AWS::Lambda::EventSourceMapping",
             "Properties": {
                 "EventSourceArn": stream,
-                "FunctionName": {"Ref": f"{name}Function"},
+                "FunctionName": {"Ref": f"{logical}Function"},
                 **settings,
             },
-        },
-    }
+        }
+    return resources
 
 
 # --- a small YAML writer: block style, every string double-quoted (valid YAML 1.2) -----------

@@ -1,0 +1,158 @@
+"""Apply a batch of stream records to a replica table.
+
+Only the last change of each item in a batch needs writing: INSERT and MODIFY put its new
+image, REMOVE deletes its key. Writes go in BatchWriteItem groups of 25 (no key twice in a
+group), in parallel; unprocessed items and throttling are retried with backoff and jitter.
+When an item cannot be written, the result names the earliest record of that item in the
+batch, so that a retry from there re-applies it; nothing is lost, and since each retried write
+carries a final state of the batch, nothing is applied out of order either.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from dynamo_backups.keys import canonical_key
+from dynamo_backups.records import BatchResult, Change, RecordFailure, parse_batch
+from dynamo_backups.retry import RetriesExhausted, RetryPolicy, call_with_retries, describe_error
+
+GROUP_SIZE = 25
+DEFAULT_WRITERS = 4
+
+BatchWrite = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def write_request(change: Change) -> dict[str, Any]:
+    """The BatchWriteItem request that brings the replica to this change's state."""
+    if change.is_removal:
+        return {"DeleteRequest": {"Key": change.keys}}
+    return {"PutRequest": {"Item": change.new_image}}
+
+
+class ReplicaApplier:
+    """Writes stream changes into one replica table."""
+
+    def __init__(
+        self,
+        batch_write: BatchWrite,
+        table: str,
+        policy: RetryPolicy | None = None,
+        writers: int = DEFAULT_WRITERS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.batch_write = batch_write  # one BatchWriteItem call, wire form in and out
+        self.table = table
+        self.policy = policy or RetryPolicy(max_attempts=12, base_delay=0.05, max_delay=10)
+        self.writers = max(1, writers)
+        self.clock = clock
+        self.sleep = sleep
+        self._pool: ThreadPoolExecutor | None = None
+
+    def apply(self, records: Sequence[Any], deadline: float | None = None) -> BatchResult:
+        parsed = parse_batch(records)
+        result = BatchResult(record_count=len(records))
+        if parsed.invalid is not None:
+            result.failures.append(
+                RecordFailure(
+                    parsed.invalid.index,
+                    parsed.invalid.sequence_number,
+                    str(parsed.invalid),
+                    retryable=False,
+                )
+            )
+        chains: dict[bytes, list[Change]] = {}
+        for change in parsed.changes:
+            chains.setdefault(canonical_key(change.keys), []).append(change)
+        groups = _groups(list(chains.values()), GROUP_SIZE)
+        lock = threading.Lock()
+
+        def run(group: list[list[Change]]) -> None:
+            failed = self._write_group(group, deadline)
+            with lock:
+                for chain in group:
+                    if id(chain[-1]) in failed:
+                        first = chain[0]
+                        result.failures.append(
+                            RecordFailure(
+                                first.index,
+                                first.sequence_number,
+                                failed[id(chain[-1])],
+                                retryable=True,
+                            )
+                        )
+                    else:
+                        result.applied.update(Counter(change.event_name for change in chain))
+                        result.tables.add(chain[-1].table)
+
+        if len(groups) <= 1:
+            for group in groups:
+                run(group)
+        else:
+            for future in [self._executor().submit(run, group) for group in groups]:
+                future.result()
+        return result
+
+    def _write_group(self, group: list[list[Change]], deadline: float | None) -> dict[int, str]:
+        """Write the last change of each chain; the reasons of those that could not be, by id."""
+        pending = {id(chain[-1]): chain[-1] for chain in group}
+        delays = self.policy.delays()
+        while pending:
+            if deadline is not None and self.clock() >= deadline:
+                return dict.fromkeys(pending, "stopped before the invocation deadline")
+            requests = [write_request(change) for change in pending.values()]
+            try:
+                answer = call_with_retries(
+                    lambda r=requests: self.batch_write({"RequestItems": {self.table: r}}),
+                    self.policy,
+                    f"BatchWriteItem into {self.table}",
+                    deadline=deadline,
+                )
+            except RetriesExhausted as error:
+                return dict.fromkeys(pending, str(error))
+            except Exception as error:
+                return dict.fromkeys(pending, f"writing into {self.table}: {describe_error(error)}")
+            left = (answer.get("UnprocessedItems") or {}).get(self.table, [])
+            if not left:
+                return {}
+            key_names = list(next(iter(pending.values())).keys)
+            still = {_request_key(request, key_names) for request in left}
+            pending = {
+                ident: change
+                for ident, change in pending.items()
+                if canonical_key(change.keys) in still
+            }
+            delay = next(delays, None)
+            if delay is None or (deadline is not None and self.clock() + delay > deadline):
+                return dict.fromkeys(
+                    pending,
+                    f"{len(pending)} items still unprocessed by {self.table} after every retry",
+                )
+            self.sleep(delay)
+        return {}
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.writers, thread_name_prefix="replica-writer")
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+def _request_key(request: dict[str, Any], key_names: list[str]) -> bytes:
+    if "DeleteRequest" in request:
+        return canonical_key(request["DeleteRequest"]["Key"])
+    item = request["PutRequest"]["Item"]
+    return canonical_key({name: item[name] for name in key_names})
+
+
+def _groups(chains: list[list[Change]], size: int) -> list[list[list[Change]]]:
+    return [chains[start : start + size] for start in range(0, len(chains), size)]
