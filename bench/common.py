@@ -49,6 +49,25 @@ def client(service: str, endpoint: str, pool: int = 64, attempts: int = 3) -> An
     )
 
 
+def _run_node(command: list[str], endpoints: dict[str, str], **extra: str) -> dict[str, Any]:
+    """Run a Node measuring program against the servers; its last line of output, as JSON."""
+    environment = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID=servers.ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=servers.SECRET_KEY,
+        AWS_REGION=servers.REGION,
+        **extra,
+    )
+    if "s3" in endpoints:
+        environment["AWS_ENDPOINT_URL_S3"] = endpoints["s3"]
+    if "dynamodb" in endpoints:
+        environment["AWS_ENDPOINT_URL_DYNAMODB"] = endpoints["dynamodb"]
+    completed = subprocess.run(
+        command, env=environment, capture_output=True, text=True, timeout=900, check=True
+    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
 def measure_ceiling(endpoints: dict[str, str], only: str, *extra: str) -> dict[str, Any] | None:
     """Run ../shared/bench/ceiling (a lean Node client) against the same servers, or return
     None with a note when it is not there."""
@@ -56,25 +75,7 @@ def measure_ceiling(endpoints: dict[str, str], only: str, *extra: str) -> dict[s
     if not script.exists():
         print(f"note: no ceiling script at {script}; set DYNAMO_BACKUPS_CEILING")
         return None
-    environment = dict(os.environ)
-    environment.update(
-        AWS_ACCESS_KEY_ID=servers.ACCESS_KEY,
-        AWS_SECRET_ACCESS_KEY=servers.SECRET_KEY,
-        AWS_REGION=servers.REGION,
-    )
-    if "s3" in endpoints:
-        environment["AWS_ENDPOINT_URL_S3"] = endpoints["s3"]
-    if "dynamodb" in endpoints:
-        environment["AWS_ENDPOINT_URL_DYNAMODB"] = endpoints["dynamodb"]
-    completed = subprocess.run(
-        [str(script), "--only", only, *extra],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=True,
-    )
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return _run_node([str(script), "--only", only, *extra], endpoints)
 
 
 def ratio(part: float, whole: float | None) -> float | None:
@@ -88,20 +89,8 @@ def measure_conditional_ceiling(endpoints: dict[str, str]) -> dict[str, Any] | N
     if not (cache / "node_modules" / "aws-sdk").exists():
         print("note: the ceiling's Node SDK is not cached yet; run the ceiling first")
         return None
-    environment = dict(
-        os.environ,
-        AWS_ACCESS_KEY_ID=servers.ACCESS_KEY,
-        AWS_SECRET_ACCESS_KEY=servers.SECRET_KEY,
-        AWS_REGION=servers.REGION,
-        AWS_ENDPOINT_URL_S3=endpoints["s3"],
+    return _run_node(
+        ["node", str(REPO / "bench" / "conditional_put.mjs")],
+        {"s3": endpoints["s3"]},
         NODE_PATH=str(cache / "node_modules"),
     )
-    completed = subprocess.run(
-        ["node", str(REPO / "bench" / "conditional_put.mjs")],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=True,
-    )
-    return json.loads(completed.stdout.strip().splitlines()[-1])

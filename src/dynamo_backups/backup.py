@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dynamo_backups.ddbjson import dumps_item
@@ -20,6 +19,7 @@ from dynamo_backups.layout import WRITER_STREAM, LayoutError, TableLayout, Versi
 from dynamo_backups.records import BatchResult, Change, RecordFailure, chains_by_key, parse_batch
 from dynamo_backups.retry import RetriesExhausted, describe_error
 from dynamo_backups.s3store import BackupWriter
+from dynamo_backups.workers import WorkerPool
 
 DEFAULT_CONCURRENCY = 16
 
@@ -66,7 +66,7 @@ class BackupApplier:
         self.concurrency = max(1, concurrency)
         self.clock = clock
         self._layouts: dict[str, TableLayout] = {}
-        self._pool: ThreadPoolExecutor | None = None
+        self._workers = WorkerPool(self.concurrency, "backup-writer")
 
     def layout(self, table: str) -> TableLayout:
         if table not in self._layouts:
@@ -95,12 +95,7 @@ class BackupApplier:
         runs = [
             lambda chain=chain: self._apply_chain(chain, progress, deadline) for chain in chains
         ]
-        if len(runs) <= 1:
-            for run in runs:
-                run()
-        else:
-            for future in [self._executor().submit(run) for run in runs]:
-                future.result()
+        self._workers.run_all(runs)
         return result
 
     def _object_keys(self, changes: list[Change], progress: _Progress) -> list[tuple[Change, str]]:
@@ -150,13 +145,5 @@ class BackupApplier:
             assert change.new_image is not None
             self.writer.put_item(object_key, dumps_item(change.new_image), metadata, deadline)
 
-    def _executor(self) -> ThreadPoolExecutor:
-        # One pool for the applier's life: a warm Lambda container reuses it across batches.
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="backup-writer")
-        return self._pool
-
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self._workers.close()

@@ -14,12 +14,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dynamo_backups.keys import canonical_key
 from dynamo_backups.records import BatchResult, Change, RecordFailure, parse_batch
 from dynamo_backups.retry import RetriesExhausted, RetryPolicy, call_with_retries, describe_error
+from dynamo_backups.workers import WorkerPool
 
 GROUP_SIZE = 25
 DEFAULT_WRITERS = 4
@@ -52,7 +52,7 @@ class ReplicaApplier:
         self.writers = max(1, writers)
         self.clock = clock
         self.sleep = sleep
-        self._pool: ThreadPoolExecutor | None = None
+        self._workers = WorkerPool(self.writers, "replica-writer")
 
     def apply(self, records: Sequence[Any], deadline: float | None = None) -> BatchResult:
         parsed = parse_batch(records)
@@ -90,12 +90,7 @@ class ReplicaApplier:
                         result.applied.update(Counter(change.event_name for change in chain))
                         result.tables.add(chain[-1].table)
 
-        if len(groups) <= 1:
-            for group in groups:
-                run(group)
-        else:
-            for future in [self._executor().submit(run, group) for group in groups]:
-                future.result()
+        self._workers.run_all([lambda group=group: run(group) for group in groups])
         return result
 
     def _write_group(self, group: list[list[Change]], deadline: float | None) -> dict[int, str]:
@@ -136,15 +131,8 @@ class ReplicaApplier:
             self.sleep(delay)
         return {}
 
-    def _executor(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.writers, thread_name_prefix="replica-writer")
-        return self._pool
-
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self._workers.close()
 
 
 def _request_key(request: dict[str, Any], key_names: list[str]) -> bytes:

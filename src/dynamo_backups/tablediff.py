@@ -8,20 +8,18 @@ comparing are not reported.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from dynamo_backups.ddbjson import canonical_item, dumps_item
+from dynamo_backups.differences import Differences
 from dynamo_backups.keys import canonical_key, extract_key
 from dynamo_backups.progress import NoProgress, ProgressSink
 from dynamo_backups.retry import RetryPolicy, call_with_retries
 
-SAMPLE_SIZE = 10
-KINDS = ("missing", "extra", "different")
 Call = Callable[[str, dict[str, Any]], dict[str, Any]]  # (operation, wire request) -> answer
 
 
@@ -42,25 +40,12 @@ class TableRef:
 
 
 @dataclass
-class DiffReport:
+class DiffReport(Differences):
     primary: str
     replica: str
     scanned_primary: int = 0
     scanned_replica: int = 0
-    missing: int = 0
-    extra: int = 0
-    different: int = 0
-    repaired: int = 0
     copied: int = 0
-    samples: dict[str, list[str]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
-    seconds: float = 0.0
-
-    @property
-    def differences(self) -> int:
-        return self.missing + self.extra + self.different
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "differences": self.differences}
 
 
 def batch_get(
@@ -133,7 +118,6 @@ class TableDiff:
         self.progress = progress or NoProgress()
         self.policy = RetryPolicy(max_attempts=12, base_delay=0.05, max_delay=10)
         self.report = DiffReport(str(primary), str(replica))
-        self._lock = threading.Lock()
 
     def run(self) -> DiffReport:
         started = time.monotonic()
@@ -164,11 +148,7 @@ class TableDiff:
                 f"scan {self._table(side)}",
             )
             items = page.get("Items", [])
-            with self._lock:
-                if side == "primary":
-                    self.report.scanned_primary += len(items)
-                else:
-                    self.report.scanned_replica += len(items)
+            self.report.add(f"scanned_{side}", len(items))
             if self.backfill:
                 batch_write(
                     self.calls["replica"],
@@ -176,8 +156,7 @@ class TableDiff:
                     [{"PutRequest": {"Item": item}} for item in items],
                     self.policy,
                 )
-                with self._lock:
-                    self.report.copied += len(items)
+                self.report.add("copied", len(items))
             elif items:
                 self._compare_page(side, items)
             self.progress.advance(len(items))
@@ -221,14 +200,10 @@ class TableDiff:
         ):
             return
         kind = "missing" if replica is None else "extra" if primary is None else "different"
-        with self._lock:
-            setattr(self.report, kind, getattr(self.report, kind) + 1)
-            if len(self.report.samples[kind]) < SAMPLE_SIZE:
-                self.report.samples[kind].append(dumps_item(key).decode())
+        self.report.record(kind, dumps_item(key).decode())
         if self.repair:
             sync_item(self.calls["replica"], self.replica.name, key, primary, self.policy)
-            with self._lock:
-                self.report.repaired += 1
+            self.report.add("repaired")
 
 
 def sync_item(

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from dynamo_backups.ddbjson import InvalidDynamoJSON, canonical_item, dumps_item, loads_item
+from dynamo_backups.differences import Differences
 from dynamo_backups.keys import extract_key, key_attribute_names
 from dynamo_backups.layout import (
     EVENT_REMOVE,
@@ -37,9 +38,6 @@ from dynamo_backups.progress import NoProgress, ProgressSink
 from dynamo_backups.retry import RetryPolicy, call_with_retries
 from dynamo_backups.s3store import BackupWriter, error_code, iter_current_objects
 
-SAMPLE_SIZE = 10
-KINDS = ("missing", "extra", "different")
-
 
 def item_digest(item: dict[str, Any]) -> str:
     """Equal for equal items, whatever the order of attributes or of set members."""
@@ -47,25 +45,12 @@ def item_digest(item: dict[str, Any]) -> str:
 
 
 @dataclass
-class VerifyReport:
+class VerifyReport(Differences):
     table: str
     source: str
     items_in_table: int = 0
     objects_in_backup: int = 0
-    missing: int = 0
-    extra: int = 0
-    different: int = 0
-    repaired: int = 0
     repair_failed: int = 0
-    samples: dict[str, list[str]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
-    seconds: float = 0.0
-
-    @property
-    def differences(self) -> int:
-        return self.missing + self.extra + self.different
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "differences": self.differences}
 
 
 class Verify:
@@ -92,7 +77,6 @@ class Verify:
         self.progress = progress or NoProgress()
         self.policy = RetryPolicy(max_attempts=10, base_delay=0.1)
         self.report = VerifyReport(layout.table, f"s3://{writer.bucket}/{layout.items_prefix}")
-        self._lock = threading.Lock()
 
     def run(self) -> VerifyReport:
         started = time.monotonic()
@@ -137,8 +121,7 @@ class Verify:
                     hashlib.md5(dumps_item(item)).hexdigest(),
                     dumps_item(key).decode(),
                 )
-            with self._lock:
-                self.report.items_in_table += len(page.get("Items", []))
+            self.report.add("items_in_table", len(page.get("Items", [])))
             self.progress.advance(len(page.get("Items", [])))
             if not page.get("LastEvaluatedKey"):
                 return
@@ -153,8 +136,7 @@ class Verify:
             if listed.get("Size") == 0:
                 continue  # a tombstone left current: deleted in the backup
             name = listed["Key"].rsplit("/", 1)[1]
-            with self._lock:
-                self.report.objects_in_backup += 1
+            self.report.add("objects_in_backup")
             entry = table_side.pop(name, None)
             if entry is None:
                 self._recheck_extra(listed["Key"])
@@ -189,7 +171,7 @@ class Verify:
         if live is not None and body is not None and _digest_of(body) == item_digest(live):
             return
         kind = "extra" if live is None else ("missing" if body is None else "different")
-        self._count(kind, dumps_item(key).decode())
+        self.report.record(kind, dumps_item(key).decode())
         if self.repair:
             self._repair(object_key, live)
 
@@ -200,7 +182,7 @@ class Verify:
         try:
             key = extract_key(loads_item(body, object_key), self.key_names)
         except InvalidDynamoJSON as error:
-            self._count("different", f"{object_key}: {error}")
+            self.report.record("different", f"{object_key}: {error}")
             return
         self._recheck(key, "extra")
 
@@ -213,12 +195,6 @@ class Verify:
             f"get item from {self.layout.table}",
         )
         return answer.get("Item")
-
-    def _count(self, kind: str, sample: str) -> None:
-        with self._lock:
-            setattr(self.report, kind, getattr(self.report, kind) + 1)
-            if len(self.report.samples[kind]) < SAMPLE_SIZE:
-                self.report.samples[kind].append(sample)
 
     def _repair(self, object_key: str, live: dict[str, Any] | None) -> None:
         """Write the table's state into the backup, unless something newer lands first."""
@@ -253,13 +229,11 @@ class Verify:
                 )
                 s3.delete_object(Bucket=bucket, Key=object_key, IfMatch=put["ETag"])
         except ClientError as error:
-            with self._lock:
-                self.report.repair_failed += 1
+            self.report.add("repair_failed")
             if error_code(error) not in ("PreconditionFailed", "ConditionalRequestConflict"):
                 raise
             return
-        with self._lock:
-            self.report.repaired += 1
+        self.report.add("repaired")
 
     def _current_etag(self, object_key: str) -> str | None:
         try:

@@ -208,6 +208,10 @@ def client_error(operation: str, response: Response) -> ClientError:
             response.status, code
         )
         message = http.client.responses.get(response.status, "")
+    return _client_error(operation, response, code, message)
+
+
+def _client_error(operation: str, response: Response, code: str, message: str) -> ClientError:
     return ClientError(
         {
             "Error": {"Code": code, "Message": message},
@@ -374,16 +378,7 @@ def dynamodb_error(operation: str, response: Response) -> ClientError:
         document = {}
     code = str(document.get("__type", response.status)).rpartition("#")[2]
     message = document.get("message") or document.get("Message") or ""
-    return ClientError(
-        {
-            "Error": {"Code": code, "Message": message},
-            "ResponseMetadata": {
-                "HTTPStatusCode": response.status,
-                "HTTPHeaders": response.headers,
-            },
-        },
-        operation,
-    )
+    return _client_error(operation, response, code, message)
 
 
 class BotocoreDynamoDB:

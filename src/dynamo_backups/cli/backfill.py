@@ -5,7 +5,14 @@ from __future__ import annotations
 import click
 
 from dynamo_backups.backfill import Backfill, BackfillOptions, BackfillReport
-from dynamo_backups.cli.common import Invocation, fail, pass_invocation, reports_errors
+from dynamo_backups.cli.common import (
+    Invocation,
+    SegmentPlan,
+    fail,
+    pass_invocation,
+    reports_errors,
+    segment_options,
+)
 from dynamo_backups.keys import DEFAULT_KEY_HASH, KEY_HASHES
 from dynamo_backups.layout import TableLayout
 from dynamo_backups.progress import Progress
@@ -25,19 +32,7 @@ def tables_with_prefix(dynamodb: object, prefix: str) -> list[str]:
 @click.option("--table-prefix", help="Back up every table whose name starts with this.")
 @click.option("--bucket", required=True, help="The versioned backup bucket.")
 @click.option("--prefix", default="", help="Folder for the backups, e.g. Prod (default: none).")
-@click.option(
-    "--segments",
-    type=click.IntRange(1, 1000),
-    default=8,
-    show_default=True,
-    help="Parallel scan segments.",
-)
-@click.option("--segment", type=click.IntRange(0), help="Run only this segment (0-based) ...")
-@click.option(
-    "--total-segments",
-    type=click.IntRange(1, 1_000_000),
-    help="... of this many, to spread one table over several hosts.",
-)
+@segment_options
 @click.option("--max-items-per-second", type=click.FloatRange(min=1), help="Cap the read rate.")
 @click.option(
     "--resume", is_flag=True, help="Continue an interrupted backfill from its checkpoints."
@@ -64,9 +59,7 @@ def backfill(
     table_prefix: str | None,
     bucket: str,
     prefix: str,
-    segments: int,
-    segment: int | None,
-    total_segments: int | None,
+    segments: SegmentPlan,
     max_items_per_second: float | None,
     resume: bool,
     concurrency: int,
@@ -95,17 +88,13 @@ def backfill(
             fail(f"no table's name starts with {table_prefix!r}", 1)
     if not names:
         fail("name the tables to back up, or give --table-prefix", 2)
-    if (segment is None) != (total_segments is None):
-        fail("--segment and --total-segments go together", 2)
-    if segment is not None and total_segments is not None and segment >= total_segments:
-        fail(f"--segment must be below --total-segments ({total_segments})", 2)
     s3 = aws.client("s3", pool=concurrency, retries=1)
     require_versioning(s3, bucket)
     writer = BackupWriter(s3, bucket, objects=aws.objects(s3, bucket))
     scan = aws.dynamodb_api(dynamodb)
     options = BackfillOptions(
-        total_segments=total_segments or segments,
-        segment=segment,
+        total_segments=segments.total,
+        segment=segments.only,
         max_items_per_second=max_items_per_second,
         resume=resume,
         concurrency=concurrency,

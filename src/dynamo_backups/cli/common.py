@@ -118,3 +118,47 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     package.handlers[:] = [handler]
     package.propagate = False
     package.setLevel(logging.DEBUG if verbose else level)
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """How a scan is split: ``total`` segments, all of them or ``only`` one (for one host)."""
+
+    total: int
+    only: int | None = None
+
+
+def segment_options(command: F) -> F:
+    """--segments N, or --segment i --total-segments n to spread the work over hosts; the
+    command receives one ``segments`` argument, a SegmentPlan."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        segment, total = kwargs.pop("segment"), kwargs.pop("total_segments")
+        if (segment is None) != (total is None):
+            fail("--segment and --total-segments go together", EXIT_USAGE)
+        if segment is not None and segment >= total:
+            fail(f"--segment must be below --total-segments ({total})", EXIT_USAGE)
+        kwargs["segments"] = SegmentPlan(total or kwargs["segments"], segment)
+        return command(*args, **kwargs)
+
+    options = [
+        click.option(
+            "--segments",
+            type=click.IntRange(1, 1000),
+            default=8,
+            show_default=True,
+            help="Parallel scan segments.",
+        ),
+        click.option(
+            "--segment", type=click.IntRange(0), help="Run only this segment (0-based) ..."
+        ),
+        click.option(
+            "--total-segments",
+            type=click.IntRange(1, 1_000_000),
+            help="... of this many, to spread the work over several hosts.",
+        ),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper  # type: ignore[return-value]

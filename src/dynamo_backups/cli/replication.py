@@ -6,14 +6,23 @@ from typing import Any
 
 import click
 
-from dynamo_backups.cli.common import EXIT_USAGE, Invocation, fail, pass_invocation, reports_errors
+from dynamo_backups.cli.common import (
+    EXIT_USAGE,
+    Invocation,
+    SegmentPlan,
+    fail,
+    pass_invocation,
+    reports_errors,
+    segment_options,
+)
 from dynamo_backups.ddbjson import canonical_item, dumps_plain, item_to_plain
+from dynamo_backups.differences import KINDS
 from dynamo_backups.keys import key_attribute_names, parse_key
 from dynamo_backups.progress import Progress
 from dynamo_backups.retry import RetryPolicy
 from dynamo_backups.session import AwsContext
 from dynamo_backups.streams import StreamError
-from dynamo_backups.tablediff import KINDS, TableDiff, TableRef, sync_item
+from dynamo_backups.tablediff import TableDiff, TableRef, sync_item
 
 
 def _table_description(aws: AwsContext, table: TableRef) -> dict[str, Any]:
@@ -48,19 +57,7 @@ def _pair(aws: AwsContext, primary: str, replica: str, pool: int = 16) -> tuple[
     is_flag=True,
     help="Only copy the primary's items into the replica (to seed a new replica); no comparison.",
 )
-@click.option(
-    "--segments",
-    type=click.IntRange(1, 1000),
-    default=8,
-    show_default=True,
-    help="Parallel scan segments.",
-)
-@click.option("--segment", type=click.IntRange(0), help="Run only this segment (0-based) ...")
-@click.option(
-    "--total-segments",
-    type=click.IntRange(1, 1_000_000),
-    help="... of this many, to spread the work over several hosts.",
-)
+@segment_options
 @pass_invocation
 @reports_errors
 def diff_tables(
@@ -69,9 +66,7 @@ def diff_tables(
     replica: str,
     repair: bool,
     backfill: bool,
-    segments: int,
-    segment: int | None,
-    total_segments: int | None,
+    segments: SegmentPlan,
 ) -> None:
     """Compare PRIMARY with REPLICA: items missing from the replica, extra in it, or
     different. Tables are TABLE or REGION/TABLE.
@@ -84,10 +79,6 @@ def diff_tables(
       dynamo-backups diff-tables Users eu-west-1/Users --repair
       dynamo-backups diff-tables Users eu-west-1/Users-new --backfill
     """
-    if (segment is None) != (total_segments is None):
-        fail("--segment and --total-segments go together", EXIT_USAGE)
-    if segment is not None and total_segments is not None and segment >= total_segments:
-        fail(f"--segment must be below --total-segments ({total_segments})", EXIT_USAGE)
     if repair and backfill:
         fail(
             "--repair and --backfill are separate runs: seed with --backfill, then compare",
@@ -107,8 +98,8 @@ def diff_tables(
             primary_call,
             replica_call,
             key_attribute_names(description["KeySchema"]),
-            total_segments or segments,
-            segment,
+            segments.total,
+            segments.only,
             repair,
             backfill,
             progress,

@@ -6,12 +6,13 @@ import click
 
 from dynamo_backups.catalog import read_manifest
 from dynamo_backups.cli.common import Invocation, fail, pass_invocation, reports_errors
+from dynamo_backups.differences import KINDS
 from dynamo_backups.keys import DEFAULT_KEY_HASH
 from dynamo_backups.layout import TableLayout
 from dynamo_backups.progress import Progress
 from dynamo_backups.s3store import BackupWriter
 from dynamo_backups.streams import StreamError
-from dynamo_backups.verify import KINDS, Verify
+from dynamo_backups.verify import Verify
 
 
 @click.command()

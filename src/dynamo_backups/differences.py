@@ -1,0 +1,42 @@
+"""Counting the differences between two copies of a table (pure): what verify and
+diff-tables report."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+KINDS = ("missing", "extra", "different")
+SAMPLE_SIZE = 10
+
+
+@dataclass(kw_only=True)
+class Differences:
+    """Items missing from the copy, extra in it, or different; a sample of keys of each."""
+
+    missing: int = 0
+    extra: int = 0
+    different: int = 0
+    repaired: int = 0
+    samples: dict[str, list[str]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
+    seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def differences(self) -> int:
+        return self.missing + self.extra + self.different
+
+    def record(self, kind: str, sample: str) -> None:
+        with self._lock:
+            setattr(self, kind, getattr(self, kind) + 1)
+            if len(self.samples[kind]) < SAMPLE_SIZE:
+                self.samples[kind].append(sample)
+
+    def add(self, name: str, count: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + count)
+
+    def to_dict(self) -> dict[str, Any]:
+        fields = {name: value for name, value in self.__dict__.items() if not name.startswith("_")}
+        return {**fields, "differences": self.differences}
