@@ -421,3 +421,22 @@ def test_test_function_reports_an_invoke_failure(moto: str) -> None:
     assert (
         "invoked dynamo-backups-Users" in result.output and "the function failed" in result.output
     )
+
+
+def test_teardown_deletes_the_bucket_only_when_confirmed(moto: str) -> None:
+    make_table(moto, "Users")
+    deploy(moto, replace(OPTIONS, tables=("Users",)))
+    c = clients(moto)
+    for version in range(3):
+        c.s3.put_object(Bucket=BUCKET, Key="Prod/Users/abc", Body=str(version).encode())
+    c.s3.delete_object(Bucket=BUCKET, Key="Prod/Users/abc")
+    base = ["--endpoint-url", moto, "--region", "us-east-1", "teardown", "Users", "--bucket",
+            BUCKET, "--prefix", "Prod", "--delete-bucket"]
+    refused = CliRunner().invoke(main, base, input="not-the-name\n")
+    assert refused.exit_code == 1 and "not confirmed: nothing was deleted" in refused.output
+    assert c.s3.head_bucket(Bucket=BUCKET)
+    assert c.lambda_.list_functions()["Functions"]  # nothing at all was removed
+    done = CliRunner().invoke(main, [*base, "--yes"])
+    assert done.exit_code == 0, done.output
+    assert "deleted       bucket acme-backups" in done.output
+    assert BUCKET not in [bucket["Name"] for bucket in c.s3.list_buckets().get("Buckets", [])]

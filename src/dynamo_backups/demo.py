@@ -178,7 +178,8 @@ def _validate(
             if entries and entries[0].is_delete_marker
             else "current"
         )
-        result.say(f"      {name}  {_plain_key(key)}: {label}; {versions} versions, {state}")
+        counted = f"{versions} version" + ("" if versions == 1 else "s")
+        result.say(f"      {name}  {_plain_key(key)}: {label}; {counted}, {state}")
         expected = hashlib.md5(canonical_key(key)).hexdigest()
         result.check(name == expected, f"object name {name} is not md5 of {canonical_key(key)!r}")
     result.say(f"    .dynamo-backups/{TABLE}/  <- the tool's own files (layout.json, checkpoints)")
