@@ -132,7 +132,7 @@ def test_snapshot_writes_a_dynamodb_export(
         )
     assert invoke("backfill", table, "--bucket", bucket, "--prefix", prefix).exit_code == 0
     layout = TableLayout.of(prefix, table)
-    items = BackupItems(s3, Boto3Bucket(s3, bucket), bucket, layout, ["pk"])
+    items = BackupItems(Boto3Bucket(s3, bucket), bucket, layout, ["pk"])
     report = Snapshot(items, s3, f"s3://{bucket}/{prefix}-export/snap", file_bytes=2000).run()
     assert report.items == 30 and len(report.files) >= 3
 

@@ -430,8 +430,19 @@ def test_teardown_deletes_the_bucket_only_when_confirmed(moto: str) -> None:
     for version in range(3):
         c.s3.put_object(Bucket=BUCKET, Key="Prod/Users/abc", Body=str(version).encode())
     c.s3.delete_object(Bucket=BUCKET, Key="Prod/Users/abc")
-    base = ["--endpoint-url", moto, "--region", "us-east-1", "teardown", "Users", "--bucket",
-            BUCKET, "--prefix", "Prod", "--delete-bucket"]
+    base = [
+        "--endpoint-url",
+        moto,
+        "--region",
+        "us-east-1",
+        "teardown",
+        "Users",
+        "--bucket",
+        BUCKET,
+        "--prefix",
+        "Prod",
+        "--delete-bucket",
+    ]
     refused = CliRunner().invoke(main, base, input="not-the-name\n")
     assert refused.exit_code == 1 and "not confirmed: nothing was deleted" in refused.output
     assert c.s3.head_bucket(Bucket=BUCKET)

@@ -182,7 +182,6 @@ class Restore:
         if self.options.keys_file:
             keys = read_keys_file(self.options.keys_file, key_types_of(description))
         items = BackupItems(
-            self.s3,
             self.reader,
             self.bucket,
             self.layout,

@@ -20,6 +20,7 @@ from dynamo_backups.ddbjson import InvalidDynamoJSON, loads_item
 from dynamo_backups.keys import extract_key, object_name
 from dynamo_backups.layout import TableLayout, VersionMetadata
 from dynamo_backups.pitr import DEFAULT_CLOCK_SKEW, ObjectVersion, newest_first, select_at
+from dynamo_backups.progress import NoProgress, ProgressSink
 from dynamo_backups.retry import RetryPolicy, call_with_retries
 from dynamo_backups.s3store import (
     ObjectReader,
@@ -69,7 +70,6 @@ class BackupItems:
 
     def __init__(
         self,
-        s3: Any,
         reader: ObjectReader,
         bucket: str,
         layout: TableLayout,
@@ -79,8 +79,8 @@ class BackupItems:
         concurrency: int = 32,
         skew: timedelta = DEFAULT_CLOCK_SKEW,
         retry_policy: RetryPolicy | None = None,
+        progress: ProgressSink | None = None,
     ) -> None:
-        self.s3 = s3
         self.reader = reader
         self.bucket = bucket
         self.layout = layout
@@ -91,6 +91,7 @@ class BackupItems:
         self.skew = skew
         self.retry_policy = retry_policy or RetryPolicy(max_attempts=8, base_delay=0.05)
         self.stats = SelectionStats()
+        self.progress = progress or NoProgress()
 
     def for_each(
         self, consume: Callable[[Selected], None], stop: threading.Event | None = None
@@ -146,6 +147,7 @@ class BackupItems:
 
     def _select(self, unit: _Unit) -> Selected:
         self.stats.add(objects=1)
+        self.progress.advance()
         if unit.entries is None:
             if unit.size == 0:  # a tombstone left current: the item is deleted
                 return self._absent(unit.object_key)

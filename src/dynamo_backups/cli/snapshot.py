@@ -31,8 +31,10 @@ def take_snapshot(
     layout = TableLayout.from_folder(folder)
     description = load_description(s3, bucket, layout)
     key_names = key_attribute_names(key_schema_of(description)) if description else None
-    items = BackupItems(s3, aws.objects(s3, bucket), bucket, layout, key_names, at)
-    with Progress(f"snapshot {layout.table}", unit="objects", enabled=show_progress):
+    with Progress(f"snapshot {layout.table}", unit="objects", enabled=show_progress) as progress:
+        items = BackupItems(
+            aws.objects(s3, bucket), bucket, layout, key_names, at, progress=progress
+        )
         try:
             return Snapshot(
                 items, s3, destination, file_megabytes * 1024 * 1024, skip_invalid
