@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from dynamo_backups.layout import VersionMetadata
-from dynamo_backups.pitr import ObjectVersion, newest_first, select_at, select_latest
+from dynamo_backups.pitr import ObjectVersion, newest_first, select_at
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -78,13 +78,6 @@ def test_objects_without_metadata_are_dated_by_last_modified() -> None:
     inspect = Inspector({})
     assert select_at(entries, at(99), inspect).version == entries[1]
     assert select_at(entries, at(100), inspect).version == entries[0]
-
-
-def test_latest_state() -> None:
-    assert select_latest([marker("dm", 2, latest=True), version("v1", 1)]) is None
-    assert select_latest([version("t", 2, size=0, latest=True), version("v1", 1)]) is None
-    assert select_latest([version("v2", 2, latest=True), version("v1", 1)]).version_id == "v2"
-    assert select_latest([]) is None
 
 
 def test_listing_that_separates_delete_markers_is_put_in_order() -> None:

@@ -25,7 +25,6 @@ from dynamo_backups.pitr import newest_first
 from dynamo_backups.s3store import (
     BackupWriter,
     Boto3Bucket,
-    get_version,
     iter_key_histories,
     iter_versions,
 )
@@ -208,15 +207,15 @@ def _show_history(
         if entry.is_delete_marker:
             result.say(f"  {entry.version_id[:12]}  DELETE MARKER")
             continue
-        stored = get_version(s3, BUCKET, object_key, entry.version_id)
-        metadata = stored.metadata or VersionMetadata("?", "?", entry.last_modified)
+        body, fields = Boto3Bucket(s3, BUCKET).read_object(object_key, entry.version_id)
+        metadata = VersionMetadata.from_s3(fields) or VersionMetadata("?", "?", entry.last_modified)
         when = format_time(metadata.change_time)
         if entry.is_tombstone:
             result.say(
                 f"  {entry.version_id[:12]}  {when}  REMOVE  (tombstone: when it was deleted)"
             )
             continue
-        item = item_to_plain(loads_item(stored.body, object_key))
+        item = item_to_plain(loads_item(body, object_key))
         result.say(
             f"  {entry.version_id[:12]}  {when}  {metadata.event_name:<7} "
             f"{dumps_plain(item, indent=None)}"

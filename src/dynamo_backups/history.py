@@ -9,7 +9,7 @@ from typing import Any
 from dynamo_backups.catalog import read_manifest
 from dynamo_backups.ddbjson import InvalidDynamoJSON, loads_item
 from dynamo_backups.description import key_types_of, load_description
-from dynamo_backups.keys import DEFAULT_KEY_HASH, parse_key
+from dynamo_backups.keys import DEFAULT_KEY_HASH
 from dynamo_backups.layout import (
     EVENT_REMOVE,
     EVENT_SNAPSHOT,
@@ -105,8 +105,3 @@ def _event(metadata: VersionMetadata | None, tombstone: bool) -> str:
     if metadata.event_name == EVENT_SNAPSHOT:
         return metadata.writer  # backfill or repair
     return metadata.event_name.lower()
-
-
-def resolve_key(text: str, key_types: dict[str, str] | None) -> dict[str, Any]:
-    """KEY in plain JSON (typed with the saved key types) or DynamoDB JSON."""
-    return parse_key(text, key_types)

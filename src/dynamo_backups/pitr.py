@@ -99,13 +99,5 @@ def select_at(
     return Selection(None, inspected)
 
 
-def select_latest(entries: Sequence[ObjectVersion]) -> ObjectVersion | None:
-    """The current state: the newest entry, unless it records a removal."""
-    if not entries:
-        return None
-    newest = entries[0]
-    return None if _is_removal(newest) else newest
-
-
 def _is_removal(entry: ObjectVersion) -> bool:
     return entry.is_delete_marker or entry.is_tombstone

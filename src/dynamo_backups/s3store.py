@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
@@ -212,18 +210,6 @@ class BackupWriter:
 # --- reading ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StoredVersion:
-    """The body and metadata of one object version."""
-
-    key: str
-    version_id: str | None
-    body: bytes
-    metadata: VersionMetadata | None
-    last_modified: datetime
-    raw_metadata: dict[str, str]
-
-
 def read_document(s3: Any, bucket: str, object_key: str) -> dict[str, Any] | None:
     """One of the tool's JSON documents, or None if it does not exist."""
     try:
@@ -233,23 +219,6 @@ def read_document(s3: Any, bucket: str, object_key: str) -> dict[str, Any] | Non
             return None
         raise
     return json.loads(response["Body"].read())
-
-
-def get_version(
-    s3: Any, bucket: str, object_key: str, version_id: str | None = None
-) -> StoredVersion:
-    """Read one version (the current one without ``version_id``)."""
-    kwargs = {"VersionId": version_id} if version_id else {}
-    response = s3.get_object(Bucket=bucket, Key=object_key, **kwargs)
-    raw = dict(response.get("Metadata") or {})
-    return StoredVersion(
-        key=object_key,
-        version_id=response.get("VersionId", version_id),
-        body=response["Body"].read(),
-        metadata=VersionMetadata.from_s3(raw),
-        last_modified=response["LastModified"],
-        raw_metadata=raw,
-    )
 
 
 def iter_versions(lister: Any, prefix: str) -> Iterator[ObjectVersion]:

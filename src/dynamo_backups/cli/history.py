@@ -6,7 +6,8 @@ import click
 
 from dynamo_backups.cli.common import Invocation, fail, pass_invocation, reports_errors
 from dynamo_backups.ddbjson import dumps_plain, item_to_plain
-from dynamo_backups.history import item_history, layout_for, resolve_key
+from dynamo_backups.history import item_history, layout_for
+from dynamo_backups.keys import parse_key
 from dynamo_backups.layout import format_time
 
 
@@ -31,7 +32,7 @@ def history(invocation: Invocation, table: str, key: str, bucket: str, prefix: s
     aws = invocation.aws
     s3 = aws.client("s3")
     layout, key_types = layout_for(s3, bucket, prefix, table)
-    typed_key = resolve_key(key, key_types)
+    typed_key = parse_key(key, key_types)
     object_key, entries = item_history(aws.objects(s3, bucket), bucket, layout, typed_key)
     if not entries:
         fail(f"no backup of item {key} of {table} at s3://{bucket}/{object_key}")
