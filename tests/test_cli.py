@@ -136,3 +136,29 @@ def test_demo_runs_end_to_end_in_well_under_a_minute() -> None:
     assert "Prod/" in out and "ExampleTableWithStream/" in out
     assert "DELETE MARKER" in out and "REMOVE" in out and "MODIFY" in out
     assert elapsed < 60
+
+
+@pytest.mark.servers
+def test_stream_fails_when_the_bucket_refuses_writes(
+    aws_env: dict[str, str], dynamodb: Any, s3: Any, seaweedfs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer that cannot write must exit non-zero with the reason, never look done."""
+    from tests import faultproxy
+
+    table = create_table(dynamodb)
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}})
+    s3.create_bucket(Bucket="refusing-bucket")
+    s3.put_bucket_versioning(
+        Bucket="refusing-bucket", VersioningConfiguration={"Status": "Enabled"}
+    )
+
+    def refuse_puts(request: faultproxy.Request) -> str:
+        # The items go in; saving the checkpoint fails, inside the consumer's thread.
+        failing = request.method == "PUT" and "/checkpoints/" in request.path
+        return faultproxy.INTERNAL_ERROR if failing else faultproxy.FORWARD
+
+    with faultproxy.FaultProxy(seaweedfs.endpoint, refuse_puts) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.endpoint)
+        result = invoke("stream", table, "--bucket", "refusing-bucket", "--once")
+    assert result.exit_code == 1
+    assert "checkpoints" in result.output and "InternalError" in result.output

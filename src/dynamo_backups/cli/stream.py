@@ -18,6 +18,7 @@ from dynamo_backups.keys import DEFAULT_KEY_HASH, KEY_HASHES
 from dynamo_backups.layout import TableLayout, check_table_name
 from dynamo_backups.records import combine
 from dynamo_backups.replica import ReplicaApplier
+from dynamo_backups.retry import describe_error
 from dynamo_backups.s3store import BackupWriter
 from dynamo_backups.streams import ConsumerReport, StreamConsumer, StreamError, stream_of_table
 from dynamo_backups.versioning import require_versioning
@@ -185,9 +186,14 @@ def _run_all(
     def run(consumer: StreamConsumer) -> None:
         try:
             report = consumer.run(once)
-        except StreamError as error:
+        except Exception as error:  # a consumer that dies must fail the command, not vanish
+            reason = (
+                str(error)
+                if isinstance(error, StreamError)
+                else (f"{consumer.table}: {describe_error(error)}")
+            )
             with lock:
-                errors.append(str(error))
+                errors.append(reason)
             stop.set()
             return
         with lock:
