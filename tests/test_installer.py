@@ -451,3 +451,38 @@ def test_teardown_deletes_the_bucket_only_when_confirmed(moto: str) -> None:
     assert done.exit_code == 0, done.output
     assert "deleted       bucket acme-backups" in done.output
     assert BUCKET not in [bucket["Name"] for bucket in c.s3.list_buckets().get("Buckets", [])]
+
+
+def test_a_refused_call_is_explained_and_a_rerun_completes_the_deploy(moto: str) -> None:
+    from botocore.exceptions import ClientError
+
+    from dynamo_backups.installer.deploy import describe_failure
+
+    make_table(moto, "Users")
+    c = clients(moto)
+
+    def refuse(**_: Any) -> None:
+        raise ClientError(
+            {
+                "Error": {
+                    "Code": "AccessDenied",
+                    "Message": "User: arn:aws:iam::123456789012:user/ops is not authorized to perform: iam:CreateRole",
+                }
+            },
+            "CreateRole",
+        )
+
+    c.iam.meta.events.register("before-call.iam.CreateRole", refuse)
+    deployer = Deployer(c, replace(OPTIONS, tables=("Users",)), build_zip(), "us-east-1")
+    with pytest.raises(ClientError) as refused:
+        deployer.run()
+    message = describe_failure(refused.value, "deploy stopped")
+    assert "iam:CreateRole" in message and "Permissions for deploy" in message
+    assert any(step.resource.startswith("IAM policy") for step in deployer.steps)  # done so far
+
+    c.iam.meta.events.unregister("before-call.iam.CreateRole", refuse)
+    steps = deploy(moto, replace(OPTIONS, tables=("Users",)))
+    outcomes = {step.resource: step.outcome for step in steps if step.outcome != "warning"}
+    assert outcomes["IAM role dynamo-backups-Users"] == "created"
+    assert outcomes["IAM policy dynamo-backups-Users-stream"] == "unchanged"  # from the first run
+    assert c.lambda_.get_function(FunctionName="dynamo-backups-Users")
