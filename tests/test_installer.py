@@ -466,7 +466,8 @@ def test_a_refused_call_is_explained_and_a_rerun_completes_the_deploy(moto: str)
             {
                 "Error": {
                     "Code": "AccessDenied",
-                    "Message": "User: arn:aws:iam::123456789012:user/ops is not authorized to perform: iam:CreateRole",
+                    "Message": "User: arn:aws:iam::123456789012:user/ops is not authorized "
+                    "to perform: iam:CreateRole",
                 }
             },
             "CreateRole",
