@@ -81,14 +81,7 @@ class BackupApplier:
         stop_at = len(records)
         if parsed.invalid is not None:
             stop_at = parsed.invalid.index
-            result.failures.append(
-                RecordFailure(
-                    parsed.invalid.index,
-                    parsed.invalid.sequence_number,
-                    str(parsed.invalid),
-                    retryable=False,
-                )
-            )
+            result.failures.append(RecordFailure.invalid(parsed.invalid))
         progress = _Progress(result, stop_at)
         keyed = self._object_keys(parsed.changes, progress)
         chains = chains_by_key(keyed, lambda pair: pair[1])

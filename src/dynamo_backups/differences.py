@@ -37,6 +37,10 @@ class Differences:
         with self._lock:
             setattr(self, name, getattr(self, name) + count)
 
+    def sample_lines(self) -> list[str]:
+        """The sample keys, one line each, for people."""
+        return [f"  {kind}: {sample}" for kind in KINDS for sample in self.samples[kind]]
+
     def to_dict(self) -> dict[str, Any]:
         fields = {name: value for name, value in self.__dict__.items() if not name.startswith("_")}
         return {**fields, "differences": self.differences}

@@ -156,6 +156,11 @@ class RecordFailure:
     reason: str
     retryable: bool
 
+    @classmethod
+    def invalid(cls, error: InvalidRecordError) -> RecordFailure:
+        """A record that can never be applied: retrying it will not help."""
+        return cls(error.index, error.sequence_number, str(error), retryable=False)
+
 
 @dataclass
 class BatchResult:

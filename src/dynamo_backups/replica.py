@@ -58,14 +58,7 @@ class ReplicaApplier:
         parsed = parse_batch(records)
         result = BatchResult(record_count=len(records))
         if parsed.invalid is not None:
-            result.failures.append(
-                RecordFailure(
-                    parsed.invalid.index,
-                    parsed.invalid.sequence_number,
-                    str(parsed.invalid),
-                    retryable=False,
-                )
-            )
+            result.failures.append(RecordFailure.invalid(parsed.invalid))
         chains: dict[bytes, list[Change]] = {}
         for change in parsed.changes:
             chains.setdefault(canonical_key(change.keys), []).append(change)

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from dynamo_backups.catalog import key_types_from_description
 from dynamo_backups.cli.common import (
     EXIT_USAGE,
     Invocation,
@@ -16,7 +17,6 @@ from dynamo_backups.cli.common import (
     segment_options,
 )
 from dynamo_backups.ddbjson import canonical_item, dumps_plain, item_to_plain
-from dynamo_backups.differences import KINDS
 from dynamo_backups.keys import key_attribute_names, parse_key
 from dynamo_backups.progress import Progress
 from dynamo_backups.retry import RetryPolicy
@@ -116,8 +116,7 @@ def diff_tables(
             f"missing from the replica: {report.missing:,}; extra in the replica: "
             f"{report.extra:,}; different: {report.different:,}",
         ]
-        for kind in KINDS:
-            lines.extend(f"  {kind}: {sample}" for sample in report.samples[kind])
+        lines.extend(report.sample_lines())
         if repair:
             lines.append(f"repaired: {report.repaired:,}")
         text = "\n".join(lines)
@@ -133,10 +132,7 @@ def _record_pair(invocation: Invocation, primary: str, replica: str, key: str) -
     primary_ref, replica_ref, primary_call, replica_call, description = _pair(
         invocation.aws, primary, replica, pool=2
     )
-    types = {d["AttributeName"]: d["AttributeType"] for d in description["AttributeDefinitions"]}
-    typed = parse_key(
-        key, {name: types[name] for name in key_attribute_names(description["KeySchema"])}
-    )
+    typed = parse_key(key, key_types_from_description(description))
     items = [
         call("GetItem", {"TableName": ref.name, "Key": typed, "ConsistentRead": True}).get("Item")
         for call, ref in ((primary_call, primary_ref), (replica_call, replica_ref))

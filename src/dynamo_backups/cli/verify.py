@@ -6,7 +6,6 @@ import click
 
 from dynamo_backups.catalog import read_manifest
 from dynamo_backups.cli.common import Invocation, fail, pass_invocation, reports_errors
-from dynamo_backups.differences import KINDS
 from dynamo_backups.keys import DEFAULT_KEY_HASH
 from dynamo_backups.layout import TableLayout
 from dynamo_backups.progress import Progress
@@ -90,8 +89,7 @@ def verify(
         f"missing from the backup: {report.missing:,}; in the backup but not the table: "
         f"{report.extra:,}; different: {report.different:,}",
     ]
-    for kind in KINDS:
-        lines.extend(f"  {kind}: {sample}" for sample in report.samples[kind])
+    lines.extend(report.sample_lines())
     if repair:
         lines.append(f"repaired: {report.repaired:,}; not repaired: {report.repair_failed:,}")
     invocation.emit(report.to_dict(), "\n".join(lines))

@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dynamo_backups.catalog import ensure_manifest
+from dynamo_backups.catalog import ensure_manifest, key_types_from_description
 from dynamo_backups.description import describe_table, save_description
 from dynamo_backups.installer import policies
 from dynamo_backups.installer.functions import FunctionSpec, function_specs
@@ -270,10 +270,7 @@ class Deployer:
             writer,
             layout,
             description["table"]["KeySchema"],
-            {
-                d["AttributeName"]: d["AttributeType"]
-                for d in description["table"]["AttributeDefinitions"]
-            },
+            key_types_from_description(description["table"]),
         )
         save_description(writer, layout, description)
         self._step(
