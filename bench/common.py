@@ -16,6 +16,8 @@ from tests import servers
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CEILING = REPO.parent / "shared" / "bench" / "ceiling"
+SERVER_PIDS: dict[str, int] = {}
+"""Process ids of the servers ``local_servers`` started, by service, to read their CPU use."""
 
 
 @contextmanager
@@ -27,13 +29,16 @@ def local_servers(dynamodb: bool = True, s3: bool = True) -> Iterator[dict[str, 
         if s3:
             started.append(servers.start_seaweedfs())
             endpoints["s3"] = started[-1].endpoint
+            SERVER_PIDS["seaweedfs"] = started[-1].process.pid
         if dynamodb:
             started.append(servers.start_dynamodb_local())
             endpoints["dynamodb"] = started[-1].endpoint
+            SERVER_PIDS["dynamodb_local"] = started[-1].process.pid
         yield endpoints
     finally:
         for server in started:
             server.stop()
+        SERVER_PIDS.clear()
 
 
 def client(service: str, endpoint: str, pool: int = 64, attempts: int = 3) -> Any:

@@ -22,6 +22,7 @@ from botocore.credentials import Credentials
 from tests import servers
 
 from bench.common import (
+    SERVER_PIDS,
     client,
     local_servers,
     measure_ceiling,
@@ -33,6 +34,7 @@ from dynamo_backups.s3store import BackupWriter
 from dynamo_backups.wire import LeanDynamoDB, LeanS3Bucket
 
 TABLE = "BenchSource"
+CPU_USE: dict[str, float] = {}
 
 
 def fill_table(dynamodb: Any, items: int) -> None:
@@ -96,9 +98,20 @@ def change_items(s3: Any, bucket: str, prefix: str, count: int) -> None:
         assert not applier.apply(records).failures
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a process (all its threads) has used so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(endpoints: dict[str, str], *arguments: str) -> tuple[dict[str, Any], float, float]:
     """Run the CLI in a child process: its JSON report, wall seconds and peak RSS in MB (the
-    child's own high-water mark, VmHWM, read while it runs)."""
+    child's own high-water mark, VmHWM, read while it runs). The CPU seconds used by the child
+    and by each server during the step go to ``CPU_USE``."""
     environment = dict(
         os.environ,
         AWS_ACCESS_KEY_ID=servers.ACCESS_KEY,
@@ -107,6 +120,7 @@ def timed(endpoints: dict[str, str], *arguments: str) -> tuple[dict[str, Any], f
         AWS_ENDPOINT_URL_S3=endpoints["s3"],
         AWS_ENDPOINT_URL_DYNAMODB=endpoints["dynamodb"],
     )
+    servers_before = {name: cpu_seconds(pid) for name, pid in SERVER_PIDS.items()}
     started = time.perf_counter()
     child = subprocess.Popen(
         [
@@ -123,9 +137,15 @@ def timed(endpoints: dict[str, str], *arguments: str) -> tuple[dict[str, Any], f
         stderr=subprocess.PIPE,
     )
     peak_kb = 0
+    client_cpu = 0.0
     while child.poll() is None:
         peak_kb = max(peak_kb, _high_water_kb(child.pid))
+        client_cpu = max(client_cpu, cpu_seconds(child.pid))
         time.sleep(0.05)
+    CPU_USE.clear()
+    CPU_USE["client_s"] = round(client_cpu, 1)
+    for name, pid in SERVER_PIDS.items():
+        CPU_USE[f"{name}_s"] = round(cpu_seconds(pid) - servers_before[name], 1)
     stdout, stderr = child.communicate()
     elapsed = time.perf_counter() - started
     if child.returncode != 0:
@@ -167,6 +187,7 @@ def main() -> None:
             "items_per_s": round(arguments.items / seconds),
             "seconds": round(seconds, 1),
             "peak_rss_mb": round(rss),
+            "cpu": dict(CPU_USE),
         }
         time.sleep(1.5)  # S3 keeps whole seconds: the moment falls between the two sets of writes
         moment = datetime.now(UTC)
@@ -179,6 +200,7 @@ def main() -> None:
             "items_per_s": round(arguments.items / seconds),
             "seconds": round(seconds, 1),
             "peak_rss_mb": round(rss),
+            "cpu": dict(CPU_USE),
         }
 
         report, seconds, rss = timed(
@@ -196,6 +218,7 @@ def main() -> None:
             "seconds": round(seconds, 1),
             "peak_rss_mb": round(rss),
             "versions_read": report["versions_read"],
+            "cpu": dict(CPU_USE),
         }
         restored = dynamodb.get_item(TableName="AtMoment", Key={"pk": {"S": "user-0000000"}})
         assert restored["Item"]["version"]["N"] == "0", "restore --at returned a later version"

@@ -29,6 +29,9 @@ from dynamo_backups.s3store import (
     iter_key_histories,
     iter_versions,
 )
+from dynamo_backups.workers import batched
+
+UNITS_PER_TASK = 8
 
 
 @dataclass(frozen=True)
@@ -99,12 +102,14 @@ class BackupItems:
         """Call ``consume`` (from worker threads) once per object; stops early when ``stop``
         is set. Exceptions from reads or from ``consume`` end the run and are raised."""
         stop = stop or threading.Event()
-        slots = threading.BoundedSemaphore(self.concurrency * 4)
+        slots = threading.BoundedSemaphore(self.concurrency * 2)
         errors: list[BaseException] = []
 
-        def work(unit: _Unit) -> None:
+        def work(units: list[_Unit]) -> None:
             try:
-                if not stop.is_set():
+                for unit in units:
+                    if stop.is_set():
+                        break
                     consume(self._select(unit))
             except BaseException as error:
                 errors.append(error)
@@ -113,11 +118,13 @@ class BackupItems:
                 slots.release()
 
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="backup-read") as pool:
-            for unit in self._units():
+            # Units go out in small groups: a task per object would cost the client more CPU
+            # (futures, locks) than the object's own request.
+            for units in batched(self._units(), UNITS_PER_TASK):
                 if stop.is_set():
                     break
                 slots.acquire()
-                pool.submit(work, unit)
+                pool.submit(work, units)
         if errors:
             raise errors[0]
         return self.stats

@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from dynamo_backups.checkpoints import CheckpointStore, StreamCheckpoint
 from dynamo_backups.records import BatchResult
 from dynamo_backups.retry import RetryPolicy, describe_error, is_transient
 from dynamo_backups.s3store import error_code
+from dynamo_backups.workers import batched
 
 logger = logging.getLogger("dynamo_backups.streams")
 
@@ -289,7 +290,7 @@ class StreamConsumer:
             if records:
                 moved = True
                 empty_pages = 0
-                for batch in _chunks(records, self.batch_size):
+                for batch in batched(records, self.batch_size):
                     self._apply(batch, shard, checkpoint, report)
                     if self.stop.is_set():
                         return _ShardOutcome(moved, finished=False)
@@ -389,8 +390,3 @@ class StreamConsumer:
                 f"{name} {count:,}" for name, count in sorted(report.applied.items())
             )
             logger.info("%s: %s records so far (%s)", self.table, f"{report.records:,}", counts)
-
-
-def _chunks(records: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    for start in range(0, len(records), size):
-        yield records[start : start + size]

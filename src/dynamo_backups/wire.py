@@ -33,6 +33,7 @@ from botocore import xform_name
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
 
 from dynamo_backups.ddbjson import from_wire, to_wire
+from dynamo_backups.http11 import ClosedBeforeAnswer, Connection
 from dynamo_backups.listing import ObjectPage, VersionPage, parse_object_page, parse_version_page
 
 _UNRESERVED = "-_.~"
@@ -135,7 +136,8 @@ class ConnectionPool:
     def __init__(self, scheme: str, host: str, port: int | None) -> None:
         self.scheme = scheme
         self.host = host
-        self.port = port
+        self.port = port or (443 if scheme == "https" else 80)
+        self._explicit_port = port
         self._local = threading.local()
         self._context: ssl.SSLContext | None = None
         if scheme == "https":
@@ -145,27 +147,16 @@ class ConnectionPool:
 
     @property
     def endpoint(self) -> str:
-        return f"{self.scheme}://{self.host}" + (f":{self.port}" if self.port else "")
+        return f"{self.scheme}://{self.host}" + (
+            f":{self._explicit_port}" if self._explicit_port else ""
+        )
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            if self._context is not None:
-                connection = http.client.HTTPSConnection(
-                    self.host, self.port, timeout=TIMEOUT_SECONDS, context=self._context
-                )
-            else:
-                connection = http.client.HTTPConnection(
-                    self.host, self.port, timeout=TIMEOUT_SECONDS
-                )
+            connection = Connection(self.host, self.port, TIMEOUT_SECONDS, self._context)
             self._local.connection = connection
         return connection
-
-    def _discard(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
 
     def send(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Response:
         """Send one request; a connection the server closed while idle is reopened once."""
@@ -173,23 +164,19 @@ class ConnectionPool:
             connection = self._connection()
             reused = connection.sock is not None
             try:
-                connection.request(method, target, body=body, headers=headers)
-                raw = connection.getresponse()
-                payload = raw.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as error:
-                self._discard()
-                if reused and attempt == 1 and isinstance(error, http.client.RemoteDisconnected):
+                answer = connection.exchange(method, target, headers, body)
+            except ClosedBeforeAnswer as error:
+                connection.close()
+                if reused and attempt == 1:
                     continue  # an idle keep-alive connection the server had closed
                 raise ConnectionClosedError(endpoint_url=self.endpoint) from error
-            except (OSError, http.client.HTTPException) as error:
-                self._discard()
-                if isinstance(error, ConnectionRefusedError | socket.gaierror):
-                    raise EndpointConnectionError(endpoint_url=self.endpoint) from error
+            except (ConnectionRefusedError, socket.gaierror) as error:
+                connection.close()
+                raise EndpointConnectionError(endpoint_url=self.endpoint) from error
+            except OSError as error:  # resets, timeouts, broken pipes, malformed answers
+                connection.close()
                 raise ConnectionClosedError(endpoint_url=self.endpoint) from error
-            response_headers = {name.lower(): value for name, value in raw.getheaders()}
-            if response_headers.get("connection", "").lower() == "close":
-                self._discard()
-            return Response(raw.status, response_headers, payload)
+            return Response(answer.status, answer.headers, answer.body)
         raise AssertionError("unreachable")
 
 

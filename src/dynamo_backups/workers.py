@@ -3,8 +3,12 @@ batch, instead of starting threads for every invocation."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class WorkerPool:
@@ -29,3 +33,10 @@ class WorkerPool:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+
+def batched(things: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of ``size`` things in order, the last one shorter (itertools.batched of 3.12)."""
+    iterator = iter(things)
+    while batch := list(islice(iterator, size)):
+        yield batch
