@@ -87,15 +87,34 @@ def ratio(part: float, whole: float | None) -> float | None:
     return round(part / whole, 2) if whole else None
 
 
-def measure_conditional_ceiling(endpoints: dict[str, str]) -> dict[str, Any] | None:
-    """Plain and conditional (If-None-Match) put rates of the S3 server with the same lean Node
-    client as the ceiling script (bench/conditional_put.mjs, using the ceiling's SDK cache)."""
+def _run_node_reference(
+    program: str, endpoints: dict[str, str], *arguments: str
+) -> dict[str, Any] | None:
+    """Run one of bench/'s Node reference programs with the ceiling's SDK cache."""
     cache = Path(os.environ.get("CEILING_CACHE", Path.home() / ".cache" / "s3-ddb-ceiling"))
     if not (cache / "node_modules" / "aws-sdk").exists():
         print("note: the ceiling's Node SDK is not cached yet; run the ceiling first")
         return None
     return _run_node(
-        ["node", str(REPO / "bench" / "conditional_put.mjs")],
-        {"s3": endpoints["s3"]},
+        ["node", str(REPO / "bench" / program), *arguments],
+        endpoints,
         NODE_PATH=str(cache / "node_modules"),
+    )
+
+
+def measure_conditional_ceiling(endpoints: dict[str, str]) -> dict[str, Any] | None:
+    """Plain and conditional (If-None-Match) put rates of the S3 server, in a versioned bucket,
+    with the same lean Node client as the ceiling script (bench/conditional_put.mjs)."""
+    return _run_node_reference("conditional_put.mjs", {"s3": endpoints["s3"]})
+
+
+def measure_restore_reference(
+    endpoints: dict[str, str], bucket: str, folder: str, table: str, key: str
+) -> dict[str, Any] | None:
+    """The same restore (latest) done by the ceiling's lean Node client, without checks
+    (bench/restore_reference.mjs): what the servers allow for this workload on this machine."""
+    return _run_node_reference(
+        "restore_reference.mjs",
+        endpoints,
+        *("--bucket", bucket, "--prefix", f"{folder}/", "--table", table, "--key", key),
     )

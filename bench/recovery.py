@@ -1,6 +1,7 @@
 """Benchmark: backfill, restore (latest) and restore --at on a 50,000-item table, against
 DynamoDB Local and SeaweedFS, each run as the real command in its own process (so its peak
-memory is its own), next to the servers' ceiling from ../shared/bench/ceiling in the same run.
+memory and CPU time are its own). Just before each step, ../shared/bench/ceiling measures the
+servers' own ceiling in the same run and the same server state.
 
     .venv/bin/python -m bench.recovery [--items 50000] [--changed 5000]
 """
@@ -27,6 +28,7 @@ from bench.common import (
     local_servers,
     measure_ceiling,
     measure_conditional_ceiling,
+    measure_restore_reference,
     ratio,
 )
 from dynamo_backups.backup import BackupApplier
@@ -164,12 +166,33 @@ def _high_water_kb(pid: int) -> int:
     return 0
 
 
+def measured_step(endpoints: dict[str, str], *arguments: str) -> tuple[dict[str, Any], dict]:
+    """The servers' ceiling, measured just before the step (same server state, servers warm),
+    then the step itself: its report and its figures."""
+    ceiling = measure_ceiling(endpoints, "s3,dynamodb", "--items", "20000")
+    report, seconds, rss = timed(endpoints, *arguments)
+    figures = {
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": round(rss),
+        "cpu": dict(CPU_USE),
+        "ceiling": ceiling,
+    }
+    return report, figures
+
+
+def restore_ceiling(ceiling: dict[str, Any] | None) -> float | None:
+    if not ceiling:
+        return None
+    return min(ceiling["s3_get_per_s"], ceiling["ddb_batch_write_items_per_s"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--changed", type=int, default=5_000)
     arguments = parser.parse_args()
-    results: dict[str, Any] = {"items": arguments.items, "changed_after_moment": arguments.changed}
+    items = arguments.items
+    results: dict[str, Any] = {"items": items, "changed_after_moment": arguments.changed}
     with local_servers() as endpoints:
         s3 = client("s3", endpoints["s3"])
         dynamodb = client("dynamodb", endpoints["dynamodb"])
@@ -177,69 +200,55 @@ def main() -> None:
         s3.create_bucket(Bucket=bucket)
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
         s3.put_object(Bucket=bucket, Key="warm", Body=b"x")
-        fill_table(dynamodb, arguments.items)
+        fill_table(dynamodb, items)
 
-        report, seconds, rss = timed(
+        # A backfill writes with If-None-Match into a versioned bucket (it must never replace
+        # what the stream wrote); the server's own rate for such puts, same Node client:
+        conditional = measure_conditional_ceiling(endpoints)
+        report, figures = measured_step(
             endpoints, "backfill", TABLE, "--bucket", bucket, "--prefix", prefix
         )
-        assert report["tables"][0]["written"] == arguments.items, report
-        results["backfill"] = {
-            "items_per_s": round(arguments.items / seconds),
-            "seconds": round(seconds, 1),
-            "peak_rss_mb": round(rss),
-            "cpu": dict(CPU_USE),
-        }
+        assert report["tables"][0]["written"] == items, report
+        rate = round(items / figures["seconds"])
+        results["backfill"] = {"items_per_s": rate, **figures}
+        if figures["ceiling"]:
+            results["backfill"]["vs_ceiling"] = ratio(rate, figures["ceiling"]["s3_put_per_s"])
+        if conditional:
+            results["backfill"]["conditional_put_ceiling"] = conditional
+            results["backfill"]["vs_versioned_put"] = ratio(rate, conditional["s3_put_per_s"])
+            results["backfill"]["vs_conditional_put"] = ratio(
+                rate, conditional["s3_conditional_put_per_s"]
+            )
+
         time.sleep(1.5)  # S3 keeps whole seconds: the moment falls between the two sets of writes
         moment = datetime.now(UTC)
         time.sleep(1.5)
         change_items(s3, bucket, prefix, arguments.changed)
 
-        report, seconds, rss = timed(endpoints, "restore", bucket, f"{prefix}/{TABLE}", "Latest")
-        assert report["written"] == arguments.items, report
-        results["restore_latest"] = {
-            "items_per_s": round(arguments.items / seconds),
-            "seconds": round(seconds, 1),
-            "peak_rss_mb": round(rss),
-            "cpu": dict(CPU_USE),
-        }
-
-        report, seconds, rss = timed(
-            endpoints,
-            "restore",
-            bucket,
-            f"{prefix}/{TABLE}",
-            "AtMoment",
-            "--at",
-            moment.isoformat(),
-        )
-        assert report["written"] == arguments.items, report
-        results["restore_at"] = {
-            "items_per_s": round(arguments.items / seconds),
-            "seconds": round(seconds, 1),
-            "peak_rss_mb": round(rss),
-            "versions_read": report["versions_read"],
-            "cpu": dict(CPU_USE),
-        }
+        folder = f"{prefix}/{TABLE}"
+        for step, extra in (
+            ("restore_latest", ["Latest"]),
+            ("restore_at", ["AtMoment", "--at", moment.isoformat()]),
+        ):
+            report, figures = measured_step(endpoints, "restore", bucket, folder, *extra)
+            assert report["written"] == items, report
+            rate = round(items / figures["seconds"])
+            results[step] = {
+                "items_per_s": rate,
+                "versions_read": report["versions_read"],
+                **figures,
+                "vs_ceiling": ratio(rate, restore_ceiling(figures["ceiling"])),
+            }
+        reference = measure_restore_reference(endpoints, bucket, folder, "NodeReference", "pk")
+        if reference:
+            assert reference["written"] == items, reference
+            results["restore_node_reference"] = reference
+            for step in ("restore_latest", "restore_at"):
+                results[step]["vs_node_reference"] = ratio(
+                    results[step]["items_per_s"], reference["items_per_s"]
+                )
         restored = dynamodb.get_item(TableName="AtMoment", Key={"pk": {"S": "user-0000000"}})
         assert restored["Item"]["version"]["N"] == "0", "restore --at returned a later version"
-
-        ceiling = measure_ceiling(endpoints, "s3,dynamodb", "--items", "20000")
-        results["ceiling"] = ceiling
-        if ceiling:
-            restore_ceiling = min(ceiling["s3_get_per_s"], ceiling["ddb_batch_write_items_per_s"])
-            results["backfill"]["vs_ceiling"] = ratio(
-                results["backfill"]["items_per_s"], ceiling["s3_put_per_s"]
-            )
-            for step in ("restore_latest", "restore_at"):
-                results[step]["vs_ceiling"] = ratio(results[step]["items_per_s"], restore_ceiling)
-        # A backfill writes with If-None-Match (it must never replace what the stream wrote);
-        # the server's own rate for such puts, measured by the same Node client:
-        conditional = measure_conditional_ceiling(endpoints)
-        results["conditional_put_ceiling"] = conditional
-        if conditional:
-            results["backfill"]["vs_conditional_put_ceiling"] = ratio(
-                results["backfill"]["items_per_s"], conditional["s3_conditional_put_per_s"]
-            )
     print(json.dumps(results, indent=2))
 
 

@@ -4,12 +4,15 @@ framed, answers delivered a byte at a time, and the failures it must report rath
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
+import trustme
 from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
 
 from dynamo_backups.http11 import (
@@ -256,3 +259,36 @@ def test_large_bodies_cross_many_receives() -> None:
     payload = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
     with scripted_server(answers(payload)) as (port, _):
         assert connect(port).exchange("GET", "/", HEADERS).body == body
+
+
+def test_tls_with_the_ca_bundle_from_the_environment(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS endpoints are HTTPS: the certificate is checked against AWS_CA_BUNDLE, as botocore
+    does, and a certificate for another name is refused."""
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost").configure_cert(server_context)
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(bundle))
+
+    def tls(script: Script) -> Script:
+        def wrapped(sock: socket.socket, reader: RequestReader) -> None:
+            try:
+                secure = server_context.wrap_socket(sock, server_side=True)
+            except (ssl.SSLError, OSError):
+                return  # the client refused the handshake
+            script(secure, RequestReader(secure))
+
+        return wrapped
+
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret"
+    with scripted_server(tls(answers(ok, ok)), tls(answers(ok))) as (port, _):
+        pool = ConnectionPool("https", "localhost", port)
+        assert pool.send("GET", "/", {"host": f"localhost:{port}"}, b"").body == b"secret"
+        assert pool.send("GET", "/", {"host": f"localhost:{port}"}, b"").body == b"secret"
+        wrong_name = ConnectionPool("https", "127.0.0.1", port)
+        with pytest.raises(ConnectionClosedError) as refused:
+            wrong_name.send("GET", "/", {"host": f"127.0.0.1:{port}"}, b"")
+    assert isinstance(refused.value.__cause__, ssl.SSLCertVerificationError)
