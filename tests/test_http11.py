@@ -195,6 +195,7 @@ def test_a_line_that_is_not_a_status_line_is_refused(line: str) -> None:
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # bad chunk size
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabX\r\n0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nabcdefgh",
         b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
     ],
 )

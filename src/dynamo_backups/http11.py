@@ -124,10 +124,9 @@ class Connection:
         length = headers.get("content-length")
         if length is None:
             return Answer(status, reason, headers, self._read_until_closed(), False)
-        try:
-            size = int(length)
-        except ValueError:
-            raise ProtocolError(f"bad Content-Length from {self.host}: {length!r}") from None
+        size = int(length) if length.isascii() and length.isdigit() else -1
+        if size < 0:
+            raise ProtocolError(f"bad Content-Length from {self.host}: {length!r}")
         return Answer(status, reason, headers, self._read_exactly(size), keep_alive)
 
     def _read_exactly(self, size: int) -> bytes:
