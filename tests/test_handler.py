@@ -21,7 +21,6 @@ from dynamo_backups.retry import RetryPolicy
 from dynamo_backups.s3store import BackupWriter
 from dynamo_backups.wire import LeanS3Bucket
 from tests import faultproxy, servers
-from tests.conftest import make_client
 from tests.helpers import (
     bodies,
     create_table,
@@ -30,6 +29,7 @@ from tests.helpers import (
     lambda_records,
     object_key,
 )
+from tests.servers import make_client
 
 pytestmark = pytest.mark.servers
 

@@ -21,9 +21,10 @@ from dynamo_backups.replica import ReplicaApplier
 from dynamo_backups.retry import RetryPolicy
 from dynamo_backups.wire import LeanDynamoDB
 from tests import faultproxy, servers
-from tests.conftest import make_client, unique_table_name
+from tests.conftest import unique_table_name
 from tests.helpers import create_table, lambda_records
 from tests.moto_stack import moto_client
+from tests.servers import make_client
 from tests.test_handler import EDGE_ITEM, deep_map
 from tests.test_installer import OPTIONS, clients, deploy, make_table, moto, policy_document
 from tests.test_restore import scan_all

@@ -18,8 +18,9 @@ from dynamo_backups.restore import Restore, RestoreOptions
 from dynamo_backups.s3store import Boto3Bucket
 from dynamo_backups.wire import LeanDynamoDB
 from tests import faultproxy, servers
-from tests.conftest import make_client, unique_table_name
+from tests.conftest import unique_table_name
 from tests.helpers import create_table, object_key
+from tests.servers import make_client
 from tests.test_backfill import make_backfill
 from tests.test_handler import EDGE_ITEM, deep_map
 
