@@ -14,9 +14,16 @@ from botocore.credentials import Credentials as BotoCredentials
 from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from dynamo_backups.wire import Credentials, LeanS3Bucket, SigV4Signer, object_metadata, uri_encode
+from dynamo_backups.wire import (
+    Credentials,
+    LeanS3Bucket,
+    SigV4Signer,
+    canonical_query,
+    object_metadata,
+    uri_encode,
+)
 from tests import servers
-from tests.conftest import make_client
+from tests.servers import make_client
 
 MOMENT = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 
@@ -46,7 +53,7 @@ def test_signature_matches_botocore(
     ours = SigV4Signer("s3", "eu-west-1").sign(
         "PUT",
         path,
-        {"versionId": "v 1"},
+        canonical_query({"versionId": "v 1"}),
         dict(headers),
         payload_hash,
         Credentials("AKID", "SECRET", token),

@@ -45,6 +45,14 @@ def uri_encode(text: str, keep_slash: bool = True) -> str:
     return quote(text, safe=_UNRESERVED + ("/" if keep_slash else ""))
 
 
+def canonical_query(query: Mapping[str, str]) -> str:
+    """A query string in SigV4's canonical form, which is also a valid one to send."""
+    return "&".join(
+        f"{uri_encode(name, False)}={uri_encode(value, False)}"
+        for name, value in sorted(query.items())
+    )
+
+
 def _hmac(key: bytes, message: str) -> bytes:
     return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
 
@@ -54,6 +62,13 @@ class Credentials:
     access_key: str
     secret_key: str
     token: str | None = None
+
+
+def current_credentials(credentials_source: Any) -> Credentials:
+    """The credentials to sign with now, from a boto3 credentials object (which refreshes
+    temporary ones before they expire)."""
+    frozen = credentials_source.get_frozen_credentials()
+    return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
 
 
 class SigV4Signer:
@@ -80,14 +95,15 @@ class SigV4Signer:
         self,
         method: str,
         path: str,
-        query: Mapping[str, str],
+        query: str,
         headers: dict[str, str],
         payload_hash: str,
         credentials: Credentials,
         now: datetime | None = None,
     ) -> dict[str, str]:
         """Add x-amz-date, the session token and Authorization to ``headers`` (lowercase names,
-        including ``host``); ``path`` is already URI-encoded."""
+        including ``host``); ``path`` is already URI-encoded, ``query`` is from
+        ``canonical_query``."""
         moment = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
         headers["x-amz-date"] = moment
         if credentials.token:
@@ -95,12 +111,8 @@ class SigV4Signer:
         names = sorted(headers)
         canonical_headers = "".join(f"{name}:{' '.join(headers[name].split())}\n" for name in names)
         signed_headers = ";".join(names)
-        canonical_query = "&".join(
-            f"{uri_encode(name, False)}={uri_encode(value, False)}"
-            for name, value in sorted(query.items())
-        )
         canonical_request = "\n".join(
-            [method, path, canonical_query, canonical_headers, signed_headers, payload_hash]
+            [method, path, query, canonical_headers, signed_headers, payload_hash]
         )
         scope = f"{moment[:8]}/{self.region}/{self.service}/aws4_request"
         string_to_sign = "\n".join(
@@ -136,8 +148,7 @@ class ConnectionPool:
     def __init__(self, scheme: str, host: str, port: int | None) -> None:
         self.scheme = scheme
         self.host = host
-        self.port = port or (443 if scheme == "https" else 80)
-        self._explicit_port = port
+        self.port = port
         self._local = threading.local()
         self._context: ssl.SSLContext | None = None
         if scheme == "https":
@@ -147,14 +158,13 @@ class ConnectionPool:
 
     @property
     def endpoint(self) -> str:
-        return f"{self.scheme}://{self.host}" + (
-            f":{self._explicit_port}" if self._explicit_port else ""
-        )
+        return f"{self.scheme}://{self.host}" + (f":{self.port}" if self.port else "")
 
     def _connection(self) -> Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = Connection(self.host, self.port, TIMEOUT_SECONDS, self._context)
+            port = self.port or (443 if self.scheme == "https" else 80)
+            connection = Connection(self.host, port, TIMEOUT_SECONDS, self._context)
             self._local.connection = connection
         return connection
 
@@ -233,10 +243,6 @@ class LeanS3Bucket:
         self._pool = ConnectionPool(probe.scheme, probe.hostname or "", probe.port)
         self._credentials_source = credentials_source
 
-    def _credentials(self) -> Credentials:
-        frozen = self._credentials_source.get_frozen_credentials()
-        return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
-
     def _request(
         self,
         operation: str,
@@ -253,14 +259,18 @@ class LeanS3Bucket:
             "x-amz-content-sha256": payload_hash,
             **(headers or {}),
         }
-        self.signer.sign(method, path, query or {}, all_headers, payload_hash, self._credentials())
+        query_string = canonical_query(query or {})
+        self.signer.sign(
+            method,
+            path,
+            query_string,
+            all_headers,
+            payload_hash,
+            current_credentials(self._credentials_source),
+        )
         if body or method == "PUT":
             all_headers["content-length"] = str(len(body))
-        target = path
-        if query:
-            target += "?" + "&".join(
-                f"{uri_encode(k, False)}={uri_encode(v, False)}" for k, v in sorted(query.items())
-            )
+        target = f"{path}?{query_string}" if query_string else path
         response = self._pool.send(method, target, all_headers, body)
         if response.status >= 300:
             raise client_error(operation, response)
@@ -341,14 +351,8 @@ class LeanDynamoDB:
             "content-type": "application/x-amz-json-1.0",
             "x-amz-target": f"DynamoDB_20120810.{operation}",
         }
-        frozen = self._credentials_source.get_frozen_credentials()
         self.signer.sign(
-            "POST",
-            "/",
-            {},
-            headers,
-            payload_hash,
-            Credentials(frozen.access_key, frozen.secret_key, frozen.token),
+            "POST", "/", "", headers, payload_hash, current_credentials(self._credentials_source)
         )
         headers["content-length"] = str(len(body))
         response = self._pool.send("POST", "/", headers, body)
