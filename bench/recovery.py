@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,7 +39,6 @@ from dynamo_backups.s3store import BackupWriter
 from dynamo_backups.wire import LeanDynamoDB, LeanS3Bucket
 
 TABLE = "BenchSource"
-CPU_USE: dict[str, float] = {}
 
 
 def fill_table(dynamodb: Any, items: int) -> None:
@@ -101,10 +102,16 @@ def change_items(s3: Any, bucket: str, prefix: str, count: int) -> None:
         assert not applier.apply(records).failures
 
 
-def timed(endpoints: dict[str, str], *arguments: str) -> tuple[dict[str, Any], float, float]:
-    """Run the CLI in a child process: its JSON report, wall seconds and peak RSS in MB (the
-    child's own high-water mark, VmHWM, read while it runs). The CPU seconds used by the child
-    and by each server during the step go to ``CPU_USE``."""
+@dataclass
+class StepRun:
+    report: dict[str, Any]  # the command's JSON report
+    seconds: float
+    peak_rss_mb: float  # the child's own high-water mark (VmHWM), read while it runs
+    cpu: dict[str, float]  # CPU seconds of the child and of each server during the step
+
+
+def timed(endpoints: dict[str, str], *arguments: str) -> StepRun:
+    """Run the CLI in a child process and measure it."""
     environment = dict(
         os.environ,
         AWS_ACCESS_KEY_ID=servers.ACCESS_KEY,
@@ -114,6 +121,7 @@ def timed(endpoints: dict[str, str], *arguments: str) -> tuple[dict[str, Any], f
         AWS_ENDPOINT_URL_DYNAMODB=endpoints["dynamodb"],
     )
     servers_before = {name: cpu_seconds(pid) for name, pid in SERVER_PIDS.items()}
+    children_before = _children_cpu_seconds()
     started = time.perf_counter()
     child = subprocess.Popen(
         [
@@ -130,20 +138,23 @@ def timed(endpoints: dict[str, str], *arguments: str) -> tuple[dict[str, Any], f
         stderr=subprocess.PIPE,
     )
     peak_kb = 0
-    client_cpu = 0.0
     while child.poll() is None:
         peak_kb = max(peak_kb, _high_water_kb(child.pid))
-        client_cpu = max(client_cpu, cpu_seconds(child.pid))
         time.sleep(0.05)
-    CPU_USE.clear()
-    CPU_USE["client_s"] = round(client_cpu, 1)
+    cpu = {"client_s": round(_children_cpu_seconds() - children_before, 1)}
     for name, pid in SERVER_PIDS.items():
-        CPU_USE[f"{name}_s"] = round(cpu_seconds(pid) - servers_before[name], 1)
+        cpu[f"{name}_s"] = round(cpu_seconds(pid) - servers_before[name], 1)
     stdout, stderr = child.communicate()
     elapsed = time.perf_counter() - started
     if child.returncode != 0:
         raise RuntimeError(f"{arguments} failed: {stderr.decode()[-2000:]}")
-    return json.loads(stdout), elapsed, peak_kb / 1024
+    return StepRun(json.loads(stdout), elapsed, peak_kb / 1024, cpu)
+
+
+def _children_cpu_seconds() -> float:
+    """CPU seconds of this process's children that have ended (the step's child, once reaped)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _high_water_kb(pid: int) -> int:
@@ -161,14 +172,14 @@ def measured_step(endpoints: dict[str, str], *arguments: str) -> tuple[dict[str,
     """The servers' ceiling, measured just before the step (same server state, servers warm),
     then the step itself: its report and its figures."""
     ceiling = measure_ceiling(endpoints, "s3,dynamodb", "--items", "20000")
-    report, seconds, rss = timed(endpoints, *arguments)
+    run = timed(endpoints, *arguments)
     figures = {
-        "seconds": round(seconds, 1),
-        "peak_rss_mb": round(rss),
-        "cpu": dict(CPU_USE),
+        "seconds": round(run.seconds, 1),
+        "peak_rss_mb": round(run.peak_rss_mb),
+        "cpu": run.cpu,
         "ceiling": ceiling,
     }
-    return report, figures
+    return run.report, figures
 
 
 def restore_ceiling(ceiling: dict[str, Any] | None) -> float | None:
