@@ -1,8 +1,10 @@
 """Benchmark: the backup handler on 100-record batches of distinct keys, against SeaweedFS.
 
-Prints, from one run: the handler's records/s; the same batches written serially; plain boto3
-put_object at the same concurrency; and the server's own ceiling measured by
-../shared/bench/ceiling --only s3 (a lean Node client).
+Prints, from one run: the handler's records/s (default transport, and with
+DYNAMO_BACKUPS_TRANSPORT=botocore); the same batches written serially; plain boto3 put_object
+at the same concurrency; the client's CPU per record; and the server's own ceiling for the
+same work, measured by ../shared/bench/ceiling --only s3 (a lean Node client):
+``s3_versioned_put_per_s``, plain puts into a versioned bucket.
 
     .venv/bin/python -m bench.handler [--batches 30] [--concurrency 16]
 """
@@ -11,15 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from botocore.credentials import Credentials
 from tests import servers
 
 from bench.common import client, local_servers, measure_ceiling, ratio
+from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.ddbjson import dumps_item
 from dynamo_backups.handler import BackupConfig, build_backup_applier
 
@@ -59,25 +62,22 @@ def batch(number: int, size: int = 100) -> list[dict[str, Any]]:
     return records
 
 
-def credentials() -> Credentials:
-    return Credentials(servers.ACCESS_KEY, servers.SECRET_KEY)
-
-
 def handler_rate(
-    s3: Any, bucket: str, batches: list[list[dict]], concurrency: int, s3_client: str = "lean"
-) -> float:
-    """The handler's own applier, built as the Lambda entry point builds it."""
-    config = BackupConfig(
-        bucket, f"bench-{uuid.uuid4().hex[:6]}", concurrency=concurrency, s3_client=s3_client
-    )
-    applier = build_backup_applier(config, s3, credentials())
-    started = time.perf_counter()
+    bucket: str, batches: list[list[dict]], concurrency: int, transport: str = "fast"
+) -> tuple[float, float]:
+    """The handler's own applier, built as the Lambda entry point builds it: records/s and
+    client CPU microseconds per record."""
+    os.environ["DYNAMO_BACKUPS_TRANSPORT"] = transport
+    config = BackupConfig(bucket, f"bench-{uuid.uuid4().hex[:6]}", concurrency=concurrency)
+    applier = build_backup_applier(config, AwsContext(connect_timeout=5, read_timeout=30))
+    cpu, started = time.process_time(), time.perf_counter()
     for records in batches:
         result = applier.apply(records)
         assert not result.failures, result.failures[0]
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     applier.close()
-    return sum(map(len, batches)) / elapsed
+    count = sum(map(len, batches))
+    return count / elapsed, cpu / count * 1e6
 
 
 def boto3_rate(s3: Any, bucket: str, batches: list[list[dict]], concurrency: int) -> float:
@@ -104,29 +104,35 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     arguments = parser.parse_args()
     with local_servers(dynamodb=False) as endpoints:
+        os.environ.update(
+            AWS_ACCESS_KEY_ID=servers.ACCESS_KEY,
+            AWS_SECRET_ACCESS_KEY=servers.SECRET_KEY,
+            AWS_DEFAULT_REGION=servers.REGION,
+            AWS_ENDPOINT_URL_S3=endpoints["s3"],
+        )
         s3 = client("s3", endpoints["s3"], pool=max(64, arguments.concurrency), attempts=1)
         bucket = "bench-handler"
         s3.create_bucket(Bucket=bucket)
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-        handler_rate(s3, bucket, [batch(99_999)], arguments.concurrency)  # warm-up
+        handler_rate(bucket, [batch(99_999)], arguments.concurrency)  # warm-up
         work = [batch(number) for number in range(arguments.batches)]
+        ceiling = measure_ceiling(endpoints, "s3")  # just before: the same server state
+        rate, cpu = handler_rate(bucket, work, arguments.concurrency)
+        botocore_rate, botocore_cpu = handler_rate(bucket, work, arguments.concurrency, "botocore")
         results = {
             "records": sum(map(len, work)),
-            "handler_records_per_s": round(handler_rate(s3, bucket, work, arguments.concurrency)),
-            "handler_boto3_client_records_per_s": round(
-                handler_rate(s3, bucket, work, arguments.concurrency, "boto3")
-            ),
-            "serial_records_per_s": round(handler_rate(s3, bucket, work[:5], 1)),
+            "handler_records_per_s": round(rate),
+            "handler_client_cpu_us_per_record": round(cpu),
+            "handler_botocore_transport_records_per_s": round(botocore_rate),
+            "handler_botocore_transport_cpu_us_per_record": round(botocore_cpu),
+            "serial_records_per_s": round(handler_rate(bucket, work[:5], 1)[0]),
             "plain_boto3_puts_per_s": round(boto3_rate(s3, bucket, work, arguments.concurrency)),
             "concurrency": arguments.concurrency,
+            "ceiling": ceiling,
         }
-        ceiling = measure_ceiling(endpoints, "s3")
-        results["ceiling"] = ceiling
-        ceiling_rate = ceiling["s3_put_per_s"] if ceiling else None
-        results["handler_vs_boto3"] = ratio(
-            results["handler_records_per_s"], results["plain_boto3_puts_per_s"]
-        )
-        results["handler_vs_ceiling"] = ratio(results["handler_records_per_s"], ceiling_rate)
+        versioned = ceiling["s3_versioned_put_per_s"] if ceiling else None
+        results["handler_vs_boto3"] = ratio(rate, results["plain_boto3_puts_per_s"])
+        results["handler_vs_versioned_put_ceiling"] = ratio(rate, versioned)
     print(json.dumps(results, indent=2))
 
 

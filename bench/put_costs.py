@@ -1,6 +1,7 @@
 """What each kind of put costs SeaweedFS in a versioned bucket: its CPU per put and the rate,
 for plain puts, puts with the layout's metadata, conditional (If-None-Match) puts, and both
-(what a backfill sends), written by the lean client with 32 threads, in rounds of 5,000.
+(what a backfill sends), written by the fast transport (obstore) with 32 threads, in rounds
+of 5,000.
 
     .venv/bin/python -m bench.put_costs [--rounds 3] [--objects 5000]
 """
@@ -18,7 +19,7 @@ from botocore.credentials import Credentials
 from tests import servers
 
 from bench.common import SERVER_PIDS, client, cpu_seconds, local_servers
-from dynamo_backups.wire import LeanS3Bucket
+from dynamo_backups.aws.s3objects import FastObjects
 
 BUCKET = "bench-put-costs"
 BODY = b'{"pk":{"S":"user-0000001"},"note":{"S":"' + b"x" * 200 + b'"}}'
@@ -38,7 +39,7 @@ KINDS = {  # name: (metadata, If-None-Match)
 
 
 def put_one(
-    lean: LeanS3Bucket, folder: str, metadata: dict[str, str], conditional: bool, index: int
+    lean: FastObjects, folder: str, metadata: dict[str, str], conditional: bool, index: int
 ) -> str | None:
     return lean.put_object(
         f"{folder}{index:030x}", BODY, "application/json", metadata, if_none_match=conditional
@@ -55,7 +56,7 @@ def main() -> None:
         s3 = client("s3", endpoints["s3"])
         s3.create_bucket(Bucket=BUCKET)
         s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        lean = LeanS3Bucket(s3, BUCKET, Credentials(servers.ACCESS_KEY, servers.SECRET_KEY))
+        lean = FastObjects(s3, BUCKET, Credentials(servers.ACCESS_KEY, servers.SECRET_KEY))
         seaweedfs = SERVER_PIDS["seaweedfs"]
         with ThreadPoolExecutor(32) as pool:
             for round_number in range(arguments.rounds):

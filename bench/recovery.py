@@ -34,9 +34,10 @@ from bench.common import (
     measure_restore_reference,
     ratio,
 )
+from dynamo_backups.aws.dynamodb import RawDynamoDB
+from dynamo_backups.aws.s3objects import FastObjects
 from dynamo_backups.backup import BackupApplier
 from dynamo_backups.s3store import BackupWriter
-from dynamo_backups.wire import LeanDynamoDB, LeanS3Bucket
 
 TABLE = "BenchSource"
 
@@ -48,7 +49,7 @@ def fill_table(dynamodb: Any, items: int) -> None:
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
-    api = LeanDynamoDB(dynamodb, Credentials(servers.ACCESS_KEY, servers.SECRET_KEY))
+    api = RawDynamoDB(dynamodb, Credentials(servers.ACCESS_KEY, servers.SECRET_KEY))
 
     def write(start: int) -> None:
         requests = [
@@ -80,7 +81,7 @@ def change_items(s3: Any, bucket: str, prefix: str, count: int) -> None:
     writer = BackupWriter(
         s3,
         bucket,
-        objects=LeanS3Bucket(s3, bucket, Credentials(servers.ACCESS_KEY, servers.SECRET_KEY)),
+        objects=FastObjects(s3, bucket, Credentials(servers.ACCESS_KEY, servers.SECRET_KEY)),
     )
     applier = BackupApplier(writer, prefix, concurrency=32)
     now = time.time()
@@ -182,6 +183,10 @@ def measured_step(endpoints: dict[str, str], *arguments: str) -> tuple[dict[str,
     return run.report, figures
 
 
+def cpu_per_item(figures: dict[str, Any], items: int) -> int:
+    return round(figures["cpu"]["client_s"] / items * 1e6)
+
+
 def restore_ceiling(ceiling: dict[str, Any] | None) -> float | None:
     if not ceiling:
         return None
@@ -213,8 +218,13 @@ def main() -> None:
         assert report["tables"][0]["written"] == items, report
         rate = round(items / figures["seconds"])
         results["backfill"] = {"items_per_s": rate, **figures}
+        results["backfill"]["client_cpu_us_per_item"] = cpu_per_item(figures, items)
         if figures["ceiling"]:
-            results["backfill"]["vs_ceiling"] = ratio(rate, figures["ceiling"]["s3_put_per_s"])
+            ceiling = figures["ceiling"]
+            results["backfill"]["vs_ceiling"] = ratio(rate, ceiling["s3_put_per_s"])
+            results["backfill"]["vs_versioned_conditional_put_ceiling"] = ratio(
+                rate, ceiling.get("s3_versioned_conditional_put_per_s")
+            )
         if conditional:
             results["backfill"]["conditional_put_ceiling"] = conditional
             results["backfill"]["vs_versioned_put"] = ratio(rate, conditional["s3_put_per_s"])
@@ -240,6 +250,7 @@ def main() -> None:
                 "versions_read": report["versions_read"],
                 **figures,
                 "vs_ceiling": ratio(rate, restore_ceiling(figures["ceiling"])),
+                "client_cpu_us_per_item": cpu_per_item(figures, items),
             }
         reference = measure_restore_reference(endpoints, bucket, folder, "NodeReference", "pk")
         if reference:

@@ -29,6 +29,7 @@ def _test_credentials() -> Iterator[None]:
         AWS_REGION=servers.REGION,
         AWS_CONFIG_FILE=os.devnull,
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        DYNAMO_BACKUPS_WHEEL_CACHE=str(servers.cache_dir() / "wheels"),
     )
     yield
     for name, value in saved.items():
@@ -52,6 +53,17 @@ _AWS_VARIABLES = [
     "AWS_ENDPOINT_URL_DYNAMODB",
     "AWS_ENDPOINT_URL_DYNAMODB_STREAMS",
     "AWS_ENDPOINT_URL_DYNAMODBSTREAMS",
+    "AWS_CA_BUNDLE",
+    "AWS_USE_FIPS_ENDPOINT",
+    "AWS_USE_DUALSTACK_ENDPOINT",
+    "DYNAMO_BACKUPS_TRANSPORT",
+    "DYNAMO_BACKUPS_WHEEL_CACHE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "NO_PROXY",
+    "no_proxy",
 ]
 
 

@@ -2,16 +2,21 @@
 
 Requests are forwarded unchanged (Host header included, so SigV4 still verifies). A rule
 decides per request whether to forward it or to answer with a fault: S3 503 SlowDown or 500
-InternalError, a DynamoDB ThrottlingException, or a reset connection.
+InternalError, a DynamoDB ThrottlingException, a reset connection, or an ``Answer`` of its
+own (a region redirect, say). Every request is recorded (method, target, headers). With
+``tls`` the proxy speaks HTTPS (a test CA's certificate); requests in absolute form (as sent
+to an HTTP forward proxy) are forwarded to the upstream all the same.
 """
 
 from __future__ import annotations
 
 import http.client
 import socket
+import ssl
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,7 +40,16 @@ class Request:
     number: int  # 1-based count of requests the proxy has seen
 
 
-Rule = Callable[[Request], str]
+@dataclass(frozen=True)
+class Answer:
+    """An answer the proxy gives itself instead of forwarding."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+Rule = Callable[[Request], "str | Answer"]
 # Changes a request's body before it is forwarded and the answer's body before it is returned.
 Rewrite = Callable[[Request], "tuple[bytes, Callable[[bytes], bytes]] | None"]
 
@@ -43,6 +57,7 @@ Rewrite = Callable[[Request], "tuple[bytes, Callable[[bytes], bytes]] | None"]
 @dataclass
 class FaultLog:
     faults: list[tuple[str, str, str]] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)  # bodies left out
     forwarded: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
@@ -58,9 +73,13 @@ class FaultProxy:
         rule: Rule | None = None,
         delay: float = 0.0,
         rewrite: Rewrite | None = None,
+        tls: ssl.SSLContext | None = None,
+        fix_checksum: bool = True,
     ) -> None:
         self.delay = delay
         self.rewrite = rewrite
+        self.fix_checksum = fix_checksum
+        self.tls = tls
         parts = urlsplit(upstream)
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
@@ -70,11 +89,19 @@ class FaultProxy:
         self._count_lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        if self.tls is not None:
+            return f"https://localhost:{self.port}"
+        return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> FaultProxy:
         self._thread.start()
@@ -108,7 +135,14 @@ class FaultProxy:
                     body,
                     proxy._next_number(),
                 )
+                with proxy.log.lock:
+                    proxy.log.requests.append(
+                        Request(request.method, request.path, request.headers, b"", request.number)
+                    )
                 action = proxy.rule(request)
+                if isinstance(action, Answer):
+                    self._answer(action)
+                    return
                 if action != FORWARD:
                     with proxy.log.lock:
                         proxy.log.faults.append((action, self.command, self.path))
@@ -139,11 +173,18 @@ class FaultProxy:
                             headers["Content-Length"] = str(len(body))
                     upstream.request(self.command, self.path, body=body, headers=headers)
                     response = upstream.getresponse()
-                    payload = finish(response.read())
+                    original = response.read()
+                    payload = finish(original)
                     self.send_response_only(response.status, response.reason)
                     for name, value in response.getheaders():
                         if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
-                            self.send_header(name, value)
+                            rewritten = payload != original and proxy.fix_checksum
+                            # A rewritten DynamoDB answer carries its own checksum, as a
+                            # server that answered so would.
+                            fixed = str(zlib.crc32(payload)) if rewritten else value
+                            self.send_header(
+                                name, fixed if name.lower() == "x-amz-crc32" else value
+                            )
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     if self.command != "HEAD":
@@ -165,6 +206,15 @@ class FaultProxy:
                         self.rfile.readline()
                 length = int(self.headers.get("Content-Length") or 0)
                 return self.rfile.read(length) if length else b""
+
+            def _answer(self, answer: Answer) -> None:
+                self.send_response(answer.status)
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(answer.body)
 
             def _fault(self, action: str) -> None:
                 if action == RESET:

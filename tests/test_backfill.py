@@ -10,12 +10,12 @@ import pytest
 from botocore.credentials import Credentials
 from click.testing import CliRunner
 
+from dynamo_backups.aws.dynamodb import RawDynamoDB
 from dynamo_backups.backfill import Backfill, BackfillOptions
 from dynamo_backups.cli import main
 from dynamo_backups.ddbjson import to_wire
 from dynamo_backups.layout import TableLayout
 from dynamo_backups.s3store import BackupWriter, read_document
-from dynamo_backups.wire import LeanDynamoDB
 from tests import servers
 from tests.helpers import bodies, create_table, history, object_key
 from tests.test_streams import consumer_for
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.servers
 
 
 def lean_scan(dynamodb: Any) -> Any:
-    api = LeanDynamoDB(dynamodb, Credentials(servers.ACCESS_KEY, servers.SECRET_KEY))
+    api = RawDynamoDB(dynamodb, Credentials(servers.ACCESS_KEY, servers.SECRET_KEY))
     return lambda request: api.call("Scan", request)
 
 

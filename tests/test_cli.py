@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from dynamo_backups import __version__
+from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.cli import main
-from dynamo_backups.session import AwsContext
 from tests.helpers import bodies, create_table, history, object_key
 
 

@@ -10,16 +10,16 @@ import time
 from typing import Any
 
 import pytest
-from botocore.credentials import ReadOnlyCredentials
+from botocore.credentials import Credentials
 
 from dynamo_backups import handler
+from dynamo_backups.aws.retry import RetryPolicy
+from dynamo_backups.aws.s3objects import FastObjects
 from dynamo_backups.backup import BackupApplier
 from dynamo_backups.ddbjson import to_wire
 from dynamo_backups.handler import ConfigurationError
 from dynamo_backups.installer.samples import CONSOLE_SAMPLE_CLASSIC, CONSOLE_SAMPLE_CURRENT
-from dynamo_backups.retry import RetryPolicy
 from dynamo_backups.s3store import BackupWriter
-from dynamo_backups.wire import LeanS3Bucket
 from tests import faultproxy, servers
 from tests.helpers import (
     bodies,
@@ -42,9 +42,9 @@ class FakeContext:
         return self.remaining_ms
 
 
-@pytest.fixture(params=["lean", "boto3"])
+@pytest.fixture(params=["fast", "botocore"])
 def transport(request: pytest.FixtureRequest) -> str:
-    """Both ways the handler can write: its lean signed requests, or botocore's."""
+    """Both ways the handler can write: the fast transport (obstore), or botocore."""
     return request.param
 
 
@@ -55,13 +55,8 @@ def writer_via(
         "s3", endpoint, retries={"total_max_attempts": 1}, max_pool_connections=pool
     )
     objects = None
-    if transport == "lean":
-        credentials = ReadOnlyCredentials(servers.ACCESS_KEY, servers.SECRET_KEY, None)
-        objects = LeanS3Bucket(
-            client,
-            bucket,
-            type("Fixed", (), {"get_frozen_credentials": staticmethod(lambda: credentials)})(),
-        )
+    if transport == "fast":
+        objects = FastObjects(client, bucket, Credentials(servers.ACCESS_KEY, servers.SECRET_KEY))
     return BackupWriter(client, bucket, policy, objects)
 
 
@@ -324,9 +319,9 @@ def test_invalid_record_stops_the_batch_there(
         dynamodb.put_item(TableName=table, Item={"pk": {"S": name}})
     records = lambda_records(dynamodb, streams, table)
     del records[1]["dynamodb"]["Keys"]
-    result = handler.build_backup_applier(handler.BackupConfig(bucket, backup_env), s3).apply(
-        records
-    )
+    result = handler.build_backup_applier(
+        handler.BackupConfig(bucket, backup_env), handler.lambda_context()
+    ).apply(records)
     assert result.lambda_response() == {
         "batchItemFailures": [{"itemIdentifier": records[1]["dynamodb"]["SequenceNumber"]}]
     }

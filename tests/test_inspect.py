@@ -13,10 +13,10 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
+from dynamo_backups.aws.s3objects import BotocoreObjects
 from dynamo_backups.cli import main
 from dynamo_backups.ddbjson import to_wire
 from dynamo_backups.layout import TableLayout
-from dynamo_backups.s3store import Boto3Bucket
 from dynamo_backups.selection import BackupItems
 from dynamo_backups.snapshot import Snapshot
 from tests import servers
@@ -132,7 +132,7 @@ def test_snapshot_writes_a_dynamodb_export(
         )
     assert invoke("backfill", table, "--bucket", bucket, "--prefix", prefix).exit_code == 0
     layout = TableLayout.of(prefix, table)
-    items = BackupItems(Boto3Bucket(s3, bucket), bucket, layout, ["pk"])
+    items = BackupItems(BotocoreObjects(s3, bucket), bucket, layout, ["pk"])
     report = Snapshot(items, s3, f"s3://{bucket}/{prefix}-export/snap", file_bytes=2000).run()
     assert report.items == 30 and len(report.files) >= 3
 

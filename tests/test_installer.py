@@ -163,7 +163,7 @@ def test_deploy_creates_exactly_the_expected_resources(moto: str) -> None:
 
         function = c.lambda_.get_function(FunctionName=names.function)["Configuration"]
         assert (function["Runtime"], function["Handler"]) == (
-            "python3.12",
+            "python3.13",
             "dynamo_backups.handler.backup",
         )
         assert function["Role"] == role["Arn"]
@@ -402,7 +402,7 @@ def test_cli_deploy_dry_run_and_idempotent_rerun(moto: str) -> None:
     status = CliRunner().invoke(main, [*base, "--output", "json", "status", "Users"])
     assert status.exit_code == 0, status.output
     (report,) = json.loads(status.stdout)["tables"]
-    assert report["stream"]["enabled"] and report["function"]["Runtime"] == "python3.12"
+    assert report["stream"]["enabled"] and report["function"]["Runtime"] == "python3.13"
     assert report["triggers"][0]["BatchSize"] == 100
     assert report["backup"]["folder"] == f"s3://{BUCKET}/Prod/Users/"
 

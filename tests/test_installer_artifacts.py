@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import platform
 import re
 import subprocess
 import sys
@@ -20,12 +21,13 @@ from dynamo_backups import handler
 from dynamo_backups.installer import policies
 from dynamo_backups.installer.deploy import Clients, DeployOptions
 from dynamo_backups.installer.operate import run_function_test
-from dynamo_backups.installer.package import build_zip, code_sha256
+from dynamo_backups.installer.package import PackageError, build_zip, check_wheel, code_sha256
 from dynamo_backups.installer.template import build_template, to_yaml
 from tests import servers
 from tests.helpers import bodies, create_table, history, lambda_records, object_key
 
 REPO = Path(__file__).resolve().parent.parent
+LOCAL_ARCHITECTURE = {"aarch64": "arm64", "x86_64": "x86_64"}[platform.machine()]
 ACCOUNT = "123456789012"
 KMS_KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
@@ -150,18 +152,56 @@ def _checkov_binary() -> Path:
     return binary
 
 
-def test_package_is_deterministic_and_holds_only_handler_modules() -> None:
-    archive = build_zip()
-    assert code_sha256(archive) == code_sha256(build_zip())
-    names = zipfile.ZipFile(io.BytesIO(archive)).namelist()
+ELF_MACHINES = {"arm64": 183, "x86_64": 62}  # e_machine of an ELF header
+
+
+@pytest.mark.parametrize("architecture", ["arm64", "x86_64"])
+def test_package_is_deterministic_and_holds_the_handler_and_its_native_wheel(
+    architecture: str,
+) -> None:
+    archive = build_zip(architecture=architecture)
+    assert code_sha256(archive) == code_sha256(build_zip.__wrapped__(architecture=architecture))
+    unpacked = zipfile.ZipFile(io.BytesIO(archive))
+    names = unpacked.namelist()
     assert "dynamo_backups/handler.py" in names
+    assert "dynamo_backups/aws/s3objects.py" in names
     assert not [
         name
         for name in names
-        if "/cli/" in name
-        or "/installer/" in name
-        or name.endswith(("demo.py", "restore.py", "backfill.py"))
+        if name.startswith("dynamo_backups/")
+        and (
+            "/cli/" in name
+            or "/installer/" in name
+            or name.endswith(("demo.py", "restore.py", "backfill.py"))
+        )
     ]
+    (native,) = [name for name in names if name.endswith(".so")]
+    assert native == "obstore/_obstore.abi3.so"  # abi3: loads on Python 3.13
+    header = unpacked.read(native)[:20]
+    assert header[:4] == b"\x7fELF"
+    assert int.from_bytes(header[18:20], "little") == ELF_MACHINES[architecture]
+    assert unpacked.getinfo(native).external_attr >> 16 == 0o755
+
+
+def test_wheels_that_would_not_load_on_the_runtime_are_refused(tmp_path: Path) -> None:
+    good = "obstore-0.12.1-cp311-abi3-manylinux_2_24_aarch64.whl"
+    assert check_wheel(Path(good), "arm64").abi == "abi3"
+    assert check_wheel(
+        Path("obstore-0.12.1-cp313-cp313-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"),
+        "x86_64",
+    )
+    refused = {
+        good: "x86_64",  # the other architecture
+        "obstore-0.12.1-cp311-abi3-musllinux_1_2_aarch64.whl": "arm64",  # not glibc
+        "obstore-0.12.1-cp311-abi3-manylinux_2_39_aarch64.whl": "arm64",  # newer glibc
+        "obstore-0.12.1-cp312-cp312-manylinux_2_17_x86_64.whl": "x86_64",  # other Python
+        "obstore-0.12.1-cp314-abi3-manylinux_2_17_x86_64.whl": "x86_64",  # needs 3.14
+    }
+    for name, architecture in refused.items():
+        with pytest.raises(PackageError):
+            check_wheel(Path(name), architecture)
+    with pytest.raises(PackageError, match="no obstore=="):
+        build_zip.__wrapped__(architecture="x86_64", wheel_dir=tmp_path)
 
 
 def _boto3_only_python() -> Path:
@@ -179,7 +219,7 @@ def test_package_backs_up_a_real_batch_with_only_boto3(
     dynamodb: Any, streams: Any, seaweedfs: Any, s3: Any, bucket: str, prefix: str, tmp_path: Path
 ) -> None:
     function_dir = tmp_path / "function"
-    zipfile.ZipFile(io.BytesIO(build_zip())).extractall(function_dir)
+    zipfile.ZipFile(io.BytesIO(build_zip(architecture=LOCAL_ARCHITECTURE))).extractall(function_dir)
     table = create_table(dynamodb)
     dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}, "n": {"N": "0.1"}})
     dynamodb.put_item(
@@ -204,7 +244,8 @@ def test_package_backs_up_a_real_batch_with_only_boto3(
     program = (
         "import json, sys; sys.path.insert(0, sys.argv[1]); "
         "from dynamo_backups import handler; "
-        "print(json.dumps(handler.backup(json.load(open(sys.argv[2])), None)))"
+        "print(json.dumps(handler.backup(json.load(open(sys.argv[2])), None))); "
+        "print(sys.modules['obstore'].__file__)"
     )
     completed = subprocess.run(
         [str(python), "-I", "-c", program, str(function_dir), str(event)],
@@ -224,7 +265,8 @@ def test_package_backs_up_a_real_batch_with_only_boto3(
     )
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.strip().splitlines()
-    assert json.loads(lines[-1]) == {"batchItemFailures": []}
+    assert lines[-1].startswith(str(function_dir))  # the fast transport, from the zip
+    assert json.loads(lines[-2]) == {"batchItemFailures": []}
     assert json.loads(lines[0])["applied"] == {"INSERT": 1, "MODIFY": 1, "REMOVE": 1}
     assert bodies(history(s3, bucket, object_key(prefix, table, {"pk": {"S": "a"}}))) == [
         "DM",

@@ -1,4 +1,5 @@
-"""The Lambda handler needs only the standard library and boto3."""
+"""The Lambda handler needs only the standard library, boto3 (in the runtime) and obstore
+(in the package)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import dynamo_backups
 
 PACKAGE = Path(dynamo_backups.__file__).parent
-ALLOWED_THIRD_PARTY = {"boto3", "botocore"}
+ALLOWED_THIRD_PARTY = {"boto3", "botocore", "obstore"}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -44,7 +45,7 @@ def handler_import_closure() -> dict[str, set[str]]:
     return outside
 
 
-def test_handler_imports_only_the_standard_library_and_boto3() -> None:
+def test_handler_imports_only_the_standard_library_boto3_and_obstore() -> None:
     closure = handler_import_closure()
     assert "dynamo_backups.cli" not in closure
     for module, names in closure.items():

@@ -14,12 +14,12 @@ from botocore.credentials import Credentials
 from click.testing import CliRunner
 
 from dynamo_backups import handler
+from dynamo_backups.aws.dynamodb import RawDynamoDB
+from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.cli import main
 from dynamo_backups.handler import ConfigurationError, ReplicaConfig, build_replica_applier
 from dynamo_backups.installer.package import build_zip
 from dynamo_backups.replica import ReplicaApplier
-from dynamo_backups.retry import RetryPolicy
-from dynamo_backups.wire import LeanDynamoDB
 from tests import faultproxy, servers
 from tests.conftest import unique_table_name
 from tests.helpers import create_table, lambda_records
@@ -41,7 +41,7 @@ def replica_of(dynamodb: Any, key_schema: list[tuple[str, str]] | None = None) -
 
 
 def applier_via(endpoint: str, table: str, policy: RetryPolicy | None = None) -> ReplicaApplier:
-    api = LeanDynamoDB(
+    api = RawDynamoDB(
         make_client("dynamodb", endpoint, retries={"total_max_attempts": 1}),
         Credentials(servers.ACCESS_KEY, servers.SECRET_KEY),
     )

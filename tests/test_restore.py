@@ -11,12 +11,12 @@ import pytest
 from botocore.credentials import Credentials
 from click.testing import CliRunner
 
+from dynamo_backups.aws.dynamodb import RawDynamoDB
+from dynamo_backups.aws.s3objects import BotocoreObjects
 from dynamo_backups.cli import main
 from dynamo_backups.cli.restore import restore_backup_main
 from dynamo_backups.ddbjson import to_wire
 from dynamo_backups.restore import Restore, RestoreOptions
-from dynamo_backups.s3store import Boto3Bucket
-from dynamo_backups.wire import LeanDynamoDB
 from tests import faultproxy, servers
 from tests.conftest import unique_table_name
 from tests.helpers import create_table, object_key
@@ -47,10 +47,10 @@ def restore_job(
     dynamodb_endpoint: str, s3: Any, bucket: str, folder: str, table: str, **options: Any
 ) -> Restore:
     dynamodb = make_client("dynamodb", dynamodb_endpoint)
-    api = LeanDynamoDB(dynamodb, Credentials(servers.ACCESS_KEY, servers.SECRET_KEY))
+    api = RawDynamoDB(dynamodb, Credentials(servers.ACCESS_KEY, servers.SECRET_KEY))
     return Restore(
         s3,
-        Boto3Bucket(s3, bucket),
+        BotocoreObjects(s3, bucket),
         dynamodb,
         lambda request: api.call("BatchWriteItem", request),
         bucket,

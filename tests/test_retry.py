@@ -7,7 +7,8 @@ import random
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from dynamo_backups.retry import RetriesExhausted, RetryPolicy, call_with_retries, is_transient
+from dynamo_backups.aws.errors import is_transient
+from dynamo_backups.aws.retry import RetriesExhausted, RetryPolicy, call_with_retries
 
 
 def client_error(code: str, status: int) -> ClientError:

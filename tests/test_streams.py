@@ -9,14 +9,19 @@ from typing import Any
 
 import pytest
 
+from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.backup import BackupApplier
 from dynamo_backups.checkpoints import FileCheckpointStore, S3CheckpointStore
+from dynamo_backups.draining import DrainRule
 from dynamo_backups.layout import TableLayout
 from dynamo_backups.records import BatchResult, RecordFailure
-from dynamo_backups.retry import RetryPolicy
 from dynamo_backups.s3store import BackupWriter, read_document
 from dynamo_backups.streams import StreamConsumer, StreamError
 from tests.helpers import bodies, create_table, history, object_key
+
+# DynamoDB Local and the scripts below answer no empty page before a record: a short drain
+# will do (the tests of draining itself script such pages).
+QUICK_DRAIN = DrainRule(empty_pages=6, seconds=0.0, page_interval=0.001)
 
 
 def consumer_for(
@@ -32,6 +37,7 @@ def consumer_for(
     writer = BackupWriter(s3, bucket)
     store = S3CheckpointStore(writer, TableLayout.of(prefix, table).checkpoint_key("test"))
     processor = processor or BackupApplier(writer, prefix).apply
+    options.setdefault("drain", QUICK_DRAIN)
     return StreamConsumer(dynamodb, streams, table, processor, store, **options)
 
 
@@ -223,6 +229,7 @@ def test_missing_table_is_refused(
 
 # --- shard ordering on a scripted Streams API ---------------------------------------------------
 
+
 ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/Tree/stream/2026-01-01T00:00:00.000"
 
 
@@ -336,6 +343,7 @@ def test_children_are_read_only_after_their_parent_is_finished() -> None:
         recording_processor(seen),
         store,
         batch_size=3,
+        drain=QUICK_DRAIN,
     ).run(once=True)
     position = {number: index for index, number in enumerate(seen)}
     assert sorted(seen) == [1, 2, 3, 4, 5, 10, 11, 12, 13, 20, 21, 22, 30, 31]
@@ -349,7 +357,12 @@ def test_children_are_read_only_after_their_parent_is_finished() -> None:
     tree["child-b"] = ("parent", [20, 21, 22, 23], False)
     again: list[int] = []
     StreamConsumer(
-        ScriptedTable(), ScriptedStreams(tree), "Tree", recording_processor(again), store
+        ScriptedTable(),
+        ScriptedStreams(tree),
+        "Tree",
+        recording_processor(again),
+        store,
+        drain=QUICK_DRAIN,
     ).run(once=True)
     assert again == [23]
 
@@ -371,7 +384,13 @@ def test_failed_records_are_retried_from_the_earliest_and_checkpointed_after() -
 
     store = MemoryStore()
     report = StreamConsumer(
-        ScriptedTable(), ScriptedStreams(tree, page=4), "Tree", flaky, store, sleep=lambda _: None
+        ScriptedTable(),
+        ScriptedStreams(tree, page=4),
+        "Tree",
+        flaky,
+        store,
+        sleep=lambda _: None,
+        drain=QUICK_DRAIN,
     ).run(once=True)
     assert calls == [[1, 2, 3, 4], [3, 4]]
     assert report.records == 4
@@ -411,3 +430,185 @@ def test_retryable_failure_that_persists_gives_up_with_the_reason() -> None:
     )
     with pytest.raises(StreamError, match="still failing after 3 attempts: InternalError"):
         consumer.run(once=True)
+
+
+# --- draining open shards (empty pages) on a scripted Streams API ------------------------------
+
+
+class PagedStreams(ScriptedStreams):
+    """Shards as scripted pages: ``[]`` is an empty page, as DynamoDB Streams answers for a
+    portion of a shard without records. An open shard answers empty pages after its script."""
+
+    def __init__(self, shards: dict[str, tuple[str | None, list[list[int]], bool]]) -> None:
+        flat = {
+            shard: (parent, [n for page in pages for n in page], closed)
+            for shard, (parent, pages, closed) in shards.items()
+        }
+        super().__init__(flat)
+        self.pages = {shard: pages for shard, (_, pages, _) in shards.items()}
+        self.iterators_opened: list[str] = []
+        self.expire_next: set[str] = set()
+
+    def get_shard_iterator(
+        self,
+        StreamArn: str,
+        ShardId: str,
+        ShardIteratorType: str,
+        SequenceNumber: str | None = None,
+    ) -> Any:
+        self.iterators_opened.append(ShardId)
+        if SequenceNumber is None:
+            return {"ShardIterator": f"{ShardId}|0|0"}
+        for number, page in enumerate(self.pages[ShardId]):
+            if int(SequenceNumber) in page:
+                offset = page.index(int(SequenceNumber)) + 1
+                if offset == len(page):
+                    return {"ShardIterator": f"{ShardId}|{number + 1}|0"}
+                return {"ShardIterator": f"{ShardId}|{number}|{offset}"}
+        raise AssertionError(f"no record {SequenceNumber} in {ShardId}")
+
+    def get_records(self, ShardIterator: str, Limit: int) -> Any:
+        from botocore.exceptions import ClientError
+
+        shard_id, page_text, offset_text = ShardIterator.split("|")
+        if shard_id in self.expire_next:
+            self.expire_next.discard(shard_id)
+            raise ClientError(
+                {"Error": {"Code": "ExpiredIteratorException", "Message": "expired"}},
+                "GetRecords",
+            )
+        page, offset = int(page_text), int(offset_text)
+        pages = self.pages[shard_id]
+        closed = self.shards[shard_id][2]
+        numbers = pages[page][offset:] if page < len(pages) else []
+        records = [
+            {"eventName": "INSERT", "dynamodb": {"SequenceNumber": str(number)}}
+            for number in numbers
+        ]
+        following = page + 1
+        if closed and following >= len(pages):
+            return {"RawRecords": records, "NextShardIterator": None}
+        return {"RawRecords": records, "NextShardIterator": f"{shard_id}|{following}|0"}
+
+
+E: list[int] = []  # an empty page
+
+
+def test_once_walks_past_empty_pages_and_writes_every_record() -> None:
+    shards = {
+        # Empty pages at the start, in the middle and before the end of open shards: runs
+        # of up to five, shorter than the rule's six.
+        "open-a": (None, [E, E, E, [1, 2], E, E, E, E, E, [3], E, [4, 5], E, E, E, E, [6]], False),
+        "closed": (None, [E, E, [10], E, E, E, E, E, E, E, E, [11], E, E], True),
+        "open-b": (None, [E, E, E, E, E, [20]], False),
+    }
+    seen: list[int] = []
+    report = StreamConsumer(
+        ScriptedTable(),
+        PagedStreams(shards),
+        "Tree",
+        recording_processor(seen),
+        MemoryStore(),
+        drain=QUICK_DRAIN,
+    ).run(once=True)
+    assert sorted(seen) == [1, 2, 3, 4, 5, 6, 10, 11, 20]
+    assert report.shard_ends["closed"] == "closed: read to its end"
+    for shard in ("open-a", "open-b"):
+        assert report.shard_ends[shard].startswith("open: no records after 6 empty pages in ")
+
+
+def test_a_drain_rule_shorter_than_an_empty_stretch_says_where_it_stopped() -> None:
+    shards = {"open": (None, [[1], E, E, E, E, [2]], False)}
+    seen: list[int] = []
+    report = StreamConsumer(
+        ScriptedTable(),
+        PagedStreams(shards),
+        "Tree",
+        recording_processor(seen),
+        MemoryStore(),
+        drain=DrainRule(empty_pages=3, seconds=0.0, page_interval=0.001),
+    ).run(once=True)
+    assert seen == [1]  # record 2 lies beyond a stretch longer than the rule allows ...
+    assert report.shard_ends["open"].startswith("open: no records after 3 empty pages")  # ... said
+
+
+def test_a_drain_run_must_also_last_the_rules_seconds() -> None:
+    shards = {"open": (None, [E, E, [1]], False)}
+    seen: list[int] = []
+    clock = iter(range(1_000_000))  # each reading of the clock is one second later
+    report = StreamConsumer(
+        ScriptedTable(),
+        PagedStreams(shards),
+        "Tree",
+        recording_processor(seen),
+        MemoryStore(),
+        drain=DrainRule(empty_pages=1, seconds=30.0, page_interval=0.0),
+        clock=lambda: float(next(clock)),
+    ).run(once=True)
+    assert seen == [1]
+    assert "in 3" in report.shard_ends["open"]  # tens of seconds of empty pages, not one
+
+
+def test_follow_mode_keeps_each_shards_iterator_across_empty_polls() -> None:
+    streams = PagedStreams({"open": (None, [[1], E, E, E, [2], E, E], False)})
+    seen: list[int] = []
+    stop = threading.Event()
+    polls = [0]
+    original = streams.get_records
+
+    def counting(ShardIterator: str, Limit: int) -> Any:
+        polls[0] += 1
+        if polls[0] == 12:
+            stop.set()
+        return original(ShardIterator, Limit)
+
+    streams.get_records = counting  # type: ignore[method-assign]
+    StreamConsumer(
+        ScriptedTable(),
+        streams,
+        "Tree",
+        recording_processor(seen),
+        MemoryStore(),
+        poll_interval=0.001,
+        stop=stop,
+    ).run(once=False)
+    assert seen == [1, 2]
+    assert streams.iterators_opened == ["open"]  # one iterator, held through empty polls
+
+
+def test_an_expired_iterator_is_renewed_from_the_checkpoint() -> None:
+    streams = PagedStreams({"open": (None, [[1, 2], E, [3], E], False)})
+    streams.expire_next.add("open")
+    seen: list[int] = []
+    StreamConsumer(
+        ScriptedTable(),
+        streams,
+        "Tree",
+        recording_processor(seen),
+        MemoryStore(),
+        drain=QUICK_DRAIN,
+    ).run(once=True)
+    assert seen == [1, 2, 3]
+    assert streams.iterators_opened == ["open", "open"]
+
+
+@pytest.mark.servers
+def test_a_replaced_stream_is_read_to_its_end_before_the_new_one(
+    dynamodb: Any, streams: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    table = create_table(dynamodb)
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}})
+    consumer_for(dynamodb, streams, s3, bucket, prefix, table).run(once=True)
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "after-checkpoint"}})
+    dynamodb.update_table(TableName=table, StreamSpecification={"StreamEnabled": False})
+    dynamodb.update_table(
+        TableName=table,
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "b"}})
+    report = consumer_for(dynamodb, streams, s3, bucket, prefix, table).run(once=True)
+    # The old stream's last change was still readable: it is in the backup, not in a gap.
+    key = object_key(prefix, table, {"pk": {"S": "after-checkpoint"}})
+    assert bodies(history(s3, bucket, key)) == [{"pk": {"S": "after-checkpoint"}}]
+    assert report.records == 2
+    assert len(report.gaps) == 1 and "while no stream was on" in report.gaps[0]

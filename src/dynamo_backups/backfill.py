@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from dynamo_backups.aws.errors import ClientError, describe_error
+from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.catalog import ensure_manifest
 from dynamo_backups.ddbjson import dumps_item
 from dynamo_backups.description import describe_table, key_types_of, save_description
@@ -40,7 +40,6 @@ from dynamo_backups.layout import (
 from dynamo_backups.pitr import ObjectVersion, newest_first
 from dynamo_backups.progress import NoProgress, ProgressSink
 from dynamo_backups.ratelimit import RateLimiter
-from dynamo_backups.retry import RetryPolicy, call_with_retries, describe_error
 from dynamo_backups.s3store import (
     BackupWriter,
     error_code,

@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from dynamo_backups.aws.errors import describe_error
+from dynamo_backups.aws.retry import RetriesExhausted
 from dynamo_backups.ddbjson import dumps_item
 from dynamo_backups.keys import DEFAULT_KEY_HASH
 from dynamo_backups.layout import WRITER_STREAM, LayoutError, TableLayout, VersionMetadata
 from dynamo_backups.records import BatchResult, Change, RecordFailure, chains_by_key, parse_batch
-from dynamo_backups.retry import RetriesExhausted, describe_error
 from dynamo_backups.s3store import BackupWriter
 from dynamo_backups.workers import WorkerPool
 

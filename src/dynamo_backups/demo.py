@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from dynamo_backups.aws.context import AwsContext
+from dynamo_backups.aws.s3objects import BotocoreObjects
 from dynamo_backups.backup import BackupApplier
 from dynamo_backups.catalog import ensure_manifest
 from dynamo_backups.checkpoints import S3CheckpointStore
@@ -22,13 +24,7 @@ from dynamo_backups.ddbjson import dumps_plain, item_to_plain, loads_item
 from dynamo_backups.keys import canonical_key
 from dynamo_backups.layout import TableLayout, VersionMetadata, format_time
 from dynamo_backups.pitr import newest_first
-from dynamo_backups.s3store import (
-    BackupWriter,
-    Boto3Bucket,
-    iter_key_histories,
-    iter_versions,
-)
-from dynamo_backups.session import AwsContext
+from dynamo_backups.s3store import BackupWriter, iter_key_histories, iter_versions
 from dynamo_backups.streams import StreamConsumer
 
 BUCKET = "dynamo-backups-demo"
@@ -159,7 +155,7 @@ def _validate(
     histories = {
         entries[0].key: newest_first(entries)
         for entries in iter_key_histories(
-            iter_versions(Boto3Bucket(s3, BUCKET), layout.items_prefix)
+            iter_versions(BotocoreObjects(s3, BUCKET), layout.items_prefix)
         )
     }
     result.say()
@@ -179,7 +175,7 @@ def _validate(
         )
         counted = f"{versions} version" + ("" if versions == 1 else "s")
         result.say(f"      {name}  {_plain_key(key)}: {label}; {counted}, {state}")
-        expected = hashlib.md5(canonical_key(key)).hexdigest()
+        expected = hashlib.md5(canonical_key(key), usedforsecurity=False).hexdigest()
         result.check(name == expected, f"object name {name} is not md5 of {canonical_key(key)!r}")
     result.say(f"    .dynamo-backups/{TABLE}/  <- the tool's own files (layout.json, checkpoints)")
     result.check(len(histories) == 3, f"expected 3 item objects, found {len(histories)}")
@@ -200,14 +196,14 @@ def _show_history(
     result: DemoResult, s3: Any, layout: TableLayout, key: dict, label: str, expect: int
 ) -> None:
     object_key = layout.item_object_key(key)
-    entries = newest_first(list(iter_versions(Boto3Bucket(s3, BUCKET), object_key)))
+    entries = newest_first(list(iter_versions(BotocoreObjects(s3, BUCKET), object_key)))
     result.say()
     result.say(f"Versions of item {_plain_key(key)} ({label}), newest first:")
     for entry in entries:
         if entry.is_delete_marker:
             result.say(f"  {entry.version_id[:12]}  DELETE MARKER")
             continue
-        body, fields = Boto3Bucket(s3, BUCKET).read_object(object_key, entry.version_id)
+        body, fields = BotocoreObjects(s3, BUCKET).read_object(object_key, entry.version_id)
         metadata = VersionMetadata.from_s3(fields) or VersionMetadata("?", "?", entry.last_modified)
         when = format_time(metadata.change_time)
         if entry.is_tombstone:

@@ -7,11 +7,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.catalog import key_types_from_description
 from dynamo_backups.layout import TableLayout, format_time
-from dynamo_backups.s3store import BackupWriter, error_code, read_document
+from dynamo_backups.s3store import BackupWriter, read_document
 
 DESCRIPTION_FORMAT = "dynamo-backups-table"
 

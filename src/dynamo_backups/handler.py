@@ -2,8 +2,8 @@
 
 ``backup(event, context)`` writes each change into the versioned backup bucket, and
 ``replicate(event, context)`` applies it to a replica table. They need
-only the standard library and boto3 (this module and what it imports are checked for that
-by the tests), so the deployment package holds the handler modules and nothing else.
+the standard library, boto3 (which the Lambda runtime has) and obstore (a native wheel that
+``dynamo-backups package`` puts in the zip for the function's architecture).
 
 Environment:
     BACKUP_BUCKET        required: the versioned bucket
@@ -11,8 +11,8 @@ Environment:
     BACKUP_KEY_HASH      optional: md5 (default) or sha256; how objects are named
     BACKUP_CONCURRENCY   optional: parallel writes per batch (default 16)
     BACKUP_MAX_ATTEMPTS  optional: attempts per write before a record is reported failed
-    BACKUP_S3_CLIENT     optional: "lean" (default: signed HTTP requests of our own, configured
-                         from boto3) or "boto3" (every write through botocore)
+    DYNAMO_BACKUPS_TRANSPORT  optional: "fast" (default: object writes through obstore) or
+                         "botocore" (every request through botocore)
 
     REPLICA_TABLE        required by replicate: the table to keep in step
     REPLICA_REGION       optional: its region (default: the function's)
@@ -32,19 +32,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-import botocore.session
-from botocore.config import Config
-from botocore.credentials import RefreshableCredentials
-
+from dynamo_backups.aws.context import AwsContext, TransportSettingError, chosen_transport
+from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.backup import DEFAULT_CONCURRENCY, BackupApplier
 from dynamo_backups.keys import DEFAULT_KEY_HASH, check_key_hash
 from dynamo_backups.layout import normalize_prefix
 from dynamo_backups.records import BatchResult, records_of
 from dynamo_backups.replica import ReplicaApplier
-from dynamo_backups.retry import RetryPolicy
 from dynamo_backups.s3store import BackupWriter
-from dynamo_backups.wire import BotocoreDynamoDB, LeanDynamoDB, LeanS3Bucket, lean_path_usable
 
 logger = logging.getLogger("dynamo_backups.handler")
 
@@ -65,7 +60,7 @@ class BackupConfig:
     key_hash: str = DEFAULT_KEY_HASH
     concurrency: int = DEFAULT_CONCURRENCY
     max_attempts: int = RetryPolicy.max_attempts
-    s3_client: str = "lean"
+    transport: str = "fast"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> BackupConfig:
@@ -84,9 +79,9 @@ class BackupConfig:
                 max_attempts=_positive_int(
                     environ, "BACKUP_MAX_ATTEMPTS", RetryPolicy.max_attempts
                 ),
-                s3_client=_choice(environ, "BACKUP_S3_CLIENT", ("lean", "boto3")),
+                transport=chosen_transport(environ),
             )
-        except ValueError as error:
+        except (ValueError, TransportSettingError) as error:
             raise ConfigurationError(f"bad backup setting: {error}") from None
 
 
@@ -99,31 +94,16 @@ def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
     return int(text)
 
 
-def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
-    value = environ.get(name, "").strip() or choices[0]
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-    return value
+def lambda_context() -> AwsContext:
+    """Clients for a Lambda invocation: short timeouts, since the retry policy (with the
+    invocation's deadline) does the retrying."""
+    return AwsContext(connect_timeout=5.0, read_timeout=30.0)
 
 
-def s3_client_for_writes(concurrency: int, session: Any) -> Any:
-    """An S3 client sized for ``concurrency`` parallel writes. botocore makes one attempt
-    per call; the tool's retry policy, with jitter and a deadline, does the retrying."""
-    config = Config(
-        max_pool_connections=max(10, concurrency),
-        retries={"mode": "standard", "total_max_attempts": 1},
-        connect_timeout=5,
-        read_timeout=30,
-    )
-    return session.client("s3", config=config)
-
-
-def build_backup_applier(config: BackupConfig, s3: Any, credentials: Any = None) -> BackupApplier:
-    """The applier for ``config``; with ``credentials`` (a botocore credentials object) and
-    the lean client chosen, item writes skip botocore's per-request overhead."""
-    objects = None
-    if config.s3_client == "lean" and credentials is not None and lean_path_usable():
-        objects = LeanS3Bucket(s3, config.bucket, credentials)
+def build_backup_applier(config: BackupConfig, aws: AwsContext) -> BackupApplier:
+    """The applier for ``config``: item writes through the chosen transport."""
+    s3 = aws.client("s3", pool=config.concurrency, retries=1)
+    objects = aws.objects(s3, config.bucket, pool=config.concurrency)
     writer = BackupWriter(s3, config.bucket, RetryPolicy(max_attempts=config.max_attempts), objects)
     return BackupApplier(writer, config.prefix, config.key_hash, config.concurrency)
 
@@ -136,9 +116,7 @@ def _backup_applier() -> BackupApplier:
     # invocation's error; kept for the container's life so clients and threads are reused.
     config = BackupConfig.from_environ(os.environ)
     if config not in _appliers:
-        session = boto3.session.Session()
-        s3 = s3_client_for_writes(config.concurrency, session)
-        _appliers[config] = build_backup_applier(config, s3, session.get_credentials())
+        _appliers[config] = build_backup_applier(config, lambda_context())
     return _appliers[config]
 
 
@@ -234,46 +212,14 @@ class ReplicaConfig:
             raise ConfigurationError(f"bad replica setting: {error}") from None
 
 
-def assumed_role_session(session: Any, role_arn: str, region: str | None) -> Any:
-    """A boto3 session acting as ``role_arn``, its credentials renewed before they expire."""
-    sts = session.client("sts", region_name=region or session.region_name)
-
-    def fetch() -> dict[str, str]:
-        answer = sts.assume_role(RoleArn=role_arn, RoleSessionName="dynamo-backups-replica")
-        credentials = answer["Credentials"]
-        return {
-            "access_key": credentials["AccessKeyId"],
-            "secret_key": credentials["SecretAccessKey"],
-            "token": credentials["SessionToken"],
-            "expiry_time": credentials["Expiration"].isoformat(),
-        }
-
-    core = botocore.session.get_session()
-    core._credentials = RefreshableCredentials.create_from_metadata(
-        fetch(), fetch, "sts-assume-role"
-    )
-    return boto3.session.Session(botocore_session=core, region_name=region or session.region_name)
-
-
-def build_replica_applier(config: ReplicaConfig, session: Any = None) -> ReplicaApplier:
-    session = session or boto3.session.Session()
+def build_replica_applier(config: ReplicaConfig, aws: AwsContext | None = None) -> ReplicaApplier:
+    aws = aws or lambda_context()
     if config.role_arn:
-        session = assumed_role_session(session, config.role_arn, config.region)
-    client = session.client(
-        "dynamodb",
-        region_name=config.region or session.region_name,
-        endpoint_url=config.endpoint_url,
-        config=Config(
-            retries={"mode": "standard", "total_max_attempts": 1},
-            connect_timeout=5,
-            read_timeout=30,
-            max_pool_connections=16,
-        ),
+        aws = aws.assume_role(config.role_arn, config.region)
+    client = aws.client(
+        "dynamodb", pool=16, retries=1, region=config.region, endpoint_url=config.endpoint_url
     )
-    credentials = session.get_credentials()
-    api: Any = BotocoreDynamoDB(client)
-    if credentials is not None and lean_path_usable():
-        api = LeanDynamoDB(client, credentials)
+    api = aws.dynamodb_api(client)
     return ReplicaApplier(
         lambda request: api.call("BatchWriteItem", request),
         config.table,

@@ -16,9 +16,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from dynamo_backups.aws.errors import describe_error
+from dynamo_backups.aws.retry import RetriesExhausted, RetryPolicy, call_with_retries
 from dynamo_backups.keys import canonical_key
 from dynamo_backups.records import BatchResult, Change, RecordFailure, parse_batch
-from dynamo_backups.retry import RetriesExhausted, RetryPolicy, call_with_retries, describe_error
 from dynamo_backups.workers import WorkerPool
 
 GROUP_SIZE = 25

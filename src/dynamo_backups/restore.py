@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from dynamo_backups.aws.errors import describe_error
+from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.catalog import read_manifest
 from dynamo_backups.ddbjson import dumps_item
 from dynamo_backups.description import (
@@ -32,7 +34,6 @@ from dynamo_backups.layout import TableLayout
 from dynamo_backups.pitr import DEFAULT_CLOCK_SKEW
 from dynamo_backups.progress import NoProgress, ProgressSink
 from dynamo_backups.ratelimit import RateLimiter
-from dynamo_backups.retry import RetryPolicy, call_with_retries, describe_error
 from dynamo_backups.selection import BackupItems, Selected
 from dynamo_backups.versioning import versioning_status
 

@@ -8,136 +8,38 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any
 
-from botocore.exceptions import ClientError
-
+from dynamo_backups.aws.errors import ClientError, error_code
+from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
+from dynamo_backups.aws.s3objects import BotocoreObjects, ObjectReader, ObjectStore
 from dynamo_backups.layout import (
     ITEM_CONTENT_TYPE,
     TOMBSTONE_CONTENT_TYPE,
     VersionMetadata,
 )
-from dynamo_backups.listing import ObjectPage, VersionPage, parse_version_page
 from dynamo_backups.pitr import ObjectVersion
-from dynamo_backups.retry import RetryPolicy, call_with_retries
 
-
-def error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
-class Boto3Bucket:
-    """Object writes on one bucket through a boto3 client."""
-
-    def __init__(self, s3: Any, bucket: str) -> None:
-        self.s3 = s3
-        self.bucket = bucket
-
-    def put_object(
-        self,
-        key: str,
-        body: bytes,
-        content_type: str,
-        metadata: Mapping[str, str],
-        if_none_match: bool = False,
-    ) -> str | None:
-        extra = {"IfNoneMatch": "*"} if if_none_match else {}
-        response = self.s3.put_object(
-            Bucket=self.bucket,
-            Key=key,
-            Body=body,
-            ContentType=content_type,
-            Metadata=dict(metadata),
-            **extra,
-        )
-        return response.get("VersionId")
-
-    def delete_object(self, key: str) -> None:
-        self.s3.delete_object(Bucket=self.bucket, Key=key)
-
-    def read_object(self, key: str, version_id: str | None = None) -> tuple[bytes, dict[str, str]]:
-        """Body and user metadata of a version (the current one without ``version_id``)."""
-        extra = {"VersionId": version_id} if version_id else {}
-        response = self.s3.get_object(Bucket=self.bucket, Key=key, **extra)
-        return response["Body"].read(), dict(response.get("Metadata") or {})
-
-    def list_versions_page(
-        self, prefix: str, key_marker: str | None = None, version_marker: str | None = None
-    ) -> VersionPage:
-        """One ListObjectVersions page, parsed from the answer's own XML (boto3's parsed form
-        separates versions from delete markers and loses their order)."""
-        self.s3.meta.events.register(
-            "after-call.s3.ListObjectVersions",
-            _keep_raw_listing,
-            unique_id="dynamo-backups-raw-listing",
-        )
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
-        if key_marker is not None:
-            kwargs.update(KeyMarker=key_marker, VersionIdMarker=version_marker or "")
-        return parse_version_page(self.s3.list_object_versions(**kwargs)[_RAW_LISTING])
-
-    def list_objects_page(self, prefix: str, token: str | None = None) -> ObjectPage:
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
-        if token:
-            kwargs["ContinuationToken"] = token
-        answer = self.s3.list_objects_v2(**kwargs)
-        return ObjectPage(
-            [
-                {"Key": entry["Key"], "Size": entry.get("Size", 0), "ETag": entry.get("ETag", "")}
-                for entry in answer.get("Contents", [])
-            ],
-            answer.get("NextContinuationToken") if answer.get("IsTruncated") else None,
-        )
-
-
-_RAW_LISTING = "RawListing"
-
-
-def _keep_raw_listing(http_response: Any, parsed: dict[str, Any], **_: Any) -> None:
-    if isinstance(parsed, dict) and http_response.status_code == 200:
-        parsed[_RAW_LISTING] = http_response.content
-
-
-class ObjectReader(Protocol):
-    """What restores need of a bucket: ``Boto3Bucket`` or ``wire.LeanS3Bucket``."""
-
-    def read_object(
-        self, key: str, version_id: str | None = None
-    ) -> tuple[bytes, dict[str, str]]: ...
-
-
-class ObjectWriter(ObjectReader, Protocol):
-    """What the backup writer needs of a bucket: ``Boto3Bucket`` or ``wire.LeanS3Bucket``."""
-
-    def put_object(
-        self,
-        key: str,
-        body: bytes,
-        content_type: str,
-        metadata: Mapping[str, str],
-        if_none_match: bool = False,
-    ) -> str | None: ...
-
-    def delete_object(self, key: str) -> None: ...
+__all__ = ["BackupWriter", "ObjectReader", "ObjectStore"]
 
 
 class BackupWriter:
     """Writes item versions, tombstones and the tool's own documents to one bucket.
 
     ``s3`` is a boto3 client (used for the tool's documents, and for item writes unless
-    ``objects`` supplies a leaner writer, see ``wire.LeanS3Bucket``)."""
+    ``objects`` supplies the fast transport, see ``aws.s3objects.FastObjects``)."""
 
     def __init__(
         self,
         s3: Any,
         bucket: str,
         policy: RetryPolicy | None = None,
-        objects: ObjectWriter | None = None,
+        objects: ObjectStore | None = None,
     ) -> None:
         self.s3 = s3
         self.bucket = bucket
         self.policy = policy or RetryPolicy()
-        self.objects: ObjectWriter = objects or Boto3Bucket(s3, bucket)
+        self.objects: ObjectStore = objects or BotocoreObjects(s3, bucket)
 
     def _retrying(self, what: str, object_key: str, call: Any, deadline: float | None) -> Any:
         return call_with_retries(
@@ -222,8 +124,8 @@ def read_document(s3: Any, bucket: str, object_key: str) -> dict[str, Any] | Non
 
 
 def iter_versions(lister: Any, prefix: str) -> Iterator[ObjectVersion]:
-    """Every version and delete marker under ``prefix`` (``lister`` is a ``Boto3Bucket`` or a
-    ``wire.LeanS3Bucket``): keys in order, each key's entries newest first, page by page."""
+    """Every version and delete marker under ``prefix`` (``lister`` is an ObjectStore): keys
+    in order, each key's entries newest first, page by page."""
     key_marker: str | None = None
     version_marker: str | None = None
     while True:

@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from dynamo_backups.aws.errors import ClientError
+from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.ddbjson import InvalidDynamoJSON, loads_item
 from dynamo_backups.keys import extract_key, object_name
 from dynamo_backups.layout import TableLayout, VersionMetadata
 from dynamo_backups.pitr import DEFAULT_CLOCK_SKEW, ObjectVersion, newest_first, select_at
 from dynamo_backups.progress import NoProgress, ProgressSink
-from dynamo_backups.retry import RetryPolicy, call_with_retries
 from dynamo_backups.s3store import (
     ObjectReader,
     error_code,

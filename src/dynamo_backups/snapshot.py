@@ -79,7 +79,7 @@ class _GzipUpload:
         self.buffer = io.BytesIO()
         self.gzip = gzip.GzipFile(fileobj=self.buffer, mode="wb", mtime=0)
         self.file = DataFile(key)
-        self.digest = hashlib.md5()
+        self.digest = hashlib.md5(usedforsecurity=False)
 
     def write(self, line: bytes) -> None:
         self.gzip.write(line)

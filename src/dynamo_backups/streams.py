@@ -4,6 +4,12 @@ exactly as Lambda delivers them, to the same code the Lambda handler runs.
 All shards are read, parents before children, from TRIM_HORIZON on the first start and from
 the checkpoint after that. The checkpoint moves only after a batch has been applied, so a
 crash or Ctrl-C loses nothing: the next run replays at most the batch that was in flight.
+
+Each shard's iterator is kept from one GetRecords call to the next (empty pages included) and
+renewed from the checkpoint only when it expires, so an empty stretch of a shard is walked
+once. When a shard counts as read to its end is ``draining``'s to say. When the table's
+stream was replaced, the old one is first read to its end (streams stay readable 24 hours
+after they are turned off); only what is really gone is reported as a gap.
 """
 
 from __future__ import annotations
@@ -16,12 +22,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from dynamo_backups.aws.errors import ClientError, describe_error, error_code
+from dynamo_backups.aws.retry import RetriesExhausted, RetryPolicy, call_with_retries
 from dynamo_backups.checkpoints import CheckpointStore, StreamCheckpoint
+from dynamo_backups.draining import CLOSED, DrainRule, ShardCursor
 from dynamo_backups.records import BatchResult
-from dynamo_backups.retry import RetryPolicy, describe_error, is_transient
-from dynamo_backups.s3store import error_code
 from dynamo_backups.workers import batched
 
 logger = logging.getLogger("dynamo_backups.streams")
@@ -29,9 +34,6 @@ logger = logging.getLogger("dynamo_backups.streams")
 NEW_IMAGE_VIEWS = ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")
 LAMBDA_BATCH_SIZE = 100
 GET_RECORDS_LIMIT = 1000
-# An open shard can answer an empty page with records still ahead of the iterator; this many
-# empty pages in a row is taken as "caught up" when draining with --once.
-EMPTY_PAGES_TO_CATCH_UP = 2
 SHARD_LIST_REFRESH_SECONDS = 60.0
 
 Processor = Callable[[Sequence[dict[str, Any]]], BatchResult]
@@ -49,9 +51,9 @@ class Shard:
 
 
 @dataclass(frozen=True)
-class _ShardOutcome:
-    moved: bool
-    finished: bool
+class _Step:
+    records: int = 0
+    finished: bool = False
 
 
 def ready_shards(shards: Sequence[Shard], checkpoint: StreamCheckpoint) -> list[Shard]:
@@ -80,6 +82,7 @@ class ConsumerReport:
     applied: dict[str, int] = field(default_factory=dict)
     shards_finished: int = 0
     gaps: list[str] = field(default_factory=list)
+    shard_ends: dict[str, str] = field(default_factory=dict)  # how each shard's reading ended
 
     def count(self, result: BatchResult) -> None:
         self.records += result.applied_count
@@ -104,11 +107,19 @@ def _attach_raw_records(http_response: Any, parsed: dict[str, Any], **_: Any) ->
         parsed["RawRecords"] = json.loads(http_response.content).get("Records", [])
 
 
-def stream_of_table(dynamodb: Any, table: str) -> tuple[str, dict[str, Any]]:
+def stream_of_table(
+    dynamodb: Any, table: str, policy: RetryPolicy | None = None
+) -> tuple[str, dict[str, Any]]:
     """The table's current stream ARN and description; a clear error when it has none, or
     one whose records lack the new image."""
     try:
-        description = dynamodb.describe_table(TableName=table)["Table"]
+        description = call_with_retries(
+            lambda: dynamodb.describe_table(TableName=table)["Table"],
+            policy or RetryPolicy(max_attempts=8, base_delay=0.2, max_delay=10),
+            f"describe table {table}",
+        )
+    except RetriesExhausted as error:
+        raise StreamError(str(error)) from None
     except ClientError as error:
         if error_code(error) == "ResourceNotFoundException":
             raise StreamError(
@@ -149,6 +160,8 @@ class StreamConsumer:
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] = time.sleep,
         progress_interval: float = 10.0,
+        drain: DrainRule | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.dynamodb = dynamodb
         self.streams = streams
@@ -163,39 +176,56 @@ class StreamConsumer:
         self.stop = stop or threading.Event()
         self.sleep = sleep
         self.progress_interval = progress_interval
+        self.drain = drain or DrainRule()
+        self.clock = clock
         self._progress_logged_at = time.monotonic()
         enable_raw_records(streams)
 
     # --- the run loop ------------------------------------------------------------------------
 
     def run(self, once: bool) -> ConsumerReport:
-        """Consume until caught up (``once``) or until ``stop`` is set."""
-        stream_arn, _ = stream_of_table(self.dynamodb, self.table)
+        """Consume until every shard is drained (``once``) or until ``stop`` is set."""
+        stream_arn, _ = stream_of_table(self.dynamodb, self.table, self.retry_policy)
         report = ConsumerReport(self.table, stream_arn)
         checkpoint = self._load_checkpoint(stream_arn, report)
-        caught_up: set[str] = set()
+        self._consume(stream_arn, checkpoint, report, once)
+        return report
+
+    def _consume(
+        self, stream_arn: str, checkpoint: StreamCheckpoint, report: ConsumerReport, once: bool
+    ) -> None:
+        """One GetRecords call per ready shard per round, each shard's iterator kept."""
+        cursors: dict[str, ShardCursor] = {}
+        drained: set[str] = set()
         shards: list[Shard] | None = None
         listed_at = 0.0
         while not self.stop.is_set():
-            if shards is None or time.monotonic() - listed_at > SHARD_LIST_REFRESH_SECONDS:
-                shards, listed_at = self._list_shards(stream_arn), time.monotonic()
+            if shards is None or self.clock() - listed_at > SHARD_LIST_REFRESH_SECONDS:
+                shards, listed_at = self._list_shards(stream_arn), self.clock()
                 self._note_vanished_shards(shards, checkpoint, report)
-            todo = [s for s in ready_shards(shards, checkpoint) if s.shard_id not in caught_up]
+            todo = [s for s in ready_shards(shards, checkpoint) if s.shard_id not in drained]
             if once and not todo:
-                break
-            moved = False
+                return
+            records = 0
             for shard in todo:
                 if self.stop.is_set():
-                    break
-                outcome = self._read_shard(stream_arn, shard, checkpoint, report, once)
-                moved |= outcome.moved
-                if outcome.finished:
+                    return
+                step = self._step(stream_arn, shard, cursors, checkpoint, report)
+                records += step.records
+                cursor = cursors.get(shard.shard_id)
+                if step.finished:
+                    report.shard_ends[shard.shard_id] = CLOSED
                     shards = None  # its children become readable: list them
-                elif once:
-                    caught_up.add(shard.shard_id)
-            if not once and not moved:
-                self.stop.wait(self.poll_interval)
-        return report
+                elif (
+                    once
+                    and not shard.closed  # a closed shard ends only without NextShardIterator
+                    and cursor is not None
+                    and cursor.drained(self.drain, self.clock())
+                ):
+                    drained.add(shard.shard_id)
+                    report.shard_ends[shard.shard_id] = cursor.drained_description(self.clock())
+            if not records:
+                self.stop.wait(self.drain.page_interval if once else self.poll_interval)
 
     def _load_checkpoint(self, stream_arn: str, report: ConsumerReport) -> StreamCheckpoint:
         document = self.store.load()
@@ -207,16 +237,40 @@ class StreamConsumer:
             )
             return StreamCheckpoint(self.table, stream_arn)
         checkpoint = StreamCheckpoint.from_document(document)
-        if checkpoint.stream_arn != stream_arn:
+        if checkpoint.stream_arn == stream_arn:
+            return checkpoint
+        self._finish_old_stream(checkpoint, report)
+        gap = (
+            f"{self.table}: the table's stream was turned off and on: the old stream "
+            f"{checkpoint.stream_arn} was read to its end, and the new one, {stream_arn}, is "
+            "read from its start; changes made while no stream was on were seen by neither: "
+            "run a backfill to cover them"
+        )
+        logger.error(gap)
+        report.gaps.append(gap)
+        fresh = StreamCheckpoint(self.table, stream_arn)
+        self.store.save(fresh.to_document())
+        return fresh
+
+    def _finish_old_stream(self, checkpoint: StreamCheckpoint, report: ConsumerReport) -> None:
+        """Read a replaced stream from the checkpoint to its end, while it is still kept."""
+        try:
+            self._list_shards(checkpoint.stream_arn)
+        except StreamError as error:
             gap = (
-                f"{self.table}: the checkpoint is for stream {checkpoint.stream_arn}, but the "
-                f"table's stream is now {stream_arn}; changes made while no stream was on were "
-                "not seen: run a backfill to cover them"
+                f"{self.table}: the old stream {checkpoint.stream_arn} can no longer be read "
+                f"({error}); its changes after the checkpoint are missing from the backup: "
+                "run a backfill to cover them"
             )
             logger.error(gap)
             report.gaps.append(gap)
-            return StreamCheckpoint(self.table, stream_arn)
-        return checkpoint
+            return
+        logger.warning(
+            "%s: the table has a new stream; reading the old one, %s, to its end first",
+            self.table,
+            checkpoint.stream_arn,
+        )
+        self._consume(checkpoint.stream_arn, checkpoint, report, once=True)
 
     def _note_vanished_shards(
         self, shards: list[Shard], checkpoint: StreamCheckpoint, report: ConsumerReport
@@ -236,11 +290,27 @@ class StreamConsumer:
                 checkpoint.finish(shard_id)
         checkpoint.forget_finished_except(listed)
 
+    def _call(self, what: str, operation: Callable[[], Any]) -> Any:
+        """A Streams call with the retry policy; a clear StreamError when it cannot succeed."""
+        try:
+            return call_with_retries(operation, self.retry_policy, f"{self.table}: {what}")
+        except RetriesExhausted as error:
+            raise StreamError(str(error)) from None
+
     def _list_shards(self, stream_arn: str) -> list[Shard]:
         shards: list[Shard] = []
         kwargs: dict[str, Any] = {"StreamArn": stream_arn}
         while True:
-            description = self.streams.describe_stream(**kwargs)["StreamDescription"]
+            try:
+                answer = self._call(
+                    f"describe stream {stream_arn}",
+                    lambda kwargs=dict(kwargs): self.streams.describe_stream(**kwargs),
+                )
+            except ClientError as error:
+                raise StreamError(
+                    f"cannot describe stream {stream_arn}: {describe_error(error)}"
+                ) from None
+            description = answer["StreamDescription"]
             for entry in description.get("Shards", []):
                 ending = entry.get("SequenceNumberRange", {}).get("EndingSequenceNumber")
                 shards.append(
@@ -253,64 +323,57 @@ class StreamConsumer:
 
     # --- one shard -----------------------------------------------------------------------------
 
-    def _read_shard(
+    def _step(
+        self,
+        stream_arn: str,
+        shard: Shard,
+        cursors: dict[str, ShardCursor],
+        checkpoint: StreamCheckpoint,
+        report: ConsumerReport,
+    ) -> _Step:
+        """One GetRecords call on a shard with the iterator it holds; apply what it returns."""
+        cursor = cursors.get(shard.shard_id)
+        if cursor is None or cursor.must_renew(self.clock()):
+            cursor = self._open(stream_arn, shard, checkpoint, report, cursor)
+            cursors[shard.shard_id] = cursor
+        try:
+            page = self._call(
+                f"read shard {shard.shard_id}",
+                lambda: self.streams.get_records(
+                    ShardIterator=cursor.iterator, Limit=GET_RECORDS_LIMIT
+                ),
+            )
+        except ClientError as error:
+            if error_code(error) in ("ExpiredIteratorException", "TrimmedDataAccessException"):
+                del cursors[shard.shard_id]  # renewed from the checkpoint on the next round
+                return _Step()
+            raise StreamError(
+                f"{self.table}: cannot read the stream: {describe_error(error)}"
+            ) from None
+        records = [dict(record, eventSourceARN=stream_arn) for record in page.get("RawRecords", [])]
+        for batch in batched(records, self.batch_size):
+            self._apply(batch, shard, checkpoint, report)
+            if self.stop.is_set():
+                return _Step(len(records))
+        next_iterator = page.get("NextShardIterator")
+        if next_iterator is None:
+            checkpoint.finish(shard.shard_id)
+            self.store.save(checkpoint.to_document())
+            report.shards_finished += 1
+            del cursors[shard.shard_id]
+            return _Step(len(records), finished=True)
+        cursor.advance(next_iterator, bool(records), self.clock())
+        return _Step(len(records))
+
+    def _open(
         self,
         stream_arn: str,
         shard: Shard,
         checkpoint: StreamCheckpoint,
         report: ConsumerReport,
-        once: bool,
-    ) -> _ShardOutcome:
-        """Read a shard until it ends, is caught up, or the consumer is stopped."""
-        moved = False
-        empty_pages = 0
-        iterator = self._iterator(stream_arn, shard, checkpoint, report)
-        while iterator and not self.stop.is_set():
-            try:
-                page = self.streams.get_records(ShardIterator=iterator, Limit=GET_RECORDS_LIMIT)
-            except ClientError as error:
-                if error_code(error) == "ExpiredIteratorException":
-                    iterator = self._iterator(stream_arn, shard, checkpoint, report)
-                    continue
-                if is_transient(error):
-                    logger.warning(
-                        "%s: reading shard %s: %s; retrying",
-                        self.table,
-                        shard.shard_id,
-                        describe_error(error),
-                    )
-                    self.sleep(self.poll_interval)
-                    continue
-                raise StreamError(
-                    f"{self.table}: cannot read the stream: {describe_error(error)}"
-                ) from None
-            records = [
-                dict(record, eventSourceARN=stream_arn) for record in page.get("RawRecords", [])
-            ]
-            if records:
-                moved = True
-                empty_pages = 0
-                for batch in batched(records, self.batch_size):
-                    self._apply(batch, shard, checkpoint, report)
-                    if self.stop.is_set():
-                        return _ShardOutcome(moved, finished=False)
-            iterator = page.get("NextShardIterator")
-            if iterator is None:
-                checkpoint.finish(shard.shard_id)
-                self.store.save(checkpoint.to_document())
-                report.shards_finished += 1
-                return _ShardOutcome(True, finished=True)
-            if not records:
-                empty_pages += 1
-                if shard.closed:
-                    continue
-                if not once or empty_pages >= EMPTY_PAGES_TO_CATCH_UP:
-                    return _ShardOutcome(moved, finished=False)
-        return _ShardOutcome(moved, finished=False)
-
-    def _iterator(
-        self, stream_arn: str, shard: Shard, checkpoint: StreamCheckpoint, report: ConsumerReport
-    ) -> str | None:
+        previous: ShardCursor | None,
+    ) -> ShardCursor:
+        """An iterator from the checkpoint: after its sequence number, or TRIM_HORIZON."""
         position = checkpoint.position(shard.shard_id)
         kwargs: dict[str, Any] = {"StreamArn": stream_arn, "ShardId": shard.shard_id}
         if position.sequence_number:
@@ -320,25 +383,35 @@ class StreamConsumer:
         else:
             kwargs["ShardIteratorType"] = "TRIM_HORIZON"
         try:
-            return self.streams.get_shard_iterator(**kwargs)["ShardIterator"]
+            iterator = self._call(
+                f"open shard {shard.shard_id}",
+                lambda: self.streams.get_shard_iterator(**kwargs)["ShardIterator"],
+            )
         except ClientError as error:
             if error_code(error) != "TrimmedDataAccessException":
                 raise StreamError(
                     f"{self.table}: cannot open shard {shard.shard_id}: {describe_error(error)}"
                 ) from None
-        gap = (
-            f"{self.table}: shard {shard.shard_id} no longer holds the records after sequence "
-            f"number {position.sequence_number} (streams keep 24 hours): changes in between are "
-            "missing from the backup; run a backfill to cover them"
-        )
-        logger.error(gap)
-        report.gaps.append(gap)
-        kwargs = {
-            "StreamArn": stream_arn,
-            "ShardId": shard.shard_id,
-            "ShardIteratorType": "TRIM_HORIZON",
-        }
-        return self.streams.get_shard_iterator(**kwargs)["ShardIterator"]
+            gap = (
+                f"{self.table}: shard {shard.shard_id} no longer holds the records after "
+                f"sequence number {position.sequence_number} (streams keep 24 hours): changes "
+                "in between are missing from the backup; run a backfill to cover them"
+            )
+            logger.error(gap)
+            report.gaps.append(gap)
+            kwargs = {
+                "StreamArn": stream_arn,
+                "ShardId": shard.shard_id,
+                "ShardIteratorType": "TRIM_HORIZON",
+            }
+            iterator = self._call(
+                f"open shard {shard.shard_id}",
+                lambda: self.streams.get_shard_iterator(**kwargs)["ShardIterator"],
+            )
+        cursor = ShardCursor(iterator, self.clock())
+        if previous is not None:  # a renewal keeps the run of empty pages it had counted
+            cursor.empty_pages, cursor.empty_since = previous.empty_pages, previous.empty_since
+        return cursor
 
     def _apply(
         self,

@@ -14,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.ddbjson import canonical_item, dumps_item
 from dynamo_backups.differences import Differences
 from dynamo_backups.keys import canonical_key, extract_key
 from dynamo_backups.progress import NoProgress, ProgressSink
-from dynamo_backups.retry import RetryPolicy, call_with_retries
 
 Call = Callable[[str, dict[str, Any]], dict[str, Any]]  # (operation, wire request) -> answer
 

@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from dynamo_backups.aws.errors import ClientError, error_code
+from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.ddbjson import InvalidDynamoJSON, canonical_item, dumps_item, loads_item
 from dynamo_backups.differences import Differences
 from dynamo_backups.keys import extract_key, key_attribute_names
@@ -35,8 +35,7 @@ from dynamo_backups.layout import (
     VersionMetadata,
 )
 from dynamo_backups.progress import NoProgress, ProgressSink
-from dynamo_backups.retry import RetryPolicy, call_with_retries
-from dynamo_backups.s3store import BackupWriter, error_code, iter_current_objects
+from dynamo_backups.s3store import BackupWriter, iter_current_objects
 
 
 def item_digest(item: dict[str, Any]) -> str:
@@ -118,7 +117,7 @@ class Verify:
                 spill.add(
                     name,
                     item_digest(item),
-                    hashlib.md5(dumps_item(item)).hexdigest(),
+                    hashlib.md5(dumps_item(item), usedforsecurity=False).hexdigest(),
                     dumps_item(key).decode(),
                 )
             self.report.add("items_in_table", len(page.get("Items", [])))

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from dynamo_backups.retry import describe_error
-from dynamo_backups.s3store import error_code
+from dynamo_backups.aws.errors import ClientError, describe_error, error_code
 
 
 class BucketError(RuntimeError):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from dynamo_backups import __version__
+from dynamo_backups.aws.context import AwsContext, TransportSettingError, chosen_transport
 from dynamo_backups.cli.backfill import backfill
-from dynamo_backups.cli.common import Invocation, configure_logging
+from dynamo_backups.cli.common import EXIT_USAGE, Invocation, configure_logging, fail
 from dynamo_backups.cli.demo import demo
 from dynamo_backups.cli.history import history
 from dynamo_backups.cli.installer import (
@@ -22,13 +23,13 @@ from dynamo_backups.cli.restore import restore
 from dynamo_backups.cli.snapshot import snapshot
 from dynamo_backups.cli.stream import stream
 from dynamo_backups.cli.verify import verify
-from dynamo_backups.session import AwsContext
 
 EPILOG = """\b
 Exit codes: 0 done; 1 failed or found differences; 2 bad arguments or input.
 AWS settings follow the AWS CLI: --region/--profile/--endpoint-url, else AWS_REGION,
 AWS_PROFILE and the per-service endpoint variables (AWS_ENDPOINT_URL_S3,
-AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL_DYNAMODB_STREAMS).
+AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL_DYNAMODB_STREAMS), AWS_CA_BUNDLE,
+HTTPS_PROXY/NO_PROXY. DYNAMO_BACKUPS_TRANSPORT=botocore sends every request through botocore.
 Docs: README.md and docs/ (layout, operations, performance)."""
 
 
@@ -65,6 +66,10 @@ def main(
     delete marker. Run the stream handler in AWS Lambda (deploy) or on any host (stream).
     """
     configure_logging(verbose, quiet)
+    try:
+        chosen_transport()
+    except TransportSettingError as error:
+        fail(str(error), EXIT_USAGE)
     ctx.obj = Invocation(AwsContext(region, profile, endpoint_url), output, verbose, quiet)
 
 

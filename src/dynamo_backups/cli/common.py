@@ -11,18 +11,20 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 import click
-from botocore.exceptions import (
+
+from dynamo_backups.aws.context import AwsContext, TransportSettingError
+from dynamo_backups.aws.errors import (
+    BotoCoreError,
     ClientError,
     EndpointConnectionError,
     NoCredentialsError,
     NoRegionError,
     ProfileNotFound,
+    describe_error,
 )
-
+from dynamo_backups.aws.retry import RetriesExhausted
 from dynamo_backups.ddbjson import InvalidDynamoJSON
 from dynamo_backups.layout import LayoutError
-from dynamo_backups.retry import RetriesExhausted, describe_error
-from dynamo_backups.session import AwsContext
 from dynamo_backups.streams import StreamError
 from dynamo_backups.versioning import BucketError
 
@@ -83,7 +85,7 @@ def reports_errors(command: F) -> F:
             return command(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except (LayoutError, InvalidDynamoJSON) as error:
+        except (LayoutError, InvalidDynamoJSON, TransportSettingError) as error:
             fail(str(error), EXIT_USAGE)
         except (StreamError, BucketError) as error:
             fail(str(error))
@@ -105,6 +107,8 @@ def reports_errors(command: F) -> F:
             )
         except (ClientError, RetriesExhausted) as error:
             fail(describe_error(error) if isinstance(error, ClientError) else str(error))
+        except BotoCoreError as error:  # connection resets, timeouts, bad answers
+            fail(describe_error(error))
 
     return wrapper  # type: ignore[return-value]
 

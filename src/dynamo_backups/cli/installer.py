@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from botocore.exceptions import ClientError
 
+from dynamo_backups.aws.context import AwsContext
+from dynamo_backups.aws.errors import ClientError
 from dynamo_backups.cli.backfill import tables_with_prefix
 from dynamo_backups.cli.common import EXIT_USAGE, Invocation, fail, pass_invocation, reports_errors
 from dynamo_backups.installer.deploy import (
@@ -21,10 +22,16 @@ from dynamo_backups.installer.deploy import (
     describe_failure,
 )
 from dynamo_backups.installer.operate import run_function_test, table_status, teardown
-from dynamo_backups.installer.package import build_zip, code_sha256, handler_modules
+from dynamo_backups.installer.package import (
+    ARCHITECTURES,
+    RUNTIME,
+    PackageError,
+    build_zip,
+    code_sha256,
+    handler_modules,
+)
 from dynamo_backups.installer.template import build_template, to_yaml
 from dynamo_backups.keys import DEFAULT_KEY_HASH, KEY_HASHES
-from dynamo_backups.session import AwsContext
 
 
 def clients_of(aws: AwsContext) -> Clients:
@@ -195,7 +202,11 @@ def deploy(invocation: Invocation, dry_run: bool, **kwargs: Any) -> None:
     clients = clients_of(aws)
     if options.replica_region and options.replica_region != region:
         clients.replica_dynamodb = aws.client("dynamodb", region=options.replica_region)
-    deployer = Deployer(clients, options, build_zip(), region)
+    try:
+        archive = build_zip(architecture=options.architecture)
+    except PackageError as error:
+        fail(str(error))
+    deployer = Deployer(clients, options, archive, region)
     try:
         steps = deployer.run()
     except DeployError as error:
@@ -240,24 +251,44 @@ def template(invocation: Invocation, **kwargs: Any) -> None:
     required=True,
     help="Where to write the zip.",
 )
+@click.option(
+    "--architecture",
+    type=click.Choice(sorted(ARCHITECTURES)),
+    default="arm64",
+    show_default=True,
+    help="The function's architecture: the native wheel in the zip is built for it.",
+)
+@click.option(
+    "--wheel-dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Take the native wheel (obstore) from this folder instead of downloading it.",
+)
 @pass_invocation
-def package(invocation: Invocation, out: Path) -> None:
-    """Write the Lambda deployment package: the handler modules only, as a deterministic zip.
+@reports_errors
+def package(invocation: Invocation, out: Path, architecture: str, wheel_dir: Path | None) -> None:
+    """Write the Lambda deployment package: the handler's modules and the obstore wheel for
+    the function's architecture (Python 3.13), as a deterministic zip.
 
     \b
     Example:
-      dynamo-backups package --out handler.zip
+      dynamo-backups package --out handler.zip --architecture arm64
     """
-    archive = build_zip()
+    try:
+        archive = build_zip(architecture=architecture, wheel_dir=wheel_dir)
+    except PackageError as error:
+        fail(str(error))
     out.write_bytes(archive)
     invocation.emit(
         {
             "path": str(out),
             "bytes": len(archive),
             "code_sha256": code_sha256(archive),
+            "architecture": architecture,
+            "runtime": RUNTIME,
             "modules": handler_modules(),
         },
-        f"{out}: {len(archive):,} bytes, CodeSha256 {code_sha256(archive)}",
+        f"{out}: {len(archive):,} bytes for {RUNTIME} on {architecture}, "
+        f"CodeSha256 {code_sha256(archive)}",
     )
 
 

@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from dynamo_backups.aws.context import AwsContext
+from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.catalog import key_types_from_description
 from dynamo_backups.cli.common import (
     EXIT_USAGE,
@@ -19,8 +21,6 @@ from dynamo_backups.cli.common import (
 from dynamo_backups.ddbjson import canonical_item, dumps_plain, item_to_plain
 from dynamo_backups.keys import key_attribute_names, parse_key
 from dynamo_backups.progress import Progress
-from dynamo_backups.retry import RetryPolicy
-from dynamo_backups.session import AwsContext
 from dynamo_backups.streams import StreamError
 from dynamo_backups.tablediff import TableDiff, TableRef, sync_item
 

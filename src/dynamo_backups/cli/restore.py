@@ -8,6 +8,7 @@ from datetime import datetime
 
 import click
 
+from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.cli.common import (
     EXIT_FAILED,
     Invocation,
@@ -26,7 +27,6 @@ from dynamo_backups.restore import (
     RestoreReport,
     summary_text,
 )
-from dynamo_backups.session import AwsContext
 
 
 class TimeParam(click.ParamType):

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import click
 
+from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.cli.common import Invocation, fail, pass_invocation, reports_errors
 from dynamo_backups.cli.restore import TIME
 from dynamo_backups.description import key_schema_of, load_description
@@ -13,7 +14,6 @@ from dynamo_backups.keys import key_attribute_names
 from dynamo_backups.layout import TableLayout
 from dynamo_backups.progress import Progress
 from dynamo_backups.selection import BackupItems
-from dynamo_backups.session import AwsContext
 from dynamo_backups.snapshot import Snapshot, SnapshotError, SnapshotReport
 
 

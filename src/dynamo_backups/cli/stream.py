@@ -10,15 +10,16 @@ from typing import Any
 
 import click
 
+from dynamo_backups.aws.errors import describe_error
 from dynamo_backups.backup import DEFAULT_CONCURRENCY, BackupApplier
 from dynamo_backups.catalog import ensure_manifest, key_types_from_description
 from dynamo_backups.checkpoints import CheckpointStore, FileCheckpointStore, S3CheckpointStore
 from dynamo_backups.cli.common import EXIT_FAILED, Invocation, fail, pass_invocation, reports_errors
+from dynamo_backups.draining import DrainRule
 from dynamo_backups.keys import DEFAULT_KEY_HASH, KEY_HASHES
 from dynamo_backups.layout import TableLayout, check_table_name
 from dynamo_backups.records import combine
 from dynamo_backups.replica import ReplicaApplier
-from dynamo_backups.retry import describe_error
 from dynamo_backups.s3store import BackupWriter
 from dynamo_backups.streams import ConsumerReport, StreamConsumer, StreamError, stream_of_table
 from dynamo_backups.versioning import require_versioning
@@ -70,6 +71,21 @@ from dynamo_backups.versioning import require_versioning
     show_default=True,
     help="Seconds to wait when the stream has nothing new.",
 )
+@click.option(
+    "--drain-empty-pages",
+    type=click.IntRange(1, 100_000),
+    default=DrainRule.empty_pages,
+    show_default=True,
+    help="With --once: an open shard is drained after this many empty pages in a row ...",
+)
+@click.option(
+    "--drain-seconds",
+    type=click.FloatRange(0, 3600),
+    default=DrainRule.seconds,
+    show_default=True,
+    help="... spanning at least this many seconds (DynamoDB Streams can answer empty pages "
+    "before later records).",
+)
 @pass_invocation
 @reports_errors
 def stream(
@@ -86,6 +102,8 @@ def stream(
     checkpoint_dir: Path | None,
     consumer_name: str | None,
     poll_interval: float,
+    drain_empty_pages: int,
+    drain_seconds: float,
 ) -> None:
     """Back up TABLE(s) by reading their streams, as the Lambda function would; or keep a
     replica table in step (--replica-table), or both.
@@ -94,6 +112,10 @@ def stream(
     the first time and from the saved checkpoint after that, and applies each batch with the
     Lambda handlers' code. The checkpoint moves only after a batch is applied, so stopping
     (Ctrl-C) or crashing loses nothing.
+
+    With --once, a closed shard is done when the stream says it has no more records; an open
+    shard (one still receiving changes) when a run of --drain-empty-pages empty pages spanning
+    --drain-seconds has passed. The report says how each shard ended.
 
     \b
     Examples:
@@ -159,6 +181,7 @@ def stream(
                 batch_size=batch_size,
                 poll_interval=poll_interval,
                 stop=stop,
+                drain=DrainRule(drain_empty_pages, drain_seconds),
             )
         )
     reports, errors = _run_all(consumers, once, stop)
@@ -239,6 +262,7 @@ def _finish(
                 "batches": report.batches,
                 "applied": report.applied,
                 "shards_finished": report.shards_finished,
+                "shards": report.shard_ends,
                 "gaps": report.gaps,
             }
             for report in sorted(reports, key=lambda report: report.table)
@@ -252,6 +276,7 @@ def _finish(
             f"{report.table}: {report.records:,} records {verb}"
             + (f" ({counts})" if counts else "")
         )
+        lines.extend(f"  shard {shard}: {end}" for shard, end in sorted(report.shard_ends.items()))
         lines.extend(f"  gap: {gap}" for gap in report.gaps)
     invocation.emit(summary, "\n".join(lines) if lines else "nothing consumed")
     if errors:

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from dynamo_backups.aws.errors import ClientError, describe_error, error_code
 from dynamo_backups.catalog import ensure_manifest, key_types_from_description
 from dynamo_backups.description import describe_table, save_description
 from dynamo_backups.installer import policies
@@ -26,13 +25,11 @@ from dynamo_backups.installer.naming import (
     TableResources,
     write_policy_name,
 )
-from dynamo_backups.installer.package import code_sha256
+from dynamo_backups.installer.package import RUNTIME, code_sha256
 from dynamo_backups.layout import TableLayout
-from dynamo_backups.retry import describe_error
-from dynamo_backups.s3store import BackupWriter, error_code
+from dynamo_backups.s3store import BackupWriter
 from dynamo_backups.streams import NEW_IMAGE_VIEWS
 
-RUNTIME = "python3.12"
 STREAM_READER_LIMIT = 2  # DynamoDB Streams: readers per shard before throttling
 
 

@@ -8,14 +8,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from dynamo_backups.aws.errors import ClientError, describe_error, error_code
 from dynamo_backups.installer.deploy import Clients, Step
 from dynamo_backups.installer.naming import MANAGED_BY_TAG, TableResources, write_policy_name
 from dynamo_backups.installer.samples import CONSOLE_SAMPLE_CURRENT, SAMPLE_KEY, SAMPLE_TABLE
 from dynamo_backups.layout import TableLayout
-from dynamo_backups.retry import describe_error
-from dynamo_backups.s3store import error_code
 
 OBJECT_COUNT_LIMIT = 100_000
 

@@ -12,13 +12,14 @@ import re
 from typing import Any
 
 from dynamo_backups.installer import policies
-from dynamo_backups.installer.deploy import RUNTIME, DeployOptions
+from dynamo_backups.installer.deploy import DeployOptions
 from dynamo_backups.installer.functions import function_specs
 from dynamo_backups.installer.naming import (
     MANAGED_BY_TAG,
     TABLE_TAG,
     write_policy_name,
 )
+from dynamo_backups.installer.package import RUNTIME
 
 PARTITION, REGION, ACCOUNT = "${AWS::Partition}", "${AWS::Region}", "${AWS::AccountId}"
 

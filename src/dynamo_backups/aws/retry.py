@@ -2,7 +2,8 @@
 
 botocore retries a little on its own; this policy sits on top with a larger budget and a
 deadline, and tells transient failures (throttling, 5xx, dropped connections) from permanent
-ones (access denied, no such bucket), which fail at once with the service's own message.
+ones (access denied, no such bucket, see ``errors.is_transient``), which fail at once with
+the service's own message.
 """
 
 from __future__ import annotations
@@ -13,66 +14,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionError,
-    HTTPClientError,
-    IncompleteReadError,
-    ResponseStreamingError,
-)
+from dynamo_backups.aws.errors import describe_error, is_transient
 
 T = TypeVar("T")
-
-TRANSIENT_ERROR_CODES = frozenset(
-    {
-        "SlowDown",
-        "InternalError",
-        "InternalFailure",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "ProvisionedThroughputExceededException",
-        "RequestLimitExceeded",
-        "BandwidthLimitExceeded",
-        "LimitExceededException",
-        "TransactionInProgressException",
-        "PriorRequestNotComplete",
-        "EC2ThrottledException",
-    }
-)
-
-
-def is_transient(error: BaseException) -> bool:
-    """True for failures that a later attempt can cure."""
-    if isinstance(error, ClientError):
-        code = error.response.get("Error", {}).get("Code", "")
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return code in TRANSIENT_ERROR_CODES or status >= 500 or status == 429
-    return isinstance(
-        error, ConnectionError | HTTPClientError | IncompleteReadError | ResponseStreamingError
-    )
-
-
-def describe_error(error: BaseException) -> str:
-    """A one-line description: the service's error code and message where there is one."""
-    if isinstance(error, ClientError):
-        details = error.response.get("Error", {})
-        code = details.get("Code") or error.response.get("ResponseMetadata", {}).get(
-            "HTTPStatusCode"
-        )
-        return f"{code}: {details.get('Message') or error}"
-    if isinstance(error, BotoCoreError):
-        return f"{type(error).__name__}: {error}"
-    return f"{type(error).__name__}: {error}"
 
 
 class RetriesExhausted(Exception):

@@ -1,0 +1,155 @@
+"""AWS failures: botocore's exception types, re-exported so that no module outside this
+package imports botocore, and the classification every retry relies on."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectionError,
+    EndpointConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    NoRegionError,
+    ProfileNotFound,
+    ResponseStreamingError,
+)
+
+__all__ = [
+    "BotoCoreError",
+    "CertificateError",
+    "ClientError",
+    "ConnectionClosedError",
+    "EndpointConnectionError",
+    "HTTPClientError",
+    "NoCredentialsError",
+    "NoRegionError",
+    "ProfileNotFound",
+    "client_error",
+    "describe_error",
+    "error_code",
+    "http_status",
+    "is_transient",
+    "modeled_error",
+]
+
+TRANSIENT_ERROR_CODES = frozenset(
+    {
+        "SlowDown",
+        "InternalError",
+        "InternalFailure",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "TransactionInProgressException",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+        "CRC32CheckFailed",
+    }
+)
+
+# What S3 and DynamoDB answer when an object or version is not there.
+NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchVersion", "404", "NotFound"})
+# What S3 answers when a conditional write lost to another writer.
+PRECONDITION_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412"})
+
+
+class CertificateError(BotoCoreError):
+    """The server's TLS certificate is not trusted: retrying will not help."""
+
+    fmt = (
+        "the TLS certificate of {endpoint} is not trusted ({reason}): if it is signed by a "
+        "private CA, set AWS_CA_BUNDLE (or ca_bundle in the AWS config) to a file holding it"
+    )
+
+
+def error_code(error: BaseException) -> str:
+    """The service's error code of a ClientError ("" for anything else)."""
+    if not isinstance(error, ClientError):
+        return ""
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def http_status(error: BaseException) -> int:
+    """The HTTP status of a ClientError (0 for anything else)."""
+    if not isinstance(error, ClientError):
+        return 0
+    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for failures that a later attempt can cure: throttling, 5xx, dropped or reset
+    connections, timeouts, truncated answers."""
+    if isinstance(error, ClientError):
+        status = http_status(error)
+        return error_code(error) in TRANSIENT_ERROR_CODES or status >= 500 or status == 429
+    return isinstance(
+        error, ConnectionError | HTTPClientError | IncompleteReadError | ResponseStreamingError
+    )
+
+
+def describe_error(error: BaseException) -> str:
+    """A one-line description: the service's error code and message where there is one."""
+    if isinstance(error, ClientError):
+        details = error.response.get("Error", {})
+        code = details.get("Code") or http_status(error)
+        return f"{code}: {details.get('Message') or error}"
+    return f"{type(error).__name__}: {error}"
+
+
+def client_error(
+    operation: str,
+    code: str,
+    message: str,
+    status: int,
+    headers: dict[str, Any] | None = None,
+    **extra: Any,
+) -> ClientError:
+    """botocore's ClientError for an answer that did not come through a botocore client."""
+    return ClientError(
+        {
+            "Error": {"Code": code, "Message": message, **extra},
+            "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers or {}},
+        },
+        operation,
+    )
+
+
+@cache
+def _error_parser(protocol: str) -> Any:
+    from botocore.parsers import create_parser
+
+    return create_parser(protocol)
+
+
+def modeled_error(client: Any, protocol: str, operation: str, response: Any) -> ClientError:
+    """The exception botocore would raise for an error answer that came through its HTTP
+    session but not through the client: parsed by botocore's own parser for ``protocol``,
+    raised as the client's modeled class (``client.exceptions.NoSuchKey`` and the like)."""
+    parsed = _error_parser(protocol).parse(
+        {
+            "status_code": response.status_code,
+            "headers": response.headers,
+            "body": response.content,
+        },
+        None,
+    )
+    code = parsed.get("Error", {}).get("Code") or str(response.status_code)
+    return client.exceptions.from_code(code)(parsed, operation)
