@@ -162,3 +162,48 @@ def test_stream_fails_when_the_bucket_refuses_writes(
         result = invoke("stream", table, "--bucket", "refusing-bucket", "--once")
     assert result.exit_code == 1
     assert "checkpoints" in result.output and "InternalError" in result.output
+
+
+@pytest.mark.servers
+def test_global_options_work_after_the_command_name_too(
+    dynamodb: Any, seaweedfs: Any, bucket: str, prefix: str, aws_env: Any, monkeypatch: Any
+) -> None:
+    table = create_table(dynamodb)
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}})
+    result = invoke(
+        "stream",
+        table,
+        "--bucket",
+        bucket,
+        "--prefix",
+        prefix,
+        "--once",
+        "--drain-empty-pages",
+        "2",
+        "--drain-seconds",
+        "0",
+        "--output",
+        "json",
+        "-q",
+    )
+    assert result.exit_code == 0, result.output
+    (report,) = json.loads(result.stdout)["tables"]  # --output json, given after the command
+    assert report["records"] == 1
+
+    # Without the S3 endpoint variable, --endpoint-url after the command is what finds it.
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    found = invoke(
+        "history",
+        table,
+        '{"pk": {"S": "a"}}',
+        "--bucket",
+        bucket,
+        "--prefix",
+        prefix,
+        "--endpoint-url",
+        seaweedfs.endpoint,
+        "--region",
+        "us-east-1",
+    )
+    assert found.exit_code == 0, found.output
+    assert "(1 versions, newest first)" in found.output

@@ -39,6 +39,8 @@ def clients(endpoint: str, region: str = "us-east-1") -> Clients:
                 ("dynamodb", "dynamodb"),
                 ("logs", "logs"),
                 ("sts", "sts"),
+                ("sqs", "sqs"),
+                ("cloudwatch", "cloudwatch"),
             )
         }
     )
@@ -76,7 +78,7 @@ def policy_document(iam: Any, name: str) -> dict[str, Any]:
     return json.loads(document) if isinstance(document, str) else document
 
 
-def test_deploy_creates_exactly_the_expected_resources(moto: str) -> None:
+def test_deploy_creates_exactly_the_expected_resources(moto: str) -> None:  # noqa: PLR0915
     make_table(moto, "Users", "NEW_AND_OLD_IMAGES")
     make_table(moto, "Orders")  # no stream yet: deploy turns it on
     steps = deploy(moto)
@@ -140,7 +142,15 @@ def test_deploy_creates_exactly_the_expected_resources(moto: str) -> None:
             "Action": ["dynamodb:ListStreams"],
             "Resource": "*",
         }
-        assert len(stream) == 2
+        queue_arn = f"arn:aws:sqs:us-east-1:{ACCOUNT}:dynamo-backups-{table}-failures"
+        # Lambda reports records it gives up on with the function's role: to its queue only.
+        assert stream[2] == {
+            "Sid": "ReportRecordsThatFailed",
+            "Effect": "Allow",
+            "Action": ["sqs:SendMessage"],
+            "Resource": queue_arn,
+        }
+        assert len(stream) == 3
         (logs,) = policy_document(c.iam, names.logs_policy)["Statement"]
         assert logs["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
         assert logs["Resource"] == (
@@ -179,7 +189,43 @@ def test_deploy_creates_exactly_the_expected_resources(moto: str) -> None:
         assert mapping["BatchSize"] == 100
         assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         assert mapping["BisectBatchOnFunctionError"] is True
-        assert mapping["MaximumRetryAttempts"] == 100
+        assert mapping["MaximumRetryAttempts"] == 10
+        assert mapping["MaximumRecordAgeInSeconds"] == 6 * 3600
+        assert mapping["DestinationConfig"] == {"OnFailure": {"Destination": queue_arn}}
+
+        url = c.sqs.get_queue_url(QueueName=names.failure_queue)["QueueUrl"]
+        attributes = c.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert attributes["QueueArn"] == queue_arn
+        assert attributes["MessageRetentionPeriod"] == str(14 * 24 * 3600)
+        assert attributes["SqsManagedSseEnabled"].lower() == "true"
+        tls, senders = json.loads(attributes["Policy"])["Statement"]
+        assert tls["Effect"] == "Deny"
+        assert tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        assert (senders["Effect"], senders["Action"]) == ("Deny", "sqs:SendMessage")
+        assert senders["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": [role["Arn"]]}}
+
+        alarms = {
+            alarm["AlarmName"]: alarm
+            for alarm in c.cloudwatch.describe_alarms(AlarmNames=list(names.alarms))["MetricAlarms"]
+        }
+        assert set(alarms) == set(names.alarms)
+        lag = alarms[names.lag_alarm]
+        assert (lag["Namespace"], lag["MetricName"], lag["Statistic"]) == (
+            "AWS/Lambda",
+            "IteratorAge",
+            "Maximum",
+        )
+        assert lag["Dimensions"] == [{"Name": "FunctionName", "Value": names.function}]
+        assert lag["TreatMissingData"] == "notBreaching"
+        assert alarms[names.errors_alarm]["MetricName"] == "Errors"
+        given_up = alarms[names.discarded_alarm]
+        assert (given_up["Namespace"], given_up["MetricName"]) == (
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+        )
+        assert given_up["Dimensions"] == [{"Name": "QueueName", "Value": names.failure_queue}]
+        assert given_up["Threshold"] == 0.0
+        assert given_up["ComparisonOperator"] == "GreaterThanThreshold"
         (group,) = c.logs.describe_log_groups(logGroupNamePrefix=names.log_group)["logGroups"]
         assert group["retentionInDays"] == 90
         manifest = json.loads(
@@ -188,7 +234,22 @@ def test_deploy_creates_exactly_the_expected_resources(moto: str) -> None:
             ].read()
         )
         assert manifest["key_hash"] == "md5" and manifest["key_types"] == {"id": "S"}
-    assert any(step.outcome == "warning" and "--dlq-arn" in step.detail for step in steps)
+    body = json.loads(
+        c.cloudwatch.get_dashboard(DashboardName="dynamo-backups-acme-backups-Prod")[
+            "DashboardBody"
+        ]
+    )
+    titles = [widget["properties"]["title"] for widget in body["widgets"]]
+    assert titles == [
+        f"{table}: {panel}"
+        for table in ("Orders", "Users")
+        for panel in (
+            "lag (IteratorAge, ms)",
+            "errors",
+            "records written",
+            "records failed, given up",
+        )
+    ]
 
 
 def test_second_deploy_changes_nothing(moto: str) -> None:
@@ -327,7 +388,7 @@ def test_protect_and_kms_shape_the_policies(moto: str) -> None:
             protect=True,
             admin_roles=(admin,),
             kms_key=key,
-            dlq_arn=f"arn:aws:sqs:us-east-1:{ACCOUNT}:backup-failures",
+            on_failure=f"arn:aws:sns:us-east-1:{ACCOUNT}:backup-failures",
         ),
     )
     c = clients(moto)
@@ -346,7 +407,7 @@ def test_protect_and_kms_shape_the_policies(moto: str) -> None:
         "Resource": key,
     }
     stream = policy_document(c.iam, "dynamo-backups-Users-stream")["Statement"]
-    assert stream[2]["Action"] == ["sqs:SendMessage"]
+    assert stream[2]["Action"] == ["sns:Publish"]
     (mapping,) = c.lambda_.list_event_source_mappings()["EventSourceMappings"]
     assert mapping["DestinationConfig"]["OnFailure"]["Destination"].endswith(":backup-failures")
 

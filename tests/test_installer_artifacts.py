@@ -92,7 +92,7 @@ TEMPLATE_OPTIONS = [
         protect=True,
         admin_roles=(f"arn:aws:iam::{ACCOUNT}:role/BackupAdmin",),
         retain_noncurrent_days=365,
-        dlq_arn=f"arn:aws:sqs:us-east-1:{ACCOUNT}:failures",
+        on_failure=f"arn:aws:sqs:us-east-1:{ACCOUNT}:failures",
     ),
     DeployOptions(bucket="acme-backups", prefix="", tables=("Users",), kms_key=KMS_KEY),
 ]

@@ -22,7 +22,7 @@ from dynamo_backups.records import BatchResult, Change, RecordFailure, chains_by
 from dynamo_backups.s3store import BackupWriter
 from dynamo_backups.workers import WorkerPool
 
-DEFAULT_CONCURRENCY = 16
+DEFAULT_CONCURRENCY = 32
 
 
 class _Progress:
@@ -79,6 +79,7 @@ class BackupApplier:
         no new write starts (what is left is reported as failed, to be retried)."""
         parsed = parse_batch(records)
         result = BatchResult(record_count=len(records))
+        result.note_changes(parsed.changes)
         stop_at = len(records)
         if parsed.invalid is not None:
             stop_at = parsed.invalid.index

@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from dynamo_backups.aws.context import AwsContext, TransportSettingError, chosen_transport
@@ -37,6 +38,7 @@ from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.backup import DEFAULT_CONCURRENCY, BackupApplier
 from dynamo_backups.keys import DEFAULT_KEY_HASH, check_key_hash
 from dynamo_backups.layout import normalize_prefix
+from dynamo_backups.metrics import batch_metrics
 from dynamo_backups.records import BatchResult, records_of
 from dynamo_backups.replica import ReplicaApplier
 from dynamo_backups.s3store import BackupWriter
@@ -45,6 +47,7 @@ logger = logging.getLogger("dynamo_backups.handler")
 
 # Leave this much of the invocation's time unused, so the answer is sent before the timeout.
 DEADLINE_MARGIN_SECONDS = 3.0
+WRITE_ATTEMPTS = 40
 
 
 class ConfigurationError(RuntimeError):
@@ -59,7 +62,8 @@ class BackupConfig:
     prefix: str = ""
     key_hash: str = DEFAULT_KEY_HASH
     concurrency: int = DEFAULT_CONCURRENCY
-    max_attempts: int = RetryPolicy.max_attempts
+    # Enough attempts to ride out minutes of a fault; the invocation's deadline cuts them short.
+    max_attempts: int = WRITE_ATTEMPTS
     transport: str = "fast"
 
     @classmethod
@@ -76,9 +80,7 @@ class BackupConfig:
                 prefix=normalize_prefix(environ.get("BACKUP_PREFIX", "")),
                 key_hash=check_key_hash(environ.get("BACKUP_KEY_HASH", "") or DEFAULT_KEY_HASH),
                 concurrency=_positive_int(environ, "BACKUP_CONCURRENCY", DEFAULT_CONCURRENCY),
-                max_attempts=_positive_int(
-                    environ, "BACKUP_MAX_ATTEMPTS", RetryPolicy.max_attempts
-                ),
+                max_attempts=_positive_int(environ, "BACKUP_MAX_ATTEMPTS", WRITE_ATTEMPTS),
                 transport=chosen_transport(environ),
             )
         except (ValueError, TransportSettingError) as error:
@@ -161,9 +163,14 @@ def batch_summary(kind: str, result: BatchResult, started: float) -> dict[str, A
 
 
 def log_batch(kind: str, result: BatchResult, started: float) -> None:
-    summary = batch_summary(kind, result, started)
+    """One JSON line per batch: the summary and, as Embedded Metric Format, its metrics."""
+    summary = {**batch_summary(kind, result, started), **batch_metrics(kind, result, _now())}
     level = logging.ERROR if result.failures else logging.INFO
     logger.log(level, json.dumps(summary, sort_keys=True))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _ensure_log_output() -> None:

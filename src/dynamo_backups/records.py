@@ -170,6 +170,13 @@ class BatchResult:
     applied: Counter[str] = field(default_factory=Counter)
     failures: list[RecordFailure] = field(default_factory=list)
     tables: set[str] = field(default_factory=set)
+    oldest_change: datetime | None = None  # the change time of the batch's oldest record
+
+    def note_changes(self, changes: Iterable[Change]) -> None:
+        for change in changes:
+            self.tables.add(change.table)
+            if self.oldest_change is None or change.change_time < self.oldest_change:
+                self.oldest_change = change.change_time
 
     @property
     def first_failure(self) -> RecordFailure | None:
@@ -201,6 +208,10 @@ def combine(results: list[BatchResult]) -> BatchResult:
     for result in results:
         combined.failures.extend(result.failures)
         combined.tables |= result.tables
+        if result.oldest_change is not None:
+            combined.oldest_change = min(
+                result.oldest_change, combined.oldest_change or result.oldest_change
+            )
     first = combined.first_failure
     counts = [result.applied for result in results]
     if first is None and counts:

@@ -58,6 +58,7 @@ class ReplicaApplier:
     def apply(self, records: Sequence[Any], deadline: float | None = None) -> BatchResult:
         parsed = parse_batch(records)
         result = BatchResult(record_count=len(records))
+        result.note_changes(parsed.changes)
         if parsed.invalid is not None:
             result.failures.append(RecordFailure.invalid(parsed.invalid))
         chains: dict[bytes, list[Change]] = {}

@@ -7,7 +7,13 @@ import click
 from dynamo_backups import __version__
 from dynamo_backups.aws.context import AwsContext, TransportSettingError, chosen_transport
 from dynamo_backups.cli.backfill import backfill
-from dynamo_backups.cli.common import EXIT_USAGE, Invocation, configure_logging, fail
+from dynamo_backups.cli.common import (
+    EXIT_USAGE,
+    Invocation,
+    configure_logging,
+    fail,
+    with_global_options,
+)
 from dynamo_backups.cli.demo import demo
 from dynamo_backups.cli.history import history
 from dynamo_backups.cli.installer import (
@@ -18,6 +24,7 @@ from dynamo_backups.cli.installer import (
     template,
     test_function_command,
 )
+from dynamo_backups.cli.replay import replay
 from dynamo_backups.cli.replication import diff_record, diff_tables, replicate_record
 from dynamo_backups.cli.restore import restore
 from dynamo_backups.cli.snapshot import snapshot
@@ -86,9 +93,10 @@ for command in (
     test_function_command,
     status,
     teardown_command,
+    replay,
     diff_tables,
     diff_record,
     replicate_record,
     demo,
 ):
-    main.add_command(command)
+    main.add_command(with_global_options(command))

@@ -166,3 +166,64 @@ def segment_options(command: F) -> F:
     for option in reversed(options):
         wrapper = option(wrapper)
     return wrapper  # type: ignore[return-value]
+
+
+# --- global options, accepted after the command name too (as the AWS CLI does) -------------
+
+
+def _set_on_invocation(field_name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is None or value is False or value == 0:
+            return  # not given here: what the group saw stands
+        invocation = ctx.find_object(Invocation)
+        if invocation is None:
+            return
+        if field_name in ("region", "profile", "endpoint_url"):
+            setattr(invocation.aws, field_name, value)
+            invocation.aws._session = None  # made again with the new setting
+        elif field_name == "verbose":
+            invocation.verbose = value
+            configure_logging(invocation.verbose, invocation.quiet)
+        elif field_name == "quiet":
+            invocation.quiet = True
+            configure_logging(invocation.verbose, invocation.quiet)
+        else:
+            setattr(invocation, field_name, value)
+
+    return callback
+
+
+_GLOBAL_OPTIONS: list[tuple[list[str], str, dict[str, Any]]] = [
+    (["--region"], "region", {"help": "AWS region (also before the command)."}),
+    (["--profile"], "profile", {"help": "Named profile (also before the command)."}),
+    (["--endpoint-url"], "endpoint_url", {"help": "Send every AWS call to this URL."}),
+    (
+        ["--output"],
+        "output",
+        {"type": click.Choice(["text", "json"]), "help": "Final report as text or JSON."},
+    ),
+    (["-v", "--verbose"], "verbose", {"count": True, "help": "More logging."}),
+    (["-q", "--quiet"], "quiet", {"is_flag": True, "help": "Only warnings and errors."}),
+]
+
+
+def global_options() -> list[click.Option]:
+    """--region, --profile, --endpoint-url, --output, -v, -q for a command's own options."""
+    return [
+        click.Option(
+            flags,
+            callback=_set_on_invocation(field_name),
+            expose_value=False,
+            is_eager=True,
+            **settings,
+        )
+        for flags, field_name, settings in _GLOBAL_OPTIONS
+    ]
+
+
+def with_global_options(command: click.Command) -> click.Command:
+    taken = {name for param in command.params for name in getattr(param, "opts", [])}
+    for option in global_options():
+        if not taken & set(option.opts):
+            command.params.append(option)
+    return command

@@ -21,6 +21,10 @@ from dynamo_backups.installer.deploy import (
     Step,
     describe_failure,
 )
+from dynamo_backups.installer.monitoring import (
+    MAXIMUM_RECORD_AGE_SECONDS,
+    MAXIMUM_RETRY_ATTEMPTS,
+)
 from dynamo_backups.installer.operate import run_function_test, table_status, teardown
 from dynamo_backups.installer.package import (
     ARCHITECTURES,
@@ -42,6 +46,8 @@ def clients_of(aws: AwsContext) -> Clients:
         dynamodb=aws.client("dynamodb"),
         logs=aws.client("logs"),
         sts=aws.client("sts"),
+        sqs=aws.client("sqs"),
+        cloudwatch=aws.client("cloudwatch"),
     )
 
 
@@ -79,13 +85,32 @@ def deploy_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--batch-size", type=click.IntRange(1, 10000), default=100, show_default=True),
         click.option(
             "--maximum-retry-attempts",
-            type=click.IntRange(0, 10000),
-            default=100,
+            type=click.IntRange(-1, 10000),
+            default=MAXIMUM_RETRY_ATTEMPTS,
             show_default=True,
-            help="Retries of a failing batch before it is skipped.",
+            help="Retries of a failing batch before its records are given up to the failure "
+            "destination (each attempt already retries write failures for minutes).",
         ),
         click.option(
-            "--dlq-arn", help="SQS queue or SNS topic told about records that failed every retry."
+            "--maximum-record-age",
+            type=click.IntRange(-1, 604_800),
+            default=MAXIMUM_RECORD_AGE_SECONDS,
+            show_default=True,
+            help="Seconds after which records not yet written are given up to the failure "
+            "destination, while the stream still holds them for replay (it keeps 24 hours).",
+        ),
+        click.option(
+            "--on-failure",
+            "on_failure",
+            metavar="ARN",
+            help="Where the trigger describes records it gives up on: an SQS queue, SNS topic "
+            "or S3 bucket ARN (default: a queue per function, created by deploy).",
+        ),
+        click.option("--dlq-arn", "dlq_arn", hidden=True, help="Old name of --on-failure."),
+        click.option(
+            "--alarm-topic",
+            metavar="ARN",
+            help="An SNS topic the alarms (lag, errors, records given up) notify.",
         ),
         click.option("--memory", type=click.IntRange(128, 10240), default=512, show_default=True),
         click.option("--timeout", type=click.IntRange(3, 900), default=120, show_default=True),
@@ -140,6 +165,11 @@ def _options(
         fail("give --bucket (backups), --replica-table (replication), or both", EXIT_USAGE)
     if kwargs.get("replica_table") and len(tables) != 1:
         fail("--replica-table keeps one table in step: give exactly one --table", EXIT_USAGE)
+    dlq_arn = kwargs.pop("dlq_arn", None)
+    kwargs["on_failure"] = kwargs.get("on_failure") or dlq_arn
+    destination = kwargs["on_failure"]
+    if destination and destination.split(":")[2:3] not in (["sqs"], ["sns"], ["s3"]):
+        fail(f"--on-failure {destination}: give an SQS queue, SNS topic or S3 bucket ARN", 2)
     return DeployOptions(
         tables=tuple(tables),
         admin_roles=tuple(kwargs.pop("admin_roles")),
@@ -187,7 +217,10 @@ def deploy(invocation: Invocation, dry_run: bool, **kwargs: Any) -> None:
       2. one S3 write policy for all tables: put and delete under the prefix, nothing else
       3. per table: a stream-read policy, a logging policy, a role, the Lambda function
       4. the table's stream (NEW_AND_OLD_IMAGES) where it is off
-      5. the trigger: batch 100, TRIM_HORIZON, ReportBatchItemFailures, bisect, bounded retries
+      5. per function, its failure queue (encrypted, 14 days) unless --on-failure names one
+      6. the trigger: batch 100, TRIM_HORIZON, ReportBatchItemFailures, bisect, 10 retries,
+         records up to 6 hours old, records given up on described in the failure destination
+      7. alarms (lag, errors, records given up; --alarm-topic notifies) and a dashboard
     Re-running with the same options changes nothing.
 
     \b

@@ -18,7 +18,17 @@ from dynamo_backups.aws.errors import ClientError, describe_error, error_code
 from dynamo_backups.catalog import ensure_manifest, key_types_from_description
 from dynamo_backups.description import describe_table, save_description
 from dynamo_backups.installer import policies
+from dynamo_backups.installer.alerting import (
+    ensure_alarms,
+    ensure_dashboard,
+    ensure_failure_queue,
+)
 from dynamo_backups.installer.functions import FunctionSpec, function_specs
+from dynamo_backups.installer.monitoring import (
+    MAXIMUM_RECORD_AGE_SECONDS,
+    MAXIMUM_RETRY_ATTEMPTS,
+    trigger_settings,
+)
 from dynamo_backups.installer.naming import (
     MANAGED_BY_TAG,
     TABLE_TAG,
@@ -26,6 +36,7 @@ from dynamo_backups.installer.naming import (
     write_policy_name,
 )
 from dynamo_backups.installer.package import RUNTIME, code_sha256
+from dynamo_backups.installer.policies import canonical
 from dynamo_backups.layout import TableLayout
 from dynamo_backups.s3store import BackupWriter
 from dynamo_backups.streams import NEW_IMAGE_VIEWS
@@ -52,8 +63,10 @@ class DeployOptions:
     admin_roles: tuple[str, ...] = ()
     retain_noncurrent_days: int | None = None
     batch_size: int = 100
-    maximum_retry_attempts: int = 100
-    dlq_arn: str | None = None
+    maximum_retry_attempts: int = MAXIMUM_RETRY_ATTEMPTS
+    maximum_record_age: int = MAXIMUM_RECORD_AGE_SECONDS
+    on_failure: str | None = None  # SQS, SNS or S3 ARN; default: a queue per function
+    alarm_topic: str | None = None  # SNS topic the alarms notify
     memory: int = 512
     timeout: int = 120
     architecture: str = "arm64"
@@ -82,6 +95,8 @@ class Clients:
     logs: Any
     sts: Any
     replica_dynamodb: Any = None  # a client in the replica table's region, when it differs
+    sqs: Any = None
+    cloudwatch: Any = None
 
 
 @dataclass
@@ -89,20 +104,6 @@ class Environment:
     account: str
     partition: str
     region: str
-
-
-def canonical(document: Any) -> str:
-    """Policy documents compared as AWS keeps them: one-element lists equal their element."""
-
-    def simplify(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {name: simplify(member) for name, member in value.items()}
-        if isinstance(value, list):
-            simplified = [simplify(member) for member in value]
-            return simplified[0] if len(simplified) == 1 else simplified
-        return value
-
-    return json.dumps(simplify(document), sort_keys=True)
 
 
 @dataclass
@@ -144,16 +145,17 @@ class Deployer:
             siblings = {spec.names.function for spec in readers}
             for spec in readers:
                 self._function_of(spec, stream_arn, write_arn, siblings)
+        ensure_dashboard(self, specs)
         return self.steps
 
-    def _step(
+    def step(
         self, resource: str, outcome: str, detail: str = "", document: dict[str, Any] | None = None
     ) -> None:
         if self.options.dry_run and outcome in ("created", "updated"):
             outcome = "would " + outcome.removesuffix("d")
         self.steps.append(Step(resource, outcome, detail, document))
 
-    def _changing(self, call: Callable[..., Any], **kwargs: Any) -> Any:
+    def changing(self, call: Callable[..., Any], **kwargs: Any) -> Any:
         """A call that changes something: skipped on a dry run."""
         if self.options.dry_run:
             return None
@@ -204,7 +206,10 @@ class Deployer:
             arns.insert(0, write_arn)
         role_arn = self._role(spec, arns, tags)
         function_arn = self._function(spec, role_arn, tags)
+        if spec.creates_queue:
+            ensure_failure_queue(self, spec, role_arn)
         self._mapping(spec, stream_arn, function_arn, siblings)
+        ensure_alarms(self, spec)
 
     def _check_replica(self) -> None:
         if len(self.options.tables) != 1:
@@ -228,18 +233,18 @@ class Deployer:
         resource = f"stream of table {table}"
         if (description.get("StreamSpecification") or {}).get("StreamEnabled"):
             arn = description["LatestStreamArn"]
-            self._step(resource, "unchanged", arn)
+            self.step(resource, "unchanged", arn)
             return arn
-        self._changing(
+        self.changing(
             self.clients.dynamodb.update_table,
             TableName=table,
             StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
         )
         if self.options.dry_run:
-            self._step(resource, "created", "NEW_AND_OLD_IMAGES")
+            self.step(resource, "created", "NEW_AND_OLD_IMAGES")
             return None
         arn = self._wait_for_stream(table)
-        self._step(resource, "created", f"NEW_AND_OLD_IMAGES: {arn}")
+        self.step(resource, "created", f"NEW_AND_OLD_IMAGES: {arn}")
         return arn
 
     def _wait_for_stream(self, table: str) -> str:
@@ -255,7 +260,7 @@ class Deployer:
         Lambda-only deployment would otherwise never write."""
         layout = TableLayout.of(self.options.prefix, table, self.options.key_hash)
         if self.options.dry_run:
-            self._step(
+            self.step(
                 f"s3://{self.options.bucket}/{layout.meta_prefix}",
                 "updated",
                 "layout.json and table.json",
@@ -270,7 +275,7 @@ class Deployer:
             key_types_from_description(description["table"]),
         )
         save_description(writer, layout, description)
-        self._step(
+        self.step(
             f"s3://{self.options.bucket}/{layout.meta_prefix}",
             "updated",
             "layout.json and table.json",
@@ -294,7 +299,7 @@ class Deployer:
             ],
             "NoSuchPublicAccessBlockConfiguration",
         )
-        self._reconcile(
+        self.reconcile(
             f"bucket {bucket}: block public access",
             current_block,
             desired_block,
@@ -326,8 +331,8 @@ class Deployer:
             arguments: dict[str, Any] = {"Bucket": bucket}
             if self.region != "us-east-1":
                 arguments["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
-            self._changing(self.clients.s3.create_bucket, **arguments)
-            self._step(f"bucket {bucket}", "created", self.region)
+            self.changing(self.clients.s3.create_bucket, **arguments)
+            self.step(f"bucket {bucket}", "created", self.region)
             return True
         location = self.clients.s3.get_bucket_location(Bucket=bucket).get("LocationConstraint")
         bucket_region = location or "us-east-1"
@@ -337,7 +342,7 @@ class Deployer:
                 f"{self.region}: deploy with --region {bucket_region}, or use a "
                 f"bucket in {self.region}"
             )
-        self._step(f"bucket {bucket}", "unchanged", bucket_region)
+        self.step(f"bucket {bucket}", "unchanged", bucket_region)
         return False
 
     def _versioning(self, created: bool) -> None:
@@ -349,7 +354,7 @@ class Deployer:
         )
         resource = f"bucket {bucket}: versioning"
         if status == "Enabled":
-            self._step(resource, "unchanged", "Enabled")
+            self.step(resource, "unchanged", "Enabled")
             return
         if not created and not self.options.enable_versioning:
             raise DeployError(
@@ -357,12 +362,12 @@ class Deployer:
                 "Pass --enable-versioning to turn it on (it cannot be turned off again, only "
                 "suspended)"
             )
-        self._changing(
+        self.changing(
             self.clients.s3.put_bucket_versioning,
             Bucket=bucket,
             VersioningConfiguration={"Status": "Enabled"},
         )
-        self._step(resource, "created" if created else "updated", "Enabled")
+        self.step(resource, "created" if created else "updated", "Enabled")
 
     def _encryption(self) -> None:
         bucket = self.options.bucket
@@ -386,7 +391,7 @@ class Deployer:
         current_rule = ((current or {}).get("Rules") or [{}])[0].get(
             "ApplyServerSideEncryptionByDefault"
         )
-        self._reconcile(
+        self.reconcile(
             f"bucket {bucket}: default encryption",
             current_rule,
             rule,
@@ -408,7 +413,7 @@ class Deployer:
                 self.env.partition, bucket, self.options.protect, list(self.options.admin_roles)
             ),
         )
-        self._reconcile(
+        self.reconcile(
             f"bucket {bucket}: policy",
             existing,
             desired,
@@ -432,7 +437,7 @@ class Deployer:
         ours = policies.lifecycle_rule(self.options.prefix, self.options.retain_noncurrent_days)
         current = next((rule for rule in rules if rule.get("ID") == ours["ID"]), None)
         desired = [rule for rule in rules if rule.get("ID") != ours["ID"]] + [ours]
-        self._reconcile(
+        self.reconcile(
             f"bucket {bucket}: lifecycle",
             current,
             ours,
@@ -454,14 +459,14 @@ class Deployer:
         except ClientError as error:
             if error_code(error) != "NoSuchEntity":
                 raise
-            self._changing(
+            self.changing(
                 iam.create_policy,
                 PolicyName=name,
                 PolicyDocument=json.dumps(document),
                 Description="dynamo-backups: least privilege for the backup function",
                 Tags=_tags(tags),
             )
-            self._step(resource, "created", document=document)
+            self.step(resource, "created", document=document)
             return arn
         current = iam.get_policy_version(PolicyArn=arn, VersionId=policy["DefaultVersionId"])[
             "PolicyVersion"
@@ -469,7 +474,7 @@ class Deployer:
         if isinstance(current, str):
             current = json.loads(current)
         if canonical(current) == canonical(document):
-            self._step(resource, "unchanged", document=document)
+            self.step(resource, "unchanged", document=document)
             return arn
         if not self.options.dry_run:
             versions = iam.list_policy_versions(PolicyArn=arn)["Versions"]
@@ -482,7 +487,7 @@ class Deployer:
             iam.create_policy_version(
                 PolicyArn=arn, PolicyDocument=json.dumps(document), SetAsDefault=True
             )
-        self._step(resource, "updated", document=document)
+        self.step(resource, "updated", document=document)
         return arn
 
     def _role(self, spec: FunctionSpec, policy_arns: list[str], tags: dict[str, str]) -> str:
@@ -495,24 +500,24 @@ class Deployer:
         except ClientError as error:
             if error_code(error) != "NoSuchEntity":
                 raise
-            created = self._changing(
+            created = self.changing(
                 iam.create_role,
                 RoleName=names.role,
                 AssumeRolePolicyDocument=json.dumps(trust),
                 Description=spec.description,
                 Tags=_tags(tags),
             )
-            self._step(resource, "created", "trusted by lambda.amazonaws.com", trust)
+            self.step(resource, "created", "trusted by lambda.amazonaws.com", trust)
             for arn in policy_arns:
-                self._changing(iam.attach_role_policy, RoleName=names.role, PolicyArn=arn)
-                self._step(f"{resource}: {arn.rsplit('/', 1)[1]}", "created", "attached")
+                self.changing(iam.attach_role_policy, RoleName=names.role, PolicyArn=arn)
+                self.step(f"{resource}: {arn.rsplit('/', 1)[1]}", "created", "attached")
             if created is None:
                 return f"arn:{self.env.partition}:iam::{self.env.account}:role/{names.role}"
             return created["Role"]["Arn"]
         current = role["AssumeRolePolicyDocument"]
         if isinstance(current, str):
             current = json.loads(current)
-        self._reconcile(
+        self.reconcile(
             resource,
             current,
             trust,
@@ -528,10 +533,10 @@ class Deployer:
         }
         for arn in policy_arns:
             if arn in attached:
-                self._step(f"{resource}: {arn.rsplit('/', 1)[1]}", "unchanged", "attached")
+                self.step(f"{resource}: {arn.rsplit('/', 1)[1]}", "unchanged", "attached")
             else:
-                self._changing(iam.attach_role_policy, RoleName=names.role, PolicyArn=arn)
-                self._step(f"{resource}: {arn.rsplit('/', 1)[1]}", "created", "attached")
+                self.changing(iam.attach_role_policy, RoleName=names.role, PolicyArn=arn)
+                self.step(f"{resource}: {arn.rsplit('/', 1)[1]}", "created", "attached")
         return role["Arn"]
 
     # --- logs, function, trigger ---------------------------------------------------------------
@@ -546,17 +551,17 @@ class Deployer:
         resource = f"log group {names.log_group}"
         days = self.options.log_retention_days
         if not found:
-            self._changing(
+            self.changing(
                 logs.create_log_group,
                 logGroupName=names.log_group,
                 tags={MANAGED_BY_TAG[0]: MANAGED_BY_TAG[1]},
             )
-            self._changing(
+            self.changing(
                 logs.put_retention_policy, logGroupName=names.log_group, retentionInDays=days
             )
-            self._step(resource, "created", f"kept {days} days")
+            self.step(resource, "created", f"kept {days} days")
             return
-        self._reconcile(
+        self.reconcile(
             resource,
             found[0].get("retentionInDays"),
             days,
@@ -596,7 +601,7 @@ class Deployer:
                     )
                 )
                 self._wait_for_function(names.function)
-            self._step(resource, "created", f"{RUNTIME}, {spec.handler}")
+            self.step(resource, "created", f"{RUNTIME}, {spec.handler}")
             return (
                 f"arn:{self.env.partition}:lambda:{self.region}:{self.env.account}:function:"
                 f"{names.function}"
@@ -604,7 +609,7 @@ class Deployer:
         if current.get("CodeSha256") != code_sha256(self.package) or current.get(
             "Architectures", ["x86_64"]
         ) != [self.options.architecture]:
-            self._changing(
+            self.changing(
                 client.update_function_code,
                 FunctionName=names.function,
                 ZipFile=self.package,
@@ -612,9 +617,9 @@ class Deployer:
             )
             if not self.options.dry_run:
                 self._wait_for_function(names.function)
-            self._step(f"{resource}: code", "updated", code_sha256(self.package))
+            self.step(f"{resource}: code", "updated", code_sha256(self.package))
         else:
-            self._step(f"{resource}: code", "unchanged", current.get("CodeSha256", ""))
+            self.step(f"{resource}: code", "unchanged", current.get("CodeSha256", ""))
         actual = {name: current.get(name) for name in settings}
         actual["Environment"] = {
             "Variables": (current.get("Environment") or {}).get("Variables", {})
@@ -624,7 +629,7 @@ class Deployer:
             client.update_function_configuration(FunctionName=names.function, **settings)
             self._wait_for_function(names.function)
 
-        self._reconcile(
+        self.reconcile(
             f"{resource}: configuration",
             actual,
             settings,
@@ -648,16 +653,13 @@ class Deployer:
             self.wait(1.0)
         raise DeployError(f"Lambda function {name} is still updating after 2 minutes")
 
-    def _mapping_settings(self) -> dict[str, Any]:
-        settings: dict[str, Any] = {
-            "BatchSize": self.options.batch_size,
-            "FunctionResponseTypes": ["ReportBatchItemFailures"],
-            "BisectBatchOnFunctionError": True,
-            "MaximumRetryAttempts": self.options.maximum_retry_attempts,
-        }
-        if self.options.dlq_arn:
-            settings["DestinationConfig"] = {"OnFailure": {"Destination": self.options.dlq_arn}}
-        return settings
+    def _mapping_settings(self, spec: FunctionSpec) -> dict[str, Any]:
+        return trigger_settings(
+            self.options.batch_size,
+            self.options.maximum_retry_attempts,
+            self.options.maximum_record_age,
+            spec.destination_arn,
+        )
 
     def _mapping(
         self, spec: FunctionSpec, stream_arn: str | None, function_arn: str, siblings: set[str]
@@ -666,9 +668,9 @@ class Deployer:
         names = spec.names
         client = self.clients.lambda_
         resource = f"trigger {names.table} stream -> {names.function}"
-        settings = self._mapping_settings()
+        settings = self._mapping_settings(spec)
         if stream_arn is None:  # a dry run that would turn the stream on
-            self._step(resource, "created", _mapping_detail(settings))
+            self.step(resource, "created", _mapping_detail(settings))
             return
 
         existing = client.list_event_source_mappings(EventSourceArn=stream_arn)[
@@ -677,7 +679,7 @@ class Deployer:
         ours = [m for m in existing if m["FunctionArn"].split(":")[6] == names.function]
         others = sum(m["FunctionArn"].split(":")[6] not in siblings for m in existing)
         if others + len(siblings) > STREAM_READER_LIMIT:
-            self._step(
+            self.step(
                 resource,
                 "warning",
                 f"the stream will have {others + len(siblings)} readers; DynamoDB Streams serve "
@@ -693,10 +695,10 @@ class Deployer:
                         **settings,
                     )
                 )
-            self._step(resource, "created", _mapping_detail(settings))
+            self.step(resource, "created", _mapping_detail(settings))
         else:
             current = {name: ours[0].get(name) for name in settings}
-            self._reconcile(
+            self.reconcile(
                 resource,
                 current,
                 settings,
@@ -704,20 +706,10 @@ class Deployer:
                 compare=canonical,
                 detail=_mapping_detail(settings),
             )
-        if not self.options.dlq_arn:
-            self._step(
-                resource,
-                "warning",
-                f"no --dlq-arn: a record still failing after "
-                f"{self.options.maximum_retry_attempts} retries would be skipped with no "
-                "record of it; run "
-                + ("verify --repair" if spec.kind == "backup" else "diff-tables --repair")
-                + " to recover such an item",
-            )
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def _reconcile(
+    def reconcile(
         self,
         resource: str,
         current: Any,
@@ -728,11 +720,11 @@ class Deployer:
         detail: str = "",
     ) -> None:
         if current is not None and compare(current) == compare(desired):
-            self._step(resource, "unchanged", detail, document)
+            self.step(resource, "unchanged", detail, document)
             return
         if not self.options.dry_run:
             apply()
-        self._step(resource, "created" if current is None else "updated", detail, document)
+        self.step(resource, "created" if current is None else "updated", detail, document)
 
     def _read_bucket(self, read: Callable[[], Any], *missing_codes: str) -> Any:
         if getattr(self, "_planned_bucket", False):
@@ -772,7 +764,8 @@ def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
 def _mapping_detail(settings: dict[str, Any]) -> str:
     detail = (
         f"batch {settings['BatchSize']}, TRIM_HORIZON, ReportBatchItemFailures, bisect, "
-        f"{settings['MaximumRetryAttempts']} retries"
+        f"{settings['MaximumRetryAttempts']} retries, records up to "
+        f"{settings['MaximumRecordAgeInSeconds'] // 3600} h old"
     )
     if "DestinationConfig" in settings:
         detail += f", failures to {settings['DestinationConfig']['OnFailure']['Destination']}"

@@ -24,6 +24,17 @@ class FunctionSpec:
     # (policy name, document) of the role, beyond the shared S3 write policy
     policies: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     uses_write_policy: bool = False
+    destination_arn: str = ""  # where the trigger reports records it gives up on
+    creates_queue: bool = False  # the destination is the function's own failure queue
+
+
+def failure_destination(
+    options: Any, names: TableResources, partition: str, region: str, account: str
+) -> tuple[str, bool]:
+    """The failure destination of one function: ``--on-failure``, else its own queue."""
+    if options.on_failure:
+        return options.on_failure, False
+    return f"arn:{partition}:sqs:{region}:{account}:{names.failure_queue}", True
 
 
 def function_specs(options: Any, partition: str, region: str, account: str) -> list[FunctionSpec]:
@@ -33,6 +44,7 @@ def function_specs(options: Any, partition: str, region: str, account: str) -> l
         streams = policies.table_streams_arn(partition, region, account, table)
         if options.bucket:
             names = TableResources.of(table)
+            destination, own_queue = failure_destination(options, names, partition, region, account)
             specs.append(
                 FunctionSpec(
                     table=table,
@@ -45,12 +57,15 @@ def function_specs(options: Any, partition: str, region: str, account: str) -> l
                         "BACKUP_KEY_HASH": options.key_hash,
                     },
                     description=f"dynamo-backups: backs up table {table}",
-                    policies=_common(names, streams, options.dlq_arn, partition, region, account),
+                    policies=_common(names, streams, destination, partition, region, account),
                     uses_write_policy=True,
+                    destination_arn=destination,
+                    creates_queue=own_queue,
                 )
             )
         if options.replica_table:
             names = TableResources.of(table, replica=True)
+            destination, own_queue = failure_destination(options, names, partition, region, account)
             environment = {"REPLICA_TABLE": options.replica_table}
             if options.replica_region:
                 environment["REPLICA_REGION"] = options.replica_region
@@ -69,8 +84,10 @@ def function_specs(options: Any, partition: str, region: str, account: str) -> l
                     description=(
                         f"dynamo-backups: replicates table {table} into {options.replica_table}"
                     ),
+                    destination_arn=destination,
+                    creates_queue=own_queue,
                     policies=[
-                        *_common(names, streams, options.dlq_arn, partition, region, account),
+                        *_common(names, streams, destination, partition, region, account),
                         (
                             names.write_policy,
                             policies.replica_write_policy(replica_arn, options.replica_role_arn),
@@ -84,12 +101,12 @@ def function_specs(options: Any, partition: str, region: str, account: str) -> l
 def _common(
     names: TableResources,
     streams: str,
-    dlq_arn: str | None,
+    destination_arn: str | None,
     partition: str,
     region: str,
     account: str,
 ) -> list[tuple[str, dict[str, Any]]]:
     return [
-        (names.stream_policy, policies.stream_policy(streams, dlq_arn)),
+        (names.stream_policy, policies.stream_policy(streams, destination_arn)),
         (names.logs_policy, policies.logs_policy(partition, region, account, names.log_group)),
     ]

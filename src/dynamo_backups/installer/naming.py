@@ -33,6 +33,20 @@ class TableResources:
     logs_policy: str
     write_policy: str
     log_group: str
+    failure_queue: str  # where the trigger reports records it gave up on
+    alarms: tuple[str, str, str]  # lag, errors, records given up on
+
+    @property
+    def lag_alarm(self) -> str:
+        return self.alarms[0]
+
+    @property
+    def errors_alarm(self) -> str:
+        return self.alarms[1]
+
+    @property
+    def discarded_alarm(self) -> str:
+        return self.alarms[2]
 
     @classmethod
     def of(cls, table: str, replica: bool = False) -> TableResources:
@@ -47,6 +61,8 @@ class TableResources:
             logs_policy=f"{base}-logs",
             write_policy=f"{base}-write",
             log_group=f"/aws/lambda/{base}",
+            failure_queue=f"{base}-failures",
+            alarms=(f"{base} lag", f"{base} errors", f"{base} records given up"),
         )
 
 
@@ -55,3 +71,9 @@ def write_policy_name(bucket: str, prefix: str) -> str:
     return _fit(
         f"{PREFIX}-write-{bucket}" + (f"-{prefix}" if prefix else ""), 128, f"{bucket}/{prefix}"
     )
+
+
+def dashboard_name(bucket: str | None, prefix: str) -> str:
+    """One dashboard per backup folder (bucket and prefix), its tables side by side."""
+    stem = f"{PREFIX}-{bucket or 'replication'}" + (f"-{prefix}" if prefix else "")
+    return _fit(stem, 255, f"{bucket}/{prefix}")

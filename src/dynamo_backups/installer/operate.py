@@ -9,8 +9,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, describe_error, error_code
+from dynamo_backups.installer.alerting import queue_url
 from dynamo_backups.installer.deploy import Clients, Step
-from dynamo_backups.installer.naming import MANAGED_BY_TAG, TableResources, write_policy_name
+from dynamo_backups.installer.monitoring import (
+    LAG_ALARM_MINUTES,
+    merge_dashboard,
+    row_title,
+    without_tables,
+)
+from dynamo_backups.installer.naming import (
+    MANAGED_BY_TAG,
+    PREFIX,
+    TableResources,
+    write_policy_name,
+)
+from dynamo_backups.installer.policies import arn_resource, arn_service
 from dynamo_backups.installer.samples import CONSOLE_SAMPLE_CURRENT, SAMPLE_KEY, SAMPLE_TABLE
 from dynamo_backups.layout import TableLayout
 
@@ -26,6 +39,8 @@ class TableStatus:
     triggers: list[dict[str, Any]] = field(default_factory=list)
     backup: dict[str, Any] = field(default_factory=dict)
     iterator_age_ms: float | None = None
+    alarms: dict[str, str] = field(default_factory=dict)  # name -> OK, ALARM, ...
+    failure_destination: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,6 +70,13 @@ def table_status(clients: Clients, cloudwatch: Any, table: str) -> TableStatus:
         age = _iterator_age(cloudwatch, names.function)
         if age is not None:
             status.iterator_age_ms = max(age, status.iterator_age_ms or 0.0)
+        _alarm_status(cloudwatch, names, status)
+    lag_ms = status.iterator_age_ms or 0.0
+    if lag_ms > LAG_ALARM_MINUTES * 60_000:
+        status.problems.append(
+            f"the backup is {lag_ms / 60_000:,.0f} minutes behind its stream (records older "
+            "than 24 hours are lost): see the function's errors"
+        )
     if not found:
         status.problems.append(f"no function {TableResources.of(table).function}: run deploy")
     return status
@@ -134,6 +156,8 @@ def _trigger_status(clients: Clients, names: TableResources, status: TableStatus
                     "BatchSize",
                     "EventSourceArn",
                     "MaximumRetryAttempts",
+                    "MaximumRecordAgeInSeconds",
+                    "BisectBatchOnFunctionError",
                     "FunctionResponseTypes",
                     "DestinationConfig",
                 )
@@ -144,6 +168,19 @@ def _trigger_status(clients: Clients, names: TableResources, status: TableStatus
     for mapping in mappings:
         if mapping.get("State") not in ("Enabled", "Enabling", "Updating", "Creating"):
             status.problems.append(f"trigger {mapping['UUID']} is {mapping.get('State')}")
+        result = str(mapping.get("LastProcessingResult") or "")
+        if result.startswith("PROBLEM"):
+            status.problems.append(f"the trigger's last batch: {result}")
+        destination = (
+            (mapping.get("DestinationConfig") or {}).get("OnFailure", {}).get("Destination")
+        )
+        if not destination:
+            status.problems.append(
+                "the trigger has no failure destination: records it gives up on would leave "
+                "no trace; run deploy"
+            )
+        else:
+            _destination_status(clients, destination, status)
         if status.stream.get("arn") and mapping.get("EventSourceArn") != status.stream["arn"]:
             status.problems.append("the trigger reads an old stream of the table: run deploy")
 
@@ -174,6 +211,53 @@ def _backup_status(
         "items": count,
         "at_least": bool(token),
     }
+
+
+def _destination_status(clients: Clients, destination: str, status: TableStatus) -> None:
+    """Anything in the failure destination is a range of records the trigger gave up on."""
+    service, name = arn_service(destination), arn_resource(destination)
+    waiting = None
+    try:
+        if service == "sqs" and clients.sqs is not None:
+            url = clients.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            attributes = clients.sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )["Attributes"]
+            waiting = sum(int(value) for value in attributes.values())
+        elif service == "s3":
+            listed = clients.s3.list_objects_v2(Bucket=destination.split(":::", 1)[1], MaxKeys=1)
+            waiting = listed.get("KeyCount", 0)
+    except ClientError as error:
+        status.problems.append(
+            f"cannot read the failure destination {destination}: {describe_error(error)}"
+        )
+        return
+    status.failure_destination = {"arn": destination, "waiting": waiting}
+    if waiting:
+        status.problems.append(
+            f"the trigger gave up on records ({waiting} reports in {destination}): run "
+            f"dynamo-backups replay {status.table} while the stream still holds them"
+        )
+
+
+def _alarm_status(cloudwatch: Any, names: TableResources, status: TableStatus) -> None:
+    try:
+        alarms = cloudwatch.describe_alarms(AlarmNames=list(names.alarms))["MetricAlarms"]
+    except ClientError as error:
+        status.problems.append(f"cannot read the alarms: {describe_error(error)}")
+        return
+    for alarm in alarms:
+        status.alarms[alarm["AlarmName"]] = alarm["StateValue"]
+        if alarm["StateValue"] == "ALARM":
+            status.problems.append(
+                f"alarm {alarm['AlarmName']} is in ALARM: {alarm.get('StateReason', '')}".strip()
+            )
+    if not alarms:
+        status.problems.append("no alarms watch this backup: run deploy")
 
 
 def _iterator_age(cloudwatch: Any, function: str) -> float | None:
@@ -226,6 +310,8 @@ def teardown(
             names = TableResources.of(table, replica=replica)
             first = len(steps)
             _remove_function(clients, names, step, act)
+            _remove_alarms(clients, names, step, act)
+            _remove_failure_queue(clients, names, step, act)
             _remove_role(clients, names, step, act)
             for policy in (names.stream_policy, names.logs_policy, names.write_policy):
                 _remove_policy(clients, policy_base + policy, step, act)
@@ -238,6 +324,7 @@ def teardown(
                 "delete it when its logs are no longer needed",
             )
         step(f"stream of table {table}", "kept", "other readers may use it")
+    _remove_dashboard_rows(clients, set(tables), step, act)
     if bucket is not None:
         _remove_policy(
             clients,
@@ -282,6 +369,63 @@ def _remove_function(clients: Clients, names: TableResources, step: Any, act: An
         step(f"trigger {mapping['UUID']}", "deleted", mapping.get("EventSourceArn", ""))
     act(clients.lambda_.delete_function, FunctionName=names.function)
     step(f"Lambda function {names.function}", "deleted")
+
+
+def _remove_alarms(clients: Clients, names: TableResources, step: Any, act: Any) -> None:
+    if clients.cloudwatch is None:
+        return
+    found = clients.cloudwatch.describe_alarms(AlarmNames=list(names.alarms))["MetricAlarms"]
+    if found:
+        act(clients.cloudwatch.delete_alarms, AlarmNames=[a["AlarmName"] for a in found])
+    for alarm in found:
+        step(f"alarm {alarm['AlarmName']}", "deleted")
+
+
+def _remove_failure_queue(clients: Clients, names: TableResources, step: Any, act: Any) -> None:
+    """The failure queue goes only when empty: its messages are the sole record of what the
+    trigger gave up on."""
+    if clients.sqs is None:
+        return
+    url = queue_url(clients.sqs, names.failure_queue)
+    if url is None:
+        return
+    attributes = clients.sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    waiting = sum(int(value) for value in attributes.values())
+    resource = f"SQS queue {names.failure_queue}"
+    if waiting:
+        step(
+            resource,
+            "kept",
+            f"it holds {waiting} reports of records given up on: replay them, then delete it",
+        )
+        return
+    act(clients.sqs.delete_queue, QueueUrl=url)
+    step(resource, "deleted", "it was empty")
+
+
+def _remove_dashboard_rows(clients: Clients, tables: set[str], step: Any, act: Any) -> None:
+    """Take these tables' rows off every dynamo-backups dashboard; delete one left empty."""
+    if clients.cloudwatch is None:
+        return
+    rows = tables | {row_title(table, "replica") for table in tables}
+    listed = clients.cloudwatch.list_dashboards(DashboardNamePrefix=PREFIX + "-")
+    for entry in listed.get("DashboardEntries", []):
+        name = entry["DashboardName"]
+        body = json.loads(clients.cloudwatch.get_dashboard(DashboardName=name)["DashboardBody"])
+        kept = without_tables(body, rows)
+        if kept == merge_dashboard(body, {}):
+            continue
+        if kept["widgets"]:
+            act(
+                clients.cloudwatch.put_dashboard, DashboardName=name, DashboardBody=json.dumps(kept)
+            )
+            step(f"dashboard {name}", "updated", "rows of these tables removed")
+        else:
+            act(clients.cloudwatch.delete_dashboards, DashboardNames=[name])
+            step(f"dashboard {name}", "deleted")
 
 
 def _remove_role(clients: Clients, names: TableResources, step: Any, act: Any) -> None:

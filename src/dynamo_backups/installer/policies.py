@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 VERSION = "2012-10-17"
@@ -57,7 +59,7 @@ def table_streams_arn(partition: str, region: str, account: str, table: str) -> 
     return f"arn:{partition}:dynamodb:{region}:{account}:table/{table}/stream/*"
 
 
-def stream_policy(streams_arn: str, dlq_arn: str | None = None) -> dict[str, Any]:
+def stream_policy(streams_arn: str, destination_arn: str | None = None) -> dict[str, Any]:
     """Read one table's streams. ListStreams has no resource-level permission in IAM, so it is
     granted on "*" (it lists stream ARNs only, never data)."""
     statements: list[dict[str, Any]] = [
@@ -78,18 +80,75 @@ def stream_policy(streams_arn: str, dlq_arn: str | None = None) -> dict[str, Any
             "Resource": "*",
         },
     ]
-    if dlq_arn:
-        service = dlq_arn.split(":")[2]
-        action = "sqs:SendMessage" if service == "sqs" else "sns:Publish"
-        statements.append(
+    if destination_arn:
+        statements.extend(destination_statements(destination_arn))
+    return {"Version": VERSION, "Statement": statements}
+
+
+def arn_service(arn: str) -> str:
+    """The service of an ARN, also of one holding ${AWS::...} placeholders (the template)."""
+    return re.sub(r"\$\{[^}]*\}", "x", arn).split(":")[2]
+
+
+def arn_resource(arn: str) -> str:
+    """What an ARN names after its account part (a queue's or topic's name)."""
+    return re.sub(r"\$\{[^}]*\}", "x", arn).split(":", 5)[5]
+
+
+def destination_statements(destination_arn: str) -> list[dict[str, Any]]:
+    """What the function's role needs for Lambda to report discarded records there: send to
+    the queue, publish to the topic, or put objects into the bucket."""
+    service = arn_service(destination_arn)
+    if service == "s3":
+        return [
             {
                 "Sid": "ReportRecordsThatFailed",
                 "Effect": "Allow",
-                "Action": [action],
-                "Resource": dlq_arn,
-            }
-        )
-    return {"Version": VERSION, "Statement": statements}
+                "Action": ["s3:PutObject"],
+                "Resource": f"{destination_arn}/*",
+            },
+            {
+                "Sid": "FindTheFailureBucket",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": destination_arn,
+            },
+        ]
+    action = "sqs:SendMessage" if service == "sqs" else "sns:Publish"
+    return [
+        {
+            "Sid": "ReportRecordsThatFailed",
+            "Effect": "Allow",
+            "Action": [action],
+            "Resource": destination_arn,
+        }
+    ]
+
+
+def failure_queue_policy(queue_arn: str, sender_role_arns: list[str]) -> dict[str, Any]:
+    """The failure queue's own policy: TLS only, and no one but the functions' roles may
+    send to it (reading it stays with the account's IAM policies)."""
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "sqs:*",
+                "Resource": queue_arn,
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+            {
+                "Sid": "OnlyTheFunctionsSend",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnNotEquals": {"aws:PrincipalArn": sorted(sender_role_arns)}},
+            },
+        ],
+    }
 
 
 def table_arn(partition: str, region: str, account: str, table: str) -> str:
@@ -195,3 +254,17 @@ def lifecycle_rule(prefix: str, days: int) -> dict[str, Any]:
         "Filter": {"Prefix": f"{prefix}/" if prefix else ""},
         "NoncurrentVersionExpiration": {"NoncurrentDays": days},
     }
+
+
+def canonical(document: Any) -> str:
+    """Policy documents compared as AWS keeps them: one-element lists equal their element."""
+
+    def simplify(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {name: simplify(member) for name, member in value.items()}
+        if isinstance(value, list):
+            simplified = [simplify(member) for member in value]
+            return simplified[0] if len(simplified) == 1 else simplified
+        return value
+
+    return json.dumps(simplify(document), sort_keys=True)

@@ -13,10 +13,19 @@ from typing import Any
 
 from dynamo_backups.installer import policies
 from dynamo_backups.installer.deploy import DeployOptions
-from dynamo_backups.installer.functions import function_specs
+from dynamo_backups.installer.functions import FunctionSpec, function_specs
+from dynamo_backups.installer.monitoring import (
+    alarm_specs,
+    failure_queue_attributes,
+    merge_dashboard,
+    row_title,
+    table_widgets,
+    trigger_settings,
+)
 from dynamo_backups.installer.naming import (
     MANAGED_BY_TAG,
     TABLE_TAG,
+    dashboard_name,
     write_policy_name,
 )
 from dynamo_backups.installer.package import RUNTIME
@@ -84,6 +93,7 @@ def build_template(options: DeployOptions) -> dict[str, Any]:
             "Description": f"The stream ARN of table {table} (view type NEW_AND_OLD_IMAGES)",
         }
         resources.update(_functions(options, table, name))
+    resources.update(_dashboard(options))
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": _description(options),
@@ -163,20 +173,25 @@ def _bucket(options: DeployOptions) -> dict[str, Any]:
 
 def _functions(options: DeployOptions, table: str, name: str) -> dict[str, Any]:
     stream = {"Ref": f"{name}StreamArn"}
-    settings: dict[str, Any] = {
-        "BatchSize": options.batch_size,
-        "StartingPosition": "TRIM_HORIZON",
-        "FunctionResponseTypes": ["ReportBatchItemFailures"],
-        "BisectBatchOnFunctionError": True,
-        "MaximumRetryAttempts": options.maximum_retry_attempts,
-    }
-    if options.dlq_arn:
-        settings["DestinationConfig"] = {"OnFailure": {"Destination": options.dlq_arn}}
     resources: dict[str, Any] = {}
     for spec in function_specs(options, PARTITION, REGION, ACCOUNT):
         if spec.table != table:
             continue
         logical = name + ("Replica" if spec.kind == "replica" else "")
+        settings = {
+            "StartingPosition": "TRIM_HORIZON",
+            **_sub(
+                trigger_settings(
+                    options.batch_size,
+                    options.maximum_retry_attempts,
+                    options.maximum_record_age,
+                    spec.destination_arn,
+                )
+            ),
+        }
+        if spec.creates_queue:
+            resources.update(_failure_queue(spec, logical))
+        resources.update(_alarms(spec, logical, options.alarm_topic))
         policy_refs = [{"Ref": "WritePolicy"}] if spec.uses_write_policy else []
         for number, (policy_name, document) in enumerate(spec.policies):
             resources[f"{logical}Policy{number}"] = {
@@ -234,6 +249,65 @@ def _functions(options: DeployOptions, table: str, name: str) -> dict[str, Any]:
             },
         }
     return resources
+
+
+def _failure_queue(spec: FunctionSpec, logical: str) -> dict[str, Any]:
+    role_arn = f"arn:{PARTITION}:iam::{ACCOUNT}:role/{spec.names.role}"
+    attributes = failure_queue_attributes()
+    return {
+        f"{logical}FailureQueue": {
+            "Type": "AWS::SQS::Queue",
+            # It holds the only record of what the trigger gave up on: it outlives the stack.
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "QueueName": spec.names.failure_queue,
+                "SqsManagedSseEnabled": True,
+                "MessageRetentionPeriod": int(attributes["MessageRetentionPeriod"]),
+                "Tags": _tags({TABLE_TAG: spec.table}),
+            },
+        },
+        f"{logical}FailureQueuePolicy": {
+            "Type": "AWS::SQS::QueuePolicy",
+            "Properties": {
+                "Queues": [{"Ref": f"{logical}FailureQueue"}],
+                "PolicyDocument": _sub(
+                    policies.failure_queue_policy(spec.destination_arn, [role_arn])
+                ),
+            },
+        },
+    }
+
+
+def _alarms(spec: FunctionSpec, logical: str, topic: str | None) -> dict[str, Any]:
+    resources = {}
+    for number, alarm in enumerate(alarm_specs(spec.names, spec.table, spec.destination_arn)):
+        properties = _sub(alarm.request(topic))
+        resources[f"{logical}Alarm{number}"] = {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": properties,
+        }
+    return resources
+
+
+def _dashboard(options: DeployOptions) -> dict[str, Any]:
+    specs = function_specs(options, PARTITION, REGION, ACCOUNT)
+    rows = {
+        row_title(spec.table, spec.kind): table_widgets(
+            spec.table, spec.kind, spec.names, REGION, spec.destination_arn
+        )
+        for spec in specs
+    }
+    body = json.dumps(merge_dashboard(None, rows), sort_keys=True)
+    return {
+        "Dashboard": {
+            "Type": "AWS::CloudWatch::Dashboard",
+            "Properties": {
+                "DashboardName": dashboard_name(options.bucket, options.prefix),
+                "DashboardBody": {"Fn::Sub": body},
+            },
+        }
+    }
 
 
 # --- a small YAML writer: block style, every string double-quoted (valid YAML 1.2) -----------

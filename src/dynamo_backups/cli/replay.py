@@ -1,0 +1,210 @@
+"""``dynamo-backups replay``: re-apply records the Lambda trigger gave up on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dynamo_backups.aws.errors import ClientError, describe_error
+from dynamo_backups.backup import BackupApplier
+from dynamo_backups.catalog import read_manifest
+from dynamo_backups.cli.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    Invocation,
+    fail,
+    pass_invocation,
+    reports_errors,
+)
+from dynamo_backups.installer.alerting import queue_url
+from dynamo_backups.installer.naming import TableResources
+from dynamo_backups.keys import DEFAULT_KEY_HASH
+from dynamo_backups.layout import TableLayout, check_table_name
+from dynamo_backups.replay import (
+    GivenUp,
+    Replayer,
+    ReplayOutcome,
+    ReportError,
+    parse_report,
+    reports_in_file,
+)
+from dynamo_backups.s3store import BackupWriter
+from dynamo_backups.versioning import require_versioning
+
+RECEIVE_WAIT_SECONDS = 1
+# Long enough to read and write one reported range before another reader could see it.
+VISIBILITY_TIMEOUT_SECONDS = 300
+
+
+@click.command()
+@click.argument("table")
+@click.option(
+    "--queue",
+    help="The failure queue (URL or name; default: the one deploy made for TABLE's function).",
+)
+@click.option(
+    "--file",
+    "report_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Reports saved in a file instead (one JSON document per line, or a JSON list).",
+)
+@click.option("--bucket", help="The backup bucket (default: the function's BACKUP_BUCKET).")
+@click.option("--prefix", help="The backups' folder (default: the function's BACKUP_PREFIX).")
+@click.option("--key-hash", help="How object names are made (default: the function's).")
+@pass_invocation
+@reports_errors
+def replay(
+    invocation: Invocation,
+    table: str,
+    queue: str | None,
+    report_file: Path | None,
+    bucket: str | None,
+    prefix: str | None,
+    key_hash: str | None,
+) -> None:
+    """Re-apply the records TABLE's trigger gave up on, from the stream, in its order.
+
+    Each report in the failure queue (or --file) names a range of stream records. Replay
+    reads exactly that range again (the stream keeps records 24 hours) and writes it with
+    the handler's own code; where an item already holds a newer state, that state is written
+    again on top, so the stream's order is kept. A queue message is deleted only after its
+    whole range is written. A range the stream no longer holds is reported with its time
+    span and the command that repairs the table (verify --repair); its message is kept.
+
+    \b
+    Examples:
+      dynamo-backups replay Users
+      dynamo-backups replay Users --file reports.jsonl --bucket my-backups --prefix Prod
+    """
+    check_table_name(table)
+    if queue and report_file:
+        fail("give --queue or --file, not both", EXIT_USAGE)
+    aws = invocation.aws
+    bucket, prefix, key_hash = _destination(aws, table, bucket, prefix, key_hash)
+    s3 = aws.client("s3", pool=32, retries=1)
+    require_versioning(s3, bucket)
+    writer = BackupWriter(s3, bucket, objects=aws.objects(s3, bucket))
+    replayer = Replayer(aws.client("dynamodbstreams"), BackupApplier(writer, prefix, key_hash))
+    if report_file is not None:
+        with report_file.open(encoding="utf-8") as handle:
+            outcomes = [_replay_one(replayer, table, text) for text in reports_in_file(handle)]
+    else:
+        outcomes = _replay_queue(aws, replayer, table, queue)
+    _finish(invocation, table, bucket, prefix, outcomes)
+
+
+def _destination(
+    aws: Any, table: str, bucket: str | None, prefix: str | None, key_hash: str | None
+) -> tuple[str, str, str]:
+    """Where the table's backup is: the options, else the deployed function's settings; the
+    key hash from the option, else the folder's layout.json, else the function's."""
+    variables: dict[str, str] = {}
+    if not bucket or prefix is None:
+        function = TableResources.of(table).function
+        try:
+            config = aws.client("lambda").get_function_configuration(FunctionName=function)
+        except ClientError as error:
+            fail(
+                f"cannot read function {function} ({describe_error(error)}): give --bucket "
+                "and --prefix",
+                EXIT_USAGE,
+            )
+        variables = (config.get("Environment") or {}).get("Variables", {})
+        bucket = bucket or variables.get("BACKUP_BUCKET") or fail(f"{function} has no bucket")
+        prefix = prefix if prefix is not None else variables.get("BACKUP_PREFIX", "")
+    if not key_hash:
+        manifest = read_manifest(aws.client("s3"), bucket, TableLayout.of(prefix, table)) or {}
+        key_hash = manifest.get("key_hash") or variables.get("BACKUP_KEY_HASH")
+    return bucket, prefix, key_hash or DEFAULT_KEY_HASH
+
+
+def _replay_one(replayer: Replayer, table: str, text: str | bytes) -> ReplayOutcome | str:
+    try:
+        report = parse_report(text)
+    except ReportError as error:
+        return str(error)
+    if report.table != table:
+        return f"a report of table {report.table}, not {table}: left as it is"
+    return replayer.replay(report)
+
+
+def _replay_queue(
+    aws: Any, replayer: Replayer, table: str, queue: str | None
+) -> list[ReplayOutcome | str]:
+    sqs = aws.client("sqs")
+    name = queue or TableResources.of(table).failure_queue
+    url = name if name.startswith("https://") or name.startswith("http://") else None
+    url = url or queue_url(sqs, name)
+    if url is None:
+        fail(f"no queue {name}: was the table deployed (dynamo-backups deploy)?")
+    outcomes: list[ReplayOutcome | str] = []
+    seen: set[str] = set()
+    while True:
+        messages = sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=RECEIVE_WAIT_SECONDS,
+            VisibilityTimeout=VISIBILITY_TIMEOUT_SECONDS,
+        ).get("Messages", [])
+        fresh = [message for message in messages if message["MessageId"] not in seen]
+        for message in messages:
+            if message["MessageId"] in seen:  # kept earlier in this run: leave it visible
+                _make_visible(sqs, url, message)
+        if not fresh:
+            return outcomes
+        for message in fresh:
+            seen.add(message["MessageId"])
+            outcome = _replay_one(replayer, table, message["Body"])
+            outcomes.append(outcome)
+            if isinstance(outcome, ReplayOutcome) and outcome.written:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            else:  # kept, and visible again at once for status and the next replay
+                _make_visible(sqs, url, message)
+
+
+def _make_visible(sqs: Any, url: str, message: dict[str, Any]) -> None:
+    sqs.change_message_visibility(
+        QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+    )
+
+
+def _finish(
+    invocation: Invocation,
+    table: str,
+    bucket: str,
+    prefix: str,
+    outcomes: list[ReplayOutcome | str],
+) -> None:
+    lines, summary = [], []
+    repair = f"dynamo-backups verify {table} --bucket {bucket} --prefix {prefix} --repair"
+    for outcome in outcomes:
+        if isinstance(outcome, str):
+            lines.append(f"SKIPPED: {outcome}")
+            summary.append({"skipped": outcome})
+            continue
+        report: GivenUp = outcome.report
+        entry = {
+            "span": report.span,
+            "records": outcome.records,
+            "written": outcome.written,
+            "newer_states_kept": outcome.newer_states_kept,
+            "problem": outcome.problem,
+            "gone": outcome.gone,
+        }
+        summary.append(entry)
+        if outcome.written:
+            lines.append(f"replayed {outcome.records} records: {report.span}")
+        elif outcome.gone:
+            lines.append(
+                f"GONE: {report.span}: the stream no longer holds them ({outcome.problem}); "
+                f"run: {repair}"
+            )
+        else:
+            lines.append(f"FAILED: {report.span}: {outcome.problem}")
+    if not outcomes:
+        lines.append(f"no reports of records given up on for {table}")
+    invocation.emit({"table": table, "reports": summary}, "\n".join(lines))
+    if any(isinstance(o, str) or not o.written for o in outcomes):
+        fail("some reported records were not replayed (see above)", EXIT_FAILED)
