@@ -160,8 +160,17 @@ def test_table_is_rebuilt_from_its_saved_description(
         TableName=table, Item={"pk": {"S": "a"}, "sk": {"N": "1"}, "g": {"S": "x"}, "l": {"N": "5"}}
     )
     assert invoke("backfill", table, "--bucket", bucket, "--prefix", prefix).exit_code == 0
+    on_demand = unique_table_name("on-demand")
+    assert invoke("restore", bucket, f"{prefix}/{table}", on_demand).exit_code == 0
+    # A restore must not crawl at the source's provisioned rate: on-demand unless asked.
+    described = dynamodb.describe_table(TableName=on_demand)["Table"]
+    assert described["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     target = unique_table_name("rebuilt")
-    assert invoke("restore", bucket, f"{prefix}/{table}", target).exit_code == 0
+    restored = invoke(
+        "restore", bucket, f"{prefix}/{table}", target, "--billing-mode", "PROVISIONED"
+    )
+    assert restored.exit_code == 0, restored.output
+    assert "warning: TTL is on again (expires)" in restored.output
 
     rebuilt = dynamodb.describe_table(TableName=target)["Table"]
     assert rebuilt["KeySchema"] == [

@@ -80,12 +80,15 @@ def description_from_key_schema(text: str) -> dict[str, Any]:
     }
 
 
-def create_table_request(description: dict[str, Any], table_name: str) -> dict[str, Any]:
+def create_table_request(
+    description: dict[str, Any], table_name: str, billing_mode: str | None = None
+) -> dict[str, Any]:
     """CreateTable arguments that rebuild the described table under ``table_name``: keys,
-    indexes, billing mode and throughput, encryption and table class. Streams are left off
-    (turn them on to back the new table up)."""
+    indexes, billing mode and throughput (``billing_mode`` overrides the saved one),
+    encryption and table class. Streams are left off (turn them on to back the new table
+    up)."""
     source = description["table"]
-    billing = (source.get("BillingModeSummary") or {}).get("BillingMode")
+    billing = billing_mode or (source.get("BillingModeSummary") or {}).get("BillingMode")
     throughput = source.get("ProvisionedThroughput") or {}
     if billing is None:
         billing = "PROVISIONED" if throughput.get("ReadCapacityUnits") else "PAY_PER_REQUEST"
@@ -142,33 +145,71 @@ def ensure_table(
     table_name: str,
     wait: Callable[[float], None] = time.sleep,
     timeout: float = 600,
+    billing_mode: str | None = None,
 ) -> bool:
-    """Create ``table_name`` from ``description`` unless it exists; wait until it is ACTIVE
-    and then apply TTL. True if it was created."""
+    """Create ``table_name`` from ``description`` unless it exists, and wait until it is
+    ACTIVE. True if it was created. TTL is not switched on here: see ``switch_on_ttl``."""
     try:
         dynamodb.describe_table(TableName=table_name)
         created = False
     except ClientError as error:
         if error_code(error) != "ResourceNotFoundException":
             raise
-        dynamodb.create_table(**create_table_request(description, table_name))
+        dynamodb.create_table(**create_table_request(description, table_name, billing_mode))
         created = True
     deadline = time.monotonic() + timeout
     while dynamodb.describe_table(TableName=table_name)["Table"]["TableStatus"] != "ACTIVE":
         if time.monotonic() > deadline:
             raise DescriptionError(f"table {table_name} did not become ACTIVE in {timeout:.0f} s")
         wait(1.0)
-    ttl = description.get("time_to_live") or {}
-    if (
-        created
-        and ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING")
-        and ttl.get("AttributeName")
-    ):
-        dynamodb.update_time_to_live(
-            TableName=table_name,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
-        )
     return created
+
+
+def ttl_attribute(description: dict[str, Any]) -> str | None:
+    """The TTL attribute of the described table, when TTL was on."""
+    ttl = description.get("time_to_live") or {}
+    if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and ttl.get("AttributeName"):
+        return str(ttl["AttributeName"])
+    return None
+
+
+def switch_on_ttl(dynamodb: Any, description: dict[str, Any], table_name: str) -> str | None:
+    """Switch TTL on as the described table had it (after a restore has written its items:
+    DynamoDB then deletes items already past their expiry). The attribute, or None."""
+    attribute = ttl_attribute(description)
+    if attribute is None:
+        return None
+    dynamodb.update_time_to_live(
+        TableName=table_name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute},
+    )
+    return attribute
+
+
+def key_signature(table: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(name, HASH or RANGE, S/N/B) of a DescribeTable ``Table``'s key attributes."""
+    types = key_types_from_description(table)
+    return [
+        (element["AttributeName"], element["KeyType"], types[element["AttributeName"]])
+        for element in sorted(table["KeySchema"], key=lambda element: element["KeyType"])
+    ]
+
+
+def check_same_key(dynamodb: Any, table_name: str, description: dict[str, Any]) -> None:
+    """Refuse a target whose key differs from the backup's: every write would fail, or land
+    under keys the backup never had."""
+    target = key_signature(dynamodb.describe_table(TableName=table_name)["Table"])
+    source = key_signature(description["table"])
+    if target != source:
+        raise DescriptionError(
+            f"table {table_name} is keyed by {_keys_text(target)}, the backup by "
+            f"{_keys_text(source)}: restore into a new table (it is created with the backup's "
+            "key)"
+        )
+
+
+def _keys_text(signature: list[tuple[str, str, str]]) -> str:
+    return ", ".join(f"{name} ({kind} {type_})" for name, kind, type_ in signature)
 
 
 def _jsonable(value: Any) -> Any:

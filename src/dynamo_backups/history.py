@@ -6,10 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dynamo_backups.catalog import read_manifest
 from dynamo_backups.ddbjson import InvalidDynamoJSON, loads_item
-from dynamo_backups.description import key_types_of, load_description
-from dynamo_backups.keys import DEFAULT_KEY_HASH
+from dynamo_backups.folder import open_folder
 from dynamo_backups.layout import (
     EVENT_REMOVE,
     EVENT_SNAPSHOT,
@@ -49,12 +47,8 @@ def layout_for(
     s3: Any, bucket: str, prefix: str, table: str
 ) -> tuple[TableLayout, dict[str, str] | None]:
     """The table's layout (with the key hash its manifest records) and its key types."""
-    probe = TableLayout.of(prefix, table)
-    manifest = read_manifest(s3, bucket, probe) or {}
-    layout = TableLayout.of(prefix, table, manifest.get("key_hash", DEFAULT_KEY_HASH))
-    description = load_description(s3, bucket, layout)
-    key_types = key_types_of(description) if description else manifest.get("key_types")
-    return layout, key_types
+    folder = open_folder(s3, bucket, prefix, table)
+    return folder.layout, folder.key_types
 
 
 def item_history(

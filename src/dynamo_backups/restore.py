@@ -17,25 +17,28 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from dynamo_backups.aws.errors import describe_error
-from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
-from dynamo_backups.catalog import read_manifest
+from dynamo_backups.absent import AbsentItems
+from dynamo_backups.aws.retry import RetryPolicy
+from dynamo_backups.batchwrite import write_all
 from dynamo_backups.ddbjson import dumps_item
 from dynamo_backups.description import (
     DescriptionError,
+    check_same_key,
     description_from_key_schema,
     ensure_table,
     key_schema_of,
     key_types_of,
-    load_description,
+    switch_on_ttl,
 )
-from dynamo_backups.keys import extract_key, key_attribute_names, parse_key
+from dynamo_backups.folder import BackupFolder, open_folder_path
+from dynamo_backups.keys import canonical_key, extract_key, key_attribute_names, parse_key
 from dynamo_backups.layout import TableLayout
 from dynamo_backups.pitr import DEFAULT_CLOCK_SKEW
 from dynamo_backups.progress import NoProgress, ProgressSink
 from dynamo_backups.ratelimit import RateLimiter
 from dynamo_backups.selection import BackupItems, Selected
 from dynamo_backups.versioning import versioning_status
+from dynamo_backups.workers import batched
 
 logger = logging.getLogger("dynamo_backups.restore")
 
@@ -59,6 +62,10 @@ class RestoreOptions:
     write_concurrency: int = 8
     key_schema: str | None = None  # "pk:S,sk:N" when no description was saved
     skew: timedelta = DEFAULT_CLOCK_SKEW
+    billing_mode: str = "PAY_PER_REQUEST"  # of a table the restore creates
+    ttl: bool = True  # switch TTL on (as the source had it) once the items are written
+    delete_absent: bool = False  # into an existing table: delete what the backup lacked
+    unwritten_keys_file: str | None = None  # where keys that could not be written go
 
 
 @dataclass
@@ -75,13 +82,18 @@ class RestoreReport:
     invalid_objects: list[str] = field(default_factory=list)
     unwritten: int = 0
     unwritten_keys: list[str] = field(default_factory=list)
+    unwritten_keys_file: str | None = None
+    deleted_absent: int = 0
+    not_deleted: list[str] = field(default_factory=list)
+    ttl_attribute: str | None = None
+    warnings: list[str] = field(default_factory=list)
     sample: list[dict[str, Any]] = field(default_factory=list)
     versions_read: int = 0
     seconds: float = 0.0
 
     @property
     def complete(self) -> bool:
-        return self.unwritten == 0 and self.invalid == 0
+        return self.unwritten == 0 and self.invalid == 0 and not self.not_deleted
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -102,13 +114,16 @@ class Restore:
         options: RestoreOptions,
         progress: ProgressSink | None = None,
         retry_policy: RetryPolicy | None = None,
+        call: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.s3 = s3
         self.reader = reader
         self.dynamodb = dynamodb
         self.batch_write = batch_write  # one BatchWriteItem call in wire form
+        self.call = call  # any DynamoDB call in wire form (Scan, for --delete-absent)
         self.bucket = bucket
-        self.layout = TableLayout.from_folder(folder)
+        self.folder_path = folder
+        self._folder: BackupFolder | None = None
         self.table = table
         self.options = options
         self.progress = progress or NoProgress()
@@ -117,7 +132,9 @@ class Restore:
         )
         self.limiter = RateLimiter(options.max_items_per_second)
         self.report = RestoreReport(
-            f"s3://{bucket}/{self.layout.items_prefix}", table, dry_run=options.dry_run
+            f"s3://{bucket}/{TableLayout.from_folder(folder).items_prefix}",
+            table,
+            dry_run=options.dry_run,
         )
         if options.at is not None:
             self.report.at = options.at.isoformat()
@@ -125,17 +142,29 @@ class Restore:
         self._pending: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._fatal: str | None = None
+        self._absent: AbsentItems | None = None
+        self._deletes: list[dict[str, Any]] = []
 
     # --- preparation ---------------------------------------------------------------------------
+
+    @property
+    def folder(self) -> BackupFolder:
+        """The backup folder, opened (layout.json, table.json) on first use."""
+        if self._folder is None:
+            self._folder = open_folder_path(self.s3, self.bucket, self.folder_path)
+        return self._folder
+
+    @property
+    def layout(self) -> TableLayout:
+        return self.folder.layout
 
     def description(self) -> dict[str, Any]:
         """The saved table description, one from --key-schema, or one from the manifest."""
         if self.options.key_schema:
             return description_from_key_schema(self.options.key_schema)
-        saved = load_description(self.s3, self.bucket, self.layout)
-        if saved is not None:
-            return saved
-        manifest = read_manifest(self.s3, self.bucket, self.layout) or {}
+        if self.folder.description is not None:
+            return self.folder.description
+        manifest = self.folder.manifest or {}
         if manifest.get("key_schema") and manifest.get("key_types"):
             text = ",".join(
                 f"{element['AttributeName']}:{manifest['key_types'][element['AttributeName']]}"
@@ -161,7 +190,11 @@ class Restore:
     def _prepare_target(self, description: dict[str, Any]) -> None:
         if self.options.dry_run:
             return
-        self.report.created_table = ensure_table(self.dynamodb, description, self.table)
+        self.report.created_table = ensure_table(
+            self.dynamodb, description, self.table, billing_mode=self.options.billing_mode
+        )
+        if not self.report.created_table:
+            check_same_key(self.dynamodb, self.table, description)
         if self.report.created_table or self.options.into_existing:
             return
         scan = self.dynamodb.scan(TableName=self.table, Limit=1, Select="COUNT")
@@ -182,6 +215,8 @@ class Restore:
         keys = None
         if self.options.keys_file:
             keys = read_keys_file(self.options.keys_file, key_types_of(description))
+        elif self.options.delete_absent and not self.options.dry_run:
+            self._absent = self._absent_items(key_names)
         items = BackupItems(
             self.reader,
             self.bucket,
@@ -211,6 +246,7 @@ class Restore:
             leftover = self._take_pending(force=True)
             if leftover:
                 writes.submit(self._guarded_write, leftover)
+        self._finish_target(description)
         stats = items.stats
         self.report.objects, self.report.absent = stats.objects, stats.absent
         self.report.versions_read = stats.versions_read
@@ -234,7 +270,12 @@ class Restore:
                 self._stop.set()
             return None
         if selected.item is None:
+            if self.options.delete_absent and selected.key is not None:
+                with self._lock:
+                    self._deletes.append(selected.key)  # listed, absent at that moment
             return None
+        if self._absent is not None:
+            self._absent.keep(selected.item)
         if self.options.dry_run:
             with self._lock:
                 self.report.written += 1
@@ -245,6 +286,48 @@ class Restore:
         with self._lock:
             self._pending.append(selected.item)
         return self._take_pending()
+
+    def _absent_items(self, key_names: list[str]) -> AbsentItems:
+        if self.call is None:
+            raise RestoreError("--delete-absent needs a DynamoDB client to scan the table")
+        return AbsentItems(
+            self.call,
+            self.batch_write,
+            self.table,
+            key_names,
+            self.layout.key_hash,
+            self.retry_policy,
+        )
+
+    def _finish_target(self, description: dict[str, Any]) -> None:
+        """After the items: delete what was absent (when asked), then switch TTL on."""
+        if self._fatal or self.options.dry_run:
+            return
+        if self._absent is not None and not self.report.unwritten:
+            absent = self._absent.delete_the_rest()
+            self.report.deleted_absent += absent.deleted
+            self.report.not_deleted.extend(absent.not_deleted)
+        for keys in batched(self._deletes, BATCH_SIZE):
+            outcome = write_all(
+                self.batch_write,
+                self.table,
+                [{"DeleteRequest": {"Key": key}} for key in keys],
+                self.retry_policy,
+            )
+            self.report.deleted_absent += outcome.written
+            self.report.not_deleted.extend(
+                f"{dumps_item(r['DeleteRequest']['Key']).decode()}: {outcome.reason}"
+                for r in outcome.not_written
+            )
+        if self.options.ttl and (self.report.created_table or self.options.into_existing):
+            attribute = switch_on_ttl(self.dynamodb, description, self.table)
+            if attribute:
+                self.report.ttl_attribute = attribute
+                self.report.warnings.append(
+                    f"TTL is on again ({attribute}): DynamoDB will delete restored items whose "
+                    f"{attribute} is already in the past, within days (restore with --no-ttl "
+                    "to keep them)"
+                )
 
     def _take_pending(self, force: bool = False) -> list[dict[str, Any]] | None:
         with self._lock:
@@ -262,30 +345,24 @@ class Restore:
             self._stop.set()
 
     def _write_batch(self, items: list[dict[str, Any]]) -> None:
-        """BatchWriteItem until every item is in; unprocessed items are sent again after a
-        jittered, growing wait. What outlasts the budget is reported by key."""
+        """BatchWriteItem until every item is in; what outlasts the budget is reported."""
         self.limiter.acquire(len(items))
-        requests = [{"PutRequest": {"Item": item}} for item in items]
-        delays = self.retry_policy.delays()
-        while requests:
-            try:
-                answer = call_with_retries(
-                    lambda r=requests: self.batch_write({"RequestItems": {self.table: r}}),
-                    self.retry_policy,
-                    f"BatchWriteItem into {self.table}",
-                )
-            except Exception as error:
-                self._unwritten(requests, describe_error(error))
-                return
-            written = len(requests)
-            requests = (answer.get("UnprocessedItems") or {}).get(self.table, [])
-            self._written(written - len(requests))
-            if requests:
-                delay = next(delays, None)
-                if delay is None:
-                    self._unwritten(requests, "still unprocessed after every retry")
-                    return
-                time.sleep(delay)
+        outcome = write_all(
+            self.batch_write,
+            self.table,
+            [{"PutRequest": {"Item": item}} for item in items],
+            self.retry_policy,
+            on_written=self._written,
+        )
+        if outcome.not_written:
+            self._unwritten(outcome.not_written, outcome.reason or "not written")
+
+    def _save_unwritten(self, keys: list[dict[str, Any]]) -> None:
+        """Every key not written, in full, in a file ``--keys`` takes (called under the lock)."""
+        path = self.options.unwritten_keys_file or f"{self.table}.unwritten-keys.jsonl"
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.writelines(dumps_item(key).decode() + "\n" for key in keys)
+        self.report.unwritten_keys_file = path
 
     def _written(self, count: int) -> None:
         with self._lock:
@@ -293,25 +370,31 @@ class Restore:
         self.progress.advance(count)
 
     def _unwritten(self, requests: list[dict[str, Any]], reason: str) -> None:
+        keys = [extract_key(request["PutRequest"]["Item"], self._key_names) for request in requests]
         with self._lock:
             self.report.unwritten += len(requests)
-            for request in requests:
+            for key in keys:
                 if len(self.report.unwritten_keys) >= SAMPLE_SIZE:
                     break
-                key = extract_key(request["PutRequest"]["Item"], self._key_names)
                 self.report.unwritten_keys.append(f"{dumps_item(key).decode()}: {reason}")
+            self._save_unwritten(keys)
         logger.error("%s: %d items could not be written: %s", self.table, len(requests), reason)
 
 
 def read_keys_file(path: str, key_types: dict[str, str]) -> Iterable[dict[str, Any]]:
-    """Keys, one JSON object per line (plain or DynamoDB JSON), for ``--keys``."""
+    """Keys, one JSON object per line (plain or DynamoDB JSON), for ``--keys``; a key given
+    twice is restored once."""
+    seen: set[bytes] = set()
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
                 try:
-                    yield parse_key(line, key_types)
+                    key = parse_key(line, key_types)
                 except ValueError as error:
                     raise RestoreError(f"{path} line {number}: {error}") from None
+                if canonical_key(key) not in seen:
+                    seen.add(canonical_key(key))
+                    yield key
 
 
 def summary_text(report: RestoreReport) -> str:
@@ -330,7 +413,17 @@ def summary_text(report: RestoreReport) -> str:
     if report.invalid:
         lines.append(f"{report.invalid:,} invalid objects:")
         lines.extend(f"  {reason}" for reason in report.invalid_objects)
+    if report.deleted_absent:
+        lines.append(f"deleted {report.deleted_absent:,} items the backup did not hold then")
+    if report.not_deleted:
+        lines.append(f"{len(report.not_deleted):,} absent items NOT deleted:")
+        lines.extend(f"  {key}" for key in report.not_deleted[:SAMPLE_SIZE])
+    lines.extend(f"warning: {warning}" for warning in report.warnings)
     if report.unwritten:
         lines.append(f"{report.unwritten:,} items NOT written:")
         lines.extend(f"  {key}" for key in report.unwritten_keys)
+        lines.append(
+            f"every key not written is in {report.unwritten_keys_file}: restore them again "
+            f"with --keys {report.unwritten_keys_file} --into-existing"
+        )
     return "\n".join(lines)

@@ -112,15 +112,24 @@ class BackupWriter:
 # --- reading ---------------------------------------------------------------------------------
 
 
-def read_document(s3: Any, bucket: str, object_key: str) -> dict[str, Any] | None:
+READ_POLICY = RetryPolicy(max_attempts=8, base_delay=0.1, max_delay=5)
+
+
+def read_document(
+    s3: Any, bucket: str, object_key: str, policy: RetryPolicy | None = None
+) -> dict[str, Any] | None:
     """One of the tool's JSON documents, or None if it does not exist."""
-    try:
-        response = s3.get_object(Bucket=bucket, Key=object_key)
-    except ClientError as error:
-        if error_code(error) in ("NoSuchKey", "404"):
-            return None
-        raise
-    return json.loads(response["Body"].read())
+
+    def read() -> bytes | None:
+        try:
+            return s3.get_object(Bucket=bucket, Key=object_key)["Body"].read()
+        except ClientError as error:
+            if error_code(error) in ("NoSuchKey", "404"):
+                return None
+            raise
+
+    body = call_with_retries(read, policy or READ_POLICY, f"read s3://{bucket}/{object_key}")
+    return None if body is None else json.loads(body)
 
 
 def iter_versions(lister: Any, prefix: str) -> Iterator[ObjectVersion]:
@@ -129,7 +138,11 @@ def iter_versions(lister: Any, prefix: str) -> Iterator[ObjectVersion]:
     key_marker: str | None = None
     version_marker: str | None = None
     while True:
-        page = lister.list_versions_page(prefix, key_marker, version_marker)
+        page = call_with_retries(
+            lambda k=key_marker, v=version_marker: lister.list_versions_page(prefix, k, v),
+            READ_POLICY,
+            f"list versions under {prefix}",
+        )
         yield from page.entries
         if page.next_key_marker is None:
             return
@@ -153,7 +166,11 @@ def iter_current_objects(lister: Any, prefix: str) -> Iterator[dict[str, Any]]:
     are not listed."""
     token: str | None = None
     while True:
-        page = lister.list_objects_page(prefix, token)
+        page = call_with_retries(
+            lambda t=token: lister.list_objects_page(prefix, t),
+            READ_POLICY,
+            f"list objects under {prefix}",
+        )
         yield from page.objects
         if page.next_token is None:
             return

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,6 +40,7 @@ class Selected:
     object_key: str
     item: dict[str, Any] | None = None
     invalid: str | None = None  # the object exists but is not a usable item
+    key: dict[str, Any] | None = None  # the item's key, when it was asked for by key
 
 
 @dataclass
@@ -65,6 +66,7 @@ class _Unit:
     object_key: str
     entries: list[ObjectVersion] | None  # None: read the current version
     size: int | None = None
+    key: dict[str, Any] | None = None
 
 
 class BackupItems:
@@ -141,7 +143,7 @@ class BackupItems:
                         for entry in iter_versions(self.reader, object_key)
                         if entry.key == object_key
                     ]
-                yield _Unit(object_key, entries)
+                yield _Unit(object_key, entries, key=key)
         elif self.at is None:
             for listed in iter_current_objects(self.reader, self.layout.items_prefix):
                 yield _Unit(listed["Key"], None, listed.get("Size"))
@@ -152,6 +154,10 @@ class BackupItems:
     # --- one object ----------------------------------------------------------------------------
 
     def _select(self, unit: _Unit) -> Selected:
+        selected = self._select_unit(unit)
+        return replace(selected, key=unit.key) if unit.key is not None else selected
+
+    def _select_unit(self, unit: _Unit) -> Selected:
         self.stats.add(objects=1)
         self.progress.advance()
         if unit.entries is None:

@@ -9,7 +9,6 @@ import click
 
 from dynamo_backups.aws.errors import ClientError, describe_error
 from dynamo_backups.backup import BackupApplier
-from dynamo_backups.catalog import read_manifest
 from dynamo_backups.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -18,10 +17,11 @@ from dynamo_backups.cli.common import (
     pass_invocation,
     reports_errors,
 )
+from dynamo_backups.folder import open_folder
 from dynamo_backups.installer.alerting import queue_url
 from dynamo_backups.installer.naming import TableResources
 from dynamo_backups.keys import DEFAULT_KEY_HASH
-from dynamo_backups.layout import TableLayout, check_table_name
+from dynamo_backups.layout import check_table_name
 from dynamo_backups.replay import (
     GivenUp,
     Replayer,
@@ -115,7 +115,7 @@ def _destination(
         bucket = bucket or variables.get("BACKUP_BUCKET") or fail(f"{function} has no bucket")
         prefix = prefix if prefix is not None else variables.get("BACKUP_PREFIX", "")
     if not key_hash:
-        manifest = read_manifest(aws.client("s3"), bucket, TableLayout.of(prefix, table)) or {}
+        manifest = open_folder(aws.client("s3"), bucket, prefix, table).manifest or {}
         key_hash = manifest.get("key_hash") or variables.get("BACKUP_KEY_HASH")
     return bucket, prefix, key_hash or DEFAULT_KEY_HASH
 

@@ -67,6 +67,7 @@ def run_restore(
             table,
             options,
             progress,
+            call=api.call,
         )
         try:
             return job.run()
@@ -111,6 +112,33 @@ def run_restore(
     help="Where --native-import writes its snapshot (default: under the backup's "
     "own .dynamo-backups folder).",
 )
+@click.option(
+    "--billing-mode",
+    type=click.Choice(["PAY_PER_REQUEST", "PROVISIONED"]),
+    default="PAY_PER_REQUEST",
+    show_default=True,
+    help="Of a table the restore creates (PROVISIONED: the source's saved capacity, which "
+    "may throttle the restore).",
+)
+@click.option(
+    "--no-ttl",
+    is_flag=True,
+    help="Leave TTL off. By default it is switched on, as the source had it, once the items "
+    "are written: DynamoDB then deletes items already past their expiry.",
+)
+@click.option(
+    "--delete-absent",
+    is_flag=True,
+    help="With --into-existing: also delete the table's items the backup did not hold at "
+    "that moment, so the table ends exactly as it was.",
+)
+@click.option(
+    "--unwritten-keys",
+    "unwritten_keys_file",
+    type=click.Path(dir_okay=False),
+    help="Where the keys of items that could not be written go, in full, one per line "
+    "(default: TABLE.unwritten-keys.jsonl; --keys takes that file).",
+)
 @click.option("--read-concurrency", type=click.IntRange(1, 512), default=32, show_default=True)
 @click.option("--write-concurrency", type=click.IntRange(1, 128), default=8, show_default=True)
 @pass_invocation
@@ -129,22 +157,31 @@ def restore(
     max_items_per_second: float | None,
     native_import: bool,
     staging: str | None,
+    billing_mode: str,
+    no_ttl: bool,
+    delete_absent: bool,
+    unwritten_keys_file: str | None,
     read_concurrency: int,
     write_concurrency: int,
 ) -> None:
     """Restore the backup in SOURCE_BUCKET/SOURCE_PREFIX into TABLE.
 
     SOURCE_PREFIX is the table's folder in the bucket (Prod/Users). TABLE is created from
-    the saved description (keys, indexes, billing mode, TTL) when it does not exist; a table
-    that already has items is refused unless --into-existing. With --at, every item comes
-    back as it was at that moment, by the change times the backup recorded: items created
-    later are absent, items deleted earlier are absent, later updates are undone.
+    the saved description (keys, indexes, encryption; on-demand unless --billing-mode) when
+    it does not exist, and TTL is switched on once the items are in; an existing table must
+    have the backup's key, and one that already has items is refused unless --into-existing.
+    With --at, every item comes back as it was at that moment, by the change times the
+    backup recorded: items created later are absent, items deleted earlier are absent, later
+    updates are undone. Keys that could not be written are saved in full to a file --keys
+    takes.
 
     \b
     Examples:
       dynamo-backups restore my-backups Prod/Users Users-restored
       dynamo-backups restore my-backups Prod/Users Users-0900 --at 2026-11-27T09:00:00Z
       dynamo-backups restore my-backups Prod/Users Users --keys keys.jsonl --into-existing
+      dynamo-backups restore my-backups Prod/Users Users --into-existing --at 2026-11-27T09:00Z \\
+          --delete-absent
       dynamo-backups restore my-backups Prod/Users Users-big --native-import
     """
     if native_import:
@@ -158,7 +195,13 @@ def restore(
             invocation, source_bucket, source_prefix, table, at, key_schema, staging, skip_invalid
         )
         return
+    if delete_absent and not into_existing:
+        fail("--delete-absent deletes from an existing table: give --into-existing too", 2)
     options = RestoreOptions(
+        billing_mode=billing_mode,
+        ttl=not no_ttl,
+        delete_absent=delete_absent,
+        unwritten_keys_file=unwritten_keys_file,
         at=at,
         keys_file=keys_file,
         dry_run=dry_run,
@@ -225,7 +268,6 @@ def _restore_natively(
     from datetime import UTC
 
     from dynamo_backups.cli.snapshot import take_snapshot
-    from dynamo_backups.layout import TableLayout
     from dynamo_backups.native_import import run_import
     from dynamo_backups.snapshot import parse_s3_url
 
@@ -246,7 +288,7 @@ def _restore_natively(
     description = job.description()
     if table in _table_names(dynamodb):
         fail(f"table {table} exists: ImportTable creates the table, so give a new name")
-    layout = TableLayout.from_folder(folder)
+    layout = job.layout
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     staging = staging or f"s3://{bucket}/{layout.meta_prefix}snapshots/{stamp}"
     snapshot = take_snapshot(

@@ -9,9 +9,7 @@ import click
 from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.cli.common import Invocation, fail, pass_invocation, reports_errors
 from dynamo_backups.cli.restore import TIME
-from dynamo_backups.description import key_schema_of, load_description
-from dynamo_backups.keys import key_attribute_names
-from dynamo_backups.layout import TableLayout
+from dynamo_backups.folder import open_folder_path
 from dynamo_backups.progress import Progress
 from dynamo_backups.selection import BackupItems
 from dynamo_backups.snapshot import Snapshot, SnapshotError, SnapshotReport
@@ -28,9 +26,8 @@ def take_snapshot(
     show_progress: bool,
 ) -> SnapshotReport:
     s3 = aws.client("s3", pool=32)
-    layout = TableLayout.from_folder(folder)
-    description = load_description(s3, bucket, layout)
-    key_names = key_attribute_names(key_schema_of(description)) if description else None
+    opened = open_folder_path(s3, bucket, folder)
+    layout, key_names = opened.layout, opened.key_names
     with Progress(f"snapshot {layout.table}", unit="objects", enabled=show_progress) as progress:
         items = BackupItems(
             aws.objects(s3, bucket), bucket, layout, key_names, at, progress=progress

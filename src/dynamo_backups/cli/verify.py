@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import click
 
-from dynamo_backups.catalog import read_manifest
 from dynamo_backups.cli.common import Invocation, fail, pass_invocation, reports_errors
-from dynamo_backups.keys import DEFAULT_KEY_HASH
-from dynamo_backups.layout import TableLayout
+from dynamo_backups.folder import open_folder
 from dynamo_backups.progress import Progress
 from dynamo_backups.s3store import BackupWriter
 from dynamo_backups.streams import StreamError
@@ -67,8 +65,7 @@ def verify(
         key_schema = dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]
     except dynamodb.exceptions.ResourceNotFoundException:
         raise StreamError(f"table {table} does not exist (check the name and --region)") from None
-    manifest = read_manifest(s3, bucket, TableLayout.of(prefix, table)) or {}
-    layout = TableLayout.of(prefix, table, manifest.get("key_hash", DEFAULT_KEY_HASH))
+    layout = open_folder(s3, bucket, prefix, table).layout
     api = aws.dynamodb_api(dynamodb)
     writer = BackupWriter(s3, bucket)
     with Progress(f"verify {table}", unit="items", enabled=not invocation.quiet) as progress:

@@ -1,0 +1,59 @@
+"""BatchWriteItem until every request is in: the one copy every bulk writer uses (restore,
+replication, table repair). Unprocessed items and throttling are retried with exponential
+backoff and full jitter; what outlasts the budget is handed back, never dropped."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dynamo_backups.aws.errors import describe_error
+from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
+
+BATCH_LIMIT = 25  # requests per BatchWriteItem
+BatchWrite = Callable[[dict[str, Any]], dict[str, Any]]  # wire-form request -> answer
+
+
+@dataclass
+class WriteOutcome:
+    written: int = 0
+    not_written: list[dict[str, Any]] = field(default_factory=list)  # the requests themselves
+    reason: str | None = None
+
+
+def write_all(
+    batch_write: BatchWrite,
+    table: str,
+    requests: list[dict[str, Any]],
+    policy: RetryPolicy,
+    sleep: Callable[[float], None] = time.sleep,
+    on_written: Callable[[int], None] | None = None,
+) -> WriteOutcome:
+    """Write up to 25 Put/Delete requests into ``table``."""
+    outcome = WriteOutcome()
+    delays = policy.delays()
+    pending = list(requests)
+    while pending:
+        try:
+            answer = call_with_retries(
+                lambda batch=pending: batch_write({"RequestItems": {table: batch}}),
+                policy,
+                f"BatchWriteItem into {table}",
+            )
+        except Exception as error:
+            outcome.not_written, outcome.reason = pending, describe_error(error)
+            return outcome
+        sent = len(pending)
+        pending = (answer.get("UnprocessedItems") or {}).get(table, [])
+        outcome.written += sent - len(pending)
+        if on_written is not None:
+            on_written(sent - len(pending))
+        if pending:
+            delay = next(delays, None)
+            if delay is None:
+                outcome.not_written, outcome.reason = pending, "still unprocessed after every retry"
+                return outcome
+            sleep(delay)
+    return outcome
