@@ -53,6 +53,8 @@ _AWS_VARIABLES = [
     "AWS_ENDPOINT_URL_DYNAMODB",
     "AWS_ENDPOINT_URL_DYNAMODB_STREAMS",
     "AWS_ENDPOINT_URL_DYNAMODBSTREAMS",
+    "AWS_ENDPOINT_URL_LAMBDA",
+    "AWS_ENDPOINT_URL_SQS",
     "AWS_CA_BUNDLE",
     "AWS_USE_FIPS_ENDPOINT",
     "AWS_USE_DUALSTACK_ENDPOINT",
@@ -111,14 +113,29 @@ def prefix() -> str:
     return f"t{next(_names)}-{uuid.uuid4().hex[:8]}"
 
 
+@pytest.fixture(scope="session")
+def moto_session() -> Iterator[str]:
+    """moto for the services the local servers do not serve (Lambda, SQS, CloudWatch), kept
+    for the session; tests that need it empty start their own."""
+    from tests.moto_stack import moto_server
+
+    with moto_server() as endpoint:
+        yield endpoint
+
+
 @pytest.fixture
 def aws_env(
-    dynamodb_local: servers.Server, seaweedfs: servers.Server, monkeypatch: pytest.MonkeyPatch
+    dynamodb_local: servers.Server,
+    seaweedfs: servers.Server,
+    moto_session: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, str]:
-    """Endpoint variables pointing the CLI at the local servers."""
+    """Endpoint variables pointing the CLI at the local servers (and moto for Lambda, which
+    stream asks for triggers that already back a table up)."""
     variables = {
         "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_local.endpoint,
         "AWS_ENDPOINT_URL_S3": seaweedfs.endpoint,
+        "AWS_ENDPOINT_URL_LAMBDA": moto_session,
     }
     for name, value in variables.items():
         monkeypatch.setenv(name, value)

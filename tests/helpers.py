@@ -10,6 +10,10 @@ from typing import Any
 
 from tests.conftest import unique_table_name
 
+# stream --once where no stream answers an empty page before a record (DynamoDB Local):
+# a short drain will do.
+ONCE = ["--once", "--drain-empty-pages", "2", "--drain-seconds", "0"]
+
 
 def create_table(
     dynamodb: Any,

@@ -4,6 +4,7 @@ with a live stream handler."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -235,3 +236,106 @@ def test_backfilled_state_then_stream_changes_make_one_history(
     consumer_for(dynamodb, streams, s3, bucket, prefix, table).run(once=True)
     states = bodies(history(s3, bucket, object_key(prefix, table, key)))
     assert states == [{**key, "v": {"N": "1"}}, {**key, "v": {"N": "0"}}]
+
+
+def racing_scan(
+    dynamodb: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    table: str,
+    doomed: dict[str, Any],
+) -> Any:
+    """A scan whose first page holds an item the stream deletes before the backfill writes it."""
+    scan = lean_scan(dynamodb)
+
+    def scan_then_delete(request: dict[str, Any]) -> dict[str, Any]:
+        page = scan(request)
+        if any(item["pk"] == doomed["pk"] for item in page.get("Items", [])):
+            dynamodb.delete_item(TableName=table, Key=doomed)
+            consumer_for(dynamodb, streams, s3, bucket, prefix, table).run(once=True)
+        return page
+
+    return scan_then_delete
+
+
+def test_a_failed_segment_does_not_skip_the_removal_check(
+    dynamodb: Any, streams: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    table = create_table(dynamodb)
+    doomed = {"pk": {"S": "doomed"}}
+    dynamodb.put_item(TableName=table, Item={**doomed, "v": {"N": "1"}})
+    for index in range(20):
+        dynamodb.put_item(TableName=table, Item={"pk": {"S": f"k{index}"}})
+    consumer_for(dynamodb, streams, s3, bucket, prefix, table).run(once=True)
+    racing = racing_scan(dynamodb, streams, s3, bucket, prefix, table, doomed)
+
+    def one_segment_fails(request: dict[str, Any]) -> dict[str, Any]:
+        if request["Segment"] == 1:
+            raise RuntimeError("segment 1 lost")
+        return racing(request)
+
+    job = make_backfill(
+        dynamodb, s3, bucket, prefix, table, scan=one_segment_fails, total_segments=2
+    )
+    with pytest.raises(RuntimeError, match="segment 1 lost"):
+        job.run()
+    # The run failed, and still checked what it had written: the deletion stands.
+    assert bodies(history(s3, bucket, object_key(prefix, table, doomed)))[0] == "DM"
+
+
+def test_a_crash_before_the_removal_check_is_made_good_by_the_next_run(
+    dynamodb: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = create_table(dynamodb)
+    doomed = {"pk": {"S": "doomed"}}
+    dynamodb.put_item(TableName=table, Item={**doomed, "v": {"N": "1"}})
+    consumer_for(dynamodb, streams, s3, bucket, prefix, table).run(once=True)
+    racing = racing_scan(dynamodb, streams, s3, bucket, prefix, table, doomed)
+
+    def host_dies(*args: Any, **kwargs: Any) -> int:
+        raise SystemExit("killed")  # the process ends before its removal check
+
+    monkeypatch.setattr("dynamo_backups.backfill.restore_removals_under_backfill", host_dies)
+    with pytest.raises(SystemExit):
+        make_backfill(dynamodb, s3, bucket, prefix, table, scan=racing, total_segments=1).run()
+    check = read_document(
+        s3, bucket, f"{prefix}/.dynamo-backups/{table}/backfill/removals-check.json"
+    )
+    assert check is not None and check["pending"] is True
+    assert bodies(history(s3, bucket, object_key(prefix, table, doomed)))[0] != "DM"
+
+    monkeypatch.undo()
+    report = make_backfill(dynamodb, s3, bucket, prefix, table, total_segments=1).run()
+    assert report.removals_restored == 1
+    assert bodies(history(s3, bucket, object_key(prefix, table, doomed)))[0] == "DM"
+    check = read_document(
+        s3, bucket, f"{prefix}/.dynamo-backups/{table}/backfill/removals-check.json"
+    )
+    assert check is not None and check["pending"] is False
+
+
+def test_versions_are_dated_by_dynamodbs_clock_not_the_hosts(
+    dynamodb: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    table = create_table(dynamodb, view_type=None)
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}})
+    wrong = datetime.now(UTC) + timedelta(minutes=10)  # a laptop ten minutes ahead
+    job = Backfill(
+        dynamodb,
+        lean_scan(dynamodb),
+        BackupWriter(s3, bucket),
+        TableLayout.of(prefix, table),
+        BackfillOptions(total_segments=1),
+        clock=lambda: wrong,
+    )
+    job.run()
+    (entry,) = history(s3, bucket, object_key(prefix, table, {"pk": {"S": "a"}}))
+    dated = datetime.fromisoformat(entry["metadata"]["change-time"].replace("Z", "+00:00"))
+    assert abs((dated - datetime.now(UTC)).total_seconds()) < 60

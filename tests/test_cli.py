@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from dynamo_backups import __version__
 from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.cli import main
-from tests.helpers import bodies, create_table, history, object_key
+from tests.helpers import ONCE, bodies, create_table, history, object_key
 
 
 def invoke(*args: str) -> Any:
@@ -177,11 +177,7 @@ def test_global_options_work_after_the_command_name_too(
         bucket,
         "--prefix",
         prefix,
-        "--once",
-        "--drain-empty-pages",
-        "2",
-        "--drain-seconds",
-        "0",
+        *ONCE,
         "--output",
         "json",
         "-q",

@@ -548,3 +548,36 @@ def test_a_refused_call_is_explained_and_a_rerun_completes_the_deploy(moto: str)
     assert outcomes["IAM role dynamo-backups-Users"] == "created"
     assert outcomes["IAM policy dynamo-backups-Users-stream"] == "unchanged"  # from the first run
     assert c.lambda_.get_function(FunctionName="dynamo-backups-Users")
+
+
+def test_deploy_never_downgrades_a_buckets_kms_encryption(moto: str) -> None:
+    make_table(moto, "Users")
+    c = clients(moto)
+    c.s3.create_bucket(Bucket=BUCKET)
+    c.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    key = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    c.s3.put_bucket_encryption(
+        Bucket=BUCKET,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {
+                        "SSEAlgorithm": "aws:kms",
+                        "KMSMasterKeyID": key,
+                    },
+                    "BucketKeyEnabled": True,
+                }
+            ]
+        },
+    )
+    steps = deploy(moto, replace(OPTIONS, tables=("Users",), create_bucket=False))
+    (encryption,) = [s for s in steps if s.resource == f"bucket {BUCKET}: default encryption"]
+    assert encryption.outcome == "unchanged" and "aws:kms kept" in encryption.detail
+    rule = c.s3.get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]
+    assert rule["Rules"][0]["ApplyServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "aws:kms",
+        "KMSMasterKeyID": key,
+    }
+    # The functions can write with that key.
+    write = policy_document(c.iam, "dynamo-backups-write-acme-backups-Prod")["Statement"]
+    assert write[1]["Action"] == ["kms:GenerateDataKey"] and write[1]["Resource"] == key

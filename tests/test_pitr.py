@@ -85,3 +85,56 @@ def test_listing_that_separates_delete_markers_is_put_in_order() -> None:
     assert [entry.version_id for entry in newest_first(listed)] == ["dm", "t", "v1"]
     interleaved = [marker("dm", 2, latest=True), version("t", 2, size=0), version("v1", 1)]
     assert newest_first(interleaved) == interleaved
+
+
+class SequencedInspector(Inspector):
+    """Metadata with sequence numbers: version id -> (change minutes, event, sequence)."""
+
+    def __init__(self, changes: dict[str, tuple[float, str, str]]) -> None:
+        super().__init__({})
+        self.sequenced = changes
+
+    def __call__(self, entry: ObjectVersion) -> VersionMetadata | None:
+        self.read.append(entry.version_id)
+        minutes, event, sequence = self.sequenced[entry.version_id]
+        return VersionMetadata("stream", event, at(minutes), sequence)
+
+
+def test_a_second_writer_that_wrote_an_old_change_last_does_not_win() -> None:
+    # Writer A wrote v1 then v2; writer B, lagging, wrote v1 again on top of them.
+    entries = [version("v1-late", 12, latest=True), version("v2", 11), version("v1", 10)]
+    inspect = SequencedInspector(
+        {"v1-late": (1, "INSERT", "100"), "v2": (2, "MODIFY", "200"), "v1": (1, "INSERT", "100")}
+    )
+    chosen = select_at(entries, at(13), inspect, timedelta(minutes=30)).version
+    assert chosen is not None and chosen.version_id == "v2"  # the stream's last change
+
+
+def test_equal_change_times_follow_the_sequence_numbers() -> None:
+    # Change times to the minute (as some streams give them): the sequence decides.
+    entries = [version("older", 12, latest=True), version("newer", 11)]
+    inspect = SequencedInspector({"older": (5, "MODIFY", "100"), "newer": (5, "MODIFY", "101")})
+    chosen = select_at(entries, at(13), inspect, timedelta(minutes=30)).version
+    assert chosen is not None and chosen.version_id == "newer"
+
+
+def test_a_late_old_change_competes_with_a_version_received_well_before() -> None:
+    # A retry delivered an old change long after; the version received well before the
+    # moment holds a later change and must win, so it is read too.
+    entries = [version("late-retry", 100, latest=True), version("current", 8)]
+    inspect = SequencedInspector(
+        {"late-retry": (1, "INSERT", "100"), "current": (7, "MODIFY", "300")}
+    )
+    chosen = select_at(entries, at(60), inspect, timedelta(minutes=5)).version
+    assert chosen is not None and chosen.version_id == "current"
+    assert inspect.read == ["late-retry", "current"]
+
+
+def test_in_order_versions_cost_no_extra_reads() -> None:
+    entries = [version("v3", 100, latest=True), version("v2", 20), version("v1", 10)]
+    inspect = SequencedInspector(
+        {"v3": (90, "MODIFY", "3"), "v2": (19, "MODIFY", "2"), "v1": (9, "INSERT", "1")}
+    )
+    chosen = select_at(entries, at(50), inspect, timedelta(minutes=5)).version
+    assert chosen is not None and chosen.version_id == "v2"
+    assert inspect.read == ["v3"]  # v2 was received well before the moment: taken unread

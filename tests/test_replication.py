@@ -20,6 +20,7 @@ from dynamo_backups.cli import main
 from dynamo_backups.handler import ConfigurationError, ReplicaConfig, build_replica_applier
 from dynamo_backups.installer.package import build_zip
 from dynamo_backups.replica import ReplicaApplier
+from dynamo_backups.tablediff import TableDiff, TableRef
 from tests import faultproxy, servers
 from tests.conftest import unique_table_name
 from tests.helpers import create_table, lambda_records
@@ -51,6 +52,13 @@ def applier_via(endpoint: str, table: str, policy: RetryPolicy | None = None) ->
         policy or RetryPolicy(max_attempts=12, base_delay=0.01, max_delay=0.1),
         sleep=lambda _: None,
     )
+
+
+def raw_call(endpoint: str) -> Any:
+    """DynamoDB calls in wire form against ``endpoint``."""
+    return RawDynamoDB(
+        make_client("dynamodb", endpoint), Credentials(servers.ACCESS_KEY, servers.SECRET_KEY)
+    ).call
 
 
 def edge_workload(dynamodb: Any, table: str) -> None:
@@ -446,3 +454,60 @@ def test_replicate_handler_can_assume_a_role_for_another_account(
         "id": {"S": "a"},
         "n": {"N": "1"},
     }
+
+
+def test_seeding_never_replaces_a_replicated_write_nor_revives_a_deleted_item(
+    dynamodb_local: Any, dynamodb: Any
+) -> None:
+    primary, replica = create_table(dynamodb), create_table(dynamodb, view_type=None)
+    for name in ("gone", "newer", "plain"):
+        dynamodb.put_item(TableName=primary, Item={"pk": {"S": name}, "v": {"N": "1"}})
+    call = raw_call(dynamodb_local.endpoint)
+    scanned = []
+
+    def primary_call(operation: str, request: dict[str, Any]) -> dict[str, Any]:
+        answer = call(operation, request)
+        if operation == "Scan" and not scanned:
+            scanned.append(True)
+            # While the seed runs, the table changes and the replicator keeps up:
+            dynamodb.delete_item(TableName=primary, Key={"pk": {"S": "gone"}})
+            newer = {"pk": {"S": "newer"}, "v": {"N": "2"}}
+            dynamodb.put_item(TableName=primary, Item=newer)
+            dynamodb.put_item(TableName=replica, Item=newer)
+        return answer
+
+    report = TableDiff(
+        TableRef(primary),
+        TableRef(replica),
+        primary_call,
+        call,
+        ["pk"],
+        segments=1,
+        backfill=True,
+    ).run()
+    assert (report.copied, report.already_there, report.deleted_since_scan) == (1, 1, 1)
+    seeded = {item["pk"]["S"]: item["v"]["N"] for item in dynamodb.scan(TableName=replica)["Items"]}
+    assert seeded == {"newer": "2", "plain": "1"}
+
+
+def test_repair_never_undoes_a_write_the_replicator_made_meanwhile(
+    dynamodb_local: Any, dynamodb: Any
+) -> None:
+    primary, replica = create_table(dynamodb), create_table(dynamodb, view_type=None)
+    dynamodb.put_item(TableName=primary, Item={"pk": {"S": "a"}, "v": {"N": "2"}})
+    dynamodb.put_item(TableName=replica, Item={"pk": {"S": "a"}, "v": {"N": "1"}})  # behind
+    call = raw_call(dynamodb_local.endpoint)
+
+    def replica_call(operation: str, request: dict[str, Any]) -> dict[str, Any]:
+        if operation == "PutItem":
+            # The replicator writes a newer change between our read and our repair.
+            dynamodb.put_item(TableName=primary, Item={"pk": {"S": "a"}, "v": {"N": "3"}})
+            dynamodb.put_item(TableName=replica, Item={"pk": {"S": "a"}, "v": {"N": "3"}})
+        return call(operation, request)
+
+    report = TableDiff(
+        TableRef(primary), TableRef(replica), call, replica_call, ["pk"], segments=1, repair=True
+    ).run()
+    assert (report.different, report.repaired, report.repair_failed) == (1, 0, 1)
+    item = dynamodb.get_item(TableName=replica, Key={"pk": {"S": "a"}})["Item"]
+    assert item["v"] == {"N": "3"}  # the newer write stands

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from dynamo_backups.cli import main
 from tests import faultproxy
 from tests.conftest import unique_table_name
-from tests.helpers import create_table
+from tests.helpers import ONCE, create_table
 from tests.test_restore import scan_all
 
 pytestmark = pytest.mark.servers
@@ -34,11 +34,7 @@ def streamed(dynamodb: Any, bucket: str, prefix: str, table: str, *extra: str) -
         bucket,
         "--prefix",
         prefix,
-        "--once",
-        "--drain-empty-pages",
-        "2",
-        "--drain-seconds",
-        "0",
+        *ONCE,
         *extra,
     )
     assert result.exit_code == 0, result.output

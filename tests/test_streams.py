@@ -315,6 +315,12 @@ class MemoryStore:
     def describe(self) -> str:
         return "memory"
 
+    def heartbeat(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
 
 def recording_processor(seen: list[int]) -> Any:
     def process(records: Any) -> BatchResult:

@@ -6,7 +6,12 @@ a base. Safe while the stream handler is live:
 - S3 lets that write through when the current version is a delete marker. A pass over the
   version listing after the scan finds every backfill version that landed on top of a removal
   and writes the removal again on top of it, conditionally on the backfill version still being
-  current (so a newer stream write always wins). A deleted item never comes back.
+  current (so a newer stream write always wins). A deleted item never comes back: the pass is
+  recorded as pending before the first write and cleared only once it has run, it runs even
+  when a segment fails or the run is interrupted (Ctrl-C), and a run that finds an earlier
+  run's pass still pending (a crash) runs it.
+- Versions are dated by DynamoDB's clock (the Scan answer's ``Date``), not the host's, so a
+  host whose clock is off cannot misdate them for point-in-time restores.
 
 Scans are parallel (segments), consistent, rate-limited on request, and checkpointed per
 segment after every page, so ``--resume`` continues where an interrupted run stopped.
@@ -23,7 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dynamo_backups.aws.errors import ClientError, describe_error
+from dynamo_backups.aws.dynamodb import answer_time
+from dynamo_backups.aws.errors import describe_error
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.catalog import ensure_manifest
 from dynamo_backups.ddbjson import dumps_item
@@ -32,17 +38,16 @@ from dynamo_backups.keys import extract_key, key_attribute_names
 from dynamo_backups.layout import (
     EVENT_REMOVE,
     EVENT_SNAPSHOT,
-    TOMBSTONE_CONTENT_TYPE,
     WRITER_BACKFILL,
     TableLayout,
     VersionMetadata,
+    format_time,
 )
 from dynamo_backups.pitr import ObjectVersion, newest_first
 from dynamo_backups.progress import NoProgress, ProgressSink
 from dynamo_backups.ratelimit import RateLimiter
 from dynamo_backups.s3store import (
     BackupWriter,
-    error_code,
     iter_key_histories,
     iter_versions,
     read_document,
@@ -80,6 +85,10 @@ class BackfillReport:
         return dict(self.__dict__)
 
 
+def removals_check_key(layout: TableLayout) -> str:
+    return layout.meta_prefix + "backfill/removals-check.json"
+
+
 def segment_checkpoint_key(layout: TableLayout, segment: int, total: int) -> str:
     return layout.meta_prefix + f"backfill/segment-{segment}-of-{total}.json"
 
@@ -96,7 +105,9 @@ class Backfill:
         options: BackfillOptions,
         progress: ProgressSink | None = None,
         retry_policy: RetryPolicy | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self.clock = clock  # only where DynamoDB's own clock is not at hand
         self.dynamodb = dynamodb
         self.scan = scan  # one Scan call in wire form (wire.LeanDynamoDB or an equivalent)
         self.writer = writer
@@ -120,6 +131,34 @@ class Backfill:
         )
         self._key_names = key_attribute_names(description["table"]["KeySchema"])
         self.progress.set_total(description["table"].get("ItemCount") or None)
+        self._note_pending_check()
+        try:
+            self._run_segments()
+        finally:
+            # Whatever was written must be checked against deletions, however the run ends.
+            self.report.removals_restored = restore_removals_under_backfill(
+                self.writer, self.layout
+            )
+            self.writer.put_document(
+                removals_check_key(self.layout),
+                {"pending": False, "checked_at": format_time(self.clock())},
+            )
+        self.report.seconds = round(time.monotonic() - started, 3)
+        return self.report
+
+    def _note_pending_check(self) -> None:
+        key = removals_check_key(self.layout)
+        earlier = read_document(self.writer.s3, self.writer.bucket, key)
+        if earlier and earlier.get("pending"):
+            logger.warning(
+                "%s: an earlier backfill (%s) stopped before checking its writes against "
+                "deletions; this run checks them",
+                self.layout.table,
+                earlier.get("since"),
+            )
+        self.writer.put_document(key, {"pending": True, "since": format_time(self.clock())})
+
+    def _run_segments(self) -> None:
         segments = self._segments()
         with (
             ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="backfill-put") as pool,
@@ -127,9 +166,6 @@ class Backfill:
         ):
             for future in [scans.submit(self._run_segment, segment, pool) for segment in segments]:
                 future.result()
-        self.report.removals_restored = restore_removals_under_backfill(self.writer, self.layout)
-        self.report.seconds = round(time.monotonic() - started, 3)
-        return self.report
 
     def _segments(self) -> list[int]:
         total = self.options.total_segments
@@ -169,7 +205,7 @@ class Backfill:
                 self.retry_policy,
                 f"scan {self.layout.table} segment {segment}",
             )
-            read_at = datetime.now(UTC)
+            read_at = answer_time(page) or self.clock()
             items = page.get("Items", [])
             self.limiter.acquire(len(items))
             if not self._write_page(items, read_at, pool):
@@ -245,20 +281,18 @@ def restore_removals_under_backfill(writer: BackupWriter, layout: TableLayout) -
     Returns how many removals were restored."""
     restored = 0
     for entries in _removal_suspects(writer, layout):
-        current = writer.s3.head_object(
-            Bucket=writer.bucket, Key=entries[0].key, VersionId=entries[0].version_id
-        )
-        metadata = VersionMetadata.from_s3(current.get("Metadata") or {})
+        current = entries[0]
+        metadata = writer.version_metadata(current.key, current.version_id)
         if metadata is None or metadata.writer != WRITER_BACKFILL:
             continue
         removal = _removal_below(writer, entries[1:], layout.key_hash)
-        if _reassert_removal(writer, entries[0], removal):
+        if writer.remove_item_if_current(current.key, removal, current.etag):
             restored += 1
             logger.warning(
                 "%s: the backfill wrote %s after the stream had deleted it; "
                 "the deletion is restored",
                 layout.table,
-                entries[0].key,
+                current.key,
             )
     return restored
 
@@ -281,10 +315,7 @@ def _removal_below(
     """The metadata of the removal recorded under a backfill version."""
     for entry in below[:2]:
         if entry.is_tombstone:
-            head = writer.s3.head_object(
-                Bucket=writer.bucket, Key=entry.key, VersionId=entry.version_id
-            )
-            found = VersionMetadata.from_s3(head.get("Metadata") or {})
+            found = writer.version_metadata(entry.key, entry.version_id)
             if found is not None:
                 return VersionMetadata(
                     WRITER_BACKFILL,
@@ -297,24 +328,3 @@ def _removal_below(
             break
     marker = below[0]
     return VersionMetadata(WRITER_BACKFILL, EVENT_REMOVE, marker.last_modified, None, key_hash)
-
-
-def _reassert_removal(
-    writer: BackupWriter, current: ObjectVersion, removal: VersionMetadata
-) -> bool:
-    """Tombstone then delete marker, each only if nothing newer was written in between."""
-    try:
-        put = writer.s3.put_object(
-            Bucket=writer.bucket,
-            Key=current.key,
-            Body=b"",
-            ContentType=TOMBSTONE_CONTENT_TYPE,
-            Metadata=removal.to_s3(),
-            IfMatch=current.etag,
-        )
-        writer.s3.delete_object(Bucket=writer.bucket, Key=current.key, IfMatch=put["ETag"])
-    except ClientError as error:
-        if error_code(error) in ("PreconditionFailed", "ConditionalRequestConflict"):
-            return False  # the stream wrote something newer: it decides
-        raise
-    return True

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, error_code
+from dynamo_backups.aws.retry import call_with_retries
 from dynamo_backups.catalog import key_types_from_description
 from dynamo_backups.layout import TableLayout, format_time
-from dynamo_backups.s3store import BackupWriter, read_document
+from dynamo_backups.s3store import READ_POLICY, BackupWriter, read_document
 
 DESCRIPTION_FORMAT = "dynamo-backups-table"
 
@@ -21,9 +22,17 @@ class DescriptionError(ValueError):
 
 def describe_table(dynamodb: Any, table: str) -> dict[str, Any]:
     """What a restore needs to rebuild the table: DescribeTable plus TTL."""
-    described = dynamodb.describe_table(TableName=table)["Table"]
+    described = call_with_retries(
+        lambda: dynamodb.describe_table(TableName=table)["Table"],
+        READ_POLICY,
+        f"describe table {table}",
+    )
     try:
-        ttl = dynamodb.describe_time_to_live(TableName=table).get("TimeToLiveDescription", {})
+        ttl = call_with_retries(
+            lambda: dynamodb.describe_time_to_live(TableName=table),
+            READ_POLICY,
+            f"describe the TTL of table {table}",
+        ).get("TimeToLiveDescription", {})
     except ClientError as error:
         if error_code(error) not in ("UnknownOperationException", "UnrecognizedClientException"):
             raise
@@ -150,7 +159,7 @@ def ensure_table(
     """Create ``table_name`` from ``description`` unless it exists, and wait until it is
     ACTIVE. True if it was created. TTL is not switched on here: see ``switch_on_ttl``."""
     try:
-        dynamodb.describe_table(TableName=table_name)
+        table_status(dynamodb, table_name)
         created = False
     except ClientError as error:
         if error_code(error) != "ResourceNotFoundException":
@@ -158,11 +167,20 @@ def ensure_table(
         dynamodb.create_table(**create_table_request(description, table_name, billing_mode))
         created = True
     deadline = time.monotonic() + timeout
-    while dynamodb.describe_table(TableName=table_name)["Table"]["TableStatus"] != "ACTIVE":
+    while table_status(dynamodb, table_name) != "ACTIVE":
         if time.monotonic() > deadline:
             raise DescriptionError(f"table {table_name} did not become ACTIVE in {timeout:.0f} s")
         wait(1.0)
     return created
+
+
+def table_status(dynamodb: Any, table_name: str) -> str:
+    """CREATING, ACTIVE, ...; ResourceNotFoundException when there is no such table."""
+    return call_with_retries(
+        lambda: dynamodb.describe_table(TableName=table_name)["Table"]["TableStatus"],
+        READ_POLICY,
+        f"describe table {table_name}",
+    )
 
 
 def ttl_attribute(description: dict[str, Any]) -> str | None:
@@ -198,7 +216,13 @@ def key_signature(table: dict[str, Any]) -> list[tuple[str, str, str]]:
 def check_same_key(dynamodb: Any, table_name: str, description: dict[str, Any]) -> None:
     """Refuse a target whose key differs from the backup's: every write would fail, or land
     under keys the backup never had."""
-    target = key_signature(dynamodb.describe_table(TableName=table_name)["Table"])
+    target = key_signature(
+        call_with_retries(
+            lambda: dynamodb.describe_table(TableName=table_name)["Table"],
+            READ_POLICY,
+            f"describe table {table_name}",
+        )
+    )
     source = key_signature(description["table"])
     if target != source:
         raise DescriptionError(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from dynamo_backups.aws.retry import call_with_retries
 from dynamo_backups.ddbjson import InvalidDynamoJSON, loads_item
 from dynamo_backups.folder import open_folder
 from dynamo_backups.layout import (
@@ -16,7 +17,7 @@ from dynamo_backups.layout import (
     format_time,
 )
 from dynamo_backups.pitr import newest_first
-from dynamo_backups.s3store import ObjectReader, iter_versions
+from dynamo_backups.s3store import READ_POLICY, ObjectReader, iter_versions
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,11 @@ def item_history(
                 )
             )
             continue
-        body, raw = reader.read_object(object_key, entry.version_id)
+        body, raw = call_with_retries(
+            lambda version=entry.version_id: reader.read_object(object_key, version),
+            READ_POLICY,
+            f"read s3://{bucket}/{object_key}?versionId={entry.version_id}",
+        )
         metadata = VersionMetadata.from_s3(raw)
         item, problem = None, None
         if body:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from dynamo_backups.absent import AbsentItems
-from dynamo_backups.aws.retry import RetryPolicy
+from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.batchwrite import write_all
 from dynamo_backups.ddbjson import dumps_item
 from dynamo_backups.description import (
@@ -36,6 +36,7 @@ from dynamo_backups.layout import TableLayout
 from dynamo_backups.pitr import DEFAULT_CLOCK_SKEW
 from dynamo_backups.progress import NoProgress, ProgressSink
 from dynamo_backups.ratelimit import RateLimiter
+from dynamo_backups.s3store import READ_POLICY
 from dynamo_backups.selection import BackupItems, Selected
 from dynamo_backups.versioning import versioning_status
 from dynamo_backups.workers import batched
@@ -178,10 +179,12 @@ class Restore:
 
     def check_source(self) -> None:
         versioning_status(self.s3, self.bucket)  # a clear error for a missing bucket
-        listed = self.s3.list_object_versions(
-            Bucket=self.bucket, Prefix=self.layout.items_prefix, MaxKeys=1
+        page = call_with_retries(
+            lambda: self.reader.list_versions_page(self.layout.items_prefix),
+            READ_POLICY,
+            f"list s3://{self.bucket}/{self.layout.items_prefix}",
         )
-        if not listed.get("Versions") and not listed.get("DeleteMarkers"):
+        if not page.entries:
             raise RestoreError(
                 f"no backup at s3://{self.bucket}/{self.layout.items_prefix}: check the bucket "
                 "and the prefix (the table's folder, e.g. Prod/Users)"
@@ -197,7 +200,11 @@ class Restore:
             check_same_key(self.dynamodb, self.table, description)
         if self.report.created_table or self.options.into_existing:
             return
-        scan = self.dynamodb.scan(TableName=self.table, Limit=1, Select="COUNT")
+        scan = call_with_retries(
+            lambda: self.dynamodb.scan(TableName=self.table, Limit=1, Select="COUNT"),
+            READ_POLICY,
+            f"look into table {self.table}",
+        )
         if scan.get("Count") or scan.get("LastEvaluatedKey"):
             raise RestoreError(
                 f"table {self.table} already has items: restore into a new table, or pass "

@@ -24,7 +24,7 @@ from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, describe_error, error_code
 from dynamo_backups.aws.retry import RetriesExhausted, RetryPolicy, call_with_retries
-from dynamo_backups.checkpoints import CheckpointStore, StreamCheckpoint
+from dynamo_backups.checkpoints import LEASE_SECONDS, CheckpointStore, StreamCheckpoint
 from dynamo_backups.draining import CLOSED, DrainRule, ShardCursor
 from dynamo_backups.records import BatchResult
 from dynamo_backups.workers import batched
@@ -179,6 +179,7 @@ class StreamConsumer:
         self.drain = drain or DrainRule()
         self.clock = clock
         self._progress_logged_at = time.monotonic()
+        self._saved_at = self.clock()
         enable_raw_records(streams)
 
     # --- the run loop ------------------------------------------------------------------------
@@ -187,9 +188,23 @@ class StreamConsumer:
         """Consume until every shard is drained (``once``) or until ``stop`` is set."""
         stream_arn, _ = stream_of_table(self.dynamodb, self.table, self.retry_policy)
         report = ConsumerReport(self.table, stream_arn)
-        checkpoint = self._load_checkpoint(stream_arn, report)
-        self._consume(stream_arn, checkpoint, report, once)
+        try:
+            checkpoint = self._load_checkpoint(stream_arn, report)
+            self._save(checkpoint)  # takes the checkpoint's lease before writing anything
+            self._consume(stream_arn, checkpoint, report, once)
+        finally:
+            self.store.release()
         return report
+
+    def _save(self, checkpoint: StreamCheckpoint) -> None:
+        self.store.save(checkpoint.to_document())
+        self._saved_at = self.clock()
+
+    def _keep_lease(self) -> None:
+        """Renew the checkpoint's lease when no batch has saved it for a while."""
+        if self.clock() - self._saved_at > LEASE_SECONDS / 4:
+            self.store.heartbeat()
+            self._saved_at = self.clock()
 
     def _consume(
         self, stream_arn: str, checkpoint: StreamCheckpoint, report: ConsumerReport, once: bool
@@ -224,6 +239,7 @@ class StreamConsumer:
                 ):
                     drained.add(shard.shard_id)
                     report.shard_ends[shard.shard_id] = cursor.drained_description(self.clock())
+            self._keep_lease()
             if not records:
                 self.stop.wait(self.drain.page_interval if once else self.poll_interval)
 
@@ -249,7 +265,7 @@ class StreamConsumer:
         logger.error(gap)
         report.gaps.append(gap)
         fresh = StreamCheckpoint(self.table, stream_arn)
-        self.store.save(fresh.to_document())
+        self._save(fresh)
         return fresh
 
     def _finish_old_stream(self, checkpoint: StreamCheckpoint, report: ConsumerReport) -> None:
@@ -358,7 +374,7 @@ class StreamConsumer:
         next_iterator = page.get("NextShardIterator")
         if next_iterator is None:
             checkpoint.finish(shard.shard_id)
-            self.store.save(checkpoint.to_document())
+            self._save(checkpoint)
             report.shards_finished += 1
             del cursors[shard.shard_id]
             return _Step(len(records), finished=True)
@@ -440,7 +456,7 @@ class StreamConsumer:
             done = pending if failure is None else pending[: failure.index]
             if done:
                 checkpoint.advance(shard.shard_id, done[-1]["dynamodb"]["SequenceNumber"])
-                self.store.save(checkpoint.to_document())
+                self._save(checkpoint)
             if failure is None:
                 return
             if not failure.retryable:

@@ -11,16 +11,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
+from dynamo_backups.conditions import Condition, NoSafeCondition, absent, unchanged
 from dynamo_backups.ddbjson import canonical_item, dumps_item
 from dynamo_backups.differences import Differences
 from dynamo_backups.keys import canonical_key, extract_key
 from dynamo_backups.progress import NoProgress, ProgressSink
 
 Call = Callable[[str, dict[str, Any]], dict[str, Any]]  # (operation, wire request) -> answer
+SEED_WRITERS = 8
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,15 @@ class DiffReport(Differences):
     scanned_primary: int = 0
     scanned_replica: int = 0
     copied: int = 0
+    already_there: int = 0
+    deleted_since_scan: int = 0
+    repair_failed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def record_note(self, note: str) -> None:
+        with self._lock:
+            if len(self.notes) < 20:
+                self.notes.append(note)
 
 
 def batch_get(
@@ -70,27 +82,6 @@ def batch_get(
                 delay = next(delays, None)
                 if delay is None:
                     raise RuntimeError(f"{table}: keys still unprocessed after every retry")
-                time.sleep(delay)
-
-
-def batch_write(
-    call: Call, table: str, requests: list[dict[str, Any]], policy: RetryPolicy
-) -> None:
-    """BatchWriteItem in groups of 25 until every request is in."""
-    for start in range(0, len(requests), 25):
-        pending = requests[start : start + 25]
-        delays = policy.delays()
-        while pending:
-            answer = call_with_retries(
-                lambda p=pending: call("BatchWriteItem", {"RequestItems": {table: p}}),
-                policy,
-                f"BatchWriteItem into {table}",
-            )
-            pending = (answer.get("UnprocessedItems") or {}).get(table, [])
-            if pending:
-                delay = next(delays, None)
-                if delay is None:
-                    raise RuntimeError(f"{table}: items still unprocessed after every retry")
                 time.sleep(delay)
 
 
@@ -150,19 +141,37 @@ class TableDiff:
             items = page.get("Items", [])
             self.report.add(f"scanned_{side}", len(items))
             if self.backfill:
-                batch_write(
-                    self.calls["replica"],
-                    self.replica.name,
-                    [{"PutRequest": {"Item": item}} for item in items],
-                    self.policy,
-                )
-                self.report.add("copied", len(items))
+                self._seed(items)
             elif items:
                 self._compare_page(side, items)
             self.progress.advance(len(items))
             if not page.get("LastEvaluatedKey"):
                 return
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _seed(self, scanned: list[dict[str, Any]]) -> None:
+        """Copy a page of primary items into the replica where it has none. The page is read
+        again from the primary just before (consistently), so an item deleted since the scan
+        is not revived, and the newest image is the one copied; each write is conditional on
+        the replica having no such item, so a state the replicator wrote is never replaced."""
+        keys = [extract_key(item, self.key_names) for item in scanned]
+        items = list(batch_get(self.calls["primary"], self.primary.name, keys, self.policy))
+        self.report.add("deleted_since_scan", len(scanned) - len(items))
+        with ThreadPoolExecutor(SEED_WRITERS) as pool:
+            outcomes = list(
+                pool.map(
+                    lambda item: write_if(
+                        self.calls["replica"],
+                        self.replica.name,
+                        item,
+                        absent(self.key_names),
+                        self.policy,
+                    ),
+                    items,
+                )
+            )
+        self.report.add("copied", outcomes.count(True))
+        self.report.add("already_there", outcomes.count(False))
 
     def _compare_page(self, side: str, items: list[dict[str, Any]]) -> None:
         other = "replica" if side == "primary" else "primary"
@@ -202,22 +211,60 @@ class TableDiff:
         kind = "missing" if replica is None else "extra" if primary is None else "different"
         self.report.record(kind, dumps_item(key).decode())
         if self.repair:
-            sync_item(self.calls["replica"], self.replica.name, key, primary, self.policy)
-            self.report.add("repaired")
+            self._repair(key, primary, replica)
+
+    def _repair(
+        self, key: dict[str, Any], primary: dict[str, Any] | None, replica: dict[str, Any] | None
+    ) -> None:
+        """Make the replica hold the primary's state, only over the replica state just seen."""
+        try:
+            seen = absent(self.key_names) if replica is None else unchanged(replica, self.key_names)
+        except NoSafeCondition as error:
+            self.report.add("repair_failed")
+            self.report.record_note(f"{dumps_item(key).decode()}: not repaired: {error}")
+            return
+        done = sync_item(self.calls["replica"], self.replica.name, key, primary, self.policy, seen)
+        self.report.add("repaired" if done else "repair_failed")
+
+
+def write_if(
+    call: Call, table: str, item: dict[str, Any], condition: Condition, policy: RetryPolicy
+) -> bool:
+    """PutItem under a condition; False when the condition did not hold."""
+    try:
+        call_with_retries(
+            lambda: call("PutItem", {"TableName": table, "Item": item, **condition.arguments()}),
+            policy,
+            f"PutItem into {table}",
+        )
+    except ClientError as error:
+        if error_code(error) == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
 
 
 def sync_item(
-    call: Call, table: str, key: dict[str, Any], item: dict[str, Any] | None, policy: RetryPolicy
-) -> str:
-    """Make ``table`` hold ``item`` (or nothing at ``key``); what was done."""
-    if item is None:
-        call_with_retries(
-            lambda: call("DeleteItem", {"TableName": table, "Key": key}),
-            policy,
-            f"DeleteItem from {table}",
-        )
-        return "deleted"
-    call_with_retries(
-        lambda: call("PutItem", {"TableName": table, "Item": item}), policy, f"PutItem into {table}"
+    call: Call,
+    table: str,
+    key: dict[str, Any],
+    item: dict[str, Any] | None,
+    policy: RetryPolicy,
+    condition: Condition | None = None,
+) -> bool:
+    """Make ``table`` hold ``item`` (or nothing at ``key``), under ``condition`` when given;
+    False when the condition did not hold (the table changed meanwhile)."""
+    extra = condition.arguments() if condition else {}
+    request: dict[str, Any] = (
+        {"TableName": table, "Key": key, **extra}
+        if item is None
+        else {"TableName": table, "Item": item, **extra}
     )
-    return "written"
+    operation = "DeleteItem" if item is None else "PutItem"
+    try:
+        call_with_retries(lambda: call(operation, request), policy, f"{operation} on {table}")
+    except ClientError as error:
+        if error_code(error) == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True

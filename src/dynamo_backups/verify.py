@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dynamo_backups.aws.dynamodb import answer_time
 from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.ddbjson import InvalidDynamoJSON, canonical_item, dumps_item, loads_item
@@ -28,8 +29,6 @@ from dynamo_backups.keys import extract_key, key_attribute_names
 from dynamo_backups.layout import (
     EVENT_REMOVE,
     EVENT_SNAPSHOT,
-    ITEM_CONTENT_TYPE,
-    TOMBSTONE_CONTENT_TYPE,
     WRITER_REPAIR,
     TableLayout,
     VersionMetadata,
@@ -162,8 +161,9 @@ class Verify:
 
     def _recheck(self, key: dict[str, Any], kind: str) -> None:
         """Read both sides again; count (and repair) only what still differs."""
-        live = self._get_item(key)
+        live, read_at = self._get_item(key)
         object_key = self.layout.item_object_key(key)
+        current = self.writer.current_etag(object_key) if self.repair else None
         body = self._read(object_key)
         if live is None and body is None:
             return
@@ -172,7 +172,7 @@ class Verify:
         kind = "extra" if live is None else ("missing" if body is None else "different")
         self.report.record(kind, dumps_item(key).decode())
         if self.repair:
-            self._repair(object_key, live)
+            self._repair(object_key, live, read_at, current)
 
     def _recheck_extra(self, object_key: str) -> None:
         body = self._read(object_key)
@@ -185,7 +185,8 @@ class Verify:
             return
         self._recheck(key, "extra")
 
-    def _get_item(self, key: dict[str, Any]) -> dict[str, Any] | None:
+    def _get_item(self, key: dict[str, Any]) -> tuple[dict[str, Any] | None, datetime]:
+        """The item as the table holds it now, and when DynamoDB read it (its clock)."""
         answer = call_with_retries(
             lambda: self.call(
                 "GetItem", {"TableName": self.layout.table, "Key": key, "ConsistentRead": True}
@@ -193,54 +194,24 @@ class Verify:
             self.policy,
             f"get item from {self.layout.table}",
         )
-        return answer.get("Item")
+        return answer.get("Item"), answer_time(answer) or datetime.now(UTC)
 
-    def _repair(self, object_key: str, live: dict[str, Any] | None) -> None:
-        """Write the table's state into the backup, unless something newer lands first."""
-        s3, bucket = self.writer.s3, self.writer.bucket
-        now = datetime.now(UTC)
-        try:
-            current = self._current_etag(object_key)
-            condition = {"IfMatch": current} if current else {"IfNoneMatch": "*"}
-            if live is not None:
-                metadata = VersionMetadata(
-                    WRITER_REPAIR, EVENT_SNAPSHOT, now, None, self.layout.key_hash
-                )
-                s3.put_object(
-                    Bucket=bucket,
-                    Key=object_key,
-                    Body=dumps_item(live),
-                    ContentType=ITEM_CONTENT_TYPE,
-                    Metadata=metadata.to_s3(),
-                    **condition,
-                )
-            else:
-                metadata = VersionMetadata(
-                    WRITER_REPAIR, EVENT_REMOVE, now, None, self.layout.key_hash
-                )
-                put = s3.put_object(
-                    Bucket=bucket,
-                    Key=object_key,
-                    Body=b"",
-                    ContentType=TOMBSTONE_CONTENT_TYPE,
-                    Metadata=metadata.to_s3(),
-                    **condition,
-                )
-                s3.delete_object(Bucket=bucket, Key=object_key, IfMatch=put["ETag"])
-        except ClientError as error:
-            self.report.add("repair_failed")
-            if error_code(error) not in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise
-            return
-        self.report.add("repaired")
-
-    def _current_etag(self, object_key: str) -> str | None:
-        try:
-            return self.writer.s3.head_object(Bucket=self.writer.bucket, Key=object_key)["ETag"]
-        except ClientError as error:
-            if error_code(error) in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise
+    def _repair(
+        self,
+        object_key: str,
+        live: dict[str, Any] | None,
+        read_at: datetime,
+        current: str | None,
+    ) -> None:
+        """Write the table's state into the backup, dated by DynamoDB's clock, only over the
+        object as it was before the table was read again: anything newer wins."""
+        event = EVENT_SNAPSHOT if live is not None else EVENT_REMOVE
+        metadata = VersionMetadata(WRITER_REPAIR, event, read_at, None, self.layout.key_hash)
+        if live is not None:
+            done = self.writer.put_item_if_current(object_key, dumps_item(live), metadata, current)
+        else:
+            done = self.writer.remove_item_if_current(object_key, metadata, current)
+        self.report.add("repaired" if done else "repair_failed")
 
 
 def _digest_of(body: bytes) -> str | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, describe_error, error_code
+from dynamo_backups.aws.retry import call_with_retries
+from dynamo_backups.s3store import READ_POLICY
 
 
 class BucketError(RuntimeError):
@@ -14,7 +16,11 @@ class BucketError(RuntimeError):
 def versioning_status(s3: Any, bucket: str) -> str:
     """``Enabled``, ``Suspended`` or ``Off``; a clear error for a missing bucket."""
     try:
-        response = s3.get_bucket_versioning(Bucket=bucket)
+        response = call_with_retries(
+            lambda: s3.get_bucket_versioning(Bucket=bucket),
+            READ_POLICY,
+            f"read the versioning of bucket {bucket}",
+        )
     except ClientError as error:
         if error_code(error) in ("NoSuchBucket", "404"):
             raise BucketError(f"bucket {bucket} does not exist") from None

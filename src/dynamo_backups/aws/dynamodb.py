@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from botocore import xform_name
@@ -67,7 +69,10 @@ class RawDynamoDB:
             raise client_error(operation, "CRC32CheckFailed", "the answer was damaged", 200)
         if response.status_code >= 300:
             raise modeled_error(self.client, "json", operation, response)
-        return json.loads(content)
+        answer = json.loads(content)
+        # As botocore gives it: the answer's headers (its Date is DynamoDB's clock).
+        answer["ResponseMetadata"] = {"HTTPHeaders": {"date": response.headers.get("Date", "")}}
+        return answer
 
 
 class BotocoreDynamoDB:
@@ -79,5 +84,20 @@ class BotocoreDynamoDB:
     def call(self, operation: str, request: Mapping[str, Any]) -> dict[str, Any]:
         method = getattr(self.client, xform_name(operation))
         answer = method(**from_wire(dict(request)))
-        answer.pop("ResponseMetadata", None)
-        return to_wire(answer)
+        metadata = answer.pop("ResponseMetadata", {})
+        wire = to_wire(answer)
+        wire["ResponseMetadata"] = {
+            "HTTPHeaders": {"date": metadata.get("HTTPHeaders", {}).get("date", "")}
+        }
+        return wire
+
+
+def answer_time(answer: Mapping[str, Any]) -> datetime | None:
+    """When DynamoDB answered, by its own clock (the answer's Date header, to the second)."""
+    text = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    if not text:
+        return None
+    try:
+        return parsedate_to_datetime(text).astimezone(UTC)
+    except (TypeError, ValueError):
+        return None

@@ -23,6 +23,7 @@ from dynamo_backups.aws.errors import (
     describe_error,
 )
 from dynamo_backups.aws.retry import RetriesExhausted
+from dynamo_backups.checkpoints import CheckpointError
 from dynamo_backups.ddbjson import InvalidDynamoJSON
 from dynamo_backups.layout import LayoutError
 from dynamo_backups.streams import StreamError
@@ -87,7 +88,7 @@ def reports_errors(command: F) -> F:
             raise
         except (LayoutError, InvalidDynamoJSON, TransportSettingError) as error:
             fail(str(error), EXIT_USAGE)
-        except (StreamError, BucketError) as error:
+        except (StreamError, BucketError, CheckpointError) as error:
             fail(str(error))
         except NoCredentialsError:
             fail(

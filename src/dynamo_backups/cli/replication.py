@@ -106,7 +106,8 @@ def diff_tables(
         ).run()
     if backfill:
         text = (
-            f"copied {report.copied:,} items from {primary_ref} to {replica_ref} "
+            f"copied {report.copied:,} items from {primary_ref} to {replica_ref}; "
+            f"{report.already_there:,} were there already (the replica's state kept) "
             f"({report.seconds:,.1f} s)"
         )
     else:
@@ -118,7 +119,11 @@ def diff_tables(
         ]
         lines.extend(report.sample_lines())
         if repair:
-            lines.append(f"repaired: {report.repaired:,}")
+            lines.append(
+                f"repaired: {report.repaired:,}; not repaired (the replica changed meanwhile, "
+                f"or the item is too large to compare): {report.repair_failed:,}"
+            )
+            lines.extend(f"  {note}" for note in report.notes)
         text = "\n".join(lines)
     invocation.emit(report.to_dict(), text)
     if report.differences - (report.repaired if repair else 0) > 0:
@@ -188,7 +193,8 @@ def replicate_record(invocation: Invocation, primary: str, replica: str, key: st
       dynamo-backups replicate-record Users eu-west-1/Users '{"id": "abc"}'
     """
     _, replica_ref, replica_call, typed, first, _ = _record_pair(invocation, primary, replica, key)
-    done = sync_item(replica_call, replica_ref.name, typed, first, RetryPolicy())
+    sync_item(replica_call, replica_ref.name, typed, first, RetryPolicy())
+    done = "deleted" if first is None else "written"
     invocation.emit(
         {"key": typed, "action": done, "item": first},
         f"{done} {key} in {replica_ref}" + (f":\n{_show(first)}" if first else ""),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -10,19 +11,28 @@ from typing import Any
 
 import click
 
-from dynamo_backups.aws.errors import describe_error
+from dynamo_backups.aws.errors import BotoCoreError, ClientError, describe_error
 from dynamo_backups.backup import DEFAULT_CONCURRENCY, BackupApplier
 from dynamo_backups.catalog import ensure_manifest, key_types_from_description
-from dynamo_backups.checkpoints import CheckpointStore, FileCheckpointStore, S3CheckpointStore
+from dynamo_backups.checkpoints import (
+    CheckpointError,
+    CheckpointIdentity,
+    CheckpointStore,
+    FileCheckpointStore,
+    S3CheckpointStore,
+)
 from dynamo_backups.cli.common import EXIT_FAILED, Invocation, fail, pass_invocation, reports_errors
 from dynamo_backups.draining import DrainRule
+from dynamo_backups.installer.operate import triggers_writing_to
 from dynamo_backups.keys import DEFAULT_KEY_HASH, KEY_HASHES
-from dynamo_backups.layout import TableLayout, check_table_name
+from dynamo_backups.layout import TableLayout, check_table_name, normalize_prefix
 from dynamo_backups.records import combine
 from dynamo_backups.replica import ReplicaApplier
 from dynamo_backups.s3store import BackupWriter
 from dynamo_backups.streams import ConsumerReport, StreamConsumer, StreamError, stream_of_table
 from dynamo_backups.versioning import require_versioning
+
+logger = logging.getLogger("dynamo_backups.stream")
 
 
 @click.command()
@@ -86,6 +96,13 @@ from dynamo_backups.versioning import require_versioning
     help="... spanning at least this many seconds (DynamoDB Streams can answer empty pages "
     "before later records).",
 )
+@click.option(
+    "--allow-second-writer",
+    is_flag=True,
+    help="Run even though a Lambda trigger already backs the table up into the same folder "
+    "(two writers interleave an item's versions; point-in-time restores then follow the "
+    "stream's sequence numbers where they can).",
+)
 @pass_invocation
 @reports_errors
 def stream(
@@ -104,6 +121,7 @@ def stream(
     poll_interval: float,
     drain_empty_pages: int,
     drain_seconds: float,
+    allow_second_writer: bool,
 ) -> None:
     """Back up TABLE(s) by reading their streams, as the Lambda function would; or keep a
     replica table in step (--replica-table), or both.
@@ -148,16 +166,31 @@ def stream(
     stop = threading.Event()
     consumers = []
     for table in tables:
-        _, description = stream_of_table(dynamodb, table)
+        stream_arn, description = stream_of_table(dynamodb, table)
+        identity = CheckpointIdentity(
+            source=description["TableArn"],
+            consumer=name,
+            bucket=bucket,
+            prefix=normalize_prefix(prefix),
+            replica=f"{replica_region or ''}/{replica_table}" if replica_table else None,
+        )
         appliers: list[Any] = []
         store: CheckpointStore | None = None
         if writer is not None:
             layout = TableLayout.of(prefix, table, key_hash)
+            _refuse_second_writer(
+                aws, table, stream_arn, bucket or "", layout.prefix, allow_second_writer
+            )
             ensure_manifest(
                 writer, layout, description["KeySchema"], key_types_from_description(description)
             )
             appliers.append(BackupApplier(writer, layout.prefix, key_hash, concurrency).apply)
-            store = S3CheckpointStore(writer, layout.checkpoint_key(name))
+            store = S3CheckpointStore(
+                writer,
+                identity.object_key(layout),
+                identity,
+                legacy_key=layout.checkpoint_key(name),
+            )
         if replica_table:
             replica_client = aws.client("dynamodb", pool=8, retries=1, region=replica_region)
             api = aws.dynamodb_api(replica_client)
@@ -167,9 +200,7 @@ def stream(
             appliers.append(replica.apply)
         if checkpoint_dir or store is None:
             folder = checkpoint_dir or default_checkpoint_dir()
-            store = FileCheckpointStore(
-                folder / f"{prefix.replace('/', '_') or '_'}.{table}.{name}.json"
-            )
+            store = FileCheckpointStore(folder / identity.file_name(), identity)
         processor = appliers[0] if len(appliers) == 1 else _both(appliers)
         consumers.append(
             StreamConsumer(
@@ -186,6 +217,31 @@ def stream(
         )
     reports, errors = _run_all(consumers, once, stop)
     _finish(invocation, reports, errors, "replicated" if not bucket else "backed up")
+
+
+def _refuse_second_writer(
+    aws: Any, table: str, stream_arn: str, bucket: str, prefix: str, allowed: bool
+) -> None:
+    """One writer per item: refuse to back up a table its Lambda trigger already backs up
+    into the same folder, unless told to."""
+    try:
+        writers = triggers_writing_to(aws.client("lambda", retries=2), stream_arn, bucket, prefix)
+    except (ClientError, BotoCoreError) as error:
+        logger.warning(
+            "%s: could not check for a Lambda trigger backing it up already (%s)",
+            table,
+            describe_error(error),
+        )
+        return
+    if writers and not allowed:
+        fail(
+            f"table {table} is already backed up into s3://{bucket}/{prefix} by the Lambda "
+            f"function {', '.join(writers)} (its stream trigger): a second writer would "
+            "interleave versions of the same items; stop that trigger, use another bucket or "
+            "prefix, or pass --allow-second-writer"
+        )
+    if writers:
+        logger.warning("%s: a second writer beside %s, as asked", table, ", ".join(writers))
 
 
 def default_checkpoint_dir() -> Path:
@@ -212,7 +268,7 @@ def _run_all(
         except Exception as error:  # a consumer that dies must fail the command, not vanish
             reason = (
                 str(error)
-                if isinstance(error, StreamError)
+                if isinstance(error, StreamError | CheckpointError)
                 else (f"{consumer.table}: {describe_error(error)}")
             )
             with lock:

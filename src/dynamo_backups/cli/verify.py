@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
+from dynamo_backups.aws.retry import call_with_retries
 from dynamo_backups.cli.common import Invocation, fail, pass_invocation, reports_errors
 from dynamo_backups.folder import open_folder
 from dynamo_backups.progress import Progress
-from dynamo_backups.s3store import BackupWriter
+from dynamo_backups.s3store import READ_POLICY, BackupWriter
 from dynamo_backups.streams import StreamError
 from dynamo_backups.verify import Verify
 
@@ -62,7 +63,11 @@ def verify(
     dynamodb = aws.client("dynamodb", pool=segments + concurrency)
     s3 = aws.client("s3", pool=concurrency * 2)
     try:
-        key_schema = dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]
+        key_schema = call_with_retries(
+            lambda: dynamodb.describe_table(TableName=table)["Table"]["KeySchema"],
+            READ_POLICY,
+            f"describe table {table}",
+        )
     except dynamodb.exceptions.ResourceNotFoundException:
         raise StreamError(f"table {table} does not exist (check the name and --region)") from None
     layout = open_folder(s3, bucket, prefix, table).layout

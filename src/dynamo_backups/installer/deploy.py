@@ -114,10 +114,12 @@ class Deployer:
     region: str
     wait: Callable[[float], None] = time.sleep
     steps: list[Step] = field(default_factory=list)
+    kms_key: str | None = None  # --kms-key, or the key a KMS-encrypted bucket already uses
 
     # --- the run -------------------------------------------------------------------------------
 
     def run(self) -> list[Step]:
+        self.kms_key = self.options.kms_key  # or the bucket's own KMS key, when it has one
         self._check_options()
         self.env = self._environment()
         tables = {table: self._check_table(table) for table in self.options.tables}
@@ -132,7 +134,7 @@ class Deployer:
                     self.env.partition,
                     self.options.bucket,
                     self.options.prefix,
-                    self.options.kms_key,
+                    self.kms_key,
                 ),
                 tags={},
             )
@@ -391,6 +393,21 @@ class Deployer:
         current_rule = ((current or {}).get("Rules") or [{}])[0].get(
             "ApplyServerSideEncryptionByDefault"
         )
+        if not self.options.kms_key and (current_rule or {}).get("SSEAlgorithm") in (
+            "aws:kms",
+            "aws:kms:dsse",
+        ):
+            # Never downgrade: a bucket encrypted with KMS stays so, and the functions get
+            # the permission that key needs.
+            self.kms_key = current_rule.get("KMSMasterKeyID") or None
+            self.step(
+                f"bucket {bucket}: default encryption",
+                "unchanged",
+                f"{current_rule['SSEAlgorithm']} kept"
+                + (f" (key {self.kms_key})" if self.kms_key else "")
+                + ": deploy never replaces KMS encryption; pass --kms-key to change the key",
+            )
+            return
         self.reconcile(
             f"bucket {bucket}: default encryption",
             current_rule,

@@ -278,6 +278,24 @@ def _iterator_age(cloudwatch: Any, function: str) -> float | None:
     return max((point["Maximum"] for point in points), default=None)
 
 
+def triggers_writing_to(lambda_client: Any, stream_arn: str, bucket: str, prefix: str) -> list[str]:
+    """The Lambda functions a trigger feeds from this stream that back it up into the same
+    bucket and prefix: a second writer there would interleave versions."""
+    found = []
+    mappings = lambda_client.list_event_source_mappings(EventSourceArn=stream_arn)
+    for mapping in mappings.get("EventSourceMappings", []):
+        if mapping.get("State") in ("Disabled", "Deleting"):
+            continue
+        function = mapping["FunctionArn"]
+        config = lambda_client.get_function_configuration(FunctionName=function)
+        variables = (config.get("Environment") or {}).get("Variables", {})
+        if variables.get("BACKUP_BUCKET") == bucket and (
+            variables.get("BACKUP_PREFIX", "").strip("/") == prefix.strip("/")
+        ):
+            found.append(function.rsplit(":", 1)[-1])
+    return found
+
+
 # --- teardown --------------------------------------------------------------------------------
 
 
