@@ -12,14 +12,15 @@ import json
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
+from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.batchwrite import BATCH_LIMIT, BatchWrite, write_all
 from dynamo_backups.keys import extract_key, object_name
+from dynamo_backups.segments import run_segments, scan_pages
 from dynamo_backups.workers import batched
 
 Call = Callable[[str, dict[str, Any]], dict[str, Any]]  # (operation, wire request) -> answer
@@ -98,12 +99,7 @@ class AbsentItems:
         self.present.close()
         table_side = NameSpill(Path(self._folder.name) / "table")
         table_side.folder.mkdir()
-        with ThreadPoolExecutor(self.segments) as scans:
-            for future in [
-                scans.submit(self._scan_segment, segment, table_side)
-                for segment in range(self.segments)
-            ]:
-                future.result()
+        run_segments(range(self.segments), lambda segment: self._scan_segment(segment, table_side))
         table_side.close()
         for partition in PARTITIONS:
             present = {name for name, _ in self.present.entries(partition)}
@@ -118,28 +114,19 @@ class AbsentItems:
         return self.report
 
     def _scan_segment(self, segment: int, spill: NameSpill) -> None:
-        request: dict[str, Any] = {
-            "TableName": self.table,
-            "Segment": segment,
-            "TotalSegments": self.segments,
-            "ConsistentRead": True,
+        keys_only = {
             "ProjectionExpression": ", ".join(f"#k{n}" for n in range(len(self.key_names))),
             "ExpressionAttributeNames": {f"#k{n}": name for n, name in enumerate(self.key_names)},
         }
-        while True:
-            page = call_with_retries(
-                lambda r=dict(request): self.call("Scan", r),
-                self.policy,
-                f"scan {self.table} segment {segment}",
-            )
+        scan = partial(self.call, "Scan")
+        for page in scan_pages(
+            scan, self.table, segment, self.segments, self.policy, extra=keys_only
+        ):
             for item in page.get("Items", []):
                 key = extract_key(item, self.key_names)
                 spill.add(object_name(key, self.key_hash), json.dumps(key, sort_keys=True))
             with self._lock:
                 self.report.scanned += len(page.get("Items", []))
-            if not page.get("LastEvaluatedKey"):
-                return
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def _delete(self, keys: list[dict[str, Any]]) -> None:
         outcome = write_all(

@@ -30,7 +30,7 @@ from typing import Any
 
 from dynamo_backups.aws.dynamodb import answer_time
 from dynamo_backups.aws.errors import describe_error
-from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
+from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.catalog import ensure_manifest
 from dynamo_backups.ddbjson import dumps_item
 from dynamo_backups.description import describe_table, key_types_of, save_description
@@ -52,6 +52,7 @@ from dynamo_backups.s3store import (
     iter_versions,
     read_document,
 )
+from dynamo_backups.segments import run_segments, scan_pages
 
 logger = logging.getLogger("dynamo_backups.backfill")
 
@@ -159,13 +160,10 @@ class Backfill:
         self.writer.put_document(key, {"pending": True, "since": format_time(self.clock())})
 
     def _run_segments(self) -> None:
-        segments = self._segments()
-        with (
-            ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="backfill-put") as pool,
-            ThreadPoolExecutor(len(segments) or 1, thread_name_prefix="backfill-scan") as scans,
-        ):
-            for future in [scans.submit(self._run_segment, segment, pool) for segment in segments]:
-                future.result()
+        with ThreadPoolExecutor(
+            self.options.concurrency, thread_name_prefix="backfill-put"
+        ) as pool:
+            run_segments(self._segments(), lambda segment: self._run_segment(segment, pool))
 
     def _segments(self) -> list[int]:
         total = self.options.total_segments
@@ -188,23 +186,16 @@ class Backfill:
             )
             self._segment_done(segment)
             return
-        start_key = state.get("last_evaluated_key")
-        while True:
-            request: dict[str, Any] = {
-                "TableName": self.layout.table,
-                "Segment": segment,
-                "TotalSegments": total,
-                "ConsistentRead": True,
-            }
-            if start_key:
-                request["ExclusiveStartKey"] = start_key
-            if self.options.page_size:
-                request["Limit"] = self.options.page_size
-            page = call_with_retries(
-                lambda r=request: self.scan(r),
-                self.retry_policy,
-                f"scan {self.layout.table} segment {segment}",
-            )
+        pages = scan_pages(
+            self.scan,
+            self.layout.table,
+            segment,
+            total,
+            self.retry_policy,
+            limit=self.options.page_size,
+            start_key=state.get("last_evaluated_key"),
+        )
+        for page in pages:
             read_at = answer_time(page) or self.clock()
             items = page.get("Items", [])
             self.limiter.acquire(len(items))
@@ -225,9 +216,7 @@ class Backfill:
                 "items": state.get("items", 0) + len(items),
             }
             self.writer.put_document(checkpoint_key, state)
-            if start_key is None:
-                self._segment_done(segment)
-                return
+        self._segment_done(segment)
 
     def _starting_state(self, checkpoint_key: str, segment: int) -> dict[str, Any]:
         if not self.options.resume:

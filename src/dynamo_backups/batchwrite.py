@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynamo_backups.aws.errors import describe_error
-from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
+from dynamo_backups.aws.retry import RetriesExhausted, RetryPolicy, call_with_retries
 
 BATCH_LIMIT = 25  # requests per BatchWriteItem
 BatchWrite = Callable[[dict[str, Any]], dict[str, Any]]  # wire-form request -> answer
@@ -30,20 +30,32 @@ def write_all(
     policy: RetryPolicy,
     sleep: Callable[[float], None] = time.sleep,
     on_written: Callable[[int], None] | None = None,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> WriteOutcome:
-    """Write up to 25 Put/Delete requests into ``table``."""
+    """Write up to 25 Put/Delete requests into ``table``; no new attempt starts after
+    ``deadline`` (a ``clock()`` value)."""
     outcome = WriteOutcome()
     delays = policy.delays()
     pending = list(requests)
     while pending:
+        if deadline is not None and clock() >= deadline:
+            outcome.not_written, outcome.reason = pending, "stopped before the invocation deadline"
+            return outcome
         try:
             answer = call_with_retries(
                 lambda batch=pending: batch_write({"RequestItems": {table: batch}}),
                 policy,
                 f"BatchWriteItem into {table}",
+                deadline=deadline,
+                clock=clock,
             )
+        except RetriesExhausted as error:
+            outcome.not_written, outcome.reason = pending, str(error)
+            return outcome
         except Exception as error:
-            outcome.not_written, outcome.reason = pending, describe_error(error)
+            outcome.not_written = pending
+            outcome.reason = f"writing into {table}: {describe_error(error)}"
             return outcome
         sent = len(pending)
         pending = (answer.get("UnprocessedItems") or {}).get(table, [])
@@ -52,8 +64,11 @@ def write_all(
             on_written(sent - len(pending))
         if pending:
             delay = next(delays, None)
-            if delay is None:
-                outcome.not_written, outcome.reason = pending, "still unprocessed after every retry"
+            if delay is None or (deadline is not None and clock() + delay > deadline):
+                outcome.not_written = pending
+                outcome.reason = (
+                    f"{len(pending)} items still unprocessed by {table} after every retry"
+                )
                 return outcome
             sleep(delay)
     return outcome

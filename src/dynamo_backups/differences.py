@@ -8,6 +8,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 KINDS = ("missing", "extra", "different")
+
+
+def difference(in_source: bool, in_copy: bool, same: bool) -> str | None:
+    """What a key's two sides, read again, say: None when they agree, else missing (from
+    the copy), extra (in the copy only) or different."""
+    if not in_source and not in_copy:
+        return None
+    if in_source and in_copy and same:
+        return None
+    return "extra" if not in_source else "missing" if not in_copy else "different"
+
+
 SAMPLE_SIZE = 10
 
 

@@ -16,8 +16,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dynamo_backups.aws.errors import describe_error
-from dynamo_backups.aws.retry import RetriesExhausted, RetryPolicy, call_with_retries
+from dynamo_backups.aws.retry import RetryPolicy
+from dynamo_backups.batchwrite import write_all
 from dynamo_backups.keys import canonical_key
 from dynamo_backups.records import BatchResult, Change, RecordFailure, parse_batch
 from dynamo_backups.workers import WorkerPool
@@ -90,41 +90,21 @@ class ReplicaApplier:
 
     def _write_group(self, group: list[list[Change]], deadline: float | None) -> dict[int, str]:
         """Write the last change of each chain; the reasons of those that could not be, by id."""
-        pending = {id(chain[-1]): chain[-1] for chain in group}
-        delays = self.policy.delays()
-        while pending:
-            if deadline is not None and self.clock() >= deadline:
-                return dict.fromkeys(pending, "stopped before the invocation deadline")
-            requests = [write_request(change) for change in pending.values()]
-            try:
-                answer = call_with_retries(
-                    lambda r=requests: self.batch_write({"RequestItems": {self.table: r}}),
-                    self.policy,
-                    f"BatchWriteItem into {self.table}",
-                    deadline=deadline,
-                )
-            except RetriesExhausted as error:
-                return dict.fromkeys(pending, str(error))
-            except Exception as error:
-                return dict.fromkeys(pending, f"writing into {self.table}: {describe_error(error)}")
-            left = (answer.get("UnprocessedItems") or {}).get(self.table, [])
-            if not left:
-                return {}
-            key_names = list(next(iter(pending.values())).keys)
-            still = {_request_key(request, key_names) for request in left}
-            pending = {
-                ident: change
-                for ident, change in pending.items()
-                if canonical_key(change.keys) in still
-            }
-            delay = next(delays, None)
-            if delay is None or (deadline is not None and self.clock() + delay > deadline):
-                return dict.fromkeys(
-                    pending,
-                    f"{len(pending)} items still unprocessed by {self.table} after every retry",
-                )
-            self.sleep(delay)
-        return {}
+        last = {canonical_key(chain[-1].keys): chain[-1] for chain in group}
+        outcome = write_all(
+            self.batch_write,
+            self.table,
+            [write_request(change) for change in last.values()],
+            self.policy,
+            self.sleep,
+            deadline=deadline,
+            clock=self.clock,
+        )
+        key_names = list(next(iter(last.values())).keys)
+        return {
+            id(last[_request_key(request, key_names)]): outcome.reason or "not written"
+            for request in outcome.not_written
+        }
 
     def close(self) -> None:
         self._workers.close()

@@ -12,15 +12,17 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.conditions import Condition, NoSafeCondition, absent, unchanged
 from dynamo_backups.ddbjson import canonical_item, dumps_item
-from dynamo_backups.differences import Differences
+from dynamo_backups.differences import Differences, difference
 from dynamo_backups.keys import canonical_key, extract_key
 from dynamo_backups.progress import NoProgress, ProgressSink
+from dynamo_backups.segments import run_segments, scan_pages
 
 Call = Callable[[str, dict[str, Any]], dict[str, Any]]  # (operation, wire request) -> answer
 SEED_WRITERS = 8
@@ -115,9 +117,7 @@ class TableDiff:
         segments = [self.segment] if self.segment is not None else list(range(self.segments))
         sides = ["primary"] if self.backfill else ["primary", "replica"]
         for side in sides:
-            with ThreadPoolExecutor(len(segments)) as pool:
-                for future in [pool.submit(self._segment, side, s) for s in segments]:
-                    future.result()
+            run_segments(segments, lambda segment, side=side: self._segment(side, segment))
         self.report.seconds = round(time.monotonic() - started, 3)
         return self.report
 
@@ -125,19 +125,10 @@ class TableDiff:
         return self.primary.name if side == "primary" else self.replica.name
 
     def _segment(self, side: str, segment: int) -> None:
-        request: dict[str, Any] = {
-            "TableName": self._table(side),
-            "Segment": segment,
-            "TotalSegments": self.segments,
-            "ConsistentRead": True,
-            "Limit": 500,
-        }
-        while True:
-            page = call_with_retries(
-                lambda r=dict(request): self.calls[side]("Scan", r),
-                self.policy,
-                f"scan {self._table(side)}",
-            )
+        scan = partial(self.calls[side], "Scan")
+        for page in scan_pages(
+            scan, self._table(side), segment, self.segments, self.policy, limit=500
+        ):
             items = page.get("Items", [])
             self.report.add(f"scanned_{side}", len(items))
             if self.backfill:
@@ -145,9 +136,6 @@ class TableDiff:
             elif items:
                 self._compare_page(side, items)
             self.progress.advance(len(items))
-            if not page.get("LastEvaluatedKey"):
-                return
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def _seed(self, scanned: list[dict[str, Any]]) -> None:
         """Copy a page of primary items into the replica where it has none. The page is read
@@ -200,15 +188,14 @@ class TableDiff:
 
     def _recheck(self, key: dict[str, Any]) -> None:
         primary, replica = self._get("primary", key), self._get("replica", key)
-        if primary is None and replica is None:
-            return
-        if (
+        same = (
             primary is not None
             and replica is not None
             and canonical_item(primary) == canonical_item(replica)
-        ):
+        )
+        kind = difference(primary is not None, replica is not None, same)
+        if kind is None:
             return
-        kind = "missing" if replica is None else "extra" if primary is None else "different"
         self.report.record(kind, dumps_item(key).decode())
         if self.repair:
             self._repair(key, primary, replica)

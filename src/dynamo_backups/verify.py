@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from dynamo_backups.aws.dynamodb import answer_time
 from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.ddbjson import InvalidDynamoJSON, canonical_item, dumps_item, loads_item
-from dynamo_backups.differences import Differences
+from dynamo_backups.differences import Differences, difference
 from dynamo_backups.keys import extract_key, key_attribute_names
 from dynamo_backups.layout import (
     EVENT_REMOVE,
@@ -35,6 +36,7 @@ from dynamo_backups.layout import (
 )
 from dynamo_backups.progress import NoProgress, ProgressSink
 from dynamo_backups.s3store import BackupWriter, iter_current_objects
+from dynamo_backups.segments import run_segments, scan_pages
 
 
 def item_digest(item: dict[str, Any]) -> str:
@@ -80,11 +82,7 @@ class Verify:
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="dynamo-backups-verify-") as folder:
             spill = _Spill(Path(folder))
-            with ThreadPoolExecutor(self.segments) as scans:
-                for future in [
-                    scans.submit(self._scan_segment, s, spill) for s in range(self.segments)
-                ]:
-                    future.result()
+            run_segments(range(self.segments), lambda segment: self._scan_segment(segment, spill))
             spill.close()
             with ThreadPoolExecutor(self.concurrency) as pool:
                 for future in [
@@ -97,19 +95,8 @@ class Verify:
     # --- phase 1: the table, spilled by object name ------------------------------------------
 
     def _scan_segment(self, segment: int, spill: _Spill) -> None:
-        request: dict[str, Any] = {
-            "TableName": self.layout.table,
-            "Segment": segment,
-            "TotalSegments": self.segments,
-            "ConsistentRead": True,
-            "Limit": 1000,  # bounds memory (DynamoDB caps pages at 1 MB; DynamoDB Local does not)
-        }
-        while True:
-            page = call_with_retries(
-                lambda r=dict(request): self.call("Scan", r),
-                self.policy,
-                f"scan {self.layout.table}",
-            )
+        scan = partial(self.call, "Scan")
+        for page in scan_pages(scan, self.layout.table, segment, self.segments, self.policy):
             for item in page.get("Items", []):
                 key = extract_key(item, self.key_names)
                 name = self.layout.item_object_key(key).rsplit("/", 1)[1]
@@ -121,9 +108,6 @@ class Verify:
                 )
             self.report.add("items_in_table", len(page.get("Items", [])))
             self.progress.advance(len(page.get("Items", [])))
-            if not page.get("LastEvaluatedKey"):
-                return
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # --- phase 2: each slice of names against the same slice of the bucket -------------------
 
@@ -165,11 +149,10 @@ class Verify:
         object_key = self.layout.item_object_key(key)
         current = self.writer.current_etag(object_key) if self.repair else None
         body = self._read(object_key)
-        if live is None and body is None:
+        same = live is not None and body is not None and _digest_of(body) == item_digest(live)
+        kind = difference(live is not None, body is not None, same)
+        if kind is None:
             return
-        if live is not None and body is not None and _digest_of(body) == item_digest(live):
-            return
-        kind = "extra" if live is None else ("missing" if body is None else "different")
         self.report.record(kind, dumps_item(key).decode())
         if self.repair:
             self._repair(object_key, live, read_at, current)
