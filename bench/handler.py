@@ -23,7 +23,7 @@ from tests import servers
 
 from bench.common import client, local_servers, measure_ceiling, ratio
 from dynamo_backups.aws.context import AwsContext
-from dynamo_backups.ddbjson import dumps_item
+from dynamo_backups.core.ddbjson import dumps_item
 from dynamo_backups.handler import BackupConfig, build_backup_applier
 
 ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/Bench/stream/2026-01-01T00:00:00.000"

@@ -19,7 +19,7 @@ from botocore.credentials import Credentials
 from tests import servers
 
 from bench.common import SERVER_PIDS, client, cpu_seconds, local_servers
-from dynamo_backups.aws.s3objects import FastObjects
+from dynamo_backups.aws.fast_objects import FastObjects
 
 BUCKET = "bench-put-costs"
 BODY = b'{"pk":{"S":"user-0000001"},"note":{"S":"' + b"x" * 200 + b'"}}'

@@ -35,9 +35,9 @@ from bench.common import (
     ratio,
 )
 from dynamo_backups.aws.dynamodb import RawDynamoDB
-from dynamo_backups.aws.s3objects import FastObjects
-from dynamo_backups.backup import BackupApplier
-from dynamo_backups.s3store import BackupWriter
+from dynamo_backups.aws.fast_objects import FastObjects
+from dynamo_backups.backup.writer import BackupWriter
+from dynamo_backups.pipeline.backup_applier import BackupApplier
 
 TABLE = "BenchSource"
 

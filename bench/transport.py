@@ -28,7 +28,7 @@ from botocore.credentials import Credentials
 from tests import servers
 
 from bench.common import client, local_servers, measure_ceiling
-from dynamo_backups.aws.s3objects import FastObjects
+from dynamo_backups.aws.fast_objects import FastObjects
 
 BUCKET = "bench-transport"
 BODY = b'{"pk":{"S":"user-0000001"},"note":{"S":"' + b"x" * 980 + b'"}}'

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests import servers
+from tests.moto_stack import moto_server
 from tests.servers import make_client
 
 _names = itertools.count()
@@ -117,8 +118,6 @@ def prefix() -> str:
 def moto_session() -> Iterator[str]:
     """moto for the services the local servers do not serve (Lambda, SQS, CloudWatch), kept
     for the session; tests that need it empty start their own."""
-    from tests.moto_stack import moto_server
-
     with moto_server() as endpoint:
         yield endpoint
 
@@ -144,3 +143,10 @@ def aws_env(
 
 def unique_table_name(stem: str = "table") -> str:
     return f"{stem}-{next(_names)}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def moto() -> Iterator[str]:
+    """A fresh, empty moto server for one test (the installer's own account)."""
+    with moto_server() as endpoint:
+        yield endpoint

@@ -8,7 +8,22 @@ import json
 import time
 from typing import Any
 
+from botocore.credentials import Credentials
+
+from dynamo_backups.aws.dynamodb import RawDynamoDB
+from dynamo_backups.aws.s3objects import BotocoreObjects
+from dynamo_backups.backup.checkpoints import S3CheckpointStore
+from dynamo_backups.backup.writer import BackupWriter
+from dynamo_backups.core.ddbjson import to_wire
+from dynamo_backups.core.draining import DrainRule
+from dynamo_backups.core.layout import TableLayout
+from dynamo_backups.jobs.backfill import Backfill, BackfillOptions
+from dynamo_backups.jobs.restore import Restore, RestoreOptions
+from dynamo_backups.pipeline.backup_applier import BackupApplier
+from dynamo_backups.pipeline.consumer import StreamConsumer
+from tests import servers
 from tests.conftest import unique_table_name
+from tests.servers import make_client
 
 # stream --once where no stream answers an empty page before a record (DynamoDB Local):
 # a short drain will do.
@@ -131,3 +146,104 @@ def wait_until(condition: Any, timeout: float = 10.0, interval: float = 0.05) ->
             return
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+def scan_all(dynamodb: Any, table: str) -> dict[str, dict[str, Any]]:
+    """Every item of a table in wire form, keyed by its canonical key text."""
+    description = dynamodb.describe_table(TableName=table)["Table"]
+    names = [element["AttributeName"] for element in description["KeySchema"]]
+    items: dict[str, dict[str, Any]] = {}
+    for page in dynamodb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
+        for item in page["Items"]:
+            wire = to_wire(item)
+            items[json.dumps({name: wire[name] for name in names}, sort_keys=True)] = wire
+    return items
+
+
+def restore_job(
+    dynamodb_endpoint: str, s3: Any, bucket: str, folder: str, table: str, **options: Any
+) -> Restore:
+    dynamodb = make_client("dynamodb", dynamodb_endpoint)
+    api = RawDynamoDB(dynamodb, Credentials(servers.ACCESS_KEY, servers.SECRET_KEY))
+    return Restore(
+        s3,
+        BotocoreObjects(s3, bucket),
+        dynamodb,
+        lambda request: api.call("BatchWriteItem", request),
+        bucket,
+        folder,
+        table,
+        RestoreOptions(**options),
+    )
+
+
+def make_backfill(
+    dynamodb: Any, s3: Any, bucket: str, prefix: str, table: str, scan: Any = None, **options: Any
+) -> Backfill:
+    return Backfill(
+        dynamodb,
+        scan or lean_scan(dynamodb),
+        BackupWriter(s3, bucket),
+        TableLayout.of(prefix, table),
+        BackfillOptions(**options),
+    )
+
+
+EDGE_ITEM: dict[str, Any] = {
+    "pk": {"S": "edge"},
+    "text": {"S": "naïve café ☃ 𝄞 中文 עברית e\u0301"},
+    "empty_text": {"S": ""},
+    "n38": {"N": "12345678901234567890123456789012345678"},
+    "n_negative_small": {"N": "-0.000000000000000000000000000000000000012345"},
+    "n_exponent": {"N": "1.5E+100"},
+    "n_tiny": {"N": "1E-130"},
+    "n_max": {"N": "9.9999999999999999999999999999999999999E+125"},
+    "n_min": {"N": "-9.9999999999999999999999999999999999999E+125"},
+    "n_zero": {"N": "-0"},
+    "binary": {"B": bytes(range(256))},
+    "empty_binary": {"B": b""},
+    "strings": {"SS": ["a", "ünï", "𝄞"]},
+    "numbers": {"NS": ["1", "-2.5", "12345678901234567890123456789012345678", "1E-130"]},
+    "binaries": {"BS": [b"\x00", b"\xff\xfe", b"plain"]},
+    "null": {"NULL": True},
+    "yes": {"BOOL": True},
+    "no": {"BOOL": False},
+    "map": {"M": {"inner": {"S": "x"}, "n": {"N": "0.1"}, "empty": {"M": {}}}},
+    "list": {
+        "L": [{"S": "a"}, {"N": "1"}, {"B": b"\x01"}, {"NULL": True}, {"L": []}, {"SS": ["z"]}]
+    },
+}
+
+
+def deep_map(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"S": "bottom"}
+    for level in range(levels):
+        value = {"M": {f"level{level}": value}} if level % 2 else {"L": [value]}
+    return value
+
+
+# DynamoDB Local and the scripts below answer no empty page before a record: a short drain
+# will do (the tests of draining itself script such pages).
+QUICK_DRAIN = DrainRule(empty_pages=6, seconds=0.0, page_interval=0.001)
+
+
+def lean_scan(dynamodb: Any) -> Any:
+    api = RawDynamoDB(dynamodb, Credentials(servers.ACCESS_KEY, servers.SECRET_KEY))
+    return lambda request: api.call("Scan", request)
+
+
+def consumer_for(
+    dynamodb: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    table: str,
+    processor: Any = None,
+    **options: Any,
+) -> StreamConsumer:
+    writer = BackupWriter(s3, bucket)
+    store = S3CheckpointStore(writer, TableLayout.of(prefix, table).checkpoint_key("test"))
+    processor = processor or BackupApplier(writer, prefix).apply
+    options.setdefault("drain", QUICK_DRAIN)
+    return StreamConsumer(dynamodb, streams, table, processor, store, **options)

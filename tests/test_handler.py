@@ -13,17 +13,19 @@ import pytest
 from botocore.credentials import Credentials
 
 from dynamo_backups import handler
+from dynamo_backups.aws.fast_objects import FastObjects
 from dynamo_backups.aws.retry import RetryPolicy
-from dynamo_backups.aws.s3objects import FastObjects
-from dynamo_backups.backup import BackupApplier
-from dynamo_backups.ddbjson import to_wire
+from dynamo_backups.backup.writer import BackupWriter
+from dynamo_backups.core.ddbjson import to_wire
 from dynamo_backups.handler import ConfigurationError
 from dynamo_backups.installer.samples import CONSOLE_SAMPLE_CLASSIC, CONSOLE_SAMPLE_CURRENT
-from dynamo_backups.s3store import BackupWriter
+from dynamo_backups.pipeline.backup_applier import BackupApplier
 from tests import faultproxy, servers
 from tests.helpers import (
+    EDGE_ITEM,
     bodies,
     create_table,
+    deep_map,
     expected_name,
     history,
     lambda_records,
@@ -70,39 +72,6 @@ def backup_env(monkeypatch: pytest.MonkeyPatch, seaweedfs: Any, bucket: str, pre
 
 def run_handler(records: list[dict[str, Any]], context: Any = None) -> dict[str, Any]:
     return handler.backup({"Records": records}, context or FakeContext())
-
-
-EDGE_ITEM: dict[str, Any] = {
-    "pk": {"S": "edge"},
-    "text": {"S": "naïve café ☃ 𝄞 中文 עברית e\u0301"},
-    "empty_text": {"S": ""},
-    "n38": {"N": "12345678901234567890123456789012345678"},
-    "n_negative_small": {"N": "-0.000000000000000000000000000000000000012345"},
-    "n_exponent": {"N": "1.5E+100"},
-    "n_tiny": {"N": "1E-130"},
-    "n_max": {"N": "9.9999999999999999999999999999999999999E+125"},
-    "n_min": {"N": "-9.9999999999999999999999999999999999999E+125"},
-    "n_zero": {"N": "-0"},
-    "binary": {"B": bytes(range(256))},
-    "empty_binary": {"B": b""},
-    "strings": {"SS": ["a", "ünï", "𝄞"]},
-    "numbers": {"NS": ["1", "-2.5", "12345678901234567890123456789012345678", "1E-130"]},
-    "binaries": {"BS": [b"\x00", b"\xff\xfe", b"plain"]},
-    "null": {"NULL": True},
-    "yes": {"BOOL": True},
-    "no": {"BOOL": False},
-    "map": {"M": {"inner": {"S": "x"}, "n": {"N": "0.1"}, "empty": {"M": {}}}},
-    "list": {
-        "L": [{"S": "a"}, {"N": "1"}, {"B": b"\x01"}, {"NULL": True}, {"L": []}, {"SS": ["z"]}]
-    },
-}
-
-
-def deep_map(levels: int) -> dict[str, Any]:
-    value: dict[str, Any] = {"S": "bottom"}
-    for level in range(levels):
-        value = {"M": {f"level{level}": value}} if level % 2 else {"L": [value]}
-    return value
 
 
 def test_insert_modify_remove_become_versions_then_a_delete_marker(

@@ -28,20 +28,20 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from dynamo_backups.aws.context import AwsContext, TransportSettingError, chosen_transport
 from dynamo_backups.aws.retry import RetryPolicy
-from dynamo_backups.backup import DEFAULT_CONCURRENCY, BackupApplier
-from dynamo_backups.keys import DEFAULT_KEY_HASH, check_key_hash
-from dynamo_backups.layout import normalize_prefix
-from dynamo_backups.metrics import batch_metrics
-from dynamo_backups.records import BatchResult, records_of
-from dynamo_backups.replica import ReplicaApplier
-from dynamo_backups.s3store import BackupWriter
+from dynamo_backups.backup.writer import BackupWriter
+from dynamo_backups.core.keys import DEFAULT_KEY_HASH, check_key_hash
+from dynamo_backups.core.layout import normalize_prefix
+from dynamo_backups.core.metrics import batch_metrics
+from dynamo_backups.core.stream_records import BatchResult, records_of
+from dynamo_backups.pipeline.backup_applier import DEFAULT_CONCURRENCY, BackupApplier
+from dynamo_backups.pipeline.replica_applier import ReplicaApplier
 
 logger = logging.getLogger("dynamo_backups.handler")
 
@@ -124,12 +124,7 @@ def _backup_applier() -> BackupApplier:
 
 def backup(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     """Lambda handler: back up a batch of DynamoDB stream records."""
-    _ensure_log_output()
-    started = time.monotonic()
-    applier = _backup_applier()
-    result = applier.apply(records_of(event), deadline_of(context))
-    log_batch("backup", result, started)
-    return result.lambda_response()
+    return _handle_batch("backup", _backup_applier, event, context)
 
 
 def deadline_of(context: Any) -> float | None:
@@ -246,9 +241,19 @@ def _replica_applier() -> ReplicaApplier:
 
 def replicate(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     """Lambda handler: apply a batch of DynamoDB stream records to the replica table."""
+    return _handle_batch("replicate", _replica_applier, event, context)
+
+
+def _handle_batch(
+    kind: str,
+    applier_for_environment: Callable[[], BackupApplier | ReplicaApplier],
+    event: Mapping[str, Any],
+    context: Any,
+) -> dict[str, Any]:
+    """Apply one batch, log its metrics line and answer with the records that failed."""
     _ensure_log_output()
     started = time.monotonic()
-    applier = _replica_applier()
+    applier = applier_for_environment()
     result = applier.apply(records_of(event), deadline_of(context))
-    log_batch("replicate", result, started)
+    log_batch(kind, result, started)
     return result.lambda_response()

@@ -29,13 +29,8 @@ from dynamo_backups import __version__
 from dynamo_backups.aws.dynamodb import BotocoreDynamoDB, RawDynamoDB
 from dynamo_backups.aws.endpoints import UnsupportedTarget
 from dynamo_backups.aws.errors import NoCredentialsError
-from dynamo_backups.aws.s3objects import (
-    OBSTORE_MISSING,
-    BotocoreObjects,
-    FastObjects,
-    HttpSettings,
-    ObjectStore,
-)
+from dynamo_backups.aws.fast_objects import OBSTORE_MISSING, FastObjects, HttpSettings
+from dynamo_backups.aws.s3objects import BotocoreObjects, ObjectStore
 
 logger = logging.getLogger("dynamo_backups.aws")
 

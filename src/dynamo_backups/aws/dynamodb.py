@@ -24,7 +24,7 @@ from botocore.awsrequest import AWSRequest
 
 from dynamo_backups.aws.endpoints import SIGV4, UnsupportedTarget, prepared_request
 from dynamo_backups.aws.errors import client_error, modeled_error
-from dynamo_backups.ddbjson import from_wire, to_wire
+from dynamo_backups.core.ddbjson import from_wire, to_wire
 
 TARGET_PREFIX = "DynamoDB_20120810"
 

@@ -1,4 +1,9 @@
-"""The ``dynamo-backups`` command line."""
+"""The ``dynamo-backups`` command line: one module per command group (``backfill``,
+``stream``, ``restore``, ``snapshot``, ``history``, ``verify``, ``replication``, ``replay``,
+``installer``, ``status``, ``demo``), each turning options into a job's inputs and its report
+into text or JSON; ``common`` holds what every command shares (global AWS options, errors and
+exit codes, output, logging, time arguments) and ``progress`` the progress lines on stderr.
+"""
 
 from __future__ import annotations
 
@@ -16,18 +21,12 @@ from dynamo_backups.cli.common import (
 )
 from dynamo_backups.cli.demo import demo
 from dynamo_backups.cli.history import history
-from dynamo_backups.cli.installer import (
-    deploy,
-    package,
-    status,
-    teardown_command,
-    template,
-    test_function_command,
-)
+from dynamo_backups.cli.installer import deploy, package, teardown_command, template
 from dynamo_backups.cli.replay import replay
 from dynamo_backups.cli.replication import diff_record, diff_tables, replicate_record
 from dynamo_backups.cli.restore import restore
 from dynamo_backups.cli.snapshot import snapshot
+from dynamo_backups.cli.status import status, test_function_command
 from dynamo_backups.cli.stream import stream
 from dynamo_backups.cli.verify import verify
 

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import click
 
-from dynamo_backups.backfill import Backfill, BackfillOptions, BackfillReport
+from dynamo_backups.backup.bucket import require_versioning
+from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli.common import (
     Invocation,
     SegmentPlan,
+    concurrency_option,
     fail,
+    key_hash_option,
     pass_invocation,
     reports_errors,
     segment_options,
 )
-from dynamo_backups.keys import DEFAULT_KEY_HASH, KEY_HASHES
-from dynamo_backups.layout import TableLayout
-from dynamo_backups.progress import Progress
-from dynamo_backups.s3store import BackupWriter
-from dynamo_backups.versioning import require_versioning
+from dynamo_backups.cli.progress import Progress
+from dynamo_backups.core.layout import TableLayout
+from dynamo_backups.jobs.backfill import Backfill, BackfillOptions, BackfillReport
 
 
 def tables_with_prefix(dynamodb: object, prefix: str) -> list[str]:
@@ -37,20 +38,8 @@ def tables_with_prefix(dynamodb: object, prefix: str) -> list[str]:
 @click.option(
     "--resume", is_flag=True, help="Continue an interrupted backfill from its checkpoints."
 )
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 512),
-    default=32,
-    show_default=True,
-    help="Parallel S3 writes.",
-)
-@click.option(
-    "--key-hash",
-    type=click.Choice(sorted(KEY_HASHES)),
-    default=DEFAULT_KEY_HASH,
-    show_default=True,
-    help="How object names are derived from item keys.",
-)
+@concurrency_option(32, "Parallel S3 writes.")
+@key_hash_option
 @pass_invocation
 @reports_errors
 def backfill(

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -23,11 +24,12 @@ from dynamo_backups.aws.errors import (
     describe_error,
 )
 from dynamo_backups.aws.retry import RetriesExhausted
-from dynamo_backups.checkpoints import CheckpointError
-from dynamo_backups.ddbjson import InvalidDynamoJSON
-from dynamo_backups.layout import LayoutError
-from dynamo_backups.streams import StreamError
-from dynamo_backups.versioning import BucketError
+from dynamo_backups.backup.bucket import BucketError
+from dynamo_backups.backup.checkpoints import CheckpointError
+from dynamo_backups.core.ddbjson import InvalidDynamoJSON
+from dynamo_backups.core.keys import DEFAULT_KEY_HASH, KEY_HASHES
+from dynamo_backups.core.layout import LayoutError, parse_time
+from dynamo_backups.pipeline.stream_source import StreamError
 
 # Exit codes scripts can rely on.
 EXIT_OK = 0
@@ -133,6 +135,39 @@ class SegmentPlan:
     only: int | None = None
 
 
+def key_hash_option(command: F) -> F:
+    """--key-hash: how object names are derived from item keys."""
+    return click.option(
+        "--key-hash",
+        type=click.Choice(sorted(KEY_HASHES)),
+        default=DEFAULT_KEY_HASH,
+        show_default=True,
+        help="How object names are derived from item keys.",
+    )(command)
+
+
+def concurrency_option(default: int, meaning: str, maximum: int = 512) -> Callable[[F], F]:
+    """--concurrency: how many requests run at once, and what they are."""
+    return click.option(
+        "--concurrency",
+        type=click.IntRange(1, maximum),
+        default=default,
+        show_default=True,
+        help=meaning,
+    )
+
+
+def segments_option(command: F) -> F:
+    """--segments: how many parallel scan segments read the table."""
+    return click.option(
+        "--segments",
+        type=click.IntRange(1, 1000),
+        default=8,
+        show_default=True,
+        help="Parallel scan segments.",
+    )(command)
+
+
 def segment_options(command: F) -> F:
     """--segments N, or --segment i --total-segments n to spread the work over hosts; the
     command receives one ``segments`` argument, a SegmentPlan."""
@@ -148,13 +183,7 @@ def segment_options(command: F) -> F:
         return command(*args, **kwargs)
 
     options = [
-        click.option(
-            "--segments",
-            type=click.IntRange(1, 1000),
-            default=8,
-            show_default=True,
-            help="Parallel scan segments.",
-        ),
+        segments_option,
         click.option(
             "--segment", type=click.IntRange(0), help="Run only this segment (0-based) ..."
         ),
@@ -228,3 +257,20 @@ def with_global_options(command: click.Command) -> click.Command:
         if not taken & set(option.opts):
             command.params.append(option)
     return command
+
+
+class TimeParam(click.ParamType):
+    """A moment on the command line: ISO 8601 with a zone, or epoch seconds."""
+
+    name = "TIME"
+
+    def convert(self, value: object, param: object, ctx: object) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_time(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)  # type: ignore[arg-type]
+
+
+TIME = TimeParam()

@@ -18,7 +18,7 @@ def demo(invocation: Invocation) -> None:
     object per item named by the MD5 of its key, and the versions and delete markers of a
     changed and a deleted item. Needs: pip install 'dynamo-backups[demo]'.
     """
-    from dynamo_backups.demo import run_demo
+    from dynamo_backups.cli.demo_scenario import run_demo
 
     def progress(message: str) -> None:
         if not invocation.json_output:

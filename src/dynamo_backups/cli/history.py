@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 
 from dynamo_backups.cli.common import Invocation, fail, pass_invocation, reports_errors
-from dynamo_backups.ddbjson import dumps_plain, item_to_plain
-from dynamo_backups.history import item_history, layout_for
-from dynamo_backups.keys import parse_key
-from dynamo_backups.layout import format_time
+from dynamo_backups.core.ddbjson import dumps_plain, item_to_plain
+from dynamo_backups.core.keys import parse_key
+from dynamo_backups.core.layout import format_time
+from dynamo_backups.jobs.history import item_history, layout_for
 
 
 @click.command()

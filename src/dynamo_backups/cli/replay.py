@@ -8,7 +8,9 @@ from typing import Any
 import click
 
 from dynamo_backups.aws.errors import ClientError, describe_error
-from dynamo_backups.backup import BackupApplier
+from dynamo_backups.backup.bucket import require_versioning
+from dynamo_backups.backup.folder import open_folder
+from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -17,12 +19,11 @@ from dynamo_backups.cli.common import (
     pass_invocation,
     reports_errors,
 )
-from dynamo_backups.folder import open_folder
+from dynamo_backups.core.keys import DEFAULT_KEY_HASH
+from dynamo_backups.core.layout import check_table_name
 from dynamo_backups.installer.alerting import queue_url
 from dynamo_backups.installer.naming import TableResources
-from dynamo_backups.keys import DEFAULT_KEY_HASH
-from dynamo_backups.layout import check_table_name
-from dynamo_backups.replay import (
+from dynamo_backups.jobs.replay import (
     GivenUp,
     Replayer,
     ReplayOutcome,
@@ -30,8 +31,7 @@ from dynamo_backups.replay import (
     parse_report,
     reports_in_file,
 )
-from dynamo_backups.s3store import BackupWriter
-from dynamo_backups.versioning import require_versioning
+from dynamo_backups.pipeline.backup_applier import BackupApplier
 
 RECEIVE_WAIT_SECONDS = 1
 # Long enough to read and write one reported range before another reader could see it.

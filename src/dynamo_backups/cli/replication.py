@@ -8,7 +8,7 @@ import click
 
 from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.aws.retry import RetryPolicy
-from dynamo_backups.catalog import key_types_from_description
+from dynamo_backups.backup.manifest import key_types_from_description
 from dynamo_backups.cli.common import (
     EXIT_USAGE,
     Invocation,
@@ -18,11 +18,11 @@ from dynamo_backups.cli.common import (
     reports_errors,
     segment_options,
 )
-from dynamo_backups.ddbjson import canonical_item, dumps_plain, item_to_plain
-from dynamo_backups.keys import key_attribute_names, parse_key
-from dynamo_backups.progress import Progress
-from dynamo_backups.streams import StreamError
-from dynamo_backups.tablediff import TableDiff, TableRef, sync_item
+from dynamo_backups.cli.progress import Progress
+from dynamo_backups.core.ddbjson import canonical_item, dumps_plain, item_to_plain
+from dynamo_backups.core.keys import key_attribute_names, parse_key
+from dynamo_backups.jobs.table_diff import TableDiff, TableRef, sync_item
+from dynamo_backups.pipeline.stream_source import StreamError
 
 
 def _table_description(aws: AwsContext, table: TableRef) -> dict[str, Any]:

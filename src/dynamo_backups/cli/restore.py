@@ -3,45 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from datetime import datetime
 
 import click
 
 from dynamo_backups.aws.context import AwsContext
+from dynamo_backups.backup.description import DescriptionError
 from dynamo_backups.cli.common import (
     EXIT_FAILED,
+    TIME,
     Invocation,
     configure_logging,
     fail,
     pass_invocation,
     reports_errors,
 )
-from dynamo_backups.description import DescriptionError
-from dynamo_backups.layout import parse_time
-from dynamo_backups.progress import Progress
-from dynamo_backups.restore import (
+from dynamo_backups.cli.progress import Progress
+from dynamo_backups.cli.snapshot import take_snapshot
+from dynamo_backups.jobs.restore import (
+    SAMPLE_SIZE,
     Restore,
     RestoreError,
     RestoreOptions,
     RestoreReport,
-    summary_text,
 )
-
-
-class TimeParam(click.ParamType):
-    name = "TIME"
-
-    def convert(self, value: object, param: object, ctx: object) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        try:
-            return parse_time(str(value))
-        except ValueError as error:
-            self.fail(str(error), param, ctx)  # type: ignore[arg-type]
-
-
-TIME = TimeParam()
 
 
 def run_restore(
@@ -267,9 +254,8 @@ def _restore_natively(
 ) -> None:
     from datetime import UTC
 
-    from dynamo_backups.cli.snapshot import take_snapshot
-    from dynamo_backups.native_import import run_import
-    from dynamo_backups.snapshot import parse_s3_url
+    from dynamo_backups.jobs.native_import import run_import
+    from dynamo_backups.jobs.snapshot import parse_s3_url
 
     aws = invocation.aws
     s3 = aws.client("s3")
@@ -315,3 +301,35 @@ def _table_names(dynamodb: object) -> set[str]:
     for page in dynamodb.get_paginator("list_tables").paginate():  # type: ignore[attr-defined]
         names.update(page.get("TableNames", []))
     return names
+
+
+def summary_text(report: RestoreReport) -> str:
+    """The report as lines for people."""
+    verb = "would write" if report.dry_run else "wrote"
+    lines = [
+        f"{report.source} -> {report.table}"
+        + (f" (as of {report.at})" if report.at else " (latest)")
+        + (" [new table]" if report.created_table else ""),
+        f"{verb} {report.written:,} items; {report.absent:,} objects deleted or absent at that "
+        f"time; {report.objects:,} objects examined in {report.seconds:,.1f} s",
+    ]
+    if report.sample:
+        lines.append("sample:")
+        lines.extend("  " + json.dumps(item, ensure_ascii=False)[:300] for item in report.sample)
+    if report.invalid:
+        lines.append(f"{report.invalid:,} invalid objects:")
+        lines.extend(f"  {reason}" for reason in report.invalid_objects)
+    if report.deleted_absent:
+        lines.append(f"deleted {report.deleted_absent:,} items the backup did not hold then")
+    if report.not_deleted:
+        lines.append(f"{len(report.not_deleted):,} absent items NOT deleted:")
+        lines.extend(f"  {key}" for key in report.not_deleted[:SAMPLE_SIZE])
+    lines.extend(f"warning: {warning}" for warning in report.warnings)
+    if report.unwritten:
+        lines.append(f"{report.unwritten:,} items NOT written:")
+        lines.extend(f"  {key}" for key in report.unwritten_keys)
+        lines.append(
+            f"every key not written is in {report.unwritten_keys_file}: restore them again "
+            f"with --keys {report.unwritten_keys_file} --into-existing"
+        )
+    return "\n".join(lines)

@@ -7,12 +7,11 @@ from datetime import datetime
 import click
 
 from dynamo_backups.aws.context import AwsContext
-from dynamo_backups.cli.common import Invocation, fail, pass_invocation, reports_errors
-from dynamo_backups.cli.restore import TIME
-from dynamo_backups.folder import open_folder_path
-from dynamo_backups.progress import Progress
-from dynamo_backups.selection import BackupItems
-from dynamo_backups.snapshot import Snapshot, SnapshotError, SnapshotReport
+from dynamo_backups.backup.folder import open_folder_path
+from dynamo_backups.backup.reader import BackupItems
+from dynamo_backups.cli.common import TIME, Invocation, fail, pass_invocation, reports_errors
+from dynamo_backups.cli.progress import Progress
+from dynamo_backups.jobs.snapshot import Snapshot, SnapshotError, SnapshotReport
 
 
 def take_snapshot(

@@ -12,25 +12,33 @@ from typing import Any
 import click
 
 from dynamo_backups.aws.errors import BotoCoreError, ClientError, describe_error
-from dynamo_backups.backup import DEFAULT_CONCURRENCY, BackupApplier
-from dynamo_backups.catalog import ensure_manifest, key_types_from_description
-from dynamo_backups.checkpoints import (
+from dynamo_backups.backup.bucket import require_versioning
+from dynamo_backups.backup.checkpoints import (
     CheckpointError,
     CheckpointIdentity,
     CheckpointStore,
     FileCheckpointStore,
     S3CheckpointStore,
 )
-from dynamo_backups.cli.common import EXIT_FAILED, Invocation, fail, pass_invocation, reports_errors
-from dynamo_backups.draining import DrainRule
-from dynamo_backups.installer.operate import triggers_writing_to
-from dynamo_backups.keys import DEFAULT_KEY_HASH, KEY_HASHES
-from dynamo_backups.layout import TableLayout, check_table_name, normalize_prefix
-from dynamo_backups.records import combine
-from dynamo_backups.replica import ReplicaApplier
-from dynamo_backups.s3store import BackupWriter
-from dynamo_backups.streams import ConsumerReport, StreamConsumer, StreamError, stream_of_table
-from dynamo_backups.versioning import require_versioning
+from dynamo_backups.backup.manifest import ensure_manifest, key_types_from_description
+from dynamo_backups.backup.writer import BackupWriter
+from dynamo_backups.cli.common import (
+    EXIT_FAILED,
+    Invocation,
+    concurrency_option,
+    fail,
+    key_hash_option,
+    pass_invocation,
+    reports_errors,
+)
+from dynamo_backups.core.draining import DrainRule
+from dynamo_backups.core.layout import TableLayout, check_table_name, normalize_prefix
+from dynamo_backups.core.stream_records import combine
+from dynamo_backups.installer.status import triggers_writing_to
+from dynamo_backups.pipeline.backup_applier import DEFAULT_CONCURRENCY, BackupApplier
+from dynamo_backups.pipeline.consumer import ConsumerReport, StreamConsumer
+from dynamo_backups.pipeline.replica_applier import ReplicaApplier
+from dynamo_backups.pipeline.stream_source import StreamError, stream_of_table
 
 logger = logging.getLogger("dynamo_backups.stream")
 
@@ -49,20 +57,8 @@ logger = logging.getLogger("dynamo_backups.stream")
     show_default=True,
     help="Records per handler batch (Lambda's default trigger uses 100).",
 )
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 512),
-    default=DEFAULT_CONCURRENCY,
-    show_default=True,
-    help="Parallel S3 writes per batch.",
-)
-@click.option(
-    "--key-hash",
-    type=click.Choice(sorted(KEY_HASHES)),
-    default=DEFAULT_KEY_HASH,
-    show_default=True,
-    help="How object names are derived from item keys.",
-)
+@concurrency_option(DEFAULT_CONCURRENCY, "Parallel S3 writes per batch.")
+@key_hash_option
 @click.option(
     "--checkpoint-dir",
     type=click.Path(file_okay=False, path_type=Path),

@@ -5,12 +5,20 @@ from __future__ import annotations
 import click
 
 from dynamo_backups.aws.retry import call_with_retries
-from dynamo_backups.cli.common import Invocation, fail, pass_invocation, reports_errors
-from dynamo_backups.folder import open_folder
-from dynamo_backups.progress import Progress
-from dynamo_backups.s3store import READ_POLICY, BackupWriter
-from dynamo_backups.streams import StreamError
-from dynamo_backups.verify import Verify
+from dynamo_backups.backup.folder import open_folder
+from dynamo_backups.backup.reading import READ_POLICY
+from dynamo_backups.backup.writer import BackupWriter
+from dynamo_backups.cli.common import (
+    Invocation,
+    concurrency_option,
+    fail,
+    pass_invocation,
+    reports_errors,
+    segments_option,
+)
+from dynamo_backups.cli.progress import Progress
+from dynamo_backups.jobs.verify import Verify
+from dynamo_backups.pipeline.stream_source import StreamError
 
 
 @click.command()
@@ -22,20 +30,8 @@ from dynamo_backups.verify import Verify
     is_flag=True,
     help="Write the table's current state into the backup for every difference found.",
 )
-@click.option(
-    "--segments",
-    type=click.IntRange(1, 1000),
-    default=8,
-    show_default=True,
-    help="Parallel scan segments.",
-)
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 256),
-    default=16,
-    show_default=True,
-    help="Parallel comparisons.",
-)
+@segments_option
+@concurrency_option(16, "Parallel comparisons.", maximum=256)
 @pass_invocation
 @reports_errors
 def verify(

@@ -1,2 +1,5 @@
-"""The installer: the checklist's console steps as one idempotent deploy, and the same
-resources as a CloudFormation template."""
+"""The installer: what deploy sets up (``plan``, ``naming``, ``policies``, ``functions``,
+``monitoring``: pure), how it reconciles each resource (``bucket``, ``iam``, ``lambdas``,
+``alerting``, orchestrated by ``deploy``), the CloudFormation ``template``, the Lambda
+``package``, and ``status``, ``teardown`` and the ``smoke_test`` behind test-function.
+"""

@@ -25,9 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from dynamo_backups.core.metrics import NAMESPACE, RECORDS_FAILED, RECORDS_WRITTEN, REMOVALS
 from dynamo_backups.installer.naming import TableResources
 from dynamo_backups.installer.policies import arn_resource, arn_service
-from dynamo_backups.metrics import NAMESPACE, RECORDS_FAILED, RECORDS_WRITTEN, REMOVALS
 
 MAXIMUM_RETRY_ATTEMPTS = 10
 MAXIMUM_RECORD_AGE_SECONDS = 6 * 3600

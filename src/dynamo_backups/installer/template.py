@@ -12,7 +12,6 @@ import re
 from typing import Any
 
 from dynamo_backups.installer import policies
-from dynamo_backups.installer.deploy import DeployOptions
 from dynamo_backups.installer.functions import FunctionSpec, function_specs
 from dynamo_backups.installer.monitoring import (
     alarm_specs,
@@ -29,6 +28,7 @@ from dynamo_backups.installer.naming import (
     write_policy_name,
 )
 from dynamo_backups.installer.package import RUNTIME
+from dynamo_backups.installer.plan import DeployOptions
 
 PARTITION, REGION, ACCOUNT = "${AWS::Partition}", "${AWS::Region}", "${AWS::AccountId}"
 

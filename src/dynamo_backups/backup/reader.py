@@ -1,0 +1,224 @@
+"""Read a table's backup as it stood at a moment (or now): which version of each item, and
+the item itself, checked. Listing is streamed and reads run on a bounded pool, so memory
+stays flat whatever the table's size.
+
+Used by restore, snapshot and history alike, so that they agree on what "the table at T" is.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from dynamo_backups.aws.errors import ClientError, error_code
+from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
+from dynamo_backups.aws.s3objects import ObjectReader
+from dynamo_backups.backup.reading import iter_current_objects, iter_key_histories, iter_versions
+from dynamo_backups.core.ddbjson import InvalidDynamoJSON, loads_item
+from dynamo_backups.core.keys import extract_key, object_name
+from dynamo_backups.core.layout import TableLayout, VersionMetadata
+from dynamo_backups.core.parallel import batched
+from dynamo_backups.core.pitr import DEFAULT_CLOCK_SKEW, ObjectVersion, newest_first, select_at
+from dynamo_backups.core.progress import NoProgress, ProgressSink
+
+UNITS_PER_TASK = 8
+
+
+@dataclass(frozen=True)
+class Selected:
+    """One item of the backup: its item, or why there is none."""
+
+    object_key: str
+    item: dict[str, Any] | None = None
+    invalid: str | None = None  # the object exists but is not a usable item
+    key: dict[str, Any] | None = None  # the item's key, when it was asked for by key
+
+
+@dataclass
+class SelectionStats:
+    objects: int = 0
+    items: int = 0
+    absent: int = 0
+    invalid: int = 0
+    versions_read: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, count in counts.items():
+                setattr(self, name, getattr(self, name) + count)
+
+    def to_dict(self) -> dict[str, int]:
+        return {name: value for name, value in self.__dict__.items() if not name.startswith("_")}
+
+
+@dataclass(frozen=True)
+class _Unit:
+    object_key: str
+    entries: list[ObjectVersion] | None  # None: read the current version
+    size: int | None = None
+    key: dict[str, Any] | None = None
+
+
+class BackupItems:
+    """The items of one table's backup, latest or as of ``at``."""
+
+    def __init__(
+        self,
+        reader: ObjectReader,
+        bucket: str,
+        layout: TableLayout,
+        key_names: list[str] | None = None,
+        at: datetime | None = None,
+        keys: Iterable[dict[str, Any]] | None = None,
+        concurrency: int = 32,
+        skew: timedelta = DEFAULT_CLOCK_SKEW,
+        retry_policy: RetryPolicy | None = None,
+        progress: ProgressSink | None = None,
+    ) -> None:
+        self.reader = reader
+        self.bucket = bucket
+        self.layout = layout
+        self.key_names = key_names
+        self.at = at
+        self.keys = keys
+        self.concurrency = concurrency
+        self.skew = skew
+        self.retry_policy = retry_policy or RetryPolicy(max_attempts=8, base_delay=0.05)
+        self.stats = SelectionStats()
+        self.progress = progress or NoProgress()
+
+    def for_each(
+        self, consume: Callable[[Selected], None], stop: threading.Event | None = None
+    ) -> SelectionStats:
+        """Call ``consume`` (from worker threads) once per object; stops early when ``stop``
+        is set. Exceptions from reads or from ``consume`` end the run and are raised."""
+        stop = stop or threading.Event()
+        slots = threading.BoundedSemaphore(self.concurrency * 2)
+        errors: list[BaseException] = []
+
+        def work(units: list[_Unit]) -> None:
+            try:
+                for unit in units:
+                    if stop.is_set():
+                        break
+                    consume(self._select(unit))
+            except BaseException as error:
+                errors.append(error)
+                stop.set()
+            finally:
+                slots.release()
+
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="backup-read") as pool:
+            # Units go out in small groups: a task per object would cost the client more CPU
+            # (futures, locks) than the object's own request.
+            for units in batched(self._units(), UNITS_PER_TASK):
+                if stop.is_set():
+                    break
+                slots.acquire()
+                pool.submit(work, units)
+        if errors:
+            raise errors[0]
+        return self.stats
+
+    # --- what to read ------------------------------------------------------------------------
+
+    def _units(self) -> Iterator[_Unit]:
+        if self.keys is not None:
+            for key in self.keys:
+                object_key = self.layout.item_object_key(key)
+                entries = None
+                if self.at is not None:
+                    entries = [
+                        entry
+                        for entry in iter_versions(self.reader, object_key)
+                        if entry.key == object_key
+                    ]
+                yield _Unit(object_key, entries, key=key)
+        elif self.at is None:
+            for listed in iter_current_objects(self.reader, self.layout.items_prefix):
+                yield _Unit(listed["Key"], None, listed.get("Size"))
+        else:
+            for entries in iter_key_histories(iter_versions(self.reader, self.layout.items_prefix)):
+                yield _Unit(entries[0].key, entries)
+
+    # --- one object ----------------------------------------------------------------------------
+
+    def _select(self, unit: _Unit) -> Selected:
+        selected = self._select_unit(unit)
+        return replace(selected, key=unit.key) if unit.key is not None else selected
+
+    def _select_unit(self, unit: _Unit) -> Selected:
+        self.stats.add(objects=1)
+        self.progress.advance()
+        if unit.entries is None:
+            if unit.size == 0:  # a tombstone left current: the item is deleted
+                return self._absent(unit.object_key)
+            found = self._read(unit.object_key, None)
+            if found is None or not found[0]:
+                return self._absent(unit.object_key)
+            return self._parse(unit.object_key, found[0])
+        bodies: dict[str, bytes] = {}
+
+        def inspect(entry: ObjectVersion) -> VersionMetadata | None:
+            found = self._read(entry.key, entry.version_id)
+            if found is None:
+                return None
+            bodies[entry.version_id] = found[0]
+            return VersionMetadata.from_s3(found[1])
+
+        ordered = newest_first(unit.entries)
+        if not ordered:
+            return self._absent(unit.object_key)
+        chosen = select_at(ordered, self.at, inspect, self.skew).version
+        if chosen is None:
+            return self._absent(unit.object_key)
+        body = bodies.get(chosen.version_id)
+        if body is None:
+            found = self._read(chosen.key, chosen.version_id)
+            if found is None:
+                return self._absent(unit.object_key)
+            body = found[0]
+        return self._parse(unit.object_key, body)
+
+    def _read(self, object_key: str, version_id: str | None) -> tuple[bytes, dict[str, str]] | None:
+        self.stats.add(versions_read=1)
+        try:
+            return call_with_retries(
+                lambda: self.reader.read_object(object_key, version_id),
+                self.retry_policy,
+                f"get s3://{self.bucket}/{object_key}",
+            )
+        except ClientError as error:
+            if error_code(error) in ("NoSuchKey", "NoSuchVersion", "404"):
+                return None  # deleted since it was listed
+            raise
+
+    def _absent(self, object_key: str) -> Selected:
+        self.stats.add(absent=1)
+        return Selected(object_key)
+
+    def _parse(self, object_key: str, body: bytes) -> Selected:
+        try:
+            item = loads_item(body, f"s3://{self.bucket}/{object_key}")
+            if self.key_names is not None:
+                self._check_name(object_key, item)
+        except InvalidDynamoJSON as error:
+            self.stats.add(invalid=1)
+            return Selected(object_key, invalid=str(error))
+        self.stats.add(items=1)
+        return Selected(object_key, item)
+
+    def _check_name(self, object_key: str, item: dict[str, Any]) -> None:
+        """An object holds the item its name was derived from; anything else is damage."""
+        key = extract_key(item, self.key_names or [])
+        expected = object_name(key, self.layout.key_hash)
+        if self.layout.name_of(object_key) != expected:
+            raise InvalidDynamoJSON(
+                f"s3://{self.bucket}/{object_key}: holds the item with key {key}, whose object "
+                f"name would be {expected}"
+            )

@@ -1,0 +1,114 @@
+"""status and test-function: is what deploy installed working?"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from dynamo_backups.aws.errors import ClientError
+from dynamo_backups.cli.backfill import tables_with_prefix
+from dynamo_backups.cli.common import EXIT_USAGE, Invocation, fail, pass_invocation, reports_errors
+from dynamo_backups.cli.installer import clients_of
+from dynamo_backups.installer.plan import (
+    describe_failure,
+)
+from dynamo_backups.installer.smoke_test import run_function_test
+from dynamo_backups.installer.status import table_status
+
+
+@click.command("test-function")
+@click.argument("table")
+@pass_invocation
+@reports_errors
+def test_function_command(invocation: Invocation, table: str) -> None:
+    """Invoke TABLE's backup function with the console's "DynamoDB Update" sample event and
+    confirm its objects appeared in the bucket (the checklist's "Test function" step).
+
+    The sample (an insert, an update and a delete of item {"Id": 101} of table
+    ExampleTableWithStream) leaves its versions under <prefix>/ExampleTableWithStream/.
+
+    \b
+    Example:
+      dynamo-backups test-function Users
+    """
+    clients = clients_of(invocation.aws)
+    try:
+        result = run_function_test(clients, table)
+    except ClientError as error:
+        fail(describe_failure(error, f"testing the function of table {table}"))
+    lines = [
+        f"invoked {result.function}: status {result.status_code}",
+        f"response: {json.dumps(result.response)[:2000]}",
+    ]
+    if result.function_error:
+        lines.append(f"the function failed ({result.function_error})")
+    else:
+        lines.append(
+            f"{result.folder}: {result.versions_found} versions and "
+            f'{result.delete_markers_found} delete markers of item {{"Id": 101}}'
+        )
+    invocation.emit(result.__dict__ | {"passed": result.passed}, "\n".join(lines))
+    if not result.passed:
+        fail("the test did not pass (see above)")
+
+
+@click.command()
+@click.argument("tables", nargs=-1)
+@click.option("--table-prefix", help="Every table whose name starts with this.")
+@pass_invocation
+@reports_errors
+def status(invocation: Invocation, tables: tuple[str, ...], table_prefix: str | None) -> None:
+    """Show, per table, the stream, the trigger, the function and the backup folder.
+
+    Exits 1 when something needs attention (no stream, no trigger, a failed function, ...).
+
+    \b
+    Example:
+      dynamo-backups status Users Orders
+    """
+    aws = invocation.aws
+    names = list(tables)
+    if table_prefix:
+        names += tables_with_prefix(aws.client("dynamodb"), table_prefix)
+    if not names:
+        fail("name the tables, or give --table-prefix", EXIT_USAGE)
+    clients = clients_of(aws)
+    cloudwatch = aws.client("cloudwatch")
+    reports = [table_status(clients, cloudwatch, name) for name in names]
+    lines = []
+    for report in reports:
+        lines.append(f"{report.table}:")
+        stream = report.stream
+        if stream:
+            lines.append(
+                f"  stream:   {'on' if stream['enabled'] else 'off'} "
+                f"{stream.get('view_type') or ''} {stream.get('arn') or ''}".rstrip()
+            )
+        for label, function in (
+            ("function", report.function),
+            ("replica", report.replica_function),
+        ):
+            if function:
+                lines.append(
+                    f"  {label + ':':<9} {function['FunctionName']} {function['Runtime']} "
+                    f"{function['MemorySize']} MB {function['Timeout']} s, "
+                    f"{function.get('State') or 'Active'}, updated {function['LastModified']}"
+                )
+        for trigger in report.triggers:
+            lines.append(
+                f"  trigger:  {trigger['State']}, last result "
+                f"{trigger.get('LastProcessingResult')}, batch {trigger['BatchSize']}"
+                f" -> {str(trigger.get('FunctionArn', '')).rsplit(':', 1)[-1]}"
+            )
+        if report.backup.get("items") is not None:
+            count = f"{report.backup['items']:,}" + ("+" if report.backup.get("at_least") else "")
+            lines.append(f"  backup:   {count} items in {report.backup['folder']}")
+        if report.iterator_age_ms is not None:
+            lines.append(
+                f"  behind:   {report.iterator_age_ms / 1000:,.1f} s (IteratorAge, max of 15 min)"
+            )
+        lines.extend(f"  PROBLEM:  {problem}" for problem in report.problems)
+    invocation.emit({"tables": [report.to_dict() for report in reports]}, "\n".join(lines))
+    if any(report.problems for report in reports):
+        fail("some tables need attention (see above)")

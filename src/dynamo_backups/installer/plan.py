@@ -1,0 +1,95 @@
+"""What a deploy is given and reports (pure): its options, the clients it works with, and one
+step per resource (created, updated, unchanged, or what it would do on a dry run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dynamo_backups.aws.errors import ClientError, describe_error, error_code
+from dynamo_backups.installer.monitoring import (
+    MAXIMUM_RECORD_AGE_SECONDS,
+    MAXIMUM_RETRY_ATTEMPTS,
+)
+from dynamo_backups.installer.naming import (
+    MANAGED_BY_TAG,
+)
+
+
+class DeployError(RuntimeError):
+    """Deploy cannot go on; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    bucket: str | None  # None: replication only
+    prefix: str
+    tables: tuple[str, ...]
+    replica_table: str | None = None
+    replica_region: str | None = None
+    replica_role_arn: str | None = None
+    create_bucket: bool = False
+    enable_versioning: bool = False
+    kms_key: str | None = None
+    protect: bool = False
+    admin_roles: tuple[str, ...] = ()
+    retain_noncurrent_days: int | None = None
+    batch_size: int = 100
+    maximum_retry_attempts: int = MAXIMUM_RETRY_ATTEMPTS
+    maximum_record_age: int = MAXIMUM_RECORD_AGE_SECONDS
+    on_failure: str | None = None  # SQS, SNS or S3 ARN; default: a queue per function
+    alarm_topic: str | None = None  # SNS topic the alarms notify
+    memory: int = 512
+    timeout: int = 120
+    architecture: str = "arm64"
+    log_retention_days: int = 90
+    key_hash: str = "md5"
+    dry_run: bool = False
+
+
+@dataclass
+class Step:
+    resource: str
+    outcome: str  # created, updated, unchanged (or "would create", "would update"), warning
+    detail: str = ""
+    document: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: value for name, value in self.__dict__.items() if value not in (None, "")}
+
+
+@dataclass
+class Clients:
+    s3: Any
+    iam: Any
+    lambda_: Any
+    dynamodb: Any
+    logs: Any
+    sts: Any
+    replica_dynamodb: Any = None  # a client in the replica table's region, when it differs
+    sqs: Any = None
+    cloudwatch: Any = None
+
+
+@dataclass
+class Environment:
+    account: str
+    partition: str
+    region: str
+
+
+def resource_tags(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [
+        {"Key": key, "Value": value}
+        for key, value in sorted({**tags, MANAGED_BY_TAG[0]: MANAGED_BY_TAG[1]}.items())
+    ]
+
+
+def describe_failure(error: ClientError, what: str) -> str:
+    """An AWS refusal, with the hint an operator needs."""
+    code = error_code(error)
+    hint = ""
+    if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403"):
+        hint = " (see 'Permissions for deploy' in the README)"
+    return f"{what}: {describe_error(error)}{hint}"

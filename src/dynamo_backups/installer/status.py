@@ -1,0 +1,289 @@
+"""status: how each table's backup is doing, read from what deploy set up: the stream, the
+functions and their triggers (last result, retry policy, failure destination), the alarms,
+the reports waiting in the failure destination, the lag and the backup folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from dynamo_backups.aws.errors import ClientError, describe_error, error_code
+from dynamo_backups.core.layout import TableLayout
+from dynamo_backups.installer.monitoring import (
+    LAG_ALARM_MINUTES,
+)
+from dynamo_backups.installer.naming import (
+    TableResources,
+)
+from dynamo_backups.installer.plan import Clients
+from dynamo_backups.installer.policies import arn_resource, arn_service
+
+OBJECT_COUNT_LIMIT = 100_000
+
+
+@dataclass
+class TableStatus:
+    table: str
+    stream: dict[str, Any] = field(default_factory=dict)
+    function: dict[str, Any] = field(default_factory=dict)
+    replica_function: dict[str, Any] = field(default_factory=dict)
+    triggers: list[dict[str, Any]] = field(default_factory=list)
+    backup: dict[str, Any] = field(default_factory=dict)
+    iterator_age_ms: float | None = None
+    alarms: dict[str, str] = field(default_factory=dict)  # name -> OK, ALARM, ...
+    failure_destination: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def table_status(clients: Clients, cloudwatch: Any, table: str) -> TableStatus:
+    status = TableStatus(table)
+    _stream_status(clients, status)
+    found = False
+    for replica in (False, True):
+        names = TableResources.of(table, replica=replica)
+        config = _function_status(clients, names, status, replica)
+        if config is None:
+            continue
+        found = True
+        _trigger_status(clients, names, status)
+        variables = (config.get("Environment") or {}).get("Variables", {})
+        if variables.get("BACKUP_BUCKET"):
+            _backup_status(
+                clients,
+                variables["BACKUP_BUCKET"],
+                variables.get("BACKUP_PREFIX", ""),
+                table,
+                status,
+            )
+        age = _iterator_age(cloudwatch, names.function)
+        if age is not None:
+            status.iterator_age_ms = max(age, status.iterator_age_ms or 0.0)
+        _alarm_status(cloudwatch, names, status)
+    lag_ms = status.iterator_age_ms or 0.0
+    if lag_ms > LAG_ALARM_MINUTES * 60_000:
+        status.problems.append(
+            f"the backup is {lag_ms / 60_000:,.0f} minutes behind its stream (records older "
+            "than 24 hours are lost): see the function's errors"
+        )
+    if not found:
+        status.problems.append(f"no function {TableResources.of(table).function}: run deploy")
+    return status
+
+
+def _stream_status(clients: Clients, status: TableStatus) -> None:
+    try:
+        described = clients.dynamodb.describe_table(TableName=status.table)["Table"]
+    except ClientError as error:
+        if error_code(error) != "ResourceNotFoundException":
+            raise
+        status.problems.append(f"table {status.table} does not exist")
+        return
+    specification = described.get("StreamSpecification") or {}
+    status.stream = {
+        "enabled": bool(specification.get("StreamEnabled")),
+        "view_type": specification.get("StreamViewType"),
+        "arn": described.get("LatestStreamArn"),
+    }
+    if not status.stream["enabled"]:
+        status.problems.append("the table has no stream")
+    elif status.stream["view_type"] not in ("NEW_IMAGE", "NEW_AND_OLD_IMAGES"):
+        status.problems.append(
+            f"the stream's view type {status.stream['view_type']} has no new images"
+        )
+
+
+def _function_status(
+    clients: Clients, names: TableResources, status: TableStatus, replica: bool
+) -> dict[str, Any] | None:
+    try:
+        config = clients.lambda_.get_function(FunctionName=names.function)["Configuration"]
+    except ClientError as error:
+        if error_code(error) != "ResourceNotFoundException":
+            raise
+        return None
+    shown = {
+        name: config.get(name)
+        for name in (
+            "FunctionName",
+            "Runtime",
+            "Handler",
+            "MemorySize",
+            "Timeout",
+            "LastModified",
+            "State",
+            "LastUpdateStatus",
+            "CodeSha256",
+            "Role",
+        )
+    }
+    shown["Environment"] = (config.get("Environment") or {}).get("Variables", {})
+    if replica:
+        status.replica_function = shown
+    else:
+        status.function = shown
+    if config.get("State") not in (None, "Active"):
+        status.problems.append(
+            f"the function is {config.get('State')}: {config.get('StateReason')}"
+        )
+    return config
+
+
+def _trigger_status(clients: Clients, names: TableResources, status: TableStatus) -> None:
+    mappings = clients.lambda_.list_event_source_mappings(FunctionName=names.function)[
+        "EventSourceMappings"
+    ]
+    for mapping in mappings:
+        status.triggers.append(
+            {
+                name: mapping.get(name)
+                for name in (
+                    "UUID",
+                    "FunctionArn",
+                    "State",
+                    "LastProcessingResult",
+                    "BatchSize",
+                    "EventSourceArn",
+                    "MaximumRetryAttempts",
+                    "MaximumRecordAgeInSeconds",
+                    "BisectBatchOnFunctionError",
+                    "FunctionResponseTypes",
+                    "DestinationConfig",
+                )
+            }
+        )
+    if not mappings:
+        status.problems.append("the function has no stream trigger: run deploy")
+    for mapping in mappings:
+        if mapping.get("State") not in ("Enabled", "Enabling", "Updating", "Creating"):
+            status.problems.append(f"trigger {mapping['UUID']} is {mapping.get('State')}")
+        result = str(mapping.get("LastProcessingResult") or "")
+        if result.startswith("PROBLEM"):
+            status.problems.append(f"the trigger's last batch: {result}")
+        destination = (
+            (mapping.get("DestinationConfig") or {}).get("OnFailure", {}).get("Destination")
+        )
+        if not destination:
+            status.problems.append(
+                "the trigger has no failure destination: records it gives up on would leave "
+                "no trace; run deploy"
+            )
+        else:
+            _destination_status(clients, destination, status)
+        if status.stream.get("arn") and mapping.get("EventSourceArn") != status.stream["arn"]:
+            status.problems.append("the trigger reads an old stream of the table: run deploy")
+
+
+def _backup_status(
+    clients: Clients, bucket: str, prefix: str, table: str, status: TableStatus
+) -> None:
+    layout = TableLayout.of(prefix, table)
+    count, token = 0, None
+    try:
+        while count < OBJECT_COUNT_LIMIT:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": layout.items_prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = clients.s3.list_objects_v2(**kwargs)
+            count += page.get("KeyCount", 0)
+            token = page.get("NextContinuationToken")
+            if not token:
+                break
+    except ClientError as error:
+        status.backup = {
+            "folder": f"s3://{bucket}/{layout.items_prefix}",
+            "error": describe_error(error),
+        }
+        return
+    status.backup = {
+        "folder": f"s3://{bucket}/{layout.items_prefix}",
+        "items": count,
+        "at_least": bool(token),
+    }
+
+
+def _destination_status(clients: Clients, destination: str, status: TableStatus) -> None:
+    """Anything in the failure destination is a range of records the trigger gave up on."""
+    service, name = arn_service(destination), arn_resource(destination)
+    waiting = None
+    try:
+        if service == "sqs" and clients.sqs is not None:
+            url = clients.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            attributes = clients.sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )["Attributes"]
+            waiting = sum(int(value) for value in attributes.values())
+        elif service == "s3":
+            listed = clients.s3.list_objects_v2(Bucket=destination.split(":::", 1)[1], MaxKeys=1)
+            waiting = listed.get("KeyCount", 0)
+    except ClientError as error:
+        status.problems.append(
+            f"cannot read the failure destination {destination}: {describe_error(error)}"
+        )
+        return
+    status.failure_destination = {"arn": destination, "waiting": waiting}
+    if waiting:
+        status.problems.append(
+            f"the trigger gave up on records ({waiting} reports in {destination}): run "
+            f"dynamo-backups replay {status.table} while the stream still holds them"
+        )
+
+
+def _alarm_status(cloudwatch: Any, names: TableResources, status: TableStatus) -> None:
+    try:
+        alarms = cloudwatch.describe_alarms(AlarmNames=list(names.alarms))["MetricAlarms"]
+    except ClientError as error:
+        status.problems.append(f"cannot read the alarms: {describe_error(error)}")
+        return
+    for alarm in alarms:
+        status.alarms[alarm["AlarmName"]] = alarm["StateValue"]
+        if alarm["StateValue"] == "ALARM":
+            status.problems.append(
+                f"alarm {alarm['AlarmName']} is in ALARM: {alarm.get('StateReason', '')}".strip()
+            )
+    if not alarms:
+        status.problems.append("no alarms watch this backup: run deploy")
+
+
+def _iterator_age(cloudwatch: Any, function: str) -> float | None:
+    """The largest IteratorAge of the last 15 minutes, where CloudWatch has it."""
+    now = datetime.now(UTC)
+    try:
+        points = cloudwatch.get_metric_statistics(
+            Namespace="AWS/Lambda",
+            MetricName="IteratorAge",
+            Dimensions=[{"Name": "FunctionName", "Value": function}],
+            StartTime=now - timedelta(minutes=15),
+            EndTime=now,
+            Period=300,
+            Statistics=["Maximum"],
+        )["Datapoints"]
+    except ClientError:
+        return None
+    return max((point["Maximum"] for point in points), default=None)
+
+
+def triggers_writing_to(lambda_client: Any, stream_arn: str, bucket: str, prefix: str) -> list[str]:
+    """The Lambda functions a trigger feeds from this stream that back it up into the same
+    bucket and prefix: a second writer there would interleave versions."""
+    found = []
+    mappings = lambda_client.list_event_source_mappings(EventSourceArn=stream_arn)
+    for mapping in mappings.get("EventSourceMappings", []):
+        if mapping.get("State") in ("Disabled", "Deleting"):
+            continue
+        function = mapping["FunctionArn"]
+        config = lambda_client.get_function_configuration(FunctionName=function)
+        variables = (config.get("Environment") or {}).get("Variables", {})
+        if variables.get("BACKUP_BUCKET") == bucket and (
+            variables.get("BACKUP_PREFIX", "").strip("/") == prefix.strip("/")
+        ):
+            found.append(function.rsplit(":", 1)[-1])
+    return found

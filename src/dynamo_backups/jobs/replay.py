@@ -1,0 +1,249 @@
+"""Replay: re-apply the ranges of stream records the Lambda trigger gave up on.
+
+When the trigger gives up on records (retries exhausted, records too old), Lambda sends a
+report of the range to the failure destination: the stream, the shard, the first and last
+sequence numbers, and when the records arrived. The records themselves are still in the
+stream for the rest of their 24 hours. Replay reads exactly that range again and applies it
+through the handler's own code; a report is settled (its queue message deleted) only after
+its whole range is written.
+
+Since the trigger went on with later records meanwhile, an item may already hold a newer
+state than the replayed one. Replay keeps the stream's order: after writing an item's
+replayed changes it writes that newer state again on top (its own version, metadata and
+change time unchanged), so the latest state and every point in time stay right.
+
+A range the stream no longer holds is reported with its table and time span, and with the
+command that repairs it (``verify --repair``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dynamo_backups.aws.errors import ClientError, describe_error, error_code
+from dynamo_backups.aws.retry import RetriesExhausted, RetryPolicy, call_with_retries
+from dynamo_backups.aws.streams import enable_raw_records
+from dynamo_backups.backup.reading import iter_versions
+from dynamo_backups.backup.writer import BackupWriter
+from dynamo_backups.core.layout import LayoutError, VersionMetadata, parse_stream_arn
+from dynamo_backups.core.parallel import batched
+from dynamo_backups.core.pitr import newest_first
+from dynamo_backups.core.stream_records import BatchResult, parse_batch
+from dynamo_backups.pipeline.backup_applier import BackupApplier
+
+logger = logging.getLogger("dynamo_backups.jobs.replay")
+
+GONE_CODES = ("TrimmedDataAccessException", "ResourceNotFoundException")
+EMPTY_PAGES_LIMIT = 200  # how far to walk empty pages toward a range's end before giving up
+
+
+class ReportError(ValueError):
+    """A failure-destination message that is not a report of records given up on."""
+
+
+@dataclass(frozen=True)
+class GivenUp:
+    """One report of records the trigger gave up on."""
+
+    stream_arn: str
+    table: str
+    shard_id: str
+    first_sequence: str
+    last_sequence: str
+    first_arrival: str
+    last_arrival: str
+    condition: str
+    function_arn: str
+    size: int
+
+    @property
+    def span(self) -> str:
+        return (
+            f"table {self.table}, records that arrived from {self.first_arrival or '?'} to "
+            f"{self.last_arrival or '?'} (shard {self.shard_id}, sequence numbers "
+            f"{self.first_sequence} to {self.last_sequence})"
+        )
+
+
+def parse_report(text: str | bytes) -> GivenUp:
+    """A report as Lambda sends it to SQS (or wrapped in an SNS notification)."""
+    try:
+        document = json.loads(text)
+        if isinstance(document, dict) and document.get("Type") == "Notification":
+            document = json.loads(document["Message"])  # delivered through SNS
+        info = document["DDBStreamBatchInfo"]
+        context = document.get("requestContext") or {}
+        arn = info["streamArn"]
+        return GivenUp(
+            stream_arn=arn,
+            table=parse_stream_arn(arn).table,
+            shard_id=info["shardId"],
+            first_sequence=str(info["startSequenceNumber"]),
+            last_sequence=str(info["endSequenceNumber"]),
+            first_arrival=str(info.get("approximateArrivalOfFirstRecord") or ""),
+            last_arrival=str(info.get("approximateArrivalOfLastRecord") or ""),
+            condition=str(context.get("condition") or ""),
+            function_arn=str(context.get("functionArn") or ""),
+            size=int(info.get("batchSize") or 0),
+        )
+    except (ValueError, KeyError, TypeError, LayoutError) as error:
+        raise ReportError(f"not a report of DynamoDB stream records given up on: {error}") from None
+
+
+def reports_in_file(lines: Iterable[str]) -> Iterator[str]:
+    """Reports kept in a file: one JSON document per line, or one JSON list of them."""
+    text = "".join(lines).strip()
+    if text.startswith("["):
+        for document in json.loads(text):
+            yield json.dumps(document)
+        return
+    for line in text.splitlines():
+        if line.strip():
+            yield line
+
+
+@dataclass
+class ReplayOutcome:
+    report: GivenUp
+    records: int = 0
+    written: bool = False
+    problem: str | None = None  # why the range could not be written
+    gone: bool = False  # the stream no longer holds the range
+    newer_states_kept: int = 0
+
+
+@dataclass
+class ReplayReport:
+    outcomes: list[ReplayOutcome] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return all(outcome.written for outcome in self.outcomes)
+
+
+class Replayer:
+    """Reads reported ranges from a stream and applies them in the stream's order."""
+
+    def __init__(
+        self,
+        streams: Any,
+        applier: BackupApplier,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.streams = streams
+        self.applier = applier
+        self.writer: BackupWriter = applier.writer
+        self.policy = policy or RetryPolicy(max_attempts=8, base_delay=0.2, max_delay=10)
+        self.sleep = sleep
+        enable_raw_records(streams)
+
+    def replay(self, report: GivenUp) -> ReplayOutcome:
+        outcome = ReplayOutcome(report)
+        try:
+            records = self._read_range(report)
+        except ClientError as error:
+            outcome.gone = error_code(error) in GONE_CODES
+            outcome.problem = describe_error(error)
+            return outcome
+        except RetriesExhausted as error:
+            outcome.problem = str(error)
+            return outcome
+        outcome.records = len(records)
+        try:
+            outcome.newer_states_kept = self._apply_in_stream_order(records)
+        except ReplayFailed as failure:
+            outcome.problem = str(failure)
+            return outcome
+        outcome.written = True
+        return outcome
+
+    # --- reading the range ---------------------------------------------------------------
+
+    def _call(self, what: str, operation: Callable[[], Any]) -> Any:
+        return call_with_retries(operation, self.policy, what)
+
+    def _read_range(self, report: GivenUp) -> list[dict[str, Any]]:
+        """Every record of the range, as Lambda would deliver them."""
+        first, last = int(report.first_sequence), int(report.last_sequence)
+        iterator = self._call(
+            f"open shard {report.shard_id}",
+            lambda: self.streams.get_shard_iterator(
+                StreamArn=report.stream_arn,
+                ShardId=report.shard_id,
+                ShardIteratorType="AT_SEQUENCE_NUMBER",
+                SequenceNumber=report.first_sequence,
+            )["ShardIterator"],
+        )
+        records: list[dict[str, Any]] = []
+        empty = 0
+        while iterator:
+            page = self._call(
+                f"read shard {report.shard_id}",
+                lambda iterator=iterator: self.streams.get_records(
+                    ShardIterator=iterator, Limit=1000
+                ),
+            )
+            raw = page.get("RawRecords", [])
+            for record in raw:
+                number = int(record["dynamodb"]["SequenceNumber"])
+                if number > last:
+                    return records
+                if number >= first:
+                    records.append(dict(record, eventSourceARN=report.stream_arn))
+            if records and int(records[-1]["dynamodb"]["SequenceNumber"]) == last:
+                return records
+            empty = 0 if raw else empty + 1
+            if empty >= EMPTY_PAGES_LIMIT:
+                raise ReplayFailed(f"the stream answered {empty} empty pages before {last}")
+            iterator = page.get("NextShardIterator")
+        return records
+
+    # --- writing it ------------------------------------------------------------------------
+
+    def _apply_in_stream_order(self, records: Sequence[dict[str, Any]]) -> int:
+        """Apply the records; then put back on top any newer state an item already had."""
+        parsed = parse_batch(records)
+        if parsed.invalid is not None:
+            raise ReplayFailed(str(parsed.invalid))
+        last_sequence: dict[str, int] = {}
+        for change in parsed.changes:
+            key = self.applier.layout(change.table).item_object_key(change.keys)
+            last_sequence[key] = int(change.sequence_number)
+        newer = {
+            key: state
+            for key in last_sequence
+            if (state := self._current_state(key)) is not None
+            and state[0] is not None
+            and int(state[0].sequence_number or 0) > last_sequence[key]
+        }
+        for batch in batched(records, 100):
+            result: BatchResult = self.applier.apply(batch)
+            if result.failures:
+                raise ReplayFailed(result.first_failure.reason if result.first_failure else "")
+        for key, (metadata, body) in newer.items():
+            if metadata.is_removal:
+                self.writer.remove_item(key, metadata)
+            else:
+                self.writer.put_item(key, body or b"", metadata)
+        return len(newer)
+
+    def _current_state(self, key: str) -> tuple[VersionMetadata | None, bytes | None] | None:
+        """The metadata and body of the item's current state in the backup (a removal is
+        read from the tombstone under its delete marker); None when it has none."""
+        entries = newest_first([e for e in iter_versions(self.writer.objects, key) if e.key == key])
+        for entry in entries:
+            if entry.is_delete_marker:
+                continue
+            body, raw = self.writer.objects.read_object(key, entry.version_id)
+            return VersionMetadata.from_s3(raw), body
+        return None
+
+
+class ReplayFailed(RuntimeError):
+    """Records of the range could not be written."""
