@@ -10,6 +10,7 @@ from typing import Any
 
 from botocore.credentials import Credentials
 
+from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.aws.dynamodb import RawDynamoDB
 from dynamo_backups.aws.s3objects import BotocoreObjects
 from dynamo_backups.backup.checkpoints import S3CheckpointStore
@@ -161,7 +162,13 @@ def scan_all(dynamodb: Any, table: str) -> dict[str, dict[str, Any]]:
 
 
 def restore_job(
-    dynamodb_endpoint: str, s3: Any, bucket: str, folder: str, table: str, **options: Any
+    dynamodb_endpoint: str,
+    s3: Any,
+    bucket: str,
+    folder: str,
+    table: str,
+    aws: AwsContext | None = None,
+    **options: Any,
 ) -> Restore:
     dynamodb = make_client("dynamodb", dynamodb_endpoint)
     api = RawDynamoDB(dynamodb, Credentials(servers.ACCESS_KEY, servers.SECRET_KEY))
@@ -174,18 +181,29 @@ def restore_job(
         folder,
         table,
         RestoreOptions(**options),
+        aws=aws,
     )
 
 
 def make_backfill(
-    dynamodb: Any, s3: Any, bucket: str, prefix: str, table: str, scan: Any = None, **options: Any
+    dynamodb: Any,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    table: str,
+    scan: Any = None,
+    aws: AwsContext | None = None,
+    **options: Any,
 ) -> Backfill:
+    """A backfill with the given clients; with ``aws``, workers in other processes make
+    theirs from the environment's endpoints."""
     return Backfill(
         dynamodb,
         scan or lean_scan(dynamodb),
         BackupWriter(s3, bucket),
         TableLayout.of(prefix, table),
         BackfillOptions(**options),
+        aws=aws,
     )
 
 

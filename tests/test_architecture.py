@@ -13,7 +13,7 @@ import dynamo_backups
 PACKAGE = Path(dynamo_backups.__file__).parent
 
 # Lowest first; a module may import its own layer and the layers before it.
-LAYERS = ["core", "aws", "backup", "pipeline", "jobs", "installer", "cli"]
+LAYERS = ["core", "aws", "backup", "pipeline", "jobs", "engines", "installer", "cli"]
 ENTRY_POINTS = {"dynamo_backups.handler": "pipeline"}  # deployed name; ranks with its layer
 SDK = {"boto3", "botocore", "obstore", "s3transfer", "awscrt", "urllib3"}
 IO_MODULES = {"socket", "ssl", "http", "subprocess", "os", "pathlib", "io", "shutil", "logging"}
@@ -33,8 +33,13 @@ MODULES = modules()
 
 
 def imports_of(path: Path) -> Iterator[str]:
-    """Every module an import statement names, function-level imports included."""
-    for node in ast.walk(ast.parse(path.read_text())):
+    """Every module an import statement names, function-level imports included (those for
+    type checkers only, under ``if TYPE_CHECKING:``, are never run and are left out)."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            node.body = []
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

@@ -154,6 +154,8 @@ def test_keys_not_written_are_kept_in_full_for_a_second_run(
             str(unwritten),
             "--write-concurrency",
             "2",
+            "--partitions",
+            "1",  # one unit: every batch gives up at once, not one group after another
         )
     assert failed.exit_code == 1
     assert "30 items NOT written" in failed.output

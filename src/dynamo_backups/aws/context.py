@@ -76,6 +76,23 @@ class AwsContext:
     def of_session(cls, session: Any, **settings: Any) -> AwsContext:
         return cls(_session=session, **settings)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A worker process (--engine processes, spark) makes its own session from the settings.
+        return {**self.__dict__, "_session": None}
+
+    def settings_key(self) -> tuple[Any, ...]:
+        """What makes two contexts' clients interchangeable."""
+        return (
+            self.region,
+            self.profile,
+            self.endpoint_url,
+            self.connect_timeout,
+            self.read_timeout,
+            chosen_transport(),
+            # Endpoints boto3 reads from the environment, which a worker may see change.
+            tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_ENDPOINT"))),
+        )
+
     @property
     def session(self) -> Any:
         if self._session is None:

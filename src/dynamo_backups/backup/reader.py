@@ -79,6 +79,7 @@ class BackupItems:
         skew: timedelta = DEFAULT_CLOCK_SKEW,
         retry_policy: RetryPolicy | None = None,
         progress: ProgressSink | None = None,
+        partition: str = "",
     ) -> None:
         self.reader = reader
         self.bucket = bucket
@@ -91,6 +92,8 @@ class BackupItems:
         self.retry_policy = retry_policy or RetryPolicy(max_attempts=8, base_delay=0.05)
         self.stats = SelectionStats()
         self.progress = progress or NoProgress()
+        # Only the objects whose names start with these hex digits (one unit of a job).
+        self.prefix = layout.items_prefix + partition
 
     def for_each(
         self, consume: Callable[[Selected], None], stop: threading.Event | None = None
@@ -140,10 +143,10 @@ class BackupItems:
                     ]
                 yield _Unit(object_key, entries, key=key)
         elif self.at is None:
-            for listed in iter_current_objects(self.reader, self.layout.items_prefix):
+            for listed in iter_current_objects(self.reader, self.prefix):
                 yield _Unit(listed["Key"], None, listed.get("Size"))
         else:
-            for entries in iter_key_histories(iter_versions(self.reader, self.layout.items_prefix)):
+            for entries in iter_key_histories(iter_versions(self.reader, self.prefix)):
                 yield _Unit(entries[0].key, entries)
 
     # --- one object ----------------------------------------------------------------------------

@@ -7,11 +7,14 @@ import click
 from dynamo_backups.backup.bucket import require_versioning
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli.common import (
+    EngineChoice,
     Invocation,
     SegmentPlan,
     concurrency_option,
+    engine_options,
     fail,
     key_hash_option,
+    partitions_option,
     pass_invocation,
     reports_errors,
     segment_options,
@@ -36,9 +39,14 @@ def tables_with_prefix(dynamodb: object, prefix: str) -> list[str]:
 @segment_options
 @click.option("--max-items-per-second", type=click.FloatRange(min=1), help="Cap the read rate.")
 @click.option(
-    "--resume", is_flag=True, help="Continue an interrupted backfill from its checkpoints."
+    "--from-export",
+    metavar="new|s3://BUCKET/PREFIX/AWSDynamoDB/ID/",
+    help="Copy from a DynamoDB export instead of scanning (uses no read capacity): 'new' asks "
+    "DynamoDB for one (needs point-in-time recovery), or give an existing export's folder.",
 )
-@concurrency_option(32, "Parallel S3 writes.")
+@engine_options
+@partitions_option(16)
+@concurrency_option(32, "Parallel S3 writes per worker process.")
 @key_hash_option
 @pass_invocation
 @reports_errors
@@ -50,7 +58,10 @@ def backfill(
     prefix: str,
     segments: SegmentPlan,
     max_items_per_second: float | None,
+    from_export: str | None,
+    engine: EngineChoice,
     resume: bool,
+    partitions: int,
     concurrency: int,
     key_hash: str,
 ) -> None:
@@ -67,6 +78,8 @@ def backfill(
       dynamo-backups backfill Users --bucket my-backups --prefix Prod
       dynamo-backups backfill --table-prefix Prod --bucket my-backups --prefix Prod
       dynamo-backups backfill Users --bucket b --segment 0 --total-segments 4   # host 1 of 4
+      dynamo-backups backfill Users --bucket b --from-export new --engine processes
+      dynamo-backups backfill Users --bucket b --segments 64 --engine spark --resume
     """
     aws = invocation.aws
     dynamodb = aws.client("dynamodb")
@@ -87,27 +100,34 @@ def backfill(
         max_items_per_second=max_items_per_second,
         resume=resume,
         concurrency=concurrency,
+        from_export=from_export,
+        partitions=partitions,
     )
+    if from_export and segments.only is not None:
+        fail("--from-export reads an export's files, not scan segments: drop --segment", 2)
     reports = []
-    for table in names:
-        layout = TableLayout.of(prefix, table, key_hash)
-        with Progress(f"backfill {table}", unit="items", enabled=not invocation.quiet) as progress:
-            job = Backfill(
-                dynamodb,
-                lambda request: scan.call("Scan", request),
-                writer,
-                layout,
-                options,
-                progress,
-            )
-            reports.append(job.run())
-    _finish(invocation, reports, options)
+    try:
+        for table in names:
+            layout = TableLayout.of(prefix, table, key_hash)
+            with Progress(
+                f"backfill {table}", unit="items", enabled=not invocation.quiet
+            ) as progress:
+                job = Backfill(
+                    dynamodb,
+                    lambda request: scan.call("Scan", request),
+                    writer,
+                    layout,
+                    options,
+                    progress,
+                    aws=aws,
+                )
+                reports.append(job.run(engine.make(job.default_workers())))
+    finally:
+        engine.close()
+    _finish(invocation, reports)
 
 
-def _finish(
-    invocation: Invocation, reports: list[BackfillReport], options: BackfillOptions
-) -> None:
-    expected = 1 if options.segment is not None else options.total_segments
+def _finish(invocation: Invocation, reports: list[BackfillReport]) -> None:
     lines = []
     for report in reports:
         lines.append(
@@ -117,8 +137,12 @@ def _finish(
             f"({report.seconds:,.1f} s)"
         )
         lines.extend(f"  failed: {failure}" for failure in report.failures)
-        if len(report.segments_done) < expected:
-            lines.append("  unfinished segments: run again with --resume")
+        if report.unfinished_units:
+            lines.append(
+                f"  unfinished units: {', '.join(report.unfinished_units[:10])}"
+                + (" ..." if len(report.unfinished_units) > 10 else "")
+                + ": run again with --resume"
+            )
     invocation.emit({"tables": [report.to_dict() for report in reports]}, "\n".join(lines))
-    if any(report.failed or len(report.segments_done) < expected for report in reports):
+    if any(not report.complete for report in reports):
         fail("the backfill is incomplete (see above)")

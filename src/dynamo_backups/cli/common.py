@@ -26,9 +26,13 @@ from dynamo_backups.aws.errors import (
 from dynamo_backups.aws.retry import RetriesExhausted
 from dynamo_backups.backup.bucket import BucketError
 from dynamo_backups.backup.checkpoints import CheckpointError
+from dynamo_backups.backup.ledger import LedgerError
 from dynamo_backups.core.ddbjson import InvalidDynamoJSON
 from dynamo_backups.core.keys import DEFAULT_KEY_HASH, KEY_HASHES
 from dynamo_backups.core.layout import LayoutError, parse_time
+from dynamo_backups.engines import ENGINES, Engine, make_engine
+from dynamo_backups.engines.spark import SparkUnavailable
+from dynamo_backups.jobs.export_source import ExportError
 from dynamo_backups.pipeline.stream_source import StreamError
 
 # Exit codes scripts can rely on.
@@ -90,8 +94,10 @@ def reports_errors(command: F) -> F:
             raise
         except (LayoutError, InvalidDynamoJSON, TransportSettingError) as error:
             fail(str(error), EXIT_USAGE)
-        except (StreamError, BucketError, CheckpointError) as error:
+        except (StreamError, BucketError, CheckpointError, LedgerError, ExportError) as error:
             fail(str(error))
+        except SparkUnavailable as error:
+            fail(str(error), EXIT_USAGE)
         except NoCredentialsError:
             fail(
                 "no AWS credentials found: configure a profile (--profile) or set "
@@ -133,6 +139,83 @@ class SegmentPlan:
 
     total: int
     only: int | None = None
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """Where the units of a bulk command run (--engine, --workers, --spark-master)."""
+
+    name: str = "threads"
+    workers: int | None = None
+    spark_master: str | None = None
+
+    def make(self, default_workers: int | None = None) -> Engine:
+        """The engine; ``default_workers`` is the job's own choice for threads."""
+        threads = default_workers if self.name == "threads" else None
+        return make_engine(self.name, self.workers or threads, self.spark_master)
+
+    def close(self) -> None:
+        """Stop what the engine started (a Spark session), once the command's work is done."""
+        if self.name == "spark":
+            from dynamo_backups.engines.spark import stop_spark
+
+            stop_spark()
+
+
+def engine_options(command: F) -> F:
+    """--engine, --workers, --spark-master; the command receives one ``engine`` argument,
+    an EngineChoice, and --resume."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["engine"] = EngineChoice(
+            kwargs.pop("engine"), kwargs.pop("workers"), kwargs.pop("spark_master")
+        )
+        return command(*args, **kwargs)
+
+    options = [
+        click.option(
+            "--engine",
+            type=click.Choice(ENGINES),
+            default="threads",
+            show_default=True,
+            envvar="DYNAMO_BACKUPS_ENGINE",
+            help="Where the work units run: threads in this process, one process per core "
+            "of this host, or Spark tasks (local[N] or a cluster; see docs/scale.md).",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(1, 10_000),
+            help="Units at once (default: threads 4 or one per segment, processes one per "
+            "core, spark local[*] or the cluster's).",
+        ),
+        click.option(
+            "--spark-master",
+            help="Spark master URL for --engine spark (default: spark-submit's, else local).",
+        ),
+        click.option(
+            "--resume",
+            is_flag=True,
+            help="Continue the last unfinished run with the same options: units it finished "
+            "are skipped, and their results count in the report.",
+        ),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
+def partitions_option(default: int) -> Callable[[F], F]:
+    """--partitions: how many units a backup folder is split into (by leading hex digits)."""
+    return click.option(
+        "--partitions",
+        type=click.Choice(["1", "16", "256", "4096"]),
+        default=str(default),
+        show_default=True,
+        callback=lambda _ctx, _param, value: int(value),
+        help="Units the backup folder is split into by the first hex digits of the object "
+        "names, each listed and done on its own (1: the whole folder as one unit).",
+    )
 
 
 def key_hash_option(command: F) -> F:

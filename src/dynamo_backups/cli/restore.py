@@ -14,9 +14,12 @@ from dynamo_backups.backup.description import DescriptionError
 from dynamo_backups.cli.common import (
     EXIT_FAILED,
     TIME,
+    EngineChoice,
     Invocation,
     configure_logging,
+    engine_options,
     fail,
+    partitions_option,
     pass_invocation,
     reports_errors,
 )
@@ -38,6 +41,7 @@ def run_restore(
     table: str,
     options: RestoreOptions,
     show_progress: bool,
+    engine: EngineChoice | None = None,
 ) -> RestoreReport:
     s3 = aws.client("s3", pool=options.read_concurrency)
     dynamodb = aws.client("dynamodb", pool=options.write_concurrency)
@@ -55,11 +59,15 @@ def run_restore(
             options,
             progress,
             call=api.call,
+            aws=aws,
         )
+        engine = engine or EngineChoice()
         try:
-            return job.run()
+            return job.run(engine.make(4))
         except (RestoreError, DescriptionError) as error:
             fail(str(error))
+        finally:
+            engine.close()
 
 
 @click.command()
@@ -126,8 +134,22 @@ def run_restore(
     help="Where the keys of items that could not be written go, in full, one per line "
     "(default: TABLE.unwritten-keys.jsonl; --keys takes that file).",
 )
-@click.option("--read-concurrency", type=click.IntRange(1, 512), default=32, show_default=True)
-@click.option("--write-concurrency", type=click.IntRange(1, 128), default=8, show_default=True)
+@click.option(
+    "--read-concurrency",
+    type=click.IntRange(1, 512),
+    default=32,
+    show_default=True,
+    help="Parallel object reads per unit.",
+)
+@click.option(
+    "--write-concurrency",
+    type=click.IntRange(1, 128),
+    default=8,
+    show_default=True,
+    help="Parallel BatchWriteItem calls per unit.",
+)
+@engine_options
+@partitions_option(16)
 @pass_invocation
 @reports_errors
 def restore(
@@ -150,6 +172,9 @@ def restore(
     unwritten_keys_file: str | None,
     read_concurrency: int,
     write_concurrency: int,
+    engine: EngineChoice,
+    resume: bool,
+    partitions: int,
 ) -> None:
     """Restore the backup in SOURCE_BUCKET/SOURCE_PREFIX into TABLE.
 
@@ -170,6 +195,7 @@ def restore(
       dynamo-backups restore my-backups Prod/Users Users --into-existing --at 2026-11-27T09:00Z \\
           --delete-absent
       dynamo-backups restore my-backups Prod/Users Users-big --native-import
+      dynamo-backups restore my-backups Prod/Users Users-big --partitions 4096 --engine spark
     """
     if native_import:
         if keys_file or dry_run or into_existing:
@@ -198,6 +224,8 @@ def restore(
         max_items_per_second=max_items_per_second,
         read_concurrency=read_concurrency,
         write_concurrency=write_concurrency,
+        resume=resume,
+        partitions=partitions,
     )
     report = run_restore(
         invocation.aws,
@@ -206,6 +234,7 @@ def restore(
         table,
         options,
         show_progress=not invocation.quiet,
+        engine=engine,
     )
     invocation.emit(report.to_dict(), summary_text(report))
     if not report.complete:
@@ -255,7 +284,7 @@ def _restore_natively(
     from datetime import UTC
 
     from dynamo_backups.jobs.native_import import run_import
-    from dynamo_backups.jobs.snapshot import parse_s3_url
+    from dynamo_backups.jobs.snapshot import SnapshotOptions, parse_s3_url
 
     aws = invocation.aws
     s3 = aws.client("s3")
@@ -278,8 +307,16 @@ def _restore_natively(
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     staging = staging or f"s3://{bucket}/{layout.meta_prefix}snapshots/{stamp}"
     snapshot = take_snapshot(
-        aws, bucket, folder, staging, at, 256, skip_invalid, not invocation.quiet
+        aws,
+        bucket,
+        folder,
+        staging,
+        SnapshotOptions(at=at, skip_invalid=skip_invalid),
+        not invocation.quiet,
     )
+    if not snapshot.complete or snapshot.invalid:
+        problems = snapshot.errors or [f"{snapshot.invalid} objects were not valid items"]
+        fail(f"the snapshot for the import is incomplete: {problems[0]}")
     staging_bucket, staging_prefix = parse_s3_url(staging)
     data_prefix = f"{staging_prefix}/data/" if staging_prefix else "data/"
     result = run_import(dynamodb, description, table, staging_bucket, data_prefix)
@@ -325,6 +362,14 @@ def summary_text(report: RestoreReport) -> str:
         lines.append(f"{len(report.not_deleted):,} absent items NOT deleted:")
         lines.extend(f"  {key}" for key in report.not_deleted[:SAMPLE_SIZE])
     lines.extend(f"warning: {warning}" for warning in report.warnings)
+    lines.extend(f"error: {error}" for error in report.errors)
+    if report.unfinished_units:
+        lines.append(
+            f"{len(report.unfinished_units):,} units unfinished "
+            f"({', '.join(report.unfinished_units[:8])}"
+            + (" ..." if len(report.unfinished_units) > 8 else "")
+            + "): run again with --resume"
+        )
     if report.unwritten:
         lines.append(f"{report.unwritten:,} items NOT written:")
         lines.extend(f"  {key}" for key in report.unwritten_keys)

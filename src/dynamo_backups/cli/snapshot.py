@@ -8,10 +8,18 @@ import click
 
 from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.backup.folder import open_folder_path
-from dynamo_backups.backup.reader import BackupItems
-from dynamo_backups.cli.common import TIME, Invocation, fail, pass_invocation, reports_errors
+from dynamo_backups.cli.common import (
+    TIME,
+    EngineChoice,
+    Invocation,
+    engine_options,
+    fail,
+    partitions_option,
+    pass_invocation,
+    reports_errors,
+)
 from dynamo_backups.cli.progress import Progress
-from dynamo_backups.jobs.snapshot import Snapshot, SnapshotError, SnapshotReport
+from dynamo_backups.jobs.snapshot import Snapshot, SnapshotError, SnapshotOptions, SnapshotReport
 
 
 def take_snapshot(
@@ -19,24 +27,22 @@ def take_snapshot(
     bucket: str,
     folder: str,
     destination: str,
-    at: datetime | None,
-    file_megabytes: int,
-    skip_invalid: bool,
+    options: SnapshotOptions,
     show_progress: bool,
+    engine: EngineChoice | None = None,
 ) -> SnapshotReport:
-    s3 = aws.client("s3", pool=32)
+    s3 = aws.client("s3", pool=options.read_concurrency)
     opened = open_folder_path(s3, bucket, folder)
-    layout, key_names = opened.layout, opened.key_names
-    with Progress(f"snapshot {layout.table}", unit="objects", enabled=show_progress) as progress:
-        items = BackupItems(
-            aws.objects(s3, bucket), bucket, layout, key_names, at, progress=progress
-        )
+    engine = engine or EngineChoice()
+    label = f"snapshot {opened.layout.table}"
+    with Progress(label, unit="objects", enabled=show_progress) as progress:
+        job = Snapshot(s3, aws.objects(s3, bucket), opened, destination, options, progress, aws=aws)
         try:
-            return Snapshot(
-                items, s3, destination, file_megabytes * 1024 * 1024, skip_invalid
-            ).run()
+            return job.run(engine.make(4))
         except SnapshotError as error:
             fail(str(error))
+        finally:
+            engine.close()
 
 
 @click.command()
@@ -59,6 +65,8 @@ def take_snapshot(
     help="Uncompressed megabytes per data file.",
 )
 @click.option("--skip-invalid", is_flag=True, help="Go on past objects that are not valid items.")
+@engine_options
+@partitions_option(16)
 @pass_invocation
 @reports_errors
 def snapshot(
@@ -69,26 +77,39 @@ def snapshot(
     at: datetime | None,
     file_megabytes: int,
     skip_invalid: bool,
+    engine: EngineChoice,
+    resume: bool,
+    partitions: int,
 ) -> None:
     """Write the backup in SOURCE_BUCKET/SOURCE_PREFIX as a DynamoDB S3 export.
 
     The output is what DynamoDB's own export writes: gzipped lines of {"Item": {...}} in
     DynamoDB JSON under KEY/data/, with manifest-summary.json and manifest-files.json beside
     them, so that DynamoDB's ImportTable (S3 key prefix KEY/data/) loads it into a new table.
+    Each partition of the folder writes its own files, in parallel; files are sized so that
+    one ImportTable takes them all (at most 50,000 files of at most 4,000,000 items).
 
     \b
-    Example:
+    Examples:
       dynamo-backups snapshot my-backups Prod/Users --to s3://exports/users-2026-11-27
+      dynamo-backups snapshot my-backups Prod/Users --to s3://exports/u --partitions 4096 \\
+          --engine spark
     """
+    options = SnapshotOptions(
+        at=at,
+        file_bytes=file_megabytes * 1024 * 1024,
+        skip_invalid=skip_invalid,
+        partitions=partitions,
+        resume=resume,
+    )
     report = take_snapshot(
         invocation.aws,
         source_bucket,
         source_prefix,
         destination,
-        at,
-        file_megabytes,
-        skip_invalid,
+        options,
         not invocation.quiet,
+        engine,
     )
     text = (
         f"{report.source} -> {report.destination}: {report.items:,} items in "
@@ -97,6 +118,14 @@ def snapshot(
     )
     if report.invalid:
         text += "\n" + "\n".join(f"  invalid: {reason}" for reason in report.invalid_objects)
+    text += "".join(f"\nerror: {error}" for error in report.errors)
+    if report.unfinished_units:
+        text += (
+            f"\n{len(report.unfinished_units)} units unfinished, no manifest written: "
+            "run again with --resume"
+        )
     invocation.emit(report.to_dict(), text)
     if report.invalid:
         fail(f"{report.invalid} objects were not valid items")
+    if not report.complete:
+        fail("the snapshot is incomplete (see above)")

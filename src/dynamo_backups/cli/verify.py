@@ -9,9 +9,12 @@ from dynamo_backups.backup.folder import open_folder
 from dynamo_backups.backup.reading import READ_POLICY
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli.common import (
+    EngineChoice,
     Invocation,
     concurrency_option,
+    engine_options,
     fail,
+    partitions_option,
     pass_invocation,
     reports_errors,
     segments_option,
@@ -31,7 +34,9 @@ from dynamo_backups.pipeline.stream_source import StreamError
     help="Write the table's current state into the backup for every difference found.",
 )
 @segments_option
-@concurrency_option(16, "Parallel comparisons.", maximum=256)
+@concurrency_option(16, "Units at once on --engine threads.", maximum=256)
+@engine_options
+@partitions_option(16)
 @pass_invocation
 @reports_errors
 def verify(
@@ -42,6 +47,9 @@ def verify(
     repair: bool,
     segments: int,
     concurrency: int,
+    engine: EngineChoice,
+    resume: bool,
+    partitions: int,
 ) -> None:
     """Compare TABLE with the latest state of its backup.
 
@@ -54,6 +62,8 @@ def verify(
     Examples:
       dynamo-backups verify Users --bucket my-backups --prefix Prod
       dynamo-backups verify Users --bucket my-backups --prefix Prod --repair
+      dynamo-backups verify Users --bucket my-backups --segments 64 --partitions 256 \\
+          --engine spark
     """
     aws = invocation.aws
     dynamodb = aws.client("dynamodb", pool=segments + concurrency)
@@ -70,7 +80,7 @@ def verify(
     api = aws.dynamodb_api(dynamodb)
     writer = BackupWriter(s3, bucket)
     with Progress(f"verify {table}", unit="items", enabled=not invocation.quiet) as progress:
-        report = Verify(
+        job = Verify(
             api.call,
             key_schema,
             writer,
@@ -80,7 +90,14 @@ def verify(
             repair,
             concurrency,
             progress,
-        ).run()
+            aws=aws,
+            partitions=partitions,
+            resume=resume,
+        )
+        try:
+            report = job.run(engine.make(max(segments, concurrency)))
+        finally:
+            engine.close()
     lines = [
         f"{table} vs {report.source}: {report.items_in_table:,} items in the table, "
         f"{report.objects_in_backup:,} in the backup ({report.seconds:,.1f} s)",
@@ -90,7 +107,13 @@ def verify(
     lines.extend(report.sample_lines())
     if repair:
         lines.append(f"repaired: {report.repaired:,}; not repaired: {report.repair_failed:,}")
+    lines.extend(f"error: {error}" for error in report.errors)
     invocation.emit(report.to_dict(), "\n".join(lines))
+    if report.unfinished_units:
+        fail(
+            f"{len(report.unfinished_units)} units of the verify did not finish: run again "
+            "(--resume skips the units that did)"
+        )
     unresolved = report.differences - (report.repaired if repair else 0)
     if unresolved > 0:
         fail(f"{unresolved:,} differences between {table} and its backup")

@@ -186,6 +186,11 @@ def epoch_to_datetime(value: Any) -> datetime:
     return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
 
 
+def utc_now() -> datetime:
+    """This host's clock, in UTC (a named function: jobs that hold it travel by pickle)."""
+    return datetime.now(UTC)
+
+
 def format_time(moment: datetime) -> str:
     """ISO-8601 UTC with a ``Z``; milliseconds only when the time has a fraction."""
     moment = moment.astimezone(UTC)

@@ -1,12 +1,24 @@
-"""A thread pool made at first use and kept: a warm Lambda container reuses it batch after
-batch, instead of starting threads for every invocation."""
+"""Threads in this process: a pool made at first use and kept (a warm Lambda container
+reuses it batch after batch), and the ``threads`` engine that runs a job's units."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from typing import TypeVar
+
+from dynamo_backups.core.progress import ProgressSink
+from dynamo_backups.core.ratelimit import RateLimiter
+from dynamo_backups.core.units import (
+    UnitContext,
+    UnitFailed,
+    UnitResult,
+    UnitTask,
+    WorkUnit,
+    failure_text,
+)
 
 T = TypeVar("T")
 
@@ -35,8 +47,68 @@ class WorkerPool:
             self._pool = None
 
 
+_shared_pools: dict[tuple[str, int], ThreadPoolExecutor] = {}
+_shared_pools_lock = threading.Lock()
+
+
+def shared_pool(name: str, size: int) -> ThreadPoolExecutor:
+    """One pool per name and size for the whole process, kept: the units a worker process
+    runs one after another (or at once) share it instead of each starting threads."""
+    with _shared_pools_lock:
+        pool = _shared_pools.get((name, size))
+        if pool is None:
+            pool = _shared_pools[(name, size)] = ThreadPoolExecutor(size, thread_name_prefix=name)
+        return pool
+
+
 def batched(things: Iterable[T], size: int) -> Iterator[list[T]]:
     """Lists of ``size`` things in order, the last one shorter (itertools.batched of 3.12)."""
     iterator = iter(things)
     while batch := list(islice(iterator, size)):
         yield batch
+
+
+class ThreadEngine:
+    """Units on a thread pool in this process: one rate limiter and one progress for all."""
+
+    name = "threads"
+    local = True
+
+    def __init__(self, workers: int = 4) -> None:
+        self.workers = max(1, workers)
+
+    @property
+    def slots(self) -> int:
+        return self.workers
+
+    def run(
+        self,
+        task: UnitTask,
+        units: Sequence[WorkUnit],
+        rate: float | None,
+        progress: ProgressSink,
+    ) -> list[UnitResult]:
+        context = UnitContext(RateLimiter(rate), progress)
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="unit")
+        try:
+            return gather_results([(unit, pool.submit(task, unit, context)) for unit in units])
+        finally:
+            # Ctrl-C: units not started are dropped; the ledger knows which ones finished.
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def gather_results(
+    futures: Sequence[tuple[WorkUnit, Future[UnitResult]]],
+    failure_of: Callable[[BaseException], str] = failure_text,
+) -> list[UnitResult]:
+    """Every unit's result once all have ended; ``UnitFailed`` naming those that raised."""
+    results: list[UnitResult] = []
+    failures: list[tuple[str, str]] = []
+    for unit, future in futures:
+        try:
+            results.append(future.result())
+        except Exception as error:
+            failures.append((unit.id, failure_of(error)))
+    if failures:
+        raise UnitFailed(failures, results)
+    return results

@@ -7,6 +7,16 @@ import time
 from collections.abc import Callable
 
 
+def take_tokens(
+    rate: float, available: float, updated: float, now: float, count: int
+) -> tuple[float, float]:
+    """One step of the bucket: the tokens left after taking ``count`` at ``now``, and how
+    long the taker must wait. Borrowing ahead keeps large pages moving; the debt is paid by
+    waiting."""
+    available = min(rate, available + (now - updated) * rate) - count
+    return available, (-available / rate if available < 0 else 0.0)
+
+
 class RateLimiter:
     """``acquire(n)`` blocks until ``n`` more items fit under ``rate`` per second. A rate of
     None lets everything through."""
@@ -31,10 +41,9 @@ class RateLimiter:
             return
         with self._lock:
             now = self._clock()
-            self._available = min(self.rate, self._available + (now - self._updated) * self.rate)
+            self._available, wait = take_tokens(
+                self.rate, self._available, self._updated, now, count
+            )
             self._updated = now
-            # Borrowing ahead keeps large pages moving; the debt is paid by waiting.
-            self._available -= count
-            wait = -self._available / self.rate if self._available < 0 else 0.0
         if wait > 0:
             self._sleep(wait)

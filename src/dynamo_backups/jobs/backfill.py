@@ -4,34 +4,39 @@ a base. Safe while the stream handler is live:
 - an item is written only if its object has no current version (``If-None-Match: *``), so a
   state the stream already wrote is never replaced by an older scanned image;
 - S3 lets that write through when the current version is a delete marker. A pass over the
-  version listing after the scan finds every backfill version that landed on top of a removal
+  version listing after the copy finds every backfill version that landed on top of a removal
   and writes the removal again on top of it, conditionally on the backfill version still being
   current (so a newer stream write always wins). A deleted item never comes back: the pass is
   recorded as pending before the first write and cleared only once it has run, it runs even
-  when a segment fails or the run is interrupted (Ctrl-C), and a run that finds an earlier
-  run's pass still pending (a crash) runs it.
-- Versions are dated by DynamoDB's clock (the Scan answer's ``Date``), not the host's, so a
-  host whose clock is off cannot misdate them for point-in-time restores.
+  when a unit fails or the run is interrupted (Ctrl-C), and a run that finds an earlier run's
+  pass still pending (a crash) runs it.
+- Versions are dated by DynamoDB's clock (the Scan answer's ``Date``, or the export's time),
+  not the host's, so a host whose clock is off cannot misdate them for point-in-time restores.
 
-Scans are parallel (segments), consistent, rate-limited on request, and checkpointed per
-segment after every page, so ``--resume`` continues where an interrupted run stopped.
+The work is split into units (``core.units``): one per parallel-scan segment, or one per
+data file of a DynamoDB export (``--from-export``: no read capacity used); then the removal
+check, one unit per partition of the folder. Units run on any engine; each is recorded in the
+job's ledger when done, and a segment also keeps its place after every page, so ``--resume``
+continues where an interrupted run stopped.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
+from itertools import islice
 from typing import Any
 
+from dynamo_backups.aws.client_source import ClientSource
+from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.aws.dynamodb import answer_time
 from dynamo_backups.aws.errors import describe_error
 from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.backup.description import describe_table, key_types_of, save_description
+from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.manifest import ensure_manifest
 from dynamo_backups.backup.reading import iter_key_histories, iter_versions, read_document
 from dynamo_backups.backup.writer import BackupWriter
@@ -44,16 +49,35 @@ from dynamo_backups.core.layout import (
     TableLayout,
     VersionMetadata,
     format_time,
+    utc_now,
 )
+from dynamo_backups.core.parallel import ThreadEngine, shared_pool
 from dynamo_backups.core.pitr import ObjectVersion, newest_first
 from dynamo_backups.core.progress import NoProgress, ProgressSink
-from dynamo_backups.core.ratelimit import RateLimiter
-from dynamo_backups.jobs.scan_segments import run_segments, scan_pages
+from dynamo_backups.core.units import (
+    SAMPLE_LIMIT,
+    UnitContext,
+    UnitResult,
+    WorkUnit,
+    file_units,
+    merge_results,
+    partition_units,
+    segment_units,
+)
+from dynamo_backups.jobs.export_source import (
+    ExportSource,
+    iter_export_items,
+    open_export,
+    request_export,
+)
+from dynamo_backups.jobs.scan_segments import scan_pages
+from dynamo_backups.jobs.units import Engine, StageOutcome, run_stage
 
 logger = logging.getLogger("dynamo_backups.jobs.backfill")
 
-SAMPLE_SIZE = 20
 CHECKPOINT_FORMAT = "dynamo-backups-backfill-segment"
+EXPORT_PAGE = 1000  # items of an export file written between two rate-limit checks
+NEW_EXPORT = "new"
 
 
 @dataclass(frozen=True)
@@ -62,8 +86,10 @@ class BackfillOptions:
     segment: int | None = None  # only this one of total_segments (spread over hosts)
     max_items_per_second: float | None = None
     resume: bool = False
-    concurrency: int = 32
+    concurrency: int = 32  # parallel S3 writes per worker process
     page_size: int | None = 1000  # items per Scan page: bounds memory (DynamoDB caps pages at 1 MB)
+    from_export: str | None = None  # "new": ask DynamoDB for an export; or an export's s3:// URL
+    partitions: int = 16  # of the folder, for the removal check
 
 
 @dataclass
@@ -76,7 +102,15 @@ class BackfillReport:
     failed: int = 0
     failures: list[str] = field(default_factory=list)
     segments_done: list[int] = field(default_factory=list)
+    units: int = 0
+    unfinished_units: list[str] = field(default_factory=list)
+    export: dict[str, Any] | None = None
+    unit_seconds: float = 0.0
     seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed and not self.unfinished_units
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -86,12 +120,9 @@ def removals_check_key(layout: TableLayout) -> str:
     return layout.meta_prefix + "backfill/removals-check.json"
 
 
-def segment_checkpoint_key(layout: TableLayout, segment: int, total: int) -> str:
-    return layout.meta_prefix + f"backfill/segment-{segment}-of-{total}.json"
-
-
 class Backfill:
-    """Backfills one table into ``layout``'s folder."""
+    """Backfills one table into ``layout``'s folder. The clients given are used in this
+    process; workers elsewhere make their own from ``aws``."""
 
     def __init__(
         self,
@@ -102,50 +133,120 @@ class Backfill:
         options: BackfillOptions,
         progress: ProgressSink | None = None,
         retry_policy: RetryPolicy | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utc_now,
+        aws: AwsContext | None = None,
     ) -> None:
         self.clock = clock  # only where DynamoDB's own clock is not at hand
-        self.dynamodb = dynamodb
-        self.scan = scan  # one Scan call in wire form (aws.dynamodb.RawDynamoDB or an equivalent)
-        self.writer = writer
+        self.bucket = writer.bucket
+        self.clients = ClientSource(aws, dynamodb=dynamodb, scan=scan, writer=writer)
         self.layout = layout
         self.options = options
         self.progress = progress or NoProgress()
         self.retry_policy = retry_policy or RetryPolicy(
             max_attempts=10, base_delay=0.1, max_delay=10
         )
-        self.limiter = RateLimiter(options.max_items_per_second)
         self.report = BackfillReport(layout.table)
-        self._lock = threading.Lock()
-        self._key_names: list[str] = []
+        self.key_names: list[str] = []
+        self.job_run: JobRun | None = None
+        self.export: ExportSource | None = None
 
-    def run(self) -> BackfillReport:
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "progress": NoProgress()}
+
+    # --- clients, here or in a worker ----------------------------------------------------------
+
+    def writer(self) -> BackupWriter:
+        concurrency = self.options.concurrency
+
+        def make(aws: AwsContext) -> BackupWriter:
+            s3 = aws.client("s3", pool=concurrency, retries=1)
+            return BackupWriter(s3, self.bucket, objects=aws.objects(s3, self.bucket, concurrency))
+
+        return self.clients.get("writer", make, variant=f"{self.bucket}:{concurrency}")
+
+    ledger_writer = writer
+
+    def scan(self, request: dict[str, Any]) -> dict[str, Any]:
+        def make(aws: AwsContext) -> Callable[[dict[str, Any]], dict[str, Any]]:
+            api = aws.dynamodb_api(aws.client("dynamodb", pool=16, retries=1))
+            return lambda scan_request: api.call("Scan", scan_request)
+
+        return self.clients.get("scan", make)(request)
+
+    def dynamodb(self) -> Any:
+        return self.clients.get("dynamodb", lambda aws: aws.client("dynamodb"))
+
+    # --- the run ------------------------------------------------------------------------------
+
+    def run(self, engine: Engine | None = None) -> BackfillReport:
         started = time.monotonic()
-        description = describe_table(self.dynamodb, self.layout.table)
-        save_description(self.writer, self.layout, description)
+        engine = engine or ThreadEngine(self.default_workers())
+        writer = self.writer()
+        description = describe_table(self.dynamodb(), self.layout.table)
+        save_description(writer, self.layout, description)
         ensure_manifest(
-            self.writer, self.layout, description["table"]["KeySchema"], key_types_of(description)
+            writer, self.layout, description["table"]["KeySchema"], key_types_of(description)
         )
-        self._key_names = key_attribute_names(description["table"]["KeySchema"])
+        self.key_names = key_attribute_names(description["table"]["KeySchema"])
         self.progress.set_total(description["table"].get("ItemCount") or None)
-        self._note_pending_check()
+        ledger = JobLedger(writer, self.layout, self._job_name(), self.clock)
+        self.job_run = ledger.begin(self._parameters(), self.options.resume)
+        self._note_pending_check(writer)
+        copied = StageOutcome()
         try:
-            self._run_segments()
+            copied = run_stage(
+                self,
+                ledger,
+                self.job_run,
+                self._copy_units(writer),
+                engine,
+                self.options.max_items_per_second,
+                self.progress,
+            )
         finally:
-            # Whatever was written must be checked against deletions, however the run ends.
-            self.report.removals_restored = restore_removals_under_backfill(
-                self.writer, self.layout
+            # Whatever was written must be checked against deletions, however the run ends;
+            # the check runs in full every time (a unit done earlier may predate new writes).
+            checked = run_stage(
+                self,
+                ledger,
+                self.job_run,
+                partition_units(self.options.partitions, "removals"),
+                engine,
+                None,
+                NoProgress(),
+                resumable=False,
             )
-            self.writer.put_document(
-                removals_check_key(self.layout),
-                {"pending": False, "checked_at": format_time(self.clock())},
-            )
-        self.report.seconds = round(time.monotonic() - started, 3)
+            if not checked.failures and all(result.complete for result in checked.results):
+                writer.put_document(
+                    removals_check_key(self.layout),
+                    {"pending": False, "checked_at": format_time(self.clock())},
+                )
+            self._report(copied, checked, started)
+            ledger.finish(self.job_run, self.report.complete, self.report.to_dict())
         return self.report
 
-    def _note_pending_check(self) -> None:
+    def default_workers(self) -> int:
+        """Units at once on the threads engine: every segment, as one scan would."""
+        if self.options.from_export:
+            return 8
+        return min(64, 1 if self.options.segment is not None else self.options.total_segments)
+
+    def _job_name(self) -> str:
+        if self.options.segment is None:
+            return "backfill"
+        return f"backfill-segment-{self.options.segment}-of-{self.options.total_segments}"
+
+    def _parameters(self) -> dict[str, Any]:
+        return {
+            "total_segments": self.options.total_segments,
+            "segment": self.options.segment,
+            "from_export": self.options.from_export,
+            "key_hash": self.layout.key_hash,
+        }
+
+    def _note_pending_check(self, writer: BackupWriter) -> None:
         key = removals_check_key(self.layout)
-        earlier = read_document(self.writer.s3, self.writer.bucket, key)
+        earlier = read_document(writer.s3, writer.bucket, key)
         if earlier and earlier.get("pending"):
             logger.warning(
                 "%s: an earlier backfill (%s) stopped before checking its writes against "
@@ -153,119 +254,184 @@ class Backfill:
                 self.layout.table,
                 earlier.get("since"),
             )
-        self.writer.put_document(key, {"pending": True, "since": format_time(self.clock())})
+        writer.put_document(key, {"pending": True, "since": format_time(self.clock())})
 
-    def _run_segments(self) -> None:
-        with ThreadPoolExecutor(
-            self.options.concurrency, thread_name_prefix="backfill-put"
-        ) as pool:
-            run_segments(self._segments(), lambda segment: self._run_segment(segment, pool))
+    def _copy_units(self, writer: BackupWriter) -> list[WorkUnit]:
+        if not self.options.from_export:
+            return segment_units(self.options.total_segments, self.options.segment)
+        self.export = self._export_source(writer)
+        logger.info(
+            "%s: export of %s, %d data files",
+            self.layout.table,
+            format_time(self.export.export_time),
+            len(self.export.data_keys),
+        )
+        return file_units(self.export.data_keys, "file")
 
-    def _segments(self) -> list[int]:
-        total = self.options.total_segments
-        if self.options.segment is not None:
-            return [self.options.segment]
-        return list(range(total))
-
-    # --- one segment ---------------------------------------------------------------------------
-
-    def _run_segment(self, segment: int, pool: ThreadPoolExecutor) -> None:
-        total = self.options.total_segments
-        checkpoint_key = segment_checkpoint_key(self.layout, segment, total)
-        state = self._starting_state(checkpoint_key, segment)
-        if state.get("done"):
-            logger.info(
-                "%s: segment %d of %d was finished by an earlier run",
+    def _export_source(self, writer: BackupWriter) -> ExportSource:
+        assert self.job_run is not None
+        saved_key = self.job_run.scratch_prefix + "export.json"
+        if self.job_run.resumed:
+            saved = read_document(writer.s3, writer.bucket, saved_key)
+            if saved is not None:
+                return ExportSource.from_dict(saved)  # never ask DynamoDB for a second export
+        if self.options.from_export == NEW_EXPORT:
+            source = request_export(
+                self.dynamodb(),
+                writer.s3,
                 self.layout.table,
-                segment,
-                total,
+                self.bucket,
+                f"{self.layout.meta_prefix}exports/{self.job_run.run_id}",
             )
-            self._segment_done(segment)
-            return
+        else:
+            source = open_export(writer.s3, str(self.options.from_export))
+        writer.put_document(saved_key, source.to_dict())
+        return source
+
+    # --- one unit, wherever it runs -----------------------------------------------------------
+
+    def run_unit(self, unit: WorkUnit, context: UnitContext) -> UnitResult:
+        if unit.stage == "removals":
+            restored = restore_removals_under_backfill(self.writer(), self.layout, unit.partition)
+            return UnitResult(unit.id, {"removals_restored": restored})
+        if unit.stage == "file":
+            return self._copy_export_file(unit, context)
+        return self._copy_segment(unit, context)
+
+    def _copy_segment(self, unit: WorkUnit, context: UnitContext) -> UnitResult:
+        assert self.job_run is not None and unit.segment is not None
+        writer = self.writer()
+        place_key = f"{self.job_run.scratch_prefix}{unit.id}.json"
+        place = read_document(writer.s3, writer.bucket, place_key) if self.job_run.resumed else None
+        place = place or {}
+        result = UnitResult(unit.id, dict(place.get("counts") or {}))
+        result.outputs = [{"segment": unit.segment}]
+        if place.get("done"):
+            return result
+        if place:
+            logger.info(
+                "%s: resuming %s after %s rows",
+                self.layout.table,
+                unit.id,
+                result.counts.get("scanned", 0),
+            )
         pages = scan_pages(
             self.scan,
             self.layout.table,
-            segment,
-            total,
+            unit.segment,
+            int(unit.total_segments or 1),
             self.retry_policy,
             limit=self.options.page_size,
-            start_key=state.get("last_evaluated_key"),
+            start_key=place.get("last_evaluated_key"),
         )
         for page in pages:
-            read_at = answer_time(page) or self.clock()
             items = page.get("Items", [])
-            self.limiter.acquire(len(items))
-            if not self._write_page(items, read_at, pool):
+            context.limiter.acquire(len(items))
+            if not self._copy_items(items, answer_time(page) or self.clock(), result, context):
                 logger.error(
-                    "%s: segment %d stopped at a failed page; --resume retries it",
+                    "%s: %s stopped at a failed page; --resume retries it",
                     self.layout.table,
-                    segment,
+                    unit.id,
                 )
-                return
+                result.complete = False
+                return result
             start_key = page.get("LastEvaluatedKey")
-            state = {
+            place = {
                 "format": CHECKPOINT_FORMAT,
-                "segment": segment,
-                "total_segments": total,
+                "unit": unit.id,
                 "last_evaluated_key": start_key,
                 "done": start_key is None,
-                "items": state.get("items", 0) + len(items),
+                "counts": result.counts,
             }
-            self.writer.put_document(checkpoint_key, state)
-        self._segment_done(segment)
+            writer.put_document(place_key, place)
+        return result
 
-    def _starting_state(self, checkpoint_key: str, segment: int) -> dict[str, Any]:
-        if not self.options.resume:
-            return {}
-        existing = read_document(self.writer.s3, self.writer.bucket, checkpoint_key)
-        if existing:
-            logger.info(
-                "%s: resuming segment %d after %s items",
-                self.layout.table,
-                segment,
-                f"{existing.get('items', 0):,}",
-            )
-        return existing or {}
+    def _copy_export_file(self, unit: WorkUnit, context: UnitContext) -> UnitResult:
+        assert self.export is not None and unit.source is not None
+        result = UnitResult(unit.id)
+        items = iter_export_items(self.writer().s3, self.export.bucket, unit.source)
+        while page := list(islice(items, EXPORT_PAGE)):
+            context.limiter.acquire(len(page))
+            if not self._copy_items(page, self.export.export_time, result, context):
+                result.complete = False
+                return result
+        return result
 
-    def _segment_done(self, segment: int) -> None:
-        with self._lock:
-            self.report.segments_done.append(segment)
-
-    def _write_page(
-        self, items: list[dict[str, Any]], read_at: datetime, pool: ThreadPoolExecutor
+    def _copy_items(
+        self,
+        items: list[dict[str, Any]],
+        read_at: datetime,
+        result: UnitResult,
+        context: UnitContext,
     ) -> bool:
+        """Write the items the backup lacks; False when some could not be written."""
         metadata = VersionMetadata(
             WRITER_BACKFILL, EVENT_SNAPSHOT, read_at, None, self.layout.key_hash
         )
-        outcomes = list(pool.map(lambda item: self._write_item(item, metadata), items))
-        with self._lock:
-            self.report.scanned += len(items)
-            self.report.written += outcomes.count("written")
-            self.report.already_backed_up += outcomes.count("exists")
-        self.progress.advance(len(items))
-        return "failed" not in outcomes
+        writer = self.writer()
+        pool = shared_pool("backfill-put", self.options.concurrency)
+        outcomes = list(pool.map(lambda item: self._copy_item(writer, item, metadata), items))
+        result.add("scanned", len(items))
+        for outcome in outcomes:
+            if outcome in ("written", "already_backed_up"):
+                result.add(outcome)
+            else:
+                result.add("failed")
+                result.sample("failures", outcome)
+        context.progress.advance(len(items))
+        return result.counts.get("failed", 0) == 0
 
-    def _write_item(self, item: dict[str, Any], metadata: VersionMetadata) -> str:
-        key = extract_key(item, self._key_names)
-        object_key = self.layout.item_object_key(key)
+    def _copy_item(
+        self, writer: BackupWriter, item: dict[str, Any], metadata: VersionMetadata
+    ) -> str:
+        key = extract_key(item, self.key_names)
         try:
-            version = self.writer.put_item_if_absent(object_key, dumps_item(item), metadata)
+            version = writer.put_item_if_absent(
+                self.layout.item_object_key(key), dumps_item(item), metadata
+            )
         except Exception as error:
-            reason = f"{dumps_item(key).decode()}: {describe_error(error)}"
-            with self._lock:
-                self.report.failed += 1
-                if len(self.report.failures) < SAMPLE_SIZE:
-                    self.report.failures.append(reason)
-            return "failed"
-        return "exists" if version is None else "written"
+            return f"{dumps_item(key).decode()}: {describe_error(error)}"
+        return "already_backed_up" if version is None else "written"
+
+    # --- the report ---------------------------------------------------------------------------
+
+    def _report(self, copied: StageOutcome, checked: StageOutcome, started: float) -> None:
+        merged = merge_results(copied.results)
+        report = self.report
+        for name in ("scanned", "written", "already_backed_up", "failed"):
+            setattr(report, name, merged.count(name))
+        report.failures = (
+            merged.samples.get("failures", [])
+            + [f"{unit}: {reason}" for unit, reason in copied.failures + checked.failures]
+        )[:SAMPLE_LIMIT]
+        report.segments_done = sorted(
+            output["segment"]
+            for result in copied.results
+            if result.complete
+            for output in result.outputs
+            if "segment" in output
+        )
+        report.units = len(copied.results) + len(copied.failures)
+        report.unit_seconds = round(merged.unit_seconds, 3)
+        removals = merge_results(checked.results)
+        report.removals_restored = removals.count("removals_restored")
+        report.unfinished_units = sorted(
+            {*merged.unfinished, *removals.unfinished}
+            | {unit for unit, _ in copied.failures + checked.failures}
+        )
+        report.export = self.export.to_dict() if self.export else None
+        report.seconds = round(time.monotonic() - started, 3)
 
 
-def restore_removals_under_backfill(writer: BackupWriter, layout: TableLayout) -> int:
+def restore_removals_under_backfill(
+    writer: BackupWriter, layout: TableLayout, partition: str | None = None
+) -> int:
     """Find backfill versions that are current on top of a removal (a delete marker or a
     tombstone) and write the removal again on top of each, if that version is still current.
-    Returns how many removals were restored."""
+    ``partition``: only objects whose names start with these hex digits. Returns how many
+    removals were restored."""
     restored = 0
-    for entries in _removal_suspects(writer, layout):
+    for entries in _removal_suspects(writer, layout.items_prefix + (partition or "")):
         current = entries[0]
         metadata = writer.version_metadata(current.key, current.version_id)
         if metadata is None or metadata.writer != WRITER_BACKFILL:
@@ -282,8 +448,8 @@ def restore_removals_under_backfill(writer: BackupWriter, layout: TableLayout) -
     return restored
 
 
-def _removal_suspects(writer: BackupWriter, layout: TableLayout) -> Iterator[list[ObjectVersion]]:
-    for entries in iter_key_histories(iter_versions(writer.objects, layout.items_prefix)):
+def _removal_suspects(writer: BackupWriter, prefix: str) -> Iterator[list[ObjectVersion]]:
+    for entries in iter_key_histories(iter_versions(writer.objects, prefix)):
         ordered = newest_first(entries)
         if (
             len(ordered) >= 2

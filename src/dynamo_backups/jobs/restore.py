@@ -1,22 +1,25 @@
 """Restore a backup (latest, or as of a moment) into a DynamoDB table.
 
-Items are written with BatchWriteItem in groups of 25, in parallel; unprocessed items and
-throttling are retried with exponential backoff and jitter until written. Anything that
-cannot be written is reported by key, never dropped in silence.
+The driver (this module) checks the source, creates the table as described, and splits the
+work into units, one per partition of the backup folder (``restore_unit`` does each); the
+units run on any engine and are recorded in the job's ledger, so ``--resume`` goes on where
+an interrupted restore stopped. Anything that cannot be written is reported by key, never
+dropped in silence; TTL is switched on only once every item is in.
 """
 
 from __future__ import annotations
 
-import logging
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from dynamo_backups.aws.batch_write import write_all
+from dynamo_backups.aws.client_source import ClientSource
+from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.backup.bucket import versioning_status
 from dynamo_backups.backup.description import (
@@ -26,21 +29,27 @@ from dynamo_backups.backup.description import (
     key_types_of,
 )
 from dynamo_backups.backup.folder import BackupFolder, open_folder_path
-from dynamo_backups.backup.reader import BackupItems, Selected
+from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.reading import READ_POLICY
+from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.ddbjson import dumps_item
-from dynamo_backups.core.keys import canonical_key, extract_key, key_attribute_names, parse_key
+from dynamo_backups.core.keys import canonical_key, key_attribute_names, parse_key
 from dynamo_backups.core.layout import TableLayout
-from dynamo_backups.core.parallel import batched
+from dynamo_backups.core.parallel import ThreadEngine, batched
 from dynamo_backups.core.pitr import DEFAULT_CLOCK_SKEW
 from dynamo_backups.core.progress import NoProgress, ProgressSink
-from dynamo_backups.core.ratelimit import RateLimiter
+from dynamo_backups.core.units import (
+    UnitContext,
+    UnitResult,
+    WorkUnit,
+    merge_results,
+    partition_units,
+)
 from dynamo_backups.jobs.restore_absent import AbsentItems
+from dynamo_backups.jobs.restore_unit import BATCH_SIZE, DRY_RUN_SAMPLE, RestoreUnit
 from dynamo_backups.jobs.tables import check_same_key, ensure_table, switch_on_ttl
+from dynamo_backups.jobs.units import Engine, StageOutcome, run_stage
 
-logger = logging.getLogger("dynamo_backups.jobs.restore")
-
-BATCH_SIZE = 25
 SAMPLE_SIZE = 20
 
 
@@ -64,6 +73,8 @@ class RestoreOptions:
     ttl: bool = True  # switch TTL on (as the source had it) once the items are written
     delete_absent: bool = False  # into an existing table: delete what the backup lacked
     unwritten_keys_file: str | None = None  # where keys that could not be written go
+    resume: bool = False  # go on with the unfinished run of the same restore
+    partitions: int = 16  # units the backup folder is split into
 
 
 @dataclass
@@ -87,18 +98,28 @@ class RestoreReport:
     warnings: list[str] = field(default_factory=list)
     sample: list[dict[str, Any]] = field(default_factory=list)
     versions_read: int = 0
+    errors: list[str] = field(default_factory=list)  # what stopped a unit
+    unfinished_units: list[str] = field(default_factory=list)
+    unit_seconds: float = 0.0
     seconds: float = 0.0
 
     @property
     def complete(self) -> bool:
-        return self.unwritten == 0 and self.invalid == 0 and not self.not_deleted
+        return (
+            self.unwritten == 0
+            and self.invalid == 0
+            and not self.not_deleted
+            and not self.errors
+            and not self.unfinished_units
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 class Restore:
-    """One restore run: ``Restore(...).run()``."""
+    """One restore: ``Restore(...).run(engine)``. The clients given are used in this
+    process; workers elsewhere make their own from ``aws``."""
 
     def __init__(
         self,
@@ -113,12 +134,11 @@ class Restore:
         progress: ProgressSink | None = None,
         retry_policy: RetryPolicy | None = None,
         call: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+        aws: AwsContext | None = None,
     ) -> None:
-        self.s3 = s3
-        self.reader = reader
-        self.dynamodb = dynamodb
-        self.batch_write = batch_write  # one BatchWriteItem call in wire form
-        self.call = call  # any DynamoDB call in wire form (Scan, for --delete-absent)
+        self.clients = ClientSource(
+            aws, s3=s3, reader=reader, dynamodb=dynamodb, batch_write=batch_write, call=call
+        )
         self.bucket = bucket
         self.folder_path = folder
         self._folder: BackupFolder | None = None
@@ -128,7 +148,6 @@ class Restore:
         self.retry_policy = retry_policy or RetryPolicy(
             max_attempts=15, base_delay=0.05, max_delay=20
         )
-        self.limiter = RateLimiter(options.max_items_per_second)
         self.report = RestoreReport(
             f"s3://{bucket}/{TableLayout.from_folder(folder).items_prefix}",
             table,
@@ -136,12 +155,48 @@ class Restore:
         )
         if options.at is not None:
             self.report.at = options.at.isoformat()
+        self.key_names: list[str] = []
+        self.job_run: JobRun | None = None
         self._lock = threading.Lock()
-        self._pending: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._fatal: str | None = None
         self._absent: AbsentItems | None = None
         self._deletes: list[dict[str, Any]] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        # What a worker needs: settings, the folder as opened, the key names; not the
+        # in-process collections of --delete-absent (those run on the threads engine only).
+        state = {**self.__dict__, "progress": NoProgress(), "_absent": None, "_deletes": []}
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # --- clients, here or in a worker ----------------------------------------------------------
+
+    def s3(self) -> Any:
+        return self.clients.get(
+            "s3", lambda aws: aws.client("s3", pool=self.options.read_concurrency)
+        )
+
+    def reader(self) -> Any:
+        return self.clients.get(
+            "reader", lambda aws: aws.objects(self.s3(), self.bucket), variant=self.bucket
+        )
+
+    def dynamodb(self) -> Any:
+        return self.clients.get("dynamodb", lambda aws: aws.client("dynamodb"))
+
+    def batch_write(self, request: dict[str, Any]) -> dict[str, Any]:
+        def make(aws: AwsContext) -> Callable[[dict[str, Any]], dict[str, Any]]:
+            pool = self.options.write_concurrency
+            api = aws.dynamodb_api(aws.client("dynamodb", pool=pool, retries=1))
+            return lambda batch: api.call("BatchWriteItem", batch)
+
+        return self.clients.get("batch_write", make)(request)
+
+    def ledger_writer(self) -> BackupWriter:
+        return BackupWriter(self.s3(), self.bucket)
 
     # --- preparation ---------------------------------------------------------------------------
 
@@ -149,7 +204,7 @@ class Restore:
     def folder(self) -> BackupFolder:
         """The backup folder, opened (layout.json, table.json) on first use."""
         if self._folder is None:
-            self._folder = open_folder_path(self.s3, self.bucket, self.folder_path)
+            self._folder = open_folder_path(self.s3(), self.bucket, self.folder_path)
         return self._folder
 
     @property
@@ -175,9 +230,9 @@ class Restore:
         )
 
     def check_source(self) -> None:
-        versioning_status(self.s3, self.bucket)  # a clear error for a missing bucket
+        versioning_status(self.s3(), self.bucket)  # a clear error for a missing bucket
         page = call_with_retries(
-            lambda: self.reader.list_versions_page(self.layout.items_prefix),
+            lambda: self.reader().list_versions_page(self.layout.items_prefix),
             READ_POLICY,
             f"list s3://{self.bucket}/{self.layout.items_prefix}",
         )
@@ -187,18 +242,19 @@ class Restore:
                 "and the prefix (the table's folder, e.g. Prod/Users)"
             )
 
-    def _prepare_target(self, description: dict[str, Any]) -> None:
+    def _prepare_target(self, description: dict[str, Any], resumed: bool) -> None:
         if self.options.dry_run:
             return
+        dynamodb = self.dynamodb()
         self.report.created_table = ensure_table(
-            self.dynamodb, description, self.table, billing_mode=self.options.billing_mode
+            dynamodb, description, self.table, billing_mode=self.options.billing_mode
         )
         if not self.report.created_table:
-            check_same_key(self.dynamodb, self.table, description)
-        if self.report.created_table or self.options.into_existing:
-            return
+            check_same_key(dynamodb, self.table, description)
+        if self.report.created_table or self.options.into_existing or resumed:
+            return  # a resumed run's table holds what the run wrote before
         scan = call_with_retries(
-            lambda: self.dynamodb.scan(TableName=self.table, Limit=1, Select="COUNT"),
+            lambda: dynamodb.scan(TableName=self.table, Limit=1, Select="COUNT"),
             READ_POLICY,
             f"look into table {self.table}",
         )
@@ -210,104 +266,138 @@ class Restore:
 
     # --- the run -------------------------------------------------------------------------------
 
-    def run(self) -> RestoreReport:
+    def run(self, engine: Engine | None = None) -> RestoreReport:
         started = time.monotonic()
+        engine = engine or ThreadEngine(4)
         self.check_source()
         description = self.description()
-        key_names = key_attribute_names(key_schema_of(description))
-        self._prepare_target(description)
-        keys = None
-        if self.options.keys_file:
-            keys = read_keys_file(self.options.keys_file, key_types_of(description))
-        elif self.options.delete_absent and not self.options.dry_run:
-            self._absent = self._absent_items(key_names)
-        items = BackupItems(
-            self.reader,
-            self.bucket,
-            self.layout,
-            key_names,
-            self.options.at,
-            keys,
-            self.options.read_concurrency,
-            self.options.skew,
+        self.key_names = key_attribute_names(key_schema_of(description))
+        in_process = self.options.keys_file is not None or self.options.delete_absent
+        if in_process and engine.name != "threads":
+            raise RestoreError(
+                "--keys and --delete-absent run in this process: use --engine threads"
+            )
+        ledger = JobLedger(self.ledger_writer(), self.layout, f"restore-into-{self.table}")
+        if self.options.dry_run:
+            self.job_run = ledger.dry_run()
+        else:
+            self.job_run = ledger.begin(self._parameters(), self.options.resume)
+        self._prepare_target(description, self.job_run.resumed)
+        if self.options.delete_absent and not self.options.dry_run and not self.options.keys_file:
+            self._absent = self._absent_items()  # with --keys, only the keys' own deletes
+        units = (
+            [WorkUnit("keys", "all")]
+            if self.options.keys_file
+            else partition_units(self.options.partitions)
         )
-
-        self._key_names = key_names
-        slots = threading.BoundedSemaphore(self.options.write_concurrency + 2)
-        with ThreadPoolExecutor(
-            self.options.write_concurrency, thread_name_prefix="restore-write"
-        ) as writes:
-
-            def consume(selected: Selected) -> None:
-                batch = self._accept(selected)
-                if batch:
-                    slots.acquire()
-                    writes.submit(self._guarded_write, batch).add_done_callback(
-                        lambda _: slots.release()
-                    )
-
-            items.for_each(consume, self._stop)
-            leftover = self._take_pending(force=True)
-            if leftover:
-                writes.submit(self._guarded_write, leftover)
-        self._finish_target(description)
-        stats = items.stats
-        self.report.objects, self.report.absent = stats.objects, stats.absent
-        self.report.versions_read = stats.versions_read
+        outcome = run_stage(
+            self,
+            ledger,
+            self.job_run,
+            units,
+            engine,
+            self.options.max_items_per_second,
+            self.progress,
+        )
+        self._merge(outcome)
+        if self.report.complete:
+            self._finish_target(description)
         self.report.seconds = round(time.monotonic() - started, 3)
-        if self._fatal:
-            raise RestoreError(self._fatal)
+        ledger.finish(self.job_run, self.report.complete, {"written": self.report.written})
         return self.report
 
-    def _accept(self, selected: Selected) -> list[dict[str, Any]] | None:
-        """Take one selected object; a full batch when one is ready to write."""
-        if selected.invalid is not None:
-            with self._lock:
-                self.report.invalid += 1
-                if len(self.report.invalid_objects) < SAMPLE_SIZE:
-                    self.report.invalid_objects.append(selected.invalid)
-            if not self.options.skip_invalid:
-                self._fatal = (
-                    f"{selected.invalid}; pass --skip-invalid to restore the rest and "
-                    "report such objects"
-                )
-                self._stop.set()
-            return None
-        if selected.item is None:
-            if self.options.delete_absent and selected.key is not None:
-                with self._lock:
-                    self._deletes.append(selected.key)  # listed, absent at that moment
-            return None
-        if self._absent is not None:
-            self._absent.keep(selected.item)
-        if self.options.dry_run:
-            with self._lock:
-                self.report.written += 1
-                if len(self.report.sample) < 5:
-                    self.report.sample.append(selected.item)
-            self.progress.advance()
-            return None
-        with self._lock:
-            self._pending.append(selected.item)
-        return self._take_pending()
+    def _parameters(self) -> dict[str, Any]:
+        options = self.options
+        return {
+            "source": self.report.source,
+            "at": options.at.isoformat() if options.at else None,
+            "keys_file": options.keys_file,
+            "key_schema": options.key_schema,
+            "skip_invalid": options.skip_invalid,
+            "partitions": options.partitions,
+        }
 
-    def _absent_items(self, key_names: list[str]) -> AbsentItems:
-        if self.call is None:
+    def run_unit(self, unit: WorkUnit, context: UnitContext) -> UnitResult:
+        return RestoreUnit(self, unit, context).run()
+
+    def keys_for(self, unit: WorkUnit) -> Iterable[dict[str, Any]] | None:
+        if unit.stage != "keys" or self.options.keys_file is None:
+            return None
+        return read_keys_file(self.options.keys_file, key_types_of(self.description()))
+
+    def keep_present(self, item: dict[str, Any]) -> None:
+        if self._absent is not None:
+            self._absent.keep(item)
+
+    def delete_later(self, key: dict[str, Any]) -> None:
+        with self._lock:
+            self._deletes.append(key)
+
+    def save_unwritten(self, unit: WorkUnit, keys: list[str]) -> str:
+        """Keep a unit's unwritten keys in the run's scratch folder; their object key."""
+        assert self.job_run is not None
+        key = f"{self.job_run.scratch_prefix}unwritten/{unit.id}.jsonl"
+        body = "".join(text + "\n" for text in keys).encode("utf-8")
+        call_with_retries(
+            lambda: self.s3().put_object(Bucket=self.bucket, Key=key, Body=body),
+            self.retry_policy,
+            f"put s3://{self.bucket}/{key}",
+        )
+        return key
+
+    # --- the end -------------------------------------------------------------------------------
+
+    def _merge(self, outcome: StageOutcome) -> None:
+        merged = merge_results(outcome.results)
+        report = self.report
+        for name in ("objects", "written", "absent", "invalid", "unwritten", "versions_read"):
+            setattr(report, name, merged.count(name))
+        report.invalid_objects = merged.samples.get("invalid_objects", [])
+        report.unwritten_keys = merged.samples.get("unwritten_keys", [])
+        samples = merged.samples.get("sample", [])[:DRY_RUN_SAMPLE]
+        report.sample = [json.loads(text) for text in samples]
+        report.errors = merged.samples.get("fatal", []) + [
+            f"{unit}: {reason}" for unit, reason in outcome.failures
+        ]
+        report.unfinished_units = sorted({*merged.unfinished} | {u for u, _ in outcome.failures})
+        report.unit_seconds = round(merged.unit_seconds, 3)
+        unwritten_files = [
+            out["unwritten_keys"] for out in merged.outputs if "unwritten_keys" in out
+        ]
+        if unwritten_files:
+            self._collect_unwritten(unwritten_files)
+
+    def _collect_unwritten(self, keys: list[str]) -> None:
+        """Every key not written, in full, in a local file ``--keys`` takes."""
+        path = self.options.unwritten_keys_file or f"{self.table}.unwritten-keys.jsonl"
+        with open(path, "a", encoding="utf-8") as handle:
+            for key in keys:
+                body = call_with_retries(
+                    lambda k=key: self.s3().get_object(Bucket=self.bucket, Key=k)["Body"].read(),
+                    READ_POLICY,
+                    f"get s3://{self.bucket}/{key}",
+                )
+                handle.write(body.decode("utf-8"))
+        self.report.unwritten_keys_file = path
+
+    def _absent_items(self) -> AbsentItems:
+        call = self.clients.get("call", lambda aws: aws.dynamodb_api(aws.client("dynamodb")).call)
+        if call is None:
             raise RestoreError("--delete-absent needs a DynamoDB client to scan the table")
         return AbsentItems(
-            self.call,
+            call,
             self.batch_write,
             self.table,
-            key_names,
+            self.key_names,
             self.layout.key_hash,
             self.retry_policy,
         )
 
     def _finish_target(self, description: dict[str, Any]) -> None:
         """After the items: delete what was absent (when asked), then switch TTL on."""
-        if self._fatal or self.options.dry_run:
+        if self.options.dry_run:
             return
-        if self._absent is not None and not self.report.unwritten:
+        if self._absent is not None:
             absent = self._absent.delete_the_rest()
             self.report.deleted_absent += absent.deleted
             self.report.not_deleted.extend(absent.not_deleted)
@@ -324,7 +414,7 @@ class Restore:
                 for r in outcome.not_written
             )
         if self.options.ttl and (self.report.created_table or self.options.into_existing):
-            attribute = switch_on_ttl(self.dynamodb, description, self.table)
+            attribute = switch_on_ttl(self.dynamodb(), description, self.table)
             if attribute:
                 self.report.ttl_attribute = attribute
                 self.report.warnings.append(
@@ -332,57 +422,6 @@ class Restore:
                     f"{attribute} is already in the past, within days (restore with --no-ttl "
                     "to keep them)"
                 )
-
-    def _take_pending(self, force: bool = False) -> list[dict[str, Any]] | None:
-        with self._lock:
-            if len(self._pending) >= BATCH_SIZE or (force and self._pending):
-                batch, self._pending = self._pending[:BATCH_SIZE], self._pending[BATCH_SIZE:]
-                return batch
-        return None
-
-    def _guarded_write(self, items: list[dict[str, Any]]) -> None:
-        try:
-            self._write_batch(items)
-        except Exception as error:  # a bug must not turn into silently missing items
-            self._unwritten([{"PutRequest": {"Item": item}} for item in items], repr(error))
-            self._fatal = f"writing into {self.table} failed: {error!r}"
-            self._stop.set()
-
-    def _write_batch(self, items: list[dict[str, Any]]) -> None:
-        """BatchWriteItem until every item is in; what outlasts the budget is reported."""
-        self.limiter.acquire(len(items))
-        outcome = write_all(
-            self.batch_write,
-            self.table,
-            [{"PutRequest": {"Item": item}} for item in items],
-            self.retry_policy,
-            on_written=self._written,
-        )
-        if outcome.not_written:
-            self._unwritten(outcome.not_written, outcome.reason or "not written")
-
-    def _save_unwritten(self, keys: list[dict[str, Any]]) -> None:
-        """Every key not written, in full, in a file ``--keys`` takes (called under the lock)."""
-        path = self.options.unwritten_keys_file or f"{self.table}.unwritten-keys.jsonl"
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.writelines(dumps_item(key).decode() + "\n" for key in keys)
-        self.report.unwritten_keys_file = path
-
-    def _written(self, count: int) -> None:
-        with self._lock:
-            self.report.written += count
-        self.progress.advance(count)
-
-    def _unwritten(self, requests: list[dict[str, Any]], reason: str) -> None:
-        keys = [extract_key(request["PutRequest"]["Item"], self._key_names) for request in requests]
-        with self._lock:
-            self.report.unwritten += len(requests)
-            for key in keys:
-                if len(self.report.unwritten_keys) >= SAMPLE_SIZE:
-                    break
-                self.report.unwritten_keys.append(f"{dumps_item(key).decode()}: {reason}")
-            self._save_unwritten(keys)
-        logger.error("%s: %d items could not be written: %s", self.table, len(requests), reason)
 
 
 def read_keys_file(path: str, key_types: dict[str, str]) -> Iterable[dict[str, Any]]:

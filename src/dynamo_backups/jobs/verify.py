@@ -1,9 +1,11 @@
 """Verify: compare a live table with the latest state of its backup, and optionally repair.
 
-Memory stays bounded whatever the table's size: the scan is spilled to 256 files by the first
-two hex digits of each item's object name, and each of those is then compared with the one
-slice of the bucket listing that holds the same names. A difference is read again from both
-sides before it is reported, so a change in flight while verifying is not counted.
+Two stages of units: the scan units (one per parallel-scan segment) leave each item's
+fingerprint in a spill grouped by the first hex digits of its object name (``verify_spill``);
+then each compare unit takes one partition of names and compares it with the same slice of
+the bucket listing. Memory stays bounded whatever the table's size, and both stages run on
+any engine. A difference is read again from both sides before it is reported, so a change
+in flight while verifying is not counted.
 """
 
 from __future__ import annotations
@@ -11,23 +13,23 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 from typing import Any
 
+from dynamo_backups.aws.client_source import ClientSource
+from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.aws.dynamodb import answer_time
 from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
+from dynamo_backups.backup.ledger import JobLedger
 from dynamo_backups.backup.reading import iter_current_objects
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.ddbjson import InvalidDynamoJSON, canonical_item, dumps_item, loads_item
-from dynamo_backups.core.differences import Differences, difference
+from dynamo_backups.core.differences import KINDS, SAMPLE_SIZE, Differences, difference
 from dynamo_backups.core.keys import extract_key, key_attribute_names
 from dynamo_backups.core.layout import (
     EVENT_REMOVE,
@@ -36,8 +38,20 @@ from dynamo_backups.core.layout import (
     TableLayout,
     VersionMetadata,
 )
+from dynamo_backups.core.parallel import ThreadEngine
 from dynamo_backups.core.progress import NoProgress, ProgressSink
-from dynamo_backups.jobs.scan_segments import run_segments, scan_pages
+from dynamo_backups.core.units import (
+    PARTITION_COUNTS,
+    UnitContext,
+    UnitResult,
+    WorkUnit,
+    merge_results,
+    partition_units,
+    segment_units,
+)
+from dynamo_backups.jobs.scan_segments import scan_pages
+from dynamo_backups.jobs.units import Engine, StageOutcome, run_stage
+from dynamo_backups.jobs.verify_spill import LocalSpill, S3Spill, Spill
 
 
 def item_digest(item: dict[str, Any]) -> str:
@@ -52,9 +66,14 @@ class VerifyReport(Differences):
     items_in_table: int = 0
     objects_in_backup: int = 0
     repair_failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    unfinished_units: list[str] = field(default_factory=list)
 
 
 class Verify:
+    """``Verify(...).run(engine)``. The clients given are used in this process; workers
+    elsewhere make their own from ``aws``."""
+
     def __init__(
         self,
         dynamodb_call: Callable[[str, dict[str, Any]], dict[str, Any]],
@@ -66,77 +85,166 @@ class Verify:
         repair: bool = False,
         concurrency: int = 16,
         progress: ProgressSink | None = None,
+        aws: AwsContext | None = None,
+        partitions: int = 16,
+        resume: bool = False,
     ) -> None:
-        self.call = dynamodb_call  # (operation, wire-form request) -> wire-form answer
+        self.clients = ClientSource(aws, call=dynamodb_call, writer=writer, reader=reader)
+        self.bucket = writer.bucket
         self.key_names = key_attribute_names(key_schema)
-        self.writer = writer
-        self.reader = reader
         self.layout = layout
         self.segments = segments
         self.repair = repair
         self.concurrency = concurrency
+        self.partitions = partitions
+        self.resume = resume
         self.progress = progress or NoProgress()
         self.policy = RetryPolicy(max_attempts=10, base_delay=0.1)
         self.report = VerifyReport(layout.table, f"s3://{writer.bucket}/{layout.items_prefix}")
+        self.spill: Spill | None = None
 
-    def run(self) -> VerifyReport:
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "progress": NoProgress(), "report": None}
+
+    # --- clients, here or in a worker ----------------------------------------------------------
+
+    def call(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+        def make(aws: AwsContext) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
+            return aws.dynamodb_api(aws.client("dynamodb", pool=32, retries=1)).call  # type: ignore[no-any-return]
+
+        return self.clients.get("call", make)(operation, request)
+
+    def writer(self) -> BackupWriter:
+        bucket = self.bucket
+        return self.clients.get(
+            "writer", lambda aws: BackupWriter(aws.client("s3", pool=32), bucket), variant=bucket
+        )
+
+    ledger_writer = writer
+
+    def reader(self) -> Any:
+        bucket = self.bucket
+        return self.clients.get(
+            "reader", lambda aws: aws.objects(self.writer().s3, bucket), variant=bucket
+        )
+
+    # --- the run -------------------------------------------------------------------------------
+
+    def run(self, engine: Engine | None = None) -> VerifyReport:
         started = time.monotonic()
+        engine = engine or ThreadEngine(max(self.segments, self.concurrency))
+        ledger = JobLedger(self.writer(), self.layout, "verify")
+        run = ledger.begin(
+            {"segments": self.segments, "partitions": self.partitions, "repair": self.repair},
+            self.resume,
+        )
+        width = PARTITION_COUNTS[self.partitions]
         with tempfile.TemporaryDirectory(prefix="dynamo-backups-verify-") as folder:
-            spill = _Spill(Path(folder))
-            run_segments(range(self.segments), lambda segment: self._scan_segment(segment, spill))
-            spill.close()
-            with ThreadPoolExecutor(self.concurrency) as pool:
-                for future in [
-                    pool.submit(self._compare_partition, spill, p) for p in spill.names()
-                ]:
-                    future.result()
+            if engine.local:
+                self.spill = LocalSpill(folder, width)
+            else:
+                scratch = run.scratch_prefix + "spill/"
+                self.spill = S3Spill(self.clients, self.bucket, scratch, width)
+            # A local spill does not outlive this run: its scan is done again on --resume.
+            scanned = run_stage(
+                self,
+                ledger,
+                run,
+                segment_units(self.segments, stage="scan"),
+                engine,
+                None,
+                self.progress,
+                resumable=not engine.local,
+            )
+            compared = StageOutcome()
+            if not scanned.failures:
+                compared = run_stage(
+                    self,
+                    ledger,
+                    run,
+                    partition_units(self.partitions, "compare"),
+                    engine,
+                    None,
+                    NoProgress(),
+                )
+        self._merge(scanned, compared)
         self.report.seconds = round(time.monotonic() - started, 3)
+        ledger.finish(
+            run, not self.report.unfinished_units, {"differences": self.report.differences}
+        )
         return self.report
+
+    def _merge(self, scanned: StageOutcome, compared: StageOutcome) -> None:
+        merged = merge_results([*scanned.results, *compared.results])
+        report = self.report
+        for name in ("items_in_table", "objects_in_backup", *KINDS, "repaired", "repair_failed"):
+            setattr(report, name, merged.count(name))
+        report.samples = {kind: merged.samples.get(kind, [])[:SAMPLE_SIZE] for kind in KINDS}
+        failures = scanned.failures + compared.failures
+        report.errors = [f"{unit}: {reason}" for unit, reason in failures]
+        report.unfinished_units = sorted({*merged.unfinished} | {unit for unit, _ in failures})
+
+    # --- one unit, wherever it runs -----------------------------------------------------------
+
+    def run_unit(self, unit: WorkUnit, context: UnitContext) -> UnitResult:
+        result = UnitResult(unit.id)
+        if unit.stage == "scan":
+            self._scan_segment(unit, result, context)
+        else:
+            self._compare_partition(unit.partition or "", result)
+        return result
 
     # --- phase 1: the table, spilled by object name ------------------------------------------
 
-    def _scan_segment(self, segment: int, spill: _Spill) -> None:
+    def _scan_segment(self, unit: WorkUnit, result: UnitResult, context: UnitContext) -> None:
+        assert self.spill is not None and unit.segment is not None
+        spill = self.spill.writer(unit.id)
         scan = partial(self.call, "Scan")
-        for page in scan_pages(scan, self.layout.table, segment, self.segments, self.policy):
-            for item in page.get("Items", []):
-                key = extract_key(item, self.key_names)
-                name = self.layout.item_object_key(key).rsplit("/", 1)[1]
-                spill.add(
-                    name,
-                    item_digest(item),
-                    hashlib.md5(dumps_item(item), usedforsecurity=False).hexdigest(),
-                    dumps_item(key).decode(),
-                )
-            self.report.add("items_in_table", len(page.get("Items", [])))
-            self.progress.advance(len(page.get("Items", [])))
+        pages = scan_pages(scan, self.layout.table, unit.segment, self.segments, self.policy)
+        try:
+            for page in pages:
+                for item in page.get("Items", []):
+                    key = extract_key(item, self.key_names)
+                    name = self.layout.item_object_key(key).rsplit("/", 1)[1]
+                    body_md5 = hashlib.md5(dumps_item(item), usedforsecurity=False).hexdigest()
+                    key_text = dumps_item(key).decode()
+                    spill.add(name, f"{name}\t{item_digest(item)}\t{body_md5}\t{key_text}\n")
+                result.add("items_in_table", len(page.get("Items", [])))
+                context.progress.advance(len(page.get("Items", [])))
+        finally:
+            spill.close()
 
     # --- phase 2: each slice of names against the same slice of the bucket -------------------
 
-    def _compare_partition(self, spill: _Spill, partition: str) -> None:
-        table_side = spill.load(partition)
+    def _compare_partition(self, partition: str, result: UnitResult) -> None:
+        assert self.spill is not None
+        table_side: dict[str, tuple[str, str, str]] = {}
+        for line in self.spill.lines(partition):
+            name, digest, body_md5, key_text = line.rstrip("\n").split("\t", 3)
+            table_side[name] = (digest, body_md5, key_text)
         prefix = self.layout.items_prefix + partition
-        for listed in iter_current_objects(self.reader, prefix):
+        for listed in iter_current_objects(self.reader(), prefix):
             if listed.get("Size") == 0:
                 continue  # a tombstone left current: deleted in the backup
             name = listed["Key"].rsplit("/", 1)[1]
-            self.report.add("objects_in_backup")
+            result.add("objects_in_backup")
             entry = table_side.pop(name, None)
             if entry is None:
-                self._recheck_extra(listed["Key"])
+                self._recheck_extra(listed["Key"], result)
                 continue
             digest, body_md5, key_text = entry
             if listed.get("ETag", "").strip('"') == body_md5:
                 continue
             body = self._read(listed["Key"])
             if body is None or _digest_of(body) != digest:
-                self._recheck(json.loads(key_text), "different")
+                self._recheck(json.loads(key_text), result)
         for _, _, key_text in table_side.values():
-            self._recheck(json.loads(key_text), "missing")
+            self._recheck(json.loads(key_text), result)
 
     def _read(self, object_key: str) -> bytes | None:
         try:
             body, _ = call_with_retries(
-                lambda: self.reader.read_object(object_key), self.policy, f"get {object_key}"
+                lambda: self.reader().read_object(object_key), self.policy, f"get {object_key}"
             )
         except ClientError as error:
             if error_code(error) in ("NoSuchKey", "404"):
@@ -144,30 +252,34 @@ class Verify:
             raise
         return body or None
 
-    def _recheck(self, key: dict[str, Any], kind: str) -> None:
+    def _recheck(self, key: dict[str, Any], result: UnitResult) -> None:
         """Read both sides again; count (and repair) only what still differs."""
         live, read_at = self._get_item(key)
         object_key = self.layout.item_object_key(key)
-        current = self.writer.current_etag(object_key) if self.repair else None
+        current = self.writer().current_etag(object_key) if self.repair else None
         body = self._read(object_key)
         same = live is not None and body is not None and _digest_of(body) == item_digest(live)
         kind = difference(live is not None, body is not None, same)
         if kind is None:
             return
-        self.report.record(kind, dumps_item(key).decode())
+        result.add(kind)
+        result.sample(kind, dumps_item(key).decode())
         if self.repair:
-            self._repair(object_key, live, read_at, current)
+            result.add(
+                "repaired" if self._repair(object_key, live, read_at, current) else "repair_failed"
+            )
 
-    def _recheck_extra(self, object_key: str) -> None:
+    def _recheck_extra(self, object_key: str, result: UnitResult) -> None:
         body = self._read(object_key)
         if body is None:
             return
         try:
             key = extract_key(loads_item(body, object_key), self.key_names)
         except InvalidDynamoJSON as error:
-            self.report.record("different", f"{object_key}: {error}")
+            result.add("different")
+            result.sample("different", f"{object_key}: {error}")
             return
-        self._recheck(key, "extra")
+        self._recheck(key, result)
 
     def _get_item(self, key: dict[str, Any]) -> tuple[dict[str, Any] | None, datetime]:
         """The item as the table holds it now, and when DynamoDB read it (its clock)."""
@@ -186,16 +298,15 @@ class Verify:
         live: dict[str, Any] | None,
         read_at: datetime,
         current: str | None,
-    ) -> None:
+    ) -> bool:
         """Write the table's state into the backup, dated by DynamoDB's clock, only over the
         object as it was before the table was read again: anything newer wins."""
         event = EVENT_SNAPSHOT if live is not None else EVENT_REMOVE
         metadata = VersionMetadata(WRITER_REPAIR, event, read_at, None, self.layout.key_hash)
+        writer = self.writer()
         if live is not None:
-            done = self.writer.put_item_if_current(object_key, dumps_item(live), metadata, current)
-        else:
-            done = self.writer.remove_item_if_current(object_key, metadata, current)
-        self.report.add("repaired" if done else "repair_failed")
+            return writer.put_item_if_current(object_key, dumps_item(live), metadata, current)
+        return writer.remove_item_if_current(object_key, metadata, current)
 
 
 def _digest_of(body: bytes) -> str | None:
@@ -203,43 +314,3 @@ def _digest_of(body: bytes) -> str | None:
         return item_digest(loads_item(body, "backup object"))
     except InvalidDynamoJSON:
         return None
-
-
-class _Spill:
-    """The scan's (name, digest, body md5, key) lines in 256 files by the name's first two
-    hex digits; one slice fits in memory at a time."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self._files: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def add(self, name: str, digest: str, body_md5: str, key_text: str) -> None:
-        partition = name[:2]
-        line = f"{name}\t{digest}\t{body_md5}\t{key_text}\n"
-        with self._lock:
-            handle = self._files.get(partition)
-            if handle is None:
-                handle = self._files[partition] = (self.folder / partition).open(
-                    "a", encoding="utf-8"
-                )
-            handle.write(line)
-
-    def close(self) -> None:
-        for handle in self._files.values():
-            handle.close()
-
-    @staticmethod
-    def names() -> list[str]:
-        return [f"{value:02x}" for value in range(256)]
-
-    def load(self, partition: str) -> dict[str, tuple[str, str, str]]:
-        path = self.folder / partition
-        if not path.exists():
-            return {}
-        entries = {}
-        with path.open(encoding="utf-8") as handle:
-            for line in handle:
-                name, digest, body_md5, key_text = line.rstrip("\n").split("\t", 3)
-                entries[name] = (digest, body_md5, key_text)
-        return entries

@@ -1,0 +1,170 @@
+"""Job ledgers: which units of a bulk job are done, and what each found, recorded beside the
+backup so that a re-run with ``--resume`` skips them and still reports the whole job.
+
+    <prefix>/.dynamo-backups/<table>/jobs/<job>/run.json                   the latest run
+    <prefix>/.dynamo-backups/<table>/jobs/<job>/<run>/units/<unit>.json    one per finished unit
+    <prefix>/.dynamo-backups/<table>/jobs/<job>/<run>/scratch/...          the run's own files
+
+A unit is recorded by whichever worker ran it, right after it finished, so a driver that
+dies loses nothing. Only units that completed are recorded: a unit with failures is done
+again by the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from dynamo_backups.backup.reading import iter_current_objects, read_document
+from dynamo_backups.backup.writer import BackupWriter
+from dynamo_backups.core.layout import TableLayout, format_time, utc_now
+from dynamo_backups.core.units import UnitResult, WorkUnit
+
+logger = logging.getLogger("dynamo_backups.backup.ledger")
+
+RUN_FORMAT = "dynamo-backups-job-run"
+
+
+class LedgerError(RuntimeError):
+    """A run cannot resume as asked; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One run of a job: where its unit records and scratch files go (picklable)."""
+
+    bucket: str
+    job_prefix: str  # .../jobs/<job>/
+    run_id: str
+    resumed: bool = False
+    recorded: bool = True  # False for dry runs: nothing is written, not even this ledger
+
+    @property
+    def units_prefix(self) -> str:
+        return f"{self.job_prefix}{self.run_id}/units/"
+
+    @property
+    def scratch_prefix(self) -> str:
+        return f"{self.job_prefix}{self.run_id}/scratch/"
+
+    def unit_key(self, unit: WorkUnit) -> str:
+        return f"{self.units_prefix}{unit.id}.json"
+
+
+def record_unit(writer: BackupWriter, run: JobRun, unit: WorkUnit, result: UnitResult) -> None:
+    """Mark ``unit`` done in ``run``, with what it found."""
+    if run.recorded:
+        writer.put_document(run.unit_key(unit), result.to_dict())
+
+
+class JobLedger:
+    """The ledger of one job (``restore-into-Users``, ``backfill``, ...) of one table."""
+
+    def __init__(
+        self,
+        writer: BackupWriter,
+        layout: TableLayout,
+        job: str,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.writer = writer
+        self.job = job
+        self.job_prefix = f"{layout.meta_prefix}jobs/{job}/"
+        self.clock = clock
+
+    @property
+    def run_key(self) -> str:
+        return self.job_prefix + "run.json"
+
+    def dry_run(self) -> JobRun:
+        """A run that records nothing."""
+        return JobRun(self.writer.bucket, self.job_prefix, "dry-run", recorded=False)
+
+    def begin(self, parameters: Mapping[str, Any], resume: bool) -> JobRun:
+        """A new run, or with ``resume`` the unfinished one with the same parameters."""
+        latest = read_document(self.writer.s3, self.writer.bucket, self.run_key)
+        unfinished = latest is not None and latest.get("state") == "running"
+        wanted = _comparable(parameters)
+        if resume and unfinished and latest is not None:
+            if _comparable(latest.get("parameters") or {}) != wanted:
+                raise LedgerError(
+                    f"the unfinished {self.job} run of {latest.get('started')} had other "
+                    f"options ({_difference(latest.get('parameters') or {}, wanted)}): "
+                    "resume it with the same options, or run without --resume to start over"
+                )
+            logger.info("%s: resuming the run of %s", self.job, latest.get("started"))
+            return JobRun(self.writer.bucket, self.job_prefix, str(latest["run_id"]), True)
+        if resume:
+            logger.info("%s: no unfinished run to resume; starting one", self.job)
+        elif unfinished and latest is not None:
+            logger.warning(
+                "%s: the run of %s did not finish; this one starts over (--resume continues it)",
+                self.job,
+                latest.get("started"),
+            )
+        now = self.clock()
+        run_id = now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+        self.writer.put_document(
+            self.run_key,
+            {
+                "format": RUN_FORMAT,
+                "job": self.job,
+                "run_id": run_id,
+                "parameters": wanted,
+                "state": "running",
+                "started": format_time(now),
+            },
+        )
+        return JobRun(self.writer.bucket, self.job_prefix, run_id, False)
+
+    def finished_units(self, run: JobRun) -> dict[str, UnitResult]:
+        """The recorded result of every unit of ``run`` done so far, by unit id."""
+        keys = [
+            listed["Key"] for listed in iter_current_objects(self.writer.objects, run.units_prefix)
+        ]
+        with ThreadPoolExecutor(16, thread_name_prefix="ledger-read") as pool:
+            documents = list(
+                pool.map(lambda key: read_document(self.writer.s3, self.writer.bucket, key), keys)
+            )
+        found = {}
+        for key, document in zip(keys, documents, strict=True):
+            if document is not None:
+                unit_id = key[len(run.units_prefix) :].removesuffix(".json")
+                found[unit_id] = UnitResult.from_dict(document)
+        return found
+
+    def finish(self, run: JobRun, complete: bool, summary: Mapping[str, Any]) -> None:
+        """Close the run: complete (a later --resume starts afresh) or not (it continues)."""
+        if not run.recorded:
+            return
+        latest = read_document(self.writer.s3, self.writer.bucket, self.run_key) or {}
+        if latest.get("run_id") != run.run_id:
+            return  # another run has started since: its record stands
+        self.writer.put_document(
+            self.run_key,
+            {
+                **latest,
+                "state": "complete" if complete else "running",
+                "finished": format_time(self.clock()),
+                "summary": dict(summary),
+            },
+        )
+
+
+def _comparable(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: (str(value) if value is not None else None) for name, value in parameters.items()}
+
+
+def _difference(before: Mapping[str, Any], now: Mapping[str, Any]) -> str:
+    names = sorted(set(before) | set(now))
+    changed = [
+        f"{name}: {before.get(name)} then, {now.get(name)} now"
+        for name in names
+        if before.get(name) != now.get(name)
+    ]
+    return "; ".join(changed) or "unknown"

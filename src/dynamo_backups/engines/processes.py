@@ -1,0 +1,117 @@
+"""Units on worker processes of this host, one per core by default: no interpreter lock to
+share, so a big host's cores all work. Each worker gets the job as settings (its clients are
+made there), the rate budget lives in shared memory, and progress comes back on a queue."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from dynamo_backups.core.parallel import gather_results
+from dynamo_backups.core.progress import ProgressSink
+from dynamo_backups.core.ratelimit import take_tokens
+from dynamo_backups.core.units import (
+    UnitContext,
+    UnitResult,
+    UnitTask,
+    WorkUnit,
+    failure_text,
+)
+
+_worker: dict[str, UnitContext] = {}  # in each worker process, set by _start_worker
+
+
+class SharedRateLimiter:
+    """The token bucket of ``core.ratelimit`` with its state in shared memory: one budget
+    for every worker process (``time.monotonic`` is one clock for the whole host)."""
+
+    def __init__(self, rate: float | None, state: Any) -> None:
+        self.rate = rate
+        self.state = state  # multiprocessing.Array("d", [available, updated]), with its lock
+
+    def acquire(self, count: int = 1) -> None:
+        if self.rate is None or count <= 0:
+            return
+        with self.state.get_lock():
+            now = time.monotonic()
+            self.state[0], wait = take_tokens(self.rate, self.state[0], self.state[1], now, count)
+            self.state[1] = now
+        if wait > 0:
+            time.sleep(wait)
+
+
+class QueueProgress:
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def advance(self, count: int = 1) -> None:
+        self.queue.put(count)
+
+    def set_total(self, total: int | None) -> None:
+        pass
+
+
+def _start_worker(rate: float | None, state: Any, queue: Any) -> None:
+    _worker["context"] = UnitContext(SharedRateLimiter(rate, state), QueueProgress(queue))
+
+
+def _run_unit(task: UnitTask, unit: WorkUnit) -> UnitResult:
+    return task(unit, _worker["context"])
+
+
+class ProcessEngine:
+    name = "processes"
+    local = True
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+
+    @property
+    def slots(self) -> int:
+        return self.workers
+
+    def run(
+        self,
+        task: UnitTask,
+        units: Sequence[WorkUnit],
+        rate: float | None,
+        progress: ProgressSink,
+    ) -> list[UnitResult]:
+        if not units:
+            return []
+        # spawn, not fork: the parent has threads (clients, progress) that fork would copy
+        # in whatever state they were.
+        spawn = multiprocessing.get_context("spawn")
+        state = spawn.Array("d", [rate or 0.0, time.monotonic()])
+        queue = spawn.Queue()
+        relay = threading.Thread(target=_relay, args=(queue, progress), daemon=True)
+        relay.start()
+        pool = ProcessPoolExecutor(
+            min(self.workers, len(units)),
+            mp_context=spawn,
+            initializer=_start_worker,
+            initargs=(rate, state, queue),
+        )
+        try:
+            futures = [(unit, pool.submit(_run_unit, task, unit)) for unit in units]
+            return gather_results(futures, _failure_text)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            queue.put(None)
+            relay.join(timeout=10)
+
+
+def _failure_text(error: BaseException) -> str:
+    if isinstance(error, BrokenProcessPool):
+        return "its worker process died"
+    return failure_text(error)
+
+
+def _relay(queue: Any, progress: ProgressSink) -> None:
+    while (count := queue.get()) is not None:
+        progress.advance(count)

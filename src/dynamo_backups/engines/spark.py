@@ -1,0 +1,155 @@
+"""Units as Spark tasks: one task per unit, locally (``local[N]``) or on whatever cluster
+spark-submit, EMR Serverless or AWS Glue gives. The job travels to the executors as settings
+(cloudpickle); executors make their own clients, with the credentials of their role. Spark
+shares no memory between executors, so the rate budget is split evenly over the task slots.
+
+PySpark is an optional dependency: ``pip install 'dynamo-backups[spark]'``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from dynamo_backups.core.progress import NoProgress, ProgressSink
+from dynamo_backups.core.ratelimit import RateLimiter
+from dynamo_backups.core.units import (
+    UnitContext,
+    UnitFailed,
+    UnitResult,
+    UnitTask,
+    WorkUnit,
+    failure_text,
+    rate_per_slot,
+)
+
+logger = logging.getLogger("dynamo_backups.engines.spark")
+
+PROGRESS_INTERVAL = 5.0
+
+
+class SparkUnavailable(RuntimeError):
+    pass
+
+
+def spark_session(master: str | None = None, workers: int | None = None) -> Any:
+    """The active Spark session, or a new one: on ``master``, else spark-submit's, else
+    ``local[workers]`` on this host."""
+    try:
+        from pyspark import SparkConf
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise SparkUnavailable(
+            "--engine spark needs PySpark: pip install 'dynamo-backups[spark]'"
+        ) from None
+    builder = SparkSession.builder.appName("dynamo-backups")
+    if master is None and not SparkConf().contains("spark.master"):
+        master = f"local[{workers or '*'}]"
+    if master is not None:
+        builder = builder.master(master)
+        if master.startswith("local"):
+            # Executors are this host's Python workers: the interpreter that has this package
+            # (PySpark reads PYSPARK_PYTHON when it starts the context, not the conf).
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = builder.config("spark.ui.showConsoleProgress", "false")
+    return builder.getOrCreate()
+
+
+def stop_spark() -> None:
+    """Stop this process's Spark session, if one was started."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        return
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.stop()
+
+
+class SparkEngine:
+    name = "spark"
+    local = False  # executors may be other hosts: what they share goes through S3
+
+    def __init__(self, master: str | None = None, workers: int | None = None) -> None:
+        self.master = master
+        self.workers = workers
+        self._session: Any = None
+
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            self._session = spark_session(self.master, self.workers)
+        return self._session
+
+    @property
+    def slots(self) -> int:
+        return int(self.session.sparkContext.defaultParallelism)
+
+    def run(
+        self,
+        task: UnitTask,
+        units: Sequence[WorkUnit],
+        rate: float | None,
+        progress: ProgressSink,
+    ) -> list[UnitResult]:
+        if not units:
+            return []
+        context = self.session.sparkContext
+        per_slot = rate_per_slot(rate, self.slots)
+
+        def run_units(chosen: Iterator[WorkUnit]) -> Iterator[tuple[str, Any, str]]:
+            unit_context = UnitContext(RateLimiter(per_slot), NoProgress())
+            for unit in chosen:
+                try:
+                    yield ("done", task(unit, unit_context).to_dict(), unit.id)
+                except Exception as error:  # reported like the other engines do
+                    yield ("failed", failure_text(error), unit.id)
+
+        watcher = _ProgressLog(context, len(units))
+        watcher.start()
+        try:
+            answers = context.parallelize(list(units), len(units)).mapPartitions(run_units)
+            collected = answers.collect()
+        finally:
+            watcher.stop()
+        results = [UnitResult.from_dict(value) for state, value, _ in collected if state == "done"]
+        failures = [(unit_id, value) for state, value, unit_id in collected if state == "failed"]
+        if failures:
+            raise UnitFailed(failures, results)
+        return results
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.stop()
+            self._session = None
+
+
+class _ProgressLog:
+    """Logs how many units Spark has finished, every few seconds."""
+
+    def __init__(self, context: Any, total: int) -> None:
+        self.context = context
+        self.total = total
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        tracker = self.context.statusTracker()
+        while not self._stop.wait(PROGRESS_INTERVAL):
+            done = 0
+            for stage in tracker.getActiveStageIds():
+                info = tracker.getStageInfo(stage)
+                if info is not None:
+                    done += info.numCompletedTasks
+            logger.info("spark: %d of %d units done", done, self.total)

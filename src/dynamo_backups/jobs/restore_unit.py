@@ -1,0 +1,168 @@
+"""One unit of a restore: the items of one partition of the backup folder (or the items
+asked for by key), as of the moment, written with BatchWriteItem in groups of 25 on a pool
+of writers. Unprocessed items and throttling are retried with backoff and jitter until
+written; what outlasts the budget is listed by key in the run's scratch folder, so the
+command can hand every such key back, whichever host ran the unit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from dynamo_backups.aws.batch_write import write_all
+from dynamo_backups.backup.reader import BackupItems, Selected
+from dynamo_backups.core.ddbjson import dumps_item
+from dynamo_backups.core.keys import extract_key
+from dynamo_backups.core.units import UnitContext, UnitResult, WorkUnit
+
+if TYPE_CHECKING:
+    from dynamo_backups.jobs.restore import Restore
+
+logger = logging.getLogger("dynamo_backups.jobs.restore")
+
+BATCH_SIZE = 25
+DRY_RUN_SAMPLE = 5
+
+
+class RestoreUnit:
+    """Restores one unit; ``run()`` gives its result."""
+
+    def __init__(self, restore: Restore, unit: WorkUnit, context: UnitContext) -> None:
+        self.restore = restore
+        self.options = restore.options
+        self.unit = unit
+        self.context = context
+        self.result = UnitResult(unit.id)
+        self._lock = threading.Lock()
+        self._pending: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._fatal: str | None = None
+        self._unwritten: list[str] = []  # keys, one JSON text each
+
+    def run(self) -> UnitResult:
+        restore = self.restore
+        items = BackupItems(
+            restore.reader(),
+            restore.bucket,
+            restore.layout,
+            restore.key_names,
+            self.options.at,
+            restore.keys_for(self.unit),
+            self.options.read_concurrency,
+            self.options.skew,
+            partition=self.unit.partition or "",
+        )
+        slots = threading.BoundedSemaphore(self.options.write_concurrency + 2)
+        with ThreadPoolExecutor(
+            self.options.write_concurrency, thread_name_prefix="restore-write"
+        ) as writes:
+
+            def consume(selected: Selected) -> None:
+                batch = self._accept(selected)
+                if batch:
+                    slots.acquire()
+                    writes.submit(self._guarded_write, batch).add_done_callback(
+                        lambda _: slots.release()
+                    )
+
+            items.for_each(consume, self._stop)
+            leftover = self._take_pending(force=True)
+            if leftover:
+                writes.submit(self._guarded_write, leftover)
+        stats = items.stats
+        self.result.add("objects", stats.objects)
+        self.result.add("absent", stats.absent)
+        self.result.add("versions_read", stats.versions_read)
+        self._settle()
+        return self.result
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def _accept(self, selected: Selected) -> list[dict[str, Any]] | None:
+        """Take one selected object; a full batch when one is ready to write."""
+        if selected.invalid is not None:
+            with self._lock:
+                self.result.add("invalid")
+                self.result.sample("invalid_objects", selected.invalid)
+            if not self.options.skip_invalid:
+                self._fatal = (
+                    f"{selected.invalid}; pass --skip-invalid to restore the rest and "
+                    "report such objects"
+                )
+                self._stop.set()
+            return None
+        if selected.item is None:
+            if self.options.delete_absent and selected.key is not None:
+                self.restore.delete_later(selected.key)  # listed, absent at that moment
+            return None
+        self.restore.keep_present(selected.item)
+        if self.options.dry_run:
+            with self._lock:
+                self.result.add("written")
+                self.result.sample("sample", json.dumps(selected.item), DRY_RUN_SAMPLE)
+            self.context.progress.advance()
+            return None
+        with self._lock:
+            self._pending.append(selected.item)
+        return self._take_pending()
+
+    def _take_pending(self, force: bool = False) -> list[dict[str, Any]] | None:
+        with self._lock:
+            if len(self._pending) >= BATCH_SIZE or (force and self._pending):
+                batch, self._pending = self._pending[:BATCH_SIZE], self._pending[BATCH_SIZE:]
+                return batch
+        return None
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def _guarded_write(self, items: list[dict[str, Any]]) -> None:
+        try:
+            self._write_batch(items)
+        except Exception as error:  # a bug must not turn into silently missing items
+            self._not_written([{"PutRequest": {"Item": item}} for item in items], repr(error))
+            self._fatal = f"writing into {self.restore.table} failed: {error!r}"
+            self._stop.set()
+
+    def _write_batch(self, items: list[dict[str, Any]]) -> None:
+        """BatchWriteItem until every item is in; what outlasts the budget is reported."""
+        self.context.limiter.acquire(len(items))
+        outcome = write_all(
+            self.restore.batch_write,
+            self.restore.table,
+            [{"PutRequest": {"Item": item}} for item in items],
+            self.restore.retry_policy,
+            on_written=self._written,
+        )
+        if outcome.not_written:
+            self._not_written(outcome.not_written, outcome.reason or "not written")
+
+    def _written(self, count: int) -> None:
+        with self._lock:
+            self.result.add("written", count)
+        self.context.progress.advance(count)
+
+    def _not_written(self, requests: list[dict[str, Any]], reason: str) -> None:
+        names = self.restore.key_names
+        keys = [extract_key(request["PutRequest"]["Item"], names) for request in requests]
+        with self._lock:
+            self.result.add("unwritten", len(requests))
+            for key in keys:
+                text = dumps_item(key).decode()
+                self.result.sample("unwritten_keys", f"{text}: {reason}")
+                self._unwritten.append(text)
+        logger.error(
+            "%s: %d items could not be written: %s", self.restore.table, len(requests), reason
+        )
+
+    def _settle(self) -> None:
+        """Hand back every key not written (in the run's scratch folder), and any fatal."""
+        if self._unwritten:
+            key = self.restore.save_unwritten(self.unit, self._unwritten)
+            self.result.outputs.append({"unwritten_keys": key})
+        if self._fatal:
+            self.result.sample("fatal", self._fatal)
+        self.result.complete = not (self._fatal or self._unwritten)

@@ -1,0 +1,88 @@
+"""Running a job's units on an engine: planning (which units, in which stages) stays with
+the job in this process; each unit runs wherever the engine puts it and is recorded in the
+job's ledger by the worker that ran it; a resumed run skips recorded units and merges their
+results with the new ones, so the report is the whole job's."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol
+
+from dynamo_backups.backup.ledger import JobLedger, JobRun, record_unit
+from dynamo_backups.backup.writer import BackupWriter
+from dynamo_backups.core.progress import ProgressSink
+from dynamo_backups.core.units import UnitContext, UnitFailed, UnitResult, WorkUnit
+
+
+class Engine(Protocol):  # engines.base.Engine, as the jobs use it
+    name: str
+    local: bool  # every unit runs on this host (it may share files with the driver)
+
+    @property
+    def slots(self) -> int: ...
+
+    def run(
+        self,
+        task: object,
+        units: Sequence[WorkUnit],
+        rate: float | None,
+        progress: ProgressSink,
+    ) -> list[UnitResult]: ...
+
+
+class UnitJob(Protocol):
+    """What a job gives the workers: how to run one unit, and where to record it."""
+
+    def run_unit(self, unit: WorkUnit, context: UnitContext) -> UnitResult: ...
+
+    def ledger_writer(self) -> BackupWriter: ...
+
+
+def execute_unit(job: UnitJob, run: JobRun, unit: WorkUnit, context: UnitContext) -> UnitResult:
+    """Run one unit where the engine put it, and record it once it completed."""
+    started = time.monotonic()
+    result = job.run_unit(unit, context)
+    result.seconds = round(time.monotonic() - started, 3)
+    if result.complete:
+        record_unit(job.ledger_writer(), run, unit, result)
+    return result
+
+
+@dataclass
+class StageOutcome:
+    results: list[UnitResult] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (unit id, reason)
+    skipped: int = 0  # recorded by an earlier attempt of the run
+
+
+def run_stage(
+    job: UnitJob,
+    ledger: JobLedger,
+    run: JobRun,
+    units: Sequence[WorkUnit],
+    engine: Engine,
+    rate: float | None,
+    progress: ProgressSink,
+    resumable: bool = True,
+) -> StageOutcome:
+    """Every unit of one stage: recorded ones from the ledger (when ``resumable``: a stage
+    whose units must see everything written before them runs in full), the others on the
+    engine."""
+    done = ledger.finished_units(run) if run.resumed and resumable else {}
+    outcome = StageOutcome()
+    todo = []
+    for unit in units:
+        if unit.id in done:
+            outcome.results.append(done[unit.id])
+            outcome.skipped += 1
+        else:
+            todo.append(unit)
+    try:
+        outcome.results.extend(engine.run(partial(execute_unit, job, run), todo, rate, progress))
+    except UnitFailed as failed:
+        outcome.results.extend(failed.results)
+        outcome.failures.extend(failed.failures)
+    return outcome
