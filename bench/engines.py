@@ -1,8 +1,8 @@
-"""Benchmark: backfill and restore on each engine (threads, processes, spark local[N]) against
-DynamoDB Local and SeaweedFS, each run as the real command in its own process. Reports items/s,
-items per unit-second (what one unit does, whatever runs it), the CPU of the whole process tree
-per item (Spark's JVM and Python workers included), and the servers' own ceiling for the same
-work, measured just before each step by ../shared/bench/ceiling.
+"""Benchmark: backfill, restore and verify on each engine (threads, processes, spark local[N])
+against DynamoDB Local and SeaweedFS, each run as the real command in its own process. Reports
+items/s, items per unit-second (what one unit does, whatever runs it), the CPU of the whole
+process tree per item (Spark's JVM and Python workers included), and the servers' own ceiling
+for the same work, measured just before each step by ../shared/bench/ceiling.
 
     .venv/bin/python -m bench.engines [--items 20000] [--workers 2] [--engines threads,...]
 """
@@ -162,6 +162,23 @@ def main() -> None:
             entry["restore"]["vs_ceiling"] = ratio(
                 entry["restore"]["items_per_s"], restore_ceiling(ceiling)
             )
+            verify = run_step(
+                endpoints,
+                "verify",
+                TABLE,
+                "--bucket",
+                bucket,
+                "--prefix",
+                prefix,
+                "--segments",
+                "8",
+                "--partitions",
+                "16",
+                *chosen,
+            )
+            checked = verify["report"]
+            assert checked["items_in_table"] == items and checked["missing"] == 0, checked
+            entry["verify"] = figures(verify, items, 0.0)
             results[engine] = entry
             print(json.dumps({engine: entry}), flush=True)
     print(json.dumps(results, indent=2))

@@ -12,9 +12,9 @@ import math
 
 # --- measured on this machine (docs/performance.md; x86-64, 2 cores) ------------------------
 # Client CPU per item of the whole process tree, on the processes engine (bench.engines).
-BACKFILL_CPU_US_PER_ITEM = 500
-RESTORE_CPU_US_PER_ITEM = 700
-VERIFY_CPU_US_PER_ITEM = 150  # scan and fingerprint; a GET only for items that differ
+BACKFILL_CPU_US_PER_ITEM = 510
+RESTORE_CPU_US_PER_ITEM = 490
+VERIFY_CPU_US_PER_ITEM = 210  # scan, fingerprint, list; a GET only for items that differ
 HANDLER_CPU_US_PER_RECORD = 354  # bench.handler, fast transport
 # Requests per item, as the commands make them.
 LIST_ITEMS_PER_PAGE = 1000  # ListObjects(V2|Versions) pages
@@ -79,12 +79,31 @@ def backfill_rows(item_kb: float) -> list[str]:
         scan = items * item_kb / 4 * DDB_READ_UNIT  # consistent reads: 4 KB per unit
         puts = items * S3_PUT
         export = gb * DDB_EXPORT_GB
-        rate = S3_PUTS_PER_PREFIX  # until S3 has split the table's folder
+        split = min(S3_PUTS_PER_PREFIX * 16, per_core(BACKFILL_CPU_US_PER_ITEM) * 4 * 0.8 * 8)
         rows.append(
             f"| 10^{round(math.log10(items))} | {money(puts + scan)} | {money(puts + export)} | "
-            f"{money(gb * S3_STORAGE_GB_MONTH)} | {duration(items / rate)} | "
-            f"{executors(rate, BACKFILL_CPU_US_PER_ITEM)} |"
+            f"{money(gb * S3_STORAGE_GB_MONTH)} | {duration(items / S3_PUTS_PER_PREFIX)} | "
+            f"{duration(items / split)} |"
         )
+    return rows
+
+
+def target_rows() -> list[str]:
+    """Executors of 4 cores for a job to end within a target time, and what else binds."""
+    rows = []
+    for items in SIZES:
+        cells = []
+        for hours in (24, 6):
+            rate = items / (hours * 3600)
+            prefixes = math.ceil(rate / S3_PUTS_PER_PREFIX)
+            backfill = executors(rate, BACKFILL_CPU_US_PER_ITEM)
+            restore = executors(min(rate, DDB_TABLE_UNITS), RESTORE_CPU_US_PER_ITEM)
+            restore_note = "" if rate <= DDB_TABLE_UNITS else " (table limit: raise it)"
+            cells.append(
+                f"{rate:,.0f}/s: backfill {backfill}, S3 prefixes {prefixes}; "
+                f"restore {restore}{restore_note}"
+            )
+        rows.append(f"| 10^{round(math.log10(items))} | {cells[0]} | {cells[1]} |")
     return rows
 
 
@@ -160,9 +179,16 @@ def main() -> None:
     arguments = parser.parse_args()
     kb = arguments.item_kb
     print("Backfill (one-off)\n")
-    print("| items | scan + PUTs | export + PUTs | storage / month | at 3,500 PUT/s | executors |")
+    print(
+        "| items | scan + PUTs | export + PUTs | storage / month | one S3 prefix (3,500/s) "
+        "| 16 prefixes, 8 executors |"
+    )
     print("|---|---|---|---|---|---|")
     print("\n".join(backfill_rows(kb)))
+    print("\nExecutors (4 cores each) for a job within 24 h and within 6 h\n")
+    print("| items | 24 h | 6 h |")
+    print("|---|---|---|")
+    print("\n".join(target_rows()))
     print(f"\nContinuous backup, per month ({arguments.table_gb:g} GB table for PITR)\n")
     print("| changes/s | S3 PUTs | Lambda | versions kept | PITR instead |")
     print("|---|---|---|---|---|")

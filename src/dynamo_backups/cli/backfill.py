@@ -37,7 +37,11 @@ def tables_with_prefix(dynamodb: object, prefix: str) -> list[str]:
 @click.option("--bucket", required=True, help="The versioned backup bucket.")
 @click.option("--prefix", default="", help="Folder for the backups, e.g. Prod (default: none).")
 @segment_options
-@click.option("--max-items-per-second", type=click.FloatRange(min=1), help="Cap the read rate.")
+@click.option(
+    "--max-items-per-second",
+    type=click.FloatRange(min=1),
+    help="Cap the items read per second: one budget for the whole job, shared by all workers.",
+)
 @click.option(
     "--from-export",
     metavar="new|s3://BUCKET/PREFIX/AWSDynamoDB/ID/",

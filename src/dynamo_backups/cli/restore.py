@@ -94,7 +94,11 @@ def run_restore(
     help="Go on past objects that are not valid items, and list them at the end.",
 )
 @click.option("--key-schema", help="The key when no description was saved: pk:S or pk:S,sk:N.")
-@click.option("--max-items-per-second", type=click.FloatRange(min=1), help="Cap the write rate.")
+@click.option(
+    "--max-items-per-second",
+    type=click.FloatRange(min=1),
+    help="Cap the items written per second: one budget for the whole job, shared by all workers.",
+)
 @click.option(
     "--native-import",
     is_flag=True,
