@@ -126,19 +126,9 @@ def main() -> None:
         for engine in arguments.engines.split(","):
             chosen = engine_arguments(engine, workers)
             prefix = f"{engine}-{uuid.uuid4().hex[:6]}"
+            table_options = [TABLE, "--bucket", bucket, "--prefix", prefix, "--segments", "8"]
             conditional = measure_conditional_ceiling(endpoints)
-            backfill = run_step(
-                endpoints,
-                "backfill",
-                TABLE,
-                "--bucket",
-                bucket,
-                "--prefix",
-                prefix,
-                "--segments",
-                "8",
-                *chosen,
-            )
+            backfill = run_step(endpoints, "backfill", *table_options, *chosen)
             (report,) = backfill["report"]["tables"]
             assert report["written"] == items, report
             entry = {"backfill": figures(backfill, items, report["unit_seconds"])}
@@ -162,20 +152,7 @@ def main() -> None:
             entry["restore"]["vs_ceiling"] = ratio(
                 entry["restore"]["items_per_s"], restore_ceiling(ceiling)
             )
-            verify = run_step(
-                endpoints,
-                "verify",
-                TABLE,
-                "--bucket",
-                bucket,
-                "--prefix",
-                prefix,
-                "--segments",
-                "8",
-                "--partitions",
-                "16",
-                *chosen,
-            )
+            verify = run_step(endpoints, "verify", *table_options, "--partitions", "16", *chosen)
             checked = verify["report"]
             assert checked["items_in_table"] == items and checked["missing"] == 0, checked
             entry["verify"] = figures(verify, items, 0.0)
