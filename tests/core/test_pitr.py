@@ -5,7 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from dynamo_backups.core.layout import VersionMetadata
-from dynamo_backups.core.pitr import ObjectVersion, newest_first, select_at
+from dynamo_backups.core.pitr import (
+    ObjectVersion,
+    decide_at,
+    latest_decision,
+    newest_first,
+    select_at,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -25,7 +31,8 @@ def marker(vid: str, received: float, latest: bool = False) -> ObjectVersion:
 class Inspector:
     """Metadata by version id; records which versions were read."""
 
-    def __init__(self, changes: dict[str, tuple[float, str]]) -> None:
+    def __init__(self, changes: dict[str, tuple[float, str]], writer: str = "stream") -> None:
+        self.writer = writer
         self.changes = changes
         self.read: list[str] = []
 
@@ -34,7 +41,7 @@ class Inspector:
         if entry.version_id not in self.changes:
             return None
         minutes, event = self.changes[entry.version_id]
-        return VersionMetadata("stream", event, at(minutes))
+        return VersionMetadata(self.writer, event, at(minutes))
 
 
 def test_versions_received_well_before_the_moment_need_no_metadata_read() -> None:
@@ -138,3 +145,39 @@ def test_in_order_versions_cost_no_extra_reads() -> None:
     chosen = select_at(entries, at(50), inspect, timedelta(minutes=5)).version
     assert chosen is not None and chosen.version_id == "v2"
     assert inspect.read == ["v3"]  # v2 was received well before the moment: taken unread
+
+
+def other_tool(vid: str, received: float, latest: bool = False) -> ObjectVersion:
+    """A version under another tool's name for the same item: no metadata of ours."""
+    return ObjectVersion("other", vid, at(received), False, latest, 10)
+
+
+def test_across_names_the_latest_change_holds_dated_by_last_modified_for_other_tools() -> None:
+    ours = [version("v1", 10, latest=True)]
+    theirs = [other_tool("r2", 30, latest=True), other_tool("r1", 5)]
+    inspect = Inspector({"v1": (10, "SNAPSHOT")}, writer="backfill")  # a read of the table
+    own = decide_at(ours, at(1000), inspect)
+    other = decide_at(theirs, at(1000), inspect)
+    assert latest_decision([own, other]) == other  # minute 30 is after the backfill's 10
+    early = [decide_at(ours, at(20), inspect), decide_at(theirs, at(20), inspect)]
+    assert latest_decision(early) == early[0]  # at minute 20: our version of minute 10
+
+
+def test_our_stream_record_holds_over_another_tools_version_received_later() -> None:
+    # The same change reached the other tool's name a little after its stream time, and
+    # our handler dates it by the stream (to the second, or coarser): ours holds.
+    ours = [version("v1", 10, latest=True)]
+    theirs = [other_tool("r1", 10.5, latest=True)]
+    inspect = Inspector({"v1": (10, "MODIFY")})
+    decisions = [decide_at(ours, at(1000), inspect), decide_at(theirs, at(1000), inspect)]
+    assert latest_decision(decisions) == decisions[0]
+    assert decisions[0] is not None and decisions[0].change_time == at(10)
+
+
+def test_decide_at_dates_a_version_received_well_before_the_moment() -> None:
+    entries = [version("v2", 100, latest=True), version("v1", 10)]
+    inspect = Inspector({"v2": (90, "MODIFY"), "v1": (10, "INSERT")})
+    decision = decide_at(entries, at(500), inspect)
+    assert decision is not None and decision.change_time == at(90) and not decision.removed
+    removed = decide_at([marker("dm", 50, latest=True), version("v1", 10)], at(500), inspect)
+    assert removed is not None and removed.removed and removed.change_time == at(50)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dynamo_backups.aws.retry import RetryPolicy
+from dynamo_backups.backup.aliases import AliasIndex
 from dynamo_backups.backup.manifest import key_types_from_description
 from dynamo_backups.backup.reading import read_document
 from dynamo_backups.core.keys import DEFAULT_KEY_HASH, KEY_HASHES, key_attribute_names
@@ -37,6 +38,15 @@ class BackupFolder:
         if self.description is not None:
             return self.description["table"]["KeySchema"]
         return (self.manifest or {}).get("key_schema")
+
+    @property
+    def aliases(self) -> AliasIndex | None:
+        """The alias index, when ``adopt`` found items under another tool's names."""
+        return AliasIndex.from_manifest(self.bucket, self.manifest)
+
+    @property
+    def adopted(self) -> bool:
+        return bool((self.manifest or {}).get("adopted"))
 
     @property
     def key_names(self) -> list[str] | None:

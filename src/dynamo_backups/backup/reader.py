@@ -11,21 +11,42 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.aws.s3objects import ObjectReader
-from dynamo_backups.backup.reading import iter_current_objects, iter_key_histories, iter_versions
+from dynamo_backups.backup.aliases import AliasIndex
+from dynamo_backups.backup.reading import (
+    iter_current_objects,
+    iter_key_histories,
+    iter_versions,
+    object_versions,
+)
 from dynamo_backups.core.ddbjson import InvalidDynamoJSON, loads_item
+from dynamo_backups.core.foreign_names import (
+    REPLICATOR,
+    candidate_names,
+    naming_of,
+    replicator_names,
+)
 from dynamo_backups.core.keys import extract_key, object_name
 from dynamo_backups.core.layout import TableLayout, VersionMetadata
 from dynamo_backups.core.parallel import batched
-from dynamo_backups.core.pitr import DEFAULT_CLOCK_SKEW, ObjectVersion, newest_first, select_at
+from dynamo_backups.core.pitr import (
+    DEFAULT_CLOCK_SKEW,
+    Decision,
+    ObjectVersion,
+    decide_at,
+    latest_decision,
+    newest_first,
+    select_at,
+)
 from dynamo_backups.core.progress import NoProgress, ProgressSink
 
 UNITS_PER_TASK = 8
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)  # "now" for a merged history: every version counts
 
 
 @dataclass(frozen=True)
@@ -36,6 +57,7 @@ class Selected:
     item: dict[str, Any] | None = None
     invalid: str | None = None  # the object exists but is not a usable item
     key: dict[str, Any] | None = None  # the item's key, when it was asked for by key
+    decision: Decision | None = None  # the change that decided it, for a merged history
 
 
 @dataclass
@@ -62,6 +84,7 @@ class _Unit:
     entries: list[ObjectVersion] | None  # None: read the current version
     size: int | None = None
     key: dict[str, Any] | None = None
+    names: tuple[str, ...] = ()  # one item under several object keys: merge their histories
 
 
 class BackupItems:
@@ -80,6 +103,8 @@ class BackupItems:
         retry_policy: RetryPolicy | None = None,
         progress: ProgressSink | None = None,
         partition: str = "",
+        aliases: AliasIndex | None = None,
+        adopted: bool = False,
     ) -> None:
         self.reader = reader
         self.bucket = bucket
@@ -93,7 +118,11 @@ class BackupItems:
         self.stats = SelectionStats()
         self.progress = progress or NoProgress()
         # Only the objects whose names start with these hex digits (one unit of a job).
+        self.partition = partition
         self.prefix = layout.items_prefix + partition
+        # An adopted folder: items may also sit under the replicator's names (``adopt``).
+        self.aliases = aliases
+        self.adopted = adopted or aliases is not None
 
     def for_each(
         self, consume: Callable[[Selected], None], stop: threading.Event | None = None
@@ -128,26 +157,68 @@ class BackupItems:
             raise errors[0]
         return self.stats
 
+    def select_key(self, key: dict[str, Any]) -> Selected:
+        """The item with ``key`` (under every name it may have), read now in this thread."""
+        (unit,) = self._key_units([key])
+        return self._select(unit)
+
+    def select_names(self, names: list[str]) -> Selected:
+        """The one item whose history is under these object names (its own first)."""
+        object_keys = self._object_keys(names)
+        return self._select(_Unit(object_keys[0], None, names=object_keys))
+
     # --- what to read ------------------------------------------------------------------------
 
     def _units(self) -> Iterator[_Unit]:
         if self.keys is not None:
-            for key in self.keys:
-                object_key = self.layout.item_object_key(key)
-                entries = None
-                if self.at is not None:
-                    entries = [
-                        entry
-                        for entry in iter_versions(self.reader, object_key)
-                        if entry.key == object_key
-                    ]
-                yield _Unit(object_key, entries, key=key)
-        elif self.at is None:
+            yield from self._key_units(self.keys)
+            return
+        listed = self._listed_units()
+        if self.aliases is None:
+            yield from listed
+            return
+        aliases = self.aliases.for_partition(self.reader, self.partition)
+        merged: set[str] = set()
+        for unit in listed:
+            name = self.layout.name_of(unit.object_key)
+            if name in aliases.other_names:
+                continue  # read with the item's own name
+            others = aliases.names_of(name)
+            if not others:
+                yield unit
+                continue
+            merged.add(name)
+            yield self._merged_unit(name, others)
+        for name, others in aliases.by_own_name.items():
+            if name not in merged:  # the item is only under other names
+                yield self._merged_unit(name, others)
+
+    def _key_units(self, keys: Iterable[dict[str, Any]]) -> Iterator[_Unit]:
+        for key in keys:
+            object_key = self.layout.item_object_key(key)
+            names = candidate_names(key, self.layout.key_hash) if self.adopted else []
+            if len(names) > 1:
+                yield _Unit(object_key, None, key=key, names=self._object_keys(names))
+                continue
+            entries = None
+            if self.at is not None:
+                entries = object_versions(self.reader, object_key)
+            yield _Unit(object_key, entries, key=key)
+
+    def _listed_units(self) -> Iterator[_Unit]:
+        if self.at is None:
             for listed in iter_current_objects(self.reader, self.prefix):
                 yield _Unit(listed["Key"], None, listed.get("Size"))
         else:
             for entries in iter_key_histories(iter_versions(self.reader, self.prefix)):
                 yield _Unit(entries[0].key, entries)
+
+    def _merged_unit(self, name: str, others: list[str]) -> _Unit:
+        names = self._object_keys([name, *others])
+        return _Unit(names[0], None, names=names)
+
+    def _object_keys(self, names: list[str]) -> tuple[str, ...]:
+        return tuple(self.layout.items_prefix + name for name in names)
 
     # --- one object ----------------------------------------------------------------------------
 
@@ -158,6 +229,8 @@ class BackupItems:
     def _select_unit(self, unit: _Unit) -> Selected:
         self.stats.add(objects=1)
         self.progress.advance()
+        if unit.names:
+            return self._select_merged(unit)
         if unit.entries is None:
             if unit.size == 0:  # a tombstone left current: the item is deleted
                 return self._absent(unit.object_key)
@@ -188,6 +261,39 @@ class BackupItems:
             body = found[0]
         return self._parse(unit.object_key, body)
 
+    def _select_merged(self, unit: _Unit) -> Selected:
+        """One item under several names: the latest change at the moment, whichever name
+        holds it (dated by our metadata, or S3's LastModified for other tools' versions)."""
+        bodies: dict[tuple[str, str], bytes] = {}
+
+        def inspect(entry: ObjectVersion) -> VersionMetadata | None:
+            found = self._read(entry.key, entry.version_id)
+            if found is None:
+                return None
+            bodies[(entry.key, entry.version_id)] = found[0]
+            return VersionMetadata.from_s3(found[1])
+
+        moment = self.at or LATEST
+        decisions = []
+        for object_key in unit.names:
+            entries = object_versions(self.reader, object_key)
+            decisions.append(decide_at(entries, moment, inspect, self.skew) if entries else None)
+        chosen = latest_decision(decisions)
+        if chosen is None:
+            return self._absent(unit.object_key)
+        if chosen.removed:
+            self.stats.add(absent=1)
+            return Selected(unit.object_key, decision=chosen)
+        entry = chosen.entry
+        body = bodies.get((entry.key, entry.version_id))
+        if body is None:
+            found = self._read(entry.key, entry.version_id)
+            if found is None:
+                return self._absent(unit.object_key)
+            body = found[0]
+        selected = self._parse(entry.key, body, item_key=unit.object_key)
+        return replace(selected, decision=chosen)
+
     def _read(self, object_key: str, version_id: str | None) -> tuple[bytes, dict[str, str]] | None:
         self.stats.add(versions_read=1)
         try:
@@ -205,23 +311,37 @@ class BackupItems:
         self.stats.add(absent=1)
         return Selected(object_key)
 
-    def _parse(self, object_key: str, body: bytes) -> Selected:
+    def _parse(self, object_key: str, body: bytes, item_key: str | None = None) -> Selected:
+        """The item in ``body``, read from ``object_key`` for the item named ``item_key``
+        (the same, unless the item's history is under several names)."""
+        item_key = item_key or object_key
         try:
             item = loads_item(body, f"s3://{self.bucket}/{object_key}")
             if self.key_names is not None:
-                self._check_name(object_key, item)
+                self._check_name(object_key, item, item_key)
         except InvalidDynamoJSON as error:
             self.stats.add(invalid=1)
-            return Selected(object_key, invalid=str(error))
+            return Selected(item_key, invalid=str(error))
         self.stats.add(items=1)
-        return Selected(object_key, item)
+        return Selected(item_key, item)
 
-    def _check_name(self, object_key: str, item: dict[str, Any]) -> None:
-        """An object holds the item its name was derived from; anything else is damage."""
+    def _check_name(self, object_key: str, item: dict[str, Any], item_key: str) -> None:
+        """An object holds the item its name was derived from; anything else is damage,
+        or (an item under the replicator's name) history ``adopt`` has not indexed yet."""
         key = extract_key(item, self.key_names or [])
         expected = object_name(key, self.layout.key_hash)
-        if self.layout.name_of(object_key) != expected:
+        name = self.layout.name_of(object_key)
+        if self.layout.name_of(item_key) == expected and (
+            name == expected or name in replicator_names(key)
+        ):
+            return
+        if naming_of(name, key, self.layout.key_hash) == REPLICATOR:
             raise InvalidDynamoJSON(
-                f"s3://{self.bucket}/{object_key}: holds the item with key {key}, whose object "
-                f"name would be {expected}"
+                f"s3://{self.bucket}/{object_key}: holds the item with key {key} under the "
+                f"name the checklist's original Lambda gives it ({expected} is its own): run "
+                f"`dynamo-backups adopt` on this folder so that both names are read as one item"
             )
+        raise InvalidDynamoJSON(
+            f"s3://{self.bucket}/{object_key}: holds the item with key {key}, whose object "
+            f"name would be {expected}"
+        )

@@ -11,7 +11,7 @@ from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
-from dynamo_backups.core.pitr import ObjectVersion
+from dynamo_backups.core.pitr import ObjectVersion, newest_first
 
 READ_POLICY = RetryPolicy(max_attempts=8, base_delay=0.1, max_delay=5)
 
@@ -48,6 +48,13 @@ def iter_versions(lister: Any, prefix: str) -> Iterator[ObjectVersion]:
         if page.next_key_marker is None:
             return
         key_marker, version_marker = page.next_key_marker, page.next_version_marker
+
+
+def object_versions(lister: Any, object_key: str) -> list[ObjectVersion]:
+    """Every version and delete marker of exactly ``object_key``, newest first."""
+    return newest_first(
+        [entry for entry in iter_versions(lister, object_key) if entry.key == object_key]
+    )
 
 
 def iter_key_histories(versions: Iterator[ObjectVersion]) -> Iterator[list[ObjectVersion]]:

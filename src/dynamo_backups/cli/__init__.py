@@ -11,6 +11,7 @@ import click
 
 from dynamo_backups import __version__
 from dynamo_backups.aws.context import AwsContext, TransportSettingError, chosen_transport
+from dynamo_backups.cli.adopt import adopt
 from dynamo_backups.cli.backfill import backfill
 from dynamo_backups.cli.common import (
     EXIT_USAGE,
@@ -97,5 +98,6 @@ for command in (
     diff_record,
     replicate_record,
     demo,
+    adopt,
 ):
     main.add_command(with_global_options(command))

@@ -40,6 +40,8 @@ def history(invocation: Invocation, table: str, key: str, bucket: str, prefix: s
     for entry in entries:
         if entry.event == "delete-marker":
             lines.append(f"{'':24}  delete marker (received {format_time(entry.received)})")
+            if entry.object_key:
+                lines.append(f"    under the replicator's name s3://{bucket}/{entry.object_key}")
             continue
         when = format_time(entry.change_time) if entry.change_time else "?"
         origin = ", ".join(
@@ -58,6 +60,8 @@ def history(invocation: Invocation, table: str, key: str, bucket: str, prefix: s
             lines.extend("    " + line for line in rendered.splitlines())
         if entry.problem:
             lines.append(f"    invalid: {entry.problem}")
+        if entry.object_key:
+            lines.append(f"    under the replicator's name s3://{bucket}/{entry.object_key}")
     invocation.emit(
         {
             "object": f"s3://{bucket}/{object_key}",

@@ -76,7 +76,8 @@ def verify(
         )
     except dynamodb.exceptions.ResourceNotFoundException:
         raise StreamError(f"table {table} does not exist (check the name and --region)") from None
-    layout = open_folder(s3, bucket, prefix, table).layout
+    folder = open_folder(s3, bucket, prefix, table)
+    layout = folder.layout
     api = aws.dynamodb_api(dynamodb)
     writer = BackupWriter(s3, bucket)
     with Progress(f"verify {table}", unit="items", enabled=not invocation.quiet) as progress:
@@ -93,6 +94,7 @@ def verify(
             aws=aws,
             partitions=partitions,
             resume=resume,
+            aliases=folder.aliases,
         )
         try:
             report = job.run(engine.make(max(segments, concurrency)))

@@ -30,6 +30,7 @@ META_KEY_HASH = "key-hash"
 WRITER_STREAM = "stream"
 WRITER_BACKFILL = "backfill"
 WRITER_REPAIR = "repair"
+WRITER_ADOPT = "adopt"  # history copied from another tool's object name (adopt --rewrite)
 
 EVENT_INSERT = "INSERT"
 EVENT_MODIFY = "MODIFY"

@@ -13,9 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from dynamo_backups.core.layout import VersionMetadata
+from dynamo_backups.core.layout import WRITER_REPAIR, WRITER_STREAM, VersionMetadata
 
 DEFAULT_CLOCK_SKEW = timedelta(minutes=5)
+# Versions that record the item's state in the stream's own order (see latest_decision).
+AUTHORITATIVE_WRITERS = frozenset({WRITER_STREAM, WRITER_REPAIR})
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +85,62 @@ def select_at(
     stream's order still decides. Versions S3 received well before the moment (``skew``)
     need no metadata read unless a later-received version competes with them.
     """
+    decision, inspected = _decide(entries, moment, inspect, skew, exact=False)
+    if decision is None or decision.removed:
+        return Selection(None, inspected)
+    return Selection(decision.entry, inspected)
+
+
+def decide_at(
+    entries: Sequence[ObjectVersion],
+    moment: datetime,
+    inspect: Inspector,
+    skew: timedelta = DEFAULT_CLOCK_SKEW,
+) -> Decision | None:
+    """The change that decides one object's state at ``moment`` (as ``select_at``), with its
+    change time read even where ``select_at`` would not need it: what comparing one item's
+    changes under several object names takes. None: no change at or before ``moment``."""
+    return _decide(entries, moment, inspect, skew, exact=True)[0]
+
+
+def latest_decision(decisions: Sequence[Decision | None]) -> Decision | None:
+    """Of one item's decisions under several names (its own name first), the one that holds.
+
+    The own name's decision holds when our stream handler (or a repair, a read of the table
+    itself) wrote it: from the first change the handler recorded on, it records every change
+    of the item, those another tool also recorded included, so nothing under other names is
+    newer. Otherwise the latest change holds, by change time (S3's LastModified for other
+    tools' versions, which carry no change time), and on a tie the own name's.
+    """
+    own = decisions[0] if decisions else None
+    if own is not None and own.writer in AUTHORITATIVE_WRITERS:
+        return own
+    chosen: Decision | None = None
+    for decision in decisions:
+        if decision is not None and (chosen is None or decision.order() > chosen.order()):
+            chosen = decision
+    return chosen
+
+
+def _decide(
+    entries: Sequence[ObjectVersion],
+    moment: datetime,
+    inspect: Inspector,
+    skew: timedelta,
+    exact: bool,
+) -> tuple[Decision | None, int]:
     certain_before = moment - skew
-    candidates: list[_Candidate] = []
+    candidates: list[Decision] = []
     inspected = 0
+    # Another tool's version (no metadata of ours) is dated by S3's clock, which runs after
+    # the change; one that our stream handler's record was received after cannot be later
+    # than that record's change: its date is capped there.
+    ceiling: datetime | None = None
     for position, entry in enumerate(entries):
         below = entries[position + 1] if position + 1 < len(entries) else None
         if entry.last_modified <= certain_before:
-            if not candidates:
-                return Selection(None if _is_removal(entry) else entry, inspected)
+            if not candidates and not exact:
+                return Decision.of(entry, None, below, position), inspected
             # A version received well before the moment competes with later-received ones
             # that also changed before it: unless they are surely later, compare in full.
             if all(c.change_time <= entry.last_modified for c in candidates):
@@ -98,33 +148,41 @@ def select_at(
                 dated = below if entry.is_delete_marker and below and below.is_tombstone else entry
                 metadata = None if dated.is_delete_marker else inspect(dated)
                 inspected += 0 if dated.is_delete_marker else 1
-                candidates.append(_Candidate.of(dated, metadata, None, position))
+                candidates.append(Decision.of(dated, metadata, None, position, ceiling))
             break
         if entry.is_delete_marker:
             # A delete marker holds no metadata: the tombstone written under it carries the
             # removal's change time, and the next step of this walk reads it. A marker with
             # no tombstone under it (not written by this tool) dates from S3's clock.
             if (below is None or not below.is_tombstone) and entry.last_modified <= moment:
-                candidates.append(_Candidate.of(entry, None, below, position))
+                candidates.append(Decision.of(entry, None, below, position, ceiling))
             continue
         inspected += 1
         metadata = inspect(entry)
-        candidate = _Candidate.of(entry, metadata, below, position)
+        candidate = Decision.of(entry, metadata, below, position, ceiling)
         if candidate.change_time <= moment:
             candidates.append(candidate)
+        if metadata is not None and metadata.writer in AUTHORITATIVE_WRITERS:
+            ceiling = min(ceiling, metadata.change_time) if ceiling else metadata.change_time
     if not candidates:
-        return Selection(None, inspected)
-    chosen = max(candidates, key=_Candidate.stream_position)
-    return Selection(None if chosen.removed else chosen.entry, inspected)
+        return None, inspected
+    return max(candidates, key=Decision.stream_position), inspected
 
 
 @dataclass(frozen=True)
-class _Candidate:
+class Decision:
+    """A change of one object: the version (or delete marker) and when it happened."""
+
     entry: ObjectVersion
     change_time: datetime
     sequence: int  # -1 when the version carries none (backfill, repair, other tools)
     removed: bool
     position: int  # in S3's order, newest first
+    metadata: VersionMetadata | None = None  # what we recorded on it, if anything
+
+    @property
+    def writer(self) -> str | None:
+        return self.metadata.writer if self.metadata else None
 
     @classmethod
     def of(
@@ -133,18 +191,26 @@ class _Candidate:
         metadata: VersionMetadata | None,
         below: ObjectVersion | None,
         position: int,
-    ) -> _Candidate:
-        change_time = metadata.change_time if metadata else entry.last_modified
+        ceiling: datetime | None = None,
+    ) -> Decision:
+        if metadata is not None:
+            change_time = metadata.change_time
+        else:
+            change_time = min(entry.last_modified, ceiling) if ceiling else entry.last_modified
         sequence = int(metadata.sequence_number) if metadata and _is_number(metadata) else -1
         removed = (
             entry.is_delete_marker
             or entry.is_tombstone
             or (metadata is not None and metadata.is_removal)
         )
-        return cls(entry, change_time, sequence, removed, position)
+        return cls(entry, change_time, sequence, removed, position, metadata)
 
     def stream_position(self) -> tuple[datetime, int, int]:
         return (self.change_time, self.sequence, -self.position)
+
+    def order(self) -> tuple[datetime, int]:
+        """Across object names: S3's positions are not comparable, sequence numbers are."""
+        return (self.change_time, self.sequence)
 
 
 def _is_number(metadata: VersionMetadata) -> bool:

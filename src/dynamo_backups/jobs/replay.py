@@ -28,11 +28,10 @@ from typing import Any
 from dynamo_backups.aws.errors import ClientError, describe_error, error_code
 from dynamo_backups.aws.retry import RetriesExhausted, RetryPolicy, call_with_retries
 from dynamo_backups.aws.streams import enable_raw_records
-from dynamo_backups.backup.reading import iter_versions
+from dynamo_backups.backup.reading import object_versions
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.layout import LayoutError, VersionMetadata, parse_stream_arn
 from dynamo_backups.core.parallel import batched
-from dynamo_backups.core.pitr import newest_first
 from dynamo_backups.core.stream_records import BatchResult, parse_batch
 from dynamo_backups.pipeline.backup_applier import BackupApplier
 
@@ -236,7 +235,7 @@ class Replayer:
     def _current_state(self, key: str) -> tuple[VersionMetadata | None, bytes | None] | None:
         """The metadata and body of the item's current state in the backup (a removal is
         read from the tombstone under its delete marker); None when it has none."""
-        entries = newest_first([e for e in iter_versions(self.writer.objects, key) if e.key == key])
+        entries = object_versions(self.writer.objects, key)
         for entry in entries:
             if entry.is_delete_marker:
                 continue

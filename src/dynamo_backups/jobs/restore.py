@@ -31,7 +31,6 @@ from dynamo_backups.backup.description import (
 from dynamo_backups.backup.folder import BackupFolder, open_folder_path
 from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.reading import READ_POLICY
-from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.ddbjson import dumps_item
 from dynamo_backups.core.keys import canonical_key, key_attribute_names, parse_key
 from dynamo_backups.core.layout import TableLayout
@@ -48,7 +47,7 @@ from dynamo_backups.core.units import (
 from dynamo_backups.jobs.restore_absent import AbsentItems
 from dynamo_backups.jobs.restore_unit import BATCH_SIZE, DRY_RUN_SAMPLE, RestoreUnit
 from dynamo_backups.jobs.tables import check_same_key, ensure_table, switch_on_ttl
-from dynamo_backups.jobs.units import Engine, StageOutcome, run_stage
+from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_stage
 
 SAMPLE_SIZE = 20
 
@@ -117,7 +116,7 @@ class RestoreReport:
         return dict(self.__dict__)
 
 
-class Restore:
+class Restore(BucketClients):
     """One restore: ``Restore(...).run(engine)``. The clients given are used in this
     process; workers elsewhere make their own from ``aws``."""
 
@@ -140,6 +139,8 @@ class Restore:
             aws, s3=s3, reader=reader, dynamodb=dynamodb, batch_write=batch_write, call=call
         )
         self.bucket = bucket
+        self.backup_bucket = bucket
+        self.read_concurrency = options.read_concurrency
         self.folder_path = folder
         self._folder: BackupFolder | None = None
         self.table = table
@@ -174,16 +175,6 @@ class Restore:
 
     # --- clients, here or in a worker ----------------------------------------------------------
 
-    def s3(self) -> Any:
-        return self.clients.get(
-            "s3", lambda aws: aws.client("s3", pool=self.options.read_concurrency)
-        )
-
-    def reader(self) -> Any:
-        return self.clients.get(
-            "reader", lambda aws: aws.objects(self.s3(), self.bucket), variant=self.bucket
-        )
-
     def dynamodb(self) -> Any:
         return self.clients.get("dynamodb", lambda aws: aws.client("dynamodb"))
 
@@ -194,9 +185,6 @@ class Restore:
             return lambda batch: api.call("BatchWriteItem", batch)
 
         return self.clients.get("batch_write", make)(request)
-
-    def ledger_writer(self) -> BackupWriter:
-        return BackupWriter(self.s3(), self.bucket)
 
     # --- preparation ---------------------------------------------------------------------------
 

@@ -55,6 +55,8 @@ class RestoreUnit:
             self.options.read_concurrency,
             self.options.skew,
             partition=self.unit.partition or "",
+            aliases=restore.folder.aliases,
+            adopted=restore.folder.adopted,
         )
         slots = threading.BoundedSemaphore(self.options.write_concurrency + 2)
         with ThreadPoolExecutor(

@@ -31,7 +31,6 @@ from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.backup.folder import BackupFolder
 from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.reader import BackupItems, Selected
-from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.layout import format_time
 from dynamo_backups.core.parallel import ThreadEngine
 from dynamo_backups.core.progress import NoProgress, ProgressSink
@@ -42,7 +41,7 @@ from dynamo_backups.core.units import (
     merge_results,
     partition_units,
 )
-from dynamo_backups.jobs.units import Engine, run_stage
+from dynamo_backups.jobs.units import BucketClients, Engine, run_stage
 
 logger = logging.getLogger("dynamo_backups.jobs.snapshot")
 
@@ -166,7 +165,7 @@ class _GzipUpload:
         self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
 
 
-class Snapshot:
+class Snapshot(BucketClients):
     """One snapshot: ``Snapshot(...).run(engine)``. The clients given are used in this
     process; workers elsewhere make their own from ``aws``."""
 
@@ -182,6 +181,8 @@ class Snapshot:
     ) -> None:
         self.clients = ClientSource(aws, s3=s3, reader=reader)
         self.folder = folder
+        self.backup_bucket = folder.bucket
+        self.read_concurrency = options.read_concurrency
         self.bucket, self.prefix = parse_s3_url(destination)
         self.options = options
         self.progress = progress or NoProgress()
@@ -195,20 +196,6 @@ class Snapshot:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "progress": NoProgress()}
-
-    def s3(self) -> Any:
-        return self.clients.get(
-            "s3", lambda aws: aws.client("s3", pool=self.options.read_concurrency)
-        )
-
-    def reader(self) -> Any:
-        bucket = self.folder.bucket
-        return self.clients.get(
-            "reader", lambda aws: aws.objects(self.s3(), bucket), variant=bucket
-        )
-
-    def ledger_writer(self) -> BackupWriter:
-        return BackupWriter(self.s3(), self.folder.bucket)
 
     @property
     def data_prefix(self) -> str:
@@ -309,6 +296,8 @@ class Snapshot:
             concurrency=self.options.read_concurrency,
             progress=context.progress,
             partition=unit.partition or "",
+            aliases=self.folder.aliases,
+            adopted=self.folder.adopted,
         )
 
         def consume(selected: Selected) -> None:

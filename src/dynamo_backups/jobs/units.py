@@ -9,8 +9,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
+from dynamo_backups.aws.client_source import ClientSource
 from dynamo_backups.backup.ledger import JobLedger, JobRun, record_unit
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.progress import ProgressSink
@@ -39,6 +40,28 @@ class UnitJob(Protocol):
     def run_unit(self, unit: WorkUnit, context: UnitContext) -> UnitResult: ...
 
     def ledger_writer(self) -> BackupWriter: ...
+
+
+class BucketClients:
+    """The clients a job makes of its backup bucket, wherever one of its units runs: S3, the
+    object reader, and the writer that records units. A job sets ``clients``,
+    ``backup_bucket`` and ``read_concurrency`` (the connection pool)."""
+
+    clients: ClientSource
+    backup_bucket: str
+    read_concurrency: int
+
+    def s3(self) -> Any:
+        return self.clients.get("s3", lambda aws: aws.client("s3", pool=self.read_concurrency))
+
+    def reader(self) -> Any:
+        bucket = self.backup_bucket
+        return self.clients.get(
+            "reader", lambda aws: aws.objects(self.s3(), bucket), variant=bucket
+        )
+
+    def ledger_writer(self) -> BackupWriter:
+        return BackupWriter(self.s3(), self.backup_bucket)
 
 
 def execute_unit(job: UnitJob, run: JobRun, unit: WorkUnit, context: UnitContext) -> UnitResult:

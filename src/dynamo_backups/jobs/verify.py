@@ -25,7 +25,9 @@ from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.aws.dynamodb import answer_time
 from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
+from dynamo_backups.backup.aliases import AliasIndex, PartitionAliases
 from dynamo_backups.backup.ledger import JobLedger
+from dynamo_backups.backup.reader import BackupItems
 from dynamo_backups.backup.reading import iter_current_objects
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.ddbjson import InvalidDynamoJSON, canonical_item, dumps_item, loads_item
@@ -88,8 +90,10 @@ class Verify:
         aws: AwsContext | None = None,
         partitions: int = 16,
         resume: bool = False,
+        aliases: AliasIndex | None = None,
     ) -> None:
         self.clients = ClientSource(aws, call=dynamodb_call, writer=writer, reader=reader)
+        self.aliases = aliases  # an adopted folder: items also under the replicator's names
         self.bucket = writer.bucket
         self.key_names = key_attribute_names(key_schema)
         self.layout = layout
@@ -222,11 +226,16 @@ class Verify:
         for line in self.spill.lines(partition):
             name, digest, body_md5, key_text = line.rstrip("\n").split("\t", 3)
             table_side[name] = (digest, body_md5, key_text)
+        aliases = PartitionAliases()
+        if self.aliases is not None:
+            aliases = self.aliases.for_partition(self.reader(), partition)
         prefix = self.layout.items_prefix + partition
         for listed in iter_current_objects(self.reader(), prefix):
-            if listed.get("Size") == 0:
-                continue  # a tombstone left current: deleted in the backup
             name = listed["Key"].rsplit("/", 1)[1]
+            if listed.get("Size") == 0 or name in aliases.other_names:
+                continue  # a tombstone left current (deleted), or read with its own name
+            if name in aliases.by_own_name:
+                continue  # compared below, with the other names' history
             result.add("objects_in_backup")
             entry = table_side.pop(name, None)
             if entry is None:
@@ -238,8 +247,52 @@ class Verify:
             body = self._read(listed["Key"])
             if body is None or _digest_of(body) != digest:
                 self._recheck(json.loads(key_text), result)
+        for name, others in aliases.by_own_name.items():
+            self._compare_merged(name, others, table_side.pop(name, None), result)
         for _, _, key_text in table_side.values():
             self._recheck(json.loads(key_text), result)
+
+    def _compare_merged(
+        self,
+        name: str,
+        others: list[str],
+        table_entry: tuple[str, str, str] | None,
+        result: UnitResult,
+    ) -> None:
+        """An item whose history is under several names: its merged latest state."""
+        backup_item = self._backup_items().select_names([name, *others]).item
+        if backup_item is None and table_entry is None:
+            return
+        if backup_item is not None:
+            result.add("objects_in_backup")
+        if (
+            backup_item is not None
+            and table_entry is not None
+            and item_digest(backup_item) == table_entry[0]
+        ):
+            return
+        if table_entry is not None:
+            key = json.loads(table_entry[2])
+        else:
+            key = extract_key(backup_item or {}, self.key_names)
+        self._recheck(key, result)
+
+    def _backup_items(self) -> BackupItems:
+        return BackupItems(
+            self.reader(), self.bucket, self.layout, self.key_names, aliases=self.aliases
+        )
+
+    def _backup_item(self, key: dict[str, Any]) -> dict[str, Any] | None:
+        """The backup's latest state of the item (merged over its names, when adopted)."""
+        if self.aliases is not None:
+            return self._backup_items().select_key(key).item
+        body = self._read(self.layout.item_object_key(key))
+        if body is None:
+            return None
+        try:
+            return loads_item(body, self.layout.item_object_key(key))
+        except InvalidDynamoJSON:
+            return {}  # not an item: differs from anything the table holds
 
     def _read(self, object_key: str) -> bytes | None:
         try:
@@ -257,9 +310,13 @@ class Verify:
         live, read_at = self._get_item(key)
         object_key = self.layout.item_object_key(key)
         current = self.writer().current_etag(object_key) if self.repair else None
-        body = self._read(object_key)
-        same = live is not None and body is not None and _digest_of(body) == item_digest(live)
-        kind = difference(live is not None, body is not None, same)
+        backup_item = self._backup_item(key)
+        same = (
+            live is not None
+            and backup_item is not None
+            and item_digest(backup_item) == item_digest(live)
+        )
+        kind = difference(live is not None, backup_item is not None, same)
         if kind is None:
             return
         result.add(kind)
