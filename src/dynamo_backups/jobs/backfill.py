@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
@@ -38,12 +38,11 @@ from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.backup.description import describe_table, key_types_of, save_description
 from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.manifest import ensure_manifest
-from dynamo_backups.backup.reading import iter_key_histories, iter_versions, read_document
+from dynamo_backups.backup.reading import read_document
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.ddbjson import dumps_item
 from dynamo_backups.core.keys import extract_key, key_attribute_names
 from dynamo_backups.core.layout import (
-    EVENT_REMOVE,
     EVENT_SNAPSHOT,
     WRITER_BACKFILL,
     TableLayout,
@@ -52,7 +51,6 @@ from dynamo_backups.core.layout import (
     utc_now,
 )
 from dynamo_backups.core.parallel import ThreadEngine, shared_pool
-from dynamo_backups.core.pitr import ObjectVersion, newest_first
 from dynamo_backups.core.progress import NoProgress, ProgressSink
 from dynamo_backups.core.units import (
     SAMPLE_LIMIT,
@@ -63,6 +61,10 @@ from dynamo_backups.core.units import (
     merge_results,
     partition_units,
     segment_units,
+)
+from dynamo_backups.jobs.backfill_removals import (
+    removals_check_key,
+    restore_removals_under_backfill,
 )
 from dynamo_backups.jobs.export_source import (
     ExportSource,
@@ -114,10 +116,6 @@ class BackfillReport:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def removals_check_key(layout: TableLayout) -> str:
-    return layout.meta_prefix + "backfill/removals-check.json"
 
 
 class Backfill:
@@ -421,61 +419,3 @@ class Backfill:
         )
         report.export = self.export.to_dict() if self.export else None
         report.seconds = round(time.monotonic() - started, 3)
-
-
-def restore_removals_under_backfill(
-    writer: BackupWriter, layout: TableLayout, partition: str | None = None
-) -> int:
-    """Find backfill versions that are current on top of a removal (a delete marker or a
-    tombstone) and write the removal again on top of each, if that version is still current.
-    ``partition``: only objects whose names start with these hex digits. Returns how many
-    removals were restored."""
-    restored = 0
-    for entries in _removal_suspects(writer, layout.items_prefix + (partition or "")):
-        current = entries[0]
-        metadata = writer.version_metadata(current.key, current.version_id)
-        if metadata is None or metadata.writer != WRITER_BACKFILL:
-            continue
-        removal = _removal_below(writer, entries[1:], layout.key_hash)
-        if writer.remove_item_if_current(current.key, removal, current.etag):
-            restored += 1
-            logger.warning(
-                "%s: the backfill wrote %s after the stream had deleted it; "
-                "the deletion is restored",
-                layout.table,
-                current.key,
-            )
-    return restored
-
-
-def _removal_suspects(writer: BackupWriter, prefix: str) -> Iterator[list[ObjectVersion]]:
-    for entries in iter_key_histories(iter_versions(writer.objects, prefix)):
-        ordered = newest_first(entries)
-        if (
-            len(ordered) >= 2
-            and not ordered[0].is_delete_marker
-            and not ordered[0].is_tombstone
-            and (ordered[1].is_delete_marker or ordered[1].is_tombstone)
-        ):
-            yield ordered
-
-
-def _removal_below(
-    writer: BackupWriter, below: list[ObjectVersion], key_hash: str
-) -> VersionMetadata:
-    """The metadata of the removal recorded under a backfill version."""
-    for entry in below[:2]:
-        if entry.is_tombstone:
-            found = writer.version_metadata(entry.key, entry.version_id)
-            if found is not None:
-                return VersionMetadata(
-                    WRITER_BACKFILL,
-                    EVENT_REMOVE,
-                    found.change_time,
-                    found.sequence_number,
-                    key_hash,
-                )
-        elif not entry.is_delete_marker:
-            break
-    marker = below[0]
-    return VersionMetadata(WRITER_BACKFILL, EVENT_REMOVE, marker.last_modified, None, key_hash)
