@@ -287,3 +287,17 @@ def lines(body: bytes) -> list[bytes]:
 def own_name(item_key: dict[str, Any]) -> str:
     canonical = json.dumps(item_key, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return hashlib.md5(canonical).hexdigest()
+
+
+def test_adopt_reports_the_same_on_worker_processes(
+    aws_env: dict[str, str], dynamodb: Any, replicated: Replicated, bucket: str
+) -> None:
+    checklist_era(replicated)
+    on_threads = adopt(bucket, replicated.folder)
+    on_processes = adopt(bucket, replicated.folder, "--engine", "processes", "--workers", "2")
+    counted = ("objects", "replicator", "both", "unknown", "deletes_only", "deletes_matched")
+    assert {name: on_processes[name] for name in counted} == {
+        name: on_threads[name] for name in counted
+    }
+    assert on_processes["aliases"] == on_threads["aliases"] == 4
+    assert restored(dynamodb, bucket, replicated.folder) == scan_all(dynamodb, replicated.table)

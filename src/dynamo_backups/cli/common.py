@@ -162,6 +162,12 @@ class EngineChoice:
             stop_spark()
 
 
+def engine_given() -> bool:
+    """Whether --engine was on this command's line (not from DYNAMO_BACKUPS_ENGINE)."""
+    source = click.get_current_context().get_parameter_source("engine")
+    return source == click.core.ParameterSource.COMMANDLINE
+
+
 def engine_options(command: F) -> F:
     """--engine, --workers, --spark-master; the command receives one ``engine`` argument,
     an EngineChoice, and --resume."""

@@ -17,6 +17,7 @@ from dynamo_backups.cli.common import (
     EngineChoice,
     Invocation,
     configure_logging,
+    engine_given,
     engine_options,
     fail,
     partitions_option,
@@ -214,6 +215,9 @@ def restore(
         return
     if delete_absent and not into_existing:
         fail("--delete-absent deletes from an existing table: give --into-existing too", 2)
+    if (keys_file or delete_absent) and engine.name != "threads" and not engine_given():
+        # DYNAMO_BACKUPS_ENGINE chose it, not this command: these run in this process.
+        engine = EngineChoice("threads", engine.workers)
     options = RestoreOptions(
         billing_mode=billing_mode,
         ttl=not no_ttl,
