@@ -4,6 +4,7 @@ items, and --delete-absent ending the table exactly as it was. DynamoDB Local an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from datetime import UTC, datetime
@@ -129,15 +130,19 @@ def test_a_key_given_twice_is_restored_once(
     ]
 
 
+@pytest.mark.parametrize("bucket_access", ["read-write", "read-only"])
 def test_keys_not_written_are_kept_in_full_for_a_second_run(
     aws_env: Any,
     dynamodb_local: Any,
+    seaweedfs: Any,
     dynamodb: Any,
     bucket: str,
     prefix: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    bucket_access: str,
 ) -> None:
+    # Read-only: no ledger, so the unwritten keys come back in the units' results.
     table = backed_up(dynamodb, bucket, prefix, rows=30)
     target = unique_table_name("partial")
     dynamodb.create_table(
@@ -152,8 +157,12 @@ def test_keys_not_written_are_kept_in_full_for_a_second_run(
         return faultproxy.INTERNAL_ERROR if target_header.endswith("BatchWriteItem") else "forward"
 
     unwritten = tmp_path / "unwritten.jsonl"
-    with faultproxy.FaultProxy(dynamodb_local.endpoint, refuse_writes) as proxy:
+    with contextlib.ExitStack() as proxies:
+        proxy = proxies.enter_context(faultproxy.FaultProxy(dynamodb_local.endpoint, refuse_writes))
         monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy.endpoint)
+        if bucket_access == "read-only":
+            s3_proxy = proxies.enter_context(faultproxy.FaultProxy(seaweedfs.endpoint, read_only))
+            monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_proxy.endpoint)
         failed = invoke(
             "restore",
             bucket,
@@ -176,6 +185,7 @@ def test_keys_not_written_are_kept_in_full_for_a_second_run(
     )  # all of them, not a sample
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", seaweedfs.endpoint)
     again = invoke(
         "restore", bucket, f"{prefix}/{table}", target, "--into-existing", "--keys", str(unwritten)
     )
@@ -290,3 +300,36 @@ def test_delete_absent_ends_the_table_exactly_as_it_was(
     assert listed.exit_code == 0, listed.output
     names = sorted(json.loads(key)["pk"]["S"] for key in scan_all(dynamodb, table))
     assert names == ["a", "b", "c", "other"]
+
+
+ACCESS_DENIED = faultproxy.Answer(
+    403,
+    {"Content-Type": "application/xml"},
+    b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code>"
+    b"<Message>Access Denied</Message></Error>",
+)
+
+
+def read_only(request: faultproxy.Request) -> str | faultproxy.Answer:
+    """S3 as a role that may only read the bucket answers writes."""
+    return ACCESS_DENIED if request.method in ("PUT", "POST", "DELETE") else faultproxy.FORWARD
+
+
+def test_a_role_that_may_only_read_the_bucket_restores_without_a_ledger(
+    aws_env: Any,
+    seaweedfs: Any,
+    dynamodb: Any,
+    bucket: str,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = backed_up(dynamodb, bucket, prefix, rows=12)
+    with faultproxy.FaultProxy(seaweedfs.endpoint, read_only) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.endpoint)
+        target = unique_table_name("read-only")
+        result = invoke("--output", "json", "restore", bucket, f"{prefix}/{table}", target)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["written"] == 12
+    assert "keeps no ledger" in result.stderr
+    assert any(request.method == "PUT" for request in proxy.log.requests)  # it did try
+    assert scan_all(dynamodb, target) == scan_all(dynamodb, table)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.backup.reading import iter_current_objects, read_document
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.layout import TableLayout, format_time, utc_now
@@ -28,6 +29,7 @@ from dynamo_backups.core.units import UnitResult, WorkUnit
 logger = logging.getLogger("dynamo_backups.backup.ledger")
 
 RUN_FORMAT = "dynamo-backups-job-run"
+ACCESS_DENIED = ("AccessDenied", "AllAccessDisabled", "403")
 
 
 class LedgerError(RuntimeError):
@@ -85,8 +87,10 @@ class JobLedger:
         """A run that records nothing."""
         return JobRun(self.writer.bucket, self.job_prefix, "dry-run", recorded=False)
 
-    def begin(self, parameters: Mapping[str, Any], resume: bool) -> JobRun:
-        """A new run, or with ``resume`` the unfinished one with the same parameters."""
+    def begin(self, parameters: Mapping[str, Any], resume: bool, required: bool = True) -> JobRun:
+        """A new run, or with ``resume`` the unfinished one with the same parameters. A job
+        that only reads the backup (``required=False``: restore, verify, snapshot) runs
+        without a ledger where the bucket may not be written (a read-only role)."""
         latest = read_document(self.writer.s3, self.writer.bucket, self.run_key)
         unfinished = latest is not None and latest.get("state") == "running"
         wanted = _comparable(parameters)
@@ -109,17 +113,28 @@ class JobLedger:
             )
         now = self.clock()
         run_id = now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
-        self.writer.put_document(
-            self.run_key,
-            {
-                "format": RUN_FORMAT,
-                "job": self.job,
-                "run_id": run_id,
-                "parameters": wanted,
-                "state": "running",
-                "started": format_time(now),
-            },
-        )
+        document = {
+            "format": RUN_FORMAT,
+            "job": self.job,
+            "run_id": run_id,
+            "parameters": wanted,
+            "state": "running",
+            "started": format_time(now),
+        }
+        try:
+            self.writer.put_document(self.run_key, document)
+        except ClientError as error:
+            if required or error_code(error) not in ACCESS_DENIED:
+                raise
+            logger.warning(
+                "%s: no write access to s3://%s/%s (%s): this run keeps no ledger, so an "
+                "interrupted run starts over",
+                self.job,
+                self.writer.bucket,
+                self.job_prefix,
+                error_code(error),
+            )
+            return JobRun(self.writer.bucket, self.job_prefix, run_id, recorded=False)
         return JobRun(self.writer.bucket, self.job_prefix, run_id, False)
 
     def finished_units(self, run: JobRun) -> dict[str, UnitResult]:

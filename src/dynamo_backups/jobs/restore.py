@@ -50,6 +50,7 @@ from dynamo_backups.jobs.tables import check_same_key, ensure_table, switch_on_t
 from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_stage
 
 SAMPLE_SIZE = 20
+UNWRITTEN_OUTPUTS = {"unwritten_keys", "unwritten_key_lines"}  # in S3 scratch, or inline
 
 
 class RestoreError(RuntimeError):
@@ -269,7 +270,7 @@ class Restore(BucketClients):
         if self.options.dry_run:
             self.job_run = ledger.dry_run()
         else:
-            self.job_run = ledger.begin(self._parameters(), self.options.resume)
+            self.job_run = ledger.begin(self._parameters(), self.options.resume, required=False)
         self._prepare_target(description, self.job_run.resumed)
         if self.options.delete_absent and not self.options.dry_run and not self.options.keys_file:
             self._absent = self._absent_items()  # with --keys, only the keys' own deletes
@@ -321,9 +322,12 @@ class Restore(BucketClients):
         with self._lock:
             self._deletes.append(key)
 
-    def save_unwritten(self, unit: WorkUnit, keys: list[str]) -> str:
-        """Keep a unit's unwritten keys in the run's scratch folder; their object key."""
+    def save_unwritten(self, unit: WorkUnit, keys: list[str]) -> dict[str, Any]:
+        """Keep a unit's unwritten keys in the run's scratch folder (or, for a run without a
+        ledger, in the unit's result itself); where they are, as a unit output."""
         assert self.job_run is not None
+        if not self.job_run.recorded:
+            return {"unwritten_key_lines": keys}
         key = f"{self.job_run.scratch_prefix}unwritten/{unit.id}.jsonl"
         body = "".join(text + "\n" for text in keys).encode("utf-8")
         call_with_retries(
@@ -331,7 +335,7 @@ class Restore(BucketClients):
             self.retry_policy,
             f"put s3://{self.bucket}/{key}",
         )
-        return key
+        return {"unwritten_keys": key}
 
     # --- the end -------------------------------------------------------------------------------
 
@@ -349,17 +353,19 @@ class Restore(BucketClients):
         ]
         report.unfinished_units = sorted({*merged.unfinished} | {u for u, _ in outcome.failures})
         report.unit_seconds = round(merged.unit_seconds, 3)
-        unwritten_files = [
-            out["unwritten_keys"] for out in merged.outputs if "unwritten_keys" in out
-        ]
-        if unwritten_files:
-            self._collect_unwritten(unwritten_files)
+        unwritten = [out for out in merged.outputs if UNWRITTEN_OUTPUTS & out.keys()]
+        if unwritten:
+            self._collect_unwritten(unwritten)
 
-    def _collect_unwritten(self, keys: list[str]) -> None:
+    def _collect_unwritten(self, outputs: list[dict[str, Any]]) -> None:
         """Every key not written, in full, in a local file ``--keys`` takes."""
         path = self.options.unwritten_keys_file or f"{self.table}.unwritten-keys.jsonl"
         with open(path, "a", encoding="utf-8") as handle:
-            for key in keys:
+            for output in outputs:
+                if "unwritten_key_lines" in output:
+                    handle.writelines(line + "\n" for line in output["unwritten_key_lines"])
+                    continue
+                key = output["unwritten_keys"]
                 body = call_with_retries(
                     lambda k=key: self.s3().get_object(Bucket=self.bucket, Key=k)["Body"].read(),
                     READ_POLICY,

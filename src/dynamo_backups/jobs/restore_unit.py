@@ -163,8 +163,7 @@ class RestoreUnit:
     def _settle(self) -> None:
         """Hand back every key not written (in the run's scratch folder), and any fatal."""
         if self._unwritten:
-            key = self.restore.save_unwritten(self.unit, self._unwritten)
-            self.result.outputs.append({"unwritten_keys": key})
+            self.result.outputs.append(self.restore.save_unwritten(self.unit, self._unwritten))
         if self._fatal:
             self.result.sample("fatal", self._fatal)
         self.result.complete = not (self._fatal or self._unwritten)

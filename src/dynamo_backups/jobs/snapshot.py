@@ -217,6 +217,7 @@ class Snapshot(BucketClients):
                 "partitions": self.options.partitions,
             },
             self.options.resume,
+            required=False,  # the backup is only read; the files go to the destination
         )
         if not self.job_run.resumed:
             self._require_empty_destination()

@@ -141,6 +141,8 @@ class Verify:
         run = ledger.begin(
             {"segments": self.segments, "partitions": self.partitions, "repair": self.repair},
             self.resume,
+            # Reading alone needs no write access, unless the spill goes through S3.
+            required=self.repair or not engine.local,
         )
         width = PARTITION_COUNTS[self.partitions]
         with tempfile.TemporaryDirectory(prefix="dynamo-backups-verify-") as folder:
