@@ -178,16 +178,17 @@ class Adopt(BucketClients):
 
     def _owners(self, results: list[UnitResult]) -> dict[str, str]:
         """Every other name -> the item's own name, bare deletes matched by the names every
-        item seen may have."""
-        documents = [self._scratch(result) for result in results]
+        item seen may have. The units' documents are read one at a time, twice (the names
+        every item may have outnumber the rest): memory holds the aliases and bare deletes."""
         owners: dict[str, str] = {}
         deletes: set[str] = set()
-        for document in documents:
+        for result in results:
+            document = self._scratch(result)
             owners.update(document["owners"])
             deletes.update(document["deletes_only"])
         matched = 0
-        for document in documents:
-            for name, own in document["candidates"].items():
+        for result in results if deletes else []:
+            for name, own in self._scratch(result)["candidates"].items():
                 if name in deletes:
                     deletes.discard(name)
                     matched += 1
