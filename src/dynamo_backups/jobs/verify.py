@@ -70,6 +70,7 @@ class VerifyReport(Differences):
     repair_failed: int = 0
     errors: list[str] = field(default_factory=list)
     unfinished_units: list[str] = field(default_factory=list)
+    unit_seconds: float = 0.0  # the units' own times, added (scan and compare)
 
 
 class Verify:
@@ -189,6 +190,7 @@ class Verify:
         failures = scanned.failures + compared.failures
         report.errors = [f"{unit}: {reason}" for unit, reason in failures]
         report.unfinished_units = sorted({*merged.unfinished} | {unit for unit, _ in failures})
+        report.unit_seconds = round(merged.unit_seconds, 3)
 
     # --- one unit, wherever it runs -----------------------------------------------------------
 
