@@ -67,6 +67,10 @@ TRANSIENT_ERROR_CODES = frozenset(
 
 # What S3 and DynamoDB answer when an object or version is not there.
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchVersion", "404", "NotFound"})
+# What AWS answers when the caller's policies do not allow the call (S3, IAM, DynamoDB, EC2).
+ACCESS_DENIED_CODES = frozenset(
+    {"AccessDenied", "AccessDeniedException", "AllAccessDisabled", "UnauthorizedOperation", "403"}
+)
 # What S3 answers when a conditional write lost to another writer.
 PRECONDITION_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412"})
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dynamo_backups.aws.errors import ClientError, error_code
+from dynamo_backups.aws.errors import ACCESS_DENIED_CODES, ClientError, error_code
 from dynamo_backups.backup.reading import iter_current_objects, read_document
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.layout import TableLayout, format_time, utc_now
@@ -29,7 +29,6 @@ from dynamo_backups.core.units import UnitResult, WorkUnit
 logger = logging.getLogger("dynamo_backups.backup.ledger")
 
 RUN_FORMAT = "dynamo-backups-job-run"
-ACCESS_DENIED = ("AccessDenied", "AllAccessDisabled", "403")
 
 
 class LedgerError(RuntimeError):
@@ -124,7 +123,7 @@ class JobLedger:
         try:
             self.writer.put_document(self.run_key, document)
         except ClientError as error:
-            if required or error_code(error) not in ACCESS_DENIED:
+            if required or error_code(error) not in ACCESS_DENIED_CODES:
                 raise
             logger.warning(
                 "%s: no write access to s3://%s/%s (%s): this run keeps no ledger, so an "

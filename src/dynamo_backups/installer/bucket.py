@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dynamo_backups.aws.errors import ClientError, error_code
+from dynamo_backups.aws.errors import ACCESS_DENIED_CODES, ClientError, error_code
 from dynamo_backups.installer import policies
 from dynamo_backups.installer.plan import DeployError
 from dynamo_backups.installer.policies import canonical
@@ -53,7 +53,7 @@ class BucketSteps:
             self.clients.s3.head_bucket(Bucket=bucket)
         except ClientError as error:
             code = error_code(error)
-            if code in ("403", "AccessDenied"):
+            if code in ACCESS_DENIED_CODES:
                 raise DeployError(
                     f"no access to bucket {bucket}: it may belong to another "
                     "account, or your credentials lack s3:ListBucket"

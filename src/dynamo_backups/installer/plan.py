@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dynamo_backups.aws.errors import ClientError, describe_error, error_code
+from dynamo_backups.aws.errors import ACCESS_DENIED_CODES, ClientError, describe_error, error_code
 from dynamo_backups.installer.monitoring import (
     MAXIMUM_RECORD_AGE_SECONDS,
     MAXIMUM_RETRY_ATTEMPTS,
@@ -90,6 +90,6 @@ def describe_failure(error: ClientError, what: str) -> str:
     """An AWS refusal, with the hint an operator needs."""
     code = error_code(error)
     hint = ""
-    if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403"):
+    if code in ACCESS_DENIED_CODES:
         hint = " (see 'Permissions for deploy' in the README)"
     return f"{what}: {describe_error(error)}{hint}"
