@@ -27,16 +27,16 @@ from dynamo_backups.backup.reading import (
 from dynamo_backups.core.ddbjson import InvalidDynamoJSON, loads_item
 from dynamo_backups.core.foreign_names import (
     REPLICATOR,
+    ItemNames,
     candidate_names,
-    naming_of,
-    replicator_names,
 )
-from dynamo_backups.core.keys import extract_key, object_name
+from dynamo_backups.core.keys import extract_key
 from dynamo_backups.core.layout import TableLayout, VersionMetadata
 from dynamo_backups.core.parallel import batched
 from dynamo_backups.core.pitr import (
     DEFAULT_CLOCK_SKEW,
     Decision,
+    Inspector,
     ObjectVersion,
     decide_at,
     latest_decision,
@@ -238,41 +238,20 @@ class BackupItems:
             if found is None or not found[0]:
                 return self._absent(unit.object_key)
             return self._parse(unit.object_key, found[0])
-        bodies: dict[str, bytes] = {}
-
-        def inspect(entry: ObjectVersion) -> VersionMetadata | None:
-            found = self._read(entry.key, entry.version_id)
-            if found is None:
-                return None
-            bodies[entry.version_id] = found[0]
-            return VersionMetadata.from_s3(found[1])
-
+        inspect, bodies = self._inspector()
         ordered = newest_first(unit.entries)
         if not ordered:
             return self._absent(unit.object_key)
         chosen = select_at(ordered, self.at, inspect, self.skew).version
-        if chosen is None:
-            return self._absent(unit.object_key)
-        body = bodies.get(chosen.version_id)
+        body = self._body_of(chosen, bodies) if chosen is not None else None
         if body is None:
-            found = self._read(chosen.key, chosen.version_id)
-            if found is None:
-                return self._absent(unit.object_key)
-            body = found[0]
+            return self._absent(unit.object_key)
         return self._parse(unit.object_key, body)
 
     def _select_merged(self, unit: _Unit) -> Selected:
         """One item under several names: the latest change at the moment, whichever name
         holds it (dated by our metadata, or S3's LastModified for other tools' versions)."""
-        bodies: dict[tuple[str, str], bytes] = {}
-
-        def inspect(entry: ObjectVersion) -> VersionMetadata | None:
-            found = self._read(entry.key, entry.version_id)
-            if found is None:
-                return None
-            bodies[(entry.key, entry.version_id)] = found[0]
-            return VersionMetadata.from_s3(found[1])
-
+        inspect, bodies = self._inspector()
         moment = self.at or LATEST
         decisions = []
         for object_key in unit.names:
@@ -284,15 +263,32 @@ class BackupItems:
         if chosen.removed:
             self.stats.add(absent=1)
             return Selected(unit.object_key, decision=chosen)
-        entry = chosen.entry
+        body = self._body_of(chosen.entry, bodies)
+        if body is None:
+            return self._absent(unit.object_key)
+        selected = self._parse(chosen.entry.key, body, item_key=unit.object_key)
+        return replace(selected, decision=chosen)
+
+    def _inspector(self) -> tuple[Inspector, dict[tuple[str, str], bytes]]:
+        """Reads a version's metadata for point-in-time selection, keeping the body it got."""
+        bodies: dict[tuple[str, str], bytes] = {}
+
+        def inspect(entry: ObjectVersion) -> VersionMetadata | None:
+            found = self._read(entry.key, entry.version_id)
+            if found is None:
+                return None
+            bodies[(entry.key, entry.version_id)] = found[0]
+            return VersionMetadata.from_s3(found[1])
+
+        return inspect, bodies
+
+    def _body_of(self, entry: ObjectVersion, bodies: dict[tuple[str, str], bytes]) -> bytes | None:
+        """The chosen version's body: kept from inspecting it, else read (None: gone since)."""
         body = bodies.get((entry.key, entry.version_id))
         if body is None:
             found = self._read(entry.key, entry.version_id)
-            if found is None:
-                return self._absent(unit.object_key)
-            body = found[0]
-        selected = self._parse(entry.key, body, item_key=unit.object_key)
-        return replace(selected, decision=chosen)
+            body = found[0] if found is not None else None
+        return body
 
     def _read(self, object_key: str, version_id: str | None) -> tuple[bytes, dict[str, str]] | None:
         self.stats.add(versions_read=1)
@@ -329,13 +325,12 @@ class BackupItems:
         """An object holds the item its name was derived from; anything else is damage,
         or (an item under the replicator's name) history ``adopt`` has not indexed yet."""
         key = extract_key(item, self.key_names or [])
-        expected = object_name(key, self.layout.key_hash)
+        names = ItemNames.of(key, self.layout.key_hash)
+        expected = names.own
         name = self.layout.name_of(object_key)
-        if self.layout.name_of(item_key) == expected and (
-            name == expected or name in replicator_names(key)
-        ):
+        if self.layout.name_of(item_key) == expected and name in names.candidates:
             return
-        if naming_of(name, key, self.layout.key_hash) == REPLICATOR:
+        if names.naming(name) == REPLICATOR:
             raise InvalidDynamoJSON(
                 f"s3://{self.bucket}/{object_key}: holds the item with key {key} under the "
                 f"name the checklist's original Lambda gives it ({expected} is its own): run "

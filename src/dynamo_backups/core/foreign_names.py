@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from itertools import permutations
 from typing import Any
 
@@ -42,18 +43,37 @@ def replicator_names(key: Mapping[str, Any]) -> list[str]:
     return names
 
 
+@dataclass(frozen=True)
+class ItemNames:
+    """Every name one item may be under, computed once: ours, and the replicator's."""
+
+    own: str
+    replicator: tuple[str, ...]
+
+    @classmethod
+    def of(cls, key: Mapping[str, Any], key_hash: str) -> ItemNames:
+        return cls(object_name(key, key_hash), tuple(replicator_names(key)))
+
+    @property
+    def candidates(self) -> list[str]:
+        """Ours first, then the replicator's that differ from it."""
+        return [self.own, *(name for name in self.replicator if name != self.own)]
+
+    def naming(self, name: str) -> str:
+        """Which tool's naming ``name`` follows for this item."""
+        ours, theirs = name == self.own, name in self.replicator
+        if ours and theirs:
+            return BOTH
+        if ours:
+            return OURS
+        return REPLICATOR if theirs else UNKNOWN
+
+
 def candidate_names(key: Mapping[str, Any], key_hash: str) -> list[str]:
     """Every name the item may be under: ours first, then the replicator's."""
-    ours = object_name(key, key_hash)
-    return [ours, *(name for name in replicator_names(key) if name != ours)]
+    return ItemNames.of(key, key_hash).candidates
 
 
 def naming_of(name: str, key: Mapping[str, Any], key_hash: str) -> str:
     """Which tool's naming ``name`` follows for the item with ``key``."""
-    ours = name == object_name(key, key_hash)
-    theirs = name in replicator_names(key)
-    if ours and theirs:
-        return BOTH
-    if ours:
-        return OURS
-    return REPLICATOR if theirs else UNKNOWN
+    return ItemNames.of(key, key_hash).naming(name)

@@ -38,8 +38,8 @@ from dynamo_backups.backup.reading import (
 )
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.ddbjson import InvalidDynamoJSON, dumps_item, loads_item
-from dynamo_backups.core.foreign_names import REPLICATOR, UNKNOWN, candidate_names, naming_of
-from dynamo_backups.core.keys import extract_key, key_attribute_names, object_name
+from dynamo_backups.core.foreign_names import REPLICATOR, UNKNOWN, ItemNames
+from dynamo_backups.core.keys import extract_key, key_attribute_names
 from dynamo_backups.core.layout import (
     EVENT_MODIFY,
     EVENT_REMOVE,
@@ -256,8 +256,9 @@ class Adopt(BucketClients):
 
     def _classify_object(
         self, entries: list[ObjectVersion]
-    ) -> tuple[str, tuple[str, dict[str, Any] | None, str | None]]:
-        """The object's name, and (naming, item key, problem) from its newest item version."""
+    ) -> tuple[str, tuple[str, ItemNames | None, str | None]]:
+        """The object's name, and (naming, the item's names, problem) from its newest item
+        version."""
         object_key = entries[0].key
         name = self.layout.name_of(object_key)
         newest = next((e for e in newest_first(entries) if not _is_removal(e)), None)
@@ -268,7 +269,8 @@ class Adopt(BucketClients):
             key = extract_key(loads_item(body, object_key), self.key_names)
         except InvalidDynamoJSON as error:
             return name, (UNKNOWN, None, f"{object_key}: {error}")
-        return name, (naming_of(name, key, self.layout.key_hash), key, None)
+        names = ItemNames.of(key, self.layout.key_hash)
+        return name, (names.naming(name), names, None)
 
     def _read_version(self, object_key: str, version_id: str) -> tuple[bytes, dict[str, str]]:
         return call_with_retries(  # type: ignore[no-any-return]
@@ -280,25 +282,24 @@ class Adopt(BucketClients):
     def _note(
         self,
         name: str,
-        outcome: tuple[str, dict[str, Any] | None, str | None],
+        outcome: tuple[str, ItemNames | None, str | None],
         result: UnitResult,
         found: dict[str, Any],
     ) -> None:
-        naming, key, problem = outcome
+        naming, names, problem = outcome
         result.add("objects")
         result.add(naming)
         if naming == "deletes_only":
             found["deletes_only"].append(name)
             return
-        if key is None or naming == UNKNOWN:
+        if names is None or naming == UNKNOWN:
             result.sample("unknown", problem or name)
             return
-        own = object_name(key, self.layout.key_hash)
         if naming == REPLICATOR:
-            found["owners"][name] = own
-        for candidate in candidate_names(key, self.layout.key_hash):
+            found["owners"][name] = names.own
+        for candidate in names.candidates:
             if candidate != name:
-                found["candidates"][candidate] = own
+                found["candidates"][candidate] = names.own
 
     # --- rewrite: other names' history into the item's own name -------------------------------
 
