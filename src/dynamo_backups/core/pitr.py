@@ -37,6 +37,11 @@ class ObjectVersion:
         """An empty version: a removal record (items always have key attributes)."""
         return not self.is_delete_marker and self.size == 0
 
+    @property
+    def is_removal(self) -> bool:
+        """A delete marker or a tombstone: the item was removed here."""
+        return self.is_delete_marker or self.is_tombstone
+
 
 def newest_first(entries: Sequence[ObjectVersion]) -> list[ObjectVersion]:
     """One key's entries newest first. S3 lists them so, interleaving versions and delete
@@ -198,11 +203,7 @@ class Decision:
         else:
             change_time = min(entry.last_modified, ceiling) if ceiling else entry.last_modified
         sequence = int(metadata.sequence_number) if metadata and _is_number(metadata) else -1
-        removed = (
-            entry.is_delete_marker
-            or entry.is_tombstone
-            or (metadata is not None and metadata.is_removal)
-        )
+        removed = entry.is_removal or (metadata is not None and metadata.is_removal)
         return cls(entry, change_time, sequence, removed, position, metadata)
 
     def stream_position(self) -> tuple[datetime, int, int]:
@@ -215,7 +216,3 @@ class Decision:
 
 def _is_number(metadata: VersionMetadata) -> bool:
     return bool(metadata.sequence_number) and str(metadata.sequence_number).isdigit()
-
-
-def _is_removal(entry: ObjectVersion) -> bool:
-    return entry.is_delete_marker or entry.is_tombstone

@@ -261,7 +261,7 @@ class Adopt(BucketClients):
         version."""
         object_key = entries[0].key
         name = self.layout.name_of(object_key)
-        newest = next((e for e in newest_first(entries) if not _is_removal(e)), None)
+        newest = next((e for e in newest_first(entries) if not e.is_removal), None)
         if newest is None:
             return name, ("deletes_only", None, None)
         body, _ = self._read_version(object_key, newest.version_id)
@@ -322,7 +322,7 @@ class Adopt(BucketClients):
         for other in others:
             other_key = self.layout.items_prefix + other
             for entry in reversed(object_versions(self.reader(), other_key)):
-                if _is_removal(entry):
+                if entry.is_removal:
                     metadata = self._metadata(EVENT_REMOVE, entry, None, handover)
                     writer.remove_item(own_key, metadata)
                 else:
@@ -396,7 +396,3 @@ class Adopt(BucketClients):
             f"s3://{self.folder.bucket}/{own_key} kept changing: its latest state could not be "
             f"put back on top after {REASSERT_ATTEMPTS} attempts (run adopt --rewrite --resume)"
         )
-
-
-def _is_removal(entry: ObjectVersion) -> bool:
-    return entry.is_delete_marker or entry.is_tombstone

@@ -48,12 +48,7 @@ def restore_removals_under_backfill(
 def _removal_suspects(writer: BackupWriter, prefix: str) -> Iterator[list[ObjectVersion]]:
     for entries in iter_key_histories(iter_versions(writer.objects, prefix)):
         ordered = newest_first(entries)
-        if (
-            len(ordered) >= 2
-            and not ordered[0].is_delete_marker
-            and not ordered[0].is_tombstone
-            and (ordered[1].is_delete_marker or ordered[1].is_tombstone)
-        ):
+        if len(ordered) >= 2 and not ordered[0].is_removal and ordered[1].is_removal:
             yield ordered
 
 
