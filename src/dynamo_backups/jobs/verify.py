@@ -286,15 +286,16 @@ class Verify:
             self.reader(), self.bucket, self.layout, self.key_names, aliases=self.aliases
         )
 
-    def _backup_item(self, key: dict[str, Any]) -> dict[str, Any] | None:
-        """The backup's latest state of the item (merged over its names, when adopted)."""
+    def _backup_item(self, key: dict[str, Any], object_key: str) -> dict[str, Any] | None:
+        """The backup's latest state of the item at ``object_key`` (merged over all its
+        names, when adopted)."""
         if self.aliases is not None:
             return self._backup_items().select_key(key).item
-        body = self._read(self.layout.item_object_key(key))
+        body = self._read(object_key)
         if body is None:
             return None
         try:
-            return loads_item(body, self.layout.item_object_key(key))
+            return loads_item(body, object_key)
         except InvalidDynamoJSON:
             return {}  # not an item: differs from anything the table holds
 
@@ -314,7 +315,7 @@ class Verify:
         live, read_at = self._get_item(key)
         object_key = self.layout.item_object_key(key)
         current = self.writer().current_etag(object_key) if self.repair else None
-        backup_item = self._backup_item(key)
+        backup_item = self._backup_item(key, object_key)
         same = (
             live is not None
             and backup_item is not None
