@@ -4,12 +4,9 @@ does (JSON.stringify of the stream record's Keys, md5 of its UTF-8)."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from dynamo_backups.core.foreign_names import (
     BOTH,
@@ -39,7 +36,6 @@ KEYS: list[dict[str, Any]] = [
 ]
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node (the Lambda's runtime)")
 def test_names_are_those_node_computes_for_the_same_keys() -> None:
     lines = "\n".join(json.dumps(key, ensure_ascii=True) for key in KEYS) + "\n"
     answer = subprocess.run(
