@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,11 +14,15 @@ from click.testing import CliRunner
 
 from dynamo_backups import handler
 from dynamo_backups.cli import main
+from dynamo_backups.core.metrics import batch_metrics
+from dynamo_backups.core.stream_records import BatchResult
 from dynamo_backups.installer.naming import TableResources
 from dynamo_backups.installer.teardown import teardown
 from dynamo_backups.installer.template import build_template
 from tests.deployment import ACCOUNT, BUCKET, OPTIONS, clients, deploy, make_table, policy_document
 from tests.helpers import create_table, lambda_records
+
+NOW = datetime(2026, 12, 5, tzinfo=UTC)
 
 # --- deploy: destination, alarms, dashboard ----------------------------------------------------
 
@@ -49,8 +54,85 @@ def test_alarms_notify_the_topic_and_an_s3_destination_is_allowed(moto: str) -> 
     ]
     assert c.sqs.list_queues().get("QueueUrls", []) == []  # no queue of our own
     alarms = c.cloudwatch.describe_alarms(AlarmNames=list(names.alarms))["MetricAlarms"]
-    assert sorted(alarm["AlarmName"] for alarm in alarms) == sorted(names.alarms[:2])
+    assert sorted(alarm["AlarmName"] for alarm in alarms) == sorted(
+        set(names.alarms) - {names.discarded_alarm}
+    )
     assert all(alarm["AlarmActions"] == [topic] == alarm["OKActions"] for alarm in alarms)
+
+
+def test_an_alarm_fires_when_the_table_is_written_and_the_function_not_invoked(
+    moto: str,
+) -> None:
+    """A disabled or deleted trigger reports no IteratorAge and no Errors: only writes to the
+    table without invocations of the function show that backups stopped."""
+    make_table(moto, "Users", "NEW_AND_OLD_IMAGES")
+    deploy(moto, replace(OPTIONS, tables=("Users",)))
+    names = TableResources.of("Users")
+    (stopped,) = clients(moto).cloudwatch.describe_alarms(AlarmNames=[names.stopped_alarm])[
+        "MetricAlarms"
+    ]
+    queries = {query["Id"]: query for query in stopped["Metrics"]}
+    writes = queries["writes"]["MetricStat"]
+    assert writes["Metric"] == {
+        "Namespace": "AWS/DynamoDB",
+        "MetricName": "ConsumedWriteCapacityUnits",
+        "Dimensions": [{"Name": "TableName", "Value": "Users"}],
+    }
+    invocations = queries["invocations"]["MetricStat"]
+    assert invocations["Metric"] == {
+        "Namespace": "AWS/Lambda",
+        "MetricName": "Invocations",
+        "Dimensions": [{"Name": "FunctionName", "Value": names.function}],
+    }
+    assert writes["Stat"] == invocations["Stat"] == "Sum"
+    expression = queries["e1"]["Expression"]
+    assert "FILL(writes, 0) > 0" in expression and "FILL(invocations, 0) == 0" in expression
+    assert (stopped["Threshold"], stopped["ComparisonOperator"]) == (0.0, "GreaterThanThreshold")
+    assert stopped["EvaluationPeriods"] == stopped["DatapointsToAlarm"] == 3
+
+
+def test_records_reported_back_to_the_trigger_raise_an_alarm(moto: str) -> None:
+    """batchItemFailures are not Lambda Errors: the alarm watches the function's own
+    RecordsFailed metric, with the dimensions the handler's metrics line carries."""
+    make_table(moto, "Users", "NEW_AND_OLD_IMAGES")
+    deploy(moto, replace(OPTIONS, tables=("Users",)))
+    names = TableResources.of("Users")
+    (failed,) = clients(moto).cloudwatch.describe_alarms(AlarmNames=[names.failed_records_alarm])[
+        "MetricAlarms"
+    ]
+    emitted = batch_metrics("backup", BatchResult(record_count=1, tables={"Users"}), NOW)
+    (directive,) = emitted["_aws"]["CloudWatchMetrics"]
+    assert failed["Namespace"] == directive["Namespace"]
+    assert failed["MetricName"] in {metric["Name"] for metric in directive["Metrics"]}
+    (dimension_names,) = directive["Dimensions"]
+    assert failed["Dimensions"] == [
+        {"Name": name, "Value": emitted[name]} for name in dimension_names
+    ]
+    assert emitted[failed["MetricName"]] == 1
+    assert (failed["Statistic"], failed["Threshold"]) == ("Sum", 0.0)
+
+
+def test_deploy_says_plainly_when_the_alarms_notify_nobody(moto: str) -> None:
+    make_table(moto, "Users", "NEW_AND_OLD_IMAGES")
+    steps = deploy(moto, replace(OPTIONS, tables=("Users",)))
+    (warning,) = [step for step in steps if step.resource.startswith("alarms of ")]
+    assert warning.outcome == "warning"
+    assert "notify nobody" in warning.detail and "--alarm-topic" in warning.detail
+    topic = f"arn:aws:sns:us-east-1:{ACCOUNT}:oncall"
+    with_topic = replace(OPTIONS, tables=("Users",), alarm_topic=topic)
+    steps = deploy(moto, with_topic)
+    assert not [step for step in steps if step.resource.startswith("alarms of ")]
+    again = [step for step in deploy(moto, with_topic) if step.resource.startswith("alarm ")]
+    assert len(again) == 5  # the expression alarm compares equal to what was written
+    assert all(step.outcome == "unchanged" for step in again), again
+
+
+def test_template_warns_when_the_alarms_notify_nobody() -> None:
+    result = CliRunner().invoke(
+        main, ["template", "--bucket", "acme-backups", "--prefix", "Prod", "--table", "Users"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "notify nobody" in result.stderr
 
 
 def test_teardown_removes_alarms_and_rows_and_keeps_a_queue_that_holds_reports(
@@ -94,7 +176,7 @@ def test_the_template_has_the_queue_alarms_and_dashboard() -> None:
     resources = build_template(options)["Resources"]
     kinds = sorted(resource["Type"] for resource in resources.values())
     assert kinds.count("AWS::SQS::Queue") == 1 and kinds.count("AWS::SQS::QueuePolicy") == 1
-    assert kinds.count("AWS::CloudWatch::Alarm") == 3
+    assert kinds.count("AWS::CloudWatch::Alarm") == 5
     assert kinds.count("AWS::CloudWatch::Dashboard") == 1
     queue = resources["UsersFailureQueue"]
     assert queue["DeletionPolicy"] == "Retain"

@@ -20,6 +20,7 @@ from dynamo_backups.cli.common import (
     pass_invocation,
     reports_errors,
 )
+from dynamo_backups.installer.alerting import NOBODY_TOLD
 from dynamo_backups.installer.deploy import Deployer
 from dynamo_backups.installer.monitoring import (
     MAXIMUM_RECORD_AGE_SECONDS,
@@ -116,7 +117,8 @@ def deploy_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--alarm-topic",
             metavar="ARN",
-            help="An SNS topic the alarms (lag, errors, records given up) notify.",
+            help="An SNS topic the alarms (lag, errors, records failed, stopped, records "
+            "given up) notify; without it they notify nobody.",
         ),
         click.option("--memory", type=click.IntRange(128, 10240), default=512, show_default=True),
         click.option("--timeout", type=click.IntRange(3, 900), default=120, show_default=True),
@@ -276,6 +278,8 @@ def template(invocation: Invocation, **kwargs: Any) -> None:
     """
     options = _options(None, kwargs)
     click.echo(to_yaml(build_template(options)), nl=False)
+    if not options.alarm_topic:
+        click.echo(f"warning: {NOBODY_TOLD}", err=True)
 
 
 @click.command()

@@ -24,12 +24,14 @@ MISSING_QUEUE_CODES = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotE
 # The alarm fields deploy sets, compared with what DescribeAlarms returns.
 ALARM_FIELDS = (
     "AlarmDescription",
+    "Metrics",
     "Namespace",
     "MetricName",
     "Dimensions",
     "Statistic",
     "Period",
     "EvaluationPeriods",
+    "DatapointsToAlarm",
     "Threshold",
     "ComparisonOperator",
     "TreatMissingData",
@@ -83,10 +85,17 @@ def _comparable_queue(attributes: dict[str, str]) -> dict[str, Any]:
     }
 
 
+NOBODY_TOLD = (
+    "no --alarm-topic: the alarms change state (status shows it) but notify nobody; "
+    "pass --alarm-topic with an SNS topic that someone reads"
+)
+
+
 def ensure_alarms(deployer: Any, spec: FunctionSpec) -> None:
-    """Lag, errors and records given up on, each notifying --alarm-topic."""
+    """Lag, errors, records failed, backups stopped and records given up on, each notifying
+    --alarm-topic; without a topic, a warning that nobody will be told."""
     cloudwatch = deployer.clients.cloudwatch
-    specs = alarm_specs(spec.names, spec.table, spec.destination_arn)
+    specs = alarm_specs(spec.names, spec.table, spec.destination_arn, spec.kind)
     existing = {
         alarm["AlarmName"]: alarm
         for alarm in cloudwatch.describe_alarms(AlarmNames=[alarm.name for alarm in specs])[
@@ -106,8 +115,10 @@ def ensure_alarms(deployer: Any, spec: FunctionSpec) -> None:
                 Tags=[{"Key": MANAGED_BY_TAG[0], "Value": MANAGED_BY_TAG[1]}],
             ),
             detail=f"{alarm.metric} {alarm.comparison} {alarm.threshold:g}"
-            + (f", notifies {topic}" if topic else ""),
+            + (f", notifies {topic}" if topic else ", notifies nobody"),
         )
+    if not topic:
+        deployer.step(f"alarms of {spec.names.function}", "warning", NOBODY_TOLD)
     if policies.arn_service(spec.destination_arn) == "s3":
         deployer.step(
             f"alarm {spec.names.discarded_alarm}",
@@ -122,7 +133,25 @@ def _comparable_alarm(alarm: dict[str, Any]) -> dict[str, Any]:
     fields["Dimensions"] = sorted(
         (dimension["Name"], dimension["Value"]) for dimension in fields["Dimensions"] or []
     )
+    fields["Metrics"] = [_comparable_query(query) for query in fields["Metrics"] or []]
+    fields["DatapointsToAlarm"] = fields["DatapointsToAlarm"] or fields["EvaluationPeriods"]
     return json.loads(canonical(fields))
+
+
+def _comparable_query(query: dict[str, Any]) -> dict[str, Any]:
+    """A MetricDataQuery as deploy writes it, whatever DescribeAlarms adds or leaves out."""
+    stat = query.get("MetricStat")
+    if not stat:
+        return {key: query.get(key) for key in ("Id", "Expression", "Label")}
+    metric = stat["Metric"]
+    return {
+        "Id": query["Id"],
+        "Namespace": metric["Namespace"],
+        "MetricName": metric["MetricName"],
+        "Dimensions": sorted((d["Name"], d["Value"]) for d in metric.get("Dimensions", [])),
+        "Period": stat["Period"],
+        "Stat": stat["Stat"],
+    }
 
 
 def ensure_dashboard(deployer: Any, specs: list[FunctionSpec]) -> None:

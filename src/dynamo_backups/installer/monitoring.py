@@ -1,5 +1,5 @@
 """What deploy sets up so that no change is ever skipped unnoticed (pure; shared by deploy and
-the template): the trigger's retry policy and failure destination, three alarms per function,
+the template): the trigger's retry policy and failure destination, five alarms per function,
 and a dashboard with a row per table.
 
 The trigger's policy, and why (docs/operations.md says more):
@@ -63,8 +63,35 @@ def failure_queue_attributes() -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class MetricQuery:
+    """One metric an expression alarm reads (a MetricDataQuery with a MetricStat)."""
+
+    id: str
+    namespace: str
+    metric: str
+    dimensions: tuple[tuple[str, str], ...]
+    statistic: str
+
+    def request(self, period: int) -> dict[str, Any]:
+        return {
+            "Id": self.id,
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": self.namespace,
+                    "MetricName": self.metric,
+                    "Dimensions": _dimensions(self.dimensions),
+                },
+                "Period": period,
+                "Stat": self.statistic,
+            },
+            "ReturnData": False,
+        }
+
+
+@dataclass(frozen=True)
 class AlarmSpec:
-    """One CloudWatch alarm, as PutMetricAlarm takes it."""
+    """One CloudWatch alarm, as PutMetricAlarm (and CloudFormation) takes it: on one metric,
+    or, with ``expression``, on a metric math expression over ``queries``."""
 
     name: str
     description: str
@@ -76,18 +103,16 @@ class AlarmSpec:
     evaluation_periods: int
     threshold: float
     comparison: str
+    expression: str = ""
+    queries: tuple[MetricQuery, ...] = ()
 
     def request(self, topic_arn: str | None) -> dict[str, Any]:
         actions = [topic_arn] if topic_arn else []
-        return {
+        request: dict[str, Any] = {
             "AlarmName": self.name,
             "AlarmDescription": self.description,
-            "Namespace": self.namespace,
-            "MetricName": self.metric,
-            "Dimensions": [{"Name": name, "Value": value} for name, value in self.dimensions],
-            "Statistic": self.statistic,
-            "Period": self.period,
             "EvaluationPeriods": self.evaluation_periods,
+            "DatapointsToAlarm": self.evaluation_periods,
             "Threshold": self.threshold,
             "ComparisonOperator": self.comparison,
             "TreatMissingData": "notBreaching",
@@ -95,6 +120,24 @@ class AlarmSpec:
             "OKActions": actions,
             "ActionsEnabled": True,
         }
+        if self.expression:
+            request["Metrics"] = [
+                *(query.request(self.period) for query in self.queries),
+                {"Id": "e1", "Expression": self.expression, "Label": self.metric},
+            ]
+            return request
+        return {
+            **request,
+            "Namespace": self.namespace,
+            "MetricName": self.metric,
+            "Dimensions": _dimensions(self.dimensions),
+            "Statistic": self.statistic,
+            "Period": self.period,
+        }
+
+
+def _dimensions(pairs: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
+    return [{"Name": name, "Value": value} for name, value in pairs]
 
 
 def destination_metric(destination_arn: str) -> tuple[str, str, tuple[tuple[str, str], ...]]:
@@ -108,8 +151,24 @@ def destination_metric(destination_arn: str) -> tuple[str, str, tuple[tuple[str,
     raise ValueError(f"no CloudWatch metric counts what reaches {destination_arn}")
 
 
-def alarm_specs(names: TableResources, table: str, destination_arn: str | None) -> list[AlarmSpec]:
-    """Lag, errors, and records given up on, for one function."""
+def metric_kind(kind: str) -> str:
+    """The ``Kind`` dimension of the function's own metrics (core/metrics)."""
+    return "backup" if kind == "backup" else "replicate"
+
+
+# Written to but not invoked: the expression is 1 in a period in which the table took writes
+# and the function ran not once. Lambda polls the stream every second, so a healthy trigger
+# never shows this for long; a disabled trigger, a deleted mapping or a function that cannot
+# start shows it in every period with writes, whereas an idle table (no writes) never does.
+STOPPED_EXPRESSION = "IF(FILL(writes, 0) > 0 AND FILL(invocations, 0) == 0, 1, 0)"
+STOPPED_PERIODS = 3
+
+
+def alarm_specs(
+    names: TableResources, table: str, destination_arn: str | None, kind: str = "backup"
+) -> list[AlarmSpec]:
+    """Lag, errors, records failed, backups stopped, and records given up on, for one
+    function."""
     function = (("FunctionName", names.function),)
     specs = [
         AlarmSpec(
@@ -138,6 +197,21 @@ def alarm_specs(names: TableResources, table: str, destination_arn: str | None) 
             0.0,
             "GreaterThanThreshold",
         ),
+        AlarmSpec(
+            names.failed_records_alarm,
+            f"dynamo-backups: records of {table} could not be written and were reported back "
+            "to the trigger (batchItemFailures, which Lambda does not count as Errors): see "
+            "the function's log group; the trigger retries them",
+            NAMESPACE,
+            RECORDS_FAILED,
+            (("Kind", metric_kind(kind)), ("Table", table)),
+            "Sum",
+            300,
+            1,
+            0.0,
+            "GreaterThanThreshold",
+        ),
+        stopped_alarm(names, table),
     ]
     if destination_arn and arn_service(destination_arn) in ("sqs", "sns"):
         namespace, metric, dimensions = destination_metric(destination_arn)
@@ -159,6 +233,45 @@ def alarm_specs(names: TableResources, table: str, destination_arn: str | None) 
     return specs
 
 
+def stopped_alarm(names: TableResources, table: str) -> AlarmSpec:
+    """Fires when the table is written to while its function is not invoked: the trigger is
+    disabled or gone, or the function cannot run. The lag alarm cannot see this (a trigger
+    that reads nothing reports no IteratorAge, and missing data must stay fine for idle
+    tables)."""
+    minutes = STOPPED_PERIODS * 5
+    return AlarmSpec(
+        names.stopped_alarm,
+        f"dynamo-backups: {table} took writes for {minutes} minutes while its function "
+        f"{names.function} was not invoked once: backups have stopped (trigger disabled or "
+        "deleted, or the function cannot start); run dynamo-backups status",
+        "",
+        "WritesWithoutInvocations",
+        (),
+        "",
+        300,
+        STOPPED_PERIODS,
+        0.0,
+        "GreaterThanThreshold",
+        expression=STOPPED_EXPRESSION,
+        queries=(
+            MetricQuery(
+                "writes",
+                "AWS/DynamoDB",
+                "ConsumedWriteCapacityUnits",
+                (("TableName", table),),
+                "Sum",
+            ),
+            MetricQuery(
+                "invocations",
+                "AWS/Lambda",
+                "Invocations",
+                (("FunctionName", names.function),),
+                "Sum",
+            ),
+        ),
+    )
+
+
 # --- the dashboard ------------------------------------------------------------------------------
 
 WIDGET_WIDTH, WIDGET_HEIGHT = 6, 6
@@ -174,7 +287,7 @@ def table_widgets(
     """One row of the dashboard: lag, errors, records written, records failed or given up
     (``merge_dashboard`` places it)."""
     function = ["FunctionName", names.function]
-    ours = ["Kind", "backup" if kind == "backup" else "replicate", "Table", table]
+    ours = ["Kind", metric_kind(kind), "Table", table]
     failed: list[list[Any]] = [[NAMESPACE, RECORDS_FAILED, *ours, {"stat": "Sum"}]]
     if destination_arn and arn_service(destination_arn) in ("sqs", "sns"):
         namespace, metric, dimensions = destination_metric(destination_arn)

@@ -34,7 +34,7 @@ class TableResources:
     write_policy: str
     log_group: str
     failure_queue: str  # where the trigger reports records it gave up on
-    alarms: tuple[str, str, str]  # lag, errors, records given up on
+    alarms: tuple[str, ...]  # lag, errors, records given up on, records failed, stopped
 
     @property
     def lag_alarm(self) -> str:
@@ -47,6 +47,14 @@ class TableResources:
     @property
     def discarded_alarm(self) -> str:
         return self.alarms[2]
+
+    @property
+    def failed_records_alarm(self) -> str:
+        return self.alarms[3]
+
+    @property
+    def stopped_alarm(self) -> str:
+        return self.alarms[4]
 
     @classmethod
     def of(cls, table: str, replica: bool = False) -> TableResources:
@@ -62,7 +70,13 @@ class TableResources:
             write_policy=f"{base}-write",
             log_group=f"/aws/lambda/{base}",
             failure_queue=f"{base}-failures",
-            alarms=(f"{base} lag", f"{base} errors", f"{base} records given up"),
+            alarms=(
+                f"{base} lag",
+                f"{base} errors",
+                f"{base} records given up",
+                f"{base} records failed",
+                f"{base} stopped",
+            ),
         )
 
 

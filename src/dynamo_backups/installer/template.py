@@ -281,7 +281,8 @@ def _failure_queue(spec: FunctionSpec, logical: str) -> dict[str, Any]:
 
 def _alarms(spec: FunctionSpec, logical: str, topic: str | None) -> dict[str, Any]:
     resources = {}
-    for number, alarm in enumerate(alarm_specs(spec.names, spec.table, spec.destination_arn)):
+    alarms = alarm_specs(spec.names, spec.table, spec.destination_arn, spec.kind)
+    for number, alarm in enumerate(alarms):
         properties = _sub(alarm.request(topic))
         resources[f"{logical}Alarm{number}"] = {
             "Type": "AWS::CloudWatch::Alarm",
