@@ -41,6 +41,7 @@ from dynamo_backups.core.layout import (
     VersionMetadata,
 )
 from dynamo_backups.core.parallel import ThreadEngine
+from dynamo_backups.core.pitr import ObjectVersion
 from dynamo_backups.core.progress import NoProgress, ProgressSink
 from dynamo_backups.core.units import (
     PARTITION_COUNTS,
@@ -314,7 +315,7 @@ class Verify:
         """Read both sides again; count (and repair) only what still differs."""
         live, read_at = self._get_item(key)
         object_key = self.layout.item_object_key(key)
-        current = self.writer().current_etag(object_key) if self.repair else None
+        current = self.writer().current_version(object_key) if self.repair else None
         backup_item = self._backup_item(key, object_key)
         same = (
             live is not None
@@ -359,7 +360,7 @@ class Verify:
         object_key: str,
         live: dict[str, Any] | None,
         read_at: datetime,
-        current: str | None,
+        current: ObjectVersion | None,
     ) -> bool:
         """Write the table's state into the backup, dated by DynamoDB's clock, only over the
         object as it was before the table was read again: anything newer wins."""
