@@ -5,7 +5,6 @@ empty body's), so the condition alone lets such a write through. What a concurre
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,42 +22,16 @@ from dynamo_backups.core.layout import (
 )
 from dynamo_backups.jobs.backfill_removals import restore_removals_under_backfill
 from dynamo_backups.pipeline.backup_applier import BackupApplier
-from tests.faultproxy import FORWARD, FaultProxy, Request
+from tests.faultproxy import BeforeForwarding, FaultProxy, put_of
 from tests.helpers import bodies, create_table, expected_name, history, lambda_records, object_key
 from tests.servers import Server, make_client
 
 
-class WriteHook:
-    """A fault-proxy rule that runs ``concurrent`` once, just before the first request that
-    ``matches`` is forwarded: a write that lands between a writer's look and its write."""
-
-    def __init__(self, matches: Callable[[Request], bool], concurrent: Callable[[], None]):
-        self.matches = matches
-        self.concurrent = concurrent
-        self.fired = threading.Event()
-        self.lock = threading.Lock()
-
-    def __call__(self, request: Request) -> str:
-        with self.lock:
-            if not self.fired.is_set() and self.matches(request):
-                self.fired.set()
-                self.concurrent()
-        return FORWARD
-
-
-def conditional_put_of(name: str, header: str) -> Callable[[Request], bool]:
-    def matches(request: Request) -> bool:
-        path = request.path.split("?", 1)[0]
-        return request.method == "PUT" and path.endswith(name) and header in request.headers
-
-    return matches
-
-
 @pytest.fixture
-def proxy_of(seaweedfs: Server) -> Iterator[Callable[[WriteHook], FaultProxy]]:
+def proxy_of(seaweedfs: Server) -> Iterator[Callable[[BeforeForwarding], FaultProxy]]:
     proxies: list[FaultProxy] = []
 
-    def start(hook: WriteHook) -> FaultProxy:
+    def start(hook: BeforeForwarding) -> FaultProxy:
         proxy = FaultProxy(seaweedfs.endpoint, hook).__enter__()
         proxies.append(proxy)
         return proxy
@@ -75,7 +48,7 @@ def test_backfill_removal_check_keeps_an_identical_image_reinserted_meanwhile(
     s3: Any,
     bucket: str,
     prefix: str,
-    proxy_of: Callable[[WriteHook], FaultProxy],
+    proxy_of: Callable[[BeforeForwarding], FaultProxy],
 ) -> None:
     table = create_table(dynamodb)
     key = {"pk": {"S": "a"}}
@@ -97,7 +70,7 @@ def test_backfill_removal_check_keeps_an_identical_image_reinserted_meanwhile(
     def reinserted() -> None:
         assert stream.apply([reinsert]).failures == []
 
-    hook = WriteHook(conditional_put_of(expected_name(key), "if-match"), reinserted)
+    hook = BeforeForwarding(put_of(expected_name(key), "if-match"), reinserted)
     proxy = proxy_of(hook)
     checked = BackupWriter(make_client("s3", proxy.endpoint), bucket)
     restored = restore_removals_under_backfill(checked, TableLayout.of(prefix, table))
@@ -124,7 +97,7 @@ def test_repair_over_a_removal_keeps_a_removal_the_stream_wrote_meanwhile(
     s3: Any,
     bucket: str,
     prefix: str,
-    proxy_of: Callable[[WriteHook], FaultProxy],
+    proxy_of: Callable[[BeforeForwarding], FaultProxy],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     table = create_table(dynamodb)
@@ -144,7 +117,7 @@ def test_repair_over_a_removal_keeps_a_removal_the_stream_wrote_meanwhile(
         records = lambda_records(dynamodb, streams, table)
         assert stream.apply(records[seen:]).failures == []
 
-    hook = WriteHook(conditional_put_of(expected_name(key), "if-none-match"), deleted_again)
+    hook = BeforeForwarding(put_of(expected_name(key), "if-none-match"), deleted_again)
     proxy = proxy_of(hook)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.endpoint)
     args = ["verify", table, "--bucket", bucket, "--prefix", prefix, "--repair"]

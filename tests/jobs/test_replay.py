@@ -5,6 +5,7 @@ messages settled only once written."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,25 @@ import pytest
 from click.testing import CliRunner
 
 from dynamo_backups import handler
+from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli import main
 from dynamo_backups.installer.naming import TableResources
 from dynamo_backups.jobs.replay import parse_report
+from dynamo_backups.pipeline.backup_applier import BackupApplier
+from tests.conftest import unique_table_name
 from tests.deployment import ACCOUNT, clients
-from tests.helpers import bodies, create_table, history, lambda_records, object_key
+from tests.faultproxy import BeforeForwarding, FaultProxy, put_of
+from tests.helpers import (
+    bodies,
+    create_table,
+    expected_name,
+    history,
+    lambda_records,
+    object_key,
+    restore_job,
+    scan_all,
+)
+from tests.servers import Server
 
 
 def report_for(
@@ -180,3 +195,72 @@ def test_replay_settles_queue_messages_only_once_their_range_is_written(
     left = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0)
     (message,) = left["Messages"]
     assert parse_report(message["Body"]).stream_arn.endswith("0")
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize(
+    "moment",
+    ["as replay writes the last replayed change", "as replay puts the newer state back"],
+)
+def test_a_change_the_trigger_writes_while_replay_runs_stays_on_top(
+    moment: str,
+    dynamodb_local: Server,
+    seaweedfs: Server,
+    dynamodb: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    aws_env: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = create_table(dynamodb)
+    key = {"pk": {"S": "a"}}
+    for version in (1, 2, 3):
+        dynamodb.put_item(TableName=table, Item={**key, "v": {"N": str(version)}})
+    r1, r2, r3 = lambda_records(dynamodb, streams, table)
+    trigger = BackupApplier(BackupWriter(s3, bucket), prefix)  # straight to S3, no proxy
+    assert trigger.apply([r3]).failures == []  # it gave up on r1..r2 and went on
+    (shard,) = streams.describe_stream(StreamArn=r1["eventSourceARN"])["StreamDescription"][
+        "Shards"
+    ]
+    reports = tmp_path / "reports.jsonl"
+    reports.write_text(report_for([r1, r2], shard["ShardId"]) + "\n")
+
+    # While replay runs, the item changes to v4 and the trigger writes it.
+    def trigger_writes_v4() -> None:
+        dynamodb.put_item(TableName=table, Item={**key, "v": {"N": "4"}})
+        r4 = lambda_records(dynamodb, streams, table)[-1]
+        assert trigger.apply([r4]).failures == []
+
+    during = r2 if moment.endswith("last replayed change") else r3
+    sequence = during["dynamodb"]["SequenceNumber"]
+    hook = BeforeForwarding(
+        put_of(expected_name(key), "x-amz-meta-sequence-number", sequence), trigger_writes_v4
+    )
+    with FaultProxy(seaweedfs.endpoint, hook) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.endpoint)
+        result = CliRunner().invoke(
+            main,
+            ["replay", table, "--file", str(reports), "--bucket", bucket, "--prefix", prefix],
+        )
+    assert hook.fired.is_set()
+    assert result.exit_code == 0, result.output
+
+    v4 = {**key, "v": {"N": "4"}}
+    assert bodies(history(s3, bucket, object_key(prefix, table, key)))[0] == v4
+    later = datetime.now(UTC) + timedelta(hours=1)
+    for at in (None, later, later + timedelta(days=1)):
+        target = unique_table_name("replayed")
+        job = restore_job(
+            dynamodb_local.endpoint,
+            s3,
+            bucket,
+            f"{prefix}/{table}",
+            target,
+            at=at,
+            key_schema="pk:S",
+        )
+        assert job.run().complete
+        assert list(scan_all(dynamodb, target).values()) == [v4], f"at {at}"
