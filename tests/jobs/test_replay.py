@@ -20,7 +20,7 @@ from dynamo_backups.jobs.replay import parse_report
 from dynamo_backups.pipeline.backup_applier import BackupApplier
 from tests.conftest import unique_table_name
 from tests.deployment import ACCOUNT, clients
-from tests.faultproxy import BeforeForwarding, FaultProxy, put_of
+from tests.faultproxy import FORWARD, Answer, BeforeForwarding, FaultProxy, Request, put_of
 from tests.helpers import (
     bodies,
     create_table,
@@ -148,7 +148,7 @@ def test_replay_reports_a_range_the_stream_no_longer_holds(
         ["replay", table, "--file", str(reports), "--bucket", bucket, "--prefix", prefix],
     )
     assert result.exit_code == 1
-    assert "GONE: table" in result.output
+    assert "GONE: report 1 of reports.jsonl: table" in result.output
     assert f"run: dynamo-backups verify {table} --bucket {bucket} --prefix {prefix} --repair" in (
         result.output
     )
@@ -264,3 +264,67 @@ def test_a_change_the_trigger_writes_while_replay_runs_stays_on_top(
         )
         assert job.run().complete
         assert list(scan_all(dynamodb, target).values()) == [v4], f"at {at}"
+
+
+@pytest.mark.servers
+def test_one_bad_report_is_reported_and_the_others_are_replayed(
+    seaweedfs: Server,
+    dynamodb: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    aws_env: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = create_table(dynamodb)
+    keys = [{"pk": {"S": name}} for name in ("denied", "fine")]
+    for key in keys:
+        dynamodb.put_item(TableName=table, Item=key)
+    denied, fine = lambda_records(dynamodb, streams, table)
+    (shard,) = streams.describe_stream(StreamArn=fine["eventSourceARN"])["StreamDescription"][
+        "Shards"
+    ]
+    garbled = json.loads(report_for([fine], shard["ShardId"]))
+    garbled["DDBStreamBatchInfo"]["startSequenceNumber"] = "soon"
+    reports = tmp_path / "reports.jsonl"
+    reports.write_text(
+        "\n".join(
+            [
+                report_for([denied], shard["ShardId"]),  # its object cannot be read or written
+                json.dumps(garbled),  # not a range of sequence numbers
+                "{not json",
+                report_for([fine], shard["ShardId"]),
+            ]
+        )
+        + "\n"
+    )
+    # The bucket refuses every request about one object (a policy denying it, say).
+    refused = expected_name(keys[0])
+
+    def deny(request: Request) -> str | Answer:
+        if refused not in request.path:
+            return FORWARD
+        body = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+        return Answer(403, {"Content-Type": "application/xml"}, body)
+
+    with FaultProxy(seaweedfs.endpoint, deny) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.endpoint)
+        result = CliRunner().invoke(
+            main,
+            ["replay", table, "--file", str(reports), "--bucket", bucket, "--prefix", prefix],
+        )
+
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    # The good report after the bad ones was replayed all the same.
+    assert "replayed 1 records" in result.output, result.output
+    assert bodies(history(s3, bucket, object_key(prefix, table, keys[1]))) == [keys[1]]
+    lines = result.output.splitlines()
+    (first,) = [line for line in lines if line.startswith("FAILED: report 1 of reports.jsonl")]
+    assert refused in first and "AccessDenied" in first
+    (second,) = [line for line in lines if line.startswith("SKIPPED: report 2 of reports.jsonl")]
+    assert "startSequenceNumber 'soon' is not a sequence number" in second
+    assert any(line.startswith("SKIPPED: report 3 of reports.jsonl") for line in lines)
+    assert "3 of 4 reports were not replayed" in result.output

@@ -89,7 +89,10 @@ def replay(
     replayer = Replayer(aws.client("dynamodbstreams"), BackupApplier(writer, prefix, key_hash))
     if report_file is not None:
         with report_file.open(encoding="utf-8") as handle:
-            outcomes = [_replay_one(replayer, table, text) for text in reports_in_file(handle)]
+            outcomes = [
+                _replay_one(replayer, table, text, f"report {number} of {report_file.name}")
+                for number, text in enumerate(reports_in_file(handle), 1)
+            ]
     else:
         outcomes = _replay_queue(aws, replayer, table, queue)
     _finish(invocation, table, bucket, prefix, outcomes)
@@ -120,26 +123,29 @@ def _destination(
     return bucket, prefix, key_hash or DEFAULT_KEY_HASH
 
 
-def _replay_one(replayer: Replayer, table: str, text: str | bytes) -> ReplayOutcome | str:
+Replayed = tuple[str, "ReplayOutcome | str"]  # where the report came from, and its outcome
+
+
+def _replay_one(replayer: Replayer, table: str, text: str | bytes, source: str) -> Replayed:
+    """One report's outcome (a text: why it was not replayed); one bad report never stops
+    the others."""
     try:
         report = parse_report(text)
     except ReportError as error:
-        return str(error)
+        return source, str(error)
     if report.table != table:
-        return f"a report of table {report.table}, not {table}: left as it is"
-    return replayer.replay(report)
+        return source, f"a report of table {report.table}, not {table}: left as it is"
+    return source, replayer.replay(report)
 
 
-def _replay_queue(
-    aws: Any, replayer: Replayer, table: str, queue: str | None
-) -> list[ReplayOutcome | str]:
+def _replay_queue(aws: Any, replayer: Replayer, table: str, queue: str | None) -> list[Replayed]:
     sqs = aws.client("sqs")
     name = queue or TableResources.of(table).failure_queue
     url = name if name.startswith("https://") or name.startswith("http://") else None
     url = url or queue_url(sqs, name)
     if url is None:
         fail(f"no queue {name}: was the table deployed (dynamo-backups deploy)?")
-    outcomes: list[ReplayOutcome | str] = []
+    outcomes: list[Replayed] = []
     seen: set[str] = set()
     while True:
         messages = sqs.receive_message(
@@ -156,8 +162,10 @@ def _replay_queue(
             return outcomes
         for message in fresh:
             seen.add(message["MessageId"])
-            outcome = _replay_one(replayer, table, message["Body"])
-            outcomes.append(outcome)
+            source, outcome = _replay_one(
+                replayer, table, message["Body"], f"message {message['MessageId']}"
+            )
+            outcomes.append((source, outcome))
             if isinstance(outcome, ReplayOutcome) and outcome.written:
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
             else:  # kept, and visible again at once for status and the next replay
@@ -175,17 +183,18 @@ def _finish(
     table: str,
     bucket: str,
     prefix: str,
-    outcomes: list[ReplayOutcome | str],
+    outcomes: list[Replayed],
 ) -> None:
     lines, summary = [], []
     repair = f"dynamo-backups verify {table} --bucket {bucket} --prefix {prefix} --repair"
-    for outcome in outcomes:
+    for source, outcome in outcomes:
         if isinstance(outcome, str):
-            lines.append(f"SKIPPED: {outcome}")
-            summary.append({"skipped": outcome})
+            lines.append(f"SKIPPED: {source}: {outcome}")
+            summary.append({"source": source, "skipped": outcome})
             continue
         report: GivenUp = outcome.report
         entry = {
+            "source": source,
             "span": report.span,
             "records": outcome.records,
             "written": outcome.written,
@@ -198,13 +207,15 @@ def _finish(
             lines.append(f"replayed {outcome.records} records: {report.span}")
         elif outcome.gone:
             lines.append(
-                f"GONE: {report.span}: the stream no longer holds them ({outcome.problem}); "
+                f"GONE: {source}: {report.span}: the stream no longer holds them "
+                f"({outcome.problem}); "
                 f"run: {repair}"
             )
         else:
-            lines.append(f"FAILED: {report.span}: {outcome.problem}")
+            lines.append(f"FAILED: {source}: {report.span}: {outcome.problem}")
     if not outcomes:
         lines.append(f"no reports of records given up on for {table}")
     invocation.emit({"table": table, "reports": summary}, "\n".join(lines))
-    if any(isinstance(o, str) or not o.written for o in outcomes):
-        fail("some reported records were not replayed (see above)", EXIT_FAILED)
+    failed = sum(1 for _, o in outcomes if isinstance(o, str) or not o.written)
+    if failed:
+        fail(f"{failed} of {len(outcomes)} reports were not replayed (see above)", EXIT_FAILED)
