@@ -11,7 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dynamo_backups.aws.errors import PRECONDITION_CODES, ClientError, error_code
+from dynamo_backups.aws.errors import (
+    NOT_FOUND_CODES,
+    PRECONDITION_CODES,
+    ClientError,
+    error_code,
+)
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.aws.s3objects import BotocoreObjects, ObjectStore
 from dynamo_backups.backup.reading import object_versions
@@ -191,10 +196,11 @@ class BackupWriter:
                 None,
             )
         except ClientError as error:
-            if error_code(error) not in PRECONDITION_CODES:
-                raise
-            # A newer write landed on the tombstone (the marker's If-Match can pass only on
-            # another tombstone, which means "absent" alike): it stands.
+            if error_code(error) in PRECONDITION_CODES | NOT_FOUND_CODES:
+                # A newer write (or removal) landed on the tombstone and buries it: it stands.
+                # (The marker's If-Match passes only on another tombstone: "absent" alike.)
+                return None
+            raise
         return _Written(tombstone[0], removal=True)
 
     def _conditional_put(
