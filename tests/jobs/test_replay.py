@@ -199,11 +199,18 @@ def test_replay_settles_queue_messages_only_once_their_range_is_written(
 
 @pytest.mark.servers
 @pytest.mark.parametrize(
-    "moment",
-    ["as replay writes the last replayed change", "as replay puts the newer state back"],
+    ("moment", "newest"),
+    [
+        ("as replay writes the last replayed change", "4"),
+        ("as replay puts the newer state back", "4"),
+        # The item goes back to the replayed image: the same body, so the same ETag, as the
+        # version replay's conditional write saw.
+        ("as replay puts the newer state back", "2"),
+    ],
 )
 def test_a_change_the_trigger_writes_while_replay_runs_stays_on_top(
     moment: str,
+    newest: str,
     dynamodb_local: Server,
     seaweedfs: Server,
     dynamodb: Any,
@@ -228,9 +235,9 @@ def test_a_change_the_trigger_writes_while_replay_runs_stays_on_top(
     reports = tmp_path / "reports.jsonl"
     reports.write_text(report_for([r1, r2], shard["ShardId"]) + "\n")
 
-    # While replay runs, the item changes to v4 and the trigger writes it.
+    # While replay runs, the item changes (a fourth change) and the trigger writes it.
     def trigger_writes_v4() -> None:
-        dynamodb.put_item(TableName=table, Item={**key, "v": {"N": "4"}})
+        dynamodb.put_item(TableName=table, Item={**key, "v": {"N": newest}})
         r4 = lambda_records(dynamodb, streams, table)[-1]
         assert trigger.apply([r4]).failures == []
 
@@ -248,8 +255,13 @@ def test_a_change_the_trigger_writes_while_replay_runs_stays_on_top(
     assert hook.fired.is_set()
     assert result.exit_code == 0, result.output
 
-    v4 = {**key, "v": {"N": "4"}}
-    assert bodies(history(s3, bucket, object_key(prefix, table, key)))[0] == v4
+    v4 = {**key, "v": {"N": newest}}
+    entries = history(s3, bucket, object_key(prefix, table, key))
+    assert bodies(entries)[0] == v4
+    assert int(entries[0]["metadata"]["sequence-number"]) > int(r3["dynamodb"]["SequenceNumber"])
+    if newest == "2":  # the condition alone cannot tell the two apart
+        etags = {entry["metadata"]["sequence-number"]: entry["ETag"] for entry in entries}
+        assert etags[r2["dynamodb"]["SequenceNumber"]] == entries[0]["ETag"]
     later = datetime.now(UTC) + timedelta(hours=1)
     for at in (None, later, later + timedelta(days=1)):
         target = unique_table_name("replayed")
