@@ -68,10 +68,12 @@ def replay(
 
     Each report in the failure queue (or --file) names a range of stream records. Replay
     reads exactly that range again (the stream keeps records 24 hours) and writes it with
-    the handler's own code; where an item already holds a newer state, that state is written
-    again on top, so the stream's order is kept. A queue message is deleted only after its
-    whole range is written. A range the stream no longer holds is reported with its time
-    span and the command that repairs the table (verify --repair); its message is kept.
+    the handler's own code; where an item holds a newer state (also one the trigger writes
+    meanwhile), that state is written again on top, so the stream's order is kept. A queue
+    message is deleted only after its whole range is written. A range the stream no longer
+    holds is reported with its time span and the command that repairs the table (verify
+    --repair); its message is kept. A report that cannot be replayed is named with the
+    reason, the others are replayed all the same, and the exit code is 1.
 
     \b
     Examples:
