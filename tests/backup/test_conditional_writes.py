@@ -5,6 +5,7 @@ empty body's), so the condition alone lets such a write through. What a concurre
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +23,7 @@ from dynamo_backups.core.layout import (
 )
 from dynamo_backups.jobs.backfill_removals import restore_removals_under_backfill
 from dynamo_backups.pipeline.backup_applier import BackupApplier
-from tests.faultproxy import BeforeForwarding, FaultProxy, put_of
+from tests.faultproxy import BeforeForwarding, FaultProxy, Request, put_of
 from tests.helpers import bodies, create_table, expected_name, history, lambda_records, object_key
 from tests.servers import Server, make_client
 
@@ -130,3 +131,48 @@ def test_repair_over_a_removal_keeps_a_removal_the_stream_wrote_meanwhile(
     assert dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item") is None
     assert bodies(entries)[0] == "DM"
     assert bodies(entries)[1] is None  # a tombstone dates the removal
+
+
+@pytest.mark.servers
+def test_repair_never_puts_the_state_it_read_over_a_change_made_after_the_read(
+    aws_env: dict[str, str],
+    dynamodb_local: Server,
+    dynamodb: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = create_table(dynamodb)
+    key = {"pk": {"S": "a"}}
+    dynamodb.put_item(TableName=table, Item={**key, "v": {"N": "1"}})
+    stream = BackupApplier(BackupWriter(s3, bucket), prefix)
+    assert stream.apply(lambda_records(dynamodb, streams, table)).failures == []
+    dynamodb.put_item(TableName=table, Item={**key, "v": {"N": "2"}})  # its record is lost
+    seen = len(lambda_records(dynamodb, streams, table))
+    fired = threading.Event()
+
+    # Just after repair's GetItem has read v2, the item changes to v3 and the stream writes it.
+    def changed_after_the_read(answer: bytes) -> bytes:
+        dynamodb.put_item(TableName=table, Item={**key, "v": {"N": "3"}})
+        assert stream.apply(lambda_records(dynamodb, streams, table)[seen:]).failures == []
+        return answer
+
+    def on_get_item(request: Request) -> tuple[bytes, Callable[[bytes], bytes]] | None:
+        target = request.headers.get("x-amz-target", "")
+        if not target.endswith(".GetItem") or fired.is_set():
+            return None
+        fired.set()
+        return request.body, changed_after_the_read
+
+    with FaultProxy(dynamodb_local.endpoint, rewrite=on_get_item) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy.endpoint)
+        args = ["verify", table, "--bucket", bucket, "--prefix", prefix, "--repair"]
+        result = CliRunner().invoke(main, args)
+    assert "Traceback" not in result.output, result.output
+
+    assert fired.is_set()
+    v3 = {**key, "v": {"N": "3"}}
+    assert dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"] == v3
+    assert bodies(history(s3, bucket, object_key(prefix, table, key)))[0] == v3

@@ -313,9 +313,11 @@ class Verify:
 
     def _recheck(self, key: dict[str, Any], result: UnitResult) -> None:
         """Read both sides again; count (and repair) only what still differs."""
-        live, read_at = self._get_item(key)
         object_key = self.layout.item_object_key(key)
+        # The backup's current version, looked at before the table is read: a repair is
+        # written only over it, so a change the stream writes after the read always wins.
         current = self.writer().current_version(object_key) if self.repair else None
+        live, read_at = self._get_item(key)
         backup_item = self._backup_item(key, object_key)
         same = (
             live is not None
