@@ -291,10 +291,15 @@ def test_one_bad_report_is_reported_and_the_others_are_replayed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     table = create_table(dynamodb)
-    keys = [{"pk": {"S": name}} for name in ("denied", "fine")]
-    for key in keys:
+    keys = [{"pk": {"S": name}} for name in ("denied", "fine", "other")]
+    other = {**keys[2], "v": {"N": "2"}}
+    dynamodb.put_item(TableName=table, Item={**keys[2], "v": {"N": "1"}})
+    for key in keys[:2]:
         dynamodb.put_item(TableName=table, Item=key)
-    denied, fine = lambda_records(dynamodb, streams, table)
+    dynamodb.put_item(TableName=table, Item=other)
+    other_first, denied, fine, other_second = lambda_records(dynamodb, streams, table)
+    trigger = BackupApplier(BackupWriter(s3, bucket), prefix)
+    assert trigger.apply([other_second]).failures == []  # it went on after the range
     (shard,) = streams.describe_stream(StreamArn=fine["eventSourceARN"])["StreamDescription"][
         "Shards"
     ]
@@ -304,7 +309,8 @@ def test_one_bad_report_is_reported_and_the_others_are_replayed(
     reports.write_text(
         "\n".join(
             [
-                report_for([denied], shard["ShardId"]),  # its object cannot be read or written
+                # one of its objects cannot be read or written
+                report_for([other_first, denied], shard["ShardId"]),
                 json.dumps(garbled),  # not a range of sequence numbers
                 "{not json",
                 report_for([fine], shard["ShardId"]),
@@ -340,3 +346,5 @@ def test_one_bad_report_is_reported_and_the_others_are_replayed(
     assert "startSequenceNumber 'soon' is not a sequence number" in second
     assert any(line.startswith("SKIPPED: report 3 of reports.jsonl") for line in lines)
     assert "3 of 4 reports were not replayed" in result.output
+    # The failed report's change written before the failure did not stay above a newer one.
+    assert bodies(history(s3, bucket, object_key(prefix, table, keys[2])))[0] == other

@@ -233,8 +233,9 @@ class Replayer:
     # --- writing it ------------------------------------------------------------------------
 
     def _apply_in_stream_order(self, records: Sequence[dict[str, Any]]) -> int:
-        """Apply the records; then make each item's newest change in the stream's order its
-        current version again. Returns how many items needed it."""
+        """Apply the records; then (also when some could not be written) make each item's
+        newest change in the stream's order its current version again. Returns how many
+        items needed it."""
         parsed = parse_batch(records)
         if parsed.invalid is not None:
             raise ReplayFailed(str(parsed.invalid))
@@ -244,13 +245,17 @@ class Replayer:
                 for change in parsed.changes
             )
         )
+        problems: list[str] = []
         for batch in batched(records, 100):
             result: BatchResult = self.applier.apply(batch)
             if result.failures:
-                raise ReplayFailed(result.first_failure.reason if result.first_failure else "")
+                failure = result.first_failure
+                problems.append(failure.reason if failure else "a record was not written")
+                break
+        # Also after a failure: the changes written so far must not stay above newer ones.
         with ThreadPoolExecutor(SETTLE_CONCURRENCY, "replay-settle") as pool:
             settled = list(pool.map(self._settle_reporting, object_keys))
-        problems = [problem for _, problem in settled if problem]
+        problems += [problem for _, problem in settled if problem]
         if problems:
             more = f" (and {len(problems) - 1} more objects)" if len(problems) > 1 else ""
             raise ReplayFailed(problems[0] + more)
