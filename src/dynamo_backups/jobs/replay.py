@@ -257,7 +257,7 @@ class Replayer:
             settled = list(pool.map(self._settle_reporting, object_keys))
         problems += [problem for _, problem in settled if problem]
         if problems:
-            more = f" (and {len(problems) - 1} more objects)" if len(problems) > 1 else ""
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
             raise ReplayFailed(problems[0] + more)
         return sum(1 for rewritten, _ in settled if rewritten)
 
