@@ -273,3 +273,36 @@ def every_nth(n: int, fault: str, method: str | None = None) -> Rule:
 
 def _unchanged(payload: bytes) -> bytes:
     return payload
+
+
+class BeforeForwarding:
+    """A rule that runs ``action`` once, just before forwarding the first request that
+    ``matches`` (then forwards it): a concurrent write injected at an exact point of a
+    writer's work, between its look at an object and its write. ``fired`` tells whether it
+    ran."""
+
+    def __init__(self, matches: Callable[[Request], bool], action: Callable[[], None]) -> None:
+        self.matches = matches
+        self.action = action
+        self.fired = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Request) -> str:
+        with self._lock:
+            if not self.fired.is_set() and self.matches(request):
+                self.fired.set()
+                self.action()
+        return FORWARD
+
+
+def put_of(name: str, header: str, value: str | None = None) -> Callable[[Request], bool]:
+    """Matches a PUT of the object whose key ends with ``name`` that carries ``header``
+    (lowercase; with ``value``, that value)."""
+
+    def matches(request: Request) -> bool:
+        path = request.path.split("?", 1)[0]
+        if request.method != "PUT" or not path.endswith(name) or header not in request.headers:
+            return False
+        return value is None or request.headers[header] == value
+
+    return matches

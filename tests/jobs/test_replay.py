@@ -5,6 +5,7 @@ messages settled only once written."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,25 @@ import pytest
 from click.testing import CliRunner
 
 from dynamo_backups import handler
+from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli import main
 from dynamo_backups.installer.naming import TableResources
 from dynamo_backups.jobs.replay import parse_report
+from dynamo_backups.pipeline.backup_applier import BackupApplier
+from tests.conftest import unique_table_name
 from tests.deployment import ACCOUNT, clients
-from tests.helpers import bodies, create_table, history, lambda_records, object_key
+from tests.faultproxy import FORWARD, Answer, BeforeForwarding, FaultProxy, Request, put_of
+from tests.helpers import (
+    bodies,
+    create_table,
+    expected_name,
+    history,
+    lambda_records,
+    object_key,
+    restore_job,
+    scan_all,
+)
+from tests.servers import Server
 
 
 def report_for(
@@ -133,7 +148,7 @@ def test_replay_reports_a_range_the_stream_no_longer_holds(
         ["replay", table, "--file", str(reports), "--bucket", bucket, "--prefix", prefix],
     )
     assert result.exit_code == 1
-    assert "GONE: table" in result.output
+    assert "GONE: report 1 of reports.jsonl: table" in result.output
     assert f"run: dynamo-backups verify {table} --bucket {bucket} --prefix {prefix} --repair" in (
         result.output
     )
@@ -180,3 +195,156 @@ def test_replay_settles_queue_messages_only_once_their_range_is_written(
     left = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0)
     (message,) = left["Messages"]
     assert parse_report(message["Body"]).stream_arn.endswith("0")
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize(
+    ("moment", "newest"),
+    [
+        ("as replay writes the last replayed change", "4"),
+        ("as replay puts the newer state back", "4"),
+        # The item goes back to the replayed image: the same body, so the same ETag, as the
+        # version replay's conditional write saw.
+        ("as replay puts the newer state back", "2"),
+    ],
+)
+def test_a_change_the_trigger_writes_while_replay_runs_stays_on_top(
+    moment: str,
+    newest: str,
+    dynamodb_local: Server,
+    seaweedfs: Server,
+    dynamodb: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    aws_env: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = create_table(dynamodb)
+    key = {"pk": {"S": "a"}}
+    for version in (1, 2, 3):
+        dynamodb.put_item(TableName=table, Item={**key, "v": {"N": str(version)}})
+    r1, r2, r3 = lambda_records(dynamodb, streams, table)
+    trigger = BackupApplier(BackupWriter(s3, bucket), prefix)  # straight to S3, no proxy
+    assert trigger.apply([r3]).failures == []  # it gave up on r1..r2 and went on
+    (shard,) = streams.describe_stream(StreamArn=r1["eventSourceARN"])["StreamDescription"][
+        "Shards"
+    ]
+    reports = tmp_path / "reports.jsonl"
+    reports.write_text(report_for([r1, r2], shard["ShardId"]) + "\n")
+
+    # While replay runs, the item changes (a fourth change) and the trigger writes it.
+    def trigger_writes_v4() -> None:
+        dynamodb.put_item(TableName=table, Item={**key, "v": {"N": newest}})
+        r4 = lambda_records(dynamodb, streams, table)[-1]
+        assert trigger.apply([r4]).failures == []
+
+    during = r2 if moment.endswith("last replayed change") else r3
+    sequence = during["dynamodb"]["SequenceNumber"]
+    hook = BeforeForwarding(
+        put_of(expected_name(key), "x-amz-meta-sequence-number", sequence), trigger_writes_v4
+    )
+    with FaultProxy(seaweedfs.endpoint, hook) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.endpoint)
+        result = CliRunner().invoke(
+            main,
+            ["replay", table, "--file", str(reports), "--bucket", bucket, "--prefix", prefix],
+        )
+    assert hook.fired.is_set()
+    assert result.exit_code == 0, result.output
+
+    v4 = {**key, "v": {"N": newest}}
+    entries = history(s3, bucket, object_key(prefix, table, key))
+    assert bodies(entries)[0] == v4
+    assert int(entries[0]["metadata"]["sequence-number"]) > int(r3["dynamodb"]["SequenceNumber"])
+    if newest == "2":  # the condition alone cannot tell the two apart
+        etags = {entry["metadata"]["sequence-number"]: entry["ETag"] for entry in entries}
+        assert etags[r2["dynamodb"]["SequenceNumber"]] == entries[0]["ETag"]
+    later = datetime.now(UTC) + timedelta(hours=1)
+    for at in (None, later, later + timedelta(days=1)):
+        target = unique_table_name("replayed")
+        job = restore_job(
+            dynamodb_local.endpoint,
+            s3,
+            bucket,
+            f"{prefix}/{table}",
+            target,
+            at=at,
+            key_schema="pk:S",
+        )
+        assert job.run().complete
+        assert list(scan_all(dynamodb, target).values()) == [v4], f"at {at}"
+
+
+@pytest.mark.servers
+def test_one_bad_report_is_reported_and_the_others_are_replayed(
+    seaweedfs: Server,
+    dynamodb: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    aws_env: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = create_table(dynamodb)
+    keys = [{"pk": {"S": name}} for name in ("denied", "fine", "other")]
+    other = {**keys[2], "v": {"N": "2"}}
+    dynamodb.put_item(TableName=table, Item={**keys[2], "v": {"N": "1"}})
+    for key in keys[:2]:
+        dynamodb.put_item(TableName=table, Item=key)
+    dynamodb.put_item(TableName=table, Item=other)
+    other_first, denied, fine, other_second = lambda_records(dynamodb, streams, table)
+    trigger = BackupApplier(BackupWriter(s3, bucket), prefix)
+    assert trigger.apply([other_second]).failures == []  # it went on after the range
+    (shard,) = streams.describe_stream(StreamArn=fine["eventSourceARN"])["StreamDescription"][
+        "Shards"
+    ]
+    garbled = json.loads(report_for([fine], shard["ShardId"]))
+    garbled["DDBStreamBatchInfo"]["startSequenceNumber"] = "soon"
+    reports = tmp_path / "reports.jsonl"
+    reports.write_text(
+        "\n".join(
+            [
+                # one of its objects cannot be read or written
+                report_for([other_first, denied], shard["ShardId"]),
+                json.dumps(garbled),  # not a range of sequence numbers
+                "{not json",
+                report_for([fine], shard["ShardId"]),
+            ]
+        )
+        + "\n"
+    )
+    # The bucket refuses every request about one object (a policy denying it, say).
+    refused = expected_name(keys[0])
+
+    def deny(request: Request) -> str | Answer:
+        if refused not in request.path:
+            return FORWARD
+        body = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+        return Answer(403, {"Content-Type": "application/xml"}, body)
+
+    with FaultProxy(seaweedfs.endpoint, deny) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.endpoint)
+        result = CliRunner().invoke(
+            main,
+            ["replay", table, "--file", str(reports), "--bucket", bucket, "--prefix", prefix],
+        )
+
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    # The good report after the bad ones was replayed all the same.
+    assert "replayed 1 records" in result.output, result.output
+    assert bodies(history(s3, bucket, object_key(prefix, table, keys[1]))) == [keys[1]]
+    lines = result.output.splitlines()
+    (first,) = [line for line in lines if line.startswith("FAILED: report 1 of reports.jsonl")]
+    assert refused in first and "AccessDenied" in first
+    (second,) = [line for line in lines if line.startswith("SKIPPED: report 2 of reports.jsonl")]
+    assert "startSequenceNumber 'soon' is not a sequence number" in second
+    assert any(line.startswith("SKIPPED: report 3 of reports.jsonl") for line in lines)
+    assert "3 of 4 reports were not replayed" in result.output
+    # The failed report's change written before the failure did not stay above a newer one.
+    assert bodies(history(s3, bucket, object_key(prefix, table, keys[2])))[0] == other

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from dynamo_backups.aws.errors import PRECONDITION_CODES, ClientError, error_code
+from dynamo_backups.aws.errors import (
+    NOT_FOUND_CODES,
+    PRECONDITION_CODES,
+    ClientError,
+    error_code,
+)
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.aws.s3objects import BotocoreObjects, ObjectStore
+from dynamo_backups.backup.reading import object_versions
 from dynamo_backups.core.layout import ITEM_CONTENT_TYPE, TOMBSTONE_CONTENT_TYPE, VersionMetadata
+from dynamo_backups.core.pitr import ObjectVersion
 
 
 class BackupWriter:
@@ -90,19 +98,20 @@ class BackupWriter:
         )
 
     # --- conditional writes: never over a state someone else wrote meanwhile -----------------
+    #
+    # S3 conditions a write on ETags only (If-Match, If-None-Match: *), never on a version id,
+    # and identical bodies share an ETag (every tombstone is the empty body's). So a newer
+    # version with the same body as the one seen, written between the look and the write,
+    # lets the write through; and If-None-Match lets it through over any delete marker. Each
+    # conditional write is therefore confirmed by version id afterwards: the version directly
+    # under it must be the one seen. If it is not, the write landed on a newer one, and the
+    # state that newer write recorded is put back on top (conditionally, confirmed alike), so
+    # a state someone else wrote meanwhile always stays the current one.
 
-    def current_etag(self, object_key: str) -> str | None:
-        """The ETag of the object's current version; None when it has none (or a marker)."""
-
-        def head() -> str | None:
-            try:
-                return self.s3.head_object(Bucket=self.bucket, Key=object_key)["ETag"]
-            except ClientError as error:
-                if error_code(error) in ("NoSuchKey", "404", "NotFound"):
-                    return None
-                raise
-
-        return self._retrying("head", object_key, head, None)
+    def current_version(self, object_key: str) -> ObjectVersion | None:
+        """The object's newest entry (a version or a delete marker); None when it has none."""
+        entries = object_versions(self.objects, object_key)
+        return entries[0] if entries else None
 
     def version_metadata(self, object_key: str, version_id: str) -> VersionMetadata | None:
         """What the tool recorded on one version (None for a version it did not write)."""
@@ -114,17 +123,99 @@ class BackupWriter:
         )
         return VersionMetadata.from_s3(head.get("Metadata") or {})
 
+    def put_item_if_current(
+        self,
+        object_key: str,
+        body: bytes,
+        metadata: VersionMetadata,
+        seen: ObjectVersion | None,
+    ) -> bool:
+        """Write an item state only directly over ``seen`` (the object's newest entry as it
+        was looked at; None: it had none). False when another write came first."""
+        return self._write_if_current(object_key, _State(body, metadata.to_s3()), seen)
+
+    def remove_item_if_current(
+        self, object_key: str, metadata: VersionMetadata, seen: ObjectVersion | None
+    ) -> bool:
+        """Record a removal (tombstone, then delete marker) only directly over ``seen``, and
+        the marker only on that tombstone: a newer write always wins."""
+        return self._write_if_current(object_key, _State(None, metadata.to_s3()), seen)
+
+    def put_state_if_current(
+        self, object_key: str, entries: list[ObjectVersion], index: int, seen: ObjectVersion | None
+    ) -> bool:
+        """Write the state that ``entries[index]`` records (its body and metadata, as they
+        are; a removal for a tombstone or delete marker) again, directly over ``seen``."""
+        return self._write_if_current(object_key, self._state_of(object_key, entries, index), seen)
+
+    def _write_if_current(self, object_key: str, state: _State, seen: ObjectVersion | None) -> bool:
+        written = self._write_over(object_key, state, seen)
+        stood = True
+        for _ in range(CONFIRM_ATTEMPTS):
+            if written is None:
+                return False
+            entries = object_versions(self.objects, object_key)
+            first, on_top = _find_written(entries, written)
+            below = entries[first + 1] if first is not None and first + 1 < len(entries) else None
+            if first is not None and _same_entry(below, seen):
+                return stood
+            if first is None or on_top is None:
+                return False  # a newer write is on top of ours already: it stands
+            # Ours landed on a newer version that shares the seen ETag (or on a newer delete
+            # marker): put back the state that newer write recorded.
+            stood = False
+            state = self._state_of(object_key, entries, first + 1)
+            seen = entries[on_top]
+            written = self._write_over(object_key, state, seen)
+        raise ConditionalWriteError(
+            f"s3://{self.bucket}/{object_key} kept changing under a conditional write "
+            f"({CONFIRM_ATTEMPTS} attempts to keep the newest state on top)"
+        )
+
+    def _write_over(
+        self, object_key: str, state: _State, seen: ObjectVersion | None
+    ) -> _Written | None:
+        """One conditional write of ``state`` over ``seen``; None when S3 refused it."""
+        if state.body is not None:
+            version = self._conditional_put(
+                object_key, state.body, ITEM_CONTENT_TYPE, state.fields, seen
+            )
+            return None if version is None else _Written(version[0], removal=False)
+        tombstone = self._conditional_put(
+            object_key, b"", TOMBSTONE_CONTENT_TYPE, state.fields, seen
+        )
+        if tombstone is None:
+            return None
+        try:
+            self._retrying(
+                "conditional delete",
+                object_key,
+                lambda: self.s3.delete_object(
+                    Bucket=self.bucket, Key=object_key, IfMatch=tombstone[1]
+                ),
+                None,
+            )
+        except ClientError as error:
+            if error_code(error) in PRECONDITION_CODES | NOT_FOUND_CODES:
+                # A newer write (or removal) landed on the tombstone and buries it: it stands.
+                # (The marker's If-Match passes only on another tombstone: "absent" alike.)
+                return None
+            raise
+        return _Written(tombstone[0], removal=True)
+
     def _conditional_put(
         self,
         object_key: str,
         body: bytes,
         content_type: str,
         fields: dict[str, str],
-        current_etag: str | None,
-    ) -> str | None:
-        """Put only over ``current_etag`` (or only where nothing is current): the new ETag, or
-        None when another write came first."""
-        condition = {"IfMatch": current_etag} if current_etag else {"IfNoneMatch": "*"}
+        seen: ObjectVersion | None,
+    ) -> tuple[str, str] | None:
+        """Put only over ``seen``'s ETag (or only where no version is current): the new
+        version id and ETag, or None when another write came first."""
+        condition: dict[str, str] = {"IfNoneMatch": "*"}
+        if seen is not None and not seen.is_delete_marker and seen.etag:
+            condition = {"IfMatch": seen.etag}
         try:
             answer = self._retrying(
                 "conditional put",
@@ -143,41 +234,26 @@ class BackupWriter:
             if error_code(error) in PRECONDITION_CODES:
                 return None
             raise
-        return str(answer["ETag"])
+        return str(answer.get("VersionId") or "null"), str(answer["ETag"])
 
-    def put_item_if_current(
-        self, object_key: str, body: bytes, metadata: VersionMetadata, current_etag: str | None
-    ) -> bool:
-        """Write an item state only if the object is still as it was seen."""
-        written = self._conditional_put(
-            object_key, body, ITEM_CONTENT_TYPE, metadata.to_s3(), current_etag
+    def _state_of(self, object_key: str, entries: list[ObjectVersion], index: int) -> _State:
+        """The state ``entries[index]`` records: its body and metadata, or a removal (dated
+        by the tombstone under a delete marker, when there is one)."""
+        entry = entries[index]
+        if entry.is_delete_marker:
+            below = entries[index + 1] if index + 1 < len(entries) else None
+            if below is None or not below.is_tombstone:
+                return _State(None, {})  # a marker of another tool's: dated by S3 alone
+            entry = below
+        body, raw = self._retrying(
+            "get",
+            object_key,
+            lambda: self.objects.read_object(object_key, entry.version_id),
+            None,
         )
-        return written is not None
-
-    def remove_item_if_current(
-        self, object_key: str, metadata: VersionMetadata, current_etag: str | None
-    ) -> bool:
-        """Record a removal (tombstone, then delete marker) only if the object is still as it
-        was seen, and the marker only on that tombstone: a newer write always wins."""
-        tombstone = self._conditional_put(
-            object_key, b"", TOMBSTONE_CONTENT_TYPE, metadata.to_s3(), current_etag
-        )
-        if tombstone is None:
-            return False
-        try:
-            self._retrying(
-                "conditional delete",
-                object_key,
-                lambda: self.s3.delete_object(
-                    Bucket=self.bucket, Key=object_key, IfMatch=tombstone
-                ),
-                None,
-            )
-        except ClientError as error:
-            if error_code(error) in PRECONDITION_CODES:
-                return False  # a newer write landed on the tombstone: it stands
-            raise
-        return True
+        ours = VersionMetadata.from_s3(raw)
+        fields = ours.to_s3() if ours is not None else {}
+        return _State(None if entry.is_tombstone or not body else body, fields)
 
     def put_document(self, object_key: str, document: Mapping[str, Any]) -> None:
         """Write one of the tool's own JSON documents (manifest, description, checkpoint)."""
@@ -190,3 +266,46 @@ class BackupWriter:
             ),
             None,
         )
+
+
+CONFIRM_ATTEMPTS = 10
+
+
+class ConditionalWriteError(RuntimeError):
+    """An object kept changing under a conditional write."""
+
+
+@dataclass(frozen=True)
+class _State:
+    """An item state to write: its body (None: a removal) and its metadata fields."""
+
+    body: bytes | None
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What one conditional write added: its (first) version id; a removal adds a delete
+    marker on top of that version."""
+
+    version_id: str
+    removal: bool
+
+
+def _find_written(entries: list[ObjectVersion], written: _Written) -> tuple[int | None, int | None]:
+    """Where the written version is in ``entries`` (newest first), and which entry is ours on
+    top (the version, or the delete marker of a removal) when it is still the newest one."""
+    for position, entry in enumerate(entries):
+        if entry.version_id == written.version_id and not entry.is_delete_marker:
+            if position == 0:
+                return position, 0
+            above = entries[position - 1]
+            on_top = written.removal and position == 1 and above.is_delete_marker
+            return position, 0 if on_top else None
+    return None, None
+
+
+def _same_entry(entry: ObjectVersion | None, seen: ObjectVersion | None) -> bool:
+    if entry is None or seen is None:
+        return entry is None and seen is None
+    return entry.version_id == seen.version_id

@@ -68,10 +68,12 @@ def replay(
 
     Each report in the failure queue (or --file) names a range of stream records. Replay
     reads exactly that range again (the stream keeps records 24 hours) and writes it with
-    the handler's own code; where an item already holds a newer state, that state is written
-    again on top, so the stream's order is kept. A queue message is deleted only after its
-    whole range is written. A range the stream no longer holds is reported with its time
-    span and the command that repairs the table (verify --repair); its message is kept.
+    the handler's own code; where an item holds a newer state (also one the trigger writes
+    meanwhile), that state is written again on top, so the stream's order is kept. A queue
+    message is deleted only after its whole range is written. A range the stream no longer
+    holds is reported with its time span and the command that repairs the table (verify
+    --repair); its message is kept. A report that cannot be replayed is named with the
+    reason, the others are replayed all the same, and the exit code is 1.
 
     \b
     Examples:
@@ -89,7 +91,10 @@ def replay(
     replayer = Replayer(aws.client("dynamodbstreams"), BackupApplier(writer, prefix, key_hash))
     if report_file is not None:
         with report_file.open(encoding="utf-8") as handle:
-            outcomes = [_replay_one(replayer, table, text) for text in reports_in_file(handle)]
+            outcomes = [
+                _replay_one(replayer, table, text, f"report {number} of {report_file.name}")
+                for number, text in enumerate(reports_in_file(handle), 1)
+            ]
     else:
         outcomes = _replay_queue(aws, replayer, table, queue)
     _finish(invocation, table, bucket, prefix, outcomes)
@@ -120,26 +125,29 @@ def _destination(
     return bucket, prefix, key_hash or DEFAULT_KEY_HASH
 
 
-def _replay_one(replayer: Replayer, table: str, text: str | bytes) -> ReplayOutcome | str:
+Replayed = tuple[str, "ReplayOutcome | str"]  # where the report came from, and its outcome
+
+
+def _replay_one(replayer: Replayer, table: str, text: str | bytes, source: str) -> Replayed:
+    """One report's outcome (a text: why it was not replayed); one bad report never stops
+    the others."""
     try:
         report = parse_report(text)
     except ReportError as error:
-        return str(error)
+        return source, str(error)
     if report.table != table:
-        return f"a report of table {report.table}, not {table}: left as it is"
-    return replayer.replay(report)
+        return source, f"a report of table {report.table}, not {table}: left as it is"
+    return source, replayer.replay(report)
 
 
-def _replay_queue(
-    aws: Any, replayer: Replayer, table: str, queue: str | None
-) -> list[ReplayOutcome | str]:
+def _replay_queue(aws: Any, replayer: Replayer, table: str, queue: str | None) -> list[Replayed]:
     sqs = aws.client("sqs")
     name = queue or TableResources.of(table).failure_queue
     url = name if name.startswith("https://") or name.startswith("http://") else None
     url = url or queue_url(sqs, name)
     if url is None:
         fail(f"no queue {name}: was the table deployed (dynamo-backups deploy)?")
-    outcomes: list[ReplayOutcome | str] = []
+    outcomes: list[Replayed] = []
     seen: set[str] = set()
     while True:
         messages = sqs.receive_message(
@@ -156,8 +164,10 @@ def _replay_queue(
             return outcomes
         for message in fresh:
             seen.add(message["MessageId"])
-            outcome = _replay_one(replayer, table, message["Body"])
-            outcomes.append(outcome)
+            source, outcome = _replay_one(
+                replayer, table, message["Body"], f"message {message['MessageId']}"
+            )
+            outcomes.append((source, outcome))
             if isinstance(outcome, ReplayOutcome) and outcome.written:
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
             else:  # kept, and visible again at once for status and the next replay
@@ -175,17 +185,18 @@ def _finish(
     table: str,
     bucket: str,
     prefix: str,
-    outcomes: list[ReplayOutcome | str],
+    outcomes: list[Replayed],
 ) -> None:
     lines, summary = [], []
     repair = f"dynamo-backups verify {table} --bucket {bucket} --prefix {prefix} --repair"
-    for outcome in outcomes:
+    for source, outcome in outcomes:
         if isinstance(outcome, str):
-            lines.append(f"SKIPPED: {outcome}")
-            summary.append({"skipped": outcome})
+            lines.append(f"SKIPPED: {source}: {outcome}")
+            summary.append({"source": source, "skipped": outcome})
             continue
         report: GivenUp = outcome.report
         entry = {
+            "source": source,
             "span": report.span,
             "records": outcome.records,
             "written": outcome.written,
@@ -198,13 +209,15 @@ def _finish(
             lines.append(f"replayed {outcome.records} records: {report.span}")
         elif outcome.gone:
             lines.append(
-                f"GONE: {report.span}: the stream no longer holds them ({outcome.problem}); "
+                f"GONE: {source}: {report.span}: the stream no longer holds them "
+                f"({outcome.problem}); "
                 f"run: {repair}"
             )
         else:
-            lines.append(f"FAILED: {report.span}: {outcome.problem}")
+            lines.append(f"FAILED: {source}: {report.span}: {outcome.problem}")
     if not outcomes:
         lines.append(f"no reports of records given up on for {table}")
     invocation.emit({"table": table, "reports": summary}, "\n".join(lines))
-    if any(isinstance(o, str) or not o.written for o in outcomes):
-        fail("some reported records were not replayed (see above)", EXIT_FAILED)
+    failed = sum(1 for _, o in outcomes if isinstance(o, str) or not o.written)
+    if failed:
+        fail(f"{failed} of {len(outcomes)} reports were not replayed (see above)", EXIT_FAILED)

@@ -375,7 +375,7 @@ class Adopt(BucketClients):
             aliases=self.index,
         )
         for _ in range(REASSERT_ATTEMPTS):
-            current = writer.current_etag(own_key)
+            current = writer.current_version(own_key)
             selected = items.select_names([own, *others])
             decision = selected.decision
             if decision is None:

@@ -34,7 +34,7 @@ def restore_removals_under_backfill(
         if metadata is None or metadata.writer != WRITER_BACKFILL:
             continue
         removal = _removal_below(writer, entries[1:], layout.key_hash)
-        if writer.remove_item_if_current(current.key, removal, current.etag):
+        if writer.remove_item_if_current(current.key, removal, current):
             restored += 1
             logger.warning(
                 "%s: the backfill wrote %s after the stream had deleted it; "

@@ -8,9 +8,16 @@ through the handler's own code; a report is settled (its queue message deleted) 
 its whole range is written.
 
 Since the trigger went on with later records meanwhile, an item may already hold a newer
-state than the replayed one. Replay keeps the stream's order: after writing an item's
-replayed changes it writes that newer state again on top (its own version, metadata and
-change time unchanged), so the latest state and every point in time stay right.
+state than the replayed one, and the trigger may write newer ones while replay runs. Replay
+keeps the stream's order: after writing an item's replayed changes it looks at the item's
+whole history and, while its current version is not the newest change in the stream's order
+(the rule point-in-time selection follows), writes that newest change again on top (its
+body, metadata and change time unchanged), conditionally on the current version it saw, and
+looks again. It stops only when a look after its last write finds the newest change
+current: whatever the trigger writes later is newer and lands on top.
+
+One report that cannot be replayed (not a report, a range that cannot be read or written)
+is reported with its reason and the object concerned; the others are replayed all the same.
 
 A range the stream no longer holds is reported with its table and time span, and with the
 command that repairs it (``verify --repair``).
@@ -22,7 +29,9 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, describe_error, error_code
@@ -30,8 +39,9 @@ from dynamo_backups.aws.retry import RetriesExhausted, RetryPolicy, call_with_re
 from dynamo_backups.aws.streams import enable_raw_records
 from dynamo_backups.backup.reading import object_versions
 from dynamo_backups.backup.writer import BackupWriter
-from dynamo_backups.core.layout import LayoutError, VersionMetadata, parse_stream_arn
+from dynamo_backups.core.layout import LayoutError, parse_stream_arn
 from dynamo_backups.core.parallel import batched
+from dynamo_backups.core.pitr import Decision, ObjectVersion, decide_at
 from dynamo_backups.core.stream_records import BatchResult, parse_batch
 from dynamo_backups.pipeline.backup_applier import BackupApplier
 
@@ -39,6 +49,12 @@ logger = logging.getLogger("dynamo_backups.jobs.replay")
 
 GONE_CODES = ("TrimmedDataAccessException", "ResourceNotFoundException")
 EMPTY_PAGES_LIMIT = 200  # how far to walk empty pages toward a range's end before giving up
+SETTLE_ATTEMPTS = 20  # looks at one item before giving up on a trigger that keeps writing it
+SETTLE_CONCURRENCY = 16
+# Every change of an item, each dated by its metadata (none taken as surely earlier by when S3
+# received it): selection at a moment beyond them all finds the newest in the stream's order.
+BEYOND_EVERY_CHANGE = timedelta(days=3650)
+FULL_HISTORY = timedelta(days=36500)
 
 
 class ReportError(ValueError):
@@ -78,6 +94,9 @@ def parse_report(text: str | bytes) -> GivenUp:
         info = document["DDBStreamBatchInfo"]
         context = document.get("requestContext") or {}
         arn = info["streamArn"]
+        for name in ("startSequenceNumber", "endSequenceNumber"):
+            if not str(info[name]).isdigit():
+                raise ValueError(f"{name} {info[name]!r} is not a sequence number")
         return GivenUp(
             stream_arn=arn,
             table=parse_stream_arn(arn).table,
@@ -143,6 +162,8 @@ class Replayer:
         enable_raw_records(streams)
 
     def replay(self, report: GivenUp) -> ReplayOutcome:
+        """Read and write one reported range. Never raises for a problem of this report: the
+        outcome says what went wrong, so that the other reports are replayed all the same."""
         outcome = ReplayOutcome(report)
         try:
             records = self._read_range(report)
@@ -150,14 +171,20 @@ class Replayer:
             outcome.gone = error_code(error) in GONE_CODES
             outcome.problem = describe_error(error)
             return outcome
-        except RetriesExhausted as error:
+        except (RetriesExhausted, ReplayFailed) as error:
             outcome.problem = str(error)
+            return outcome
+        except Exception as error:  # one report's problem, reported with it
+            outcome.problem = f"reading the range: {describe_error(error)}"
             return outcome
         outcome.records = len(records)
         try:
             outcome.newer_states_kept = self._apply_in_stream_order(records)
         except ReplayFailed as failure:
             outcome.problem = str(failure)
+            return outcome
+        except Exception as error:  # one report's problem, reported with it
+            outcome.problem = f"writing the range: {describe_error(error)}"
             return outcome
         outcome.written = True
         return outcome
@@ -206,42 +233,75 @@ class Replayer:
     # --- writing it ------------------------------------------------------------------------
 
     def _apply_in_stream_order(self, records: Sequence[dict[str, Any]]) -> int:
-        """Apply the records; then put back on top any newer state an item already had."""
+        """Apply the records; then (also when some could not be written) make each item's
+        newest change in the stream's order its current version again. Returns how many
+        items needed it."""
         parsed = parse_batch(records)
         if parsed.invalid is not None:
             raise ReplayFailed(str(parsed.invalid))
-        last_sequence: dict[str, int] = {}
-        for change in parsed.changes:
-            key = self.applier.layout(change.table).item_object_key(change.keys)
-            last_sequence[key] = int(change.sequence_number)
-        newer = {
-            key: state
-            for key in last_sequence
-            if (state := self._current_state(key)) is not None
-            and state[0] is not None
-            and int(state[0].sequence_number or 0) > last_sequence[key]
-        }
+        object_keys = list(
+            dict.fromkeys(
+                self.applier.layout(change.table).item_object_key(change.keys)
+                for change in parsed.changes
+            )
+        )
+        problems: list[str] = []
         for batch in batched(records, 100):
             result: BatchResult = self.applier.apply(batch)
             if result.failures:
-                raise ReplayFailed(result.first_failure.reason if result.first_failure else "")
-        for key, (metadata, body) in newer.items():
-            if metadata.is_removal:
-                self.writer.remove_item(key, metadata)
-            else:
-                self.writer.put_item(key, body or b"", metadata)
-        return len(newer)
+                failure = result.first_failure
+                problems.append(failure.reason if failure else "a record was not written")
+                break
+        # Also after a failure: the changes written so far must not stay above newer ones.
+        with ThreadPoolExecutor(SETTLE_CONCURRENCY, "replay-settle") as pool:
+            settled = list(pool.map(self._settle_reporting, object_keys))
+        problems += [problem for _, problem in settled if problem]
+        if problems:
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            raise ReplayFailed(problems[0] + more)
+        return sum(1 for rewritten, _ in settled if rewritten)
 
-    def _current_state(self, key: str) -> tuple[VersionMetadata | None, bytes | None] | None:
-        """The metadata and body of the item's current state in the backup (a removal is
-        read from the tombstone under its delete marker); None when it has none."""
-        entries = object_versions(self.writer.objects, key)
-        for entry in entries:
-            if entry.is_delete_marker:
-                continue
-            body, raw = self.writer.objects.read_object(key, entry.version_id)
-            return VersionMetadata.from_s3(raw), body
-        return None
+    def _settle_reporting(self, object_key: str) -> tuple[bool, str | None]:
+        try:
+            return self._settle(object_key), None
+        except Exception as error:  # reported with the object's name
+            detail = str(error) if isinstance(error, ReplayFailed) else describe_error(error)
+            return False, f"s3://{self.writer.bucket}/{object_key}: {detail}"
+
+    def _settle(self, object_key: str) -> bool:
+        """Look at the item's history until its newest change in the stream's order is its
+        current version, writing that change again on top (conditionally on the current
+        version seen) whenever it is not. True when it had to be written."""
+        rewritten = False
+        for _ in range(SETTLE_ATTEMPTS):
+            entries = object_versions(self.writer.objects, object_key)
+            newest = self._newest_change(object_key, entries)
+            if newest is None or _is_current(entries, newest):
+                return rewritten
+            rewritten = True
+            self.writer.put_state_if_current(object_key, entries, newest.position, entries[0])
+        raise ReplayFailed(
+            f"kept changing: its newest change could not be made current in "
+            f"{SETTLE_ATTEMPTS} attempts (run replay again)"
+        )
+
+    def _newest_change(self, object_key: str, entries: list[ObjectVersion]) -> Decision | None:
+        """The item's newest change in the stream's order, by the rule of point-in-time
+        selection (change time, then sequence number, then S3's order)."""
+        return decide_at(
+            entries,
+            datetime.now(UTC) + BEYOND_EVERY_CHANGE,
+            lambda entry: self.writer.version_metadata(object_key, entry.version_id),
+            skew=FULL_HISTORY,
+        )
+
+
+def _is_current(entries: list[ObjectVersion], newest: Decision) -> bool:
+    """Whether the object's current entry is ``newest`` (a removal: its tombstone, or the
+    delete marker right on it)."""
+    if entries[0].version_id == newest.entry.version_id:
+        return True
+    return newest.removed and newest.position == 1 and entries[0].is_delete_marker
 
 
 class ReplayFailed(RuntimeError):

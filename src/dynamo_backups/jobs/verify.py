@@ -41,6 +41,7 @@ from dynamo_backups.core.layout import (
     VersionMetadata,
 )
 from dynamo_backups.core.parallel import ThreadEngine
+from dynamo_backups.core.pitr import ObjectVersion
 from dynamo_backups.core.progress import NoProgress, ProgressSink
 from dynamo_backups.core.units import (
     PARTITION_COUNTS,
@@ -312,9 +313,11 @@ class Verify:
 
     def _recheck(self, key: dict[str, Any], result: UnitResult) -> None:
         """Read both sides again; count (and repair) only what still differs."""
-        live, read_at = self._get_item(key)
         object_key = self.layout.item_object_key(key)
-        current = self.writer().current_etag(object_key) if self.repair else None
+        # The backup's current version, looked at before the table is read: a repair is
+        # written only over it, so a change the stream writes after the read always wins.
+        current = self.writer().current_version(object_key) if self.repair else None
+        live, read_at = self._get_item(key)
         backup_item = self._backup_item(key, object_key)
         same = (
             live is not None
@@ -359,7 +362,7 @@ class Verify:
         object_key: str,
         live: dict[str, Any] | None,
         read_at: datetime,
-        current: str | None,
+        current: ObjectVersion | None,
     ) -> bool:
         """Write the table's state into the backup, dated by DynamoDB's clock, only over the
         object as it was before the table was read again: anything newer wins."""
