@@ -23,6 +23,7 @@ from botocore.credentials import Credentials
 from click.testing import CliRunner
 
 from dynamo_backups import handler
+from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.fast_objects import FastObjects
 from dynamo_backups.cli import main
 from tests import faultproxy, servers
@@ -274,3 +275,30 @@ def test_every_write_carries_a_signed_checksum_of_its_body_as_botocore_sends_one
             assert checksum == base64.b64encode(hashlib.sha256(request.body).digest()).decode()
     assert {request.headers["x-amz-sdk-checksum-algorithm"] for request in ours} == {"SHA256"}
     assert s3.get_object(Bucket=bucket, Key=f"{prefix}/new")["Body"].read() == b"{}"
+
+
+# --- what Object Lock refuses, said plainly --------------------------------------------------
+
+
+def test_teardown_says_which_locked_version_it_cannot_delete(moto: str) -> None:
+    """DeleteObjects answers 200 with a per-key AccessDenied for each locked version: the
+    first is raised (naming the key), not left for delete_bucket's BucketNotEmpty."""
+    from dynamo_backups.installer.teardown import teardown
+    from tests.deployment import clients
+
+    c = clients(moto)
+    c.s3.create_bucket(Bucket="vault", ObjectLockEnabledForBucket=True)
+    c.s3.put_object_lock_configuration(
+        Bucket="vault",
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": RETENTION_DAYS}},
+        },
+    )
+    for name in ("a", "b"):
+        c.s3.put_object(Bucket="vault", Key=f"Prod/Users/{name}", Body=b"{}")
+    with pytest.raises(ClientError) as refused:
+        teardown(c, ["Users"], "vault", "Prod", delete_bucket=True, dry_run=False)
+    assert error_code(refused.value) == "AccessDenied"
+    assert "(key Prod/Users/" in str(refused.value) and "1 other keys" in str(refused.value)
+    assert c.s3.head_bucket(Bucket="vault")

@@ -37,6 +37,7 @@ from dynamo_backups.aws.errors import (
     HTTPClientError,
     client_error,
     error_code,
+    key_error,
 )
 from dynamo_backups.aws.s3objects import RawListing
 from dynamo_backups.core.s3_listing import (
@@ -141,13 +142,6 @@ def translate_error(error: Exception, operation: str, where: str) -> Exception:
     message = fields.get("Message") or text.split("\n", 1)[0][:300]
     extra = {"Region": fields["Region"]} if fields.get("Region") else {}
     return client_error(operation, code, message, status, **extra)
-
-
-def key_error(operation: str, key: str, code: str, message: str) -> ClientError:
-    """The error of one key in a DeleteObjects answer, as a ClientError with that key's own
-    code, so that it is classified like any other answer (``errors.is_transient``): an
-    AccessDenied fails at once, an InternalError or SlowDown is retried. S3 answered 200."""
-    return client_error(operation, code, f"{message} (key {key})", 200, Key=key)
 
 
 def _unescape(quoted: str) -> str:
