@@ -15,15 +15,13 @@ from botocore.credentials import Credentials
 
 from dynamo_backups import handler
 from dynamo_backups.aws.errors import ClientError, error_code, is_transient
-from dynamo_backups.aws.fast_objects import FastObjects
+from dynamo_backups.aws.fast_objects import FastObjects, translate_error
 from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.layout import VersionMetadata
 from tests import faultproxy, servers
 from tests.helpers import create_table, history, lambda_records, object_key
 from tests.servers import make_client
-
-pytestmark = pytest.mark.servers
 
 CREDENTIALS = Credentials(servers.ACCESS_KEY, servers.SECRET_KEY)
 
@@ -74,6 +72,32 @@ METADATA = VersionMetadata(
 )
 
 
+# What obstore 0.12 raises for a key DeleteObjects reported in an <Error> (seen on the wire
+# below): a one-line message, then object_store's error in Rust's Debug form.
+OBSTORE_KEY_ERROR = (
+    "Generic S3 error: DeleteObjects request failed for key {key}: {message} (code: {code})"
+    '\n\nDebug source:\nGeneric {{\n    store: "S3",\n    source: DeleteFailed {{\n'
+    '        path: "{quoted}",\n        code: "{code}",\n        message: "{message}",\n'
+    "    }},\n}}"
+)
+
+
+@pytest.mark.parametrize("debug_form", [True, False])
+def test_a_key_error_is_read_from_obstores_message(debug_form: bool) -> None:
+    key = 'Prod/odd "name"'
+    text = OBSTORE_KEY_ERROR.format(
+        key=key, quoted=key.replace('"', '\\"'), code="SlowDown", message="Reduce your rate"
+    )
+    if not debug_form:
+        text = text.split("\n", 1)[0]
+    error = translate_error(Exception(text), "DeleteObject", f"s3://b/{key}")
+    assert isinstance(error, ClientError)
+    assert error_code(error) == "SlowDown" and is_transient(error)
+    assert error.response["Error"]["Key"] == key
+    assert str(error).endswith(f"Reduce your rate (key {key})")
+
+
+@pytest.mark.servers
 def test_a_key_denied_in_a_delete_objects_answer_fails_at_once_naming_the_key(
     seaweedfs: Any, s3: Any, bucket: str, prefix: str
 ) -> None:
@@ -92,6 +116,7 @@ def test_a_key_denied_in_a_delete_objects_answer_fails_at_once_naming_the_key(
     assert [entry["kind"] for entry in history(s3, bucket, key)] == ["version", "version"]
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("code", ["InternalError", "SlowDown"])
 def test_a_transient_key_error_in_a_delete_objects_answer_is_retried(
     code: str, seaweedfs: Any, s3: Any, bucket: str, prefix: str
@@ -109,6 +134,7 @@ def test_a_transient_key_error_in_a_delete_objects_answer_is_retried(
     ]
 
 
+@pytest.mark.servers
 def test_the_handler_reports_a_removal_denied_per_key_without_retrying_it(
     dynamodb: Any,
     streams: Any,

@@ -113,6 +113,10 @@ _QUOTED = r'"((?:[^"\\]|\\.)*)"'
 _DELETE_FAILED = re.compile(
     rf"DeleteFailed \{{\s*path: {_QUOTED},\s*code: {_QUOTED},\s*message: {_QUOTED}"
 )
+# ... and its one-line form, where the Debug form is missing.
+_DELETE_FAILED_LINE = re.compile(
+    r"DeleteObjects request failed for key (.+?): (.*) \(code: (\w+)\)"
+)
 
 
 def translate_error(error: Exception, operation: str, where: str) -> Exception:
@@ -121,7 +125,12 @@ def translate_error(error: Exception, operation: str, where: str) -> Exception:
     text = str(error)
     key_failed = _DELETE_FAILED.search(text)
     if key_failed is not None:
-        return key_error(operation, *(_unescape(part) for part in key_failed.groups()))
+        key, code, message = (_unescape(part) for part in key_failed.groups())
+        return key_error(operation, key, code, message)
+    key_failed = _DELETE_FAILED_LINE.search(text)
+    if key_failed is not None:
+        key, message, code = key_failed.groups()
+        return key_error(operation, key, code, message)
     status_match = _STATUS.search(text)
     if status_match is None and "redirect" in text.lower():
         # object_store reports a 3xx without following it: S3's sign of another region.
