@@ -76,8 +76,9 @@ class HttpSettings:
 
 # What every write sends: object_store computes x-amz-checksum-sha256 over the body, and the
 # header naming the algorithm (S3's documented rule for Object Lock, and what moto checks) is
-# added to each request before it is signed. SHA-256 rather than botocore's CRC32: the one
-# algorithm every S3 implementation accepts (object_store offers no CRC32), and FIPS-approved.
+# added to each request before it is signed. SHA-256 rather than botocore's CRC32: object_store
+# offers no CRC32, and SHA-256 is FIPS-approved and the checksum S3-compatible stores implement
+# most widely (SeaweedFS verifies it: a mismatch is BadDigest).
 CHECKSUM_ALGORITHM = "SHA256"
 _CHECKSUM_HEADERS = {"x-amz-sdk-checksum-algorithm": CHECKSUM_ALGORITHM}
 
@@ -153,8 +154,12 @@ def translate_error(error: Exception, operation: str, where: str) -> Exception:
     return client_error(operation, code, message, status, **extra)
 
 
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "0": "\0"}
+
+
 def _unescape(quoted: str) -> str:
-    return re.sub(r"\\(.)", r"\1", quoted)
+    """A string as Rust's Debug form quoted it (backslash escapes undone)."""
+    return re.sub(r"\\(.)", lambda match: _ESCAPES.get(match[1], match[1]), quoted)
 
 
 def needs_other_region(error: BaseException) -> bool:
@@ -334,8 +339,8 @@ class FastObjects:
         metadata: Mapping[str, str],
         if_none_match: bool = False,
     ) -> str | None:
-        """Write an object; the answer's version id. The payload's SHA-256 is signed, so S3
-        rejects a body changed on the way."""
+        """Write an object; the answer's version id. The payload's SHA-256 is signed and sent
+        as its checksum, so S3 rejects a body changed on the way (and Object Lock accepts it)."""
         attributes = {"Content-Type": content_type, **metadata}
         mode = "create" if if_none_match else "overwrite"
         result = self._call(
