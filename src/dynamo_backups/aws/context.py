@@ -30,7 +30,7 @@ from dynamo_backups.aws.dynamodb import BotocoreDynamoDB, RawDynamoDB
 from dynamo_backups.aws.endpoints import UnsupportedTarget
 from dynamo_backups.aws.errors import NoCredentialsError
 from dynamo_backups.aws.fast_objects import OBSTORE_MISSING, FastObjects, HttpSettings
-from dynamo_backups.aws.s3objects import BotocoreObjects, ObjectStore
+from dynamo_backups.aws.s3objects import BotocoreObjects, ObjectStore, checksum_every_put
 
 logger = logging.getLogger("dynamo_backups.aws")
 
@@ -127,12 +127,15 @@ class AwsContext:
             tcp_keepalive=True,
         )
         endpoint = endpoint_url or self.endpoint_url or self._fallback_endpoint(service)
-        return self.session.client(
+        client = self.session.client(
             service,
             endpoint_url=endpoint,
             config=config,
             region_name=region or self.session.region_name,
         )
+        if service == "s3":
+            checksum_every_put(client)  # Object Lock refuses a put without a checksum
+        return client
 
     def _fallback_endpoint(self, service: str) -> str | None:
         if service != "dynamodbstreams":

@@ -3,6 +3,7 @@ package imports botocore, and the classification every retry relies on."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
@@ -35,7 +36,9 @@ __all__ = [
     "error_code",
     "http_status",
     "is_transient",
+    "key_error",
     "modeled_error",
+    "raise_for_key_errors",
 ]
 
 TRANSIENT_ERROR_CODES = frozenset(
@@ -133,6 +136,32 @@ def client_error(
             "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers or {}},
         },
         operation,
+    )
+
+
+def key_error(
+    operation: str, key: str, code: str, message: str, other_keys: int = 0
+) -> ClientError:
+    """The error of one key in a DeleteObjects answer (which S3 answers with 200) as a
+    ClientError with that key's own code, so that it is classified like any other answer:
+    an AccessDenied fails at once, an InternalError or SlowDown is retried."""
+    more = f", and {other_keys:,} other keys" if other_keys else ""
+    return client_error(operation, code, f"{message} (key {key}{more})", 200, Key=key)
+
+
+def raise_for_key_errors(answer: Mapping[str, Any], operation: str = "DeleteObjects") -> None:
+    """Raise the first per-key error of a DeleteObjects answer (see ``key_error``), naming
+    how many other keys failed; botocore returns them in ``Errors`` and raises nothing."""
+    errors = answer.get("Errors") or []
+    if not errors:
+        return
+    first = errors[0]
+    raise key_error(
+        operation,
+        str(first.get("Key", "")),
+        str(first.get("Code", "")),
+        str(first.get("Message", "")),
+        len(errors) - 1,
     )
 
 

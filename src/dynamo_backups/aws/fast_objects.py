@@ -7,6 +7,13 @@ of restore, verify and snapshot) send one request per item, so the client's CPU 
 sets their pace. What obstore lacks (listing versions, conditional deletes, bucket settings)
 goes through botocore (``s3objects.RawListing``). obstore's failures are translated into
 botocore's exceptions, and a bucket in another region is found and followed as botocore does.
+
+Every write carries a checksum of its body, as botocore's do: S3 refuses a put into an Object
+Lock bucket with a default retention without one (``Content-MD5``, or
+``x-amz-sdk-checksum-algorithm`` with its ``x-amz-checksum-*``). Writes go through a store
+that sends ``x-amz-checksum-sha256`` (computed by object_store over the body it sends) and
+names the algorithm; reads through one that does not, so that no GET carries a header meant
+for uploads.
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from botocore.exceptions import InvalidRegionError
+from botocore.utils import validate_region_name
+
 from dynamo_backups import __version__
 from dynamo_backups.aws.endpoints import S3Target, s3_target
 from dynamo_backups.aws.errors import (
@@ -27,6 +37,7 @@ from dynamo_backups.aws.errors import (
     HTTPClientError,
     client_error,
     error_code,
+    key_error,
 )
 from dynamo_backups.aws.s3objects import RawListing
 from dynamo_backups.core.s3_listing import (
@@ -63,6 +74,15 @@ class HttpSettings:
     pool: int = 64
 
 
+# What every write sends: object_store computes x-amz-checksum-sha256 over the body, and the
+# header naming the algorithm (S3's documented rule for Object Lock, and what moto checks) is
+# added to each request before it is signed. SHA-256 rather than botocore's CRC32: object_store
+# offers no CRC32, and SHA-256 is FIPS-approved and the checksum S3-compatible stores implement
+# most widely (SeaweedFS verifies it: a mismatch is BadDigest).
+CHECKSUM_ALGORITHM = "SHA256"
+_CHECKSUM_HEADERS = {"x-amz-sdk-checksum-algorithm": CHECKSUM_ALGORITHM}
+
+
 def fast_user_agent() -> str:
     return f"dynamo-backups/{__version__} obstore/{getattr(obstore, '__version__', '?')}"
 
@@ -73,10 +93,30 @@ _XML_FIELD = re.compile(r"<(Code|Message|Region)>([^<]*)</\1>")
 _STANDARD_ATTRIBUTES = frozenset(
     {"content-type", "content-encoding", "content-language", "content-disposition", "cache-control"}
 )
-# Answers that mean "this bucket lives in another region": find it and send there.
-_REDIRECT_STATUSES = frozenset({301, 307})
+# Answers that mean "this bucket lives in another region": find it and send there. These are
+# the answers botocore's S3RegionRedirectorv2 follows; IllegalLocationConstraintException is
+# what a bucket in an opt-in region answers through another region's endpoint.
+_REDIRECT_STATUSES = frozenset({301, 302, 307})
 _REDIRECT_CODES = frozenset(
-    {"PermanentRedirect", "TemporaryRedirect", "AuthorizationHeaderMalformed", "301", "307"}
+    {
+        "PermanentRedirect",
+        "TemporaryRedirect",
+        "AuthorizationHeaderMalformed",
+        "IllegalLocationConstraintException",
+        "301",
+        "302",
+        "307",
+    }
+)
+# DeleteObjects answers 200 and reports each key it could not delete in an <Error>;
+# object_store raises it as DeleteFailed (Rust's Debug form, strings quoted and escaped).
+_QUOTED = r'"((?:[^"\\]|\\.)*)"'
+_DELETE_FAILED = re.compile(
+    rf"DeleteFailed \{{\s*path: {_QUOTED},\s*code: {_QUOTED},\s*message: {_QUOTED}"
+)
+# ... and its one-line form, where the Debug form is missing.
+_DELETE_FAILED_LINE = re.compile(
+    r"DeleteObjects request failed for key (.+?): (.*) \(code: (\w+)\)"
 )
 
 
@@ -84,6 +124,14 @@ def translate_error(error: Exception, operation: str, where: str) -> Exception:
     """botocore's exception for an obstore failure: a ClientError carrying the S3 error code
     and HTTP status of an error answer, or a (transient) HTTPClientError when no answer came."""
     text = str(error)
+    key_failed = _DELETE_FAILED.search(text)
+    if key_failed is not None:
+        key, code, message = (_unescape(part) for part in key_failed.groups())
+        return key_error(operation, key, code, message)
+    key_failed = _DELETE_FAILED_LINE.search(text)
+    if key_failed is not None:
+        key, message, code = key_failed.groups()
+        return key_error(operation, key, code, message)
     status_match = _STATUS.search(text)
     if status_match is None and "redirect" in text.lower():
         # object_store reports a 3xx without following it: S3's sign of another region.
@@ -106,12 +154,34 @@ def translate_error(error: Exception, operation: str, where: str) -> Exception:
     return client_error(operation, code, message, status, **extra)
 
 
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "0": "\0"}
+
+
+def _unescape(quoted: str) -> str:
+    """A string as Rust's Debug form quoted it (backslash escapes undone)."""
+    return re.sub(r"\\(.)", lambda match: _ESCAPES.get(match[1], match[1]), quoted)
+
+
 def needs_other_region(error: BaseException) -> bool:
     """An answer saying the bucket is in another region than the request was sent to."""
     if not isinstance(error, ClientError):
         return False
     status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
     return status in _REDIRECT_STATUSES or error_code(error) in _REDIRECT_CODES
+
+
+def region_named_by(error: ClientError) -> str | None:
+    """The bucket's region as a redirecting answer names it, where botocore looks first:
+    the x-amz-bucket-region header, then the error's <Region>; None when it names none."""
+    headers = error.response.get("ResponseMetadata", {}).get("HTTPHeaders") or {}
+    region = headers.get("x-amz-bucket-region") or error.response.get("Error", {}).get("Region")
+    if not region:
+        return None
+    try:
+        validate_region_name(region)
+    except InvalidRegionError:
+        return None
+    return str(region)
 
 
 def bucket_region(s3: Any, bucket: str) -> str | None:
@@ -122,6 +192,14 @@ def bucket_region(s3: Any, bucket: str) -> str | None:
     except ClientError as error:
         headers = error.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
     return headers.get("x-amz-bucket-region")
+
+
+@dataclass(frozen=True)
+class _Stores:
+    """The obstore stores for one bucket address: reads, and writes (with a checksum)."""
+
+    reads: Any
+    writes: Any
 
 
 class FastObjects:
@@ -147,7 +225,7 @@ class FastObjects:
         self._listing = RawListing(s3, bucket, credentials_source)
         self._lock = threading.Lock()
         self.target = s3_target(s3, bucket)
-        self._store = self._store_for(self.target)
+        self._stores = self._stores_for(self.target)
 
     # --- the store ---------------------------------------------------------------------------
 
@@ -161,7 +239,10 @@ class FastObjects:
             "expires_at": datetime.now(UTC) + timedelta(minutes=5),
         }
 
-    def _store_for(self, target: S3Target) -> Any:
+    def _stores_for(self, target: S3Target) -> _Stores:
+        return _Stores(self._store_for(target), self._store_for(target, writes=True))
+
+    def _store_for(self, target: S3Target, writes: bool = False) -> Any:
         settings = self.settings
         scheme = target.origin.split("://", 1)[0]
         options: dict[str, Any] = {
@@ -179,6 +260,10 @@ class FastObjects:
             options["proxy_url"] = proxy
             if settings.no_proxy:
                 options["proxy_excludes"] = settings.no_proxy
+        checksum: dict[str, Any] = {}
+        if writes:
+            options["default_headers"] = dict(_CHECKSUM_HEADERS)
+            checksum["checksum_algorithm"] = CHECKSUM_ALGORITHM
         return S3Store(
             target.bucket,
             endpoint=target.origin,
@@ -196,14 +281,15 @@ class FastObjects:
                 },
                 "retry_timeout": timedelta(seconds=settings.read_timeout),
             },
+            **checksum,
         )
 
-    def _retarget(self, failed_store: Any) -> bool:
+    def _retarget(self, failed: _Stores, error: ClientError) -> bool:
         """Follow a region redirect: find the bucket's region and address it there."""
         with self._lock:
-            if self._store is not failed_store:
+            if self._stores is not failed:
                 return True  # another thread already moved
-            region = bucket_region(self.s3, self.bucket)
+            region = region_named_by(error) or bucket_region(self.s3, self.bucket)
             if not region or region == self.target.signing_region:
                 return False
             client = self._client_in_region(region) if self._client_in_region else None
@@ -218,21 +304,29 @@ class FastObjects:
             )
             self.s3, self.target = client, target
             self._listing = RawListing(client, self.bucket, self._credentials_source)
-            self._store = self._store_for(target)
+            self._stores = self._stores_for(target)
             return True
 
-    def _call(self, operation: str, key: str, action: Callable[[Any], Any]) -> Any:
+    def _call(
+        self, operation: str, key: str, action: Callable[[Any], Any], writes: bool = False
+    ) -> Any:
+        where = f"s3://{self.bucket}/{key}"
         for attempt in (1, 2):
-            store = self._store
+            stores = self._stores
             try:
-                return action(store)
+                return action(stores.writes if writes else stores.reads)
             except obstore.exceptions.BaseError as error:
-                translated = translate_error(error, operation, f"s3://{self.bucket}/{key}")
-                if attempt == 1 and needs_other_region(translated) and self._retarget(store):
+                translated = translate_error(error, operation, where)
+                if (
+                    attempt == 1
+                    and isinstance(translated, ClientError)
+                    and needs_other_region(translated)
+                    and self._retarget(stores, translated)
+                ):
                     continue
                 raise translated from None
             except FileNotFoundError as error:  # obstore's NotFoundError is also one
-                raise translate_error(error, operation, f"s3://{self.bucket}/{key}") from None
+                raise translate_error(error, operation, where) from None
         raise AssertionError("unreachable")
 
     # --- object requests -------------------------------------------------------------------
@@ -245,19 +339,20 @@ class FastObjects:
         metadata: Mapping[str, str],
         if_none_match: bool = False,
     ) -> str | None:
-        """Write an object; the answer's version id. The payload's SHA-256 is signed, so S3
-        rejects a body changed on the way."""
+        """Write an object; the answer's version id. The payload's SHA-256 is signed and sent
+        as its checksum, so S3 rejects a body changed on the way (and Object Lock accepts it)."""
         attributes = {"Content-Type": content_type, **metadata}
         mode = "create" if if_none_match else "overwrite"
         result = self._call(
             "PutObject",
             key,
             lambda store: obstore.put(store, key, body, attributes=attributes, mode=mode),
+            writes=True,
         )
         return result.get("version")
 
     def delete_object(self, key: str) -> None:
-        self._call("DeleteObject", key, lambda store: obstore.delete(store, key))
+        self._call("DeleteObject", key, lambda store: obstore.delete(store, key), writes=True)
 
     def read_object(self, key: str, version_id: str | None = None) -> tuple[bytes, dict[str, str]]:
         """Body and user metadata of a version (the current one without ``version_id``)."""
@@ -271,11 +366,11 @@ class FastObjects:
 
     def _list(self, action: Callable[[RawListing], Any]) -> Any:
         for attempt in (1, 2):
-            listing = self._listing
+            stores, listing = self._stores, self._listing
             try:
                 return action(listing)
             except ClientError as error:
-                if attempt == 1 and needs_other_region(error) and self._retarget(self._store):
+                if attempt == 1 and needs_other_region(error) and self._retarget(stores, error):
                     continue
                 raise
         raise AssertionError("unreachable")

@@ -65,6 +65,25 @@ class ObjectStore(ObjectReader, Protocol):
 
 _RAW_LISTING = "RawListing"
 
+# botocore's default checksum for a put (request_checksum_calculation "when_supported").
+PUT_CHECKSUM_ALGORITHM = "CRC32"
+
+
+def _name_a_checksum(params: dict[str, Any], **_: Any) -> None:
+    params.setdefault("ChecksumAlgorithm", PUT_CHECKSUM_ALGORITHM)
+
+
+def checksum_every_put(s3: Any) -> None:
+    """Make every PutObject of this client carry a checksum of its body, whatever
+    ``request_checksum_calculation`` (AWS_REQUEST_CHECKSUM_CALCULATION) says: with
+    "when_required" botocore sends none for a put, and an Object Lock bucket with a default
+    retention refuses a put without one. Other operations keep the setting."""
+    s3.meta.events.register(
+        "before-parameter-build.s3.PutObject",
+        _name_a_checksum,
+        unique_id="dynamo-backups-checksum-every-put",
+    )
+
 
 def _keep_raw_listing(http_response: Any, parsed: dict[str, Any], **_: Any) -> None:
     if isinstance(parsed, dict) and http_response.status_code == 200:

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from dynamo_backups.aws.errors import ClientError, error_code
+from dynamo_backups.aws.errors import ClientError, error_code, raise_for_key_errors
 from dynamo_backups.installer.alerting import queue_url
 from dynamo_backups.installer.monitoring import (
     merge_dashboard,
@@ -222,6 +222,11 @@ def _remove_policy(
 
 
 def _empty_and_delete_bucket(s3: Any, bucket: str, step: Any, act: Any) -> None:
+    def delete_versions(**kwargs: Any) -> None:
+        # DeleteObjects answers 200 even when it deleted nothing (a locked version, a denied
+        # key): each key's error is raised, not left for delete_bucket's BucketNotEmpty.
+        raise_for_key_errors(s3.delete_objects(**kwargs))
+
     removed = 0
     paginator = s3.get_paginator("list_object_versions")
     for page in paginator.paginate(Bucket=bucket):
@@ -230,7 +235,7 @@ def _empty_and_delete_bucket(s3: Any, bucket: str, step: Any, act: Any) -> None:
             for entry in page.get("Versions", []) + page.get("DeleteMarkers", [])
         ]
         if doomed:
-            act(s3.delete_objects, Bucket=bucket, Delete={"Objects": doomed, "Quiet": True})
+            act(delete_versions, Bucket=bucket, Delete={"Objects": doomed, "Quiet": True})
             removed += len(doomed)
     act(s3.delete_bucket, Bucket=bucket)
     step(f"bucket {bucket}", "deleted", f"{removed:,} object versions and delete markers with it")
