@@ -23,6 +23,7 @@ import re
 import socket
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -165,7 +166,9 @@ class CheckpointStore(Protocol):
 
 
 @dataclass
-class _Lease:
+class Lease:
+    """Who holds a checkpoint: a random owner id, and the host and process it runs in."""
+
     owner: str = field(default_factory=lambda: uuid.uuid4().hex)
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
@@ -181,13 +184,19 @@ class S3CheckpointStore:
         identity: CheckpointIdentity | None = None,
         legacy_key: str | None = None,
         policy: RetryPolicy | None = None,
+        *,
+        lease: Lease | None = None,
+        lease_seconds: float = LEASE_SECONDS,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.writer = writer
         self.object_key = object_key
         self.identity = identity
         self.legacy_key = legacy_key
         self.policy = policy or RetryPolicy(max_attempts=8, base_delay=0.1, max_delay=5)
-        self.lease = _Lease()
+        self.lease = lease or Lease()
+        self.lease_seconds = lease_seconds
+        self.wall_clock = wall_clock
         self._etag: str | None = None
         self._document: dict[str, Any] | None = None
 
@@ -226,7 +235,7 @@ class S3CheckpointStore:
         if not lease or lease.get("owner") == self.lease.owner:
             return
         until = stored_at + timedelta(seconds=float(lease.get("seconds", LEASE_SECONDS)))
-        if until > datetime.now(UTC):
+        if until > self.wall_clock():
             raise CheckpointError(
                 f"{self.describe()} is held by another consumer (host {lease.get('host')}, "
                 f"pid {lease.get('pid')}) until {format_time(until)}: two consumers writing "
@@ -265,7 +274,7 @@ class S3CheckpointStore:
     def save(self, document: dict[str, Any]) -> None:
         token = uuid.uuid4().hex
         body = self._body(
-            document, {**asdict(self.lease), "seconds": LEASE_SECONDS, "token": token}
+            document, {**asdict(self.lease), "seconds": self.lease_seconds, "token": token}
         )
         condition = {"IfMatch": self._etag} if self._etag else {"IfNoneMatch": "*"}
         try:
