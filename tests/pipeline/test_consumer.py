@@ -79,8 +79,8 @@ def test_crash_after_writing_before_checkpoint_loses_nothing(
     applier = BackupApplier(BackupWriter(s3, bucket), prefix)
     batches = []
 
-    def crashing(records: Any) -> BatchResult:
-        result = applier.apply(records)  # written to S3 ...
+    def crashing(records: Any, **options: Any) -> BatchResult:
+        result = applier.apply(records, **options)  # written to S3 ...
         batches.append(len(records))
         if len(batches) == 3:
             raise RuntimeError("host died")  # ... but the checkpoint never moves
@@ -298,6 +298,9 @@ class MemoryStore:
 
     def heartbeat(self) -> None:
         pass
+
+    def write_deadline(self) -> float | None:
+        return None
 
     def release(self) -> None:
         pass

@@ -247,7 +247,7 @@ def default_checkpoint_dir() -> Path:
 
 def _both(appliers: list[Any]) -> Any:
     """Apply each batch to every sink; a record counts as applied only where all applied it."""
-    return lambda records: combine([apply(records) for apply in appliers])
+    return lambda records, **options: combine([apply(records, **options) for apply in appliers])
 
 
 def _run_all(
