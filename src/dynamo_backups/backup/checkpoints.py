@@ -6,10 +6,13 @@ bucket and prefix, the replica target, the consumer's name) names its file or ob
 checked when it is read, so two destinations never share a position.
 
 Only one consumer may advance a checkpoint at a time. In S3 it is leased: every save is a
-conditional write (If-Match the version this consumer last wrote) carrying the consumer's
-lease, which lasts ``LEASE_SECONDS`` after S3 stored it; another consumer is refused while the
-lease runs, and a consumer whose conditional write fails stops. A local file is locked
-(``flock``) for as long as its consumer runs.
+conditional write (If-Match the version this consumer read or last wrote) carrying the
+consumer's lease, which lasts ``LEASE_SECONDS`` after S3 stored it, judged by S3's clock or by
+the version seen unchanged that long, never by comparing two hosts' clocks. A lease whose
+process is gone from this host is taken over at once. The holder renews it from within its
+retries and starts no write once it could have lapsed; a consumer whose conditional write
+fails stops. The argument is in docs/layout.md ("One consumer at a time"). A local file is
+locked (``flock``) for as long as its consumer runs.
 """
 
 from __future__ import annotations
