@@ -22,12 +22,24 @@ import pytest
 from click.testing import CliRunner
 
 from dynamo_backups.aws.retry import RetryPolicy
-from dynamo_backups.backup.checkpoints import CheckpointError, S3CheckpointStore
+from dynamo_backups.backup.checkpoints import (
+    CheckpointError,
+    S3CheckpointStore,
+    StreamCheckpoint,
+)
 from dynamo_backups.cli import main
 from dynamo_backups.pipeline.consumer import StreamConsumer
 from tests.backup.leasing import QUICK, lease_consumer, lease_store
 from tests.faultproxy import FORWARD, SLOW_DOWN, FaultProxy, Request
-from tests.helpers import ONCE, bodies, create_table, history, object_key, wait_until
+from tests.helpers import (
+    ONCE,
+    bodies,
+    create_table,
+    history,
+    object_key,
+    stream_arn,
+    wait_until,
+)
 from tests.servers import make_client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,16 +176,16 @@ def test_a_follower_waits_for_a_live_holder_elsewhere_and_takes_over_when_it_die
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     table = create_table(dynamodb)
-    seconds = 3.0
+    seconds = 5.0
     dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}})
     store = lease_store(s3, bucket, prefix, table, lease_seconds=seconds)
     with holder_process(table, bucket, prefix, "another-host", seconds) as holder:
         wait_until(lambda: backed_up(s3, bucket, prefix, table, "a"), timeout=60)
         follower = Running(lease_consumer(dynamodb, streams, store, table, prefix))
         try:
-            # Three lease durations: the holder keeps renewing, the follower keeps waiting.
+            # Two lease durations: the holder keeps renewing, the follower keeps waiting.
             dynamodb.put_item(TableName=table, Item={"pk": {"S": "b"}})
-            time.sleep(3 * seconds)
+            time.sleep(2 * seconds)
             assert follower.error is None and follower.thread.is_alive()
             lease = stored_lease(s3, bucket, store.object_key)
             assert lease is not None and lease["host"] == "another-host"
@@ -189,6 +201,39 @@ def test_a_follower_waits_for_a_live_holder_elsewhere_and_takes_over_when_it_die
             follower.stop()
     assert follower.error is None
     assert backed_up(s3, bucket, prefix, table, "b") == [{"pk": {"S": "b"}}]  # not written twice
+
+
+@pytest.mark.servers
+def test_once_waits_for_a_lease_nobody_renews_and_refuses_one_that_is_renewed(
+    dynamodb: Any, streams: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    table = create_table(dynamodb)
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}})
+    position = StreamCheckpoint(table, stream_arn(dynamodb, table)).to_document()
+    crashed = lease_store(s3, bucket, prefix, table, host="another-host", lease_seconds=2)
+    crashed.load()
+    crashed.save(position)  # and never renewed: its consumer crashed on another host
+    started = time.monotonic()
+    store = lease_store(s3, bucket, prefix, table)
+    report = lease_consumer(dynamodb, streams, store, table, prefix).run(once=True)
+    assert report.records == 1
+    assert time.monotonic() - started >= 1.5  # it waited for the lease to lapse
+
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "b"}})
+    live = lease_store(s3, bucket, prefix, table, host="another-host", lease_seconds=4)
+    holder = Running(lease_consumer(dynamodb, streams, live, table, prefix))
+    try:
+        wait_until(lambda: backed_up(s3, bucket, prefix, table, "b"), timeout=30)
+        started = time.monotonic()
+        drain = lease_consumer(
+            dynamodb, streams, lease_store(s3, bucket, prefix, table), table, prefix
+        )
+        with pytest.raises(CheckpointError, match="does not wait for a consumer that is running"):
+            drain.run(once=True)
+        assert time.monotonic() - started < 20  # about one lease, not forever
+    finally:
+        holder.stop()
+    assert holder.error is None
 
 
 # --- clocks ------------------------------------------------------------------------------------
@@ -305,13 +350,13 @@ def test_a_holder_that_cannot_renew_stops_writing_before_its_lease_can_be_taken(
                 time.sleep(1)
                 partition.writes_fail = False  # the holder's writes would land again
                 holder.thread.join(30)
-                assert not holder.thread.is_alive()
+                late = [moment for moment in partition.item_writes if moment >= taken_at]
+                assert late == [], f"{len(late)} item writes after the lease was taken"
                 # Its stale checkpoint advance (or renewal) was refused: it stopped.
+                assert not holder.thread.is_alive()
                 assert isinstance(holder.error, CheckpointError), holder.error
                 lease = stored_lease(s3, bucket, store.object_key)
                 assert lease is not None and lease["owner"] == taker_store.lease.owner
-                late = [moment for moment in partition.item_writes if moment >= taken_at]
-                assert late == [], f"{len(late)} item writes after the lease was taken"
             finally:
                 taker.stop()
         finally:
@@ -325,7 +370,7 @@ def test_a_holder_renews_its_lease_from_within_a_long_retry_loop(
     seaweedfs: Any, dynamodb: Any, streams: Any, s3: Any, bucket: str, prefix: str
 ) -> None:
     table = create_table(dynamodb)
-    seconds = 3.0
+    seconds = 5.0
     dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}})
     partition = Partition(checkpoints_too=False)
     with FaultProxy(seaweedfs.endpoint, partition) as proxy:
@@ -342,7 +387,7 @@ def test_a_holder_renews_its_lease_from_within_a_long_retry_loop(
             dynamodb.put_item(TableName=table, Item={"pk": {"S": "b"}})
             taker_store = lease_store(s3, bucket, prefix, table, lease_seconds=seconds)
             taker = Running(lease_consumer(dynamodb, streams, taker_store, table, prefix))
-            time.sleep(3 * seconds)  # the holder retries all along
+            time.sleep(2 * seconds)  # the holder retries all along
             lease = stored_lease(s3, bucket, store.object_key)
             assert lease is not None and lease["owner"] == store.lease.owner, lease
             partition.writes_fail = False
