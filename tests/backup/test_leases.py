@@ -26,6 +26,7 @@ from dynamo_backups.backup.checkpoints import (
     CheckpointError,
     S3CheckpointStore,
     StreamCheckpoint,
+    process_start,
 )
 from dynamo_backups.cli import main
 from dynamo_backups.pipeline.consumer import StreamConsumer
@@ -397,3 +398,21 @@ def test_a_holder_renews_its_lease_from_within_a_long_retry_loop(
         finally:
             holder.stop()
     assert holder.error is None
+
+
+def test_a_process_start_time_is_read_whatever_the_command_is_called(tmp_path: Path) -> None:
+    odd = tmp_path / "odd) (name 7"  # the command name field of /proc/<pid>/stat
+    odd.write_bytes(Path("/bin/sleep").read_bytes())
+    odd.chmod(0o755)
+    process = subprocess.Popen([str(odd), "30"])
+    try:
+        wait_until(lambda: "odd" in Path(f"/proc/{process.pid}/stat").read_text())
+        started = process_start(process.pid)
+        assert started is not None and started.isdigit()
+        # Clock ticks since boot: it started a moment ago.
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        assert 0 <= uptime - int(started) / os.sysconf("SC_CLK_TCK") < 10
+    finally:
+        process.kill()
+        process.wait()
+    assert process_start(process.pid) is None  # gone (and reaped)
