@@ -131,6 +131,11 @@ def stream(
     shard (one still receiving changes) when a run of --drain-empty-pages empty pages spanning
     --drain-seconds has passed. The report says how each shard ended.
 
+    One consumer per checkpoint: while another holds the lease of a checkpoint in the bucket,
+    stream waits as its standby and takes over when the lease lapses; with --once it waits
+    only for a lease nobody renews, and exits 1 when the holder is seen running. A consumer
+    that crashed on this host is taken over at once.
+
     \b
     Examples:
       dynamo-backups stream Users Orders --bucket my-backups --prefix Prod --once
