@@ -163,6 +163,23 @@ def test_a_live_pid_of_another_process_on_this_host_is_not_the_holder(
         sleeper.wait()
 
 
+@pytest.mark.servers
+def test_a_lapsed_lease_is_taken_even_from_a_process_that_still_runs(
+    s3: Any, bucket: str, prefix: str
+) -> None:
+    """A hung holder on this host: its deadline stopped its writes long ago."""
+    table = "hung-holder"
+    hung = lease_store(s3, bucket, prefix, table, lease_seconds=1)
+    hung.load()
+    hung.save({"format": "dynamo-backups-checkpoint", "table": table, "stream_arn": "x"})
+    with pytest.raises(CheckpointError, match="which is running on this host"):
+        lease_store(s3, bucket, prefix, table).load()
+    time.sleep(3)
+    assert hung.write_deadline() is not None
+    assert hung.write_deadline() < time.monotonic()  # it writes nothing more ...
+    assert lease_store(s3, bucket, prefix, table).load() is not None  # ... and is taken over
+
+
 # --- a live holder elsewhere --------------------------------------------------------------------
 
 

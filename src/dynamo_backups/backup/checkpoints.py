@@ -201,6 +201,16 @@ class CheckpointStore(Protocol):
     def describe(self) -> str: ...
 
 
+_BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+def boot_clock() -> float:
+    """Seconds since boot, suspended time included (``CLOCK_BOOTTIME``) where the system has
+    it: a host that slept past its lease must know it when it wakes, which
+    ``time.monotonic()`` (stopped while suspended, on Linux) would not tell."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 def process_start(pid: int) -> str | None:
     """When a process started (``starttime`` of ``/proc/<pid>/stat``, in clock ticks since
     boot); None when there is no such process (or no /proc). With the boot it tells a
@@ -267,9 +277,6 @@ class Lease:
         )
 
 
-_BOOT_ID = "/proc/sys/kernel/random/boot_id"
-
-
 @dataclass(frozen=True)
 class _Observed:
     """The checkpoint object as read."""
@@ -313,7 +320,7 @@ class S3CheckpointStore:
         lease: Lease | None = None,
         lease_seconds: float = LEASE_SECONDS,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.writer = writer
         self.object_key = object_key
@@ -323,7 +330,7 @@ class S3CheckpointStore:
         self.lease = lease or Lease()
         self.lease_seconds = lease_seconds
         self.wall_clock = wall_clock  # for messages only: never to judge a lease
-        self.clock = clock
+        self.clock = clock or (boot_clock if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic)
         self._etag: str | None = None
         self._document: dict[str, Any] | None = None
         self._generation = 0
@@ -370,21 +377,15 @@ class S3CheckpointStore:
 
     def _refuse_if_held(self, lease: dict[str, Any], found: _Observed) -> None:
         """Raise LeaseHeld unless another consumer's lease has lapsed, or its process is
-        gone from this host."""
+        gone from this host. (A lapsed lease is taken even from a process that still runs:
+        a hung one, say. Its own deadline has stopped its writes, and its saves will fail.)"""
         holder = f"host {lease.get('host')}, pid {lease.get('pid')}"
-        if self.lease.on_this_machine(lease):
-            if not _process_runs(int(lease.get("pid") or 0), lease.get("started")):
-                logger.warning(
-                    "%s: its holder (%s) no longer runs: taking it over", self.describe(), holder
-                )
-                return
-            raise LeaseHeld(
-                f"{self.describe()} is held by another consumer ({holder}), which is running "
-                "on this host",
-                expires_in=float(lease.get("seconds", LEASE_SECONDS)),
-                running_here=True,
-                renewed=False,
+        running_here = self.lease.on_this_machine(lease)
+        if running_here and not _process_runs(int(lease.get("pid") or 0), lease.get("started")):
+            logger.warning(
+                "%s: its holder (%s) no longer runs: taking it over", self.describe(), holder
             )
+            return
         left, renewed = self._lease_left(float(lease.get("seconds", LEASE_SECONDS)), found)
         if left <= 0:
             logger.warning(
@@ -393,11 +394,12 @@ class S3CheckpointStore:
             return
         about = format_time(self.wall_clock() + timedelta(seconds=left))
         raise LeaseHeld(
-            f"{self.describe()} is held by another consumer ({holder}); "
-            + ("it renewed it while this one watched" if renewed else "unless renewed, it")
+            f"{self.describe()} is held by another consumer ({holder})"
+            + (", which is running on this host" if running_here else "")
+            + ("; renewed while this one watched, it" if renewed else "; unless renewed, it")
             + f" lapses in {left:.0f} s at the earliest (about {about} by this host's clock)",
             expires_in=left,
-            running_here=False,
+            running_here=running_here,
             renewed=renewed,
         )
 
@@ -483,12 +485,15 @@ class S3CheckpointStore:
             self.save(self._document)
 
     def write_deadline(self) -> float | None:
-        """No write may start after this ``clock()`` value: the last renewal's sending plus
-        the lease less a third of it, the margin that covers a write already on its way and
-        any difference in the rates of this clock and S3's. Minus infinity when not held."""
+        """No write may start after this ``time.monotonic()`` value: the last renewal's
+        sending plus the lease less a third of it, the margin that covers a write already on
+        its way and any difference in the rates of this clock and S3's. Minus infinity when
+        not held. (Measured on this store's clock, which counts suspended time, and given
+        on the monotonic clock that the write path compares with.)"""
         if self._renewed_at is None:
             return -math.inf
-        return self._renewed_at + self.lease_seconds * (1 - MARGIN_SHARE)
+        left = self._renewed_at + self.lease_seconds * (1 - MARGIN_SHARE) - self.clock()
+        return time.monotonic() + left
 
     def release(self) -> None:
         """End the lease, so another consumer may start at once."""
