@@ -194,7 +194,7 @@ def test_a_follower_waits_for_a_live_holder_elsewhere_and_takes_over_when_it_die
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     table = create_table(dynamodb)
-    seconds = 5.0
+    seconds = 6.0
     dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}})
     store = lease_store(s3, bucket, prefix, table, lease_seconds=seconds)
     with holder_process(table, bucket, prefix, "another-host", seconds) as holder:
@@ -238,7 +238,7 @@ def test_once_waits_for_a_lease_nobody_renews_and_refuses_one_that_is_renewed(
     assert time.monotonic() - started >= 1.5  # it waited for the lease to lapse
 
     dynamodb.put_item(TableName=table, Item={"pk": {"S": "b"}})
-    live = lease_store(s3, bucket, prefix, table, host="another-host", lease_seconds=4)
+    live = lease_store(s3, bucket, prefix, table, host="another-host", lease_seconds=6)
     holder = Running(lease_consumer(dynamodb, streams, live, table, prefix))
     try:
         wait_until(lambda: backed_up(s3, bucket, prefix, table, "b"), timeout=30)
@@ -341,7 +341,7 @@ def test_a_holder_that_cannot_renew_stops_writing_before_its_lease_can_be_taken(
     seaweedfs: Any, dynamodb: Any, streams: Any, s3: Any, bucket: str, prefix: str
 ) -> None:
     table = create_table(dynamodb)
-    seconds = 4.0
+    seconds = 6.0
     dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}})
     partition = Partition(checkpoints_too=True)
     with FaultProxy(seaweedfs.endpoint, partition) as proxy:
