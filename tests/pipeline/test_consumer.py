@@ -3,7 +3,9 @@ on a scripted Streams API (DynamoDB Local keeps one shard, so it cannot show a s
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +81,8 @@ def test_crash_after_writing_before_checkpoint_loses_nothing(
     applier = BackupApplier(BackupWriter(s3, bucket), prefix)
     batches = []
 
-    def crashing(records: Any) -> BatchResult:
-        result = applier.apply(records)  # written to S3 ...
+    def crashing(records: Any, **options: Any) -> BatchResult:
+        result = applier.apply(records, **options)  # written to S3 ...
         batches.append(len(records))
         if len(batches) == 3:
             raise RuntimeError("host died")  # ... but the checkpoint never moves
@@ -299,6 +301,9 @@ class MemoryStore:
     def heartbeat(self) -> None:
         pass
 
+    def write_deadline(self) -> float | None:
+        return None
+
     def release(self) -> None:
         pass
 
@@ -417,6 +422,49 @@ def test_retryable_failure_that_persists_gives_up_with_the_reason() -> None:
     )
     with pytest.raises(StreamError, match="still failing after 3 attempts: InternalError"):
         consumer.run(once=True)
+
+
+class LapsedLeaseStore(MemoryStore):
+    """A leased store whose lease lapsed, renewed at the third try."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewals = 0
+        self.deadline = -math.inf
+
+    def heartbeat(self) -> None:
+        self.renewals += 1
+        if self.renewals == 3:
+            self.deadline = time.monotonic() + 60
+
+    def write_deadline(self) -> float | None:
+        return self.deadline
+
+
+def test_nothing_is_written_while_the_lease_may_have_lapsed() -> None:
+    tree = {"only": (None, [1, 2], False)}
+    store = LapsedLeaseStore()
+    deadlines: list[float] = []
+
+    def apply(records: Any, deadline: float) -> BatchResult:
+        assert store.renewals >= 3  # never called before the lease was renewed
+        deadlines.append(deadline)
+        result = BatchResult(len(records))
+        result.applied["INSERT"] += len(records)
+        return result
+
+    report = StreamConsumer(
+        ScriptedTable(),
+        ScriptedStreams(tree, page=2),
+        "Tree",
+        apply,
+        store,
+        sleep=lambda _: None,
+        drain=QUICK_DRAIN,
+    ).run(once=True)
+    assert report.records == 2 and report.batches == 1
+    assert deadlines == [store.deadline]  # the lease's deadline bounds the writes
+    assert store.document["shards"]["only"]["sequence_number"] == "2"
 
 
 # --- draining open shards (empty pages) on a scripted Streams API ------------------------------

@@ -6,10 +6,13 @@ bucket and prefix, the replica target, the consumer's name) names its file or ob
 checked when it is read, so two destinations never share a position.
 
 Only one consumer may advance a checkpoint at a time. In S3 it is leased: every save is a
-conditional write (If-Match the version this consumer last wrote) carrying the consumer's
-lease, which lasts ``LEASE_SECONDS`` after S3 stored it; another consumer is refused while the
-lease runs, and a consumer whose conditional write fails stops. A local file is locked
-(``flock``) for as long as its consumer runs.
+conditional write (If-Match the version this consumer read or last wrote) carrying the
+consumer's lease, which lasts ``LEASE_SECONDS`` after S3 stored it, judged by S3's clock or by
+the version seen unchanged that long, never by comparing two hosts' clocks. A lease whose
+process is gone from this host is taken over at once. The holder renews it from within its
+retries and starts no write once it could have lapsed; a consumer whose conditional write
+fails stops. The argument is in docs/layout.md ("One consumer at a time"). A local file is
+locked (``flock``) for as long as its consumer runs.
 """
 
 from __future__ import annotations
@@ -18,13 +21,18 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
+import math
 import os
 import re
 import socket
 import tempfile
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +43,14 @@ from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.layout import TableLayout, format_time
 
 LEASE_SECONDS = 120.0
+# A holder renews its lease once this share of it has passed since the last renewal ...
+RENEW_SHARE = 0.25
+# ... and starts no write once only this share may be left (see write_deadline).
+MARGIN_SHARE = 1 / 3
+# S3's Date and LastModified are whole seconds: an age read from them may be 1 s short.
+_SERVER_TIME_PRECISION = 1.0
+
+logger = logging.getLogger("dynamo_backups.checkpoints")
 
 CHECKPOINT_FORMAT = "dynamo-backups-checkpoint"
 
@@ -107,6 +123,22 @@ class CheckpointError(RuntimeError):
     """A checkpoint that belongs to another destination, or another consumer holds."""
 
 
+class LeaseHeld(CheckpointError):
+    """Another consumer holds the checkpoint's lease, as far as this one can prove."""
+
+    def __init__(
+        self, message: str, *, expires_in: float, running_here: bool, renewed: bool
+    ) -> None:
+        super().__init__(message)
+        self.expires_in = expires_in  # at the earliest, unless renewed
+        self.running_here = running_here  # its process was seen running on this host
+        self.renewed = renewed  # renewed while this store watched: its holder runs
+
+
+class LeaseLost(CheckpointError):
+    """Another consumer wrote the checkpoint: this one holds it no more."""
+
+
 @dataclass(frozen=True)
 class CheckpointIdentity:
     """Everything that makes a consumer's destination distinct."""
@@ -157,22 +189,125 @@ class CheckpointStore(Protocol):
 
     def save(self, document: dict[str, Any]) -> None: ...
 
-    def heartbeat(self) -> None: ...
+    def heartbeat(self) -> None:
+        """Renew the hold when it is due (a save of what was last saved)."""
+
+    def write_deadline(self) -> float | None:
+        """The ``time.monotonic()`` value after which no write may start, since the hold
+        could have lapsed by then; None when the hold cannot lapse while this process runs."""
 
     def release(self) -> None: ...
 
     def describe(self) -> str: ...
 
 
-@dataclass
-class _Lease:
+_BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+def boot_clock() -> float:
+    """Seconds since boot, suspended time included (``CLOCK_BOOTTIME``) where the system has
+    it: a host that slept past its lease must know it when it wakes, which
+    ``time.monotonic()`` (stopped while suspended, on Linux) would not tell."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def process_start(pid: int) -> str | None:
+    """When a process started (``starttime`` of ``/proc/<pid>/stat``, in clock ticks since
+    boot); None when there is no such process (or no /proc). With the boot it tells a
+    process from a later one given the same pid."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 2, the command name, is in parentheses and may hold spaces or parentheses.
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else None  # field 22 of proc(5)
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _process_runs(pid: int, started: str | None) -> bool:
+    """Whether the process that took a lease on this host still runs: the same pid with the
+    same start time where both were recorded, else any process with that pid."""
+    if started is not None:
+        return process_start(pid) == started
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds a checkpoint: a random owner id, the host, its boot and pid namespace, and
+    the process (pid and start time) it runs in."""
+
     owner: str = field(default_factory=lambda: uuid.uuid4().hex)
     host: str = field(default_factory=socket.gethostname)
+    boot_id: str | None = field(default_factory=lambda: _read_text(_BOOT_ID))
+    pid_namespace: str | None = field(default_factory=_pid_namespace)
     pid: int = field(default_factory=os.getpid)
+    started: str | None = field(default_factory=lambda: process_start(os.getpid()))
+
+    def on_this_machine(self, other: dict[str, Any]) -> bool:
+        """Whether another lease was taken on this host since its last boot and in this pid
+        namespace: only then does its pid name a process this one can look up. (A host name
+        alone is not enough: containers can share one.)"""
+        return (
+            self.boot_id is not None
+            and self.pid_namespace is not None
+            and other.get("host") == self.host
+            and other.get("boot_id") == self.boot_id
+            and other.get("pid_namespace") == self.pid_namespace
+        )
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """The checkpoint object as read."""
+
+    document: dict[str, Any]
+    etag: str
+    age: float | None  # since it was written, by S3's clock (its Date less its LastModified)
+    at: float  # this store's clock when the answer arrived
+
+
+def _server_age(answer: dict[str, Any]) -> float | None:
+    """How old the object is by the server's own clock: its answer's Date header less the
+    object's LastModified (both S3's; no clock of ours is involved)."""
+    date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    modified = answer.get("LastModified")
+    if not date or modified is None:
+        return None
+    try:
+        return (parsedate_to_datetime(date) - modified).total_seconds()
+    except (TypeError, ValueError):
+        return None
 
 
 class S3CheckpointStore:
-    """A checkpoint kept in the backup bucket, beside (not inside) the items folder; leased."""
+    """A checkpoint kept in the backup bucket, beside (not inside) the items folder; leased.
+
+    A lease lapses ``lease_seconds`` after it was last written, judged without comparing
+    clocks (see docs/layout.md, "One consumer at a time"): by S3's clock (the Date of its
+    answer less the object's LastModified), or by this store's monotonic clock (the same
+    version seen unchanged that long). The holder renews it every quarter of that and
+    starts no write once a third of it may be left since its last renewal was sent."""
 
     def __init__(
         self,
@@ -181,58 +316,104 @@ class S3CheckpointStore:
         identity: CheckpointIdentity | None = None,
         legacy_key: str | None = None,
         policy: RetryPolicy | None = None,
+        *,
+        lease: Lease | None = None,
+        lease_seconds: float = LEASE_SECONDS,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.writer = writer
         self.object_key = object_key
         self.identity = identity
         self.legacy_key = legacy_key
         self.policy = policy or RetryPolicy(max_attempts=8, base_delay=0.1, max_delay=5)
-        self.lease = _Lease()
+        self.lease = lease or Lease()
+        self.lease_seconds = lease_seconds
+        self.wall_clock = wall_clock  # for messages only: never to judge a lease
+        self.clock = clock or (boot_clock if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic)
         self._etag: str | None = None
         self._document: dict[str, Any] | None = None
+        self._generation = 0
+        self._renewed_at: float | None = None  # clock() when the last renewal was sent
+        self._watched: tuple[str, float] | None = None  # another's lease: (ETag, first seen)
 
     def describe(self) -> str:
         return f"s3://{self.writer.bucket}/{self.object_key}"
 
     def load(self) -> dict[str, Any] | None:
+        """The checkpoint, once this consumer may take it: raises LeaseHeld while another
+        consumer's lease stands. The lease itself is taken by the next ``save``."""
         found = self._read()
         if found is None:
-            self._etag = None
+            self._etag, self._generation = None, 1
             return self._adopt_legacy()
-        document, etag, stored_at = found
+        document = found.document
         if self.identity is not None:
             self.identity.check(document, self.describe())
-        self._refuse_if_held(document, stored_at)
-        self._etag, self._document = etag, document
+        lease = document.get("lease") or {}
+        ours = lease.get("owner") == self.lease.owner
+        if lease and not ours:
+            self._refuse_if_held(lease, found)
+        self._etag, self._document = found.etag, document
+        generation = int(document.get("lease_generation") or 0)
+        self._generation = generation if ours else generation + 1
         return document
 
-    def _read(self) -> tuple[dict[str, Any], str, datetime] | None:
+    def _read(self) -> _Observed | None:
         s3, bucket = self.writer.s3, self.writer.bucket
 
-        def read() -> tuple[dict[str, Any], str, datetime] | None:
+        def read() -> _Observed | None:
             try:
                 answer = s3.get_object(Bucket=bucket, Key=self.object_key)
             except ClientError as error:
                 if error_code(error) in ("NoSuchKey", "404"):
                     return None
                 raise
+            at = self.clock()
             body = answer["Body"].read()
-            return json.loads(body), answer["ETag"], answer["LastModified"]
+            return _Observed(json.loads(body), answer["ETag"], _server_age(answer), at)
 
         return call_with_retries(read, self.policy, f"read {self.describe()}")
 
-    def _refuse_if_held(self, document: dict[str, Any], stored_at: datetime) -> None:
-        lease = document.get("lease") or {}
-        if not lease or lease.get("owner") == self.lease.owner:
-            return
-        until = stored_at + timedelta(seconds=float(lease.get("seconds", LEASE_SECONDS)))
-        if until > datetime.now(UTC):
-            raise CheckpointError(
-                f"{self.describe()} is held by another consumer (host {lease.get('host')}, "
-                f"pid {lease.get('pid')}) until {format_time(until)}: two consumers writing "
-                "one folder would interleave versions; stop the other one, or give this one "
-                "another --consumer-name and another destination"
+    def _refuse_if_held(self, lease: dict[str, Any], found: _Observed) -> None:
+        """Raise LeaseHeld unless another consumer's lease has lapsed, or its process is
+        gone from this host. (A lapsed lease is taken even from a process that still runs:
+        a hung one, say. Its own deadline has stopped its writes, and its saves will fail.)"""
+        holder = f"host {lease.get('host')}, pid {lease.get('pid')}"
+        running_here = self.lease.on_this_machine(lease)
+        if running_here and not _process_runs(int(lease.get("pid") or 0), lease.get("started")):
+            logger.warning(
+                "%s: its holder (%s) no longer runs: taking it over", self.describe(), holder
             )
+            return
+        left, renewed = self._lease_left(float(lease.get("seconds", LEASE_SECONDS)), found)
+        if left <= 0:
+            logger.warning(
+                "%s: the lease of %s lapsed unrenewed: taking it over", self.describe(), holder
+            )
+            return
+        about = format_time(self.wall_clock() + timedelta(seconds=left))
+        raise LeaseHeld(
+            f"{self.describe()} is held by another consumer ({holder})"
+            + (", which is running on this host" if running_here else "")
+            + ("; renewed while this one watched, it" if renewed else "; unless renewed, it")
+            + f" lapses in {left:.0f} s at the earliest (about {about} by this host's clock)",
+            expires_in=left,
+            running_here=running_here,
+            renewed=renewed,
+        )
+
+    def _lease_left(self, seconds: float, found: _Observed) -> tuple[float, bool]:
+        """Seconds until another's lease lapses, and whether it was renewed since this store
+        first saw it. The lesser of two clock-free measures: S3's own clock, and how long
+        this store has seen the same version unchanged (monotonic)."""
+        renewed = self._watched is not None and self._watched[0] != found.etag
+        if self._watched is None or renewed:
+            self._watched = (found.etag, found.at)
+        left = seconds - (found.at - self._watched[1])
+        if found.age is not None:  # both S3 times are whole seconds: the age may be 1 s more
+            left = min(left, seconds - (found.age - _SERVER_TIME_PRECISION))
+        return left, renewed
 
     def _adopt_legacy(self) -> dict[str, Any] | None:
         """A checkpoint of an older release, named by consumer only: taken over when it is
@@ -249,6 +430,7 @@ class S3CheckpointStore:
             **document,
             "identity": self.identity.document() if self.identity else None,
             "lease": lease,
+            "lease_generation": self._generation,
         }
         return json.dumps(stored, indent=2, sort_keys=True, default=str).encode("utf-8")
 
@@ -263,11 +445,13 @@ class S3CheckpointStore:
         )["ETag"]
 
     def save(self, document: dict[str, Any]) -> None:
+        """Write the checkpoint with this consumer's lease, only over the version it read or
+        last wrote: takes the lease, renews it, and fences out a holder that lost it."""
         token = uuid.uuid4().hex
-        body = self._body(
-            document, {**asdict(self.lease), "seconds": LEASE_SECONDS, "token": token}
-        )
+        lease = {**asdict(self.lease), "seconds": self.lease_seconds, "token": token}
+        body = self._body(document, lease)
         condition = {"IfMatch": self._etag} if self._etag else {"IfNoneMatch": "*"}
+        sent = self.clock()  # before the first attempt: S3 cannot have stored it earlier
         try:
             self._etag = call_with_retries(
                 lambda: self._put(body, condition), self.policy, f"save {self.describe()}"
@@ -276,30 +460,46 @@ class S3CheckpointStore:
             if error_code(error) not in PRECONDITION_CODES:
                 raise
             self._etag = self._after_conflict(token)
-        self._document = document
+        self._renewed_at, self._document, self._watched = sent, document, None
 
     def _after_conflict(self, token: str) -> str:
         """A conditional save refused: ours after all (a retry of a save that had landed),
         or another consumer's write, which stops this one."""
         found = self._read()
-        if found is not None and (found[0].get("lease") or {}).get("token") == token:
-            return found[1]
-        holder = (found[0].get("lease") or {}) if found else {}
-        raise CheckpointError(
+        if found is not None and (found.document.get("lease") or {}).get("token") == token:
+            return found.etag
+        self._renewed_at = None
+        holder = (found.document.get("lease") or {}) if found else {}
+        raise LeaseLost(
             f"{self.describe()} was written by another consumer (host {holder.get('host')}, "
             f"pid {holder.get('pid')}): stopping, since two consumers would interleave "
             "versions"
         )
 
     def heartbeat(self) -> None:
-        """Renew the lease (a save of what is there) when no batch has saved for a while."""
-        if self._document is not None:
+        """Renew the lease (a save of what was last saved) once a quarter of it has passed
+        since the last renewal was sent."""
+        if self._renewed_at is None or self._document is None:
+            return
+        if self.clock() - self._renewed_at >= self.lease_seconds * RENEW_SHARE:
             self.save(self._document)
+
+    def write_deadline(self) -> float | None:
+        """No write may start after this ``time.monotonic()`` value: the last renewal's
+        sending plus the lease less a third of it, the margin that covers a write already on
+        its way and any difference in the rates of this clock and S3's. Minus infinity when
+        not held. (Measured on this store's clock, which counts suspended time, and given
+        on the monotonic clock that the write path compares with.)"""
+        if self._renewed_at is None:
+            return -math.inf
+        left = self._renewed_at + self.lease_seconds * (1 - MARGIN_SHARE) - self.clock()
+        return time.monotonic() + left
 
     def release(self) -> None:
         """End the lease, so another consumer may start at once."""
-        if self._document is None or self._etag is None:
+        if self._document is None or self._etag is None or self._renewed_at is None:
             return
+        self._renewed_at = None
         # Refused only when another consumer already took over: its lease stands.
         with contextlib.suppress(ClientError):
             self._put(self._body(self._document, None), {"IfMatch": self._etag})
@@ -353,6 +553,9 @@ class FileCheckpointStore:
 
     def heartbeat(self) -> None:
         pass
+
+    def write_deadline(self) -> float | None:
+        return None  # the lock lasts as long as this process
 
     def release(self) -> None:
         if self._lock is not None:

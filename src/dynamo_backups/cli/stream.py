@@ -131,6 +131,11 @@ def stream(
     shard (one still receiving changes) when a run of --drain-empty-pages empty pages spanning
     --drain-seconds has passed. The report says how each shard ended.
 
+    One consumer per checkpoint: while another holds the lease of a checkpoint in the bucket,
+    stream waits as its standby and takes over when the lease lapses; with --once it waits
+    only for a lease nobody renews, and exits 1 when the holder is seen running. A consumer
+    that crashed on this host is taken over at once.
+
     \b
     Examples:
       dynamo-backups stream Users Orders --bucket my-backups --prefix Prod --once
@@ -247,7 +252,7 @@ def default_checkpoint_dir() -> Path:
 
 def _both(appliers: list[Any]) -> Any:
     """Apply each batch to every sink; a record counts as applied only where all applied it."""
-    return lambda records: combine([apply(records) for apply in appliers])
+    return lambda records, **options: combine([apply(records, **options) for apply in appliers])
 
 
 def _run_all(

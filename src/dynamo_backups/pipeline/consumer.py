@@ -17,17 +17,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, describe_error, error_code
 from dynamo_backups.aws.retry import RetriesExhausted, RetryPolicy, call_with_retries
 from dynamo_backups.aws.streams import enable_raw_records
-from dynamo_backups.backup.checkpoints import LEASE_SECONDS, CheckpointStore, StreamCheckpoint
+from dynamo_backups.backup.checkpoints import (
+    CheckpointError,
+    CheckpointStore,
+    LeaseHeld,
+    LeaseLost,
+    StreamCheckpoint,
+)
 from dynamo_backups.core.draining import CLOSED, DrainRule, ShardCursor
 from dynamo_backups.core.parallel import batched
-from dynamo_backups.core.stream_records import BatchResult
+from dynamo_backups.core.stream_records import BatchResult, RecordFailure
 from dynamo_backups.pipeline.stream_source import Shard, StreamError, ready_shards, stream_of_table
 
 logger = logging.getLogger("dynamo_backups.streams")
@@ -35,8 +41,19 @@ logger = logging.getLogger("dynamo_backups.streams")
 LAMBDA_BATCH_SIZE = 100
 GET_RECORDS_LIMIT = 1000
 SHARD_LIST_REFRESH_SECONDS = 60.0
+LEASE_RECHECK_SECONDS = 10.0  # how often a consumer waiting for a lease reads it again
+WAITING_SAID_EVERY_SECONDS = 60.0
 
-Processor = Callable[[Sequence[dict[str, Any]]], BatchResult]
+# ``processor(records)``, or ``processor(records, deadline=...)`` when the checkpoint's lease
+# bounds the writes: a ``time.monotonic()`` value after which no write may start.
+Processor = Callable[..., BatchResult]
+
+
+@dataclass(frozen=True)
+class _Taken:
+    """A checkpoint whose lease this consumer took: the document it held (None: none yet)."""
+
+    document: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -101,7 +118,7 @@ class StreamConsumer:
         self.drain = drain or DrainRule()
         self.clock = clock
         self._progress_logged_at = time.monotonic()
-        self._saved_at = self.clock()
+        self._waiting_said_at: float | None = None
         enable_raw_records(streams)
 
     # --- the run loop ------------------------------------------------------------------------
@@ -111,22 +128,71 @@ class StreamConsumer:
         stream_arn, _ = stream_of_table(self.dynamodb, self.table, self.retry_policy)
         report = ConsumerReport(self.table, stream_arn)
         try:
-            checkpoint = self._load_checkpoint(stream_arn, report)
-            self._save(checkpoint)  # takes the checkpoint's lease before writing anything
+            taken = self._take_lease(stream_arn, once)
+            if taken is None:
+                return report  # asked to stop while waiting for another consumer's lease
+            checkpoint = self._load_checkpoint(stream_arn, taken.document, report)
             self._consume(stream_arn, checkpoint, report, once)
         finally:
             self.store.release()
         return report
 
+    # --- the checkpoint's lease: one consumer writes at a time ---------------------------------
+
+    def _take_lease(self, stream_arn: str, once: bool) -> _Taken | None:
+        """Load the checkpoint and take its lease (a save of what was loaded) before writing
+        anything. While another consumer holds it: in follow mode, wait as its standby until
+        it lapses or is released; with ``once``, wait only for a lease nobody renews (a
+        crashed holder elsewhere), and refuse one whose holder is seen running. None when
+        asked to stop meanwhile."""
+        while not self.stop.is_set():
+            try:
+                document = self.store.load()
+                fresh = StreamCheckpoint(self.table, stream_arn).to_document()
+                self.store.save(document if document is not None else fresh)
+                return _Taken(document)
+            except LeaseHeld as held:
+                if once and (held.running_here or held.renewed):
+                    raise CheckpointError(
+                        f"{held}: --once does not wait for a consumer that is running; stop "
+                        "it, or run without --once to wait as its standby"
+                    ) from None
+                self._say_waiting(held, once)
+                self.stop.wait(max(0.05, min(held.expires_in, LEASE_RECHECK_SECONDS)))
+            except LeaseLost:  # taken by another consumer between our read and our write
+                self.stop.wait(self.poll_interval)
+        return None
+
+    def _say_waiting(self, held: LeaseHeld, once: bool) -> None:
+        now = time.monotonic()
+        if self._waiting_said_at is None or now - self._waiting_said_at >= (
+            WAITING_SAID_EVERY_SECONDS
+        ):
+            self._waiting_said_at = now
+            logger.warning(
+                "%s: %s; waiting for it to lapse or be released%s",
+                self.table,
+                held,
+                " (--once: as long as nobody renews it)" if once else "",
+            )
+
+    def _renew_lease(self) -> float | None:
+        """Renew the checkpoint's lease when due; the ``time.monotonic()`` value after which
+        no write may start (None: no limit). A renewal that fails for now is tried again on
+        the next call; meanwhile the deadline it did not extend stops the writes."""
+        try:
+            self.store.heartbeat()
+        except RetriesExhausted as error:
+            logger.warning(
+                "%s: could not renew the lease of %s (%s); no write starts once it may lapse",
+                self.table,
+                self.store.describe(),
+                error,
+            )
+        return self.store.write_deadline()
+
     def _save(self, checkpoint: StreamCheckpoint) -> None:
         self.store.save(checkpoint.to_document())
-        self._saved_at = self.clock()
-
-    def _keep_lease(self) -> None:
-        """Renew the checkpoint's lease when no batch has saved it for a while."""
-        if self.clock() - self._saved_at > LEASE_SECONDS / 4:
-            self.store.heartbeat()
-            self._saved_at = self.clock()
 
     def _consume(
         self, stream_arn: str, checkpoint: StreamCheckpoint, report: ConsumerReport, once: bool
@@ -161,12 +227,13 @@ class StreamConsumer:
                 ):
                     drained.add(shard.shard_id)
                     report.shard_ends[shard.shard_id] = cursor.drained_description(self.clock())
-            self._keep_lease()
+            self._renew_lease()
             if not records:
                 self.stop.wait(self.drain.page_interval if once else self.poll_interval)
 
-    def _load_checkpoint(self, stream_arn: str, report: ConsumerReport) -> StreamCheckpoint:
-        document = self.store.load()
+    def _load_checkpoint(
+        self, stream_arn: str, document: dict[str, Any] | None, report: ConsumerReport
+    ) -> StreamCheckpoint:
         if document is None:
             logger.info(
                 "%s: no checkpoint at %s; reading from TRIM_HORIZON",
@@ -359,12 +426,19 @@ class StreamConsumer:
         report: ConsumerReport,
     ) -> None:
         """Apply one batch, retrying from the earliest failed record; checkpoint after each
-        success. A record that can never be applied stops the consumer with its reason."""
+        success. A record that can never be applied stops the consumer with its reason.
+        Every attempt renews the checkpoint's lease when due and writes only while it holds
+        (see docs/layout.md, "One consumer at a time")."""
         delays = self.retry_policy.delays()
         pending = batch
         while pending:
-            result = self.processor(pending)
-            report.count(result)
+            deadline = self._renew_lease()
+            if deadline is not None and deadline <= time.monotonic():
+                result = self._lease_lapsed(pending)
+            else:
+                options = {} if deadline is None else {"deadline": deadline}
+                result = self.processor(pending, **options)
+                report.count(result)
             logger.debug(
                 "%s: batch of %d from shard %s: applied %s, %d failed",
                 self.table,
@@ -392,6 +466,17 @@ class StreamConsumer:
                 )
             logger.warning("%s: %s; retrying in %.1fs", self.table, failure.reason, delay)
             self.sleep(delay)
+
+    def _lease_lapsed(self, pending: list[dict[str, Any]]) -> BatchResult:
+        """Nothing written: the lease may have lapsed since its last renewal."""
+        result = BatchResult(record_count=len(pending))
+        reason = (
+            f"the lease of {self.store.describe()} was not renewed in time: writing nothing "
+            "until it is"
+        )
+        sequence_number = pending[0].get("dynamodb", {}).get("SequenceNumber")
+        result.failures.append(RecordFailure(0, sequence_number, reason, retryable=True))
+        return result
 
     def _log_progress(self, report: ConsumerReport) -> None:
         now = time.monotonic()
