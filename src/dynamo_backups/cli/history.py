@@ -40,7 +40,7 @@ def history(invocation: Invocation, table: str, key: str, bucket: str, prefix: s
     object_key, entries = item_history(aws.objects(s3, bucket), bucket, layout, typed_key)
     if not entries:
         fail(f"no backup of item {key} of {table} at s3://{bucket}/{object_key}")
-    lines = [f"s3://{bucket}/{object_key}  ({len(entries)} versions, newest change first)"]
+    lines = [f"s3://{bucket}/{object_key}  ({len(entries)} versions, newest first)"]
     for entry in entries:
         if entry.event == "delete-marker":
             lines.append(f"{'':24}  delete marker (received {format_time(entry.received)})")

@@ -138,6 +138,8 @@ def _decide(
     skew: timedelta,
 ) -> tuple[Decision | None, int]:
     reachable = _latest_possible_changes(entries, skew)
+    order = StreamOrder()
+    candidates: list[Decision] = []  # the changes at or before the moment
     best: Decision | None = None
     inspected = 0
     # Another tool's version (no metadata of ours) is dated by S3's clock, which runs after
@@ -145,7 +147,7 @@ def _decide(
     # than that record's change: its date is capped there.
     ceiling: datetime | None = None
     for position, entry in enumerate(entries):
-        if best is not None and reachable[position] < best.change_time:
+        if best is not None and order.surely_before(reachable[position], best):
             break  # nothing received this early can hold a later change than the best
         if entry.is_delete_marker:
             # A delete marker holds no metadata: the tombstone written under it carries the
@@ -153,14 +155,72 @@ def _decide(
             # no tombstone under it (not written by this tool) dates from S3's clock.
             if _tombstone_under(entries, position) is None:
                 candidate = Decision.of(entry, None, position, ceiling)
-                best = _later(best, candidate, moment)
+                if candidate.change_time <= moment:
+                    candidates.append(candidate)
+                    best = order.later(best, candidate)
             continue
         inspected += 1
         metadata = inspect(entry)
-        best = _later(best, Decision.of(entry, metadata, position, ceiling), moment)
+        candidate = Decision.of(entry, metadata, position, ceiling)
+        if order.learn(candidate) and candidates:
+            best = max(candidates, key=order.key)  # the precision changed: compare again
+        if candidate.change_time <= moment:
+            candidates.append(candidate)
+            best = order.later(best, candidate)
         if metadata is not None and metadata.writer in AUTHORITATIVE_WRITERS:
             ceiling = min(ceiling, metadata.change_time) if ceiling else metadata.change_time
     return best, inspected
+
+
+class StreamOrder:
+    """The order of an object's changes: change time, then sequence number (stream changes
+    only), then S3's order (the newest received first).
+
+    A stream change time is the stream's ApproximateCreationDateTime, rounded down: to the
+    second on AWS, to the minute on DynamoDB Local. While every stream change seen is on a
+    whole minute, times are compared to the minute, so that a stream change is not placed
+    before a backfill or repair read of the same minute that came before it; the sequence
+    number (a stream change has one, a read of the table none) then puts the stream's change
+    last, as an equal time does on AWS. One stream change off the minute shows the stream's
+    precision is finer: times are compared as they are.
+    """
+
+    def __init__(self) -> None:
+        self.to_the_minute = False
+        self._finer = False
+
+    def learn(self, decision: Decision) -> bool:
+        """Take in a version's precision; True when the comparison changed."""
+        if decision.sequence < 0 or self._finer:
+            return False
+        whole_minute = decision.change_time == _minute_of(decision.change_time)
+        before = self.to_the_minute
+        self._finer = not whole_minute
+        self.to_the_minute = whole_minute
+        return before != self.to_the_minute
+
+    def key(self, decision: Decision) -> tuple[datetime, int, int]:
+        return (*self.change_of(decision), -decision.position)
+
+    def change_of(self, decision: Decision) -> tuple[datetime, int]:
+        """Which change a version records, as far as the order can tell changes apart."""
+        return (self._time(decision.change_time), decision.sequence)
+
+    def later(self, best: Decision | None, candidate: Decision) -> Decision:
+        if best is None or self.key(candidate) > self.key(best):
+            return candidate
+        return best
+
+    def surely_before(self, latest_possible: datetime, best: Decision) -> bool:
+        """Whether a change no later than ``latest_possible`` comes before ``best``."""
+        return self._time(latest_possible) < self._time(best.change_time)
+
+    def _time(self, moment: datetime) -> datetime:
+        return _minute_of(moment) if self.to_the_minute else moment
+
+
+def _minute_of(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
 
 
 def _latest_possible_changes(entries: Sequence[ObjectVersion], skew: timedelta) -> list[datetime]:
@@ -173,15 +233,6 @@ def _latest_possible_changes(entries: Sequence[ObjectVersion], skew: timedelta) 
         latest = entry.last_modified if latest is None else max(latest, entry.last_modified)
         reachable.append(latest + skew)
     return reachable[::-1]
-
-
-def _later(best: Decision | None, candidate: Decision, moment: datetime) -> Decision | None:
-    """The later change in the stream's order, of those at or before ``moment``."""
-    if candidate.change_time > moment:
-        return best
-    if best is None or candidate.stream_position() > best.stream_position():
-        return candidate
-    return best
 
 
 def _tombstone_under(entries: Sequence[ObjectVersion], position: int) -> ObjectVersion | None:
@@ -220,9 +271,6 @@ class Decision:
         sequence = int(metadata.sequence_number) if metadata and _is_number(metadata) else -1
         removed = entry.is_removal or (metadata is not None and metadata.is_removal)
         return cls(entry, change_time, sequence, removed, position, metadata)
-
-    def stream_position(self) -> tuple[datetime, int, int]:
-        return (self.change_time, self.sequence, -self.position)
 
     def order(self) -> tuple[datetime, int]:
         """Across object names: S3's positions are not comparable, sequence numbers are."""
@@ -268,11 +316,14 @@ def stream_order(
             decisions[position] = replace(
                 decisions[position], change_time=dated.change_time, sequence=dated.sequence
             )
-    placed = _mark_copies(decisions)
-    return sorted(placed, key=lambda one: one.decision.stream_position(), reverse=True)
+    order = StreamOrder()
+    for decision in decisions:
+        order.learn(decision)
+    placed = _mark_copies(decisions, order)
+    return sorted(placed, key=lambda one: order.key(one.decision), reverse=True)
 
 
-def _mark_copies(decisions: Sequence[Decision]) -> list[PlacedVersion]:
+def _mark_copies(decisions: Sequence[Decision], order: StreamOrder) -> list[PlacedVersion]:
     """Walks S3's order oldest first: a version repeats the first one S3 got of the same
     change (same change time, event and sequence number; without a sequence number, the same
     writer and body), and is late when a version received before it records a later change."""
@@ -288,10 +339,11 @@ def _mark_copies(decisions: Sequence[Decision]) -> list[PlacedVersion]:
         original = first_of.get(identity) if identity else None
         if identity and original is None:
             first_of[identity] = entry
-        late = latest_before is not None and latest_before > decision.order()
+        change = order.change_of(decision)
+        late = latest_before is not None and latest_before > change
         placed.append(PlacedVersion(decision, original, late))
-        if latest_before is None or decision.order() > latest_before:
-            latest_before = decision.order()
+        if latest_before is None or change > latest_before:
+            latest_before = change
     return placed[::-1]
 
 
