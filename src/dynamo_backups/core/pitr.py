@@ -231,8 +231,15 @@ def _latest_possible_changes(entries: Sequence[ObjectVersion], skew: timedelta) 
     latest: datetime | None = None
     for entry in reversed(entries):
         latest = entry.last_modified if latest is None else max(latest, entry.last_modified)
-        reachable.append(latest + skew)
+        reachable.append(_plus(latest, skew))
     return reachable[::-1]
+
+
+def _plus(moment: datetime, span: timedelta) -> datetime:
+    try:
+        return moment + span
+    except OverflowError:  # a skew meant as "no bound"
+        return datetime.max.replace(tzinfo=moment.tzinfo)
 
 
 def _tombstone_under(entries: Sequence[ObjectVersion], position: int) -> ObjectVersion | None:
