@@ -343,3 +343,33 @@ def test_stream_order_keeps_a_removal_marker_above_its_tombstone() -> None:
     placed = stream_order(entries, metadata)
     assert [one.entry.version_id for one in placed] == ["v2", "dm", "tomb", "v1"]
     assert [one.late for one in placed] == [False, False, True, False]
+
+
+def test_backfill_over_a_removal_then_its_copy_of_the_removal_in_stream_order() -> None:
+    # The stream removed the item at minute 10 after the backfill read it (minute 5); S3 let
+    # the backfill's image through over the delete marker, and the backfill wrote the removal
+    # again on top, with the removal's change time and sequence number.
+    entries = [
+        marker("dm-copy", 30, latest=True),
+        version("tomb-copy", 30, size=0),
+        version("scanned", 29),
+        marker("dm", 11),
+        version("tomb", 11, size=0),
+        version("v1", 1),
+    ]
+    changes = {
+        "tomb-copy": VersionMetadata("backfill", "REMOVE", at(10), "200"),
+        "scanned": VersionMetadata("backfill", "SNAPSHOT", at(5)),
+        "tomb": VersionMetadata("stream", "REMOVE", at(10), "200"),
+        "v1": VersionMetadata("stream", "INSERT", at(0.5), "100"),
+    }
+    assert select_at(entries, LATEST, lambda entry: changes[entry.version_id]).version is None
+    chosen = select_at(entries, at(7), lambda entry: changes[entry.version_id]).version
+    assert chosen is not None and chosen.version_id == "scanned"
+    placed = stream_order(entries, {**changes, "dm-copy": None, "dm": None})
+    assert [one.entry.version_id for one in placed] == [
+        "dm-copy", "tomb-copy", "dm", "tomb", "scanned", "v1",
+    ]  # fmt: skip
+    by_id = {one.entry.version_id: one for one in placed}
+    assert by_id["tomb-copy"].duplicate_of == entries[4] and not by_id["tomb-copy"].late
+    assert by_id["scanned"].late and by_id["scanned"].duplicate_of is None

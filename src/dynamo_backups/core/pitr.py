@@ -356,8 +356,8 @@ def _mark_copies(decisions: Sequence[Decision], order: StreamOrder) -> list[Plac
 
 def _change_identity(decision: Decision) -> tuple[object, ...] | None:
     metadata = decision.metadata
-    if metadata is None:
-        return None
+    if metadata is None or not (metadata.sequence_number or decision.entry.etag):
+        return None  # nothing to tell this change from another at the same time
     if metadata.sequence_number:
         return (metadata.change_time, metadata.event_name, "sequence", metadata.sequence_number)
     return (metadata.change_time, metadata.event_name, metadata.writer, decision.entry.etag)
