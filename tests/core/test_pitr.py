@@ -11,6 +11,7 @@ from dynamo_backups.core.pitr import (
     latest_decision,
     newest_first,
     select_at,
+    stream_order,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -44,11 +45,11 @@ class Inspector:
         return VersionMetadata(self.writer, event, at(minutes))
 
 
-def test_versions_received_well_before_the_moment_need_no_metadata_read() -> None:
+def test_versions_received_after_the_moment_are_read_then_only_the_chosen_one() -> None:
     entries = [version("v2", 100, latest=True), version("v1", 10)]
     inspect = Inspector({"v2": (100, "MODIFY"), "v1": (10, "INSERT")})
     assert select_at(entries, at(50), inspect).version == entries[1]
-    assert inspect.read == ["v2"]
+    assert inspect.read == ["v2", "v1"]  # v1's read is its body: the reader keeps it
 
 
 def test_late_delivery_is_dated_by_its_change_time() -> None:
@@ -144,7 +145,7 @@ def test_in_order_versions_cost_no_extra_reads() -> None:
     )
     chosen = select_at(entries, at(50), inspect, timedelta(minutes=5)).version
     assert chosen is not None and chosen.version_id == "v2"
-    assert inspect.read == ["v3"]  # v2 was received well before the moment: taken unread
+    assert inspect.read == ["v3", "v2"]  # v1 (received at 10) cannot be later than v2 (19)
 
 
 def other_tool(vid: str, received: float, latest: bool = False) -> ObjectVersion:
@@ -181,3 +182,194 @@ def test_decide_at_dates_a_version_received_well_before_the_moment() -> None:
     assert decision is not None and decision.change_time == at(90) and not decision.removed
     removed = decide_at([marker("dm", 50, latest=True), version("v1", 10)], at(500), inspect)
     assert removed is not None and removed.removed and removed.change_time == at(50)
+
+
+# --- the stream's order at any distance in time (issue 19, item 4) --------------------------
+
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+HOURS = 60.0
+
+
+def sequenced(changes: dict[str, tuple[float, str, str]]) -> SequencedInspector:
+    return SequencedInspector(changes)
+
+
+def late_copy_far_above_a_newer_change() -> tuple[list[ObjectVersion], SequencedInspector]:
+    """v1 (minute 0) and v2 (hour 1) arrived on time; a retry of v1 arrived at hour 5."""
+    entries = [
+        version("v1-late", 5 * HOURS, latest=True),
+        version("v2", 1 * HOURS),
+        version("v1", 0.1),
+    ]
+    changes = {
+        "v1-late": (0, "INSERT", "100"),
+        "v2": (1 * HOURS - 0.1, "MODIFY", "200"),
+        "v1": (0, "INSERT", "100"),
+    }
+    return entries, sequenced(changes)
+
+
+def test_a_late_old_copy_hours_above_a_newer_change_loses_at_every_later_moment() -> None:
+    entries, inspect = late_copy_far_above_a_newer_change()
+    for moment in (at(2 * HOURS), at(6 * HOURS), at(24 * HOURS), LATEST):
+        chosen = select_at(entries, moment, inspect).version
+        assert chosen is not None and chosen.version_id == "v2", moment
+    chosen = select_at(entries, at(30), inspect).version
+    assert chosen is not None and chosen.version_id == "v1-late"  # before v2's change
+
+
+def test_latest_costs_one_read_when_versions_arrived_in_order_and_apart() -> None:
+    entries = [version("v3", 3 * HOURS, latest=True), version("v2", 2 * HOURS), version("v1", 0)]
+    inspect = sequenced(
+        {"v3": (3 * HOURS, "MODIFY", "3"), "v2": (2 * HOURS, "MODIFY", "2"), "v1": (0, "", "1")}
+    )
+    selection = select_at(entries, LATEST, inspect)
+    assert selection.version == entries[0]
+    assert inspect.read == ["v3"] and selection.inspected == 1
+
+
+def test_latest_reads_below_only_as_far_as_a_later_change_could_be() -> None:
+    # A burst: v4 and v3 came within the skew of each other, v2 and v1 long before.
+    entries = [
+        version("v4", 100, latest=True),
+        version("v3", 99),
+        version("v2", 50),
+        version("v1", 10),
+    ]
+    inspect = sequenced(
+        {
+            "v4": (99.5, "MODIFY", "4"),
+            "v3": (98.5, "MODIFY", "3"),
+            "v2": (49, "MODIFY", "2"),
+            "v1": (9, "INSERT", "1"),
+        }
+    )
+    assert select_at(entries, LATEST, inspect).version == entries[0]
+    assert inspect.read == ["v4", "v3"]
+
+
+def test_a_late_removal_copy_does_not_delete_a_newer_state() -> None:
+    # The item was deleted (hour 1), put again (hour 2); a replay wrote the hour-1 removal
+    # (tombstone and delete marker) again at hour 6.
+    entries = [
+        marker("dm-late", 6 * HOURS, latest=True),
+        version("tomb-late", 6 * HOURS, size=0),
+        version("v2", 2 * HOURS),
+        marker("dm", 1 * HOURS),
+        version("tomb", 1 * HOURS, size=0),
+        version("v1", 0),
+    ]
+    inspect = sequenced(
+        {
+            "tomb-late": (1 * HOURS, "REMOVE", "200"),
+            "v2": (2 * HOURS, "INSERT", "300"),
+            "tomb": (1 * HOURS, "REMOVE", "200"),
+            "v1": (0, "INSERT", "100"),
+        }
+    )
+    chosen = select_at(entries, LATEST, inspect).version
+    assert chosen is not None and chosen.version_id == "v2"
+    assert select_at(entries, at(1.5 * HOURS), inspect).version is None
+    chosen = select_at(entries, at(30), inspect).version
+    assert chosen is not None and chosen.version_id == "v1"
+
+
+def test_a_late_put_copy_does_not_bring_back_a_removed_item() -> None:
+    entries = [
+        version("v1-late", 8 * HOURS, latest=True),
+        marker("dm", 1 * HOURS),
+        version("tomb", 1 * HOURS, size=0),
+        version("v1", 0),
+    ]
+    inspect = sequenced(
+        {
+            "v1-late": (0, "INSERT", "100"),
+            "tomb": (1 * HOURS, "REMOVE", "200"),
+            "v1": (0, "INSERT", "100"),
+        }
+    )
+    assert select_at(entries, LATEST, inspect).version is None
+    assert select_at(entries, at(9 * HOURS), inspect).version is None
+
+
+def test_a_deleted_item_costs_one_read_of_its_tombstone() -> None:
+    entries = [marker("dm", 3 * HOURS, latest=True), version("tomb", 3 * HOURS, size=0)]
+    entries.append(version("v1", 0))
+    inspect = sequenced({"tomb": (3 * HOURS, "REMOVE", "2"), "v1": (0, "INSERT", "1")})
+    assert select_at(entries, LATEST, inspect).version is None
+    assert inspect.read == ["tomb"]
+
+
+def test_a_stream_change_delivered_after_a_backfill_that_read_it_later_loses() -> None:
+    # The backfill read the item at hour 2 (no sequence number); the stream's record of the
+    # hour-1 change reached S3 only at hour 3: the backfill's later read holds.
+    entries = [version("stream", 3 * HOURS, latest=True), version("backfill", 2 * HOURS)]
+
+    def inspect(entry: ObjectVersion) -> VersionMetadata:
+        if entry.version_id == "stream":
+            return VersionMetadata("stream", "MODIFY", at(1 * HOURS), "500")
+        return VersionMetadata("backfill", "SNAPSHOT", at(2 * HOURS))
+
+    chosen = select_at(entries, LATEST, inspect).version
+    assert chosen is not None and chosen.version_id == "backfill"
+
+
+def test_stream_order_places_late_copies_and_duplicates() -> None:
+    entries, inspect = late_copy_far_above_a_newer_change()
+    metadata = {entry.version_id: inspect(entry) for entry in entries}
+    placed = stream_order(entries, metadata)
+    assert [one.entry.version_id for one in placed] == ["v2", "v1-late", "v1"]
+    by_id = {one.entry.version_id: one for one in placed}
+    assert by_id["v1-late"].late and by_id["v1-late"].duplicate_of == entries[2]
+    assert not by_id["v2"].late and by_id["v2"].duplicate_of is None
+    assert not by_id["v1"].late and by_id["v1"].duplicate_of is None
+
+
+def test_stream_order_keeps_a_removal_marker_above_its_tombstone() -> None:
+    entries = [
+        marker("dm", 6 * HOURS, latest=True),
+        version("tomb", 6 * HOURS, size=0),
+        version("v2", 2 * HOURS),
+        version("v1", 0),
+    ]
+    inspect = sequenced(
+        {
+            "tomb": (1 * HOURS, "REMOVE", "200"),  # a late delivery of an hour-1 removal
+            "v2": (2 * HOURS, "MODIFY", "300"),
+            "v1": (0, "INSERT", "100"),
+        }
+    )
+    metadata = {e.version_id: None if e.is_delete_marker else inspect(e) for e in entries}
+    placed = stream_order(entries, metadata)
+    assert [one.entry.version_id for one in placed] == ["v2", "dm", "tomb", "v1"]
+    assert [one.late for one in placed] == [False, False, True, False]
+
+
+def test_backfill_over_a_removal_then_its_copy_of_the_removal_in_stream_order() -> None:
+    # The stream removed the item at minute 10 after the backfill read it (minute 5); S3 let
+    # the backfill's image through over the delete marker, and the backfill wrote the removal
+    # again on top, with the removal's change time and sequence number.
+    entries = [
+        marker("dm-copy", 30, latest=True),
+        version("tomb-copy", 30, size=0),
+        version("scanned", 29),
+        marker("dm", 11),
+        version("tomb", 11, size=0),
+        version("v1", 1),
+    ]
+    changes = {
+        "tomb-copy": VersionMetadata("backfill", "REMOVE", at(10), "200"),
+        "scanned": VersionMetadata("backfill", "SNAPSHOT", at(5)),
+        "tomb": VersionMetadata("stream", "REMOVE", at(10), "200"),
+        "v1": VersionMetadata("stream", "INSERT", at(0.5), "100"),
+    }
+    assert select_at(entries, LATEST, lambda entry: changes[entry.version_id]).version is None
+    chosen = select_at(entries, at(7), lambda entry: changes[entry.version_id]).version
+    assert chosen is not None and chosen.version_id == "scanned"
+    placed = stream_order(entries, {**changes, "dm-copy": None, "dm": None})
+    assert [one.entry.version_id for one in placed] == [
+        "dm-copy", "tomb-copy", "dm", "tomb", "scanned", "v1",
+    ]  # fmt: skip
+    by_id = {one.entry.version_id: one for one in placed}
+    assert by_id["tomb-copy"].duplicate_of == entries[4] and not by_id["tomb-copy"].late
+    assert by_id["scanned"].late and by_id["scanned"].duplicate_of is None

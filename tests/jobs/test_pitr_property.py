@@ -1,7 +1,8 @@
 """Point in time, property-based: random puts, updates and deletes go through the handler
 with controlled change times, delivered late (every write reaches S3 well after its change),
-in batches split at random. Restoring at random moments must equal an in-memory model of the
-table at that moment."""
+in batches split at random, then some of them delivered again in any order (a retry, a replay,
+a second writer: older changes written above newer ones). Restoring (latest, and at random
+moments) must equal an in-memory model of the table at that moment, in the stream's order."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dynamo_backups.aws.s3objects import BotocoreObjects
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.ddbjson import normalize_number
+from dynamo_backups.core.layout import TableLayout
+from dynamo_backups.jobs.history import item_history
 from dynamo_backups.pipeline.backup_applier import BackupApplier
 from tests.conftest import unique_table_name
 from tests.helpers import restore_job, scan_all
@@ -102,6 +106,11 @@ def test_restore_at_any_moment_equals_the_model(
     for batch in (records[:split], records[split:]):
         if batch:
             assert applier.apply(batch).failures == []
+    again = data.draw(
+        st.lists(st.sampled_from(records), max_size=4), label="records delivered again, late"
+    )
+    for copy in again:  # one batch each: their order on top is the drawn one
+        assert applier.apply([copy]).failures == []
 
     end = records[-1]["dynamodb"]["ApproximateCreationDateTime"]
     offsets = data.draw(
@@ -116,7 +125,7 @@ def test_restore_at_any_moment_equals_the_model(
             *(start + offset for offset in offsets),
         }
     )
-    for moment in moments:
+    for moment in [*moments, None]:  # None: the latest
         target = unique_table_name("pitr")
         job = restore_job(
             dynamodb_local.endpoint,
@@ -124,12 +133,36 @@ def test_restore_at_any_moment_equals_the_model(
             bucket,
             f"{prefix}/{TABLE}",
             target,
-            at=datetime.fromtimestamp(moment, UTC),
+            at=datetime.fromtimestamp(moment, UTC) if moment is not None else None,
             key_schema="pk:S",
         )
         report = job.run()
         assert report.complete
-        assert scan_all(dynamodb, target) == model_at(records, moment), f"at {moment - start} s"
+        expected = model_at(records, moment if moment is not None else end)
+        where = f"at {moment - start} s" if moment is not None else "latest"
+        assert scan_all(dynamodb, target) == expected, f"{where}, copies again: {again}"
+    assert_history_in_stream_order(s3, bucket, prefix, records)
+
+
+def assert_history_in_stream_order(
+    s3: Any, bucket: str, prefix: str, records: list[dict[str, Any]]
+) -> None:
+    """``history`` lists each change once (copies marked), newest change first."""
+    layout = TableLayout.of(prefix, TABLE)
+    events = {"INSERT": "insert", "MODIFY": "modify", "REMOVE": "delete"}
+    for key in KEYS:
+        changes = [
+            (events[record["eventName"]], record["dynamodb"]["SequenceNumber"])
+            for record in records
+            if record["dynamodb"]["Keys"]["pk"]["S"] == key
+        ]
+        _, entries = item_history(BotocoreObjects(s3, bucket), bucket, layout, {"pk": {"S": key}})
+        shown = [
+            (entry.event, entry.sequence_number)
+            for entry in entries
+            if entry.event != "delete-marker" and entry.duplicate_of is None
+        ]
+        assert shown == changes[::-1], key
 
 
 def test_late_delivered_deletion_is_dated_by_its_change_time(

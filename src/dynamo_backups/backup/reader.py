@@ -2,6 +2,10 @@
 the item itself, checked. Listing is streamed and reads run on a bounded pool, so memory
 stays flat whatever the table's size.
 
+Latest and ``at`` alike list every object's versions (ListObjectVersions) and choose by the
+stream's order (``core/pitr``), not by which version S3 received last: a late retry, a
+replay or a second writer may have put an older change on top.
+
 Used by restore, snapshot and history alike, so that they agree on what "the table at T" is.
 """
 
@@ -19,7 +23,6 @@ from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.aws.s3objects import ObjectReader
 from dynamo_backups.backup.aliases import AliasIndex
 from dynamo_backups.backup.reading import (
-    iter_current_objects,
     iter_key_histories,
     iter_versions,
     object_versions,
@@ -46,7 +49,7 @@ from dynamo_backups.core.pitr import (
 from dynamo_backups.core.progress import NoProgress, ProgressSink
 
 UNITS_PER_TASK = 8
-LATEST = datetime(9999, 1, 1, tzinfo=UTC)  # "now" for a merged history: every version counts
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)  # "now": every version counts
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,7 @@ class SelectionStats:
 @dataclass(frozen=True)
 class _Unit:
     object_key: str
-    entries: list[ObjectVersion] | None  # None: read the current version
-    size: int | None = None
+    entries: list[ObjectVersion] | None  # None: each of ``names`` is listed when it is read
     key: dict[str, Any] | None = None
     names: tuple[str, ...] = ()  # one item under several object keys: merge their histories
 
@@ -200,18 +202,11 @@ class BackupItems:
             if len(names) > 1:
                 yield _Unit(object_key, None, key=key, names=self._object_keys(names))
                 continue
-            entries = None
-            if self.at is not None:
-                entries = object_versions(self.reader, object_key)
-            yield _Unit(object_key, entries, key=key)
+            yield _Unit(object_key, object_versions(self.reader, object_key), key=key)
 
     def _listed_units(self) -> Iterator[_Unit]:
-        if self.at is None:
-            for listed in iter_current_objects(self.reader, self.prefix):
-                yield _Unit(listed["Key"], None, listed.get("Size"))
-        else:
-            for entries in iter_key_histories(iter_versions(self.reader, self.prefix)):
-                yield _Unit(entries[0].key, entries)
+        for entries in iter_key_histories(iter_versions(self.reader, self.prefix)):
+            yield _Unit(entries[0].key, entries)
 
     def _merged_unit(self, name: str, others: list[str]) -> _Unit:
         names = self._object_keys([name, *others])
@@ -231,20 +226,13 @@ class BackupItems:
         self.progress.advance()
         if unit.names:
             return self._select_merged(unit)
-        if unit.entries is None:
-            if unit.size == 0:  # a tombstone left current: the item is deleted
-                return self._absent(unit.object_key)
-            found = self._read(unit.object_key, None)
-            if found is None or not found[0]:
-                return self._absent(unit.object_key)
-            return self._parse(unit.object_key, found[0])
         inspect, bodies = self._inspector()
-        ordered = newest_first(unit.entries)
+        ordered = newest_first(unit.entries or [])
         if not ordered:
             return self._absent(unit.object_key)
-        chosen = select_at(ordered, self.at, inspect, self.skew).version
+        chosen = select_at(ordered, self.at or LATEST, inspect, self.skew).version
         body = self._body_of(chosen, bodies) if chosen is not None else None
-        if body is None:
+        if not body:  # removed, never there, or gone since it was listed
             return self._absent(unit.object_key)
         return self._parse(unit.object_key, body)
 

@@ -8,7 +8,7 @@ from dynamo_backups.cli.common import Invocation, fail, pass_invocation, reports
 from dynamo_backups.core.ddbjson import dumps_plain, item_to_plain
 from dynamo_backups.core.keys import parse_key
 from dynamo_backups.core.layout import format_time
-from dynamo_backups.jobs.history import item_history, layout_for
+from dynamo_backups.jobs.history import HistoryEntry, item_history, layout_for
 
 
 @click.command()
@@ -19,11 +19,15 @@ from dynamo_backups.jobs.history import item_history, layout_for
 @pass_invocation
 @reports_errors
 def history(invocation: Invocation, table: str, key: str, bucket: str, prefix: str) -> None:
-    """Show every backed-up version of one item of TABLE, newest first.
+    """Show every backed-up version of one item of TABLE, newest change first.
 
     KEY is the item's key in plain JSON ({"id": "abc"}; the key's types come from the saved
     table description) or in DynamoDB JSON ({"id": {"S": "abc"}}). Each version shows when
     the change happened, what it was (insert, modify, delete, backfill, repair) and the item.
+    Versions are in the order of the changes (change time, then the stream's sequence
+    number), the order restore --at follows, not the order S3 received them: a copy a retry
+    or a replay wrote again is marked as a duplicate, one that arrived after a later change
+    as received late.
 
     \b
     Example:
@@ -60,6 +64,7 @@ def history(invocation: Invocation, table: str, key: str, bucket: str, prefix: s
             lines.extend("    " + line for line in rendered.splitlines())
         if entry.problem:
             lines.append(f"    invalid: {entry.problem}")
+        lines.extend(_copy_notes(entry, entries))
         if entry.object_key:
             lines.append(f"    under the replicator's name s3://{bucket}/{entry.object_key}")
     invocation.emit(
@@ -70,3 +75,18 @@ def history(invocation: Invocation, table: str, key: str, bucket: str, prefix: s
         },
         "\n".join(lines),
     )
+
+
+def _copy_notes(entry: HistoryEntry, entries: list[HistoryEntry]) -> list[str]:
+    """Why a version is not a change of its own: a repeated copy, or one that came late."""
+    notes = []
+    if entry.duplicate_of:
+        original = next((one for one in entries if one.version_id == entry.duplicate_of), None)
+        when = f", received {format_time(original.received)}" if original else ""
+        notes.append(f"    duplicate of version {entry.duplicate_of}{when}")
+    if entry.late:
+        notes.append(
+            f"    received late ({format_time(entry.received)}), after a later change: "
+            "a superseded copy, never the state after that change"
+        )
+    return notes

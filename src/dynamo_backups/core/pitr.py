@@ -1,16 +1,21 @@
 """Point-in-time selection: which version of an item was current at a moment (pure).
 
 The *change time* of a version is the stream's ApproximateCreationDateTime recorded in its
-metadata (or, for objects without our metadata, S3's LastModified). A version is never
-written before its change happened, so ``change_time <= last_modified + skew``: a version
-S3 received well before the moment needs no metadata read, while versions received after
-it (late deliveries) are inspected, newest first, until one whose change came before it.
+metadata (or, for objects without our metadata, S3's LastModified). S3 lists an object's
+versions in the order it received them, which is not always the order of the changes: a late
+retry, a replay or a second writer can put an older change above a newer one, at any distance
+in time. Selection therefore follows the changes' order (change time, then stream sequence
+number, then S3's order), and bounds the reads it needs with one fact: a version is never
+written before its change happened, so ``change_time <= last_modified + skew``. Walking the
+versions newest-received first, once the best change found is later than every version below
+could be, the walk stops: with versions that arrived in order and more than ``skew`` apart,
+that is after the one read that fetches the chosen version's body anyway.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from dynamo_backups.core.layout import WRITER_REPAIR, WRITER_STREAM, VersionMetadata
@@ -76,21 +81,20 @@ def select_at(
     inspect: Inspector,
     skew: timedelta = DEFAULT_CLOCK_SKEW,
 ) -> Selection:
-    """The version of one item current at ``moment``.
+    """The version of one item current at ``moment`` (a far future moment: the latest).
 
     ``entries`` are the item's versions and delete markers, newest first. ``inspect``
     reads a version's metadata (the caller does the I/O, and may keep the body it got).
     The last change at or before ``moment`` decides: a tombstone or delete marker means the
     item was absent; no such change means the item did not exist yet.
 
-    "Last" is the stream's order, not S3's: among the versions whose change came before the
-    moment, the one with the latest change time wins, then the highest sequence number, then
-    the newest in S3. With one writer the two orders agree and the newest such version in S3
-    wins; where a late retry or a second writer put an older change above a newer one, the
-    stream's order still decides. Versions S3 received well before the moment (``skew``)
-    need no metadata read unless a later-received version competes with them.
+    "Last" is the stream's order, not S3's: among the versions whose change came at or before
+    the moment, the one with the latest change time wins, then the highest sequence number,
+    then the newest in S3. Every version received after ``moment - skew`` is read (a late
+    delivery may hold an earlier change); below them, versions are read only while one could
+    still hold a later change than the best found (``last_modified + skew`` at or after it).
     """
-    decision, inspected = _decide(entries, moment, inspect, skew, exact=False)
+    decision, inspected = _decide(entries, moment, inspect, skew)
     if decision is None or decision.removed:
         return Selection(None, inspected)
     return Selection(decision.entry, inspected)
@@ -103,9 +107,9 @@ def decide_at(
     skew: timedelta = DEFAULT_CLOCK_SKEW,
 ) -> Decision | None:
     """The change that decides one object's state at ``moment`` (as ``select_at``), with its
-    change time read even where ``select_at`` would not need it: what comparing one item's
-    changes under several object names takes. None: no change at or before ``moment``."""
-    return _decide(entries, moment, inspect, skew, exact=True)[0]
+    change time: what comparing one item's changes under several object names takes. None:
+    no change at or before ``moment``."""
+    return _decide(entries, moment, inspect, skew)[0]
 
 
 def latest_decision(decisions: Sequence[Decision | None]) -> Decision | None:
@@ -132,46 +136,116 @@ def _decide(
     moment: datetime,
     inspect: Inspector,
     skew: timedelta,
-    exact: bool,
 ) -> tuple[Decision | None, int]:
-    certain_before = moment - skew
-    candidates: list[Decision] = []
+    reachable = _latest_possible_changes(entries, skew)
+    order = StreamOrder()
+    candidates: list[Decision] = []  # the changes at or before the moment
+    best: Decision | None = None
     inspected = 0
     # Another tool's version (no metadata of ours) is dated by S3's clock, which runs after
     # the change; one that our stream handler's record was received after cannot be later
     # than that record's change: its date is capped there.
     ceiling: datetime | None = None
     for position, entry in enumerate(entries):
-        below = entries[position + 1] if position + 1 < len(entries) else None
-        if entry.last_modified <= certain_before:
-            if not candidates and not exact:
-                return Decision.of(entry, None, below, position), inspected
-            # A version received well before the moment competes with later-received ones
-            # that also changed before it: unless they are surely later, compare in full.
-            if all(c.change_time <= entry.last_modified for c in candidates):
-                # A delete marker is dated by the tombstone under it, when there is one.
-                dated = below if entry.is_delete_marker and below and below.is_tombstone else entry
-                metadata = None if dated.is_delete_marker else inspect(dated)
-                inspected += 0 if dated.is_delete_marker else 1
-                candidates.append(Decision.of(dated, metadata, None, position, ceiling))
-            break
+        if best is not None and order.surely_before(reachable[position], best):
+            break  # nothing received this early can hold a later change than the best
         if entry.is_delete_marker:
             # A delete marker holds no metadata: the tombstone written under it carries the
             # removal's change time, and the next step of this walk reads it. A marker with
             # no tombstone under it (not written by this tool) dates from S3's clock.
-            if (below is None or not below.is_tombstone) and entry.last_modified <= moment:
-                candidates.append(Decision.of(entry, None, below, position, ceiling))
+            if _tombstone_under(entries, position) is None:
+                candidate = Decision.of(entry, None, position, ceiling)
+                if candidate.change_time <= moment:
+                    candidates.append(candidate)
+                    best = order.later(best, candidate)
             continue
         inspected += 1
         metadata = inspect(entry)
-        candidate = Decision.of(entry, metadata, below, position, ceiling)
+        candidate = Decision.of(entry, metadata, position, ceiling)
+        if order.learn(candidate) and candidates:
+            best = max(candidates, key=order.key)  # the precision changed: compare again
         if candidate.change_time <= moment:
             candidates.append(candidate)
+            best = order.later(best, candidate)
         if metadata is not None and metadata.writer in AUTHORITATIVE_WRITERS:
             ceiling = min(ceiling, metadata.change_time) if ceiling else metadata.change_time
-    if not candidates:
-        return None, inspected
-    return max(candidates, key=Decision.stream_position), inspected
+    return best, inspected
+
+
+class StreamOrder:
+    """The order of an object's changes: change time, then sequence number (stream changes
+    only), then S3's order (the newest received first).
+
+    A stream change time is the stream's ApproximateCreationDateTime, rounded down: to the
+    second on AWS, to the minute on DynamoDB Local. While every stream change seen is on a
+    whole minute, times are compared to the minute, so that a stream change is not placed
+    before a backfill or repair read of the same minute that came before it; the sequence
+    number (a stream change has one, a read of the table none) then puts the stream's change
+    last, as an equal time does on AWS. One stream change off the minute shows the stream's
+    precision is finer: times are compared as they are.
+    """
+
+    def __init__(self) -> None:
+        self.to_the_minute = False
+        self._finer = False
+
+    def learn(self, decision: Decision) -> bool:
+        """Take in a version's precision; True when the comparison changed."""
+        if decision.sequence < 0 or self._finer:
+            return False
+        whole_minute = decision.change_time == _minute_of(decision.change_time)
+        before = self.to_the_minute
+        self._finer = not whole_minute
+        self.to_the_minute = whole_minute
+        return before != self.to_the_minute
+
+    def key(self, decision: Decision) -> tuple[datetime, int, int]:
+        return (*self.change_of(decision), -decision.position)
+
+    def change_of(self, decision: Decision) -> tuple[datetime, int]:
+        """Which change a version records, as far as the order can tell changes apart."""
+        return (self._time(decision.change_time), decision.sequence)
+
+    def later(self, best: Decision | None, candidate: Decision) -> Decision:
+        if best is None or self.key(candidate) > self.key(best):
+            return candidate
+        return best
+
+    def surely_before(self, latest_possible: datetime, best: Decision) -> bool:
+        """Whether a change no later than ``latest_possible`` comes before ``best``."""
+        return self._time(latest_possible) < self._time(best.change_time)
+
+    def _time(self, moment: datetime) -> datetime:
+        return _minute_of(moment) if self.to_the_minute else moment
+
+
+def _minute_of(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+def _latest_possible_changes(entries: Sequence[ObjectVersion], skew: timedelta) -> list[datetime]:
+    """For each position, the latest change time any entry at or below it can hold: a version
+    is never written before its change (``change_time <= last_modified + skew``). The maximum
+    is taken over everything below, so that a listing out of time order cannot hide one."""
+    reachable: list[datetime] = []
+    latest: datetime | None = None
+    for entry in reversed(entries):
+        latest = entry.last_modified if latest is None else max(latest, entry.last_modified)
+        reachable.append(_plus(latest, skew))
+    return reachable[::-1]
+
+
+def _plus(moment: datetime, span: timedelta) -> datetime:
+    try:
+        return moment + span
+    except OverflowError:  # a skew meant as "no bound"
+        return datetime.max.replace(tzinfo=moment.tzinfo)
+
+
+def _tombstone_under(entries: Sequence[ObjectVersion], position: int) -> ObjectVersion | None:
+    """The tombstone a delete marker was written over (a REMOVE's two writes), if any."""
+    below = entries[position + 1] if position + 1 < len(entries) else None
+    return below if below is not None and below.is_tombstone else None
 
 
 @dataclass(frozen=True)
@@ -194,7 +268,6 @@ class Decision:
         cls,
         entry: ObjectVersion,
         metadata: VersionMetadata | None,
-        below: ObjectVersion | None,
         position: int,
         ceiling: datetime | None = None,
     ) -> Decision:
@@ -206,12 +279,88 @@ class Decision:
         removed = entry.is_removal or (metadata is not None and metadata.is_removal)
         return cls(entry, change_time, sequence, removed, position, metadata)
 
-    def stream_position(self) -> tuple[datetime, int, int]:
-        return (self.change_time, self.sequence, -self.position)
-
     def order(self) -> tuple[datetime, int]:
         """Across object names: S3's positions are not comparable, sequence numbers are."""
         return (self.change_time, self.sequence)
+
+
+# --- an object's whole history, in the changes' order --------------------------------------
+
+
+@dataclass(frozen=True)
+class PlacedVersion:
+    """One entry of an object's history, dated and placed in the stream's order."""
+
+    decision: Decision
+    duplicate_of: ObjectVersion | None = None  # the first version S3 got of the same change
+    late: bool = False  # S3 received it after a version that records a later change
+
+    @property
+    def entry(self) -> ObjectVersion:
+        return self.decision.entry
+
+
+def stream_order(
+    entries: Sequence[ObjectVersion], metadata: Mapping[str, VersionMetadata | None]
+) -> list[PlacedVersion]:
+    """Every entry of one object (newest first in S3's order, ``metadata`` by version id),
+    newest change first by the rule point-in-time selection follows: change time, then
+    sequence number, then S3's order. A delete marker is dated by the tombstone under it and
+    placed just above it. Each version says whether it repeats a change S3 already held (a
+    retried, replayed or second writer's copy), and whether it came in late, after a version
+    recording a later change (selection never takes it for a moment after that change)."""
+    decisions: list[Decision] = []
+    ceiling: datetime | None = None
+    for position, entry in enumerate(entries):
+        found = None if entry.is_delete_marker else metadata.get(entry.version_id)
+        decisions.append(Decision.of(entry, found, position, ceiling))
+        if found is not None and found.writer in AUTHORITATIVE_WRITERS:
+            ceiling = min(ceiling, found.change_time) if ceiling else found.change_time
+    for position, entry in enumerate(entries):
+        tombstone = _tombstone_under(entries, position) if entry.is_delete_marker else None
+        if tombstone is not None:
+            dated = decisions[position + 1]
+            decisions[position] = replace(
+                decisions[position], change_time=dated.change_time, sequence=dated.sequence
+            )
+    order = StreamOrder()
+    for decision in decisions:
+        order.learn(decision)
+    placed = _mark_copies(decisions, order)
+    return sorted(placed, key=lambda one: order.key(one.decision), reverse=True)
+
+
+def _mark_copies(decisions: Sequence[Decision], order: StreamOrder) -> list[PlacedVersion]:
+    """Walks S3's order oldest first: a version repeats the first one S3 got of the same
+    change (same change time, event and sequence number; without a sequence number, the same
+    writer and body), and is late when a version received before it records a later change."""
+    first_of: dict[tuple[object, ...], ObjectVersion] = {}
+    latest_before: tuple[datetime, int] | None = None
+    placed: list[PlacedVersion] = []
+    for decision in reversed(decisions):
+        entry = decision.entry
+        if entry.is_delete_marker:
+            placed.append(PlacedVersion(decision))
+            continue
+        identity = _change_identity(decision)
+        original = first_of.get(identity) if identity else None
+        if identity and original is None:
+            first_of[identity] = entry
+        change = order.change_of(decision)
+        late = latest_before is not None and latest_before > change
+        placed.append(PlacedVersion(decision, original, late))
+        if latest_before is None or change > latest_before:
+            latest_before = change
+    return placed[::-1]
+
+
+def _change_identity(decision: Decision) -> tuple[object, ...] | None:
+    metadata = decision.metadata
+    if metadata is None or not (metadata.sequence_number or decision.entry.etag):
+        return None  # nothing to tell this change from another at the same time
+    if metadata.sequence_number:
+        return (metadata.change_time, metadata.event_name, "sequence", metadata.sequence_number)
+    return (metadata.change_time, metadata.event_name, metadata.writer, decision.entry.etag)
 
 
 def _is_number(metadata: VersionMetadata) -> bool:

@@ -288,17 +288,13 @@ class Verify:
         )
 
     def _backup_item(self, key: dict[str, Any], object_key: str) -> dict[str, Any] | None:
-        """The backup's latest state of the item at ``object_key`` (merged over all its
-        names, when adopted)."""
-        if self.aliases is not None:
-            return self._backup_items().select_key(key).item
-        body = self._read(object_key)
-        if body is None:
-            return None
-        try:
-            return loads_item(body, object_key)
-        except InvalidDynamoJSON:
+        """The backup's latest state of the item at ``object_key`` by the stream's order, as a
+        restore reads it (not merely its current version: a late copy may sit on top), merged
+        over all its names when adopted."""
+        selected = self._backup_items().select_key(key)
+        if selected.invalid is not None:
             return {}  # not an item: differs from anything the table holds
+        return selected.item
 
     def _read(self, object_key: str) -> bytes | None:
         try:
