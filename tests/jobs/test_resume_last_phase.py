@@ -1,0 +1,81 @@
+"""Every job whose last phase depends on what its units saw, resumed: the last phase of a
+resumed run gives what one uninterrupted run gives. Restore's own cases are in
+test_restore_resume.py; here snapshot's manifests (after its files), backfill's removal check
+(after its copy), adopt's alias index (after its classification) and verify's differences
+(after its scan). Units are failed for real (an invalid object, a fault proxy, a killed
+worker). DynamoDB Local and SeaweedFS."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from dynamo_backups.cli import main
+from tests.helpers import create_table, make_backfill, object_key
+
+pytestmark = pytest.mark.servers
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(main, list(args))
+
+
+def backed_up(dynamodb: Any, s3: Any, bucket: str, prefix: str, rows: int) -> str:
+    table = create_table(dynamodb, view_type=None)
+    for index in range(rows):
+        dynamodb.put_item(TableName=table, Item={"pk": {"S": f"k{index}"}, "v": {"N": str(index)}})
+    assert make_backfill(dynamodb, s3, bucket, prefix, table).run().complete
+    return table
+
+
+def listed_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    return sorted(
+        entry["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for entry in page.get("Contents", [])
+    )
+
+
+# --- snapshot: the manifests after the files ----------------------------------------------
+
+
+def test_a_resumed_snapshot_is_dated_by_its_first_attempt_and_holds_only_its_files(
+    aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    table = backed_up(dynamodb, s3, bucket, prefix, rows=40)
+    broken = object_key(prefix, table, {"pk": {"S": "k5"}})
+    s3.put_object(Bucket=bucket, Key=broken, Body=b'{"pk": {"S": "k5"}, "v": {"N": 5.0}}')
+    partition = broken.rsplit("/", 1)[1][0]
+    to = f"s3://{bucket}/{prefix}-snap"
+    folder = f"{prefix}/{table}"
+    first = invoke("--output", "json", "snapshot", bucket, folder, "--to", to)
+    read_by = datetime.now(UTC)  # every finished unit read the backup before this
+    assert first.exit_code == 1, first.output
+    assert json.loads(first.stdout)["unfinished_units"] == [f"partition-{partition}"]
+    # What an attempt killed half-way through a big partition leaves: more files than one
+    # listing page holds.
+    for number in range(1000, 2010):
+        stale = f"{prefix}-snap/data/{partition}-{number:05d}.json.gz"
+        s3.put_object(Bucket=bucket, Key=stale, Body=b"stale")
+    time.sleep(1.5)
+
+    resumed = invoke(
+        "--output", "json", "snapshot", bucket, folder, "--to", to, "--resume", "--skip-invalid"
+    )
+    assert resumed.exit_code == 1, resumed.output  # complete but for the invalid object
+    report = json.loads(resumed.stdout)
+    assert report["items"] == 39 and report["invalid"] == 1 and not report["unfinished_units"]
+    summary = json.loads(
+        s3.get_object(Bucket=bucket, Key=f"{prefix}-snap/manifest-summary.json")["Body"].read()
+    )
+    # "As of" its start: the first attempt's, whose units' files it holds.
+    assert datetime.fromisoformat(summary["exportTime"]) <= read_by, summary
+    assert summary["startTime"] == summary["exportTime"]
+    # ImportTable loads every file under data/: only the run's own may be there.
+    files = sorted(entry["key"] for entry in report["files"])
+    assert listed_keys(s3, bucket, f"{prefix}-snap/data/") == files
