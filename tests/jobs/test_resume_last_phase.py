@@ -16,7 +16,17 @@ import pytest
 from click.testing import CliRunner
 
 from dynamo_backups.cli import main
-from tests.helpers import create_table, make_backfill, object_key
+from tests import faultproxy, servers
+from tests.helpers import (
+    bodies,
+    consumer_for,
+    create_table,
+    history,
+    lean_scan,
+    make_backfill,
+    object_key,
+)
+from tests.servers import make_client
 
 pytestmark = pytest.mark.servers
 
@@ -79,3 +89,65 @@ def test_a_resumed_snapshot_is_dated_by_its_first_attempt_and_holds_only_its_fil
     # ImportTable loads every file under data/: only the run's own may be there.
     files = sorted(entry["key"] for entry in report["files"])
     assert listed_keys(s3, bucket, f"{prefix}-snap/data/") == files
+
+
+# --- backfill: the removal check after the copy ---------------------------------------------
+
+
+def reject_segment(segment: int) -> faultproxy.Rule:
+    """DynamoDB rejects (for good) every Scan of one parallel-scan segment."""
+
+    def rule(request: faultproxy.Request) -> str | faultproxy.Answer:
+        scan = request.headers.get("x-amz-target", "").endswith(".Scan")
+        if scan and json.loads(request.body).get("Segment") == segment:
+            body = {
+                "__type": "com.amazon.coral.validate#ValidationException",
+                "message": "injected: this segment's scans fail",
+            }
+            return faultproxy.Answer(
+                400, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(body).encode()
+            )
+        return faultproxy.FORWARD
+
+    return rule
+
+
+def test_a_resumed_backfill_checks_its_writes_against_deletions_again(
+    dynamodb_local: servers.Server,
+    dynamodb: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+) -> None:
+    """The first attempt checked every partition (its removal units are recorded); the resumed
+    one writes an item the stream deleted meanwhile, in a partition already checked: the check
+    runs again in full, and the deletion stands."""
+    table = create_table(dynamodb)
+    for index in range(21):
+        dynamodb.put_item(TableName=table, Item={"pk": {"S": f"k{index}"}, "v": {"N": "1"}})
+    consumer_for(dynamodb, streams, s3, bucket, prefix, table).run(once=True)
+    in_segment_1 = dynamodb.scan(TableName=table, Segment=1, TotalSegments=2)["Items"]
+    doomed = {"pk": in_segment_1[0]["pk"]}
+
+    with faultproxy.FaultProxy(dynamodb_local.endpoint, reject_segment(1)) as proxy:
+        rejecting = lean_scan(make_client("dynamodb", proxy.endpoint))
+        first = make_backfill(
+            dynamodb, s3, bucket, prefix, table, scan=rejecting, total_segments=2
+        ).run()
+    assert first.unfinished_units == ["segment-1-of-2"], first.failures
+
+    scan = lean_scan(dynamodb)
+
+    def scan_then_delete(request: dict[str, Any]) -> dict[str, Any]:
+        page = scan(request)  # the image of "doomed" is read ...
+        if any(item["pk"] == doomed["pk"] for item in page.get("Items", [])):
+            dynamodb.delete_item(TableName=table, Key=doomed)
+            consumer_for(dynamodb, streams, s3, bucket, prefix, table).run(once=True)
+        return page  # ... and the stream deletes it before the backfill writes it
+
+    resumed = make_backfill(
+        dynamodb, s3, bucket, prefix, table, scan=scan_then_delete, total_segments=2, resume=True
+    ).run()
+    assert resumed.complete and resumed.removals_restored == 1, resumed
+    assert bodies(history(s3, bucket, object_key(prefix, table, doomed)))[0] == "DM"
