@@ -11,12 +11,14 @@ import json
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from click.testing import CliRunner
 
 from dynamo_backups.cli import main
 from tests import faultproxy, servers
+from tests.conftest import unique_table_name
 from tests.helpers import (
     bodies,
     consumer_for,
@@ -25,7 +27,9 @@ from tests.helpers import (
     lean_scan,
     make_backfill,
     object_key,
+    scan_all,
 )
+from tests.jobs.test_adopt import Replicated, checklist_era
 from tests.servers import make_client
 
 pytestmark = pytest.mark.servers
@@ -151,3 +155,69 @@ def test_a_resumed_backfill_checks_its_writes_against_deletions_again(
     ).run()
     assert resumed.complete and resumed.removals_restored == 1, resumed
     assert bodies(history(s3, bucket, object_key(prefix, table, doomed)))[0] == "DM"
+
+
+# --- adopt: the alias index after the classification ----------------------------------------
+
+ACCESS_DENIED = faultproxy.Answer(
+    403,
+    {"Content-Type": "application/xml"},
+    b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code>"
+    b"<Message>Access Denied</Message></Error>",
+)
+
+
+def refuse_listing(prefix: str) -> faultproxy.Rule:
+    """S3 refuses (for good) every listing of ``prefix``."""
+
+    def rule(request: faultproxy.Request) -> str | faultproxy.Answer:
+        query = parse_qs(urlsplit(request.path).query)
+        if request.method == "GET" and query.get("prefix") == [prefix]:
+            return ACCESS_DENIED
+        return faultproxy.FORWARD
+
+    return rule
+
+
+def test_a_resumed_adopt_indexes_the_aliases_every_attempt_found(
+    aws_env: dict[str, str],
+    seaweedfs: servers.Server,
+    dynamodb: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    replicated = Replicated(dynamodb, streams, s3, bucket, prefix)
+    checklist_era(replicated)
+    items_prefix = f"{replicated.folder}/"
+    names = [key[len(items_prefix) :] for key in listed_keys(s3, bucket, items_prefix)]
+    partition = names[0][0]
+    assert any(not name.startswith(partition) for name in names)  # others done at first
+    command = ["--output", "json", "adopt", bucket, replicated.folder, "--key-schema", "pk:S,sk:N"]
+
+    with faultproxy.FaultProxy(seaweedfs.endpoint, refuse_listing(items_prefix + partition)) as p:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", p.endpoint)
+        first = invoke(*command)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", seaweedfs.endpoint)
+    assert first.exit_code == 1, first.output
+    assert json.loads(first.stdout)["unfinished_units"] == [f"classify-{partition}"]
+
+    resumed = invoke(*command, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    report = json.loads(resumed.stdout)
+    # What one uninterrupted adopt of this folder reports (test_adopt.py).
+    assert report["objects"] == 6
+    assert (report["replicator"], report["both"], report["ours"], report["unknown"]) == (
+        4,
+        1,
+        0,
+        0,
+    )
+    assert (report["deletes_only"], report["deletes_matched"]) == (1, 1)
+    assert report["aliases"] == 4 and report["items_with_aliases"] == 3
+    target = unique_table_name("adopted")
+    restored = invoke("restore", bucket, replicated.folder, target, "--key-schema", "pk:S,sk:N")
+    assert restored.exit_code == 0, restored.output
+    assert scan_all(dynamodb, target) == scan_all(dynamodb, replicated.table)
