@@ -222,3 +222,33 @@ def test_a_resumed_restore_into_the_table_it_created_switches_ttl_on(
     ttl = dynamodb.describe_time_to_live(TableName=target)["TimeToLiveDescription"]
     assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires"}
     assert scan_all(dynamodb, target) == scan_all(dynamodb, table)
+
+
+def test_a_run_without_delete_absent_is_not_resumed_with_it(
+    aws_env: dict[str, str],
+    dynamodb_local: servers.Server,
+    dynamodb: Any,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its finished units recorded no kept names: resuming it with --delete-absent would
+    delete what they restored. It is refused, and nothing is deleted."""
+    table, _ = backed_up_then_changed(dynamodb, s3, bucket, prefix)
+    folder = f"{prefix}/{table}"
+    unwritten = ["--unwritten-keys", str(tmp_path / "unwritten.jsonl")]
+    rule, _ = fail_puts_in_partition(expected_name({"pk": {"S": "k7"}})[0])
+    with faultproxy.FaultProxy(dynamodb_local.endpoint, rule) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy.endpoint)
+        first = invoke(*restore_args(bucket, folder, table, *unwritten))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local.endpoint)
+    assert first.exit_code == 1, first.output
+
+    refused = invoke(
+        *restore_args(bucket, folder, table, *unwritten, "--delete-absent", "--resume")
+    )
+    assert refused.exit_code == 1
+    assert "had other options (delete_absent: None then, True now)" in refused.output
+    assert len(scan_all(dynamodb, table)) == ROWS + 3
