@@ -18,6 +18,7 @@ from dynamo_backups.cli import main
 from tests import faultproxy, servers
 from tests.conftest import unique_table_name
 from tests.helpers import create_table, expected_name, make_backfill, scan_all
+from tests.jobs.test_restore_details import read_only
 
 pytestmark = pytest.mark.servers
 
@@ -252,3 +253,30 @@ def test_a_run_without_delete_absent_is_not_resumed_with_it(
     assert refused.exit_code == 1
     assert "had other options (delete_absent: None then, True now)" in refused.output
     assert len(scan_all(dynamodb, table)) == ROWS + 3
+
+
+def test_without_a_ledger_delete_absent_keeps_its_names_in_this_process(
+    aws_env: dict[str, str],
+    seaweedfs: servers.Server,
+    dynamodb: Any,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A role that may only read the bucket keeps no ledger and no scratch: on threads the
+    names kept stay in this process; another engine is refused before anything is written."""
+    table, backup = backed_up_then_changed(dynamodb, s3, bucket, prefix)
+    folder = f"{prefix}/{table}"
+    with faultproxy.FaultProxy(seaweedfs.endpoint, read_only) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.endpoint)
+        elsewhere = invoke(
+            *restore_args(bucket, folder, table, "--delete-absent", "--engine", "processes")
+        )
+        assert elsewhere.exit_code == 1 and "use --engine threads" in elsewhere.output
+        assert len(scan_all(dynamodb, table)) == ROWS + 3
+        here = invoke(*restore_args(bucket, folder, table, "--delete-absent"))
+    assert here.exit_code == 0, here.output
+    assert "keeps no ledger" in here.stderr
+    assert json.loads(here.stdout)["deleted_absent"] == 3
+    assert scan_all(dynamodb, table) == backup
