@@ -134,7 +134,6 @@ class S3Spill:
                 if line.startswith(partition)
             )
 
-
     def _recorded(self, key: str) -> bool:
         if self.attempts is None:
             raise RuntimeError("the scan units' attempts are not known yet")
