@@ -7,7 +7,10 @@ backup so that a re-run with ``--resume`` skips them and still reports the whole
 
 A unit is recorded by whichever worker ran it, right after it finished, so a driver that
 dies loses nothing. Only units that completed are recorded: a unit with failures is done
-again by the next run.
+again by the next run. What a job's last phase needs from its units (the names a restore
+kept, for ``--delete-absent``) is written by each unit to the run's scratch folder and
+referenced from its record, so a resumed run's last phase sees every unit's, whichever
+attempt ran it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class JobRun:
     run_id: str
     resumed: bool = False
     recorded: bool = True  # False for dry runs: nothing is written, not even this ledger
+    started: str | None = None  # when the run's first attempt started (a resumed run's too)
 
     @property
     def units_prefix(self) -> str:
@@ -84,7 +88,8 @@ class JobLedger:
 
     def dry_run(self) -> JobRun:
         """A run that records nothing."""
-        return JobRun(self.writer.bucket, self.job_prefix, "dry-run", recorded=False)
+        started = format_time(self.clock())
+        return JobRun(self.writer.bucket, self.job_prefix, "dry-run", False, False, started)
 
     def begin(self, parameters: Mapping[str, Any], resume: bool, required: bool = True) -> JobRun:
         """A new run, or with ``resume`` the unfinished one with the same parameters. A job
@@ -101,7 +106,8 @@ class JobLedger:
                     "resume it with the same options, or run without --resume to start over"
                 )
             logger.info("%s: resuming the run of %s", self.job, latest.get("started"))
-            return JobRun(self.writer.bucket, self.job_prefix, str(latest["run_id"]), True)
+            run_id, started = str(latest["run_id"]), latest.get("started")
+            return JobRun(self.writer.bucket, self.job_prefix, run_id, True, started=started)
         if resume:
             logger.info("%s: no unfinished run to resume; starting one", self.job)
         elif unfinished and latest is not None:
@@ -112,13 +118,14 @@ class JobLedger:
             )
         now = self.clock()
         run_id = now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+        started = format_time(now)
         document = {
             "format": RUN_FORMAT,
             "job": self.job,
             "run_id": run_id,
             "parameters": wanted,
             "state": "running",
-            "started": format_time(now),
+            "started": started,
         }
         try:
             self.writer.put_document(self.run_key, document)
@@ -133,8 +140,10 @@ class JobLedger:
                 self.job_prefix,
                 error_code(error),
             )
-            return JobRun(self.writer.bucket, self.job_prefix, run_id, recorded=False)
-        return JobRun(self.writer.bucket, self.job_prefix, run_id, False)
+            return JobRun(
+                self.writer.bucket, self.job_prefix, run_id, recorded=False, started=started
+            )
+        return JobRun(self.writer.bucket, self.job_prefix, run_id, False, started=started)
 
     def finished_units(self, run: JobRun) -> dict[str, UnitResult]:
         """The recorded result of every unit of ``run`` done so far, by unit id."""

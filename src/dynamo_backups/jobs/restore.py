@@ -5,6 +5,11 @@ work into units, one per partition of the backup folder (``restore_unit`` does e
 units run on any engine and are recorded in the job's ledger, so ``--resume`` goes on where
 an interrupted restore stopped. Anything that cannot be written is reported by key, never
 dropped in silence; TTL is switched on only once every item is in.
+
+The last phase (``--delete-absent``'s deletes, the TTL switch) depends on what every unit did,
+also the units an earlier attempt of a resumed run finished: each unit leaves what that phase
+needs in the run's scratch folder, and whether the run created the table is noted there
+before it is created, so a resumed run ends the table exactly as one uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -12,14 +17,16 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import chain
 from typing import Any
 
 from dynamo_backups.aws.batch_write import write_all
 from dynamo_backups.aws.client_source import ClientSource
 from dynamo_backups.aws.context import AwsContext
+from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.backup.bucket import versioning_status
 from dynamo_backups.backup.description import (
@@ -30,8 +37,8 @@ from dynamo_backups.backup.description import (
 )
 from dynamo_backups.backup.folder import BackupFolder, open_folder_path
 from dynamo_backups.backup.ledger import JobLedger, JobRun
-from dynamo_backups.backup.reading import READ_POLICY
-from dynamo_backups.core.ddbjson import dumps_item
+from dynamo_backups.backup.reading import READ_POLICY, read_document
+from dynamo_backups.core.ddbjson import dumps_item, loads_item
 from dynamo_backups.core.keys import canonical_key, key_attribute_names, parse_key
 from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.core.parallel import ThreadEngine, batched
@@ -44,9 +51,17 @@ from dynamo_backups.core.units import (
     merge_results,
     partition_units,
 )
-from dynamo_backups.jobs.restore_absent import AbsentItems
+from dynamo_backups.jobs.restore_absent import (
+    ABSENT_KEYS,
+    KEPT_NAMES,
+    AbsentItems,
+    InProcessLines,
+    LineSink,
+    ScratchLines,
+    scratch_lines,
+)
 from dynamo_backups.jobs.restore_unit import BATCH_SIZE, DRY_RUN_SAMPLE, RestoreUnit
-from dynamo_backups.jobs.tables import check_same_key, ensure_table, switch_on_ttl
+from dynamo_backups.jobs.tables import check_same_key, ensure_table, switch_on_ttl, table_status
 from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_stage
 
 SAMPLE_SIZE = 20
@@ -161,12 +176,19 @@ class Restore(BucketClients):
         self.job_run: JobRun | None = None
         self._lock = threading.Lock()
         self._absent: AbsentItems | None = None
-        self._deletes: list[dict[str, Any]] = []
+        self._absent_keys: list[str] = []  # of a run without a ledger, with --keys
+        self._outputs: list[dict[str, Any]] = []  # every unit's, the earlier attempts' too
 
     def __getstate__(self) -> dict[str, Any]:
         # What a worker needs: settings, the folder as opened, the key names; not the
-        # in-process collections of --delete-absent (those run on the threads engine only).
-        state = {**self.__dict__, "progress": NoProgress(), "_absent": None, "_deletes": []}
+        # driver's collections for the last phase (a worker's units leave theirs in S3).
+        state = {
+            **self.__dict__,
+            "progress": NoProgress(),
+            "_absent": None,
+            "_absent_keys": [],
+            "_outputs": [],
+        }
         del state["_lock"]
         return state
 
@@ -235,10 +257,14 @@ class Restore(BucketClients):
         if self.options.dry_run:
             return
         dynamodb = self.dynamodb()
-        self.report.created_table = ensure_table(
+        created_earlier = resumed and self._created_by_this_run()
+        if not created_earlier and not self._table_exists():
+            self._note_table_creation()  # before: an attempt may stop while it is created
+        created = ensure_table(
             dynamodb, description, self.table, billing_mode=self.options.billing_mode
         )
-        if not self.report.created_table:
+        self.report.created_table = created or created_earlier
+        if not created:
             check_same_key(dynamodb, self.table, description)
         if self.report.created_table or self.options.into_existing or resumed:
             return  # a resumed run's table holds what the run wrote before
@@ -253,6 +279,30 @@ class Restore(BucketClients):
                 "--into-existing to write into this one"
             )
 
+    def _table_exists(self) -> bool:
+        try:
+            table_status(self.dynamodb(), self.table)
+        except ClientError as error:
+            if error_code(error) != "ResourceNotFoundException":
+                raise
+            return False
+        return True
+
+    def _creation_key(self) -> str:
+        assert self.job_run is not None
+        return f"{self.job_run.scratch_prefix}target.json"
+
+    def _note_table_creation(self) -> None:
+        """Record that this run creates the table: a resumed run then treats it as its own
+        (TTL switched on at the end, as for a table the run created)."""
+        assert self.job_run is not None
+        if self.job_run.recorded:
+            self.ledger_writer().put_document(self._creation_key(), {"creates_table": self.table})
+
+    def _created_by_this_run(self) -> bool:
+        noted = read_document(self.s3(), self.bucket, self._creation_key())
+        return noted is not None and noted.get("creates_table") == self.table
+
     # --- the run -------------------------------------------------------------------------------
 
     def run(self, engine: Engine | None = None) -> RestoreReport:
@@ -261,18 +311,21 @@ class Restore(BucketClients):
         self.check_source()
         description = self.description()
         self.key_names = key_attribute_names(key_schema_of(description))
-        in_process = self.options.keys_file is not None or self.options.delete_absent
-        if in_process and engine.name != "threads":
-            raise RestoreError(
-                "--keys and --delete-absent run in this process: use --engine threads"
-            )
+        if self.options.keys_file is not None and engine.name != "threads":
+            raise RestoreError("--keys runs in this process: use --engine threads")
         ledger = JobLedger(self.ledger_writer(), self.layout, f"restore-into-{self.table}")
         if self.options.dry_run:
             self.job_run = ledger.dry_run()
         else:
             self.job_run = ledger.begin(self._parameters(), self.options.resume, required=False)
+        if self._deletes_absent() and not self.job_run.recorded and engine.name != "threads":
+            raise RestoreError(
+                "--delete-absent on another engine hands the names of the items restored "
+                f"through the job's folder in s3://{self.bucket}, which may not be written "
+                "here: use --engine threads"
+            )
         self._prepare_target(description, self.job_run.resumed)
-        if self.options.delete_absent and not self.options.dry_run and not self.options.keys_file:
+        if self._deletes_absent() and not self.options.keys_file:
             self._absent = self._absent_items()  # with --keys, only the keys' own deletes
         units = (
             [WorkUnit("keys", "all")]
@@ -297,7 +350,7 @@ class Restore(BucketClients):
 
     def _parameters(self) -> dict[str, Any]:
         options = self.options
-        return {
+        parameters: dict[str, Any] = {
             "source": self.report.source,
             "at": options.at.isoformat() if options.at else None,
             "keys_file": options.keys_file,
@@ -305,6 +358,14 @@ class Restore(BucketClients):
             "skip_invalid": options.skip_invalid,
             "partitions": options.partitions,
         }
+        if options.delete_absent:
+            # Its units hand on what they kept: a run without it (or of an older version)
+            # recorded nothing of the kind, and resuming it with it would delete live items.
+            parameters["delete_absent"] = True
+        return parameters
+
+    def _deletes_absent(self) -> bool:
+        return self.options.delete_absent and not self.options.dry_run
 
     def run_unit(self, unit: WorkUnit, context: UnitContext) -> UnitResult:
         return RestoreUnit(self, unit, context).run()
@@ -314,13 +375,36 @@ class Restore(BucketClients):
             return None
         return read_keys_file(self.options.keys_file, key_types_of(self.description()))
 
-    def keep_present(self, item: dict[str, Any]) -> None:
-        if self._absent is not None:
-            self._absent.keep(item)
+    def kept_names(self, unit: WorkUnit) -> LineSink | None:
+        """Where a unit of --delete-absent over the whole folder puts the object names of
+        the items it restored (the last phase keeps them)."""
+        if not self._deletes_absent() or self.options.keys_file is not None:
+            return None
+        return self._sink(KEPT_NAMES, unit, self._absent.keep if self._absent else None)
 
-    def delete_later(self, key: dict[str, Any]) -> None:
+    def absent_keys(self, unit: WorkUnit) -> LineSink | None:
+        """Where a unit of --keys --delete-absent puts the listed keys the backup lacked at
+        the moment (the last phase deletes them)."""
+        if not self._deletes_absent() or self.options.keys_file is None:
+            return None
+        return self._sink(ABSENT_KEYS, unit, self._note_absent_key)
+
+    def _sink(
+        self, kind: str, unit: WorkUnit, in_process: Callable[[str], None] | None
+    ) -> LineSink:
+        """The run's scratch folder, which outlives the attempt; without a ledger (a role
+        that may only read the bucket), this process's collection."""
+        assert self.job_run is not None
+        if self.job_run.recorded:
+            prefix = f"{self.job_run.scratch_prefix}{kind.replace('_', '-')}/{unit.id}/"
+            return ScratchLines(kind, self._put_scratch, prefix)
+        if in_process is None:
+            raise RestoreError("--delete-absent without a ledger runs on --engine threads only")
+        return InProcessLines(in_process)
+
+    def _note_absent_key(self, text: str) -> None:
         with self._lock:
-            self._deletes.append(key)
+            self._absent_keys.append(text)
 
     def save_unwritten(self, unit: WorkUnit, keys: list[str]) -> dict[str, Any]:
         """Keep a unit's unwritten keys in the run's scratch folder (or, for a run without a
@@ -329,13 +413,21 @@ class Restore(BucketClients):
         if not self.job_run.recorded:
             return {"unwritten_key_lines": keys}
         key = f"{self.job_run.scratch_prefix}unwritten/{unit.id}.jsonl"
-        body = "".join(text + "\n" for text in keys).encode("utf-8")
+        self._put_scratch(key, "".join(text + "\n" for text in keys).encode("utf-8"))
+        return {"unwritten_keys": key}
+
+    def _put_scratch(self, key: str, body: bytes) -> None:
         call_with_retries(
             lambda: self.s3().put_object(Bucket=self.bucket, Key=key, Body=body),
             self.retry_policy,
             f"put s3://{self.bucket}/{key}",
         )
-        return {"unwritten_keys": key}
+
+    def _get_scratch(self, key: str) -> bytes:
+        def read() -> bytes:
+            return self.s3().get_object(Bucket=self.bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
+
+        return call_with_retries(read, READ_POLICY, f"get s3://{self.bucket}/{key}")
 
     # --- the end -------------------------------------------------------------------------------
 
@@ -353,6 +445,7 @@ class Restore(BucketClients):
         ]
         report.unfinished_units = sorted({*merged.unfinished} | {u for u, _ in outcome.failures})
         report.unit_seconds = round(merged.unit_seconds, 3)
+        self._outputs = merged.outputs
         unwritten = [out for out in merged.outputs if UNWRITTEN_OUTPUTS & out.keys()]
         if unwritten:
             self._collect_unwritten(unwritten)
@@ -392,10 +485,12 @@ class Restore(BucketClients):
         if self.options.dry_run:
             return
         if self._absent is not None:
+            for name in scratch_lines(KEPT_NAMES, self._outputs, self._get_scratch):
+                self._absent.keep(name)  # every unit's, whichever attempt ran it
             absent = self._absent.delete_the_rest()
             self.report.deleted_absent += absent.deleted
             self.report.not_deleted.extend(absent.not_deleted)
-        for keys in batched(self._deletes, BATCH_SIZE):
+        for keys in batched(self._listed_absent_keys(), BATCH_SIZE):
             outcome = write_all(
                 self.batch_write,
                 self.table,
@@ -416,6 +511,12 @@ class Restore(BucketClients):
                     f"{attribute} is already in the past, within days (restore with --no-ttl "
                     "to keep them)"
                 )
+
+    def _listed_absent_keys(self) -> Iterator[dict[str, Any]]:
+        """The listed keys the backup lacked, from this process or every unit's record."""
+        recorded = scratch_lines(ABSENT_KEYS, self._outputs, self._get_scratch)
+        for text in chain(list(self._absent_keys), recorded):
+            yield loads_item(text, "a listed key")
 
 
 def read_keys_file(path: str, key_types: dict[str, str]) -> Iterable[dict[str, Any]]:

@@ -1,21 +1,27 @@
 """``restore --into-existing --delete-absent``: after writing the backup's items, delete the
 table's items the backup did not hold at that moment, so the table ends exactly as it was.
 
-Memory stays bounded: the names of the items the restore wrote, and the table's own keys
-(scanned in parallel segments), are spilled to 256 files by the first two hex digits of their
-object names, and compared one slice at a time.
+Each unit hands the names of the items it kept (or, with ``--keys``, the listed keys the
+backup lacked) to the last phase through the run's scratch folder in S3 (``ScratchLines``):
+wherever the unit ran, and whichever attempt of the run ran it, so a resumed run deletes
+exactly what one uninterrupted run deletes. Memory stays bounded: a unit holds one chunk of
+names at a time, and the driver spills the names kept and the table's own keys (scanned in
+parallel segments) to 256 files by the first two hex digits of their object names, and
+compares them one slice at a time.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dynamo_backups.aws.batch_write import BATCH_LIMIT, BatchWrite, write_all
 from dynamo_backups.aws.retry import RetryPolicy
@@ -25,6 +31,92 @@ from dynamo_backups.jobs.scan_segments import run_segments, scan_pages
 
 Call = Callable[[str, dict[str, Any]], dict[str, Any]]  # (operation, wire request) -> answer
 PARTITIONS = [f"{value:02x}" for value in range(256)]
+CHUNK_LINES = 200_000  # lines a unit holds before writing a chunk (about 8 MB of names)
+READ_AHEAD = 8  # chunks the driver fetches at once
+
+# What a unit hands to the last phase: the names of the items it kept, and the listed keys
+# the backup lacked (``--keys``). Unit outputs: {KIND: {"prefix", "chunks", "lines"}}.
+KEPT_NAMES = "kept_names"
+ABSENT_KEYS = "absent_keys"
+
+
+class LineSink(Protocol):
+    def add(self, line: str) -> None: ...
+
+    def close(self) -> dict[str, Any] | None: ...
+
+
+class InProcessLines:
+    """Lines handed straight to the driver's collection: for a run without a ledger, whose
+    units all run in the driver's process (the threads engine)."""
+
+    def __init__(self, take: Callable[[str], None]) -> None:
+        self.take = take
+
+    def add(self, line: str) -> None:
+        self.take(line)
+
+    def close(self) -> dict[str, Any] | None:
+        return None
+
+
+class ScratchLines:
+    """Lines a unit leaves in the run's scratch folder, as gzipped chunks
+    ``<prefix><n>.txt.gz``; ``close()`` gives the unit output that lists them. A unit done
+    again rewrites its chunks from 0, and readers read only the chunks its record lists, so
+    what an interrupted attempt left is never read."""
+
+    def __init__(self, kind: str, put: Callable[[str, bytes], None], prefix: str) -> None:
+        self.kind = kind
+        self.put = put  # (object key, body): retried by the caller's policy
+        self.prefix = prefix
+        self.chunks = 0
+        self.lines = 0
+        self._pending: list[str] = []
+        self._lock = threading.Lock()
+
+    def add(self, line: str) -> None:
+        with self._lock:
+            self._pending.append(line)
+            self.lines += 1
+            if len(self._pending) < CHUNK_LINES:
+                return
+            full, self._pending = self._pending, []
+            number = self.chunks
+            self.chunks += 1
+        self._write(number, full)
+
+    def close(self) -> dict[str, Any]:
+        with self._lock:
+            if self._pending:
+                self._write(self.chunks, self._pending)
+                self.chunks += 1
+                self._pending = []
+            return {self.kind: {"prefix": self.prefix, "chunks": self.chunks, "lines": self.lines}}
+
+    def _write(self, number: int, lines: list[str]) -> None:
+        body = gzip.compress("".join(line + "\n" for line in lines).encode("utf-8"), mtime=0)
+        self.put(chunk_key(self.prefix, number), body)
+
+
+def chunk_key(prefix: str, number: int) -> str:
+    return f"{prefix}{number:06d}.txt.gz"
+
+
+def scratch_lines(
+    kind: str, outputs: Iterable[dict[str, Any]], get: Callable[[str], bytes]
+) -> Iterator[str]:
+    """Every line of ``kind`` the units' outputs list, chunk by chunk (a few fetched at once)."""
+    keys = [
+        chunk_key(output[kind]["prefix"], number)
+        for output in outputs
+        if kind in output
+        for number in range(int(output[kind]["chunks"]))
+    ]
+    with ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="scratch-read") as pool:
+        for start in range(0, len(keys), READ_AHEAD):
+            for body in pool.map(get, keys[start : start + READ_AHEAD]):
+                yield from gzip.decompress(body).decode("utf-8").splitlines()
 
 
 class NameSpill:
@@ -66,7 +158,7 @@ class AbsentReport:
 
 
 class AbsentItems:
-    """Collects the names the restore wrote; then deletes the table's other items."""
+    """Collects the names of the items the restore kept; then deletes the table's others."""
 
     def __init__(
         self,
@@ -91,9 +183,9 @@ class AbsentItems:
         self.report = AbsentReport()
         self._lock = threading.Lock()
 
-    def keep(self, item: dict[str, Any]) -> None:
-        """An item the restore wrote: it was present at the moment."""
-        self.present.add(object_name(extract_key(item, self.key_names), self.key_hash))
+    def keep(self, name: str) -> None:
+        """The object name of an item the restore wrote: it was present at the moment."""
+        self.present.add(name)
 
     def delete_the_rest(self) -> AbsentReport:
         self.present.close()

@@ -2,7 +2,9 @@
 asked for by key), as of the moment, written with BatchWriteItem in groups of 25 on a pool
 of writers. Unprocessed items and throttling are retried with backoff and jitter until
 written; what outlasts the budget is listed by key in the run's scratch folder, so the
-command can hand every such key back, whichever host ran the unit.
+command can hand every such key back, whichever host ran the unit. For ``--delete-absent``
+the unit also hands on what the last phase needs (the names of the items it kept, or the
+listed keys the backup lacked), recorded with the unit (``restore_absent``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from dynamo_backups.aws.batch_write import write_all
 from dynamo_backups.backup.reader import BackupItems, Selected
 from dynamo_backups.core.ddbjson import dumps_item
-from dynamo_backups.core.keys import extract_key
+from dynamo_backups.core.keys import extract_key, object_name
 from dynamo_backups.core.units import UnitContext, UnitResult, WorkUnit
 
 if TYPE_CHECKING:
@@ -42,6 +44,9 @@ class RestoreUnit:
         self._stop = threading.Event()
         self._fatal: str | None = None
         self._unwritten: list[str] = []  # keys, one JSON text each
+        # For --delete-absent: the names of the items kept, or the listed keys absent.
+        self._kept = restore.kept_names(unit)
+        self._absent_keys = restore.absent_keys(unit)
 
     def run(self) -> UnitResult:
         restore = self.restore
@@ -98,10 +103,12 @@ class RestoreUnit:
                 self._stop.set()
             return None
         if selected.item is None:
-            if self.options.delete_absent and selected.key is not None:
-                self.restore.delete_later(selected.key)  # listed, absent at that moment
+            if self._absent_keys is not None and selected.key is not None:
+                self._absent_keys.add(dumps_item(selected.key).decode())  # listed, absent then
             return None
-        self.restore.keep_present(selected.item)
+        if self._kept is not None:
+            key = extract_key(selected.item, self.restore.key_names)
+            self._kept.add(object_name(key, self.restore.layout.key_hash))
         if self.options.dry_run:
             with self._lock:
                 self.result.add("written")
@@ -161,9 +168,15 @@ class RestoreUnit:
         )
 
     def _settle(self) -> None:
-        """Hand back every key not written (in the run's scratch folder), and any fatal."""
+        """Hand back every key not written (in the run's scratch folder), and any fatal; a
+        unit that completed hands on what the last phase needs (before it is recorded)."""
         if self._unwritten:
             self.result.outputs.append(self.restore.save_unwritten(self.unit, self._unwritten))
         if self._fatal:
             self.result.sample("fatal", self._fatal)
         self.result.complete = not (self._fatal or self._unwritten)
+        if self.result.complete:
+            for sink in (self._kept, self._absent_keys):
+                output = sink.close() if sink is not None else None
+                if output is not None:
+                    self.result.outputs.append(output)

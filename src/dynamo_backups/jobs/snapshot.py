@@ -9,7 +9,10 @@ Each partition of the backup folder is a unit that writes its own data files, st
 with multipart uploads, so memory stays flat whatever the table's size and the partitions
 run in parallel on any engine. Files are sized for ImportTable: at most 50,000 per import,
 at most 4,000,000 items each (its own advice for items under 1 KB); a unit run again replaces
-its own files, and the manifests are written once every unit is done.
+its own files (all of them, however many an interrupted attempt left), and the manifests are
+written once every unit is done, from every unit's record, and dated by the run's first
+attempt (when the units an earlier attempt finished read the backup), as one uninterrupted
+run would date them.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.backup.folder import BackupFolder
 from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.reader import BackupItems, Selected
-from dynamo_backups.core.layout import format_time
+from dynamo_backups.core.layout import format_time, parse_time
 from dynamo_backups.core.parallel import ThreadEngine
 from dynamo_backups.core.progress import NoProgress, ProgressSink
 from dynamo_backups.core.units import (
@@ -205,7 +208,6 @@ class Snapshot(BucketClients):
 
     def run(self, engine: Engine | None = None) -> SnapshotReport:
         started = time.monotonic()
-        started_at = datetime.now(UTC)
         engine = engine or ThreadEngine(4)
         destination = self.report.destination
         job = "snapshot-" + hashlib.sha256(destination.encode()).hexdigest()[:12]
@@ -219,6 +221,9 @@ class Snapshot(BucketClients):
             self.options.resume,
             required=False,  # the backup is only read; the files go to the destination
         )
+        # A resumed run holds what its first attempt's units read: it is dated by that start.
+        started_at = parse_time(self.job_run.started) if self.job_run.started else None
+        started_at = started_at or datetime.now(UTC)
         if not self.job_run.resumed:
             self._require_empty_destination()
         self.file_bytes = self._file_bytes()
@@ -380,10 +385,13 @@ class _PartitionFiles:
 
     def remove_earlier(self) -> None:
         """A unit run again replaces what an interrupted attempt left: ImportTable would load
-        every file under data/."""
-        listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix)
-        for entry in listed.get("Contents", []):
-            self.s3.delete_object(Bucket=self.bucket, Key=entry["Key"])
+        every file under data/. Every page of the listing: a big partition has thousands."""
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix
+        )
+        for page in pages:
+            for entry in page.get("Contents", []):
+                self.s3.delete_object(Bucket=self.bucket, Key=entry["Key"])
 
     def note_invalid(self, result: UnitResult, reason: str) -> None:
         with self._lock:

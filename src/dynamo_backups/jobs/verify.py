@@ -6,6 +6,11 @@ then each compare unit takes one partition of names and compares it with the sam
 the bucket listing. Memory stays bounded whatever the table's size, and both stages run on
 any engine. A difference is read again from both sides before it is reported, so a change
 in flight while verifying is not counted.
+
+On ``--resume`` the compare units an earlier attempt finished are kept, and so are its scan
+units where their spill outlives the attempt (in S3, Spark): they are named ``scan-s3-...``,
+so a resumed run never takes a scan recorded with a local spill, which is gone, for one whose
+lines it can read (it would find no table side for them and miss every missing item).
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ from dynamo_backups.core.units import (
 from dynamo_backups.jobs.scan_segments import scan_pages
 from dynamo_backups.jobs.units import Engine, StageOutcome, run_stage
 from dynamo_backups.jobs.verify_spill import LocalSpill, S3Spill, Spill
+
+# A scan spilled on this host, and one spilled to S3 (which a resumed run may take).
+SCAN_STAGES = ("scan", "scan-s3")
 
 
 def item_digest(item: dict[str, Any]) -> str:
@@ -158,7 +166,7 @@ class Verify:
                 self,
                 ledger,
                 run,
-                segment_units(self.segments, stage="scan"),
+                segment_units(self.segments, stage=SCAN_STAGES[not engine.local]),
                 engine,
                 None,
                 self.progress,
@@ -166,6 +174,7 @@ class Verify:
             )
             compared = StageOutcome()
             if not scanned.failures:
+                self.spill.use(_spill_attempts(scanned.results))
                 compared = run_stage(
                     self,
                     ledger,
@@ -197,7 +206,7 @@ class Verify:
 
     def run_unit(self, unit: WorkUnit, context: UnitContext) -> UnitResult:
         result = UnitResult(unit.id)
-        if unit.stage == "scan":
+        if unit.stage in SCAN_STAGES:
             self._scan_segment(unit, result, context)
         else:
             self._compare_partition(unit.partition or "", result)
@@ -222,6 +231,8 @@ class Verify:
                 context.progress.advance(len(page.get("Items", [])))
         finally:
             spill.close()
+        if spill.attempt is not None:
+            result.outputs.append({"spill_attempt": spill.attempt})
 
     # --- phase 2: each slice of names against the same slice of the bucket -------------------
 
@@ -368,6 +379,16 @@ class Verify:
         if live is not None:
             return writer.put_item_if_current(object_key, dumps_item(live), metadata, current)
         return writer.remove_item_if_current(object_key, metadata, current)
+
+
+def _spill_attempts(results: list[UnitResult]) -> dict[str, str]:
+    """Each scan unit's recorded attempt, whose spill the compare units read."""
+    return {
+        result.unit: output["spill_attempt"]
+        for result in results
+        for output in result.outputs
+        if output.get("spill_attempt")
+    }
 
 
 def _digest_of(body: bytes) -> str | None:

@@ -5,12 +5,19 @@ unit and group, so each compare unit reads only its own group.
 ``LocalSpill`` keeps them in a folder of this host (the threads and processes engines);
 ``S3Spill`` in the run's scratch folder of the bucket, in chunks (Spark executors share no
 disk). Both hold memory to a bounded number of lines.
+
+An S3 spill outlives the run's attempt, so a resumed run compares against the chunks of scan
+units an earlier attempt finished. Each attempt of a scan unit names its chunks with a token
+of its own, which the unit's record carries; the compare units read only the recorded
+attempts' chunks, never what an attempt killed half-way left (an older state of the table,
+which could hide a difference).
 """
 
 from __future__ import annotations
 
 import gzip
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,11 +40,16 @@ class SpillWriter(Protocol):
 
     def close(self) -> None: ...
 
+    @property
+    def attempt(self) -> str | None: ...  # names this attempt's chunks (S3), recorded
+
 
 class Spill(Protocol):
     width: int
 
     def writer(self, unit_id: str) -> SpillWriter: ...
+
+    def use(self, attempts: dict[str, str]) -> None: ...  # unit id -> the attempt recorded
 
     def lines(self, partition: str) -> Iterator[str]: ...
 
@@ -49,6 +61,9 @@ class LocalSpill:
 
     def writer(self, unit_id: str) -> SpillWriter:
         return _LocalWriter(Path(self.folder) / unit_id, self.width)
+
+    def use(self, attempts: dict[str, str]) -> None:
+        """Nothing to choose: a local spill holds this attempt's scan only."""
 
     def lines(self, partition: str) -> Iterator[str]:
         group = group_of(partition, self.width)
@@ -66,6 +81,10 @@ class _LocalWriter:
         self.width = width
         self._files: dict[str, Any] = {}
         self._lock = threading.Lock()
+
+    @property
+    def attempt(self) -> str | None:
+        return None
 
     def add(self, name: str, line: str) -> None:
         group = group_of(name, self.width) or "all"
@@ -86,6 +105,10 @@ class S3Spill:
         self.bucket = bucket
         self.prefix = prefix
         self.width = width
+        self.attempts: dict[str, str] | None = None  # set by the driver before the compare
+
+    def use(self, attempts: dict[str, str]) -> None:
+        self.attempts = dict(attempts)
 
     def s3(self) -> Any:
         return self.clients.get("spill-s3", lambda aws: aws.client("s3", pool=16))
@@ -98,6 +121,8 @@ class S3Spill:
         s3 = self.s3()
         listing = iter_current_objects(BotocoreObjects(s3, self.bucket), f"{self.prefix}{group}/")
         for listed in listing:
+            if not self._recorded(listed["Key"]):
+                continue  # left by an attempt that did not finish
 
             def read(key: str = listed["Key"]) -> bytes:
                 return s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
@@ -109,11 +134,18 @@ class S3Spill:
                 if line.startswith(partition)
             )
 
+    def _recorded(self, key: str) -> bool:
+        if self.attempts is None:
+            raise RuntimeError("the scan units' attempts are not known yet")
+        unit_id, _, rest = key.rsplit("/", 1)[1].partition(".")
+        return unit_id in self.attempts and rest.startswith(self.attempts[unit_id] + "-")
+
 
 class _S3Writer:
     def __init__(self, spill: S3Spill, unit_id: str) -> None:
         self.spill = spill
         self.unit_id = unit_id
+        self.attempt = uuid.uuid4().hex[:12]
         self._groups: dict[str, list[str]] = {}
         self._chunks: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -135,7 +167,7 @@ class _S3Writer:
     def _write(self, group: str, lines: list[str]) -> None:
         number = self._chunks.get(group, 0)
         self._chunks[group] = number + 1
-        key = f"{self.spill.prefix}{group}/{self.unit_id}-{number:06d}.tsv.gz"
+        key = f"{self.spill.prefix}{group}/{self.unit_id}.{self.attempt}-{number:06d}.tsv.gz"
         body = gzip.compress("".join(lines).encode("utf-8"))
         s3 = self.spill.s3()
         call_with_retries(
