@@ -40,7 +40,10 @@ def write_all(
     pending = list(requests)
     while pending:
         if deadline is not None and clock() >= deadline:
-            outcome.not_written, outcome.reason = pending, "stopped before the invocation deadline"
+            outcome.not_written, outcome.reason = (
+                pending,
+                "stopped at the write deadline (the invocation's end or the lease's)",
+            )
             return outcome
         try:
             answer = call_with_retries(

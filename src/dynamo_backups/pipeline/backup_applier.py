@@ -120,7 +120,11 @@ class BackupApplier:
             if not progress.may_apply(change):
                 return
             if deadline is not None and self.clock() >= deadline:
-                progress.failed(change, "stopped before the invocation deadline", retryable=True)
+                progress.failed(
+                    change,
+                    "stopped at the write deadline (the invocation's end or the lease's)",
+                    retryable=True,
+                )
                 return
             try:
                 self._write(change, object_key, deadline)
