@@ -302,3 +302,62 @@ def test_teardown_says_which_locked_version_it_cannot_delete(moto: str) -> None:
     assert error_code(refused.value) == "AccessDenied"
     assert "(key Prod/Users/" in str(refused.value) and "1 other keys" in str(refused.value)
     assert c.s3.head_bucket(Bucket="vault")
+
+
+def test_teardown_sends_again_the_keys_deletes_objects_calls_busy(moto: str) -> None:
+    """Under load S3 answers DeleteObjects with a per-key SlowDown for some keys and deletes
+    the others: teardown sends those keys again (by version id) instead of giving up."""
+    import dataclasses
+    import http.client
+    from urllib.parse import urlsplit
+
+    from dynamo_backups.installer.teardown import teardown
+    from tests.deployment import clients
+    from tests.moto_stack import moto_client
+
+    c = clients(moto)
+    c.s3.create_bucket(Bucket="busy")
+    c.s3.put_bucket_versioning(Bucket="busy", VersioningConfiguration={"Status": "Enabled"})
+    for name in ("a", "b", "c"):
+        c.s3.put_object(Bucket="busy", Key=f"Prod/Users/{name}", Body=b"{}")
+    c.s3.put_object(Bucket="busy", Key="Prod/Users/a", Body=b"{}")
+    busy = {"left": 1}
+    batches: list[int] = []
+
+    def first_key_busy(request: faultproxy.Request) -> Any:
+        if not (request.method == "POST" and "delete" in request.path.split("?", 1)[-1]):
+            return faultproxy.FORWARD
+        batches.append(request.body.count(b"<Object>"))
+        if busy["left"] == 0:
+            return faultproxy.FORWARD
+        busy["left"] -= 1
+        version = re.search(rb"<VersionId>([^<]+)</VersionId>", request.body).group(1)
+        key = re.search(rb"<Key>([^<]+)</Key>", request.body).group(1)
+        # The server deletes every other key; the answer calls the first one busy.
+        body = re.sub(
+            rb"<Object><Key>[^<]+</Key><VersionId>" + version + rb"</VersionId>"
+            rb"</Object>",
+            b"",
+            request.body,
+            count=1,
+        )
+        parts = urlsplit(moto)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        headers = {k: v for k, v in request.headers.items() if k.lower().startswith("host")}
+        connection.request(request.method, request.path, body=body, headers=headers)
+        assert connection.getresponse().status == 200
+        connection.close()
+        answer = (
+            '<?xml version="1.0" encoding="UTF-8"?><DeleteResult '
+            'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Error>'
+            f"<Key>{key.decode()}</Key><VersionId>{version.decode()}</VersionId>"
+            "<Code>SlowDown</Code><Message>Please reduce your request rate.</Message>"
+            "</Error></DeleteResult>"
+        ).encode()
+        return faultproxy.Answer(200, {"Content-Type": "application/xml"}, answer)
+
+    with faultproxy.FaultProxy(moto, first_key_busy) as proxy:
+        through_proxy = dataclasses.replace(c, s3=moto_client(proxy.endpoint, "s3", "us-east-1"))
+        teardown(through_proxy, ["Users"], "busy", "Prod", delete_bucket=True, dry_run=False)
+    assert batches == [4, 1]  # the busy key alone, sent again
+    assert "busy" not in [b["Name"] for b in c.s3.list_buckets()["Buckets"]]

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, error_code, raise_for_key_errors
+from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.installer.alerting import queue_url
 from dynamo_backups.installer.monitoring import (
     merge_dashboard,
@@ -221,11 +222,28 @@ def _remove_policy(
     step(f"IAM policy {name}", "deleted")
 
 
+TEARDOWN_RETRIES = RetryPolicy(max_attempts=8, base_delay=0.2, max_delay=10.0)
+
+
 def _empty_and_delete_bucket(s3: Any, bucket: str, step: Any, act: Any) -> None:
-    def delete_versions(**kwargs: Any) -> None:
+    def delete_versions(Bucket: str, Delete: dict[str, Any]) -> None:
         # DeleteObjects answers 200 even when it deleted nothing (a locked version, a denied
-        # key): each key's error is raised, not left for delete_bucket's BucketNotEmpty.
-        raise_for_key_errors(s3.delete_objects(**kwargs))
+        # key): each key's error is raised, not left for delete_bucket's BucketNotEmpty; a
+        # busy key (SlowDown, InternalError) is sent again, alone with the others that failed.
+        pending = list(Delete["Objects"])
+
+        def attempt() -> None:
+            nonlocal pending
+            answer = s3.delete_objects(Bucket=Bucket, Delete={**Delete, "Objects": pending})
+            failed = {(e.get("Key"), e.get("VersionId")) for e in answer.get("Errors") or []}
+            pending = [
+                entry
+                for entry in pending
+                if {(entry["Key"], entry["VersionId"]), (entry["Key"], None)} & failed
+            ]
+            raise_for_key_errors(answer)
+
+        call_with_retries(attempt, TEARDOWN_RETRIES, f"DeleteObjects in bucket {Bucket}")
 
     removed = 0
     paginator = s3.get_paginator("list_object_versions")
