@@ -17,11 +17,13 @@ from dynamo_backups.cli.common import (
     EXIT_USAGE,
     Invocation,
     configure_logging,
+    emit_error,
     fail,
     with_global_options,
 )
 from dynamo_backups.cli.demo import demo
 from dynamo_backups.cli.history import history
+from dynamo_backups.cli.inputs import validated
 from dynamo_backups.cli.installer import deploy, package, teardown_command, template
 from dynamo_backups.cli.replay import replay
 from dynamo_backups.cli.replication import diff_record, diff_tables, replicate_record
@@ -40,7 +42,22 @@ HTTPS_PROXY/NO_PROXY. DYNAMO_BACKUPS_TRANSPORT=botocore sends every request thro
 Docs: README.md and docs/ (layout, operations, performance)."""
 
 
-@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+class CommandGroup(click.Group):
+    """The commands; a failure is also a JSON object on stdout with --output json."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as error:
+            emit_error(ctx, error)
+            raise
+
+
+@click.group(
+    cls=CommandGroup,
+    epilog=EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, "--version", prog_name="dynamo-backups")
 @click.option("--region", envvar=None, help="AWS region (default: AWS_REGION or the profile's).")
 @click.option("--profile", help="Named profile from ~/.aws/config.")
@@ -100,4 +117,4 @@ for command in (
     demo,
     adopt,
 ):
-    main.add_command(with_global_options(command))
+    main.add_command(with_global_options(validated(command)))

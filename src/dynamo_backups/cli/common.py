@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -27,9 +27,10 @@ from dynamo_backups.aws.retry import RetriesExhausted
 from dynamo_backups.backup.bucket import BucketError
 from dynamo_backups.backup.checkpoints import CheckpointError
 from dynamo_backups.backup.ledger import LedgerError
+from dynamo_backups.cli import inputs
 from dynamo_backups.core.ddbjson import InvalidDynamoJSON
-from dynamo_backups.core.keys import DEFAULT_KEY_HASH, KEY_HASHES
-from dynamo_backups.core.layout import LayoutError, parse_time
+from dynamo_backups.core.keys import DEFAULT_KEY_HASH
+from dynamo_backups.core.layout import LayoutError
 from dynamo_backups.engines import ENGINES, Engine, make_engine
 from dynamo_backups.engines.spark import SparkUnavailable
 from dynamo_backups.jobs.export_source import ExportError
@@ -79,6 +80,15 @@ class Invocation:
 pass_invocation = click.make_pass_decorator(Invocation)
 
 
+def emit_error(ctx: click.Context, error: click.ClickException) -> None:
+    """With --output json, a command that fails says so on stdout too, as a JSON object
+    (the ``error:`` line still goes to stderr)."""
+    invocation = ctx.find_object(Invocation)
+    if invocation is not None and invocation.json_output:
+        message = error.format_message()
+        click.echo(json.dumps({"error": message, "exit_code": error.exit_code}, indent=2))
+
+
 def fail(message: str, exit_code: int = EXIT_FAILED) -> NoReturn:
     raise CommandError(message, exit_code)
 
@@ -122,11 +132,32 @@ def reports_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class JsonLines(logging.Formatter):
+    """One JSON object per log line (-v): time, level, logger, message, and the record's
+    ``fields`` (``logger.debug(..., extra={"fields": {...}})``) as members of their own."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
 def configure_logging(verbose: int, quiet: bool) -> None:
-    """Progress and warnings on stderr; one line per batch only with -v."""
+    """Progress and warnings on stderr as text; with -v every line is a JSON object, one
+    per batch among them."""
     level = logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    if verbose:
+        handler.setFormatter(JsonLines())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     package = logging.getLogger("dynamo_backups")
     package.handlers[:] = [handler]
     package.propagate = False
@@ -228,7 +259,7 @@ def key_hash_option(command: F) -> F:
     """--key-hash: how object names are derived from item keys."""
     return click.option(
         "--key-hash",
-        type=click.Choice(sorted(KEY_HASHES)),
+        type=inputs.KEY_HASH,
         default=DEFAULT_KEY_HASH,
         show_default=True,
         help="How object names are derived from item keys.",
@@ -348,18 +379,4 @@ def with_global_options(command: click.Command) -> click.Command:
     return command
 
 
-class TimeParam(click.ParamType):
-    """A moment on the command line: ISO 8601 with a zone, or epoch seconds."""
-
-    name = "TIME"
-
-    def convert(self, value: object, param: object, ctx: object) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        try:
-            return parse_time(str(value))
-        except ValueError as error:
-            self.fail(str(error), param, ctx)  # type: ignore[arg-type]
-
-
-TIME = TimeParam()
+TIME = inputs.TIME  # kept here too: commands import it with the rest of common
