@@ -7,6 +7,9 @@ exit codes, output, logging, time arguments) and ``progress`` the progress lines
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import click
 
 from dynamo_backups import __version__
@@ -23,7 +26,7 @@ from dynamo_backups.cli.common import (
 )
 from dynamo_backups.cli.demo import demo
 from dynamo_backups.cli.history import history
-from dynamo_backups.cli.inputs import validated
+from dynamo_backups.cli.inputs import InputError, validated
 from dynamo_backups.cli.installer import deploy, package, teardown_command, template
 from dynamo_backups.cli.replay import replay
 from dynamo_backups.cli.replication import diff_record, diff_tables, replicate_record
@@ -51,6 +54,38 @@ class CommandGroup(click.Group):
         except click.ClickException as error:
             emit_error(ctx, error)
             raise
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """click's usage errors as one ``error:`` line too (exit 2), like every other."""
+        standalone = kwargs.get("standalone_mode", True)
+        try:
+            result = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.UsageError as error:
+            if not standalone:
+                raise
+            _show_usage_error(error)
+            sys.exit(error.exit_code)
+        except click.ClickException as error:
+            if not standalone:
+                raise
+            error.show()
+            sys.exit(error.exit_code)
+        except click.Abort:
+            if not standalone:
+                raise
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        if not standalone:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)  # click.exceptions.Exit's code
+
+
+def _show_usage_error(error: click.UsageError) -> None:
+    if isinstance(error, InputError):
+        error.show()
+        return
+    where = error.ctx.command_path if error.ctx is not None else "dynamo-backups"
+    click.echo(f"error: {error.format_message()} (see: {where} --help)", err=True)
 
 
 @click.group(
