@@ -495,3 +495,51 @@ def validated(command: click.Command) -> click.Command:
 
     command.callback = checked
     return command
+
+
+# --- checks against AWS, before anything is written ------------------------------------------
+
+
+def describe_existing_table(aws: Any, table: str, region: str | None = None) -> dict[str, Any]:
+    """The table's description; exit 2 naming it when there is no such table."""
+    from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
+
+    client = aws.client("dynamodb", region=region)
+    try:
+        return call_with_retries(
+            lambda: client.describe_table(TableName=table)["Table"],
+            RetryPolicy(max_attempts=4, base_delay=0.2, max_delay=2),
+            f"describe table {table}",
+        )
+    except client.exceptions.ResourceNotFoundException:
+        where = f" in {region}" if region else ""
+        raise InputError(f"no table {table}{where} (check the name and --region)") from None
+
+
+def check_replica(aws: Any, table: str, replica: str, region: str | None) -> None:
+    """A replica must exist and have the source's key: a permanent mistake is said at once,
+    not retried."""
+    if replica == table and (region is None or region == aws.region_name):
+        raise InputError(f"{replica} is the source table itself", param_hint="--replica-table")
+    source = describe_existing_table(aws, table)
+    try:
+        target = describe_existing_table(aws, replica, region)
+    except InputError as error:
+        raise InputError(
+            f"{error.format_message()}: create the replica with the key of {table} first",
+            param_hint="--replica-table",
+        ) from None
+    if source["KeySchema"] != target["KeySchema"]:
+        raise InputError(
+            f"{replica} has another key than {table} ({_key_text(target)} vs "
+            f"{_key_text(source)}): a replica needs the same key",
+            param_hint="--replica-table",
+        )
+
+
+def _key_text(description: dict[str, Any]) -> str:
+    types = {d["AttributeName"]: d["AttributeType"] for d in description["AttributeDefinitions"]}
+    return ",".join(
+        f"{element['AttributeName']}:{types.get(element['AttributeName'], '?')}"
+        for element in description["KeySchema"]
+    )
