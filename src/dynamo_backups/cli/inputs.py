@@ -61,7 +61,10 @@ class InputError(click.BadParameter):
     def format_message(self) -> str:
         name = self.param_hint if isinstance(self.param_hint, str) else None
         if name is None and self.param is not None:
-            name = " / ".join(getattr(self.param, "opts", []) or [self.param.human_readable_name])
+            if isinstance(self.param, click.Argument):
+                name = self.param.human_readable_name
+            else:
+                name = " / ".join(self.param.opts)
         return f"{name}: {self.message}" if name else self.message
 
 
