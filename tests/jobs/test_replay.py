@@ -12,7 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from dynamo_backups import handler
+from dynamo_backups.backup.manifest import ensure_manifest
+from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli import main
+from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.installer.naming import TableResources
 from dynamo_backups.jobs.replay import parse_report
 from tests.deployment import ACCOUNT, clients
@@ -120,9 +123,11 @@ def test_replay_writes_exactly_the_reported_ranges_in_the_streams_order(
 
 @pytest.mark.servers
 def test_replay_reports_a_range_the_stream_no_longer_holds(
-    dynamodb: Any, streams: Any, bucket: str, prefix: str, aws_env: Any, tmp_path: Path
+    dynamodb: Any, streams: Any, s3: Any, bucket: str, prefix: str, aws_env: Any, tmp_path: Path
 ) -> None:
     table = create_table(dynamodb)
+    # the folder deploy sets up (replay refuses a folder without a backup: a wrong prefix)
+    ensure_manifest(BackupWriter(s3, bucket), TableLayout.of(prefix, table))
     dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}})
     records = lambda_records(dynamodb, streams, table)
     gone = [dict(records[0], eventSourceARN=records[0]["eventSourceARN"] + "0")]  # no such stream
@@ -152,6 +157,7 @@ def test_replay_settles_queue_messages_only_once_their_range_is_written(
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto)
     table = create_table(dynamodb)
+    ensure_manifest(BackupWriter(s3, bucket), TableLayout.of(prefix, table))  # as deploy does
     for name in ("a", "b"):
         dynamodb.put_item(TableName=table, Item={"pk": {"S": name}})
     records = lambda_records(dynamodb, streams, table)

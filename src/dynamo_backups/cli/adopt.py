@@ -101,10 +101,14 @@ def _key_schema(
 ) -> tuple[list[dict[str, str]], dict[str, str] | None]:
     """The table's KeySchema and key types: given, saved with the folder, or described."""
     if given and folder.key_schema:
-        fail(
-            f"--key-schema does not apply: {folder.where} records its key; leave it out",
-            EXIT_USAGE,
-        )
+        recorded = [element["AttributeName"] for element in folder.key_schema]
+        named = [part.split(":")[0].strip() for part in given.split(",") if part.strip()]
+        if named != recorded:
+            fail(
+                f"--key-schema {given} does not apply: {folder.where} records its key "
+                f"({', '.join(recorded)}); leave it out",
+                EXIT_USAGE,
+            )
     if given:
         try:
             table = description_from_key_schema(given)["table"]

@@ -24,7 +24,7 @@ from dynamo_backups.aws.errors import (
     describe_error,
 )
 from dynamo_backups.aws.retry import RetriesExhausted
-from dynamo_backups.backup.bucket import BucketError
+from dynamo_backups.backup.bucket import BucketError, NoSuchBucketError
 from dynamo_backups.backup.checkpoints import CheckpointError
 from dynamo_backups.backup.ledger import LedgerError
 from dynamo_backups.cli import inputs
@@ -64,6 +64,7 @@ class Invocation:
     verbose: int = 0
     quiet: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    emitted: bool = False  # a report is on stdout: a failure after it adds no JSON of its own
 
     @property
     def json_output(self) -> bool:
@@ -71,6 +72,7 @@ class Invocation:
 
     def emit(self, summary: dict[str, Any], text: str) -> None:
         """The final result: JSON for scripts, or text for people, on stdout."""
+        self.emitted = True
         if self.json_output:
             click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
         else:
@@ -81,10 +83,11 @@ pass_invocation = click.make_pass_decorator(Invocation)
 
 
 def emit_error(ctx: click.Context, error: click.ClickException) -> None:
-    """With --output json, a command that fails says so on stdout too, as a JSON object
-    (the ``error:`` line still goes to stderr)."""
+    """With --output json, a command that fails before its report says so on stdout too, as
+    a JSON object (the ``error:`` line still goes to stderr); after its report, the report's
+    own errors and the exit code say it."""
     invocation = ctx.find_object(Invocation)
-    if invocation is not None and invocation.json_output:
+    if invocation is not None and invocation.json_output and not invocation.emitted:
         message = error.format_message()
         click.echo(json.dumps({"error": message, "exit_code": error.exit_code}, indent=2))
 
@@ -102,7 +105,7 @@ def reports_errors(command: F) -> F:
             return command(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except (LayoutError, InvalidDynamoJSON, TransportSettingError) as error:
+        except (LayoutError, InvalidDynamoJSON, TransportSettingError, NoSuchBucketError) as error:
             fail(str(error), EXIT_USAGE)
         except (StreamError, BucketError, CheckpointError, LedgerError, ExportError) as error:
             fail(str(error))

@@ -251,10 +251,8 @@ class ExportSource(S3Address):
 
 def _note(ctx: Any, message: str) -> None:
     """A line on stderr about how an input was read (not with --quiet)."""
-    from dynamo_backups.cli.common import Invocation  # common imports this module
-
-    invocation = ctx.find_object(Invocation) if ctx is not None else None
-    if invocation is None or not invocation.quiet:
+    invocation = ctx.find_root().obj if ctx is not None else None
+    if not getattr(invocation, "quiet", False):
         click.echo(f"note: {message}", err=True)
 
 

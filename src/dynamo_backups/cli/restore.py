@@ -294,13 +294,13 @@ def _check_key_schema(folder: BackupFolder, key_schema: str | None) -> None:
     recorded = folder.description is not None or bool(
         (folder.manifest or {}).get("key_schema") and (folder.manifest or {}).get("key_types")
     )
-    if key_schema and recorded:
-        key = ",".join(
-            f"{name}:{(folder.key_types or {}).get(name, '?')}" for name in folder.key_names or []
-        )
+    key = ",".join(
+        f"{name}:{(folder.key_types or {}).get(name, '?')}" for name in folder.key_names or []
+    )
+    if key_schema and recorded and _same_key(key_schema) != _same_key(key):
         fail(
-            f"--key-schema does not apply: {folder.where} records its key ({key}); leave "
-            "--key-schema out",
+            f"--key-schema {key_schema} does not apply: {folder.where} records its key "
+            f"({key}); leave --key-schema out",
             EXIT_USAGE,
         )
     if not key_schema and not recorded:
@@ -309,6 +309,10 @@ def _check_key_schema(folder: BackupFolder, key_schema: str | None) -> None:
             "key, e.g. --key-schema pk:S,sk:N",
             EXIT_USAGE,
         )
+
+
+def _same_key(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _check_keys(path: str, key_schema: str | None, folder: BackupFolder) -> None:

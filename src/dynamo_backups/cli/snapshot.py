@@ -37,9 +37,7 @@ def take_snapshot(
     opened = open_backup_path(s3, bucket, folder)  # "no backup at ..." before any write
     if destination.startswith(f"s3://{bucket}/"):
         inside = destination[len(f"s3://{bucket}/") :] + "/"
-        if inside.startswith(opened.layout.items_prefix) or inside.startswith(
-            opened.layout.meta_prefix
-        ):
+        if inside.startswith(opened.layout.items_prefix):
             fail(
                 f"--to {destination} is inside the backup's own folder "
                 f"s3://{bucket}/{opened.layout.items_prefix}: give a folder outside it",
