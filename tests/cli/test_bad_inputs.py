@@ -79,6 +79,11 @@ CASES = [
     Case("restore {bucket} {folder} {new} --keys {files}", "is a folder"),
     Case("restore {bucket} {folder} {new} --unwritten-keys /no/such/dir/k", "/no/such/dir"),
     Case("restore {bucket} {folder} {new} --delete-absent", "--into-existing"),
+    Case("restore {bucket} {folder} {table}", "already has items"),
+    Case("restore {bucket} {folder} {other_key} --into-existing", "is keyed by"),
+    Case("snapshot {bucket} {folder} --to s3://no-such-bucket-{uid}/x", "no bucket"),
+    Case("backfill {table} --bucket {bucket} --from-export s3://{bucket}/none/", "no export at"),
+    Case("diff-tables {table} {table}", "both the primary and the replica"),
     Case("restore {bucket} {folder} {new} --native-import --dry-run", "--native-import"),
     Case("snapshot {bucket} {folder} --to foo", "--to"),
     Case("snapshot {bucket} {folder} --to s3://{bucket}/{folder}/x", "inside the backup"),
@@ -117,7 +122,7 @@ CASES = [
     Case("diff-tables {table} {other_key}", "different keys"),
     Case("diff-tables {table} EU/{table}", "REGION/TABLE"),
     Case("diff-tables {table} {table} --repair --backfill", "--backfill"),
-    Case("diff-record {table} {table} notjson", "not valid JSON"),
+    Case("diff-record {table} {replica} notjson", "not valid JSON"),
     Case('replicate-record {table} {new} \'{{"id": "a"}}\'', "{new}"),
     # replay
     Case("replay {table} --file {files}/bad.jsonl --bucket {bucket} --prefix Prod", "bad.jsonl"),
@@ -281,6 +286,7 @@ def world(
         table = create_table(dynamodb)
         for number in range(3):
             dynamodb.put_item(TableName=table, Item={"pk": {"S": f"k{number}"}})
+        replica = create_table(dynamodb, view_type=None)
         other_key = unique_table_name("other-key")
         dynamodb.create_table(
             TableName=other_key,
@@ -304,6 +310,7 @@ def world(
             "folder": f"Prod/{table}",
             "new": unique_table_name("absent"),
             "other_key": other_key,
+            "replica": replica,
             "files": str(files),
             "uid": uid,
             "s3": s3,

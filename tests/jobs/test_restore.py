@@ -180,7 +180,7 @@ def test_restore_into_a_table_with_items_is_refused_unless_asked(
 ) -> None:
     table = backed_up_table(dynamodb, s3, bucket, prefix)
     refused = invoke("restore", bucket, f"{prefix}/{table}", table)
-    assert refused.exit_code == 1
+    assert refused.exit_code == 2  # refused before anything is written: bad input
     assert (
         f"table {table} already has items" in refused.output and "--into-existing" in refused.output
     )
@@ -333,7 +333,7 @@ def test_restore_backup_has_the_checklists_interface(
     assert len(scan_all(dynamodb, target)) == 5
     with pytest.raises(SystemExit) as refused:
         restore_backup_main([bucket, f"{prefix}/{table}", target])
-    assert refused.value.code == 1
+    assert refused.value.code == 2
     assert "already has items" in capsys.readouterr().err
 
 

@@ -24,6 +24,7 @@ from dynamo_backups.cli.inputs import BUCKET, EXPORT_SOURCE, PREFIX, TABLE
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.jobs.backfill import Backfill, BackfillOptions, BackfillReport
+from dynamo_backups.jobs.export_source import ExportError, open_export
 
 
 def tables_with_prefix(dynamodb: object, prefix: str) -> list[str]:
@@ -105,6 +106,11 @@ def backfill(
     missing = sorted(set(names) - set(tables_with_prefix(dynamodb, "")))
     if missing:
         fail(f"no table {', '.join(missing)} (check the name and --region)", EXIT_USAGE)
+    if from_export and from_export != "new":
+        try:  # an export that is not there is bad input, said before anything is written
+            open_export(aws.client("s3"), from_export)
+        except ExportError as error:
+            fail(f"--from-export: {error}", EXIT_USAGE)
     s3 = aws.client("s3", pool=concurrency, retries=1)
     require_versioning(s3, bucket)
     writer = BackupWriter(s3, bucket, objects=aws.objects(s3, bucket))

@@ -245,6 +245,7 @@ def restore(
         return
     if delete_absent and not into_existing:
         fail("--delete-absent deletes from an existing table: give --into-existing too", 2)
+    _check_target(invocation.aws, folder, table, key_schema, into_existing or resume or dry_run)
     if (keys_file or delete_absent) and engine.name != "threads" and not engine_given():
         # DYNAMO_BACKUPS_ENGINE chose it, not this command: these run in this process.
         engine = EngineChoice("threads", engine.workers)
@@ -307,6 +308,53 @@ def _check_key_schema(folder: BackupFolder, key_schema: str | None) -> None:
         fail(
             f"{folder.where} has no saved table description (a backfill saves one): give its "
             "key, e.g. --key-schema pk:S,sk:N",
+            EXIT_USAGE,
+        )
+
+
+def _check_target(
+    aws: AwsContext,
+    folder: BackupFolder,
+    table: str,
+    key_schema: str | None,
+    items_allowed: bool,
+) -> None:
+    """An existing target must have the backup's key, and no items unless --into-existing
+    (or --resume, --dry-run): refused here, exit 2, before anything is written."""
+    from dynamo_backups.backup.description import description_from_key_schema
+    from dynamo_backups.jobs.tables import check_same_key
+
+    dynamodb = aws.client("dynamodb")
+    try:
+        call_with_retries(
+            lambda: dynamodb.describe_table(TableName=table), READ_POLICY, f"describe {table}"
+        )
+    except dynamodb.exceptions.ResourceNotFoundException:
+        return  # the restore creates it
+    if key_schema:
+        description = description_from_key_schema(key_schema)
+    elif folder.description is not None:
+        description = folder.description
+    else:
+        key = ",".join(
+            f"{name}:{(folder.key_types or {})[name]}" for name in folder.key_names or []
+        )
+        description = description_from_key_schema(key)
+    try:
+        check_same_key(dynamodb, table, description)
+    except DescriptionError as error:
+        fail(str(error), EXIT_USAGE)
+    if items_allowed:
+        return
+    scan = call_with_retries(
+        lambda: dynamodb.scan(TableName=table, Limit=1, Select="COUNT"),
+        READ_POLICY,
+        f"look into table {table}",
+    )
+    if scan.get("Count") or scan.get("LastEvaluatedKey"):
+        fail(
+            f"table {table} already has items: restore into a new table, or pass "
+            "--into-existing to write into this one",
             EXIT_USAGE,
         )
 
@@ -387,6 +435,7 @@ def restore_backup_main(argv: list[str] | None = None) -> None:
         aws = AwsContext(region=arguments.region)
         folder = reports_errors(open_backup_path)(aws.client("s3"), bucket, folder_path)
         _check_key_schema(folder, None)
+        reports_errors(_check_target)(aws, folder, table, None, False)
         report = reports_errors(run_restore)(
             aws, bucket, folder_path, table, RestoreOptions(), show_progress=True
         )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import click
 
 from dynamo_backups.aws.context import AwsContext
+from dynamo_backups.backup.bucket import NoSuchBucketError, versioning_status
 from dynamo_backups.backup.folder import open_backup_path
 from dynamo_backups.cli.common import (
     EXIT_USAGE,
@@ -24,6 +26,15 @@ from dynamo_backups.cli.progress import Progress
 from dynamo_backups.jobs.snapshot import Snapshot, SnapshotError, SnapshotOptions, SnapshotReport
 
 
+def _require_bucket(s3: Any, destination: str) -> None:
+    """The bucket of --to (or --staging) must exist: said before any work (exit 2)."""
+    bucket = destination[len("s3://") :].split("/", 1)[0]
+    try:
+        versioning_status(s3, bucket)
+    except NoSuchBucketError:
+        fail(f"{destination}: there is no bucket {bucket}", EXIT_USAGE)
+
+
 def take_snapshot(
     aws: AwsContext,
     bucket: str,
@@ -35,6 +46,7 @@ def take_snapshot(
 ) -> SnapshotReport:
     s3 = aws.client("s3", pool=options.read_concurrency)
     opened = open_backup_path(s3, bucket, folder)  # "no backup at ..." before any write
+    _require_bucket(s3, destination)
     if destination.startswith(f"s3://{bucket}/"):
         inside = destination[len(f"s3://{bucket}/") :] + "/"
         if inside.startswith(opened.layout.items_prefix):
