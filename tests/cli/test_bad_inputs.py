@@ -116,6 +116,11 @@ CASES = [
     Case("stream {table} --replica-table {table} --once", "source table itself"),
     Case("stream {new} --bucket {bucket} --once", "{new}"),
     Case("stream {table} --once", "--bucket"),
+    Case("stream {table} --replica-table {replica} --prefix P --once", "--prefix"),
+    Case(
+        "restore {bucket} {folder} {replica} --into-existing --billing-mode PROVISIONED",
+        "exists already",
+    ),
     Case("stream {table} --bucket {bucket} --prefix '../x' --once", "--prefix"),
     Case("stream {table} --bucket {unversioned} --once", "versioning", 1),
     Case("diff-tables {table} {new}", "{new}"),

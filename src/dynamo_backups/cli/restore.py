@@ -245,7 +245,11 @@ def restore(
         return
     if delete_absent and not into_existing:
         fail("--delete-absent deletes from an existing table: give --into-existing too", 2)
-    _check_target(invocation.aws, folder, table, key_schema, into_existing or resume or dry_run)
+    exists = _check_target(
+        invocation.aws, folder, table, key_schema, into_existing or resume or dry_run
+    )
+    if exists and not resume:
+        not_applicable(click.get_current_context(), "billing_mode", f"table {table} exists already")
     if (keys_file or delete_absent) and engine.name != "threads" and not engine_given():
         # DYNAMO_BACKUPS_ENGINE chose it, not this command: these run in this process.
         engine = EngineChoice("threads", engine.workers)
@@ -318,9 +322,10 @@ def _check_target(
     table: str,
     key_schema: str | None,
     items_allowed: bool,
-) -> None:
+) -> bool:
     """An existing target must have the backup's key, and no items unless --into-existing
-    (or --resume, --dry-run): refused here, exit 2, before anything is written."""
+    (or --resume, --dry-run): refused here, exit 2, before anything is written. Whether it
+    exists."""
     from dynamo_backups.backup.description import description_from_key_schema
     from dynamo_backups.jobs.tables import check_same_key
 
@@ -330,7 +335,7 @@ def _check_target(
             lambda: dynamodb.describe_table(TableName=table), READ_POLICY, f"describe {table}"
         )
     except dynamodb.exceptions.ResourceNotFoundException:
-        return  # the restore creates it
+        return False  # the restore creates it
     if key_schema:
         description = description_from_key_schema(key_schema)
     elif folder.description is not None:
@@ -345,7 +350,7 @@ def _check_target(
     except DescriptionError as error:
         fail(str(error), EXIT_USAGE)
     if items_allowed:
-        return
+        return True
     scan = call_with_retries(
         lambda: dynamodb.scan(TableName=table, Limit=1, Select="COUNT"),
         READ_POLICY,
@@ -357,6 +362,7 @@ def _check_target(
             "--into-existing to write into this one",
             EXIT_USAGE,
         )
+    return True
 
 
 def _same_key(text: str) -> list[str]:

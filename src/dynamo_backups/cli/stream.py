@@ -37,6 +37,7 @@ from dynamo_backups.cli.inputs import (
     TABLE,
     check_replica,
     describe_existing_table,
+    not_applicable,
 )
 from dynamo_backups.core.draining import DrainRule
 from dynamo_backups.core.layout import TableLayout, normalize_prefix
@@ -154,6 +155,9 @@ def stream(
         fail("give --bucket (back up), --replica-table (replicate), or both", 2)
     if replica_table and len(tables) != 1:
         fail("--replica-table keeps one table in step: name exactly one TABLE", 2)
+    if not bucket:
+        for option in ("prefix", "key_hash", "concurrency", "allow_second_writer"):
+            not_applicable(click.get_current_context(), option, "it is for backups (--bucket)")
     aws = invocation.aws
     for table in tables:
         describe_existing_table(aws, table)  # a missing table is said at once (exit 2)
