@@ -105,7 +105,7 @@ def _show_usage_error(error: click.UsageError) -> None:
     help="Final report as text or JSON (for scripts).",
 )
 @click.option(
-    "-v", "--verbose", count=True, help="More logging; -v also logs one JSON line per batch."
+    "-v", "--verbose", count=True, help="More logging, as JSON lines (one per batch among them)."
 )
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.pass_context

@@ -355,7 +355,7 @@ _GLOBAL_OPTIONS: list[tuple[list[str], str, dict[str, Any]]] = [
         "output",
         {"type": click.Choice(["text", "json"]), "help": "Final report as text or JSON."},
     ),
-    (["-v", "--verbose"], "verbose", {"count": True, "help": "More logging."}),
+    (["-v", "--verbose"], "verbose", {"count": True, "help": "More logging, as JSON lines."}),
     (["-q", "--quiet"], "quiet", {"is_flag": True, "help": "Only warnings and errors."}),
 ]
 
