@@ -111,9 +111,10 @@ def test_stream_errors_name_the_table_or_bucket(
     aws_env: dict[str, str], dynamodb: Any, bucket: str
 ) -> None:
     missing = invoke("stream", "no-such-table", "--bucket", bucket, "--once")
-    assert missing.exit_code == 1 and "table no-such-table does not exist" in missing.output
+    # a wrong name is bad input: exit 2 (README), said before anything is read or written
+    assert missing.exit_code == 2 and "no table no-such-table" in missing.output
     no_bucket = invoke("stream", create_table(dynamodb), "--bucket", "no-such-bucket", "--once")
-    assert no_bucket.exit_code == 1 and "bucket no-such-bucket does not exist" in no_bucket.output
+    assert no_bucket.exit_code == 2 and "bucket no-such-bucket does not exist" in no_bucket.output
     unstreamed = create_table(dynamodb, view_type=None)
     result = invoke("stream", unstreamed, "--bucket", bucket, "--once")
     assert result.exit_code == 1 and f"table {unstreamed} has no stream" in result.output

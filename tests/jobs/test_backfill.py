@@ -222,7 +222,7 @@ def test_cli_backfills_tables_by_name_prefix(
     none = CliRunner().invoke(
         main, ["backfill", "--table-prefix", "NoSuchPrefix", "--bucket", bucket]
     )
-    assert none.exit_code == 1 and "no table's name starts with 'NoSuchPrefix'" in none.output
+    assert none.exit_code == 2 and "no table's name starts with 'NoSuchPrefix'" in none.output
 
 
 def test_backfilled_state_then_stream_changes_make_one_history(

@@ -104,4 +104,4 @@ def test_an_existing_export_folder_is_a_source(
     missing = invoke(
         "backfill", table, "--bucket", bucket, "--from-export", f"s3://{bucket}/no-such-export"
     )
-    assert missing.exit_code == 1 and "no export at" in missing.output
+    assert missing.exit_code == 2 and "no export at" in missing.output

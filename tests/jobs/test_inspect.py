@@ -65,6 +65,11 @@ def test_history_shows_every_version_newest_first(
         "history", table, '{"id": "nope", "n": 1}', "--bucket", bucket, "--prefix", prefix
     )
     assert missing.exit_code == 1 and "no backup of item" in missing.output
+    nothing = invoke("history", "NoManifest", '{"id": "x"}', "--bucket", bucket, "--prefix", prefix)
+    assert nothing.exit_code == 2
+    assert f"no backup at s3://{bucket}/{prefix}/NoManifest/" in nothing.output
+    # a folder of objects only (another tool's): a backup, but its key types are unknown
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/NoManifest/0123", Body=b"{}")
     untyped = invoke("history", "NoManifest", '{"id": "x"}', "--bucket", bucket, "--prefix", prefix)
     assert untyped.exit_code == 2 and "cannot tell the type of key attribute 'id'" in untyped.output
 

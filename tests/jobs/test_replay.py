@@ -13,8 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from dynamo_backups import handler
+from dynamo_backups.backup.manifest import ensure_manifest
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli import main
+from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.installer.naming import TableResources
 from dynamo_backups.jobs.replay import parse_report
 from dynamo_backups.pipeline.backup_applier import BackupApplier
@@ -135,9 +137,11 @@ def test_replay_writes_exactly_the_reported_ranges_in_the_streams_order(
 
 @pytest.mark.servers
 def test_replay_reports_a_range_the_stream_no_longer_holds(
-    dynamodb: Any, streams: Any, bucket: str, prefix: str, aws_env: Any, tmp_path: Path
+    dynamodb: Any, streams: Any, s3: Any, bucket: str, prefix: str, aws_env: Any, tmp_path: Path
 ) -> None:
     table = create_table(dynamodb)
+    # the folder deploy sets up (replay refuses a folder without a backup: a wrong prefix)
+    ensure_manifest(BackupWriter(s3, bucket), TableLayout.of(prefix, table))
     dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}})
     records = lambda_records(dynamodb, streams, table)
     gone = [dict(records[0], eventSourceARN=records[0]["eventSourceARN"] + "0")]  # no such stream
@@ -167,6 +171,7 @@ def test_replay_settles_queue_messages_only_once_their_range_is_written(
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto)
     table = create_table(dynamodb)
+    ensure_manifest(BackupWriter(s3, bucket), TableLayout.of(prefix, table))  # as deploy does
     for name in ("a", "b"):
         dynamodb.put_item(TableName=table, Item={"pk": {"S": name}})
     records = lambda_records(dynamodb, streams, table)
@@ -305,14 +310,23 @@ def test_one_bad_report_is_reported_and_the_others_are_replayed(
     ]
     garbled = json.loads(report_for([fine], shard["ShardId"]))
     garbled["DDBStreamBatchInfo"]["startSequenceNumber"] = "soon"
+    # A file holding reports that are not reports is bad input: refused before any write.
+    malformed = tmp_path / "malformed.jsonl"
+    malformed.write_text(
+        "\n".join([json.dumps(garbled), "{not json", report_for([fine], shard["ShardId"])])
+    )
+    refused_file = CliRunner().invoke(
+        main, ["replay", table, "--file", str(malformed), "--bucket", bucket, "--prefix", prefix]
+    )
+    assert refused_file.exit_code == 2, refused_file.output
+    assert "startSequenceNumber 'soon' is not a sequence number" in refused_file.output
+    assert history(s3, bucket, object_key(prefix, table, keys[1])) == []
     reports = tmp_path / "reports.jsonl"
     reports.write_text(
         "\n".join(
             [
                 # one of its objects cannot be read or written
                 report_for([other_first, denied], shard["ShardId"]),
-                json.dumps(garbled),  # not a range of sequence numbers
-                "{not json",
                 report_for([fine], shard["ShardId"]),
             ]
         )
@@ -342,9 +356,6 @@ def test_one_bad_report_is_reported_and_the_others_are_replayed(
     lines = result.output.splitlines()
     (first,) = [line for line in lines if line.startswith("FAILED: report 1 of reports.jsonl")]
     assert refused in first and "AccessDenied" in first
-    (second,) = [line for line in lines if line.startswith("SKIPPED: report 2 of reports.jsonl")]
-    assert "startSequenceNumber 'soon' is not a sequence number" in second
-    assert any(line.startswith("SKIPPED: report 3 of reports.jsonl") for line in lines)
-    assert "3 of 4 reports were not replayed" in result.output
+    assert "1 of 2 reports were not replayed" in result.output
     # The failed report's change written before the failure did not stay above a newer one.
     assert bodies(history(s3, bucket, object_key(prefix, table, keys[2])))[0] == other

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from dynamo_backups.cli import main
 from dynamo_backups.cli.restore import restore_backup_main
+from dynamo_backups.core.layout import format_time, utc_now
 from tests import faultproxy, servers
 from tests.conftest import unique_table_name
 from tests.helpers import (
@@ -179,7 +180,7 @@ def test_restore_into_a_table_with_items_is_refused_unless_asked(
 ) -> None:
     table = backed_up_table(dynamodb, s3, bucket, prefix)
     refused = invoke("restore", bucket, f"{prefix}/{table}", table)
-    assert refused.exit_code == 1
+    assert refused.exit_code == 2  # refused before anything is written: bad input
     assert (
         f"table {table} already has items" in refused.output and "--into-existing" in refused.output
     )
@@ -191,9 +192,9 @@ def test_missing_bucket_and_empty_prefix_are_clear_errors(
     aws_env: dict[str, str], bucket: str, prefix: str
 ) -> None:
     missing = invoke("restore", "no-such-bucket", "Prod/Users", "T-restored")
-    assert missing.exit_code == 1 and "bucket no-such-bucket does not exist" in missing.output
+    assert missing.exit_code == 2 and "there is no bucket no-such-bucket" in missing.output
     empty = invoke("restore", bucket, f"{prefix}/Nothing", "T-restored")
-    assert empty.exit_code == 1
+    assert empty.exit_code == 2  # bad input (README): a folder without a backup
     assert f"no backup at s3://{bucket}/{prefix}/Nothing/" in empty.output
 
 
@@ -295,7 +296,7 @@ def test_keys_file_and_dry_run(
     bad = invoke(
         "restore", bucket, f"{prefix}/{table}", unique_table_name("b"), "--keys", str(bad_keys)
     )
-    assert bad.exit_code == 1 and "bad.jsonl line 1" in bad.output
+    assert bad.exit_code == 2 and "bad.jsonl line 1" in bad.output  # before any write
 
 
 def test_without_a_description_the_key_schema_is_asked_for(
@@ -310,7 +311,7 @@ def test_without_a_description_the_key_schema_is_asked_for(
     # Only the Lambda handler ran: no description and no manifest in the bucket.
     BackupApplier(BackupWriter(s3, bucket), prefix).apply(lambda_records(dynamodb, streams, table))
     asked = invoke("restore", bucket, f"{prefix}/{table}", unique_table_name("r"))
-    assert asked.exit_code == 1 and "--key-schema pk:S,sk:N" in asked.output
+    assert asked.exit_code == 2 and "--key-schema pk:S,sk:N" in asked.output
     target = unique_table_name("r")
     given = invoke("restore", bucket, f"{prefix}/{table}", target, "--key-schema", "pk:S,sk:N")
     assert given.exit_code == 0, given.output
@@ -332,7 +333,7 @@ def test_restore_backup_has_the_checklists_interface(
     assert len(scan_all(dynamodb, target)) == 5
     with pytest.raises(SystemExit) as refused:
         restore_backup_main([bucket, f"{prefix}/{table}", target])
-    assert refused.value.code == 1
+    assert refused.value.code == 2
     assert "already has items" in capsys.readouterr().err
 
 
@@ -341,7 +342,7 @@ def test_at_is_checked_and_applied_from_the_command_line(
 ) -> None:
     table = backed_up_table(dynamodb, s3, bucket, prefix)
     bad = invoke("restore", bucket, f"{prefix}/{table}", unique_table_name("r"), "--at", "noon")
-    assert bad.exit_code == 2 and "use ISO-8601 with a zone" in bad.output
+    assert bad.exit_code == 2 and "give ISO 8601 with a zone" in bad.output
     early = invoke(
         "--output",
         "json",
@@ -352,9 +353,16 @@ def test_at_is_checked_and_applied_from_the_command_line(
         "--at",
         "2000-01-01T00:00:00Z",
     )
-    assert early.exit_code == 0, early.output
+    # Before the first backup the backup held nothing: said, and exit 1 (README), never a
+    # silent empty table with exit 0.
+    assert early.exit_code == 1, early.output
+    assert "held no item at 2000-01-01" in early.stderr
     report = json.loads(early.stdout)
     assert (report["written"], report["absent"]) == (0, 5)
+    future = invoke(
+        "restore", bucket, f"{prefix}/{table}", unique_table_name("r"), "--at", "2100-01-01T00:00Z"
+    )
+    assert future.exit_code == 2 and "is in the future" in future.stderr
     late = invoke(
         "--output",
         "json",
@@ -363,6 +371,6 @@ def test_at_is_checked_and_applied_from_the_command_line(
         f"{prefix}/{table}",
         unique_table_name("r"),
         "--at",
-        "2100-01-01T00:00:00+02:00",
+        format_time(utc_now()),
     )
     assert json.loads(late.stdout)["written"] == 5

@@ -199,7 +199,7 @@ def test_a_target_keyed_otherwise_is_refused_before_anything_is_written(
     table = backed_up(dynamodb, bucket, prefix)
     other = create_table(dynamodb, [("id", "N")], view_type=None)
     result = invoke("restore", bucket, f"{prefix}/{table}", other, "--into-existing")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert f"table {other} is keyed by id (HASH N), the backup by pk (HASH S)" in result.output
     assert dynamodb.scan(TableName=other)["Count"] == 0
 

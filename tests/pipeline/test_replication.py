@@ -332,7 +332,7 @@ def test_diff_record_and_replicate_record(aws_env: dict[str, str], dynamodb: Any
     assert scan_all(dynamodb, replica) == {}
     other_keys = create_table(dynamodb, [("id", "N")], view_type=None)
     mismatch = invoke("diff-tables", primary, other_keys)
-    assert mismatch.exit_code == 1 and "have different keys" in mismatch.output
+    assert mismatch.exit_code == 2 and "have different keys" in mismatch.output  # bad input
 
 
 def test_deploy_wires_a_replication_function_with_its_own_role(moto: str) -> None:

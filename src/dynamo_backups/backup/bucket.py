@@ -13,6 +13,10 @@ class BucketError(RuntimeError):
     """The bucket is missing, unreachable, or does not keep versions."""
 
 
+class NoSuchBucketError(BucketError):
+    """The bucket does not exist: a wrong name (bad input, exit 2 on the command line)."""
+
+
 def versioning_status(s3: Any, bucket: str) -> str:
     """``Enabled``, ``Suspended`` or ``Off``; a clear error for a missing bucket."""
     try:
@@ -23,7 +27,7 @@ def versioning_status(s3: Any, bucket: str) -> str:
         )
     except ClientError as error:
         if error_code(error) in ("NoSuchBucket", "404"):
-            raise BucketError(f"bucket {bucket} does not exist") from None
+            raise NoSuchBucketError(f"bucket {bucket} does not exist") from None
         raise BucketError(f"cannot read bucket {bucket}: {describe_error(error)}") from None
     return response.get("Status") or "Off"
 

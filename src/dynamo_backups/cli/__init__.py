@@ -7,6 +7,9 @@ exit codes, output, logging, time arguments) and ``progress`` the progress lines
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import click
 
 from dynamo_backups import __version__
@@ -17,11 +20,13 @@ from dynamo_backups.cli.common import (
     EXIT_USAGE,
     Invocation,
     configure_logging,
+    emit_error,
     fail,
     with_global_options,
 )
 from dynamo_backups.cli.demo import demo
 from dynamo_backups.cli.history import history
+from dynamo_backups.cli.inputs import InputError, validated
 from dynamo_backups.cli.installer import deploy, package, teardown_command, template
 from dynamo_backups.cli.replay import replay
 from dynamo_backups.cli.replication import diff_record, diff_tables, replicate_record
@@ -40,7 +45,54 @@ HTTPS_PROXY/NO_PROXY. DYNAMO_BACKUPS_TRANSPORT=botocore sends every request thro
 Docs: README.md and docs/ (layout, operations, performance)."""
 
 
-@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+class CommandGroup(click.Group):
+    """The commands; a failure is also a JSON object on stdout with --output json."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as error:
+            emit_error(ctx, error)
+            raise
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """click's usage errors as one ``error:`` line too (exit 2), like every other."""
+        standalone = kwargs.get("standalone_mode", True)
+        try:
+            result = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.UsageError as error:
+            if not standalone:
+                raise
+            _show_usage_error(error)
+            sys.exit(error.exit_code)
+        except click.ClickException as error:
+            if not standalone:
+                raise
+            error.show()
+            sys.exit(error.exit_code)
+        except click.Abort:
+            if not standalone:
+                raise
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        if not standalone:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)  # click.exceptions.Exit's code
+
+
+def _show_usage_error(error: click.UsageError) -> None:
+    if isinstance(error, InputError):
+        error.show()
+        return
+    where = error.ctx.command_path if error.ctx is not None else "dynamo-backups"
+    click.echo(f"error: {error.format_message()} (see: {where} --help)", err=True)
+
+
+@click.group(
+    cls=CommandGroup,
+    epilog=EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, "--version", prog_name="dynamo-backups")
 @click.option("--region", envvar=None, help="AWS region (default: AWS_REGION or the profile's).")
 @click.option("--profile", help="Named profile from ~/.aws/config.")
@@ -53,7 +105,7 @@ Docs: README.md and docs/ (layout, operations, performance)."""
     help="Final report as text or JSON (for scripts).",
 )
 @click.option(
-    "-v", "--verbose", count=True, help="More logging; -v also logs one JSON line per batch."
+    "-v", "--verbose", count=True, help="More logging, as JSON lines (one per batch among them)."
 )
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.pass_context
@@ -100,4 +152,4 @@ for command in (
     demo,
     adopt,
 ):
-    main.add_command(with_global_options(command))
+    main.add_command(with_global_options(validated(command)))

@@ -8,10 +8,11 @@ import click
 
 from dynamo_backups.aws.retry import call_with_retries
 from dynamo_backups.backup.description import DescriptionError, description_from_key_schema
-from dynamo_backups.backup.folder import BackupFolder, open_folder_path
+from dynamo_backups.backup.folder import BackupFolder, open_backup_path
 from dynamo_backups.backup.manifest import key_types_from_description
 from dynamo_backups.backup.reading import READ_POLICY
 from dynamo_backups.cli.common import (
+    EXIT_USAGE,
     EngineChoice,
     Invocation,
     engine_options,
@@ -20,16 +21,17 @@ from dynamo_backups.cli.common import (
     pass_invocation,
     reports_errors,
 )
+from dynamo_backups.cli.inputs import BUCKET, KEY_SCHEMA, TABLE_FOLDER
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.jobs.adopt import Adopt, AdoptError, AdoptOptions, AdoptReport
 
 
 @click.command()
-@click.argument("source_bucket")
-@click.argument("source_prefix")
+@click.argument("source_bucket", type=BUCKET)
+@click.argument("source_prefix", type=TABLE_FOLDER)
 @click.option(
     "--key-schema",
-    metavar="pk:S[,sk:N]",
+    type=KEY_SCHEMA,
     help="The table's key, when the folder has no saved description and the table of its "
     "name cannot be described (hash key first).",
 )
@@ -75,7 +77,8 @@ def adopt(
     """
     aws = invocation.aws
     s3 = aws.client("s3", pool=32)
-    folder = open_folder_path(s3, source_bucket, source_prefix)
+    # A folder the original Lambda wrote has objects only: that is a backup too.
+    folder = open_backup_path(s3, source_bucket, source_prefix)
     schema, key_types = _key_schema(invocation, folder, key_schema)
     options = AdoptOptions(rewrite=rewrite, partitions=partitions, resume=resume)
     label = f"adopt {folder.layout.table}"
@@ -97,6 +100,15 @@ def _key_schema(
     invocation: Invocation, folder: BackupFolder, given: str | None
 ) -> tuple[list[dict[str, str]], dict[str, str] | None]:
     """The table's KeySchema and key types: given, saved with the folder, or described."""
+    if given and folder.key_schema:
+        recorded = [element["AttributeName"] for element in folder.key_schema]
+        named = [part.split(":")[0].strip() for part in given.split(",") if part.strip()]
+        if named != recorded:
+            fail(
+                f"--key-schema {given} does not apply: {folder.where} records its key "
+                f"({', '.join(recorded)}); leave it out",
+                EXIT_USAGE,
+            )
     if given:
         try:
             table = description_from_key_schema(given)["table"]

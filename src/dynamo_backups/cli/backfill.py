@@ -7,6 +7,7 @@ import click
 from dynamo_backups.backup.bucket import require_versioning
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli.common import (
+    EXIT_USAGE,
     EngineChoice,
     Invocation,
     SegmentPlan,
@@ -19,9 +20,11 @@ from dynamo_backups.cli.common import (
     reports_errors,
     segment_options,
 )
+from dynamo_backups.cli.inputs import BUCKET, EXPORT_SOURCE, PREFIX, TABLE
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.jobs.backfill import Backfill, BackfillOptions, BackfillReport
+from dynamo_backups.jobs.export_source import ExportError, open_export
 
 
 def tables_with_prefix(dynamodb: object, prefix: str) -> list[str]:
@@ -32,10 +35,12 @@ def tables_with_prefix(dynamodb: object, prefix: str) -> list[str]:
 
 
 @click.command()
-@click.argument("tables", nargs=-1)
+@click.argument("tables", nargs=-1, type=TABLE)
 @click.option("--table-prefix", help="Back up every table whose name starts with this.")
-@click.option("--bucket", required=True, help="The versioned backup bucket.")
-@click.option("--prefix", default="", help="Folder for the backups, e.g. Prod (default: none).")
+@click.option("--bucket", required=True, type=BUCKET, help="The versioned backup bucket.")
+@click.option(
+    "--prefix", default="", type=PREFIX, help="Folder for the backups, e.g. Prod (default: none)."
+)
 @segment_options
 @click.option(
     "--max-items-per-second",
@@ -44,7 +49,7 @@ def tables_with_prefix(dynamodb: object, prefix: str) -> list[str]:
 )
 @click.option(
     "--from-export",
-    metavar="new|s3://BUCKET/PREFIX/AWSDynamoDB/ID/",
+    type=EXPORT_SOURCE,
     help="Copy from a DynamoDB export instead of scanning (uses no read capacity): 'new' asks "
     "DynamoDB for one (needs point-in-time recovery), or give an existing export's folder.",
 )
@@ -91,9 +96,21 @@ def backfill(
     if table_prefix:
         names += [name for name in tables_with_prefix(dynamodb, table_prefix) if name not in names]
         if not names:
-            fail(f"no table's name starts with {table_prefix!r}", 1)
+            fail(f"--table-prefix: no table's name starts with {table_prefix!r}", EXIT_USAGE)
     if not names:
-        fail("name the tables to back up, or give --table-prefix", 2)
+        fail("name the tables to back up, or give --table-prefix", EXIT_USAGE)
+    if from_export and segments.only is not None:
+        fail("--from-export reads an export's files, not scan segments: drop --segment", 2)
+    if from_export and from_export != "new" and len(names) > 1:
+        fail("--from-export with an export's folder copies one table: name one", EXIT_USAGE)
+    missing = sorted(set(names) - set(tables_with_prefix(dynamodb, "")))
+    if missing:
+        fail(f"no table {', '.join(missing)} (check the name and --region)", EXIT_USAGE)
+    if from_export and from_export != "new":
+        try:  # an export that is not there is bad input, said before anything is written
+            open_export(aws.client("s3"), from_export)
+        except ExportError as error:
+            fail(f"--from-export: {error}", EXIT_USAGE)
     s3 = aws.client("s3", pool=concurrency, retries=1)
     require_versioning(s3, bucket)
     writer = BackupWriter(s3, bucket, objects=aws.objects(s3, bucket))
@@ -107,8 +124,6 @@ def backfill(
         from_export=from_export,
         partitions=partitions,
     )
-    if from_export and segments.only is not None:
-        fail("--from-export reads an export's files, not scan segments: drop --segment", 2)
     reports = []
     try:
         for table in names:

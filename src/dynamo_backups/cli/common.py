@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -24,12 +24,13 @@ from dynamo_backups.aws.errors import (
     describe_error,
 )
 from dynamo_backups.aws.retry import RetriesExhausted
-from dynamo_backups.backup.bucket import BucketError
+from dynamo_backups.backup.bucket import BucketError, NoSuchBucketError
 from dynamo_backups.backup.checkpoints import CheckpointError
 from dynamo_backups.backup.ledger import LedgerError
+from dynamo_backups.cli import inputs
 from dynamo_backups.core.ddbjson import InvalidDynamoJSON
-from dynamo_backups.core.keys import DEFAULT_KEY_HASH, KEY_HASHES
-from dynamo_backups.core.layout import LayoutError, parse_time
+from dynamo_backups.core.keys import DEFAULT_KEY_HASH
+from dynamo_backups.core.layout import LayoutError
 from dynamo_backups.engines import ENGINES, Engine, make_engine
 from dynamo_backups.engines.spark import SparkUnavailable
 from dynamo_backups.jobs.export_source import ExportError
@@ -63,6 +64,7 @@ class Invocation:
     verbose: int = 0
     quiet: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    emitted: bool = False  # a report is on stdout: a failure after it adds no JSON of its own
 
     @property
     def json_output(self) -> bool:
@@ -70,6 +72,7 @@ class Invocation:
 
     def emit(self, summary: dict[str, Any], text: str) -> None:
         """The final result: JSON for scripts, or text for people, on stdout."""
+        self.emitted = True
         if self.json_output:
             click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
         else:
@@ -77,6 +80,16 @@ class Invocation:
 
 
 pass_invocation = click.make_pass_decorator(Invocation)
+
+
+def emit_error(ctx: click.Context, error: click.ClickException) -> None:
+    """With --output json, a command that fails before its report says so on stdout too, as
+    a JSON object (the ``error:`` line still goes to stderr); after its report, the report's
+    own errors and the exit code say it."""
+    invocation = ctx.find_object(Invocation)
+    if invocation is not None and invocation.json_output and not invocation.emitted:
+        message = error.format_message()
+        click.echo(json.dumps({"error": message, "exit_code": error.exit_code}, indent=2))
 
 
 def fail(message: str, exit_code: int = EXIT_FAILED) -> NoReturn:
@@ -92,7 +105,7 @@ def reports_errors(command: F) -> F:
             return command(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except (LayoutError, InvalidDynamoJSON, TransportSettingError) as error:
+        except (LayoutError, InvalidDynamoJSON, TransportSettingError, NoSuchBucketError) as error:
             fail(str(error), EXIT_USAGE)
         except (StreamError, BucketError, CheckpointError, LedgerError, ExportError) as error:
             fail(str(error))
@@ -122,11 +135,32 @@ def reports_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class JsonLines(logging.Formatter):
+    """One JSON object per log line (-v): time, level, logger, message, and the record's
+    ``fields`` (``logger.debug(..., extra={"fields": {...}})``) as members of their own."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
 def configure_logging(verbose: int, quiet: bool) -> None:
-    """Progress and warnings on stderr; one line per batch only with -v."""
+    """Progress and warnings on stderr as text; with -v every line is a JSON object, one
+    per batch among them."""
     level = logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    if verbose:
+        handler.setFormatter(JsonLines())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     package = logging.getLogger("dynamo_backups")
     package.handlers[:] = [handler]
     package.propagate = False
@@ -228,7 +262,7 @@ def key_hash_option(command: F) -> F:
     """--key-hash: how object names are derived from item keys."""
     return click.option(
         "--key-hash",
-        type=click.Choice(sorted(KEY_HASHES)),
+        type=inputs.KEY_HASH,
         default=DEFAULT_KEY_HASH,
         show_default=True,
         help="How object names are derived from item keys.",
@@ -321,7 +355,7 @@ _GLOBAL_OPTIONS: list[tuple[list[str], str, dict[str, Any]]] = [
         "output",
         {"type": click.Choice(["text", "json"]), "help": "Final report as text or JSON."},
     ),
-    (["-v", "--verbose"], "verbose", {"count": True, "help": "More logging."}),
+    (["-v", "--verbose"], "verbose", {"count": True, "help": "More logging, as JSON lines."}),
     (["-q", "--quiet"], "quiet", {"is_flag": True, "help": "Only warnings and errors."}),
 ]
 
@@ -348,18 +382,4 @@ def with_global_options(command: click.Command) -> click.Command:
     return command
 
 
-class TimeParam(click.ParamType):
-    """A moment on the command line: ISO 8601 with a zone, or epoch seconds."""
-
-    name = "TIME"
-
-    def convert(self, value: object, param: object, ctx: object) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        try:
-            return parse_time(str(value))
-        except ValueError as error:
-            self.fail(str(error), param, ctx)  # type: ignore[arg-type]
-
-
-TIME = TimeParam()
+TIME = inputs.TIME  # kept here too: commands import it with the rest of common

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dynamo_backups.cli.common import Invocation, fail, pass_invocation
+from dynamo_backups.cli.common import EXIT_USAGE, Invocation, fail, pass_invocation
 
 
 @click.command()
@@ -18,6 +18,21 @@ def demo(invocation: Invocation) -> None:
     object per item named by the MD5 of its key, and the versions and delete markers of a
     changed and a deleted item. Needs: pip install 'dynamo-backups[demo]'.
     """
+    given = [
+        option
+        for option, value in (
+            ("--endpoint-url", invocation.aws.endpoint_url),
+            ("--region", invocation.aws.region),
+            ("--profile", invocation.aws.profile),
+        )
+        if value
+    ]
+    if given:
+        fail(
+            f"{', '.join(given)}: the demo runs on an in-process emulator and uses no AWS "
+            "account or endpoint; leave them out",
+            EXIT_USAGE,
+        )
     from dynamo_backups.cli.demo_scenario import run_demo
 
     def progress(message: str) -> None:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import click
 
+from dynamo_backups.backup.folder import open_backup
 from dynamo_backups.cli.common import Invocation, fail, pass_invocation, reports_errors
+from dynamo_backups.cli.inputs import BUCKET, PREFIX, TABLE
 from dynamo_backups.core.ddbjson import dumps_plain, item_to_plain
 from dynamo_backups.core.keys import parse_key
 from dynamo_backups.core.layout import format_time
-from dynamo_backups.jobs.history import HistoryEntry, item_history, layout_for
+from dynamo_backups.jobs.history import HistoryEntry, item_history
 
 
 @click.command()
-@click.argument("table")
+@click.argument("table", type=TABLE)
 @click.argument("key")
-@click.option("--bucket", required=True, help="The backup bucket.")
-@click.option("--prefix", default="", help="The backups' folder, e.g. Prod (default: none).")
+@click.option("--bucket", required=True, type=BUCKET, help="The backup bucket.")
+@click.option(
+    "--prefix", default="", type=PREFIX, help="The backups' folder, e.g. Prod (default: none)."
+)
 @pass_invocation
 @reports_errors
 def history(invocation: Invocation, table: str, key: str, bucket: str, prefix: str) -> None:
@@ -35,7 +39,8 @@ def history(invocation: Invocation, table: str, key: str, bucket: str, prefix: s
     """
     aws = invocation.aws
     s3 = aws.client("s3")
-    layout, key_types = layout_for(s3, bucket, prefix, table)
+    folder = open_backup(s3, bucket, prefix, table)  # "no backup at ..." for a wrong folder
+    layout, key_types = folder.layout, folder.key_types
     typed_key = parse_key(key, key_types)
     object_key, entries = item_history(aws.objects(s3, bucket), bucket, layout, typed_key)
     if not entries:

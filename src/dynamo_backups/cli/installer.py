@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import click
 
 from dynamo_backups.aws.context import AwsContext
-from dynamo_backups.aws.errors import ClientError
+from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.cli.backfill import tables_with_prefix
 from dynamo_backups.cli.common import (
     EXIT_USAGE,
@@ -20,12 +21,22 @@ from dynamo_backups.cli.common import (
     pass_invocation,
     reports_errors,
 )
+from dynamo_backups.cli.inputs import (
+    BUCKET,
+    OUTPUT_FILE,
+    PREFIX,
+    TABLE,
+    InputError,
+    check_bucket_name,
+    describe_existing_table,
+)
 from dynamo_backups.installer.alerting import NOBODY_TOLD
 from dynamo_backups.installer.deploy import Deployer
 from dynamo_backups.installer.monitoring import (
     MAXIMUM_RECORD_AGE_SECONDS,
     MAXIMUM_RETRY_ATTEMPTS,
 )
+from dynamo_backups.installer.naming import TableResources
 from dynamo_backups.installer.package import (
     ARCHITECTURES,
     RUNTIME,
@@ -58,36 +69,76 @@ def clients_of(aws: AwsContext) -> Clients:
     )
 
 
-def deploy_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The options deploy and template share."""
+_ADMIN_ROLE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+
+
+def _admin_role(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple:
+    for arn in value:
+        if not _ADMIN_ROLE.match(arn):
+            raise InputError(
+                f"{arn!r} is not a role ARN: give arn:aws:iam::ACCOUNT:role/NAME", ctx, param
+            )
+    return value
+
+
+def deploy_options(template: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options deploy and template share; the template's bucket options apply only to a
+    bucket it creates (--create-bucket), and it lists no tables (no --table-prefix)."""
+    bucket_note = " (with --create-bucket)" if template else ""
     options = [
-        click.option("--bucket", help="The backup bucket (without it: replication only)."),
-        click.option("--prefix", default="", help="Folder for the backups, e.g. Prod."),
-        click.option("--table", "tables", multiple=True, help="A table to back up (repeatable)."),
-        click.option("--table-prefix", help="Back up every table whose name starts with this."),
-        click.option("--create-bucket", is_flag=True, help="Create the bucket if it is missing."),
         click.option(
-            "--enable-versioning",
+            "--bucket", type=BUCKET, help="The backup bucket (without it: replication only)."
+        ),
+        click.option(
+            "--prefix", default="", type=PREFIX, help="Folder for the backups, e.g. Prod."
+        ),
+        click.option(
+            "--table", "tables", multiple=True, type=TABLE, help="A table to back up (repeatable)."
+        ),
+        *(
+            []
+            if template
+            else [
+                click.option(
+                    "--table-prefix", help="Back up every table whose name starts with this."
+                )
+            ]
+        ),
+        click.option(
+            "--create-bucket",
             is_flag=True,
-            help="Turn versioning on for an existing bucket where it is off or suspended.",
+            help="Create the bucket" + (" in the stack." if template else " if it is missing."),
+        ),
+        *(
+            []
+            if template
+            else [
+                click.option(
+                    "--enable-versioning",
+                    is_flag=True,
+                    help="Turn versioning on for an existing bucket where it is off or suspended.",
+                )
+            ]
         ),
         click.option("--kms-key", help="Encrypt with this KMS key (SSE-KMS) instead of SSE-S3."),
         click.option(
             "--protect",
             is_flag=True,
             help="Deny deleting versions and changing versioning, lifecycle or the bucket "
-            "policy to everyone but the --admin-role ARNs.",
+            f"policy to everyone but the --admin-role ARNs{bucket_note}.",
         ),
         click.option(
             "--admin-role",
             "admin_roles",
             multiple=True,
-            help="A role ARN still allowed what --protect denies (repeatable).",
+            callback=_admin_role,
+            help="A role ARN still allowed what --protect denies (repeatable; --protect needs "
+            "one).",
         ),
         click.option(
             "--retain-noncurrent-days",
             type=click.IntRange(1),
-            help="Expire versions this many days after they stop being current.",
+            help=f"Expire versions this many days after they stop being current{bucket_note}.",
         ),
         click.option("--batch-size", type=click.IntRange(1, 10000), default=100, show_default=True),
         click.option(
@@ -132,6 +183,7 @@ def deploy_options(command: Callable[..., Any]) -> Callable[..., Any]:
         key_hash_option,
         click.option(
             "--replica-table",
+            type=TABLE,
             help="Also (or, without --bucket, only) replicate the "
             "table into this one, with a function of its own.",
         ),
@@ -142,26 +194,29 @@ def deploy_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "replication function assumes to write it.",
         ),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
 
 
 def _options(
     aws: AwsContext | None, kwargs: dict[str, Any], dry_run: bool = False
 ) -> DeployOptions:
     tables = list(kwargs.pop("tables"))
-    table_prefix = kwargs.pop("table_prefix")
-    if table_prefix:
-        if aws is None:
-            fail("--table-prefix needs to list tables; the template takes --table", EXIT_USAGE)
+    table_prefix = kwargs.pop("table_prefix", None)
+    _check_bucket_options(kwargs, template=aws is None)
+    if table_prefix and aws is not None:
         tables += [
             name
             for name in tables_with_prefix(aws.client("dynamodb"), table_prefix)
             if name not in tables
         ]
         if not tables:
-            fail(f"no table's name starts with {table_prefix!r}")
+            fail(f"--table-prefix: no table's name starts with {table_prefix!r}", EXIT_USAGE)
     if not tables:
         fail("name the tables with --table (or --table-prefix)", EXIT_USAGE)
     if not kwargs.get("bucket") and not kwargs.get("replica_table"):
@@ -180,6 +235,49 @@ def _options(
         dry_run=dry_run,
         **kwargs,
     )
+
+
+def _check_bucket_options(kwargs: dict[str, Any], template: bool) -> None:
+    """Refuse bucket options that would do nothing (the template sets up a bucket only when
+    it creates it), and a protection nobody could lift; a bucket to create must have a name
+    S3 accepts today."""
+    bucket = kwargs.get("bucket")
+    if kwargs.get("create_bucket"):
+        if not bucket:
+            fail("--create-bucket needs --bucket", EXIT_USAGE)
+        try:
+            check_bucket_name(bucket, strict=True)
+        except ValueError as error:
+            fail(f"--bucket: {error}", EXIT_USAGE)
+    elif template:
+        given = [
+            option
+            for option, name in (
+                ("--protect", "protect"),
+                ("--retain-noncurrent-days", "retain_noncurrent_days"),
+                ("--admin-role", "admin_roles"),
+            )
+            if kwargs.get(name)
+        ]
+        if given:
+            fail(
+                f"{', '.join(given)} set up the bucket, which the template does only when it "
+                "creates it: add --create-bucket, or set them on the existing bucket with "
+                "dynamo-backups deploy",
+                EXIT_USAGE,
+            )
+    if (kwargs.get("protect") or kwargs.get("admin_roles")) and not bucket:
+        fail("--protect and --admin-role protect the backup bucket: give --bucket", EXIT_USAGE)
+    if kwargs.get("protect") and not kwargs.get("admin_roles"):
+        fail(
+            "--protect needs at least one --admin-role: the roles that may still delete "
+            "versions or change the bucket's protection",
+            EXIT_USAGE,
+        )
+    if kwargs.get("admin_roles") and not kwargs.get("protect"):
+        fail("--admin-role names who may lift --protect: give --protect too", EXIT_USAGE)
+    if kwargs.get("retain_noncurrent_days") and not bucket:
+        fail("--retain-noncurrent-days applies to the backup bucket: give --bucket", EXIT_USAGE)
 
 
 def _show_steps(invocation: Invocation, steps: list[Step], dry_run: bool) -> None:
@@ -203,7 +301,7 @@ def _show_steps(invocation: Invocation, steps: list[Step], dry_run: bool) -> Non
 
 
 @click.command()
-@deploy_options
+@deploy_options()
 @click.option(
     "--dry-run", is_flag=True, help="Show the plan, with every policy document; change nothing."
 )
@@ -263,7 +361,7 @@ def _show_partial(invocation: Invocation, steps: list[Step]) -> None:
 
 
 @click.command()
-@deploy_options
+@deploy_options(template=True)
 @pass_invocation
 @reports_errors
 def template(invocation: Invocation, **kwargs: Any) -> None:
@@ -285,7 +383,7 @@ def template(invocation: Invocation, **kwargs: Any) -> None:
 @click.command()
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OUTPUT_FILE,
     required=True,
     help="Where to write the zip.",
 )
@@ -331,11 +429,15 @@ def package(invocation: Invocation, out: Path, architecture: str, wheel_dir: Pat
 
 
 @click.command("teardown")
-@click.argument("tables", nargs=-1, required=True)
+@click.argument("tables", nargs=-1, required=True, type=TABLE)
 @click.option(
-    "--bucket", help="Also remove the shared write policy of this bucket (once no table uses it)."
+    "--bucket",
+    type=BUCKET,
+    help="Also remove the shared write policy of this bucket (once no table uses it).",
 )
-@click.option("--prefix", default="", help="The prefix the bucket's write policy was made for.")
+@click.option(
+    "--prefix", default="", type=PREFIX, help="The prefix the bucket's write policy was made for."
+)
 @click.option("--delete-bucket", is_flag=True, help="Delete the bucket and EVERY backup in it.")
 @click.option("--yes", is_flag=True, help="Confirm --delete-bucket without a prompt.")
 @click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing.")
@@ -359,19 +461,52 @@ def teardown_command(
     Example:
       dynamo-backups teardown Users Orders --bucket my-backups --prefix Prod
     """
-    if delete_bucket:
-        if not bucket:
-            fail("--delete-bucket needs --bucket", EXIT_USAGE)
-        if not dry_run and not yes:
-            typed = click.prompt(
-                f"This deletes bucket {bucket} and every backup in it. "
-                "Type the bucket's name to confirm",
-                default="",
-                show_default=False,
-            )
-            if typed != bucket:
-                fail("not confirmed: nothing was deleted")
-    steps = teardown(
-        clients_of(invocation.aws), list(tables), bucket, prefix.strip("/"), delete_bucket, dry_run
-    )
+    if delete_bucket and not bucket:
+        fail("--delete-bucket needs --bucket", EXIT_USAGE)
+    clients = clients_of(invocation.aws)
+    for table in tables:
+        require_something_deployed(invocation.aws, clients, table)
+    if bucket:
+        _require_bucket(clients, bucket)
+    if delete_bucket and not dry_run and not yes:
+        typed = click.prompt(
+            f"This deletes bucket {bucket} and every backup in it. "
+            "Type the bucket's name to confirm",
+            default="",
+            show_default=False,
+        )
+        if typed != bucket:
+            fail("not confirmed: nothing was deleted")
+    steps = teardown(clients, list(tables), bucket, prefix.strip("/"), delete_bucket, dry_run)
     _show_steps(invocation, steps, dry_run)
+
+
+def require_something_deployed(aws: AwsContext, clients: Clients, table: str) -> None:
+    """Exit 2 for a table that neither exists nor has anything deployed for it (a wrong name
+    or region), instead of listing resources as if it had."""
+    try:
+        describe_existing_table(aws, table)
+        return
+    except InputError:
+        pass
+    for replica in (False, True):
+        try:
+            clients.lambda_.get_function(FunctionName=TableResources.of(table, replica).function)
+            return  # the table is gone, its function is not: that is what teardown is for
+        except ClientError as error:
+            if error_code(error) != "ResourceNotFoundException":
+                raise
+    fail(
+        f"no table {table} and nothing deployed for it (no function "
+        f"{TableResources.of(table).function}): check the name and --region",
+        EXIT_USAGE,
+    )
+
+
+def _require_bucket(clients: Clients, bucket: str) -> None:
+    try:
+        clients.s3.head_bucket(Bucket=bucket)
+    except ClientError as error:
+        if error_code(error) in ("404", "NoSuchBucket", "NotFound"):
+            fail(f"--bucket: there is no bucket {bucket}", EXIT_USAGE)
+        raise

@@ -9,7 +9,7 @@ import click
 
 from dynamo_backups.aws.errors import ClientError, describe_error
 from dynamo_backups.backup.bucket import require_versioning
-from dynamo_backups.backup.folder import open_folder
+from dynamo_backups.backup.folder import open_backup
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli.common import (
     EXIT_FAILED,
@@ -19,8 +19,8 @@ from dynamo_backups.cli.common import (
     pass_invocation,
     reports_errors,
 )
+from dynamo_backups.cli.inputs import BUCKET, KEY_HASH, PREFIX, READABLE_FILE, TABLE
 from dynamo_backups.core.keys import DEFAULT_KEY_HASH
-from dynamo_backups.core.layout import check_table_name
 from dynamo_backups.installer.alerting import queue_url
 from dynamo_backups.installer.naming import TableResources
 from dynamo_backups.jobs.replay import (
@@ -39,7 +39,7 @@ VISIBILITY_TIMEOUT_SECONDS = 300
 
 
 @click.command()
-@click.argument("table")
+@click.argument("table", type=TABLE)
 @click.option(
     "--queue",
     help="The failure queue (URL or name; default: the one deploy made for TABLE's function).",
@@ -47,12 +47,20 @@ VISIBILITY_TIMEOUT_SECONDS = 300
 @click.option(
     "--file",
     "report_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=READABLE_FILE,
     help="Reports saved in a file instead (one JSON document per line, or a JSON list).",
 )
-@click.option("--bucket", help="The backup bucket (default: the function's BACKUP_BUCKET).")
-@click.option("--prefix", help="The backups' folder (default: the function's BACKUP_PREFIX).")
-@click.option("--key-hash", help="How object names are made (default: the function's).")
+@click.option(
+    "--bucket", type=BUCKET, help="The backup bucket (default: the function's BACKUP_BUCKET)."
+)
+@click.option(
+    "--prefix", type=PREFIX, help="The backups' folder (default: the function's BACKUP_PREFIX)."
+)
+@click.option(
+    "--key-hash",
+    type=KEY_HASH,
+    help="How object names are made (default: the folder's layout.json, else the function's).",
+)
 @pass_invocation
 @reports_errors
 def replay(
@@ -80,24 +88,42 @@ def replay(
       dynamo-backups replay Users
       dynamo-backups replay Users --file reports.jsonl --bucket my-backups --prefix Prod
     """
-    check_table_name(table)
     if queue and report_file:
         fail("give --queue or --file, not both", EXIT_USAGE)
+    texts = _reports_of(report_file) if report_file is not None else None
     aws = invocation.aws
     bucket, prefix, key_hash = _destination(aws, table, bucket, prefix, key_hash)
     s3 = aws.client("s3", pool=32, retries=1)
     require_versioning(s3, bucket)
     writer = BackupWriter(s3, bucket, objects=aws.objects(s3, bucket))
     replayer = Replayer(aws.client("dynamodbstreams"), BackupApplier(writer, prefix, key_hash))
-    if report_file is not None:
-        with report_file.open(encoding="utf-8") as handle:
-            outcomes = [
-                _replay_one(replayer, table, text, f"report {number} of {report_file.name}")
-                for number, text in enumerate(reports_in_file(handle), 1)
-            ]
+    if texts is not None:
+        assert report_file is not None
+        outcomes = [
+            _replay_one(replayer, table, text, f"report {number} of {report_file.name}")
+            for number, text in enumerate(texts, 1)
+        ]
     else:
         outcomes = _replay_queue(aws, replayer, table, queue)
     _finish(invocation, table, bucket, prefix, outcomes)
+
+
+def _reports_of(path: Path) -> list[str]:
+    """The reports in --file, every one checked before anything is written: a file that is
+    not reports is bad input (exit 2), not a list of skipped records."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            texts = list(reports_in_file(handle))
+    except (ValueError, UnicodeDecodeError) as error:
+        fail(f"--file: {path} is not JSON reports ({error})", EXIT_USAGE)
+    if not texts:
+        fail(f"--file: {path} holds no report", EXIT_USAGE)
+    for number, text in enumerate(texts, 1):
+        try:
+            parse_report(text)
+        except ReportError as error:
+            fail(f"--file: {path} report {number}: {error}", EXIT_USAGE)
+    return texts
 
 
 def _destination(
@@ -120,8 +146,11 @@ def _destination(
         bucket = bucket or variables.get("BACKUP_BUCKET") or fail(f"{function} has no bucket")
         prefix = prefix if prefix is not None else variables.get("BACKUP_PREFIX", "")
     if not key_hash:
-        manifest = open_folder(aws.client("s3"), bucket, prefix, table).manifest or {}
+        # "no backup at ..." for a wrong folder, before anything is written
+        manifest = open_backup(aws.client("s3"), bucket, prefix, table).manifest or {}
         key_hash = manifest.get("key_hash") or variables.get("BACKUP_KEY_HASH")
+    else:
+        open_backup(aws.client("s3"), bucket, prefix, table)
     return bucket, prefix, key_hash or DEFAULT_KEY_HASH
 
 

@@ -18,29 +18,28 @@ from dynamo_backups.cli.common import (
     reports_errors,
     segment_options,
 )
+from dynamo_backups.cli.inputs import REGION_TABLE, describe_existing_table
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.core.ddbjson import canonical_item, dumps_plain, item_to_plain
 from dynamo_backups.core.keys import key_attribute_names, parse_key
 from dynamo_backups.jobs.table_diff import TableDiff, TableRef, sync_item
-from dynamo_backups.pipeline.stream_source import StreamError
 
 
 def _table_description(aws: AwsContext, table: TableRef) -> dict[str, Any]:
-    client = aws.client("dynamodb", region=table.region)
-    try:
-        return client.describe_table(TableName=table.name)["Table"]
-    except client.exceptions.ResourceNotFoundException:
-        raise StreamError(f"table {table} does not exist (check the name and region)") from None
+    return describe_existing_table(aws, table.name, table.region)  # missing: exit 2
 
 
 def _pair(aws: AwsContext, primary: str, replica: str, pool: int = 16) -> tuple[Any, ...]:
     """Both tables, their wire-form callers, and the key schema they share."""
     refs = TableRef.parse(primary), TableRef.parse(replica)
+    if refs[0] == refs[1]:
+        fail(f"{refs[0]} is both the primary and the replica: name two tables", EXIT_USAGE)
     descriptions = [_table_description(aws, ref) for ref in refs]
     if descriptions[0]["KeySchema"] != descriptions[1]["KeySchema"]:
         fail(
             f"{refs[0]} and {refs[1]} have different keys: {descriptions[0]['KeySchema']} vs "
-            f"{descriptions[1]['KeySchema']}"
+            f"{descriptions[1]['KeySchema']}",
+            EXIT_USAGE,
         )
     calls = [
         aws.dynamodb_api(aws.client("dynamodb", pool=pool, region=ref.region)).call for ref in refs
@@ -49,8 +48,8 @@ def _pair(aws: AwsContext, primary: str, replica: str, pool: int = 16) -> tuple[
 
 
 @click.command("diff-tables")
-@click.argument("primary")
-@click.argument("replica")
+@click.argument("primary", type=REGION_TABLE)
+@click.argument("replica", type=REGION_TABLE)
 @click.option("--repair", is_flag=True, help="Make the replica match the primary.")
 @click.option(
     "--backfill",
@@ -150,8 +149,8 @@ def _show(item: dict[str, Any] | None) -> str:
 
 
 @click.command("diff-record")
-@click.argument("primary")
-@click.argument("replica")
+@click.argument("primary", type=REGION_TABLE)
+@click.argument("replica", type=REGION_TABLE)
 @click.argument("key")
 @pass_invocation
 @reports_errors
@@ -180,8 +179,8 @@ def diff_record(invocation: Invocation, primary: str, replica: str, key: str) ->
 
 
 @click.command("replicate-record")
-@click.argument("primary")
-@click.argument("replica")
+@click.argument("primary", type=REGION_TABLE)
+@click.argument("replica", type=REGION_TABLE)
 @click.argument("key")
 @pass_invocation
 @reports_errors

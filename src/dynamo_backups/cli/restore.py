@@ -10,9 +10,14 @@ from datetime import datetime
 import click
 
 from dynamo_backups.aws.context import AwsContext
+from dynamo_backups.aws.retry import call_with_retries
 from dynamo_backups.backup.description import DescriptionError
+from dynamo_backups.backup.folder import BackupFolder, open_backup_path
+from dynamo_backups.backup.manifest import key_types_from_description as key_types_of_schema
+from dynamo_backups.backup.reading import READ_POLICY
 from dynamo_backups.cli.common import (
     EXIT_FAILED,
+    EXIT_USAGE,
     TIME,
     EngineChoice,
     Invocation,
@@ -24,6 +29,17 @@ from dynamo_backups.cli.common import (
     pass_invocation,
     reports_errors,
 )
+from dynamo_backups.cli.inputs import (
+    BUCKET,
+    KEY_SCHEMA,
+    KEYS_FILE,
+    OUTPUT_FILE,
+    S3_ADDRESS,
+    TABLE,
+    TABLE_FOLDER,
+    check,
+    not_applicable,
+)
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.cli.snapshot import take_snapshot
 from dynamo_backups.jobs.restore import (
@@ -32,6 +48,7 @@ from dynamo_backups.jobs.restore import (
     RestoreError,
     RestoreOptions,
     RestoreReport,
+    read_keys_file,
 )
 
 
@@ -72,20 +89,20 @@ def run_restore(
 
 
 @click.command()
-@click.argument("source_bucket")
-@click.argument("source_prefix")
-@click.argument("table")
+@click.argument("source_bucket", type=BUCKET)
+@click.argument("source_prefix", type=TABLE_FOLDER)
+@click.argument("table", type=TABLE)
 @click.option(
     "--at",
     type=TIME,
-    help="Restore the table as it was at this moment "
-    "(ISO-8601 with a zone, e.g. 2026-11-27T12:00:00Z, or epoch seconds).",
+    help="Restore the table as it was at this moment (ISO-8601 with a zone, e.g. "
+    "2026-11-27T12:00:00Z, epoch seconds or epoch milliseconds; not in the future).",
 )
 @click.option(
     "--keys",
     "keys_file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Restore only these items: a file with one key per line, as JSON.",
+    type=KEYS_FILE,
+    help="Restore only these items: a file with one key per line, as JSON (at least one).",
 )
 @click.option("--dry-run", is_flag=True, help="Count and show a sample; write nothing.")
 @click.option("--into-existing", is_flag=True, help="Allow writing into a table that has items.")
@@ -94,7 +111,12 @@ def run_restore(
     is_flag=True,
     help="Go on past objects that are not valid items, and list them at the end.",
 )
-@click.option("--key-schema", help="The key when no description was saved: pk:S or pk:S,sk:N.")
+@click.option(
+    "--key-schema",
+    type=KEY_SCHEMA,
+    help="The key when the backup recorded none (no saved description or layout.json): "
+    "pk:S or pk:S,sk:N.",
+)
 @click.option(
     "--max-items-per-second",
     type=click.FloatRange(min=1),
@@ -108,8 +130,8 @@ def run_restore(
 )
 @click.option(
     "--staging",
-    metavar="s3://BUCKET/KEY",
-    help="Where --native-import writes its snapshot (default: under the backup's "
+    type=S3_ADDRESS,
+    help="With --native-import: where its snapshot is written (default: under the backup's "
     "own .dynamo-backups folder).",
 )
 @click.option(
@@ -135,7 +157,7 @@ def run_restore(
 @click.option(
     "--unwritten-keys",
     "unwritten_keys_file",
-    type=click.Path(dir_okay=False),
+    type=OUTPUT_FILE,
     help="Where the keys of items that could not be written go, in full, one per line "
     "(default: TABLE.unwritten-keys.jsonl; --keys takes that file).",
 )
@@ -174,7 +196,7 @@ def restore(
     billing_mode: str,
     no_ttl: bool,
     delete_absent: bool,
-    unwritten_keys_file: str | None,
+    unwritten_keys_file: object | None,
     read_concurrency: int,
     write_concurrency: int,
     engine: EngineChoice,
@@ -202,6 +224,14 @@ def restore(
       dynamo-backups restore my-backups Prod/Users Users-big --native-import
       dynamo-backups restore my-backups Prod/Users Users-big --partitions 4096 --engine spark
     """
+    if staging and not native_import:
+        not_applicable(click.get_current_context(), "staging", "it is --native-import's")
+    folder = open_backup_path(
+        invocation.aws.client("s3"), source_bucket, source_prefix
+    )  # "no backup at ..." before anything is written
+    _check_key_schema(folder, key_schema)
+    if keys_file:
+        _check_keys(keys_file, key_schema, folder)
     if native_import:
         if keys_file or dry_run or into_existing:
             fail(
@@ -215,6 +245,11 @@ def restore(
         return
     if delete_absent and not into_existing:
         fail("--delete-absent deletes from an existing table: give --into-existing too", 2)
+    exists = _check_target(
+        invocation.aws, folder, table, key_schema, into_existing or resume or dry_run
+    )
+    if exists and not resume:
+        not_applicable(click.get_current_context(), "billing_mode", f"table {table} exists already")
     if (keys_file or delete_absent) and engine.name != "threads" and not engine_given():
         # DYNAMO_BACKUPS_ENGINE chose it, not this command: these run in this process.
         engine = EngineChoice("threads", engine.workers)
@@ -222,7 +257,7 @@ def restore(
         billing_mode=billing_mode,
         ttl=not no_ttl,
         delete_absent=delete_absent,
-        unwritten_keys_file=unwritten_keys_file,
+        unwritten_keys_file=str(unwritten_keys_file) if unwritten_keys_file else None,
         at=at,
         keys_file=keys_file,
         dry_run=dry_run,
@@ -244,13 +279,150 @@ def restore(
         show_progress=not invocation.quiet,
         engine=engine,
     )
-    invocation.emit(report.to_dict(), summary_text(report))
+    stream = None if dry_run else _stream_setting(invocation, folder, table)
+    summary = report.to_dict() | ({"stream": stream} if stream else {})
+    text = summary_text(report) + (f"\nstream: {stream['note']}" if stream else "")
+    invocation.emit(summary, text)
     if not report.complete:
         fail("the restore is incomplete (see above)", EXIT_FAILED)
+    if at is not None and report.objects and not report.written and not keys_file:
+        fail(
+            f"the backup held no item at {report.at}: is it before the first backup of "
+            f"{folder.where}? "
+            + (f"Table {table} was created and is empty." if report.created_table else ""),
+            EXIT_FAILED,
+        )
+
+
+def _check_key_schema(folder: BackupFolder, key_schema: str | None) -> None:
+    """--key-schema only where the backup records no key; without it where it does not."""
+    recorded = folder.description is not None or bool(
+        (folder.manifest or {}).get("key_schema") and (folder.manifest or {}).get("key_types")
+    )
+    key = ",".join(
+        f"{name}:{(folder.key_types or {}).get(name, '?')}" for name in folder.key_names or []
+    )
+    if key_schema and recorded and _same_key(key_schema) != _same_key(key):
+        fail(
+            f"--key-schema {key_schema} does not apply: {folder.where} records its key "
+            f"({key}); leave --key-schema out",
+            EXIT_USAGE,
+        )
+    if not key_schema and not recorded:
+        fail(
+            f"{folder.where} has no saved table description (a backfill saves one): give its "
+            "key, e.g. --key-schema pk:S,sk:N",
+            EXIT_USAGE,
+        )
+
+
+def _check_target(
+    aws: AwsContext,
+    folder: BackupFolder,
+    table: str,
+    key_schema: str | None,
+    items_allowed: bool,
+) -> bool:
+    """An existing target must have the backup's key, and no items unless --into-existing
+    (or --resume, --dry-run): refused here, exit 2, before anything is written. Whether it
+    exists."""
+    from dynamo_backups.backup.description import description_from_key_schema
+    from dynamo_backups.jobs.tables import check_same_key
+
+    dynamodb = aws.client("dynamodb")
+    try:
+        call_with_retries(
+            lambda: dynamodb.describe_table(TableName=table), READ_POLICY, f"describe {table}"
+        )
+    except dynamodb.exceptions.ResourceNotFoundException:
+        return False  # the restore creates it
+    if key_schema:
+        description = description_from_key_schema(key_schema)
+    elif folder.description is not None:
+        description = folder.description
+    else:
+        key = ",".join(
+            f"{name}:{(folder.key_types or {})[name]}" for name in folder.key_names or []
+        )
+        description = description_from_key_schema(key)
+    try:
+        check_same_key(dynamodb, table, description)
+    except DescriptionError as error:
+        fail(str(error), EXIT_USAGE)
+    if items_allowed:
+        return True
+    scan = call_with_retries(
+        lambda: dynamodb.scan(TableName=table, Limit=1, Select="COUNT"),
+        READ_POLICY,
+        f"look into table {table}",
+    )
+    if scan.get("Count") or scan.get("LastEvaluatedKey"):
+        fail(
+            f"table {table} already has items: restore into a new table, or pass "
+            "--into-existing to write into this one",
+            EXIT_USAGE,
+        )
+    return True
+
+
+def _same_key(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _check_keys(path: str, key_schema: str | None, folder: BackupFolder) -> None:
+    """Every key in --keys must be a key of the backup's table, before anything is written."""
+    from dynamo_backups.backup.description import description_from_key_schema
+    from dynamo_backups.core.keys import key_attribute_names
+
+    schema = description_from_key_schema(key_schema)["table"] if key_schema else None
+    names = key_attribute_names(schema["KeySchema"]) if schema else folder.key_names or []
+    types = key_types_of_schema(schema) if schema else folder.key_types or {}
+    try:
+        for key in read_keys_file(path, types):
+            if sorted(key) != sorted(names):
+                fail(
+                    f"--keys: {path}: {json.dumps(key)} is not a key of the backup's table "
+                    f"(its key: {', '.join(names)})",
+                    EXIT_USAGE,
+                )
+    except RestoreError as error:
+        fail(f"--keys: {error}", EXIT_USAGE)
+
+
+def _stream_setting(invocation: Invocation, folder: BackupFolder, table: str) -> dict | None:
+    """The restored table's stream beside the source's: a restore does not turn one on, and
+    a table without a stream is not backed up until one is."""
+    source = ((folder.description or {}).get("table") or {}).get("StreamSpecification") or {}
+    dynamodb = invocation.aws.client("dynamodb")
+    try:
+        target = (
+            call_with_retries(
+                lambda: dynamodb.describe_table(TableName=table)["Table"],
+                READ_POLICY,
+                f"describe table {table}",
+            ).get("StreamSpecification")
+            or {}
+        )
+    except dynamodb.exceptions.ResourceNotFoundException:
+        return None
+    had, has = bool(source.get("StreamEnabled")), bool(target.get("StreamEnabled"))
+    if has:
+        note = f"{table} has a stream ({target.get('StreamViewType')})"
+    else:
+        note = f"{table} has no stream"
+    if had and not has:
+        note += (
+            f"; the source had one ({source.get('StreamViewType')}): turn it on and deploy "
+            f"the backup for {table} if it is to be backed up"
+        )
+    elif had or has:
+        note += f"; the source's: {source.get('StreamViewType') or 'none'}"
+    return {"source": source or None, "restored": target or None, "note": note}
 
 
 def restore_backup_main(argv: list[str] | None = None) -> None:
-    """``restore-backup``: the checklist's interface to restore."""
+    """``restore-backup``: the checklist's interface to restore; its arguments are checked
+    as restore checks them (exit 2, nothing written), and its advice names restore."""
     parser = argparse.ArgumentParser(
         prog="restore-backup",
         description="Play back every object of a DynamoDB backup into a table (created from the "
@@ -263,18 +435,21 @@ def restore_backup_main(argv: list[str] | None = None) -> None:
     arguments = parser.parse_args(argv)
     configure_logging(0, False)
     try:
+        bucket = check(BUCKET, arguments.sourceS3Bucket, "sourceS3Bucket")
+        folder_path = check(TABLE_FOLDER, arguments.sourceS3Prefix, "sourceS3Prefix")
+        table = check(TABLE, arguments.tablename, "tablename")
+        aws = AwsContext(region=arguments.region)
+        folder = reports_errors(open_backup_path)(aws.client("s3"), bucket, folder_path)
+        _check_key_schema(folder, None)
+        reports_errors(_check_target)(aws, folder, table, None, False)
         report = reports_errors(run_restore)(
-            AwsContext(region=arguments.region),
-            arguments.sourceS3Bucket,
-            arguments.sourceS3Prefix,
-            arguments.tablename,
-            RestoreOptions(),
-            show_progress=True,
+            aws, bucket, folder_path, table, RestoreOptions(), show_progress=True
         )
     except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)
-    print(summary_text(report))
+    rerun = f"dynamo-backups restore {bucket} {folder_path} {table}"
+    print(summary_text(report, rerun=rerun))
     if not report.complete:
         sys.exit(EXIT_FAILED)
 
@@ -348,8 +523,10 @@ def _table_names(dynamodb: object) -> set[str]:
     return names
 
 
-def summary_text(report: RestoreReport) -> str:
-    """The report as lines for people."""
+def summary_text(report: RestoreReport, rerun: str = "") -> str:
+    """The report as lines for people; ``rerun``: the command its advice names (restore's
+    own options, for restore-backup which takes none)."""
+    again = f"{rerun} " if rerun else ""
     verb = "would write" if report.dry_run else "wrote"
     lines = [
         f"{report.source} -> {report.table}"
@@ -376,13 +553,13 @@ def summary_text(report: RestoreReport) -> str:
             f"{len(report.unfinished_units):,} units unfinished "
             f"({', '.join(report.unfinished_units[:8])}"
             + (" ..." if len(report.unfinished_units) > 8 else "")
-            + "): run again with --resume"
+            + f"): run {again or 'again '}with --resume"
         )
     if report.unwritten:
         lines.append(f"{report.unwritten:,} items NOT written:")
         lines.extend(f"  {key}" for key in report.unwritten_keys)
         lines.append(
             f"every key not written is in {report.unwritten_keys_file}: restore them again "
-            f"with --keys {report.unwritten_keys_file} --into-existing"
+            f"with {again}--keys {report.unwritten_keys_file} --into-existing"
         )
     return "\n".join(lines)

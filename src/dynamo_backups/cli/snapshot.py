@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import click
 
 from dynamo_backups.aws.context import AwsContext
-from dynamo_backups.backup.folder import open_folder_path
+from dynamo_backups.backup.bucket import NoSuchBucketError, versioning_status
+from dynamo_backups.backup.folder import open_backup_path
 from dynamo_backups.cli.common import (
+    EXIT_USAGE,
     TIME,
     EngineChoice,
     Invocation,
@@ -18,8 +21,18 @@ from dynamo_backups.cli.common import (
     pass_invocation,
     reports_errors,
 )
+from dynamo_backups.cli.inputs import BUCKET, S3_ADDRESS, TABLE_FOLDER
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.jobs.snapshot import Snapshot, SnapshotError, SnapshotOptions, SnapshotReport
+
+
+def _require_bucket(s3: Any, destination: str) -> None:
+    """The bucket of --to (or --staging) must exist: said before any work (exit 2)."""
+    bucket = destination[len("s3://") :].split("/", 1)[0]
+    try:
+        versioning_status(s3, bucket)
+    except NoSuchBucketError:
+        fail(f"{destination}: there is no bucket {bucket}", EXIT_USAGE)
 
 
 def take_snapshot(
@@ -32,7 +45,16 @@ def take_snapshot(
     engine: EngineChoice | None = None,
 ) -> SnapshotReport:
     s3 = aws.client("s3", pool=options.read_concurrency)
-    opened = open_folder_path(s3, bucket, folder)
+    opened = open_backup_path(s3, bucket, folder)  # "no backup at ..." before any write
+    _require_bucket(s3, destination)
+    if destination.startswith(f"s3://{bucket}/"):
+        inside = destination[len(f"s3://{bucket}/") :] + "/"
+        if inside.startswith(opened.layout.items_prefix):
+            fail(
+                f"--to {destination} is inside the backup's own folder "
+                f"s3://{bucket}/{opened.layout.items_prefix}: give a folder outside it",
+                EXIT_USAGE,
+            )
     engine = engine or EngineChoice()
     label = f"snapshot {opened.layout.table}"
     with Progress(label, unit="objects", enabled=show_progress) as progress:
@@ -46,16 +68,21 @@ def take_snapshot(
 
 
 @click.command()
-@click.argument("source_bucket")
-@click.argument("source_prefix")
+@click.argument("source_bucket", type=BUCKET)
+@click.argument("source_prefix", type=TABLE_FOLDER)
 @click.option(
     "--to",
     "destination",
     required=True,
-    metavar="s3://BUCKET/KEY",
-    help="Where to write the export.",
+    type=S3_ADDRESS,
+    help="Where to write the export: s3://BUCKET/KEY (outside the backup's folder).",
 )
-@click.option("--at", type=TIME, help="The table as it was at this moment (default: latest).")
+@click.option(
+    "--at",
+    type=TIME,
+    help="The table as it was at this moment (default: latest): ISO 8601 with a zone, epoch "
+    "seconds or milliseconds; not in the future.",
+)
 @click.option(
     "--file-size",
     "file_megabytes",

@@ -9,7 +9,8 @@ import click
 from dynamo_backups.aws.errors import ClientError
 from dynamo_backups.cli.backfill import tables_with_prefix
 from dynamo_backups.cli.common import EXIT_USAGE, Invocation, fail, pass_invocation, reports_errors
-from dynamo_backups.cli.installer import clients_of
+from dynamo_backups.cli.inputs import TABLE
+from dynamo_backups.cli.installer import clients_of, require_something_deployed
 from dynamo_backups.installer.plan import (
     describe_failure,
 )
@@ -18,7 +19,7 @@ from dynamo_backups.installer.status import table_status
 
 
 @click.command("test-function")
-@click.argument("table")
+@click.argument("table", type=TABLE)
 @pass_invocation
 @reports_errors
 def test_function_command(invocation: Invocation, table: str) -> None:
@@ -54,7 +55,7 @@ def test_function_command(invocation: Invocation, table: str) -> None:
 
 
 @click.command()
-@click.argument("tables", nargs=-1)
+@click.argument("tables", nargs=-1, type=TABLE)
 @click.option("--table-prefix", help="Every table whose name starts with this.")
 @pass_invocation
 @reports_errors
@@ -70,10 +71,15 @@ def status(invocation: Invocation, tables: tuple[str, ...], table_prefix: str | 
     aws = invocation.aws
     names = list(tables)
     if table_prefix:
-        names += tables_with_prefix(aws.client("dynamodb"), table_prefix)
+        matching = tables_with_prefix(aws.client("dynamodb"), table_prefix)
+        if not matching:
+            fail(f"--table-prefix: no table's name starts with {table_prefix!r}", EXIT_USAGE)
+        names += [name for name in matching if name not in names]
     if not names:
         fail("name the tables, or give --table-prefix", EXIT_USAGE)
     clients = clients_of(aws)
+    for name in names:
+        require_something_deployed(aws, clients, name)  # a wrong name: exit 2, not a report
     cloudwatch = aws.client("cloudwatch")
     reports = [table_status(clients, cloudwatch, name) for name in names]
     lines = []

@@ -31,8 +31,16 @@ from dynamo_backups.cli.common import (
     pass_invocation,
     reports_errors,
 )
+from dynamo_backups.cli.inputs import (
+    BUCKET,
+    PREFIX,
+    TABLE,
+    check_replica,
+    describe_existing_table,
+    not_applicable,
+)
 from dynamo_backups.core.draining import DrainRule
-from dynamo_backups.core.layout import TableLayout, check_table_name, normalize_prefix
+from dynamo_backups.core.layout import TableLayout, normalize_prefix
 from dynamo_backups.core.stream_records import combine
 from dynamo_backups.installer.status import triggers_writing_to
 from dynamo_backups.pipeline.backup_applier import DEFAULT_CONCURRENCY, BackupApplier
@@ -44,10 +52,17 @@ logger = logging.getLogger("dynamo_backups.stream")
 
 
 @click.command()
-@click.argument("tables", nargs=-1, required=True)
-@click.option("--bucket", help="The versioned backup bucket.")
-@click.option("--prefix", default="", help="Folder for the backups, e.g. Prod (default: none).")
-@click.option("--replica-table", help="Also (or only, without --bucket) keep this table in step.")
+@click.argument("tables", nargs=-1, required=True, type=TABLE)
+@click.option("--bucket", type=BUCKET, help="The versioned backup bucket.")
+@click.option(
+    "--prefix", default="", type=PREFIX, help="Folder for the backups, e.g. Prod (default: none)."
+)
+@click.option(
+    "--replica-table",
+    type=TABLE,
+    help="Also (or only, without --bucket) keep this table in step (it must exist, with the "
+    "same key).",
+)
 @click.option("--replica-region", help="The replica table's region (default: the source's).")
 @click.option("--once", is_flag=True, help="Drain what the stream holds now, then exit.")
 @click.option(
@@ -145,9 +160,14 @@ def stream(
         fail("give --bucket (back up), --replica-table (replicate), or both", 2)
     if replica_table and len(tables) != 1:
         fail("--replica-table keeps one table in step: name exactly one TABLE", 2)
-    for table in (*tables, *([replica_table] if replica_table else [])):
-        check_table_name(table)
+    if not bucket:
+        for option in ("prefix", "key_hash", "concurrency", "allow_second_writer"):
+            not_applicable(click.get_current_context(), option, "it is for backups (--bucket)")
     aws = invocation.aws
+    for table in tables:
+        describe_existing_table(aws, table)  # a missing table is said at once (exit 2)
+    if replica_table:
+        check_replica(aws, tables[0], replica_table, replica_region)
     dynamodb = aws.client("dynamodb")
     streams = aws.client("dynamodbstreams")
     writer = None

@@ -5,10 +5,12 @@ from __future__ import annotations
 import click
 
 from dynamo_backups.aws.retry import call_with_retries
-from dynamo_backups.backup.folder import open_folder
+from dynamo_backups.backup.bucket import require_versioning
+from dynamo_backups.backup.folder import open_backup
 from dynamo_backups.backup.reading import READ_POLICY
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli.common import (
+    EXIT_USAGE,
     EngineChoice,
     Invocation,
     concurrency_option,
@@ -19,15 +21,17 @@ from dynamo_backups.cli.common import (
     reports_errors,
     segments_option,
 )
+from dynamo_backups.cli.inputs import BUCKET, PREFIX, TABLE
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.jobs.verify import Verify
-from dynamo_backups.pipeline.stream_source import StreamError
 
 
 @click.command()
-@click.argument("table")
-@click.option("--bucket", required=True, help="The backup bucket.")
-@click.option("--prefix", default="", help="The backups' folder, e.g. Prod (default: none).")
+@click.argument("table", type=TABLE)
+@click.option("--bucket", required=True, type=BUCKET, help="The backup bucket.")
+@click.option(
+    "--prefix", default="", type=PREFIX, help="The backups' folder, e.g. Prod (default: none)."
+)
 @click.option(
     "--repair",
     is_flag=True,
@@ -75,8 +79,10 @@ def verify(
             f"describe table {table}",
         )
     except dynamodb.exceptions.ResourceNotFoundException:
-        raise StreamError(f"table {table} does not exist (check the name and --region)") from None
-    folder = open_folder(s3, bucket, prefix, table)
+        fail(f"table {table} does not exist (check the name and --region)", EXIT_USAGE)
+    folder = open_backup(s3, bucket, prefix, table)  # "no backup at ..." for a wrong folder
+    if repair:
+        require_versioning(s3, bucket)  # repairs write versions, as backfill and stream do
     layout = folder.layout
     api = aws.dynamodb_api(dynamodb)
     writer = BackupWriter(s3, bucket)

@@ -440,12 +440,21 @@ class StreamConsumer:
                 result = self.processor(pending, **options)
                 report.count(result)
             logger.debug(
-                "%s: batch of %d from shard %s: applied %s, %d failed",
+                "%s: batch of %d from shard %s: %d applied, %d failed",
                 self.table,
                 len(pending),
                 shard.shard_id,
-                dict(result.applied),
+                sum(result.applied.values()),
                 len(result.failures),
+                extra={
+                    "fields": {
+                        "table": self.table,
+                        "shard": shard.shard_id,
+                        "records": len(pending),
+                        "applied": dict(result.applied),
+                        "failed": len(result.failures),
+                    }
+                },
             )
             self._log_progress(report)
             failure = result.first_failure

@@ -1,0 +1,497 @@
+"""Every command with wrong, malformed and surprising input, as a new user types it.
+
+Each case runs the command in process (click's CliRunner, the same code path as the console
+script) against the local servers and checks what issue 20 asks of every mistake: no
+traceback, the documented exit code (2: bad arguments or input), one ``error:`` line that
+names the input, and nothing written: the backup bucket's object versions and the list of
+tables are the same before and after.
+
+The table grows with the command line: ``test_every_option_is_covered`` fails when a command
+gains an option that neither has a case here, nor a generated one (a number out of range, a
+choice that is not one), nor a reason in EXEMPT.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from dynamo_backups.cli import main
+from dynamo_backups.cli.restore import restore_backup_main
+from dynamo_backups.core.layout import format_time
+from tests.conftest import unique_table_name
+from tests.helpers import create_table
+
+pytestmark = pytest.mark.servers
+
+
+@dataclass(frozen=True)
+class Case:
+    """A command line (``{name}`` placeholders filled from the world), the exit code it must
+    end with, and a text its error must contain (the input it names)."""
+
+    args: str
+    names: str
+    exit_code: int = 2
+
+    @property
+    def id(self) -> str:
+        return self.args[:70]
+
+
+# {bucket}: the versioned backup bucket; {unversioned}: a bucket without versioning;
+# {folder}: Prod/<table>, a backed-up folder; {table}: the backed-up table; {new}: a table
+# name that does not exist; {other_key}: a table with another key; {files}: a folder of
+# input files (empty.jsonl, bad.jsonl, keys.jsonl, not-a-report.jsonl, wrong-key.jsonl).
+CASES = [
+    # times
+    Case("restore {bucket} {folder} {new} --at 1e20", "--at"),
+    Case("restore {bucket} {folder} {new} --at 99999999999999999", "--at"),
+    Case("restore {bucket} {folder} {new} --at 2099-01-01T00:00:00Z", "in the future"),
+    Case("restore {bucket} {folder} {new} --at 2026-11-27T12:00:00", "has no zone"),
+    Case("restore {bucket} {folder} {new} --at yesterday", "--at"),
+    Case("snapshot {bucket} {folder} --to s3://{bucket}/x --at 1e20", "--at"),
+    # folders, prefixes and buckets
+    Case("restore {bucket} Prod {new}", "no backup at s3://{bucket}/Prod/"),
+    Case("restore {bucket} Prod/Nope {new}", "no backup at s3://{bucket}/Prod/Nope/"),
+    Case("restore {bucket} ../{table} {new}", "'..'"),
+    Case("restore {bucket} s3://other-bucket/{folder} {new}", "bucket other-bucket"),
+    Case("restore no-such-bucket-{uid} {folder} {new}", "no bucket no-such-bucket-{uid}"),
+    Case("restore s3://{bucket}/Prod {folder} {new}", "SOURCE_BUCKET"),
+    Case("restore {bucket} {folder} ab", "'ab' is not a DynamoDB table name"),
+    Case("restore {bucket} {folder} {new} --key-schema id", "--key-schema"),
+    Case("restore {bucket} {folder} {new} --key-schema id:S", "--key-schema id:S does not apply"),
+    Case("restore {bucket} {folder} {new} --staging s3://{bucket}/s", "--staging"),
+    Case("restore {bucket} {folder} {new} --native-import --staging foo", "--staging"),
+    Case("restore {bucket} {folder} {new} --keys {files}/empty.jsonl", "holds no key"),
+    Case("restore {bucket} {folder} {new} --keys {files}/bad.jsonl", "bad.jsonl line 1"),
+    Case("restore {bucket} {folder} {new} --keys {files}/wrong-key.jsonl", "--keys"),
+    Case("restore {bucket} {folder} {new} --keys {files}/missing.jsonl", "no such file"),
+    Case("restore {bucket} {folder} {new} --keys {files}", "is a folder"),
+    Case("restore {bucket} {folder} {new} --unwritten-keys /no/such/dir/k", "/no/such/dir"),
+    Case("restore {bucket} {folder} {new} --delete-absent", "--into-existing"),
+    Case("restore {bucket} {folder} {table}", "already has items"),
+    Case("restore {bucket} {folder} {other_key} --into-existing", "is keyed by"),
+    Case("snapshot {bucket} {folder} --to s3://no-such-bucket-{uid}/x", "no bucket"),
+    Case("backfill {table} --bucket {bucket} --from-export s3://{bucket}/none/", "no export at"),
+    Case("diff-tables {table} {table}", "both the primary and the replica"),
+    Case("restore {bucket} {folder} {new} --native-import --dry-run", "--native-import"),
+    Case("snapshot {bucket} {folder} --to foo", "--to"),
+    Case("snapshot {bucket} {folder} --to s3://{bucket}/{folder}/x", "inside the backup"),
+    Case("snapshot {bucket} Prod/Nope --to s3://{bucket}/x", "no backup at"),
+    Case("adopt {bucket} Prod/Nope", "no backup at"),
+    Case("adopt {bucket} {folder} --key-schema id:S", "--key-schema id:S does not apply"),
+    Case("adopt {bucket} {folder} --key-schema id", "--key-schema"),
+    Case('history {table} \'{{"id": "a"}}\' --bucket {bucket} --prefix Nope', "no backup at"),
+    Case("history {table} notjson --bucket {bucket} --prefix Prod", "not valid JSON"),
+    Case('history {table} \'{{"id": "a"}}\' --bucket s3://{bucket}/Prod', "--bucket"),
+    Case('history {table} \'{{"id": "a"}}\' --bucket {bucket} --prefix /./', "'.'"),
+    Case("verify {table} --bucket {bucket} --prefix Nope", "no backup at"),
+    Case("verify {new} --bucket {bucket} --prefix Prod", "{new}"),
+    Case("verify {table} --bucket {unversioned} --prefix Prod --repair", "no backup at", 2),
+    # backfill
+    Case("backfill {table} --bucket {bucket} --prefix ..", "--prefix"),
+    Case("backfill {table} --bucket {bucket} --prefix a//b", "--prefix"),
+    Case("backfill {table} --bucket {bucket} --prefix Prod/.dynamo-backups", ".dynamo-backups"),
+    Case("backfill {table} --bucket {bucket} --from-export foo", "--from-export"),
+    Case("backfill {table} --bucket {unversioned}", "versioning", 1),
+    Case("backfill --table-prefix zzz-none --bucket {bucket}", "--table-prefix"),
+    Case("backfill {new} --bucket {bucket}", "{new}"),
+    Case("backfill --bucket {bucket}", "name the tables"),
+    Case("backfill {table} --bucket Bad/Bucket", "--bucket"),
+    Case("backfill {table} --bucket {bucket} --segment 1", "--total-segments"),
+    Case("backfill {table} --bucket {bucket} --segment 4 --total-segments 4", "--segment"),
+    # stream and replication
+    Case("stream {table} --bucket {bucket} --replica-table {new} --once", "--replica-table"),
+    Case("stream {table} --replica-table {other_key} --once", "another key"),
+    Case("stream {table} --replica-table {table} --once", "source table itself"),
+    Case("stream {new} --bucket {bucket} --once", "{new}"),
+    Case("stream {table} --once", "--bucket"),
+    Case("stream {table} --replica-table {replica} --prefix P --once", "--prefix"),
+    Case(
+        "restore {bucket} {folder} {replica} --into-existing --billing-mode PROVISIONED",
+        "exists already",
+    ),
+    Case("stream {table} --bucket {bucket} --prefix '../x' --once", "--prefix"),
+    Case("stream {table} --bucket {unversioned} --once", "versioning", 1),
+    Case("diff-tables {table} {new}", "{new}"),
+    Case("diff-tables {table} {other_key}", "different keys"),
+    Case("diff-tables {table} EU/{table}", "REGION/TABLE"),
+    Case("diff-tables {table} {table} --repair --backfill", "--backfill"),
+    Case("diff-record {table} {replica} notjson", "not valid JSON"),
+    Case('replicate-record {table} {new} \'{{"id": "a"}}\'', "{new}"),
+    # replay
+    Case("replay {table} --file {files}/bad.jsonl --bucket {bucket} --prefix Prod", "bad.jsonl"),
+    Case(
+        "replay {table} --file {files}/not-a-report.jsonl --bucket {bucket} --prefix Prod",
+        "not-a-report.jsonl report 1",
+    ),
+    Case("replay {table} --file {files}/empty.jsonl --bucket {bucket} --prefix Prod", "no report"),
+    Case("replay {table} --file {files}/none.jsonl --bucket {bucket}", "no such file"),
+    Case("replay {table} --key-hash foo --bucket {bucket} --prefix Prod", "--key-hash"),
+    Case("replay {table} --queue q --file {files}/bad.jsonl --bucket {bucket}", "--queue"),
+    Case(
+        "replay {table} --file {files}/report.jsonl --bucket {bucket} --prefix Nope",
+        "no backup at",
+    ),
+    # installer
+    Case("template --table {table} --bucket {bucket} --protect", "--create-bucket"),
+    Case("template --table {table} --bucket {bucket} --retain-noncurrent-days 3", "--create"),
+    Case("template --table {table} --bucket {bucket} --enable-versioning", "--enable-versioning"),
+    Case("template --table {table} --bucket {bucket} --table-prefix x", "--table-prefix"),
+    Case("template --table {table} --bucket {bucket} --create-bucket --protect", "--admin-role"),
+    Case("template --table {table} --bucket Bad_Bucket --create-bucket", "Bad_Bucket"),
+    Case("template --table ab --bucket {bucket}", "--table"),
+    Case("template --table {table}", "--bucket"),
+    Case("template --table {table} --bucket {bucket} --admin-role x", "--admin-role"),
+    Case("template --table {table} --bucket {bucket} --on-failure arn:aws:x", "--on-failure"),
+    Case(
+        "template --table {table} --replica-table {other_key} --table t2-table",
+        "--replica-table",
+    ),
+    Case("deploy --table {table} --bucket {bucket} --protect --dry-run", "--admin-role"),
+    Case("deploy --table {table} --bucket Bad_Bucket --create-bucket --dry-run", "Bad_Bucket"),
+    Case("deploy --table-prefix zzz-none --bucket {bucket} --dry-run", "--table-prefix"),
+    Case("deploy --table ab --bucket {bucket} --dry-run", "--table"),
+    Case("package --out /no/such/dir/handler.zip", "/no/such/dir"),
+    Case("package --out {files}", "is a folder"),
+    Case("package --wheel-dir /no/such/dir --out {files}/h.zip", "--wheel-dir"),
+    Case("teardown {new} --dry-run", "no table {new}"),
+    Case("teardown {table} --bucket no-such-bucket-{uid} --dry-run", "no bucket"),
+    Case("teardown {table} --delete-bucket --dry-run", "--delete-bucket"),
+    Case("status {new}", "no table {new}"),
+    Case("status --table-prefix zzz-none", "--table-prefix"),
+    Case("status", "name the tables"),
+    Case("test-function ab", "'ab'"),
+    Case("demo --region eu-west-1", "--region"),
+    Case("demo --endpoint-url http://127.0.0.1:1", "--endpoint-url"),
+    Case("demo --profile p", "--profile"),
+    # global
+    Case("restore {bucket} {folder}", "TABLE"),
+    Case("no-such-command", "no-such-command"),
+]
+
+# Options no case here needs to exercise, with the reason.
+EXEMPT = {
+    "--help": "click's own",
+    "--region": "global: any text is a region name to the SDK",
+    "--profile": "global: checked by the SDK (ProfileNotFound: exit 2)",
+    "--endpoint-url": "global",
+    "-v": "global: logging only",
+    "-q": "global: logging only",
+    "--quiet": "global: logging only",
+    "--verbose": "global: logging only",
+    "--output": "global: a Choice (generated case)",
+    "--dry-run": "a flag",
+    "--into-existing": "a flag",
+    "--skip-invalid": "a flag",
+    "--native-import": "a flag (cases above)",
+    "--no-ttl": "a flag",
+    "--resume": "a flag",
+    "--once": "a flag",
+    "--repair": "a flag",
+    "--backfill": "a flag",
+    "--rewrite": "a flag",
+    "--create-bucket": "a flag",
+    "--allow-second-writer": "a flag",
+    "--yes": "a flag",
+    "--spark-master": "only read by --engine spark, which says what it cannot reach",
+    "--kms-key": "a KMS key id or ARN or alias: AWS checks it",
+    "--alarm-topic": "an SNS ARN: AWS checks it",
+    "--replica-region": "a region name: the SDK checks it",
+    "--replica-role-arn": "AWS checks it when assuming it",
+    "--consumer-name": "any text names a checkpoint",
+    "--checkpoint-dir": "created when missing",
+    "--queue": "a queue name or URL: looked up (no queue: says so)",
+    "--dlq-arn": "hidden old name of --on-failure",
+    "--prefix": "cases above (folders)",
+}
+
+
+def every_option() -> dict[str, set[str]]:
+    """Every option of every command: command -> its option names."""
+    found: dict[str, set[str]] = {}
+    for name, command in main.commands.items():
+        found[name] = {
+            opt for param in command.params if isinstance(param, click.Option) for opt in param.opts
+        }
+    found[""] = {opt for param in main.params for opt in getattr(param, "opts", [])}
+    return found
+
+
+def generated_cases() -> list[Case]:
+    """A value out of range for every number option, and one that is no choice for every
+    choice option, of every command."""
+    cases = []
+    for name, command in main.commands.items():
+        base = BASE.get(name)
+        if base is None:
+            continue
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.hidden or param.is_flag or param.count:
+                continue
+            kind = param.type
+            bad = None
+            if isinstance(kind, click.IntRange | click.FloatRange) and kind.min is not None:
+                bad = str(kind.min - 1)
+            elif isinstance(kind, click.Choice):
+                bad = "no-such-choice"
+            if bad is not None:
+                cases.append(Case(f"{name} {base} {param.opts[0]} {bad}", param.opts[0]))
+    return cases
+
+
+# A complete command line per command, that generated cases add one bad option to.
+BASE = {
+    "restore": "{bucket} {folder} {new}",
+    "snapshot": "{bucket} {folder} --to s3://{bucket}/exports/x",
+    "adopt": "{bucket} {folder}",
+    "backfill": "{table} --bucket {bucket} --prefix Prod",
+    "verify": "{table} --bucket {bucket} --prefix Prod",
+    "history": '{table} \'{{"id": "a"}}\' --bucket {bucket} --prefix Prod',
+    "stream": "{table} --bucket {bucket} --prefix Prod --once",
+    "replay": "{table} --file {files}/report.jsonl --bucket {bucket} --prefix Prod",
+    "diff-tables": "{table} {table}-copy",
+    "deploy": "--table {table} --bucket {bucket} --dry-run",
+    "template": "--table {table} --bucket {bucket}",
+    "package": "--out {files}/handler.zip",
+}
+
+
+@pytest.fixture(scope="module")
+def world(
+    dynamodb_local: Any,
+    seaweedfs: Any,
+    moto_session: str,
+    dynamodb: Any,
+    s3: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Any]]:
+    """A backed-up table in a bucket of its own, an unversioned bucket, a table with another
+    key, and input files; the CLI pointed at the local servers (moto for the rest)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in ("LAMBDA", "IAM", "STS", "SQS", "CLOUDWATCH", "LOGS"):
+            patch.setenv(f"AWS_ENDPOINT_URL_{variable}", moto_session)
+        patch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local.endpoint)
+        patch.setenv("AWS_ENDPOINT_URL_S3", seaweedfs.endpoint)
+        uid = uuid.uuid4().hex[:8]
+        bucket, unversioned = f"bad-inputs-{uid}", f"bad-inputs-unversioned-{uid}"
+        s3.create_bucket(Bucket=bucket)
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        s3.create_bucket(Bucket=unversioned)
+        table = create_table(dynamodb)
+        for number in range(3):
+            dynamodb.put_item(TableName=table, Item={"pk": {"S": f"k{number}"}})
+        replica = create_table(dynamodb, view_type=None)
+        other_key = unique_table_name("other-key")
+        dynamodb.create_table(
+            TableName=other_key,
+            KeySchema=[{"AttributeName": "other", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "other", "AttributeType": "N"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        result = run(f"backfill {table} --bucket {bucket} --prefix Prod -q")
+        assert result.exit_code == 0, result.output
+        files = tmp_path_factory.mktemp("inputs")
+        (files / "empty.jsonl").write_text("\n")
+        (files / "bad.jsonl").write_text("not json\n")
+        (files / "keys.jsonl").write_text('{"pk": "k1"}\n')
+        (files / "wrong-key.jsonl").write_text('{"nope": "k1"}\n')
+        (files / "not-a-report.jsonl").write_text('{"x": 1}\n')
+        (files / "report.jsonl").write_text(json.dumps(_report(table)) + "\n")
+        yield {
+            "bucket": bucket,
+            "unversioned": unversioned,
+            "table": table,
+            "folder": f"Prod/{table}",
+            "new": unique_table_name("absent"),
+            "other_key": other_key,
+            "replica": replica,
+            "files": str(files),
+            "uid": uid,
+            "s3": s3,
+            "dynamodb": dynamodb,
+        }
+
+
+def _report(table: str) -> dict[str, Any]:
+    """A report of records given up on, as Lambda writes it to the failure destination."""
+    arn = f"arn:aws:dynamodb:us-east-1:000000000000:table/{table}/stream/2026-01-01T00:00:00.000"
+    return {
+        "requestContext": {"condition": "RetryAttemptsExhausted"},
+        "DDBStreamBatchInfo": {
+            "shardId": "shardId-00000001",
+            "startSequenceNumber": "100",
+            "endSequenceNumber": "200",
+            "approximateArrivalOfFirstRecord": "2026-01-01T00:00:00Z",
+            "approximateArrivalOfLastRecord": "2026-01-01T00:00:01Z",
+            "batchSize": 1,
+            "streamArn": arn,
+        },
+    }
+
+
+def run(command: str) -> Any:
+    import shlex
+
+    return CliRunner().invoke(main, shlex.split(command))
+
+
+def state(world: dict[str, Any]) -> tuple[Any, ...]:
+    """What a command could have written: every object version and delete marker in both
+    buckets, and the list of tables."""
+    listing = []
+    for bucket in (world["bucket"], world["unversioned"]):
+        pages = world["s3"].get_paginator("list_object_versions").paginate(Bucket=bucket)
+        for page in pages:
+            for entry in (*page.get("Versions", []), *page.get("DeleteMarkers", [])):
+                listing.append((bucket, entry["Key"], entry["VersionId"]))
+    tables = []
+    for page in world["dynamodb"].get_paginator("list_tables").paginate():
+        tables.extend(page["TableNames"])
+    return sorted(listing), sorted(tables)
+
+
+def check(case: Case, world: dict[str, Any]) -> None:
+    values = {name: value for name, value in world.items() if isinstance(value, str)}
+    before = state(world)
+    result = run(case.args.format(**values))
+    after = state(world)
+    shown = result.output
+    assert "Traceback" not in shown and not (
+        result.exception and not isinstance(result.exception, SystemExit)
+    ), f"{case.args}: {shown}\n{result.exception!r}"
+    assert result.exit_code == case.exit_code, f"{case.args}: exit {result.exit_code}\n{shown}"
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors, f"{case.args}: no error: line\n{shown}"
+    assert case.names.format(**values) in result.stderr, f"{case.args}: {result.stderr}"
+    assert before == after, f"{case.args} wrote something"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+def test_bad_input(case: Case, world: dict[str, Any]) -> None:
+    check(case, world)
+
+
+@pytest.mark.parametrize("case", generated_cases(), ids=lambda case: case.id)
+def test_out_of_range_or_no_choice(case: Case, world: dict[str, Any]) -> None:
+    check(case, world)
+
+
+def test_every_option_is_covered() -> None:
+    """A new option needs a case above, a generated one, or a reason in EXEMPT."""
+    mentioned = " ".join(case.args for case in [*CASES, *generated_cases()]).split()
+    missing = []
+    for command, options in every_option().items():
+        for option in sorted(options):
+            if option.startswith("--") or option in ("-v", "-q", "-h"):
+                if option in EXEMPT or option in mentioned or option in ("-h", "--version"):
+                    continue
+                if any(alias in mentioned for alias in _aliases(command, option)):
+                    continue
+                missing.append(f"{command or 'dynamo-backups'} {option}")
+    assert not missing, f"options without a bad-input case or an exemption: {missing}"
+
+
+def _aliases(command: str, option: str) -> list[str]:
+    group = main.commands.get(command, main)
+    for param in group.params:
+        if option in getattr(param, "opts", []):
+            return [*param.opts, *param.secondary_opts]
+    return []
+
+
+def test_output_json_prints_an_error_object(world: dict[str, Any]) -> None:
+    result = run(f"--output json restore {world['bucket']} Prod/Nope {world['new']}")
+    assert result.exit_code == 2
+    document = json.loads(result.stdout)
+    assert document["exit_code"] == 2 and "no backup at" in document["error"]
+
+
+def test_epoch_milliseconds_are_read_and_said(world: dict[str, Any]) -> None:
+    now = int(time.time()) * 1000
+    result = run(f"restore {world['bucket']} {world['folder']} {world['new']} --dry-run --at {now}")
+    assert result.exit_code == 0, result.output
+    moment = format_time(datetime.fromtimestamp(now / 1000, UTC))
+    assert f"--at {now} read as epoch milliseconds: {moment}" in result.stderr
+
+
+def test_s3_forms_are_accepted(world: dict[str, Any]) -> None:
+    bucket, folder = world["bucket"], world["folder"]
+    result = run(f"restore s3://{bucket} s3://{bucket}/{folder} {world['new']} --dry-run -q")
+    assert result.exit_code == 0, result.output
+    result = run(
+        f'history {world["table"]} \'{{"pk": "k1"}}\' --bucket s3://{bucket} '
+        f"--prefix s3://{bucket}/Prod"
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_restore_at_before_the_first_backup_fails_and_says_so(world: dict[str, Any]) -> None:
+    target = unique_table_name("early")
+    result = run(
+        f"restore {world['bucket']} {world['folder']} {target} --at 2020-01-01T00:00:00Z -q"
+    )
+    assert result.exit_code == 1, result.output
+    assert "held no item at 2020-01-01" in result.stderr
+
+
+def test_restore_reports_the_stream_setting(world: dict[str, Any]) -> None:
+    target = unique_table_name("restored")
+    result = run(f"--output json restore {world['bucket']} {world['folder']} {target} -q")
+    assert result.exit_code == 0, result.output
+    stream = json.loads(result.stdout)["stream"]
+    assert stream["source"]["StreamEnabled"] is True and stream["restored"] is None
+    assert "has no stream; the source had one" in stream["note"]
+
+
+def test_verbose_log_lines_are_json(world: dict[str, Any]) -> None:
+    result = run(f"stream {world['table']} --bucket {world['bucket']} --prefix Prod --once -v")
+    assert result.exit_code == 0, result.output
+    logged = [line for line in result.stderr.splitlines() if line.startswith("{")]
+    assert logged and all(json.loads(line)["message"] for line in logged)
+
+
+def test_restore_backup_checks_its_arguments_and_advises_restore(
+    world: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = state(world)
+    with pytest.raises(SystemExit) as exited:
+        restore_backup_main([world["bucket"], "Prod/Nope", world["new"]])
+    assert exited.value.code == 2
+    assert "no backup at" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        restore_backup_main([world["bucket"], world["folder"], "ab"])
+    assert exited.value.code == 2 and "tablename" in capsys.readouterr().err
+    assert state(world) == before
+
+
+def test_a_folder_of_the_original_lambda_is_a_backup(world: dict[str, Any]) -> None:
+    """Objects without the tool's documents (what dynamodb-replicator wrote) are a backup:
+    adopt and the readers take the folder; only an empty folder is 'no backup'."""
+    from dynamo_backups.backup.folder import NoBackupError, open_backup
+
+    s3 = world["s3"]
+    s3.put_object(Bucket=world["bucket"], Key="Old/Users/0123abcd", Body=b'{"id":{"S":"a"}}')
+    assert open_backup(s3, world["bucket"], "Old", "Users").manifest is None
+    with pytest.raises(NoBackupError):
+        open_backup(s3, world["bucket"], "Old", "Orders")
+
+
+def test_template_honours_the_bucket_options_it_accepts(world: dict[str, Any]) -> None:
+    result = run(
+        f"template --table {world['table']} --bucket {world['bucket']} --create-bucket "
+        "--protect --admin-role arn:aws:iam::123456789012:role/Admin --retain-noncurrent-days 30"
+    )
+    assert result.exit_code == 0, result.output
+    assert "NoncurrentDays: 30" in result.stdout
+    assert "arn:aws:iam::123456789012:role/Admin" in result.stdout
