@@ -22,6 +22,7 @@ from dynamo_backups.cli.common import (
 )
 from dynamo_backups.cli.demo import demo
 from dynamo_backups.cli.history import history
+from dynamo_backups.cli.interrupt import install_interrupt_handler
 from dynamo_backups.cli.installer import deploy, package, teardown_command, template
 from dynamo_backups.cli.replay import replay
 from dynamo_backups.cli.replication import diff_record, diff_tables, replicate_record
@@ -32,7 +33,8 @@ from dynamo_backups.cli.stream import stream
 from dynamo_backups.cli.verify import verify
 
 EPILOG = """\b
-Exit codes: 0 done; 1 failed or found differences; 2 bad arguments or input.
+Exit codes: 0 done; 1 failed or found differences; 2 bad arguments or input;
+130 stopped by Ctrl-C (what finished is recorded: --resume continues).
 AWS settings follow the AWS CLI: --region/--profile/--endpoint-url, else AWS_REGION,
 AWS_PROFILE and the per-service endpoint variables (AWS_ENDPOINT_URL_S3,
 AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL_DYNAMODB_STREAMS), AWS_CA_BUNDLE,
@@ -73,6 +75,7 @@ def main(
     delete marker. Run the stream handler in AWS Lambda (deploy) or on any host (stream).
     """
     configure_logging(verbose, quiet)
+    install_interrupt_handler()
     try:
         chosen_transport()
     except TransportSettingError as error:

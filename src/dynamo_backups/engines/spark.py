@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from dynamo_backups.core.cancel import Interrupted
 from dynamo_backups.core.progress import NoProgress, ProgressSink
 from dynamo_backups.core.ratelimit import RateLimiter
 from dynamo_backups.core.units import (
@@ -56,7 +58,14 @@ def spark_session(master: str | None = None, workers: int | None = None) -> Any:
             # (PySpark reads PYSPARK_PYTHON when it starts the context, not the conf).
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = builder.config("spark.ui.showConsoleProgress", "false")
-    return builder.getOrCreate()
+    # PySpark replaces the SIGINT handler when it starts a context; the command's own one
+    # (a second Ctrl-C quits at once) stays, and the engine cancels the jobs itself.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if in_main else None
+    session = builder.getOrCreate()
+    if in_main and previous is not None:
+        signal.signal(signal.SIGINT, previous)
+    return session
 
 
 def stop_spark() -> None:
@@ -114,6 +123,11 @@ class SparkEngine:
         try:
             answers = context.parallelize(list(units), len(units)).mapPartitions(run_units)
             collected = answers.collect()
+        except KeyboardInterrupt:
+            # Tasks running are killed (their units are not recorded: --resume redoes them);
+            # units that ended were recorded by their executors.
+            context.cancelAllJobs()
+            raise Interrupted([], len(units)) from None
         finally:
             watcher.stop()
         results = [UnitResult.from_dict(value) for state, value, _ in collected if state == "done"]

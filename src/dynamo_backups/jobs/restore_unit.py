@@ -42,6 +42,7 @@ class RestoreUnit:
         self._stop = threading.Event()
         self._fatal: str | None = None
         self._unwritten: list[str] = []  # keys, one JSON text each
+        self._interrupted = False
 
     def run(self) -> UnitResult:
         restore = self.restore
@@ -64,6 +65,10 @@ class RestoreUnit:
         ) as writes:
 
             def consume(selected: Selected) -> None:
+                if self.context.cancel.cancelled:
+                    self._interrupted = True  # the unit stops; --resume restores it again
+                    self._stop.set()
+                    return
                 batch = self._accept(selected)
                 if batch:
                     slots.acquire()
@@ -166,4 +171,4 @@ class RestoreUnit:
             self.result.outputs.append(self.restore.save_unwritten(self.unit, self._unwritten))
         if self._fatal:
             self.result.sample("fatal", self._fatal)
-        self.result.complete = not (self._fatal or self._unwritten)
+        self.result.complete = not (self._fatal or self._unwritten or self._interrupted)
