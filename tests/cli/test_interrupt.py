@@ -38,14 +38,16 @@ def filled_table(dynamodb: Any, rows: int = ROWS) -> str:
     return table
 
 
+# SIGINT as a terminal gives it: a test runner in the background ignores it, and Python then
+# leaves it ignored in the commands it starts.
+WITH_SIGINT = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+
+
 def cli(*arguments: str) -> list[str]:
-    return [sys.executable, "-m", "dynamo_backups.cli.entry", *arguments]
-
-
-def default_sigint() -> None:
-    """In the child: SIGINT as a terminal gives it (a background test runner ignores it, and
-    Python then leaves it ignored)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    """The command line as a subprocess whose Ctrl-C works."""
+    run = "import runpy, sys; sys.argv[0] = 'dynamo-backups'; "
+    run += "runpy.run_module('dynamo_backups.cli.entry', run_name='__main__')"
+    return [sys.executable, "-c", WITH_SIGINT + run, *arguments]
 
 
 def environment(aws_env: dict[str, str]) -> dict[str, str]:
@@ -63,7 +65,6 @@ def interrupt_when(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=default_sigint,
     )
     try:
         deadline = time.monotonic() + 120
@@ -135,7 +136,7 @@ def test_ctrl_c_stops_a_backfill_and_resume_finishes_it_exactly(
     assert 0 < len(written_before) < ROWS
 
     resumed = subprocess.run(
-        resume_line(stopped.stderr) + ["--output", "json"],
+        [*resume_line(stopped.stderr), "--output", "json"],
         env=env,
         capture_output=True,
         text=True,
@@ -196,8 +197,8 @@ SECOND_PRESS = """
 import sys, time
 from dynamo_backups.cli.interrupt import install_interrupt_handler
 install_interrupt_handler()
-print("ready", flush=True)
 try:
+    print("ready", flush=True)
     time.sleep(60)
 except KeyboardInterrupt:
     print("cleaning up", flush=True)  # a job's slow way out: a second press must not wait
@@ -208,18 +209,18 @@ sys.exit(0)
 
 def test_a_second_ctrl_c_quits_at_once() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-c", SECOND_PRESS],
+        [sys.executable, "-c", WITH_SIGINT + SECOND_PRESS],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        preexec_fn=default_sigint,
     )
     try:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "ready"
         process.send_signal(signal.SIGINT)
-        assert process.stdout.readline().strip() == "cleaning up"
+        line = process.stdout.readline().strip()
+        assert line == "cleaning up", (line, process.communicate())
         process.send_signal(signal.SIGINT)
         signalled = time.monotonic()
         _, stderr = process.communicate(timeout=30)

@@ -22,8 +22,8 @@ from dynamo_backups.cli.common import (
 )
 from dynamo_backups.cli.demo import demo
 from dynamo_backups.cli.history import history
-from dynamo_backups.cli.interrupt import install_interrupt_handler
 from dynamo_backups.cli.installer import deploy, package, teardown_command, template
+from dynamo_backups.cli.interrupt import install_interrupt_handler
 from dynamo_backups.cli.replay import replay
 from dynamo_backups.cli.replication import diff_record, diff_tables, replicate_record
 from dynamo_backups.cli.restore import restore

@@ -52,8 +52,9 @@ class CancelToken:
 
 
 class Interrupted(KeyboardInterrupt):
-    """A stage was stopped by Ctrl-C: the units that ended are in ``results`` (and in the
-    ledger: ``core.units.UnitResult``); the job names its run and what is left (``job``, ``run_id``, ``total``)."""
+    """A stage was stopped by Ctrl-C: the units that ended are in ``results`` (their
+    ``UnitResult``s; complete ones are in the ledger too); the job names its run and what is
+    left (``job``, ``run_id``, ``total``)."""
 
     def __init__(self, results: Sequence[Any] = (), total: int | None = None) -> None:
         super().__init__("interrupted")
@@ -62,7 +63,7 @@ class Interrupted(KeyboardInterrupt):
         self.job: str | None = None
         self.run_id: str | None = None
         self.stage: str | None = None
-        self.done: int | None = None  # units of the stage done, recorded earlier ones included
+        self.done: int | None = None  # of the stage's units, earlier runs' included
         self.detail: str | None = None  # the job's own counts so far
 
     def summary(self) -> str:
