@@ -5,6 +5,7 @@ the job exactly: every row backed up once, the restored table equal to the backu
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -191,6 +192,46 @@ def test_ctrl_c_stops_a_restore_and_resume_restores_the_whole_backup(
     )
     assert resumed.returncode == 0, resumed.stderr
     assert scan_all(dynamodb, target) == scan_all(dynamodb, source)
+
+
+def test_ctrl_c_stops_a_verify_and_resume_compares_the_rest(
+    aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    table = filled_table(dynamodb)
+    env = environment(aws_env)
+    backfilled = subprocess.run(
+        cli("backfill", table, "--bucket", bucket, "--prefix", prefix),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert backfilled.returncode == 0, backfilled.stderr
+    jobs = f"{prefix}/.dynamo-backups/{table}/jobs/verify/"
+    command = cli("verify", table, "--bucket", bucket, "--prefix", prefix, "--partitions", "4096")
+
+    def comparing() -> bool:  # a unit of the compare stage is recorded
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=jobs)
+        return any("/units/compare-" in entry["Key"] for entry in listed.get("Contents", []))
+
+    stopped, took = interrupt_when(command, env, comparing)
+    assert stopped.returncode == 130, stopped.stderr
+    assert took < STOP_WITHIN, f"took {took:.1f} s to stop\n{stopped.stderr}"
+    assert "Traceback" not in stopped.stderr
+    found = re.search(r"(\d+) of 4096 units \(compare\) done and recorded", stopped.stderr)
+    assert found and 0 < int(found.group(1)) < 4096, stopped.stderr
+
+    resumed = subprocess.run(
+        [*resume_line(stopped.stderr), "--output", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming the run" in resumed.stderr
+    report = json.loads(resumed.stdout)
+    assert report["items_in_table"] == ROWS and report["objects_in_backup"] == ROWS
 
 
 SECOND_PRESS = """
