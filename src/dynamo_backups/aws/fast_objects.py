@@ -29,6 +29,7 @@ from dynamo_backups.aws.errors import (
     error_code,
 )
 from dynamo_backups.aws.s3objects import RawListing
+from dynamo_backups.aws.waiting import watched
 from dynamo_backups.core.s3_listing import (
     ObjectPage,
     VersionPage,
@@ -225,7 +226,8 @@ class FastObjects:
         for attempt in (1, 2):
             store = self._store
             try:
-                return action(store)
+                with watched("s3", operation, f"s3://{self.bucket}/{key}"):
+                    return action(store)
             except obstore.exceptions.BaseError as error:
                 translated = translate_error(error, operation, f"s3://{self.bucket}/{key}")
                 if attempt == 1 and needs_other_region(translated) and self._retarget(store):

@@ -11,6 +11,7 @@ import click
 
 from dynamo_backups import __version__
 from dynamo_backups.aws.context import AwsContext, TransportSettingError, chosen_transport
+from dynamo_backups.aws.timeouts import TimeoutSettingError, timeouts_from_environment
 from dynamo_backups.cli.adopt import adopt
 from dynamo_backups.cli.backfill import backfill
 from dynamo_backups.cli.common import (
@@ -24,6 +25,7 @@ from dynamo_backups.cli.demo import demo
 from dynamo_backups.cli.history import history
 from dynamo_backups.cli.installer import deploy, package, teardown_command, template
 from dynamo_backups.cli.interrupt import install_interrupt_handler
+from dynamo_backups.cli.notices import start_wait_notices
 from dynamo_backups.cli.replay import replay
 from dynamo_backups.cli.replication import diff_record, diff_tables, replicate_record
 from dynamo_backups.cli.restore import restore
@@ -39,6 +41,9 @@ AWS settings follow the AWS CLI: --region/--profile/--endpoint-url, else AWS_REG
 AWS_PROFILE and the per-service endpoint variables (AWS_ENDPOINT_URL_S3,
 AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL_DYNAMODB_STREAMS), AWS_CA_BUNDLE,
 HTTPS_PROXY/NO_PROXY. DYNAMO_BACKUPS_TRANSPORT=botocore sends every request through botocore.
+Each request: DYNAMO_BACKUPS_CONNECT_TIMEOUT (10 s), DYNAMO_BACKUPS_READ_TIMEOUT (60 s),
+DYNAMO_BACKUPS_MAX_ATTEMPTS (5) tries; a call waiting over DYNAMO_BACKUPS_WAIT_NOTICE (5 s)
+is named on stderr.
 Docs: README.md and docs/ (layout, operations, performance)."""
 
 
@@ -78,8 +83,11 @@ def main(
     install_interrupt_handler()
     try:
         chosen_transport()
-    except TransportSettingError as error:
+        timeouts = timeouts_from_environment()
+    except (TransportSettingError, TimeoutSettingError) as error:
         fail(str(error), EXIT_USAGE)
+    if not quiet:
+        start_wait_notices(timeouts)
     ctx.obj = Invocation(AwsContext(region, profile, endpoint_url), output, verbose, quiet)
 
 
