@@ -1,7 +1,8 @@
 """Units as Spark tasks: one task per unit, locally (``local[N]``) or on whatever cluster
 spark-submit, EMR Serverless or AWS Glue gives. The job travels to the executors as settings
 (cloudpickle); executors make their own clients, with the credentials of their role. Spark
-shares no memory between executors, so the rate budget is split evenly over the task slots.
+shares no memory between executors, so with a rate budget the stage runs a fixed number of
+tasks, each with an even share (``SparkEngine.rate_plan``), whatever executors appear.
 
 PySpark is an optional dependency: ``pip install 'dynamo-backups[spark]'``.
 """
@@ -108,10 +109,10 @@ class SparkEngine:
         if not units:
             return []
         context = self.session.sparkContext
-        per_slot = rate_per_slot(rate, self.slots)
+        tasks, per_task = self.rate_plan(len(units), rate)
 
         def run_units(chosen: Iterator[WorkUnit]) -> Iterator[tuple[str, Any, str]]:
-            unit_context = UnitContext(RateLimiter(per_slot), NoProgress())
+            unit_context = UnitContext(RateLimiter(per_task), NoProgress())
             for unit in chosen:
                 try:
                     yield ("done", task(unit, unit_context).to_dict(), unit.id)
@@ -121,7 +122,7 @@ class SparkEngine:
         watcher = _ProgressLog(context, len(units))
         watcher.start()
         try:
-            answers = context.parallelize(list(units), len(units)).mapPartitions(run_units)
+            answers = context.parallelize(list(units), tasks).mapPartitions(run_units)
             collected = answers.collect()
         except KeyboardInterrupt:
             # Tasks running are killed (their units are not recorded: --resume redoes them);
@@ -135,6 +136,20 @@ class SparkEngine:
         if failures:
             raise UnitFailed(failures, results)
         return results
+
+    def rate_plan(self, units: int, rate: float | None) -> tuple[int, float | None]:
+        """How many tasks run the stage's units, and each task's share of the budget.
+
+        Executors share no memory, and dynamic allocation adds them while a stage runs, so
+        the budget cannot be split by the executors present at the start. Instead the stage
+        has at most ``workers`` tasks (default: the slots when it starts), each running its
+        units one after another with ``rate / tasks``: however many executors appear, no
+        more than ``tasks`` tasks run at once, so together they stay within ``rate``.
+        Without a budget every unit is its own task, spread over whatever slots exist."""
+        if rate is None:
+            return units, None
+        tasks = max(1, min(units, self.workers or self.slots))
+        return tasks, rate_per_slot(rate, tasks)
 
     def close(self) -> None:
         if self._session is not None:
