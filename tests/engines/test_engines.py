@@ -353,3 +353,9 @@ class _Ignore:
 
     def set_total(self, total: int | None) -> None:
         pass
+
+    def begin_units(self, total: int, done: int = 0, label: str = "units") -> None:
+        pass
+
+    def unit_done(self) -> None:
+        pass

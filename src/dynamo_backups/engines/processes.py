@@ -26,6 +26,7 @@ from dynamo_backups.core.units import (
 )
 
 _worker: dict[str, UnitContext] = {}  # in each worker process, set by _start_worker
+UNIT_DONE = "unit-done"  # on the progress queue, beside item counts
 
 
 class SharedRateLimiter:
@@ -57,6 +58,12 @@ class QueueProgress:
 
     def set_total(self, total: int | None) -> None:
         pass
+
+    def begin_units(self, total: int, done: int = 0, label: str = "units") -> None:
+        pass  # the driver counts the stage
+
+    def unit_done(self) -> None:
+        self.queue.put(UNIT_DONE)
 
 
 def _start_worker(rate: float | None, state: Any, queue: Any, stop: Any) -> None:
@@ -128,5 +135,8 @@ def _failure_text(error: BaseException) -> str:
 
 
 def _relay(queue: Any, progress: ProgressSink) -> None:
-    while (count := queue.get()) is not None:
-        progress.advance(count)
+    while (message := queue.get()) is not None:
+        if message == UNIT_DONE:
+            progress.unit_done()
+        else:
+            progress.advance(message)

@@ -230,7 +230,7 @@ class Backfill:
                 partition_units(self.options.partitions, "removals"),
                 engine,
                 None,
-                NoProgress(),
+                self.progress,
                 resumable=False,
             )
             if not checked.failures and all(result.complete for result in checked.results):

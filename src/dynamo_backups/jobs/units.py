@@ -72,7 +72,21 @@ def execute_unit(job: UnitJob, run: JobRun, unit: WorkUnit, context: UnitContext
     result.seconds = round(time.monotonic() - started, 3)
     if result.complete:
         record_unit(job.ledger_writer(), run, unit, result)
+        context.progress.unit_done()
     return result
+
+
+# How progress names a stage's units.
+UNIT_LABELS = {
+    "segment": "segments",
+    "scan": "segments scanned",
+    "file": "files",
+    "partition": "partitions",
+    "compare": "partitions compared",
+    "removals": "partitions checked against deletions",
+    "classify": "partitions",
+    "rewrite": "partitions rewritten",
+}
 
 
 @dataclass
@@ -105,6 +119,8 @@ def run_stage(
             outcome.skipped += 1
         else:
             todo.append(unit)
+    if units:
+        progress.begin_units(len(units), outcome.skipped, UNIT_LABELS.get(units[0].stage, "units"))
     try:
         outcome.results.extend(engine.run(partial(execute_unit, job, run), todo, rate, progress))
     except Interrupted as stop:

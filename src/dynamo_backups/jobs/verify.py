@@ -172,7 +172,7 @@ class Verify:
                     partition_units(self.partitions, "compare"),
                     engine,
                     None,
-                    NoProgress(),
+                    self.progress,
                 )
         self._merge(scanned, compared)
         self.report.seconds = round(time.monotonic() - started, 3)
