@@ -94,6 +94,7 @@ class CallWatch:
 
 
 WATCH = CallWatch()
+LONG_POLLS = frozenset({"ReceiveMessage"})  # calls that wait on purpose (SQS long polling)
 
 
 @contextmanager
@@ -126,6 +127,8 @@ def watch_client(client: Any, attempts: int) -> None:
     def before_send(request: Any, event_name: str = "", **_: Any) -> None:
         local.attempt = getattr(local, "attempt", 0) + 1
         operation = event_name.rsplit(".", 1)[-1]
+        if operation in LONG_POLLS:
+            return  # waiting is what it was asked to do
         WATCH.begin(service, operation, short_address(request.url), local.attempt, attempts)
 
     def response_received(**_: Any) -> None:
