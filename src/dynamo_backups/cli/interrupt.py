@@ -37,12 +37,19 @@ def _on_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def note_interrupt() -> None:
+    """A command's own first-press handler (``stream``) counts its press: the next one, back
+    on this handler, quits at once."""
+    _presses["count"] += 1
+
+
 def install_interrupt_handler() -> None:
     """Take over SIGINT for this command (only from the main thread, and only over Python's
     default handler: a host program's own handler stays)."""
     if threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    current = signal.getsignal(signal.SIGINT)
+    if current is signal.default_int_handler or current is _on_interrupt:
         _presses["count"] = 0
         signal.signal(signal.SIGINT, _on_interrupt)
 

@@ -31,6 +31,7 @@ from dynamo_backups.cli.common import (
     pass_invocation,
     reports_errors,
 )
+from dynamo_backups.cli.interrupt import note_interrupt
 from dynamo_backups.core.draining import DrainRule
 from dynamo_backups.core.layout import TableLayout, check_table_name, normalize_prefix
 from dynamo_backups.core.stream_records import combine
@@ -277,7 +278,8 @@ def _run_all(
     previous = signal.getsignal(signal.SIGINT)
 
     def on_interrupt(signum: int, frame: Any) -> None:
-        click.echo("stopping after the current batch (Ctrl-C again to abort)", err=True)
+        click.echo("stopping after the current batch (Ctrl-C again to quit at once)", err=True)
+        note_interrupt()
         stop.set()
         signal.signal(signal.SIGINT, previous)
 
