@@ -149,8 +149,9 @@ def test_ctrl_c_stops_a_backfill_and_resume_finishes_it_exactly(
     assert len(versions) == ROWS and set(versions.values()) == {1}  # each row once
 
 
+@pytest.mark.parametrize("engine", ["threads", "processes"])
 def test_ctrl_c_stops_a_restore_and_resume_restores_the_whole_backup(
-    aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
+    aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str, engine: str
 ) -> None:
     source = filled_table(dynamodb)
     env = environment(aws_env)
@@ -172,6 +173,10 @@ def test_ctrl_c_stops_a_restore_and_resume_restores_the_whole_backup(
         "400",
         "--partitions",
         "16",
+        "--engine",
+        engine,
+        "--workers",
+        "2",
     )
 
     def restoring() -> bool:
