@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from dynamo_backups.aws.client_source import ClientSource
 from dynamo_backups.backup.ledger import JobLedger, JobRun, record_unit
+from dynamo_backups.backup.reading import iter_current_objects
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.cancel import Interrupted
 from dynamo_backups.core.progress import ProgressSink
@@ -143,7 +144,9 @@ def _units_done(
     if not run.recorded:
         return sum(1 for result in results if result.complete)
     ids = {unit.id for unit in units}
-    try:
-        return len(ids & set(ledger.finished_units(run)))
+    try:  # the names of the unit records are enough: listed, not read
+        listed = iter_current_objects(ledger.writer.objects, run.units_prefix)
+        recorded = {entry["Key"][len(run.units_prefix) :].removesuffix(".json") for entry in listed}
+        return len(ids & recorded)
     except Exception:  # the count is a courtesy: the ledger itself is what resumes
         return sum(1 for result in results if result.complete)
