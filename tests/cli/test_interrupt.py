@@ -239,6 +239,47 @@ def test_ctrl_c_stops_a_verify_and_resume_compares_the_rest(
     assert report["items_in_table"] == ROWS and report["objects_in_backup"] == ROWS
 
 
+def test_ctrl_c_stops_a_snapshot_and_resume_writes_every_item_once(
+    aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    table = filled_table(dynamodb)
+    env = environment(aws_env)
+    backfilled = subprocess.run(
+        cli("backfill", table, "--bucket", bucket, "--prefix", prefix),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert backfilled.returncode == 0, backfilled.stderr
+    jobs = f"{prefix}/.dynamo-backups/{table}/jobs/snapshot-"
+    destination = f"s3://{bucket}/{prefix}-snapshot"
+    command = cli(
+        "snapshot", bucket, f"{prefix}/{table}", "--to", destination, "--partitions", "4096"
+    )
+
+    def snapshotting() -> bool:
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=jobs)
+        return any("/units/partition-" in entry["Key"] for entry in listed.get("Contents", []))
+
+    stopped, took = interrupt_when(command, env, snapshotting)
+    assert stopped.returncode == 130, stopped.stderr
+    assert took < STOP_WITHIN, f"took {took:.1f} s to stop\n{stopped.stderr}"
+    assert re.search(r"\d+ of 4096 units \(partition\) done and recorded", stopped.stderr)
+
+    resumed = subprocess.run(
+        [*resume_line(stopped.stderr), "--output", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    report = json.loads(resumed.stdout)
+    assert report["items"] == ROWS
+    assert sum(entry["items"] for entry in report["files"]) == ROWS
+
+
 SECOND_PRESS = """
 import sys, time
 from dynamo_backups.cli.interrupt import install_interrupt_handler
