@@ -208,14 +208,16 @@ class Backfill:
                 self.progress,
             )
             copy_ended = True
-        except Interrupted as stop:
-            stopped = stop
-            copied = StageOutcome(results=stop.results)
+        except KeyboardInterrupt as stop:  # Ctrl-C, in the engine's stage or around it
+            stopped = stop if isinstance(stop, Interrupted) else Interrupted()
+            if stopped.job is None:  # stopped outside the stage: the run is still the job's
+                stopped.job, stopped.run_id = ledger.job, self.job_run.run_id
+            copied = StageOutcome(results=stopped.results)
         finally:
             # Whatever ended the copy early (Ctrl-C, an error) leaves the run unfinished:
             # --resume continues it, never a fresh run that believes it is complete.
             self.report.interrupted = not copy_ended
-            if self.report.interrupted:
+            if stopped is not None:
                 logger.warning(
                     "%s: stopping; checking the rows written so far against deletions "
                     "(Ctrl-C again to quit at once: the next run checks them)",
