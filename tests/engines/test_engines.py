@@ -312,9 +312,50 @@ def test_worker_processes_share_one_rate_budget() -> None:
     assert elapsed >= 1.8, elapsed
 
 
+class _OneSlotAtStart(SparkEngine):
+    """The module's Spark (2 task slots) as a cluster that had 1 slot when the stage began
+    and gained more while it ran (dynamic allocation)."""
+
+    def __init__(self, spark: SparkEngine) -> None:
+        super().__init__()
+        self._session = spark.session
+
+    @property
+    def slots(self) -> int:
+        return 1
+
+    def close(self) -> None:
+        pass  # the module's session
+
+
+def test_spark_keeps_the_rate_budget_when_more_slots_appear_than_at_the_start(
+    spark: SparkEngine,
+) -> None:
+    units = [WorkUnit("rate", str(number)) for number in range(4)]
+    results = _OneSlotAtStart(spark).run(take_tokens, units, 100.0, _Ignore())
+    spans = [result.outputs[0] for result in results]
+    elapsed = max(span["ended"] for span in spans) - min(span["started"] for span in spans)
+    # 600 items at 100/s with one second's worth at once: at least 5 s, whatever runs them
+    # (split by the slot seen at the start, two slots would take them in 2.5 s).
+    assert elapsed >= 4.5, elapsed
+
+
+def test_spark_tasks_with_a_budget_are_fixed_by_the_job_not_the_executors() -> None:
+    engine = SparkEngine(workers=4)
+    assert engine.rate_plan(64, 100.0) == (4, 25.0)
+    assert engine.rate_plan(2, 100.0) == (2, 50.0)
+    assert engine.rate_plan(64, None) == (64, None)
+
+
 class _Ignore:
     def advance(self, count: int = 1) -> None:
         pass
 
     def set_total(self, total: int | None) -> None:
+        pass
+
+    def begin_units(self, total: int, done: int = 0, label: str = "units") -> None:
+        pass
+
+    def unit_done(self) -> None:
         pass

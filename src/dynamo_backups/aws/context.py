@@ -31,6 +31,8 @@ from dynamo_backups.aws.endpoints import UnsupportedTarget
 from dynamo_backups.aws.errors import NoCredentialsError
 from dynamo_backups.aws.fast_objects import OBSTORE_MISSING, FastObjects, HttpSettings
 from dynamo_backups.aws.s3objects import BotocoreObjects, ObjectStore, checksum_every_put
+from dynamo_backups.aws.timeouts import timeouts_from_environment
+from dynamo_backups.aws.waiting import watch_client
 
 logger = logging.getLogger("dynamo_backups.aws")
 
@@ -68,8 +70,10 @@ class AwsContext:
     region: str | None = None
     profile: str | None = None
     endpoint_url: str | None = None
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    # Per request; defaults and DYNAMO_BACKUPS_* variables in ``timeouts``.
+    connect_timeout: float = field(default_factory=lambda: timeouts_from_environment().connect)
+    read_timeout: float = field(default_factory=lambda: timeouts_from_environment().read)
+    max_attempts: int = field(default_factory=lambda: timeouts_from_environment().attempts)
     _session: Any = field(default=None, repr=False)
 
     @classmethod
@@ -88,6 +92,7 @@ class AwsContext:
             self.endpoint_url,
             self.connect_timeout,
             self.read_timeout,
+            self.max_attempts,
             chosen_transport(),
             # Endpoints boto3 reads from the environment, which a worker may see change.
             tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_ENDPOINT"))),
@@ -117,10 +122,12 @@ class AwsContext:
     ) -> Any:
         """A client for ``service`` (in ``region``, default the session's); ``pool`` sizes its
         connection pool for that many threads; ``retries`` is botocore's own attempt budget
-        (1 where a retry policy of ours, with a deadline, does the retrying)."""
+        (1 where a retry policy of ours, with a deadline, does the retrying), at most
+        ``max_attempts``. Every attempt is noted while in flight (``waiting``)."""
+        attempts = max(1, min(retries, self.max_attempts))
         config = Config(
             max_pool_connections=max(10, pool),
-            retries={"mode": "standard", "total_max_attempts": retries},
+            retries={"mode": "standard", "total_max_attempts": attempts},
             user_agent_extra=USER_AGENT,
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
@@ -135,6 +142,7 @@ class AwsContext:
         )
         if service == "s3":
             checksum_every_put(client)  # Object Lock refuses a put without a checksum
+        watch_client(client, attempts)
         return client
 
     def _fallback_endpoint(self, service: str) -> str | None:
@@ -251,4 +259,5 @@ class AwsContext:
             session,
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
+            max_attempts=self.max_attempts,
         )

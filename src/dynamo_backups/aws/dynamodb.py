@@ -24,6 +24,7 @@ from botocore.awsrequest import AWSRequest
 
 from dynamo_backups.aws.endpoints import SIGV4, UnsupportedTarget, prepared_request
 from dynamo_backups.aws.errors import client_error, modeled_error
+from dynamo_backups.aws.waiting import watched
 from dynamo_backups.core.ddbjson import from_wire, to_wire
 
 TARGET_PREFIX = "DynamoDB_20120810"
@@ -61,7 +62,8 @@ class RawDynamoDB:
         SigV4Auth(self._credentials_source.get_frozen_credentials(), name, region).add_auth(
             http_request
         )
-        response = self._http.send(http_request.prepare())
+        with watched("dynamodb", operation, self.url):
+            response = self._http.send(http_request.prepare())
         content = response.content
         expected_crc = response.headers.get("x-amz-crc32")
         if expected_crc is not None and zlib.crc32(content) != int(expected_crc):

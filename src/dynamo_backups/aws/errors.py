@@ -12,14 +12,18 @@ from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     ConnectionError,
+    ConnectTimeoutError,
     EndpointConnectionError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
     NoRegionError,
     ProfileNotFound,
+    ReadTimeoutError,
     ResponseStreamingError,
 )
+
+from dynamo_backups.aws.timeouts import CONNECT_VARIABLE, READ_VARIABLE, timeouts_from_environment
 
 __all__ = [
     "BotoCoreError",
@@ -35,6 +39,7 @@ __all__ = [
     "describe_error",
     "error_code",
     "http_status",
+    "is_timeout",
     "is_transient",
     "key_error",
     "modeled_error",
@@ -112,13 +117,41 @@ def is_transient(error: BaseException) -> bool:
     )
 
 
+def is_timeout(error: BaseException) -> bool:
+    """No answer in time: botocore's connect or read timeout, or the fast transport's."""
+    if isinstance(error, ReadTimeoutError | ConnectTimeoutError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, HTTPClientError) and ("timed out" in text or "timeout" in text)
+
+
 def describe_error(error: BaseException) -> str:
-    """A one-line description: the service's error code and message where there is one."""
+    """A one-line description: the service's error code and message where there is one;
+    for a timeout, the endpoint, the timeout and the variable that sets it."""
     if isinstance(error, ClientError):
         details = error.response.get("Error", {})
         code = details.get("Code") or http_status(error)
         return f"{code}: {details.get('Message') or error}"
+    if is_timeout(error):
+        return _describe_timeout(error)
     return f"{type(error).__name__}: {error}"
+
+
+def _describe_timeout(error: BaseException) -> str:
+    try:
+        timeouts = timeouts_from_environment()
+    except ValueError:
+        timeouts = None
+    endpoint = getattr(error, "kwargs", {}).get("endpoint_url")
+    where = f"from {endpoint} " if endpoint else f"({error}) "
+    if isinstance(error, ConnectTimeoutError):
+        limit = f" {timeouts.connect:g} s" if timeouts else ""
+        return (
+            f"no connection {where}within the connect timeout{limit} "
+            f"(set {CONNECT_VARIABLE} to change it)"
+        )
+    limit = f" {timeouts.read:g} s" if timeouts else ""
+    return f"no answer {where}within the read timeout{limit} (set {READ_VARIABLE} to change it)"
 
 
 def client_error(

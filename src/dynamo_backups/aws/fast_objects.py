@@ -40,6 +40,7 @@ from dynamo_backups.aws.errors import (
     key_error,
 )
 from dynamo_backups.aws.s3objects import RawListing
+from dynamo_backups.aws.waiting import watched
 from dynamo_backups.core.s3_listing import (
     ObjectPage,
     VersionPage,
@@ -314,7 +315,8 @@ class FastObjects:
         for attempt in (1, 2):
             stores = self._stores
             try:
-                return action(stores.writes if writes else stores.reads)
+                with watched("s3", operation, where):
+                    return action(stores.writes if writes else stores.reads)
             except obstore.exceptions.BaseError as error:
                 translated = translate_error(error, operation, where)
                 if (

@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from dynamo_backups.aws.errors import describe_error, is_transient
+from dynamo_backups.aws.errors import describe_error, is_timeout, is_transient
+from dynamo_backups.aws.timeouts import Timeouts, timeouts_from_environment
+from dynamo_backups.aws.waiting import WATCH
 
 T = TypeVar("T")
 
@@ -54,17 +56,40 @@ def call_with_retries(
     retryable: Callable[[BaseException], bool] = is_transient,
 ) -> T:
     """Run ``operation`` until it succeeds, a permanent error is raised, the attempts run
-    out, or the next wait would pass ``deadline`` (a ``clock()`` value)."""
+    out, or the next wait would pass ``deadline`` (a ``clock()`` value). Timeouts count
+    apart: an endpoint that does not answer is given up on once the tries that timed out
+    (the SDK's own tries inside them included) have waited ``attempts`` read timeouts
+    (``timeouts``), not after the whole budget meant for throttling."""
     delays = policy.delays()
+    timeout_budget = _timeout_budget()
     attempts = 0
+    waited_for_answers = 0.0
     while True:
         attempts += 1
+        started = clock()
         try:
-            return operation()
+            with WATCH.retrying(what, attempts, policy.max_attempts):
+                return operation()
         except Exception as error:
             if not retryable(error):
                 raise
+            if is_timeout(error):
+                waited_for_answers += clock() - started
             delay = next(delays, None)
-            if delay is None or (deadline is not None and clock() + delay > deadline):
+            if (
+                delay is None
+                or waited_for_answers >= timeout_budget
+                or (deadline is not None and clock() + delay > deadline)
+            ):
                 raise RetriesExhausted(what, attempts, error) from error
             sleep(delay)
+
+
+def _timeout_budget() -> float:
+    """Seconds a call may spend in tries that got no answer: its attempts' read timeouts
+    (a little less, so that the last one is not followed by one more)."""
+    try:
+        timeouts = timeouts_from_environment()
+    except ValueError:  # reported where the command starts
+        timeouts = Timeouts()
+    return timeouts.attempts * timeouts.read * 0.9

@@ -21,6 +21,7 @@ from dynamo_backups.aws.endpoints import prepared_request
 from dynamo_backups.aws.errors import (
     modeled_error,
 )
+from dynamo_backups.aws.waiting import watched
 from dynamo_backups.core.s3_listing import (
     ObjectPage,
     VersionPage,
@@ -180,7 +181,8 @@ class RawListing:
         )
         credentials = self._credentials_source.get_frozen_credentials()
         S3SigV4Auth(credentials, "s3", self.signing_region).add_auth(request)
-        response = self._http.send(request.prepare())
+        with watched("s3", operation, f"s3://{self.bucket}/{query.get('prefix', '')}"):
+            response = self._http.send(request.prepare())
         if response.status_code != 200:
             raise modeled_error(self.s3, "rest-xml", operation, response)
         return response.content

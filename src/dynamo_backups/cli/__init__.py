@@ -14,6 +14,7 @@ import click
 
 from dynamo_backups import __version__
 from dynamo_backups.aws.context import AwsContext, TransportSettingError, chosen_transport
+from dynamo_backups.aws.timeouts import TimeoutSettingError, timeouts_from_environment
 from dynamo_backups.cli.adopt import adopt
 from dynamo_backups.cli.backfill import backfill
 from dynamo_backups.cli.common import (
@@ -28,6 +29,8 @@ from dynamo_backups.cli.demo import demo
 from dynamo_backups.cli.history import history
 from dynamo_backups.cli.inputs import InputError, validated
 from dynamo_backups.cli.installer import deploy, package, teardown_command, template
+from dynamo_backups.cli.interrupt import install_interrupt_handler
+from dynamo_backups.cli.notices import start_wait_notices
 from dynamo_backups.cli.replay import replay
 from dynamo_backups.cli.replication import diff_record, diff_tables, replicate_record
 from dynamo_backups.cli.restore import restore
@@ -37,11 +40,15 @@ from dynamo_backups.cli.stream import stream
 from dynamo_backups.cli.verify import verify
 
 EPILOG = """\b
-Exit codes: 0 done; 1 failed or found differences; 2 bad arguments or input.
+Exit codes: 0 done; 1 failed or found differences; 2 bad arguments or input;
+130 stopped by Ctrl-C (what finished is recorded: --resume continues).
 AWS settings follow the AWS CLI: --region/--profile/--endpoint-url, else AWS_REGION,
 AWS_PROFILE and the per-service endpoint variables (AWS_ENDPOINT_URL_S3,
 AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL_DYNAMODB_STREAMS), AWS_CA_BUNDLE,
 HTTPS_PROXY/NO_PROXY. DYNAMO_BACKUPS_TRANSPORT=botocore sends every request through botocore.
+Each request: DYNAMO_BACKUPS_CONNECT_TIMEOUT (10 s), DYNAMO_BACKUPS_READ_TIMEOUT (60 s),
+DYNAMO_BACKUPS_MAX_ATTEMPTS (5) tries; a call waiting over DYNAMO_BACKUPS_WAIT_NOTICE (5 s)
+is named on stderr.
 Docs: README.md and docs/ (layout, operations, performance)."""
 
 
@@ -125,10 +132,14 @@ def main(
     delete marker. Run the stream handler in AWS Lambda (deploy) or on any host (stream).
     """
     configure_logging(verbose, quiet)
+    install_interrupt_handler()
     try:
         chosen_transport()
-    except TransportSettingError as error:
+        timeouts = timeouts_from_environment()
+    except (TransportSettingError, TimeoutSettingError) as error:
         fail(str(error), EXIT_USAGE)
+    if not quiet:
+        start_wait_notices(timeouts)
     ctx.obj = Invocation(AwsContext(region, profile, endpoint_url), output, verbose, quiet)
 
 

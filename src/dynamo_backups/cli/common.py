@@ -28,6 +28,7 @@ from dynamo_backups.backup.bucket import BucketError, NoSuchBucketError
 from dynamo_backups.backup.checkpoints import CheckpointError
 from dynamo_backups.backup.ledger import LedgerError
 from dynamo_backups.cli import inputs
+from dynamo_backups.cli.interrupt import EXIT_INTERRUPTED, interruption_message
 from dynamo_backups.core.ddbjson import InvalidDynamoJSON
 from dynamo_backups.core.keys import DEFAULT_KEY_HASH
 from dynamo_backups.core.layout import LayoutError
@@ -40,6 +41,7 @@ from dynamo_backups.pipeline.stream_source import StreamError
 EXIT_OK = 0
 EXIT_FAILED = 1  # the work could not be done completely, or a check found differences
 EXIT_USAGE = 2  # bad arguments or input (click uses 2 for usage errors as well)
+# 130: stopped by Ctrl-C (cli.interrupt), what finished recorded for --resume
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,6 +107,8 @@ def reports_errors(command: F) -> F:
             return command(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except KeyboardInterrupt as error:
+            fail(interruption_message(error), EXIT_INTERRUPTED)
         except (LayoutError, InvalidDynamoJSON, TransportSettingError, NoSuchBucketError) as error:
             fail(str(error), EXIT_USAGE)
         except (StreamError, BucketError, CheckpointError, LedgerError, ExportError) as error:

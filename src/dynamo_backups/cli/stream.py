@@ -39,6 +39,7 @@ from dynamo_backups.cli.inputs import (
     describe_existing_table,
     not_applicable,
 )
+from dynamo_backups.cli.interrupt import note_interrupt
 from dynamo_backups.core.draining import DrainRule
 from dynamo_backups.core.layout import TableLayout, normalize_prefix
 from dynamo_backups.core.stream_records import combine
@@ -302,7 +303,8 @@ def _run_all(
     previous = signal.getsignal(signal.SIGINT)
 
     def on_interrupt(signum: int, frame: Any) -> None:
-        click.echo("stopping after the current batch (Ctrl-C again to abort)", err=True)
+        click.echo("stopping after the current batch (Ctrl-C again to quit at once)", err=True)
+        note_interrupt()
         stop.set()
         signal.signal(signal.SIGINT, previous)
 

@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from typing import TypeVar
 
+from dynamo_backups.core.cancel import CancelToken, Interrupted
 from dynamo_backups.core.progress import ProgressSink
 from dynamo_backups.core.ratelimit import RateLimiter
 from dynamo_backups.core.units import (
@@ -88,13 +89,29 @@ class ThreadEngine:
         rate: float | None,
         progress: ProgressSink,
     ) -> list[UnitResult]:
-        context = UnitContext(RateLimiter(rate), progress)
+        cancel = CancelToken()
+        context = UnitContext(RateLimiter(rate, sleep=cancel.sleep), progress, cancel)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="unit")
+        futures: list[tuple[WorkUnit, Future[UnitResult]]] = []
         try:
-            return gather_results([(unit, pool.submit(task, unit, context)) for unit in units])
-        finally:
-            # Ctrl-C: units not started are dropped; the ledger knows which ones finished.
+            futures.extend((unit, pool.submit(task, unit, context)) for unit in units)
+            return gather_results(futures)
+        except KeyboardInterrupt:
+            # Ctrl-C: units not started are dropped, running ones stop at their next page.
+            cancel.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+            raise Interrupted(ended_results(futures), len(units)) from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def ended_results(futures: Sequence[tuple[WorkUnit, Future[UnitResult]]]) -> list[UnitResult]:
+    """The results of the units that returned (complete or not), once the others stopped."""
+    return [
+        future.result()
+        for _, future in futures
+        if future.done() and not future.cancelled() and future.exception() is None
+    ]
 
 
 def gather_results(

@@ -8,9 +8,17 @@ from typing import Protocol
 
 
 class ProgressSink(Protocol):
-    def advance(self, count: int = 1) -> None: ...
+    def advance(self, count: int = 1) -> None:
+        """``count`` more items (or objects) done."""
 
-    def set_total(self, total: int | None) -> None: ...
+    def set_total(self, total: int | None) -> None:
+        """How many items there are, when known."""
+
+    def begin_units(self, total: int, done: int = 0, label: str = "units") -> None:
+        """A stage of ``total`` units starts, ``done`` of them by an earlier run."""
+
+    def unit_done(self) -> None:
+        """One more unit of the stage done (and recorded)."""
 
 
 class NoProgress:
@@ -18,4 +26,10 @@ class NoProgress:
         pass
 
     def set_total(self, total: int | None) -> None:
+        pass
+
+    def begin_units(self, total: int, done: int = 0, label: str = "units") -> None:
+        pass
+
+    def unit_done(self) -> None:
         pass

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dynamo_backups.core.cancel import CancelToken
 from dynamo_backups.core.progress import NoProgress, ProgressSink
 
 # How many partitions a folder can be split into, and the hex digits that name each
@@ -153,10 +154,12 @@ class Unlimited:
 
 @dataclass
 class UnitContext:
-    """What an engine hands a unit where it runs: the job's rate budget and progress."""
+    """What an engine hands a unit where it runs: the job's rate budget, progress, and the
+    token that says the job is being stopped (checked between pages)."""
 
     limiter: Limiter = field(default_factory=Unlimited)
     progress: ProgressSink = field(default_factory=NoProgress)
+    cancel: CancelToken = field(default_factory=CancelToken)
 
 
 UnitTask = Callable[[WorkUnit, UnitContext], UnitResult]

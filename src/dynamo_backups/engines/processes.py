@@ -5,6 +5,7 @@ made there), the rate budget lives in shared memory, and progress comes back on 
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -12,7 +13,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from dynamo_backups.core.parallel import gather_results
+from dynamo_backups.core.cancel import CancelToken, Interrupted
+from dynamo_backups.core.parallel import ended_results, gather_results
 from dynamo_backups.core.progress import ProgressSink
 from dynamo_backups.core.ratelimit import take_tokens
 from dynamo_backups.core.units import (
@@ -24,15 +26,17 @@ from dynamo_backups.core.units import (
 )
 
 _worker: dict[str, UnitContext] = {}  # in each worker process, set by _start_worker
+UNIT_DONE = "unit-done"  # on the progress queue, beside item counts
 
 
 class SharedRateLimiter:
     """The token bucket of ``core.ratelimit`` with its state in shared memory: one budget
     for every worker process (``time.monotonic`` is one clock for the whole host)."""
 
-    def __init__(self, rate: float | None, state: Any) -> None:
+    def __init__(self, rate: float | None, state: Any, cancel: CancelToken | None = None) -> None:
         self.rate = rate
         self.state = state  # multiprocessing.Array("d", [available, updated]), with its lock
+        self.cancel = cancel or CancelToken()
 
     def acquire(self, count: int = 1) -> None:
         if self.rate is None or count <= 0:
@@ -42,7 +46,7 @@ class SharedRateLimiter:
             self.state[0], wait = take_tokens(self.rate, self.state[0], self.state[1], now, count)
             self.state[1] = now
         if wait > 0:
-            time.sleep(wait)
+            self.cancel.sleep(wait)
 
 
 class QueueProgress:
@@ -55,9 +59,21 @@ class QueueProgress:
     def set_total(self, total: int | None) -> None:
         pass
 
+    def begin_units(self, total: int, done: int = 0, label: str = "units") -> None:
+        pass  # the driver counts the stage
 
-def _start_worker(rate: float | None, state: Any, queue: Any) -> None:
-    _worker["context"] = UnitContext(SharedRateLimiter(rate, state), QueueProgress(queue))
+    def unit_done(self) -> None:
+        self.queue.put(UNIT_DONE)
+
+
+def _start_worker(rate: float | None, state: Any, queue: Any, stop: Any) -> None:
+    # Ctrl-C on a terminal reaches the whole process group: the driver alone decides, and
+    # tells the workers through ``stop`` (a worker killed by it would break the pool).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cancel = CancelToken(stop)
+    _worker["context"] = UnitContext(
+        SharedRateLimiter(rate, state, cancel), QueueProgress(queue), cancel
+    )
 
 
 def _run_unit(task: UnitTask, unit: WorkUnit) -> UnitResult:
@@ -89,17 +105,23 @@ class ProcessEngine:
         spawn = multiprocessing.get_context("spawn")
         state = spawn.Array("d", [rate or 0.0, time.monotonic()])
         queue = spawn.Queue()
+        stop = spawn.Event()
         relay = threading.Thread(target=_relay, args=(queue, progress), daemon=True)
         relay.start()
         pool = ProcessPoolExecutor(
             min(self.workers, len(units)),
             mp_context=spawn,
             initializer=_start_worker,
-            initargs=(rate, state, queue),
+            initargs=(rate, state, queue, stop),
         )
+        futures: list[tuple[WorkUnit, Any]] = []
         try:
-            futures = [(unit, pool.submit(_run_unit, task, unit)) for unit in units]
+            futures.extend((unit, pool.submit(_run_unit, task, unit)) for unit in units)
             return gather_results(futures, _failure_text)
+        except KeyboardInterrupt:
+            stop.set()  # running units stop at their next page; the others never start
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise Interrupted(ended_results(futures), len(units)) from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             queue.put(None)
@@ -113,5 +135,8 @@ def _failure_text(error: BaseException) -> str:
 
 
 def _relay(queue: Any, progress: ProgressSink) -> None:
-    while (count := queue.get()) is not None:
-        progress.advance(count)
+    while (message := queue.get()) is not None:
+        if message == UNIT_DONE:
+            progress.unit_done()
+        else:
+            progress.advance(message)

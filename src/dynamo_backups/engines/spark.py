@@ -1,7 +1,8 @@
 """Units as Spark tasks: one task per unit, locally (``local[N]``) or on whatever cluster
 spark-submit, EMR Serverless or AWS Glue gives. The job travels to the executors as settings
 (cloudpickle); executors make their own clients, with the credentials of their role. Spark
-shares no memory between executors, so the rate budget is split evenly over the task slots.
+shares no memory between executors, so with a rate budget the stage runs a fixed number of
+tasks, each with an even share (``SparkEngine.rate_plan``), whatever executors appear.
 
 PySpark is an optional dependency: ``pip install 'dynamo-backups[spark]'``.
 """
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from dynamo_backups.core.cancel import Interrupted
 from dynamo_backups.core.progress import NoProgress, ProgressSink
 from dynamo_backups.core.ratelimit import RateLimiter
 from dynamo_backups.core.units import (
@@ -56,7 +59,14 @@ def spark_session(master: str | None = None, workers: int | None = None) -> Any:
             # (PySpark reads PYSPARK_PYTHON when it starts the context, not the conf).
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = builder.config("spark.ui.showConsoleProgress", "false")
-    return builder.getOrCreate()
+    # PySpark replaces the SIGINT handler when it starts a context; the command's own one
+    # (a second Ctrl-C quits at once) stays, and the engine cancels the jobs itself.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if in_main else None
+    session = builder.getOrCreate()
+    if in_main and previous is not None:
+        signal.signal(signal.SIGINT, previous)
+    return session
 
 
 def stop_spark() -> None:
@@ -99,10 +109,10 @@ class SparkEngine:
         if not units:
             return []
         context = self.session.sparkContext
-        per_slot = rate_per_slot(rate, self.slots)
+        tasks, per_task = self.rate_plan(len(units), rate)
 
         def run_units(chosen: Iterator[WorkUnit]) -> Iterator[tuple[str, Any, str]]:
-            unit_context = UnitContext(RateLimiter(per_slot), NoProgress())
+            unit_context = UnitContext(RateLimiter(per_task), NoProgress())
             for unit in chosen:
                 try:
                     yield ("done", task(unit, unit_context).to_dict(), unit.id)
@@ -112,8 +122,13 @@ class SparkEngine:
         watcher = _ProgressLog(context, len(units))
         watcher.start()
         try:
-            answers = context.parallelize(list(units), len(units)).mapPartitions(run_units)
+            answers = context.parallelize(list(units), tasks).mapPartitions(run_units)
             collected = answers.collect()
+        except KeyboardInterrupt:
+            # Tasks running are killed (their units are not recorded: --resume redoes them);
+            # units that ended were recorded by their executors.
+            context.cancelAllJobs()
+            raise Interrupted([], len(units)) from None
         finally:
             watcher.stop()
         results = [UnitResult.from_dict(value) for state, value, _ in collected if state == "done"]
@@ -121,6 +136,20 @@ class SparkEngine:
         if failures:
             raise UnitFailed(failures, results)
         return results
+
+    def rate_plan(self, units: int, rate: float | None) -> tuple[int, float | None]:
+        """How many tasks run the stage's units, and each task's share of the budget.
+
+        Executors share no memory, and dynamic allocation adds them while a stage runs, so
+        the budget cannot be split by the executors present at the start. Instead the stage
+        has at most ``workers`` tasks (default: the slots when it starts), each running its
+        units one after another with ``rate / tasks``: however many executors appear, no
+        more than ``tasks`` tasks run at once, so together they stay within ``rate``.
+        Without a budget every unit is its own task, spread over whatever slots exist."""
+        if rate is None:
+            return units, None
+        tasks = max(1, min(units, self.workers or self.slots))
+        return tasks, rate_per_slot(rate, tasks)
 
     def close(self) -> None:
         if self._session is not None:

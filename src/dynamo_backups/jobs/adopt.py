@@ -245,6 +245,7 @@ class Adopt(BucketClients):
         histories = iter_key_histories(iter_versions(self.reader(), prefix))
         with ThreadPoolExecutor(self.options.read_concurrency, "adopt-read") as pool:
             for batch in batched(histories, 256):
+                context.cancel.check()
                 for name, outcome in pool.map(self._classify_object, batch):
                     with lock:
                         self._note(name, outcome, result, found)

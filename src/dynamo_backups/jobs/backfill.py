@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
@@ -40,6 +40,7 @@ from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.manifest import ensure_manifest
 from dynamo_backups.backup.reading import read_document
 from dynamo_backups.backup.writer import BackupWriter
+from dynamo_backups.core.cancel import Cancelled, Interrupted
 from dynamo_backups.core.ddbjson import dumps_item
 from dynamo_backups.core.keys import extract_key, key_attribute_names
 from dynamo_backups.core.layout import (
@@ -109,10 +110,11 @@ class BackfillReport:
     export: dict[str, Any] | None = None
     unit_seconds: float = 0.0
     seconds: float = 0.0
+    interrupted: bool = False  # the copy did not run to its end (Ctrl-C)
 
     @property
     def complete(self) -> bool:
-        return not self.failed and not self.unfinished_units
+        return not self.failed and not self.unfinished_units and not self.interrupted
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -191,17 +193,36 @@ class Backfill:
         self.job_run = ledger.begin(self._parameters(), self.options.resume)
         self._note_pending_check(writer)
         copied = StageOutcome()
+        units: list[WorkUnit] = []
+        stopped: Interrupted | None = None
+        copy_ended = False
         try:
+            units = self._copy_units(writer)
             copied = run_stage(
                 self,
                 ledger,
                 self.job_run,
-                self._copy_units(writer),
+                units,
                 engine,
                 self.options.max_items_per_second,
                 self.progress,
             )
+            copy_ended = True
+        except KeyboardInterrupt as stop:  # Ctrl-C, in the engine's stage or around it
+            stopped = stop if isinstance(stop, Interrupted) else Interrupted()
+            if stopped.job is None:  # stopped outside the stage: the run is still the job's
+                stopped.job, stopped.run_id = ledger.job, self.job_run.run_id
+            copied = StageOutcome(results=stopped.results)
         finally:
+            # Whatever ended the copy early (Ctrl-C, an error) leaves the run unfinished:
+            # --resume continues it, never a fresh run that believes it is complete.
+            self.report.interrupted = not copy_ended
+            if stopped is not None:
+                logger.warning(
+                    "%s: stopping; checking the rows written so far against deletions "
+                    "(Ctrl-C again to quit at once: the next run checks them)",
+                    self.layout.table,
+                )
             # Whatever was written must be checked against deletions, however the run ends;
             # the check runs in full every time (a unit done earlier may predate new writes).
             checked = run_stage(
@@ -211,7 +232,7 @@ class Backfill:
                 partition_units(self.options.partitions, "removals"),
                 engine,
                 None,
-                NoProgress(),
+                self.progress,
                 resumable=False,
             )
             if not checked.failures and all(result.complete for result in checked.results):
@@ -219,8 +240,13 @@ class Backfill:
                     removals_check_key(self.layout),
                     {"pending": False, "checked_at": format_time(self.clock())},
                 )
-            self._report(copied, checked, started)
+            self._report(copied, checked, started, units)
             ledger.finish(self.job_run, self.report.complete, self.report.to_dict())
+        if stopped is not None:
+            stopped.detail = (
+                f"{self.report.scanned:,} rows read, {self.report.written:,} written so far"
+            )
+            raise stopped
         return self.report
 
     def default_workers(self) -> int:
@@ -321,9 +347,28 @@ class Backfill:
             self.retry_policy,
             limit=self.options.page_size,
             start_key=place.get("last_evaluated_key"),
+            cancel=context.cancel,
         )
+        try:
+            return self._copy_pages(unit, pages, place_key, result, context)
+        except Cancelled:
+            # Stopped between pages: its place (the last page written) is saved, and the
+            # unit is not recorded as done, so --resume continues it from there.
+            result.complete = False
+            return result
+
+    def _copy_pages(
+        self,
+        unit: WorkUnit,
+        pages: Iterator[dict[str, Any]],
+        place_key: str,
+        result: UnitResult,
+        context: UnitContext,
+    ) -> UnitResult:
+        writer = self.writer()
         for page in pages:
             items = page.get("Items", [])
+            context.cancel.check()
             context.limiter.acquire(len(items))
             if not self._copy_items(items, answer_time(page) or self.clock(), result, context):
                 logger.error(
@@ -349,6 +394,7 @@ class Backfill:
         result = UnitResult(unit.id)
         items = iter_export_items(self.writer().s3, self.export.bucket, unit.source)
         while page := list(islice(items, EXPORT_PAGE)):
+            context.cancel.check()  # a file stopped midway is done again on --resume
             context.limiter.acquire(len(page))
             if not self._copy_items(page, self.export.export_time, result, context):
                 result.complete = False
@@ -393,7 +439,13 @@ class Backfill:
 
     # --- the report ---------------------------------------------------------------------------
 
-    def _report(self, copied: StageOutcome, checked: StageOutcome, started: float) -> None:
+    def _report(
+        self,
+        copied: StageOutcome,
+        checked: StageOutcome,
+        started: float,
+        units: list[WorkUnit],
+    ) -> None:
         merged = merge_results(copied.results)
         report = self.report
         for name in ("scanned", "written", "already_backed_up", "failed"):
@@ -417,5 +469,10 @@ class Backfill:
             {*merged.unfinished, *removals.unfinished}
             | {unit for unit, _ in copied.failures + checked.failures}
         )
+        if report.interrupted:  # units that never returned are unfinished too
+            ended = {result.unit for result in copied.results if result.complete}
+            report.unfinished_units = sorted(
+                {*report.unfinished_units} | {unit.id for unit in units if unit.id not in ended}
+            )
         report.export = self.export.to_dict() if self.export else None
         report.seconds = round(time.monotonic() - started, 3)

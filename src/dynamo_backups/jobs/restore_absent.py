@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from dynamo_backups.aws.batch_write import BATCH_LIMIT, BatchWrite, write_all
 from dynamo_backups.aws.retry import RetryPolicy
+from dynamo_backups.core.cancel import CancelToken
 from dynamo_backups.core.keys import extract_key, object_name
 from dynamo_backups.core.parallel import batched
 from dynamo_backups.jobs.scan_segments import run_segments, scan_pages
@@ -181,6 +182,7 @@ class AbsentItems:
         self.present = NameSpill(Path(self._folder.name) / "present")
         self.present.folder.mkdir()
         self.report = AbsentReport()
+        self.cancel = CancelToken()  # set by Ctrl-C: the table's scan stops
         self._lock = threading.Lock()
 
     def keep(self, name: str) -> None:
@@ -191,7 +193,8 @@ class AbsentItems:
         self.present.close()
         table_side = NameSpill(Path(self._folder.name) / "table")
         table_side.folder.mkdir()
-        run_segments(range(self.segments), lambda segment: self._scan_segment(segment, table_side))
+        cancel = self.cancel
+        run_segments(range(self.segments), lambda s: self._scan_segment(s, table_side), cancel)
         table_side.close()
         for partition in PARTITIONS:
             present = {name for name, _ in self.present.entries(partition)}
@@ -212,7 +215,13 @@ class AbsentItems:
         }
         scan = partial(self.call, "Scan")
         for page in scan_pages(
-            scan, self.table, segment, self.segments, self.policy, extra=keys_only
+            scan,
+            self.table,
+            segment,
+            self.segments,
+            self.policy,
+            extra=keys_only,
+            cancel=self.cancel,
         ):
             for item in page.get("Items", []):
                 key = extract_key(item, self.key_names)

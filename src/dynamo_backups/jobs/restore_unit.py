@@ -47,6 +47,7 @@ class RestoreUnit:
         # For --delete-absent: the names of the items kept, or the listed keys absent.
         self._kept = restore.kept_names(unit)
         self._absent_keys = restore.absent_keys(unit)
+        self._interrupted = False
 
     def run(self) -> UnitResult:
         restore = self.restore
@@ -69,6 +70,10 @@ class RestoreUnit:
         ) as writes:
 
             def consume(selected: Selected) -> None:
+                if self.context.cancel.cancelled:
+                    self._interrupted = True  # the unit stops; --resume restores it again
+                    self._stop.set()
+                    return
                 batch = self._accept(selected)
                 if batch:
                     slots.acquire()
@@ -174,7 +179,7 @@ class RestoreUnit:
             self.result.outputs.append(self.restore.save_unwritten(self.unit, self._unwritten))
         if self._fatal:
             self.result.sample("fatal", self._fatal)
-        self.result.complete = not (self._fatal or self._unwritten)
+        self.result.complete = not (self._fatal or self._unwritten or self._interrupted)
         if self.result.complete:
             for sink in (self._kept, self._absent_keys):
                 output = sink.close() if sink is not None else None

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
+from dynamo_backups.core.cancel import CancelToken
 
 Scan = Callable[[dict[str, Any]], dict[str, Any]]  # one Scan call, wire form in and out
 
@@ -22,9 +24,11 @@ def scan_pages(
     limit: int | None = 1000,
     start_key: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    cancel: CancelToken | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The pages of one segment of a parallel scan, from ``start_key`` on. ``limit`` bounds
-    each page's items (DynamoDB caps pages at 1 MB; DynamoDB Local does not)."""
+    each page's items (DynamoDB caps pages at 1 MB; DynamoDB Local does not). Once ``cancel``
+    is set, no further page is read (``Cancelled`` is raised instead)."""
     request: dict[str, Any] = {
         "TableName": table,
         "Segment": segment,
@@ -37,8 +41,13 @@ def scan_pages(
     while True:
         if start_key:
             request["ExclusiveStartKey"] = start_key
+        if cancel is not None:
+            cancel.check()
         page = call_with_retries(
-            lambda r=dict(request): scan(r), policy, f"scan {table} segment {segment}"
+            lambda r=dict(request): scan(r),
+            policy,
+            f"scan {table} segment {segment}",
+            sleep=cancel.sleep if cancel is not None else time.sleep,
         )
         yield page
         start_key = page.get("LastEvaluatedKey")
@@ -46,9 +55,18 @@ def scan_pages(
             return
 
 
-def run_segments(segments: Iterable[int], work: Callable[[int], None]) -> None:
-    """Run ``work`` for every segment at once; the first error is raised when all ended."""
+def run_segments(
+    segments: Iterable[int], work: Callable[[int], None], cancel: CancelToken | None = None
+) -> None:
+    """Run ``work`` for every segment at once; the first error is raised when all ended.
+    Ctrl-C sets ``cancel`` (which ``work`` passes to ``scan_pages``) before waiting for them."""
     chosen = list(segments)
     with ThreadPoolExecutor(len(chosen) or 1, thread_name_prefix="scan") as pool:
-        for future in [pool.submit(work, segment) for segment in chosen]:
-            future.result()
+        try:
+            for future in [pool.submit(work, segment) for segment in chosen]:
+                future.result()
+        except KeyboardInterrupt:
+            if cancel is not None:
+                cancel.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise

@@ -307,6 +307,7 @@ class Snapshot(BucketClients):
         )
 
         def consume(selected: Selected) -> None:
+            context.cancel.check()  # Ctrl-C: the unit's files are dropped, --resume redoes it
             if selected.invalid is not None:
                 files.note_invalid(result, selected.invalid)
                 if not self.options.skip_invalid:

@@ -17,6 +17,7 @@ from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
+from dynamo_backups.core.cancel import CancelToken
 from dynamo_backups.core.conditions import Condition, NoSafeCondition, absent, unchanged
 from dynamo_backups.core.ddbjson import canonical_item, dumps_item
 from dynamo_backups.core.differences import Differences, difference
@@ -111,13 +112,16 @@ class TableDiff:
         self.progress = progress or NoProgress()
         self.policy = RetryPolicy(max_attempts=12, base_delay=0.05, max_delay=10)
         self.report = DiffReport(str(primary), str(replica))
+        self.cancel = CancelToken()  # set by Ctrl-C: the scans stop
 
     def run(self) -> DiffReport:
         started = time.monotonic()
         segments = [self.segment] if self.segment is not None else list(range(self.segments))
         sides = ["primary"] if self.backfill else ["primary", "replica"]
         for side in sides:
-            run_segments(segments, lambda segment, side=side: self._segment(side, segment))
+            run_segments(
+                segments, lambda segment, side=side: self._segment(side, segment), self.cancel
+            )
         self.report.seconds = round(time.monotonic() - started, 3)
         return self.report
 
@@ -127,7 +131,13 @@ class TableDiff:
     def _segment(self, side: str, segment: int) -> None:
         scan = partial(self.calls[side], "Scan")
         for page in scan_pages(
-            scan, self._table(side), segment, self.segments, self.policy, limit=500
+            scan,
+            self._table(side),
+            segment,
+            self.segments,
+            self.policy,
+            limit=500,
+            cancel=self.cancel,
         ):
             items = page.get("Items", [])
             self.report.add(f"scanned_{side}", len(items))

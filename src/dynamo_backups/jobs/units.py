@@ -13,7 +13,9 @@ from typing import Any, Protocol
 
 from dynamo_backups.aws.client_source import ClientSource
 from dynamo_backups.backup.ledger import JobLedger, JobRun, record_unit
+from dynamo_backups.backup.reading import iter_current_objects
 from dynamo_backups.backup.writer import BackupWriter
+from dynamo_backups.core.cancel import Interrupted
 from dynamo_backups.core.progress import ProgressSink
 from dynamo_backups.core.units import UnitContext, UnitFailed, UnitResult, WorkUnit
 
@@ -71,7 +73,21 @@ def execute_unit(job: UnitJob, run: JobRun, unit: WorkUnit, context: UnitContext
     result.seconds = round(time.monotonic() - started, 3)
     if result.complete:
         record_unit(job.ledger_writer(), run, unit, result)
+        context.progress.unit_done()
     return result
+
+
+# How progress names a stage's units.
+UNIT_LABELS = {
+    "segment": "segments",
+    "scan": "segments scanned",
+    "file": "files",
+    "partition": "partitions",
+    "compare": "partitions compared",
+    "removals": "partitions checked against deletions",
+    "classify": "partitions",
+    "rewrite": "partitions rewritten",
+}
 
 
 @dataclass
@@ -93,7 +109,8 @@ def run_stage(
 ) -> StageOutcome:
     """Every unit of one stage: recorded ones from the ledger (when ``resumable``: a stage
     whose units must see everything written before them runs in full), the others on the
-    engine."""
+    engine. Ctrl-C raises ``Interrupted`` once the running units stopped, naming the run
+    and how many units are done (recorded ones: the others are done again on --resume)."""
     done = ledger.finished_units(run) if run.resumed and resumable else {}
     outcome = StageOutcome()
     todo = []
@@ -103,9 +120,33 @@ def run_stage(
             outcome.skipped += 1
         else:
             todo.append(unit)
+    if units:
+        progress.begin_units(len(units), outcome.skipped, UNIT_LABELS.get(units[0].stage, "units"))
     try:
         outcome.results.extend(engine.run(partial(execute_unit, job, run), todo, rate, progress))
+    except Interrupted as stop:
+        stop.results = outcome.results + stop.results
+        stop.job, stop.run_id = ledger.job, run.run_id if run.recorded else None
+        stop.stage, stop.total = units[0].stage if units else None, len(units)
+        stop.done = _units_done(ledger, run, units, stop.results)
+        raise
     except UnitFailed as failed:
         outcome.results.extend(failed.results)
         outcome.failures.extend(failed.failures)
     return outcome
+
+
+def _units_done(
+    ledger: JobLedger, run: JobRun, units: Sequence[WorkUnit], results: Sequence[UnitResult]
+) -> int:
+    """How many of the stage's units are done: as the ledger has them (a Spark executor
+    records its units; the driver never sees their results once the job is cancelled)."""
+    if not run.recorded:
+        return sum(1 for result in results if result.complete)
+    ids = {unit.id for unit in units}
+    try:  # the names of the unit records are enough: listed, not read
+        listed = iter_current_objects(ledger.writer.objects, run.units_prefix)
+        recorded = {entry["Key"][len(run.units_prefix) :].removesuffix(".json") for entry in listed}
+        return len(ids & recorded)
+    except Exception:  # the count is a courtesy: the ledger itself is what resumes
+        return sum(1 for result in results if result.complete)

@@ -182,7 +182,7 @@ class Verify:
                     partition_units(self.partitions, "compare"),
                     engine,
                     None,
-                    NoProgress(),
+                    self.progress,
                 )
         self._merge(scanned, compared)
         self.report.seconds = round(time.monotonic() - started, 3)
@@ -209,7 +209,7 @@ class Verify:
         if unit.stage in SCAN_STAGES:
             self._scan_segment(unit, result, context)
         else:
-            self._compare_partition(unit.partition or "", result)
+            self._compare_partition(unit.partition or "", result, context)
         return result
 
     # --- phase 1: the table, spilled by object name ------------------------------------------
@@ -218,7 +218,9 @@ class Verify:
         assert self.spill is not None and unit.segment is not None
         spill = self.spill.writer(unit.id)
         scan = partial(self.call, "Scan")
-        pages = scan_pages(scan, self.layout.table, unit.segment, self.segments, self.policy)
+        pages = scan_pages(
+            scan, self.layout.table, unit.segment, self.segments, self.policy, cancel=context.cancel
+        )
         try:
             for page in pages:
                 for item in page.get("Items", []):
@@ -236,7 +238,7 @@ class Verify:
 
     # --- phase 2: each slice of names against the same slice of the bucket -------------------
 
-    def _compare_partition(self, partition: str, result: UnitResult) -> None:
+    def _compare_partition(self, partition: str, result: UnitResult, context: UnitContext) -> None:
         assert self.spill is not None
         table_side: dict[str, tuple[str, str, str]] = {}
         for line in self.spill.lines(partition):
@@ -247,6 +249,7 @@ class Verify:
             aliases = self.aliases.for_partition(self.reader(), partition)
         prefix = self.layout.items_prefix + partition
         for listed in iter_current_objects(self.reader(), prefix):
+            context.cancel.check()
             name = listed["Key"].rsplit("/", 1)[1]
             if listed.get("Size") == 0 or name in aliases.other_names:
                 continue  # a tombstone left current (deleted), or read with its own name
