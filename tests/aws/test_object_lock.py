@@ -25,7 +25,10 @@ from click.testing import CliRunner
 from dynamo_backups import handler
 from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.fast_objects import FastObjects
+from dynamo_backups.backup.manifest import ensure_manifest
+from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli import main
+from dynamo_backups.core.layout import TableLayout
 from tests import faultproxy, servers
 from tests.helpers import ONCE, create_table, lambda_records, object_key
 from tests.jobs.test_replay import report_for
@@ -229,6 +232,8 @@ def test_replay_writes_into_an_object_lock_bucket(
     (shard,) = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
     reports = tmp_path / "reports.jsonl"
     reports.write_text(report_for(records, shard["ShardId"]) + "\n")
+    # The folder's layout.json, as deploy writes it (replay refuses a folder with no backup).
+    ensure_manifest(BackupWriter(moto_s3, locked_bucket), TableLayout.of(prefix, table))
     result = invoke(
         "replay", table, "--file", str(reports), "--bucket", locked_bucket, "--prefix", prefix
     )
