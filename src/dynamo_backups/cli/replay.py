@@ -90,11 +90,15 @@ def replay(
     writer = BackupWriter(s3, bucket, objects=aws.objects(s3, bucket))
     replayer = Replayer(aws.client("dynamodbstreams"), BackupApplier(writer, prefix, key_hash))
     if report_file is not None:
-        with report_file.open(encoding="utf-8") as handle:
-            outcomes = [
-                _replay_one(replayer, table, text, f"report {number} of {report_file.name}")
-                for number, text in enumerate(reports_in_file(handle), 1)
-            ]
+        try:
+            with report_file.open(encoding="utf-8") as handle:
+                texts = list(reports_in_file(handle))
+        except ReportError as error:
+            fail(f"--file: {report_file}: {error}", EXIT_USAGE)
+        outcomes = [
+            _replay_one(replayer, table, text, f"report {number} of {report_file.name}")
+            for number, text in enumerate(texts, 1)
+        ]
     else:
         outcomes = _replay_queue(aws, replayer, table, queue)
     _finish(invocation, table, bucket, prefix, outcomes)

@@ -114,10 +114,15 @@ def parse_report(text: str | bytes) -> GivenUp:
 
 
 def reports_in_file(lines: Iterable[str]) -> Iterator[str]:
-    """Reports kept in a file: one JSON document per line, or one JSON list of them."""
+    """Reports kept in a file: one JSON document per line, or one JSON list of them.
+    Raises ReportError for a list that is not JSON (a file cut off)."""
     text = "".join(lines).strip()
     if text.startswith("["):
-        for document in json.loads(text):
+        try:
+            documents = json.loads(text)
+        except ValueError as error:  # cut off, say: no report in it can be trusted
+            raise ReportError(f"not a JSON list of reports: {error}") from None
+        for document in documents:
             yield json.dumps(document)
         return
     for line in text.splitlines():
