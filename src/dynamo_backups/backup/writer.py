@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dynamo_backups.aws.errors import (
@@ -285,7 +285,8 @@ class BackupWriter:
             None,
         )
         ours = VersionMetadata.from_s3(raw)
-        fields = ours.to_s3() if ours is not None else {}
+        # Marked as a copy, so that no check takes it for an original write of its writer.
+        fields = replace(ours, copy_of=entry.version_id).to_s3() if ours is not None else {}
         return _State(None if entry.is_tombstone or not body else body, fields)
 
     def put_document(self, object_key: str, document: Mapping[str, Any]) -> None:

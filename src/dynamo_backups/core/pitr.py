@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from dynamo_backups.core.layout import WRITER_REPAIR, WRITER_STREAM, VersionMetadata
 
@@ -110,6 +110,12 @@ def decide_at(
     change time: what comparing one item's changes under several object names takes. None:
     no change at or before ``moment``."""
     return _decide(entries, moment, inspect, skew)[0]
+
+
+def newest_change(entries: Sequence[ObjectVersion], inspect: Inspector) -> Decision | None:
+    """The object's newest change in the stream's order, every version weighed (none taken
+    as surely earlier by when S3 received it): what a latest restore decides, at full cost."""
+    return _decide(entries, datetime.max.replace(tzinfo=UTC), inspect, timedelta.max)[0]
 
 
 def latest_decision(decisions: Sequence[Decision | None]) -> Decision | None:
