@@ -18,9 +18,12 @@ from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli import main
 from dynamo_backups.core.ddbjson import dumps_item
 from dynamo_backups.core.layout import EVENT_SNAPSHOT, WRITER_BACKFILL, TableLayout, VersionMetadata
+from dynamo_backups.installer.naming import TableResources
 from dynamo_backups.jobs.backfill_removals import restore_removals_under_backfill
 from dynamo_backups.pipeline.backup_applier import BackupApplier
 from tests.conftest import unique_table_name
+from tests.deployment import clients
+from tests.faultproxy import FORWARD, INTERNAL_ERROR, FaultProxy, Request
 from tests.helpers import (
     bodies,
     create_table,
@@ -187,3 +190,40 @@ def test_replay_keeps_a_stream_change_dated_within_a_second_before_the_backfills
     assert result.exit_code == 0, result.output
     assert bodies(history(s3, bucket, name))[0] == v2, bodies(history(s3, bucket, name))
     assert _latest(dynamodb_local, dynamodb, s3, bucket, f"{prefix}/{table}") == [v2]
+
+
+def test_replay_from_the_queue_outlasts_sqs_failures_beyond_botocores_budget(
+    dynamodb: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    aws_env: Any,
+    moto: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every SQS call replay makes (finding the queue, receiving, deleting a settled message,
+    making a kept one visible) is first answered 500 six times in a row, more than botocore's
+    own five attempts: the tool's retries carry each through, and the report is settled."""
+    table = create_table(dynamodb)
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}})
+    records = lambda_records(dynamodb, streams, table)
+    sqs = clients(moto).sqs
+    url = sqs.create_queue(QueueName=TableResources.of(table).failure_queue)["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody=report_for(records, _shard(streams, records[0])))
+    failed: dict[str, int] = {}
+
+    def six_failures_per_action(request: Request) -> str:
+        action = request.headers.get("x-amz-target", "")
+        failed[action] = failed.get(action, 0) + 1
+        return INTERNAL_ERROR if failed[action] <= 6 else FORWARD
+
+    with FaultProxy(moto, six_failures_per_action) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", proxy.endpoint)
+        result = CliRunner().invoke(main, ["replay", table, "--bucket", bucket, "--prefix", prefix])
+
+    assert result.exit_code == 0, result.output
+    assert "replayed 1 records" in result.output
+    assert {"AmazonSQS.ReceiveMessage", "AmazonSQS.DeleteMessage"} <= set(failed), failed
+    left = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    assert left.get("Messages", []) == []
