@@ -227,3 +227,38 @@ def test_replay_from_the_queue_outlasts_sqs_failures_beyond_botocores_budget(
     assert {"AmazonSQS.ReceiveMessage", "AmazonSQS.DeleteMessage"} <= set(failed), failed
     left = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0)
     assert left.get("Messages", []) == []
+
+
+def test_a_replay_killed_before_its_settle_step_is_settled_by_running_it_again(
+    dynamodb_local: Server,
+    dynamodb: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    aws_env: Any,
+    tmp_path: Path,
+) -> None:
+    """A replay that wrote its range (v1, v2 above the trigger's newer v3) and was killed
+    before settling leaves its report queued (it is settled only after the whole range);
+    replaying that report again writes the range again and settles: v3 back on top."""
+    table = create_table(dynamodb)
+    key = {"pk": {"S": "a"}}
+    for version in (1, 2, 3):
+        dynamodb.put_item(TableName=table, Item={**key, "v": {"N": str(version)}})
+    r1, r2, r3 = lambda_records(dynamodb, streams, table)
+    trigger = BackupApplier(BackupWriter(s3, bucket), prefix)
+    assert trigger.apply([r3]).failures == []
+    killed_replay = BackupApplier(BackupWriter(s3, bucket), prefix)
+    assert killed_replay.apply([r1, r2]).failures == []  # its writes, and no settle step
+    name = object_key(prefix, table, key)
+    v2, v3 = {**key, "v": {"N": "2"}}, {**key, "v": {"N": "3"}}
+    assert bodies(history(s3, bucket, name))[0] == v2
+    reports = tmp_path / "reports.jsonl"
+    reports.write_text(report_for([r1, r2], _shard(streams, r1)) + "\n")
+
+    result = _replay(table, bucket, prefix, reports)
+
+    assert result.exit_code == 0, result.output
+    assert bodies(history(s3, bucket, name))[0] == v3
+    assert _latest(dynamodb_local, dynamodb, s3, bucket, f"{prefix}/{table}") == [v3]
