@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dynamo_backups.aws.errors import (
@@ -231,10 +231,43 @@ class BackupWriter:
                 None,
             )
         except ClientError as error:
-            if error_code(error) in PRECONDITION_CODES:
-                return None
-            raise
+            refused = PRECONDITION_CODES
+            if "IfMatch" in condition:
+                # AWS answers If-Match on a key whose current entry is a delete marker (a
+                # removal written meanwhile) 404 NoSuchKey, where other servers answer 412.
+                refused = PRECONDITION_CODES | NOT_FOUND_CODES
+            if error_code(error) not in refused:
+                raise
+            # A put that landed but whose answer was lost (a 5xx, a dropped connection) is
+            # refused when sent again: it meets itself. Ours directly above ``seen`` counts.
+            return self._own_put_above(object_key, body, fields, seen)
         return str(answer.get("VersionId") or "null"), str(answer["ETag"])
+
+    def _own_put_above(
+        self, object_key: str, body: bytes, fields: dict[str, str], seen: ObjectVersion | None
+    ) -> tuple[str, str] | None:
+        """The version id and ETag of the version directly above ``seen`` when it holds
+        exactly this body and metadata (an earlier attempt of this very write); else None."""
+        entries = object_versions(self.objects, object_key)
+        below = len(entries)
+        if seen is not None:
+            below = next(
+                (at for at, entry in enumerate(entries) if entry.version_id == seen.version_id),
+                0,
+            )
+        above = entries[below - 1] if below > 0 else None
+        if above is None or above.is_delete_marker or above.size != len(body):
+            return None
+        stored, raw = self._retrying(
+            "get",
+            object_key,
+            lambda: self.objects.read_object(object_key, above.version_id),
+            None,
+        )
+        lowered = {name.lower(): value for name, value in raw.items()}
+        if stored != body or any(lowered.get(name) != value for name, value in fields.items()):
+            return None
+        return above.version_id, str(above.etag or "")
 
     def _state_of(self, object_key: str, entries: list[ObjectVersion], index: int) -> _State:
         """The state ``entries[index]`` records: its body and metadata, or a removal (dated
@@ -252,7 +285,8 @@ class BackupWriter:
             None,
         )
         ours = VersionMetadata.from_s3(raw)
-        fields = ours.to_s3() if ours is not None else {}
+        # Marked as a copy, so that no check takes it for an original write of its writer.
+        fields = replace(ours, copy_of=entry.version_id).to_s3() if ours is not None else {}
         return _State(None if entry.is_tombstone or not body else body, fields)
 
     def put_document(self, object_key: str, document: Mapping[str, Any]) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from dynamo_backups.aws.errors import ClientError, describe_error
+from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.backup.bucket import require_versioning
 from dynamo_backups.backup.folder import open_backup
 from dynamo_backups.backup.writer import BackupWriter
@@ -36,6 +38,8 @@ from dynamo_backups.pipeline.backup_applier import BackupApplier
 RECEIVE_WAIT_SECONDS = 1
 # Long enough to read and write one reported range before another reader could see it.
 VISIBILITY_TIMEOUT_SECONDS = 300
+SQS_POLICY = RetryPolicy(max_attempts=8, base_delay=0.2, max_delay=10)
+T = TypeVar("T")
 
 
 @click.command()
@@ -173,17 +177,20 @@ def _replay_queue(aws: Any, replayer: Replayer, table: str, queue: str | None) -
     sqs = aws.client("sqs")
     name = queue or TableResources.of(table).failure_queue
     url = name if name.startswith("https://") or name.startswith("http://") else None
-    url = url or queue_url(sqs, name)
+    url = url or _sqs(f"find queue {name}", lambda: queue_url(sqs, name))
     if url is None:
         fail(f"no queue {name}: was the table deployed (dynamo-backups deploy)?")
     outcomes: list[Replayed] = []
     seen: set[str] = set()
     while True:
-        messages = sqs.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=RECEIVE_WAIT_SECONDS,
-            VisibilityTimeout=VISIBILITY_TIMEOUT_SECONDS,
+        messages = _sqs(
+            f"receive from {url}",
+            lambda: sqs.receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=RECEIVE_WAIT_SECONDS,
+                VisibilityTimeout=VISIBILITY_TIMEOUT_SECONDS,
+            ),
         ).get("Messages", [])
         fresh = [message for message in messages if message["MessageId"] not in seen]
         for message in messages:
@@ -198,15 +205,28 @@ def _replay_queue(aws: Any, replayer: Replayer, table: str, queue: str | None) -
             )
             outcomes.append((source, outcome))
             if isinstance(outcome, ReplayOutcome) and outcome.written:
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                _sqs(
+                    f"delete message {message['MessageId']}",
+                    lambda handle=message["ReceiptHandle"]: sqs.delete_message(
+                        QueueUrl=url, ReceiptHandle=handle
+                    ),
+                )
             else:  # kept, and visible again at once for status and the next replay
                 _make_visible(sqs, url, message)
 
 
 def _make_visible(sqs: Any, url: str, message: dict[str, Any]) -> None:
-    sqs.change_message_visibility(
-        QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+    _sqs(
+        f"make message {message['MessageId']} visible",
+        lambda: sqs.change_message_visibility(
+            QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+        ),
     )
+
+
+def _sqs(what: str, call: Callable[[], T]) -> T:
+    """One SQS call, retried with backoff while its failure is transient (throttling, 5xx)."""
+    return call_with_retries(call, SQS_POLICY, what)
 
 
 def _finish(

@@ -26,6 +26,7 @@ META_SEQUENCE_NUMBER = "sequence-number"
 META_CHANGE_TIME = "change-time"
 META_WRITER = "writer"
 META_KEY_HASH = "key-hash"
+META_COPY_OF = "copy-of"  # on a copy of another version's state: that version's id
 
 WRITER_STREAM = "stream"
 WRITER_BACKFILL = "backfill"
@@ -231,6 +232,9 @@ class VersionMetadata:
     change_time: datetime
     sequence_number: str | None = None
     key_hash: str = DEFAULT_KEY_HASH
+    # A state written again on top (replay's settle, a conditional write putting back a
+    # newer write's state): the version copied. Not an original write of ``writer``.
+    copy_of: str | None = None
 
     @property
     def is_removal(self) -> bool:
@@ -245,6 +249,8 @@ class VersionMetadata:
         }
         if self.sequence_number is not None:
             metadata[META_SEQUENCE_NUMBER] = self.sequence_number
+        if self.copy_of is not None:
+            metadata[META_COPY_OF] = self.copy_of
         return metadata
 
     @classmethod
@@ -263,4 +269,5 @@ class VersionMetadata:
             change_time=change_time,
             sequence_number=lowered.get(META_SEQUENCE_NUMBER),
             key_hash=lowered.get(META_KEY_HASH, DEFAULT_KEY_HASH),
+            copy_of=lowered.get(META_COPY_OF),
         )

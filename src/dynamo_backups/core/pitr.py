@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from dynamo_backups.core.layout import WRITER_REPAIR, WRITER_STREAM, VersionMetadata
 
@@ -112,6 +112,12 @@ def decide_at(
     return _decide(entries, moment, inspect, skew)[0]
 
 
+def newest_change(entries: Sequence[ObjectVersion], inspect: Inspector) -> Decision | None:
+    """The object's newest change in the stream's order, every version weighed (none taken
+    as surely earlier by when S3 received it): what a latest restore decides, at full cost."""
+    return _decide(entries, datetime.max.replace(tzinfo=UTC), inspect, timedelta.max)[0]
+
+
 def latest_decision(decisions: Sequence[Decision | None]) -> Decision | None:
     """Of one item's decisions under several names (its own name first), the one that holds.
 
@@ -178,11 +184,13 @@ class StreamOrder:
 
     A stream change time is the stream's ApproximateCreationDateTime, rounded down: to the
     second on AWS, to the minute on DynamoDB Local. While every stream change seen is on a
-    whole minute, times are compared to the minute, so that a stream change is not placed
-    before a backfill or repair read of the same minute that came before it; the sequence
-    number (a stream change has one, a read of the table none) then puts the stream's change
-    last, as an equal time does on AWS. One stream change off the minute shows the stream's
-    precision is finer: times are compared as they are.
+    whole minute, the precision is taken to be a minute; one stream change off the minute
+    shows it is finer (a second). A change dated ``t`` happened before ``t`` plus that
+    precision, and a read of the table (backfill, repair: no sequence number; dated by
+    DynamoDB's answer, to the second) that is not later than that may have come before the
+    stream change. So a stream change ranks at the end of its precision window, and a read
+    is placed after it only when dated later by more than the precision: otherwise the
+    stream's change stands (the sequence number puts it last, as an equal time does).
     """
 
     def __init__(self) -> None:
@@ -199,12 +207,18 @@ class StreamOrder:
         self.to_the_minute = whole_minute
         return before != self.to_the_minute
 
+    @property
+    def precision(self) -> timedelta:
+        return MINUTE if self.to_the_minute else SECOND
+
     def key(self, decision: Decision) -> tuple[datetime, int, int]:
         return (*self.change_of(decision), -decision.position)
 
     def change_of(self, decision: Decision) -> tuple[datetime, int]:
         """Which change a version records, as far as the order can tell changes apart."""
-        return (self._time(decision.change_time), decision.sequence)
+        if decision.sequence < 0:
+            return (decision.change_time, decision.sequence)
+        return (_plus(self._time(decision.change_time), self.precision), decision.sequence)
 
     def later(self, best: Decision | None, candidate: Decision) -> Decision:
         if best is None or self.key(candidate) > self.key(best):
@@ -212,11 +226,17 @@ class StreamOrder:
         return best
 
     def surely_before(self, latest_possible: datetime, best: Decision) -> bool:
-        """Whether a change no later than ``latest_possible`` comes before ``best``."""
-        return self._time(latest_possible) < self._time(best.change_time)
+        """Whether a change no later than ``latest_possible`` comes before ``best``. Until a
+        stream change off the minute is seen, the precision may yet turn out a minute."""
+        widest = SECOND if self._finer else MINUTE
+        return _plus(latest_possible, widest) < self.change_of(best)[0]
 
     def _time(self, moment: datetime) -> datetime:
         return _minute_of(moment) if self.to_the_minute else moment
+
+
+SECOND = timedelta(seconds=1)
+MINUTE = timedelta(minutes=1)
 
 
 def _minute_of(moment: datetime) -> datetime:

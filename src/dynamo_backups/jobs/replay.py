@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, describe_error, error_code
@@ -41,7 +40,7 @@ from dynamo_backups.backup.reading import object_versions
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.layout import LayoutError, parse_stream_arn
 from dynamo_backups.core.parallel import batched
-from dynamo_backups.core.pitr import Decision, ObjectVersion, decide_at
+from dynamo_backups.core.pitr import Decision, ObjectVersion, newest_change
 from dynamo_backups.core.stream_records import BatchResult, parse_batch
 from dynamo_backups.pipeline.backup_applier import BackupApplier
 
@@ -51,10 +50,6 @@ GONE_CODES = ("TrimmedDataAccessException", "ResourceNotFoundException")
 EMPTY_PAGES_LIMIT = 200  # how far to walk empty pages toward a range's end before giving up
 SETTLE_ATTEMPTS = 20  # looks at one item before giving up on a trigger that keeps writing it
 SETTLE_CONCURRENCY = 16
-# Every change of an item, each dated by its metadata (none taken as surely earlier by when S3
-# received it): selection at a moment beyond them all finds the newest in the stream's order.
-BEYOND_EVERY_CHANGE = timedelta(days=3650)
-FULL_HISTORY = timedelta(days=36500)
 
 
 class ReportError(ValueError):
@@ -114,10 +109,15 @@ def parse_report(text: str | bytes) -> GivenUp:
 
 
 def reports_in_file(lines: Iterable[str]) -> Iterator[str]:
-    """Reports kept in a file: one JSON document per line, or one JSON list of them."""
+    """Reports kept in a file: one JSON document per line, or one JSON list of them.
+    Raises ReportError for a list that is not JSON (a file cut off)."""
     text = "".join(lines).strip()
     if text.startswith("["):
-        for document in json.loads(text):
+        try:
+            documents = json.loads(text)
+        except ValueError as error:  # cut off, say: no report in it can be trusted
+            raise ReportError(f"not a JSON list of reports: {error}") from None
+        for document in documents:
             yield json.dumps(document)
         return
     for line in text.splitlines():
@@ -288,11 +288,8 @@ class Replayer:
     def _newest_change(self, object_key: str, entries: list[ObjectVersion]) -> Decision | None:
         """The item's newest change in the stream's order, by the rule of point-in-time
         selection (change time, then sequence number, then S3's order)."""
-        return decide_at(
-            entries,
-            datetime.now(UTC) + BEYOND_EVERY_CHANGE,
-            lambda entry: self.writer.version_metadata(object_key, entry.version_id),
-            skew=FULL_HISTORY,
+        return newest_change(
+            entries, lambda entry: self.writer.version_metadata(object_key, entry.version_id)
         )
 
 
