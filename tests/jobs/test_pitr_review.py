@@ -116,6 +116,10 @@ class CountingObjects:
         self._count("GetObject")
         return self.inner.read_object(key, version_id)
 
+    def head_object(self, key: str, version_id: str | None = None) -> Any:
+        self._count("HeadObject")
+        return self.inner.head_object(key, version_id)
+
     def list_versions_page(self, *args: Any) -> Any:
         self._count("ListObjectVersions")
         return self.inner.list_versions_page(*args)
@@ -153,7 +157,7 @@ def test_latest_restore_costs_one_get_per_item_of_a_simple_backup(
     assert applier.apply(records).failures == []
     calls, items = latest_requests(s3, bucket, layout)
     assert items == 20
-    assert calls["GetObject"] == 20, calls
+    assert (calls["GetObject"], calls["HeadObject"]) == (20, 0), calls
 
 
 def test_latest_restore_of_versions_apart_costs_one_get_per_item(
@@ -171,7 +175,7 @@ def test_latest_restore_of_versions_apart_costs_one_get_per_item(
     assert applier.apply(second).failures == []
     calls, items = latest_requests(s3, bucket, layout, skew=timedelta(seconds=1))
     assert items == 10
-    assert calls["GetObject"] == 10, calls
+    assert (calls["GetObject"], calls["HeadObject"]) == (10, 0), calls
 
 
 def test_latest_restore_of_a_deleted_item_costs_no_reads(s3: Any, bucket: str, prefix: str) -> None:
@@ -192,6 +196,10 @@ def test_latest_restore_of_a_deleted_item_costs_no_reads(s3: Any, bucket: str, p
     calls, items = latest_requests(s3, bucket, layout)
     assert items == 1
     assert calls["GetObject"] == 1, f"10 deleted items and 1 live one: {dict(calls)}"
+    # No body of a deleted item is read. Each one's tombstone is read by a HEAD, and so is
+    # the version under it: S3 received both in the same second (one batch), so that version
+    # could hold a later change than the removal (a late copy's order is only in metadata).
+    assert calls["HeadObject"] == 20, dict(calls)
 
 
 def test_latest_restore_of_a_hot_item_costs_one_get(s3: Any, bucket: str, prefix: str) -> None:
@@ -206,6 +214,9 @@ def test_latest_restore_of_a_hot_item_costs_one_get(s3: Any, bucket: str, prefix
     calls, items = latest_requests(s3, bucket, layout)
     assert items == 1
     assert calls["GetObject"] == 1, dict(calls)
+    # The 29 older versions reached S3 in the same second as the newest (one batch): any of
+    # them could hold a later change; each is read by a HEAD, metadata only.
+    assert calls["HeadObject"] == 29, dict(calls)
 
 
 def test_history_and_restore_agree_across_names_when_a_backfill_tops_the_own_name() -> None:
