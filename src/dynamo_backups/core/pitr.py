@@ -36,7 +36,6 @@ DEFAULT_CLOCK_SKEW = CLOCK_ALLOWANCE  # the name callers pass it by
 # The coarsest rounding any source applies (DynamoDB Local's minute): what a version not read
 # yet is assumed to have until a stream version of the object has been read.
 COARSEST_PRECISION = MINUTE
-NO_PRECISION = timedelta(0)
 # Versions that record the item's state in the stream's own order (see latest_decision).
 AUTHORITATIVE_WRITERS = frozenset({WRITER_STREAM, WRITER_REPAIR})
 
@@ -293,7 +292,7 @@ class Decision:
     removed: bool
     position: int  # in S3's order, newest first
     metadata: VersionMetadata | None = None  # what we recorded on it, if anything
-    precision: timedelta = NO_PRECISION  # how far change_time may lie before the change
+    precision: timedelta = SECOND  # how far change_time may lie before the change
     # The earliest stream or repair change its walk saw under the same name (latest_decision).
     handover: datetime | None = None
 
@@ -317,9 +316,9 @@ class Decision:
         if metadata is not None:
             change_time = metadata.change_time
             precision = metadata.time_precision
-        else:  # S3's LastModified, after the change: no rounding to allow for
+        else:  # S3's LastModified, after the change, itself whole seconds (rounded down)
             change_time = min(entry.last_modified, ceiling) if ceiling else entry.last_modified
-            precision = NO_PRECISION
+            precision = SECOND
         sequence = _sequence_of(metadata)
         removed = entry.is_removal or (metadata is not None and metadata.is_removal)
         return cls(entry, change_time, sequence, removed, position, metadata, precision)
