@@ -543,3 +543,29 @@ def test_one_switch_sends_everything_through_botocore(
     assert result.exit_code == 2
     assert "DYNAMO_BACKUPS_TRANSPORT must be one of fast, botocore" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.servers
+def test_head_object_reads_a_versions_metadata_without_its_body(
+    seaweedfs: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    """Point-in-time selection inspects versions by HEAD: both transports send a HEAD for
+    the version asked for and answer its user metadata, as read_object names it."""
+    key = f"{prefix}/item"
+    first = s3.put_object(Bucket=bucket, Key=key, Body=b"{}", Metadata={"change-time": "1"})
+    s3.put_object(Bucket=bucket, Key=key, Body=b"{}", Metadata={"change-time": "2"})
+    with faultproxy.FaultProxy(seaweedfs.endpoint) as proxy:
+        client = local_client("s3", proxy.endpoint, "us-east-1")
+        for objects in (
+            FastObjects(client, bucket, CREDENTIALS),
+            BotocoreObjects(client, bucket),
+        ):
+            proxy.log.requests.clear()
+            assert objects.head_object(key, first["VersionId"]) == {"change-time": "1"}
+            assert objects.head_object(key) == {"change-time": "2"}
+            assert objects.read_object(key, first["VersionId"])[1] == {"change-time": "1"}
+            methods = [request.method for request in proxy.log.requests]
+            assert methods == ["HEAD", "HEAD", "GET"], (type(objects).__name__, methods)
+        with pytest.raises(ClientError) as missing:
+            FastObjects(client, bucket, CREDENTIALS).head_object(f"{prefix}/nothing")
+        assert error_code(missing.value) in ("NoSuchKey", "404")

@@ -229,7 +229,8 @@ def test_latest_costs_one_read_when_versions_arrived_in_order_and_apart() -> Non
 
 
 def test_latest_reads_below_only_as_far_as_a_later_change_could_be() -> None:
-    # A burst: v4 and v3 came within the skew of each other, v2 and v1 long before.
+    # A burst: v4 and v3 came within the skew (5 minutes here) of each other, v2 and v1 long
+    # before.
     entries = [
         version("v4", 100, latest=True),
         version("v3", 99),
@@ -244,8 +245,13 @@ def test_latest_reads_below_only_as_far_as_a_later_change_could_be() -> None:
             "v1": (9, "INSERT", "1"),
         }
     )
-    assert select_at(entries, LATEST, inspect).version == entries[0]
+    assert select_at(entries, LATEST, inspect, timedelta(minutes=5)).version == entries[0]
     assert inspect.read == ["v4", "v3"]
+    # With the default allowance (seconds), v3, received half a minute before v4's change,
+    # cannot hold a later one: v4 is the only read.
+    inspect.read.clear()
+    assert select_at(entries, LATEST, inspect).version == entries[0]
+    assert inspect.read == ["v4"]
 
 
 def test_a_late_removal_copy_does_not_delete_a_newer_state() -> None:

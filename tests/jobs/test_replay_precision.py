@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from dynamo_backups.backup.manifest import ensure_manifest
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli import main
 from dynamo_backups.core.ddbjson import dumps_item
@@ -208,6 +209,7 @@ def test_replay_from_the_queue_outlasts_sqs_failures_beyond_botocores_budget(
     table = create_table(dynamodb)
     dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}})
     records = lambda_records(dynamodb, streams, table)
+    ensure_manifest(BackupWriter(s3, bucket), TableLayout.of(prefix, table))  # as deploy does
     sqs = clients(moto).sqs
     url = sqs.create_queue(QueueName=TableResources.of(table).failure_queue)["QueueUrl"]
     sqs.send_message(QueueUrl=url, MessageBody=report_for(records, _shard(streams, records[0])))

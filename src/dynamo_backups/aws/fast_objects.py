@@ -366,6 +366,17 @@ class FastObjects:
 
         return self._call("GetObject", key, read)
 
+    def head_object(self, key: str, version_id: str | None = None) -> dict[str, str]:
+        """User metadata of a version, without its body (a HEAD request)."""
+        options: dict[str, Any] = {"head": True}
+        if version_id:
+            options["version"] = version_id
+
+        def head(store: Any) -> dict[str, str]:
+            return user_metadata(obstore.get(store, key, options=options).attributes)
+
+        return self._call("HeadObject", key, head)
+
     def _list(self, action: Callable[[RawListing], Any]) -> Any:
         for attempt in (1, 2):
             stores, listing = self._stores, self._listing

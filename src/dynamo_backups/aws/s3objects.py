@@ -39,6 +39,8 @@ class ObjectReader(Protocol):
         self, key: str, version_id: str | None = None
     ) -> tuple[bytes, dict[str, str]]: ...
 
+    def head_object(self, key: str, version_id: str | None = None) -> dict[str, str]: ...
+
 
 class ObjectStore(ObjectReader, Protocol):
     """Object writes, reads and listings on one bucket (``FastObjects`` or
@@ -132,6 +134,12 @@ class BotocoreObjects:
         extra = {"VersionId": version_id} if version_id else {}
         response = self.s3.get_object(Bucket=self.bucket, Key=key, **extra)
         return response["Body"].read(), dict(response.get("Metadata") or {})
+
+    def head_object(self, key: str, version_id: str | None = None) -> dict[str, str]:
+        """User metadata of a version, without its body (HeadObject)."""
+        extra = {"VersionId": version_id} if version_id else {}
+        response = self.s3.head_object(Bucket=self.bucket, Key=key, **extra)
+        return dict(response.get("Metadata") or {})
 
     def list_versions_page(
         self, prefix: str, key_marker: str | None = None, version_marker: str | None = None

@@ -37,11 +37,13 @@ from dynamo_backups.core.keys import extract_key
 from dynamo_backups.core.layout import TableLayout, VersionMetadata
 from dynamo_backups.core.parallel import batched
 from dynamo_backups.core.pitr import (
+    AUTHORITATIVE_WRITERS,
     DEFAULT_CLOCK_SKEW,
     Decision,
     Inspector,
     ObjectVersion,
     decide_at,
+    handover_of,
     latest_decision,
     newest_first,
     select_at,
@@ -69,7 +71,8 @@ class SelectionStats:
     items: int = 0
     absent: int = 0
     invalid: int = 0
-    versions_read: int = 0
+    versions_read: int = 0  # GETs (metadata and body)
+    versions_headed: int = 0  # HEADs (metadata only)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -226,11 +229,12 @@ class BackupItems:
         self.progress.advance()
         if unit.names:
             return self._select_merged(unit)
-        inspect, bodies = self._inspector()
+        moment = self.at or LATEST
+        inspect, bodies = self._inspector(moment)
         ordered = newest_first(unit.entries or [])
         if not ordered:
             return self._absent(unit.object_key)
-        chosen = select_at(ordered, self.at or LATEST, inspect, self.skew).version
+        chosen = select_at(ordered, moment, inspect, self.skew).version
         body = self._body_of(chosen, bodies) if chosen is not None else None
         if not body:  # removed, never there, or gone since it was listed
             return self._absent(unit.object_key)
@@ -239,13 +243,20 @@ class BackupItems:
     def _select_merged(self, unit: _Unit) -> Selected:
         """One item under several names: the latest change at the moment, whichever name
         holds it (dated by our metadata, or S3's LastModified for other tools' versions)."""
-        inspect, bodies = self._inspector()
         moment = self.at or LATEST
+        inspect, bodies = self._inspector(moment)
         decisions = []
+        own_entries: list[ObjectVersion] = []
         for object_key in unit.names:
             entries = object_versions(self.reader, object_key)
+            own_entries = own_entries or (entries if object_key == unit.names[0] else [])
             decisions.append(decide_at(entries, moment, inspect, self.skew) if entries else None)
         chosen = latest_decision(decisions)
+        own = decisions[0]
+        if own is not None and chosen is not own and own.writer not in AUTHORITATIVE_WRITERS:
+            # Another name's change won against the own name's, dated by what the own name's
+            # walk saw: date it by the own name's whole history, as history does.
+            chosen = latest_decision(decisions, handover_of(own_entries, inspect))
         if chosen is None:
             return self._absent(unit.object_key)
         if chosen.removed:
@@ -257,16 +268,33 @@ class BackupItems:
         selected = self._parse(chosen.entry.key, body, item_key=unit.object_key)
         return replace(selected, decision=chosen)
 
-    def _inspector(self) -> tuple[Inspector, dict[tuple[str, str], bytes]]:
-        """Reads a version's metadata for point-in-time selection, keeping the body it got."""
+    def _inspector(self, moment: datetime) -> tuple[Inspector, dict[tuple[str, str], bytes]]:
+        """Reads a version's metadata for point-in-time selection. The version most likely to
+        be chosen, the first one S3 received by ``moment`` when it is not a tombstone, is read
+        whole (GET) and its body kept; every other one by a HEAD, metadata only: below a
+        removal or a newer version, a version is seldom the one chosen (when it is, its body
+        is read then). Each version is read once."""
         bodies: dict[tuple[str, str], bytes] = {}
+        known: dict[tuple[str, str], VersionMetadata | None] = {}
+        passed_first = False
 
         def inspect(entry: ObjectVersion) -> VersionMetadata | None:
-            found = self._read(entry.key, entry.version_id)
-            if found is None:
-                return None
-            bodies[(entry.key, entry.version_id)] = found[0]
-            return VersionMetadata.from_s3(found[1])
+            nonlocal passed_first
+            where = (entry.key, entry.version_id)
+            if where in known:
+                return known[where]
+            likely_chosen = not passed_first and entry.last_modified <= moment
+            passed_first = passed_first or entry.last_modified <= moment
+            raw: dict[str, str] | None
+            if entry.is_tombstone or not likely_chosen:
+                raw = self._head(entry.key, entry.version_id)
+            else:
+                found = self._read(entry.key, entry.version_id)
+                raw = found[1] if found is not None else None
+                if found is not None:
+                    bodies[where] = found[0]
+            known[where] = VersionMetadata.from_s3(raw) if raw is not None else None
+            return known[where]
 
         return inspect, bodies
 
@@ -280,12 +308,22 @@ class BackupItems:
 
     def _read(self, object_key: str, version_id: str | None) -> tuple[bytes, dict[str, str]] | None:
         self.stats.add(versions_read=1)
+        return self._gone_is_none(
+            lambda: self.reader.read_object(object_key, version_id),
+            f"get s3://{self.bucket}/{object_key}",
+        )
+
+    def _head(self, object_key: str, version_id: str) -> dict[str, str] | None:
+        """A version's user metadata without its body; None: deleted since it was listed."""
+        self.stats.add(versions_headed=1)
+        return self._gone_is_none(
+            lambda: self.reader.head_object(object_key, version_id),
+            f"head s3://{self.bucket}/{object_key}",
+        )
+
+    def _gone_is_none(self, request: Callable[[], Any], what: str) -> Any:
         try:
-            return call_with_retries(
-                lambda: self.reader.read_object(object_key, version_id),
-                self.retry_policy,
-                f"get s3://{self.bucket}/{object_key}",
-            )
+            return call_with_retries(request, self.retry_policy, what)
         except ClientError as error:
             if error_code(error) in ("NoSuchKey", "NoSuchVersion", "404"):
                 return None  # deleted since it was listed

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -27,6 +27,8 @@ META_CHANGE_TIME = "change-time"
 META_WRITER = "writer"
 META_KEY_HASH = "key-hash"
 META_COPY_OF = "copy-of"  # on a copy of another version's state: that version's id
+# How far the stream rounded change-time down, in seconds ("1" on AWS, "60" on DynamoDB Local).
+META_CHANGE_TIME_PRECISION = "change-time-precision"
 
 WRITER_STREAM = "stream"
 WRITER_BACKFILL = "backfill"
@@ -41,6 +43,13 @@ STREAM_EVENTS = (EVENT_INSERT, EVENT_MODIFY, EVENT_REMOVE)
 
 ITEM_CONTENT_TYPE = "application/json"
 TOMBSTONE_CONTENT_TYPE = "application/x-dynamo-backups-tombstone"
+
+# ApproximateCreationDateTime is "rounded down to the closest second" (DynamoDB Streams API
+# reference, StreamRecord); DynamoDB Local rounds it down to the minute. Its stream ARNs (and
+# records' awsRegion) name the region "ddblocal".
+SECOND = timedelta(seconds=1)
+MINUTE = timedelta(minutes=1)
+DYNAMODB_LOCAL_REGION = "ddblocal"
 
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{3,255}$")
 _STREAM_ARN = re.compile(
@@ -81,6 +90,12 @@ class StreamArn:
     account: str
     table: str
     label: str
+
+
+def stream_time_precision(arn: StreamArn) -> timedelta:
+    """How far the stream behind ``arn`` rounds ApproximateCreationDateTime down: to the
+    minute on DynamoDB Local (whose ARNs name the region ``ddblocal``), to the second on AWS."""
+    return MINUTE if arn.region == DYNAMODB_LOCAL_REGION else SECOND
 
 
 def parse_stream_arn(arn: Any) -> StreamArn:
@@ -235,10 +250,20 @@ class VersionMetadata:
     # A state written again on top (replay's settle, a conditional write putting back a
     # newer write's state): the version copied. Not an original write of ``writer``.
     copy_of: str | None = None
+    # How far the source rounded change_time down (stream writers record it); None: not
+    # recorded (versions of earlier releases, table reads): see ``time_precision``.
+    precision: timedelta | None = None
 
     @property
     def is_removal(self) -> bool:
         return self.event_name == EVENT_REMOVE
+
+    @property
+    def time_precision(self) -> timedelta:
+        """How far change_time may lie before the change: the recorded precision, else one
+        second (AWS's documented precision for stream times, the Date header's for table
+        reads, and what earlier releases compared stream times by)."""
+        return self.precision if self.precision is not None else SECOND
 
     def to_s3(self) -> dict[str, str]:
         metadata = {
@@ -251,6 +276,8 @@ class VersionMetadata:
             metadata[META_SEQUENCE_NUMBER] = self.sequence_number
         if self.copy_of is not None:
             metadata[META_COPY_OF] = self.copy_of
+        if self.precision is not None:
+            metadata[META_CHANGE_TIME_PRECISION] = format_seconds(self.precision)
         return metadata
 
     @classmethod
@@ -270,4 +297,24 @@ class VersionMetadata:
             sequence_number=lowered.get(META_SEQUENCE_NUMBER),
             key_hash=lowered.get(META_KEY_HASH, DEFAULT_KEY_HASH),
             copy_of=lowered.get(META_COPY_OF),
+            precision=parse_seconds(lowered.get(META_CHANGE_TIME_PRECISION)),
         )
+
+
+def format_seconds(span: timedelta) -> str:
+    """A duration as decimal seconds (``"1"``, ``"60"``, ``"0.001"``)."""
+    exact = Decimal(span.days * 86400 + span.seconds) + Decimal(span.microseconds) / 1_000_000
+    return format(exact.normalize(), "f")
+
+
+def parse_seconds(text: str | None) -> timedelta | None:
+    """Decimal seconds back to a duration; None for anything else (read as not recorded)."""
+    if text is None:
+        return None
+    try:
+        exact = Decimal(text.strip())
+    except InvalidOperation:
+        return None
+    if not exact.is_finite() or exact < 0 or exact > 86400:
+        return None
+    return timedelta(microseconds=int(exact * 1_000_000))

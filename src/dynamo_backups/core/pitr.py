@@ -4,12 +4,14 @@ The *change time* of a version is the stream's ApproximateCreationDateTime recor
 metadata (or, for objects without our metadata, S3's LastModified). S3 lists an object's
 versions in the order it received them, which is not always the order of the changes: a late
 retry, a replay or a second writer can put an older change above a newer one, at any distance
-in time. Selection therefore follows the changes' order (change time, then stream sequence
-number, then S3's order), and bounds the reads it needs with one fact: a version is never
-written before its change happened, so ``change_time <= last_modified + skew``. Walking the
+in time. Selection therefore follows the changes' order (the latest moment each change can
+have happened: change time plus the precision its source rounded it down by; then the stream
+sequence number; then S3's order), and bounds the reads it needs with one fact: a version is
+never written before its change happened, so ``change_time <= last_modified + allowance``
+(the allowance covers S3's whole-second LastModified and the servers' clocks). Walking the
 versions newest-received first, once the best change found is later than every version below
-could be, the walk stops: with versions that arrived in order and more than ``skew`` apart,
-that is after the one read that fetches the chosen version's body anyway.
+could be, the walk stops: with versions that arrived in order and more than the allowance
+apart, that is after the one read that fetches the chosen version's body anyway.
 """
 
 from __future__ import annotations
@@ -18,9 +20,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from dynamo_backups.core.layout import WRITER_REPAIR, WRITER_STREAM, VersionMetadata
+from dynamo_backups.core.layout import (
+    MINUTE,
+    SECOND,
+    WRITER_REPAIR,
+    WRITER_STREAM,
+    VersionMetadata,
+)
 
-DEFAULT_CLOCK_SKEW = timedelta(minutes=5)
+# How much later than S3's LastModified a change time can be: LastModified is whole seconds
+# (rounded down), and DynamoDB's and S3's servers keep time by the same synchronized clocks
+# (Amazon Time Sync, well under a millisecond apart); one more second covers both generously.
+CLOCK_ALLOWANCE = timedelta(seconds=2)
+DEFAULT_CLOCK_SKEW = CLOCK_ALLOWANCE  # the name callers pass it by
+# The coarsest rounding any source applies (DynamoDB Local's minute): what a version not read
+# yet is assumed to have until a stream version of the object has been read.
+COARSEST_PRECISION = MINUTE
 # Versions that record the item's state in the stream's own order (see latest_decision).
 AUTHORITATIVE_WRITERS = frozenset({WRITER_STREAM, WRITER_REPAIR})
 
@@ -88,12 +103,13 @@ def select_at(
     The last change at or before ``moment`` decides: a tombstone or delete marker means the
     item was absent; no such change means the item did not exist yet.
 
-    "Last" is the stream's order, not S3's: among the versions whose change came at or before
-    the moment, the one with the latest change time wins, then the highest sequence number,
-    then the newest in S3. Every version received after ``moment - skew`` is read (a late
-    delivery may hold an earlier change); below them, versions are read only while one could
-    still hold a later change than the best found (``last_modified + skew`` at or after it).
+    "Last" is the stream's order, not S3's (see ``change_key``). Versions are read newest
+    received first while one could still hold a later change than the best found: while its
+    ``last_modified + skew`` (plus the precision of the stream's times) is not before it.
+    ``skew`` is the clock allowance; a huge one reads every version.
     """
+    if not any(not entry.is_removal for entry in entries):
+        return Selection(None)  # only removals: absent whichever decides, nothing to read
     decision, inspected = _decide(entries, moment, inspect, skew)
     if decision is None or decision.removed:
         return Selection(None, inspected)
@@ -118,23 +134,49 @@ def newest_change(entries: Sequence[ObjectVersion], inspect: Inspector) -> Decis
     return _decide(entries, datetime.max.replace(tzinfo=UTC), inspect, timedelta.max)[0]
 
 
-def latest_decision(decisions: Sequence[Decision | None]) -> Decision | None:
+def latest_decision(
+    decisions: Sequence[Decision | None], handover: datetime | None = None
+) -> Decision | None:
     """Of one item's decisions under several names (its own name first), the one that holds.
 
     The own name's decision holds when our stream handler (or a repair, a read of the table
-    itself) wrote it: from the first change the handler recorded on, it records every change
-    of the item, those another tool also recorded included, so nothing under other names is
-    newer. Otherwise the latest change holds, by change time (S3's LastModified for other
-    tools' versions, which carry no change time), and on a tie the own name's.
+    itself) wrote it: from the first change the handler recorded on (``handover``: the
+    earliest change time of a stream or repair version under the own name), it records every
+    change of the item, those another tool also recorded included, so nothing under other
+    names is newer. Other names' changes are therefore dated no later than the handover, as
+    ``history`` places them. Otherwise the latest change holds, by change time (S3's
+    LastModified for other tools' versions, which carry no change time), and on a tie the own
+    name's. Without ``handover``, the one the own name's walk saw is used.
     """
     own = decisions[0] if decisions else None
     if own is not None and own.writer in AUTHORITATIVE_WRITERS:
         return own
+    if handover is None and own is not None:
+        handover = own.handover
     chosen: Decision | None = None
-    for decision in decisions:
-        if decision is not None and (chosen is None or decision.order() > chosen.order()):
-            chosen = decision
+    chosen_order: tuple[datetime, int] | None = None
+    for place, decision in enumerate(decisions):
+        if decision is None:
+            continue
+        order = decision.order() if place == 0 else decision.capped(handover).order()
+        if chosen_order is None or order > chosen_order:
+            chosen, chosen_order = decision, order
     return chosen
+
+
+def handover_of(entries: Sequence[ObjectVersion], inspect: Inspector) -> datetime | None:
+    """The earliest change time of a stream or repair version among one name's ``entries``
+    (every version inspected): from then on the handler recorded every change of the item.
+    ``history`` dates other names' versions no later than this, and so does latest_decision."""
+    earliest: datetime | None = None
+    for entry in entries:
+        if entry.is_delete_marker:
+            continue
+        metadata = inspect(entry)
+        if metadata is not None and metadata.writer in AUTHORITATIVE_WRITERS:
+            moment = metadata.change_time
+            earliest = moment if earliest is None else min(earliest, moment)
+    return earliest
 
 
 def _decide(
@@ -144,103 +186,69 @@ def _decide(
     skew: timedelta,
 ) -> tuple[Decision | None, int]:
     reachable = _latest_possible_changes(entries, skew)
-    order = StreamOrder()
-    candidates: list[Decision] = []  # the changes at or before the moment
+    tombstones = _tombstones_of_markers(entries)
     best: Decision | None = None
     inspected = 0
+    # The precision of versions not read yet: the stream's, once a stream version is read.
+    precision: timedelta | None = None
+    handover: datetime | None = None
     # Another tool's version (no metadata of ours) is dated by S3's clock, which runs after
     # the change; one that our stream handler's record was received after cannot be later
     # than that record's change: its date is capped there.
     ceiling: datetime | None = None
     for position, entry in enumerate(entries):
-        if best is not None and order.surely_before(reachable[position], best):
+        if best is not None and _surely_before(reachable[position], precision, best):
             break  # nothing received this early can hold a later change than the best
         if entry.is_delete_marker:
-            # A delete marker holds no metadata: the tombstone written under it carries the
-            # removal's change time, and the next step of this walk reads it. A marker with
-            # no tombstone under it (not written by this tool) dates from S3's clock.
-            if _tombstone_under(entries, position) is None:
+            # A delete marker holds no metadata: the tombstone written before it (the nearest
+            # below, another writer's version may have landed between) carries the removal's
+            # change time, and this walk reads it. A marker with no tombstone of its own (not
+            # written by this tool) dates from S3's clock.
+            if position not in tombstones:
                 candidate = Decision.of(entry, None, position, ceiling)
                 if candidate.change_time <= moment:
-                    candidates.append(candidate)
-                    best = order.later(best, candidate)
+                    best = _later(best, candidate)
             continue
         inspected += 1
         metadata = inspect(entry)
         candidate = Decision.of(entry, metadata, position, ceiling)
-        if order.learn(candidate) and candidates:
-            best = max(candidates, key=order.key)  # the precision changed: compare again
         if candidate.change_time <= moment:
-            candidates.append(candidate)
-            best = order.later(best, candidate)
+            best = _later(best, candidate)
+        if metadata is not None and candidate.sequence >= 0:
+            seen = metadata.time_precision
+            precision = seen if precision is None else max(precision, seen)
         if metadata is not None and metadata.writer in AUTHORITATIVE_WRITERS:
             ceiling = min(ceiling, metadata.change_time) if ceiling else metadata.change_time
+            handover = ceiling
+    if best is not None and handover is not None:
+        best = replace(best, handover=handover)
     return best, inspected
 
 
-class StreamOrder:
-    """The order of an object's changes: change time, then sequence number (stream changes
-    only), then S3's order (the newest received first).
-
-    A stream change time is the stream's ApproximateCreationDateTime, rounded down: to the
-    second on AWS, to the minute on DynamoDB Local. While every stream change seen is on a
-    whole minute, the precision is taken to be a minute; one stream change off the minute
-    shows it is finer (a second). A change dated ``t`` happened before ``t`` plus that
-    precision, and a read of the table (backfill, repair: no sequence number; dated by
-    DynamoDB's answer, to the second) that is not later than that may have come before the
-    stream change. So a stream change ranks at the end of its precision window, and a read
-    is placed after it only when dated later by more than the precision: otherwise the
-    stream's change stands (the sequence number puts it last, as an equal time does).
-    """
-
-    def __init__(self) -> None:
-        self.to_the_minute = False
-        self._finer = False
-
-    def learn(self, decision: Decision) -> bool:
-        """Take in a version's precision; True when the comparison changed."""
-        if decision.sequence < 0 or self._finer:
-            return False
-        whole_minute = decision.change_time == _minute_of(decision.change_time)
-        before = self.to_the_minute
-        self._finer = not whole_minute
-        self.to_the_minute = whole_minute
-        return before != self.to_the_minute
-
-    @property
-    def precision(self) -> timedelta:
-        return MINUTE if self.to_the_minute else SECOND
-
-    def key(self, decision: Decision) -> tuple[datetime, int, int]:
-        return (*self.change_of(decision), -decision.position)
-
-    def change_of(self, decision: Decision) -> tuple[datetime, int]:
-        """Which change a version records, as far as the order can tell changes apart."""
-        if decision.sequence < 0:
-            return (decision.change_time, decision.sequence)
-        return (_plus(self._time(decision.change_time), self.precision), decision.sequence)
-
-    def later(self, best: Decision | None, candidate: Decision) -> Decision:
-        if best is None or self.key(candidate) > self.key(best):
-            return candidate
-        return best
-
-    def surely_before(self, latest_possible: datetime, best: Decision) -> bool:
-        """Whether a change no later than ``latest_possible`` comes before ``best``. Until a
-        stream change off the minute is seen, the precision may yet turn out a minute."""
-        widest = SECOND if self._finer else MINUTE
-        return _plus(latest_possible, widest) < self.change_of(best)[0]
-
-    def _time(self, moment: datetime) -> datetime:
-        return _minute_of(moment) if self.to_the_minute else moment
+def change_key(decision: Decision) -> tuple[datetime, int, int]:
+    """The stream's order of an object's changes: the latest moment the change can have
+    happened (its change time plus the precision its source rounded it down by: a stream
+    change stamped 12:00 by DynamoDB Local, which rounds to the minute, may have happened
+    until 12:00:59, after a table read at 12:00:40), then the sequence number (a stream change
+    has one; at an equal time it comes after a table read, which has none), then S3's order
+    (the newest received first). Every part is the version's own, so the order of two
+    versions never depends on which others were read."""
+    return (decision.latest_time, decision.sequence, -decision.position)
 
 
-SECOND = timedelta(seconds=1)
-MINUTE = timedelta(minutes=1)
+def _later(best: Decision | None, candidate: Decision) -> Decision:
+    if best is None or change_key(candidate) > change_key(best):
+        return candidate
+    return best
 
 
-def _minute_of(moment: datetime) -> datetime:
-    return moment.replace(second=0, microsecond=0)
+def _surely_before(latest_possible: datetime, precision: timedelta | None, best: Decision) -> bool:
+    """Whether every version whose change time is at most ``latest_possible`` comes before
+    ``best``. Such a version happened at most its precision later: the stream's precision once
+    one of the object's stream versions was read (an object's stream versions come from one
+    table's stream), the coarsest any source has before; a table read's is a second."""
+    rounding = max(precision if precision is not None else COARSEST_PRECISION, SECOND)
+    return _plus(latest_possible, rounding) < best.latest_time
 
 
 def _latest_possible_changes(entries: Sequence[ObjectVersion], skew: timedelta) -> list[datetime]:
@@ -262,10 +270,22 @@ def _plus(moment: datetime, span: timedelta) -> datetime:
         return datetime.max.replace(tzinfo=moment.tzinfo)
 
 
-def _tombstone_under(entries: Sequence[ObjectVersion], position: int) -> ObjectVersion | None:
-    """The tombstone a delete marker was written over (a REMOVE's two writes), if any."""
-    below = entries[position + 1] if position + 1 < len(entries) else None
-    return below if below is not None and below.is_tombstone else None
+def _tombstones_of_markers(entries: Sequence[ObjectVersion]) -> dict[int, int]:
+    """Each delete marker's tombstone (positions): a REMOVE writes a tombstone, then the
+    marker, so the marker's is the nearest tombstone below it, with no other marker between
+    (another writer's version may have landed between the two writes). Markers without one
+    (another tool's) are not in the answer."""
+    owned: dict[int, int] = {}
+    open_marker: int | None = None
+    for position in range(len(entries) - 1, -1, -1):  # oldest first
+        entry = entries[position]
+        if entry.is_tombstone:
+            open_marker = position
+        elif entry.is_delete_marker:
+            if open_marker is not None:
+                owned[position] = open_marker
+            open_marker = None
+    return owned
 
 
 @dataclass(frozen=True)
@@ -278,10 +298,18 @@ class Decision:
     removed: bool
     position: int  # in S3's order, newest first
     metadata: VersionMetadata | None = None  # what we recorded on it, if anything
+    precision: timedelta = SECOND  # how far change_time may lie before the change
+    # The earliest stream or repair change its walk saw under the same name (latest_decision).
+    handover: datetime | None = None
 
     @property
     def writer(self) -> str | None:
         return self.metadata.writer if self.metadata else None
+
+    @property
+    def latest_time(self) -> datetime:
+        """The latest moment the change can have happened."""
+        return self.change_time + self.precision
 
     @classmethod
     def of(
@@ -293,11 +321,28 @@ class Decision:
     ) -> Decision:
         if metadata is not None:
             change_time = metadata.change_time
-        else:
+            precision = metadata.time_precision
+        else:  # S3's LastModified, after the change, itself whole seconds (rounded down)
             change_time = min(entry.last_modified, ceiling) if ceiling else entry.last_modified
-        sequence = int(metadata.sequence_number) if metadata and _is_number(metadata) else -1
+            precision = SECOND
+        sequence = _sequence_of(metadata)
         removed = entry.is_removal or (metadata is not None and metadata.is_removal)
-        return cls(entry, change_time, sequence, removed, position, metadata)
+        return cls(entry, change_time, sequence, removed, position, metadata, precision)
+
+    def dated_like(self, other: Decision) -> Decision:
+        """This delete marker, dated as the removal its tombstone ``other`` records."""
+        return replace(
+            self,
+            change_time=other.change_time,
+            sequence=other.sequence,
+            precision=other.precision,
+        )
+
+    def capped(self, handover: datetime | None) -> Decision:
+        """Dated no later than ``handover`` (another name's change, see latest_decision)."""
+        if handover is None or self.change_time <= handover:
+            return self
+        return replace(self, change_time=handover)
 
     def order(self) -> tuple[datetime, int]:
         """Across object names: S3's positions are not comparable, sequence numbers are."""
@@ -324,11 +369,11 @@ def stream_order(
     entries: Sequence[ObjectVersion], metadata: Mapping[str, VersionMetadata | None]
 ) -> list[PlacedVersion]:
     """Every entry of one object (newest first in S3's order, ``metadata`` by version id),
-    newest change first by the rule point-in-time selection follows: change time, then
-    sequence number, then S3's order. A delete marker is dated by the tombstone under it and
-    placed just above it. Each version says whether it repeats a change S3 already held (a
-    retried, replayed or second writer's copy), and whether it came in late, after a version
-    recording a later change (selection never takes it for a moment after that change)."""
+    newest change first by the rule point-in-time selection follows (``change_key``). A
+    delete marker is dated by its tombstone and placed just above it. Each version says
+    whether it repeats a change S3 already held (a retried, replayed or second writer's copy),
+    and whether it came in late, after a version recording a later change (selection never
+    takes it for a moment after that change)."""
     decisions: list[Decision] = []
     ceiling: datetime | None = None
     for position, entry in enumerate(entries):
@@ -336,21 +381,13 @@ def stream_order(
         decisions.append(Decision.of(entry, found, position, ceiling))
         if found is not None and found.writer in AUTHORITATIVE_WRITERS:
             ceiling = min(ceiling, found.change_time) if ceiling else found.change_time
-    for position, entry in enumerate(entries):
-        tombstone = _tombstone_under(entries, position) if entry.is_delete_marker else None
-        if tombstone is not None:
-            dated = decisions[position + 1]
-            decisions[position] = replace(
-                decisions[position], change_time=dated.change_time, sequence=dated.sequence
-            )
-    order = StreamOrder()
-    for decision in decisions:
-        order.learn(decision)
-    placed = _mark_copies(decisions, order)
-    return sorted(placed, key=lambda one: order.key(one.decision), reverse=True)
+    for marker, tombstone in _tombstones_of_markers(entries).items():
+        decisions[marker] = decisions[marker].dated_like(decisions[tombstone])
+    placed = _mark_copies(decisions)
+    return sorted(placed, key=lambda one: change_key(one.decision), reverse=True)
 
 
-def _mark_copies(decisions: Sequence[Decision], order: StreamOrder) -> list[PlacedVersion]:
+def _mark_copies(decisions: Sequence[Decision]) -> list[PlacedVersion]:
     """Walks S3's order oldest first: a version repeats the first one S3 got of the same
     change (same change time, event and sequence number; without a sequence number, the same
     writer and body), and is late when a version received before it records a later change."""
@@ -366,7 +403,7 @@ def _mark_copies(decisions: Sequence[Decision], order: StreamOrder) -> list[Plac
         original = first_of.get(identity) if identity else None
         if identity and original is None:
             first_of[identity] = entry
-        change = order.change_of(decision)
+        change = (decision.latest_time, decision.sequence)
         late = latest_before is not None and latest_before > change
         placed.append(PlacedVersion(decision, original, late))
         if latest_before is None or change > latest_before:
@@ -383,5 +420,11 @@ def _change_identity(decision: Decision) -> tuple[object, ...] | None:
     return (metadata.change_time, metadata.event_name, metadata.writer, decision.entry.etag)
 
 
-def _is_number(metadata: VersionMetadata) -> bool:
-    return bool(metadata.sequence_number) and str(metadata.sequence_number).isdigit()
+def _sequence_of(metadata: VersionMetadata | None) -> int:
+    """The stream sequence number as a number; -1 for none, or for one that is not plain
+    decimal digits (garbled metadata is dated by its change time alone, never a crash:
+    ``str.isdigit`` accepts characters such as superscripts that ``int`` refuses)."""
+    text = metadata.sequence_number if metadata is not None else None
+    if not text or not (text.isascii() and text.isdigit()):
+        return -1
+    return int(text)

@@ -10,16 +10,18 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dynamo_backups.core.ddbjson import repair_untyped_empty_maps
 from dynamo_backups.core.layout import (
     EVENT_REMOVE,
+    SECOND,
     STREAM_EVENTS,
     LayoutError,
     epoch_to_datetime,
     parse_stream_arn,
+    stream_time_precision,
 )
 
 
@@ -47,6 +49,8 @@ class Change:
     new_image: dict[str, Any] | None
     sequence_number: str
     change_time: datetime
+    # How far the source rounded change_time down (the stream's, decided by its ARN).
+    time_precision: timedelta = SECOND
 
     @property
     def is_removal(self) -> bool:
@@ -114,6 +118,7 @@ def parse_change(record: Any, index: int, received: datetime | None = None) -> C
         new_image=image,
         sequence_number=sequence_number,
         change_time=change_time,
+        time_precision=stream_time_precision(arn),
     )
 
 

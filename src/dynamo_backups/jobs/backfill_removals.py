@@ -84,4 +84,5 @@ def _newest_removal(
         newest.metadata.change_time,
         newest.metadata.sequence_number,
         key_hash,
+        precision=newest.metadata.precision,
     )

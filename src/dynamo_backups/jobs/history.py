@@ -137,6 +137,11 @@ def _read_version(
 ) -> tuple[VersionMetadata | None, dict[str, Any] | None, str | None]:
     """A version's metadata, and its item or why it is not one."""
     where = f"s3://{bucket}/{object_key}?versionId={entry.version_id}"
+    if entry.is_tombstone:  # no body to show: its metadata alone
+        raw = call_with_retries(
+            lambda: reader.head_object(object_key, entry.version_id), READ_POLICY, f"head {where}"
+        )
+        return VersionMetadata.from_s3(raw), None, None
     body, raw = call_with_retries(
         lambda: reader.read_object(object_key, entry.version_id), READ_POLICY, f"read {where}"
     )

@@ -88,7 +88,7 @@ class RestoreUnit:
         stats = items.stats
         self.result.add("objects", stats.objects)
         self.result.add("absent", stats.absent)
-        self.result.add("versions_read", stats.versions_read)
+        self.result.add("versions_read", stats.versions_read + stats.versions_headed)
         self._settle()
         return self.result
 

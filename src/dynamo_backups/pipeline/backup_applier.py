@@ -143,6 +143,7 @@ class BackupApplier:
             change_time=change.change_time,
             sequence_number=change.sequence_number,
             key_hash=self.key_hash,
+            precision=change.time_precision,
         )
         if change.is_removal:
             self.writer.remove_item(object_key, metadata, deadline)
