@@ -384,13 +384,15 @@ class World:
         self.model.acked.update(indices[:done])
         self.position = max(self.position, start + done)
 
-    def give_up(self, count: int) -> None:
+    def give_up(self, count: int, only_deletes: bool = False) -> None:
         """The trigger's retries run out on the next records (their first item's writes keep
-        failing): Lambda reports the range to the failure destination and goes on."""
+        failing; with ``only_deletes``, a removal's delete marker, its tombstone written):
+        Lambda reports the range to the failure destination and goes on."""
         indices = list(range(self.position, min(self.position + count, len(self.model.changes))))
         if not indices:
             return
-        self.faults.fail([self.model.changes[indices[0]].key])
+        first = self.model.changes[indices[0]]
+        self.faults.fail([first.key], only_deletes and first.new_image is None)
         try:
             done = self.invoke(indices)
         finally:

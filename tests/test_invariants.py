@@ -142,9 +142,9 @@ class Invariants(RuleBasedStateMachine):
         self.world.redeliver_last_batch()
 
     @precondition(lambda self: self.lambda_pending())
-    @rule(count=st.integers(1, 3))
-    def give_up(self, count: int) -> None:
-        self.world.give_up(count)
+    @rule(count=st.integers(1, 3), only_deletes=st.booleans())
+    def give_up(self, count: int, only_deletes: bool) -> None:
+        self.world.give_up(count, only_deletes)
 
     @precondition(lambda self: self.channel == "lambda" and bool(self.world.reports))
     @rule(data=st.data())
@@ -152,7 +152,7 @@ class Invariants(RuleBasedStateMachine):
         which = data.draw(st.integers(0, len(self.world.reports) - 1), label="report")
         racing = 0
         if self.feature("replay_race"):
-            racing = data.draw(st.integers(0, 2), label="records the trigger writes meanwhile")
+            racing = data.draw(st.integers(1, 3), label="records the trigger writes meanwhile")
         self.world.replay(which, racing)
 
     @precondition(lambda self: self.channel == "lambda" and self.feature("late_older_copy"))
