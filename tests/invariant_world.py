@@ -256,9 +256,15 @@ class Faults:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def rule(self, request: faultproxy.Request) -> str:
+        # The fast transport deletes with DeleteObjects (POST ?delete, the key in the body).
+        bulk_delete = request.method == "POST" and request.path.endswith("?delete")
         with self.lock:
-            hit = any(name in request.path for name in self.names)
-            if hit and (not self.only_deletes or request.method == "DELETE"):
+            hit = any(
+                name in request.path or (bulk_delete and name.encode() in request.body)
+                for name in self.names
+            )
+            deleting = request.method == "DELETE" or bulk_delete
+            if hit and (deleting or not self.only_deletes):
                 return faultproxy.INTERNAL_ERROR
         return faultproxy.FORWARD
 
