@@ -381,6 +381,18 @@ def test_a_restarted_consumer_and_a_redelivered_batch_keep_every_change(world: A
     restored_latest(trigger)
 
 
+def test_a_removal_given_up_after_its_tombstone_is_replayed_in_order(world: Any) -> None:
+    """A seed the machine found (a harness fault then): the trigger gives up on a removal
+    whose tombstone was written and whose delete marker failed; replay settles it."""
+    trigger = make_world_changes(world(), [("a", 0), ("b", 0), ("a", None)])
+    trigger.give_up(2)
+    trigger.give_up(1, only_deletes=True)
+    trigger.replay(1)
+    trigger.replay(0)
+    trigger.check_history(KEYS, strict_order=False)
+    restored_latest(trigger)
+
+
 def make_world_changes(world: World, changes: list[tuple[str, int | None]]) -> World:
     for key, value in changes:
         world.change(key, value, 1)
