@@ -15,7 +15,8 @@ The world and the model are in ``tests/invariant_world.py``.
 Budget: ``DYNAMO_BACKUPS_INVARIANT_EXAMPLES`` (default 20) examples of up to
 ``DYNAMO_BACKUPS_INVARIANT_STEPS`` (default 20) steps in ``scripts/test``; raise both for a
 longer run. ``DYNAMO_BACKUPS_INVARIANT_FEATURES`` (comma-separated) switches on rules that
-exercise known defects, off by default until their fixes merge:
+exercise known defects, off by default until their fixes merge (then ``ENABLED_BY_DEFAULT``
+takes them):
 
 - ``resume_delete_absent``: resume a killed --into-existing --delete-absent restore (item 1);
 - ``replay_race``: the live trigger writes while replay runs (item 3; with identical images,
@@ -64,11 +65,18 @@ KNOWN_DEFECT_FEATURES = frozenset(
         "history_once_in_order",
     }
 )
-FEATURES = frozenset(
+# Once a defect's fix is merged, its feature goes here (and its test below loses its xfail).
+ENABLED_BY_DEFAULT: frozenset[str] = frozenset()
+FEATURES = ENABLED_BY_DEFAULT | frozenset(
     name.strip()
     for name in os.environ.get("DYNAMO_BACKUPS_INVARIANT_FEATURES", "").split(",")
     if name.strip()
 )
+if not FEATURES <= KNOWN_DEFECT_FEATURES:
+    raise ValueError(
+        f"DYNAMO_BACKUPS_INVARIANT_FEATURES: unknown {sorted(FEATURES - KNOWN_DEFECT_FEATURES)}; "
+        f"known: {sorted(KNOWN_DEFECT_FEATURES)}"
+    )
 EXAMPLES = int(os.environ.get("DYNAMO_BACKUPS_INVARIANT_EXAMPLES", "20"))
 STEPS = int(os.environ.get("DYNAMO_BACKUPS_INVARIANT_STEPS", "20"))
 # A passing run takes about a minute; a failing one shrinks against the servers for minutes
