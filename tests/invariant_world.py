@@ -436,17 +436,31 @@ class World:
             }
         )
 
-    def replay(self, which: int, racing: int = 0) -> None:
+    def replay(
+        self, which: int, racing: int = 0, meanwhile: tuple[int | None] | None = None
+    ) -> None:
         """``replay`` of one report. With ``racing``, the live trigger delivers that many
-        further records while replay writes the range (issue 19 item 3)."""
+        further records while replay writes the range (issue 19 item 3); with ``meanwhile``
+        (a value, None: a removal), an item of the range changes first, preferably one with
+        a newer state than the range's (the one replay notes and puts back on top)."""
         start, end = self.reports.pop(which)
         writer = BackupWriter(self.s3, self.bucket)
         world = self
 
+        def live_change() -> None:
+            if meanwhile is None:
+                return
+            in_range = [world.model.changes[i].key for i in range(start, end)]
+            newer = [c.key for c in world.model.changes[end:] if c.key in in_range]
+            world.change((newer or in_range)[0], meanwhile[0], 0)
+
         class RacedApplier(BackupApplier):
             def apply(self, records: Any, deadline: float | None = None) -> Any:
                 result = super().apply(records, deadline)
-                if racing:
+                live_change()
+                if meanwhile is not None:  # the trigger catches up, the new change included
+                    world.deliver(len(world.model.changes) - world.position)
+                elif racing:
                     world.deliver(racing)
                 return result
 

@@ -158,10 +158,12 @@ class Invariants(RuleBasedStateMachine):
     @rule(data=st.data())
     def replay(self, data: st.DataObject) -> None:
         which = data.draw(st.integers(0, len(self.world.reports) - 1), label="report")
-        racing = 0
+        racing, meanwhile = 0, None
         if self.feature("replay_race"):
             racing = data.draw(st.integers(1, 3), label="records the trigger writes meanwhile")
-        self.world.replay(which, racing)
+            if data.draw(st.booleans(), label="an item of the range changes meanwhile"):
+                meanwhile = (data.draw(values, label="its new value"),)
+        self.world.replay(which, racing, meanwhile)
 
     @precondition(lambda self: self.channel == "lambda" and self.feature("late_older_copy"))
     @rule(data=st.data())
