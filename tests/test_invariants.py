@@ -286,6 +286,11 @@ class Invariants(RuleBasedStateMachine):
         world = self.world
         try:
             world.check_history(KEYS, self.feature("history_once_in_order"))
+            if world.model.acked:  # and a latest restore at the end of every example
+                target = f"{world.prefix}-final"
+                complete = world.restore(target, world.restore_options(None))
+                world.check_restored(target, None, {}, False, False, complete)
+                assert complete, "the final restore did not complete"
         finally:
             world.cleanup()
             close_handler_appliers(lambda prefix: prefix == world.prefix)
