@@ -40,6 +40,7 @@ from dynamo_backups.aws.dynamodb import RawDynamoDB
 from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.aws.s3objects import BotocoreObjects
 from dynamo_backups.backup.checkpoints import CheckpointError, S3CheckpointStore, _Lease
+from dynamo_backups.backup.reader import BackupItems
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.core.parallel import ThreadEngine
@@ -697,6 +698,18 @@ class World:
                 assert order == sorted(set(order)), (
                     f"{key}: history does not list each change once in stream order: {order}"
                 )
+
+    def check_latest(self, keys: Iterable[str]) -> None:
+        """Each item's latest state as restore selects it (the reader restore uses, one key
+        at a time): the model's, where every change of the item is acknowledged."""
+        items = BackupItems(self.reader, self.bucket, self.layout, ["pk"])
+        for key in sorted(keys):
+            got = items.select_key({"pk": {"S": key}}).item
+            if self.model.settled(key):
+                want = self.model.state(key)
+                assert got == want, f"{key}: the backup's latest is {got}, the model's {want}"
+            else:
+                assert got in self.model.possible_states(key), f"{key}: never had {got}"
 
     def cleanup(self) -> None:
         for name in self.targets:

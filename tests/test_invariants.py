@@ -280,6 +280,7 @@ class Invariants(RuleBasedStateMachine):
         world = self.world
         if world.touched:
             world.check_history(world.touched, self.feature("history_once_in_order"))
+            world.check_latest(world.touched)
             world.touched = set()
 
     def teardown(self) -> None:
