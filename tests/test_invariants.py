@@ -66,7 +66,7 @@ KNOWN_DEFECT_FEATURES = frozenset(
     }
 )
 # Once a defect's fix is merged, its feature goes here (and its test below loses its xfail).
-ENABLED_BY_DEFAULT: frozenset[str] = frozenset()
+ENABLED_BY_DEFAULT: frozenset[str] = KNOWN_DEFECT_FEATURES
 FEATURES = ENABLED_BY_DEFAULT | frozenset(
     name.strip()
     for name in os.environ.get("DYNAMO_BACKUPS_INVARIANT_FEATURES", "").split(",")
@@ -415,12 +415,6 @@ def make_world_changes(world: World, changes: list[tuple[str, int | None]]) -> W
     return world
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the invariants test, not in issue 19's list: history lists every S3 "
-    "version, so a change delivered twice (at least once: a consumer restarted from its "
-    "checkpoint, a Lambda batch retried) is listed twice",
-)
 def test_history_lists_each_change_once_in_stream_order(world: Any) -> None:
     consumer = make_world_changes(world(), [("a", 0)])
     consumer.consume(crash_after=1)  # wrote the change, died before its checkpoint
@@ -428,11 +422,6 @@ def test_history_lists_each_change_once_in_stream_order(world: Any) -> None:
     consumer.check_history(["a"], strict_order=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 19 item 1, fixed in branch resume-absent: restore --into-existing "
-    "--delete-absent --resume deletes the items of the units the first run finished",
-)
 def test_item1_resumed_delete_absent_keeps_what_the_backup_holds(world: Any) -> None:
     trigger = make_world_changes(world(), [("a", 0), ("b", 0), ("c", 0), ("d", 0)])
     trigger.deliver(4)
@@ -446,11 +435,6 @@ def test_item1_resumed_delete_absent_keeps_what_the_backup_holds(world: Any) -> 
     trigger.check_restored(target, None, before, True, True, complete=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 19 item 3, fixed in branch replay-race: replay re-puts the state it noted "
-    "on top of a newer one the live trigger wrote meanwhile",
-)
 def test_item3_replay_racing_the_trigger_keeps_the_newest_state(world: Any) -> None:
     trigger = make_world_changes(world("replay_race"), [("a", 0), ("a", 1), ("a", 2)])
     trigger.give_up(1)  # a=0 given up on, reported
@@ -460,11 +444,6 @@ def test_item3_replay_racing_the_trigger_keeps_the_newest_state(world: Any) -> N
     restored_latest(trigger)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 19 item 6 (with item 3), fixed in another branch: a condition on an ETag "
-    "passes over an identical body (a=0 written again by the trigger during replay)",
-)
 def test_item6_identical_image_written_during_replay_does_not_pass_a_condition(
     world: Any,
 ) -> None:
@@ -475,11 +454,6 @@ def test_item6_identical_image_written_during_replay_does_not_pass_a_condition(
     restored_latest(trigger)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 19 item 4, fixed in branch pitr-order: a late copy of an older change, "
-    "received after a newer one, is taken as the latest state",
-)
 def test_item4_a_late_older_copy_does_not_win(world: Any) -> None:
     trigger = make_world_changes(world("late_older_copy"), [("a", 0), ("a", 1)])
     trigger.deliver(2)
@@ -487,11 +461,6 @@ def test_item4_a_late_older_copy_does_not_win(world: Any) -> None:
     restored_latest(trigger)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 19 item 5, fixed in branch leases: a consumer restarted after a crash is "
-    "refused until the dead process's lease expires",
-)
 def test_item5_a_restarted_consumer_takes_over_a_dead_process_lease(world: Any) -> None:
     consumer = make_world_changes(world("crash_keeps_lease"), [("a", 0), ("a", 1)])
     consumer.consume(crash_after=1)  # dies holding the lease (host: this one, pid: dead)
