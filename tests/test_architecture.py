@@ -14,7 +14,10 @@ PACKAGE = Path(dynamo_backups.__file__).parent
 
 # Lowest first; a module may import its own layer and the layers before it.
 LAYERS = ["core", "aws", "backup", "pipeline", "jobs", "engines", "installer", "cli"]
-ENTRY_POINTS = {"dynamo_backups.handler": "pipeline"}  # deployed name; ranks with its layer
+ENTRY_POINTS = {
+    "dynamo_backups.handler": "pipeline",
+    "dynamo_backups.console": "cli",
+}  # deployed name; ranks with its layer
 SDK = {"boto3", "botocore", "obstore", "s3transfer", "awscrt", "urllib3"}
 IO_MODULES = {"socket", "ssl", "http", "subprocess", "os", "pathlib", "io", "shutil", "logging"}
 IO_MODULES |= {"urllib.request", "sqlite3", "tempfile", "sys"}

@@ -47,7 +47,7 @@ WITH_SIGINT = "import signal; signal.signal(signal.SIGINT, signal.default_int_ha
 def cli(*arguments: str) -> list[str]:
     """The command line as a subprocess whose Ctrl-C works."""
     run = "import runpy, sys; sys.argv[0] = 'dynamo-backups'; "
-    run += "runpy.run_module('dynamo_backups.cli.entry', run_name='__main__')"
+    run += "runpy.run_module('dynamo_backups.console', run_name='__main__')"
     return [sys.executable, "-c", WITH_SIGINT + run, *arguments]
 
 

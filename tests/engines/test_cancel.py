@@ -78,3 +78,32 @@ def test_the_token_ends_a_wait_at_once() -> None:
     assert time.monotonic() - started < 2
     with pytest.raises(Cancelled):
         token.check()
+
+
+def stop_now_or_finish_the_page(unit: WorkUnit, context: UnitContext) -> UnitResult:
+    """Unit "quick" raises ``Cancelled`` as soon as the token is set (as verify's, snapshot's
+    and an export backfill's units do); unit "page" then finishes the page it is writing, as
+    backfill's segments do, and hands back an unfinished result."""
+    while not context.cancel.cancelled:
+        time.sleep(0.05)
+    if unit.name == "quick":
+        context.cancel.check()
+    time.sleep(1.5)  # the rest of the page's writes
+    return UnitResult(unit.id, {"pages": 1}, complete=False)
+
+
+def test_a_unit_cancelled_in_a_worker_process_does_not_break_the_pool(ctrl_c_after: Any) -> None:
+    """``Cancelled`` goes back to the driver by pickle. It cannot be unpickled (its __init__
+    takes no argument), so the pool breaks and terminates the other workers mid-page: the
+    "page" unit never hands back its result."""
+    units = [WorkUnit("segment", "quick"), WorkUnit("segment", "page")]
+    ctrl_c_after(6.0)  # worker processes start slowly
+    with pytest.raises(Interrupted) as stopped:
+        ProcessEngine(2).run(stop_now_or_finish_the_page, units, None, NoProgress())
+    assert [result.unit for result in stopped.value.results] == ["segment-page"]
+
+
+def test_cancelled_survives_a_trip_between_processes() -> None:
+    import pickle
+
+    assert isinstance(pickle.loads(pickle.dumps(Cancelled())), Cancelled)

@@ -23,8 +23,9 @@ class Flag(Protocol):
 class Cancelled(Exception):
     """Raised inside a unit that saw the token: the unit stops, and is not recorded as done."""
 
-    def __init__(self) -> None:
-        super().__init__("interrupted")
+    def __init__(self, message: str = "interrupted") -> None:
+        # The message is the one argument, so the exception pickles back from a worker.
+        super().__init__(message)
 
 
 class CancelToken:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from dynamo_backups.aws.batch_write import write_all
 from dynamo_backups.backup.reader import BackupItems, Selected
+from dynamo_backups.core.cancel import Cancelled
 from dynamo_backups.core.ddbjson import dumps_item
 from dynamo_backups.core.keys import extract_key, object_name
 from dynamo_backups.core.units import UnitContext, UnitResult, WorkUnit
@@ -136,6 +137,9 @@ class RestoreUnit:
     def _guarded_write(self, items: list[dict[str, Any]]) -> None:
         try:
             self._write_batch(items)
+        except Cancelled:  # Ctrl-C during a wait: not a failed write; the unit is redone
+            self._interrupted = True
+            self._stop.set()
         except Exception as error:  # a bug must not turn into silently missing items
             self._not_written([{"PutRequest": {"Item": item}} for item in items], repr(error))
             self._fatal = f"writing into {self.restore.table} failed: {error!r}"
