@@ -107,6 +107,7 @@ class BackupItems:
         partition: str = "",
         aliases: AliasIndex | None = None,
         adopted: bool = False,
+        received_before: datetime | None = None,
     ) -> None:
         self.reader = reader
         self.bucket = bucket
@@ -125,6 +126,9 @@ class BackupItems:
         # An adopted folder: items may also sit under the replicator's names (``adopt``).
         self.aliases = aliases
         self.adopted = adopted or aliases is not None
+        # The backup as S3 held it at a moment (a run's, pinned for all its attempts): the
+        # versions and delete markers S3 received later are left out.
+        self.received_before = received_before
 
     def for_each(
         self, consume: Callable[[Selected], None], stop: threading.Event | None = None
@@ -227,7 +231,7 @@ class BackupItems:
         if unit.names:
             return self._select_merged(unit)
         inspect, bodies = self._inspector()
-        ordered = newest_first(unit.entries or [])
+        ordered = self._received(newest_first(unit.entries or []))
         if not ordered:
             return self._absent(unit.object_key)
         chosen = select_at(ordered, self.at or LATEST, inspect, self.skew).version
@@ -236,6 +240,12 @@ class BackupItems:
             return self._absent(unit.object_key)
         return self._parse(unit.object_key, body)
 
+    def _received(self, entries: list[ObjectVersion]) -> list[ObjectVersion]:
+        """The entries S3 had received by the pinned moment (all of them when none is)."""
+        if self.received_before is None:
+            return entries
+        return [entry for entry in entries if entry.last_modified < self.received_before]
+
     def _select_merged(self, unit: _Unit) -> Selected:
         """One item under several names: the latest change at the moment, whichever name
         holds it (dated by our metadata, or S3's LastModified for other tools' versions)."""
@@ -243,7 +253,7 @@ class BackupItems:
         moment = self.at or LATEST
         decisions = []
         for object_key in unit.names:
-            entries = object_versions(self.reader, object_key)
+            entries = self._received(object_versions(self.reader, object_key))
             decisions.append(decide_at(entries, moment, inspect, self.skew) if entries else None)
         chosen = latest_decision(decisions)
         if chosen is None:
