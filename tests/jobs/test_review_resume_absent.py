@@ -262,15 +262,21 @@ def test_a_concurrent_resume_of_the_same_run_mixes_kept_name_chunks_and_deletes_
     those items, which the backup holds, are deleted. Chunks are named per unit, not per
     attempt (the ``lines`` a record states are never checked, and would match here anyway:
     every full chunk holds CHUNK_LINES names). CHUNK_LINES is lowered to 4 so 40 items make
-    10 chunks, as 2,000,000 items do with the real 200,000."""
+    10 chunks, as 2,000,000 items do with the real 200,000.
+
+    (resume-fix) A live attempt holds a lease on its run and B would be refused (the next
+    test); here A's lease lapses at once, as a hung attempt's does, so B takes the run over
+    while A still goes on: chunks named per attempt keep their names apart."""
     import threading
     from urllib.parse import urlsplit
 
+    from dynamo_backups.backup import run_lease
     from dynamo_backups.core.parallel import ThreadEngine
     from dynamo_backups.jobs import restore_absent
     from tests.servers import make_client
 
     monkeypatch.setattr(restore_absent, "CHUNK_LINES", 4)
+    monkeypatch.setattr(run_lease, "RUN_LEASE_SECONDS", -5.0)  # lapsed as soon as written
     source = streamed_source(dynamodb, streams, s3, bucket, prefix)
     target = copy_table(dynamodb, source)
     dynamodb.put_item(TableName=target, Item={"pk": {"S": "x0"}, "v": {"N": "0"}})
@@ -328,6 +334,70 @@ def test_a_concurrent_resume_of_the_same_run_mixes_kept_name_chunks_and_deletes_
         f"run A (complete={report_a.complete}, deleted_absent={report_a.deleted_absent}) "
         f"deleted {missing}, which the backup holds"
     )
+
+
+def test_a_resume_while_an_attempt_of_the_run_is_live_is_refused(
+    dynamodb_local: servers.Server,
+    seaweedfs: servers.Server,
+    dynamodb: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+) -> None:
+    """(resume-fix) Run A is held up writing its kept names; ``--resume`` (run B) meanwhile
+    finds A's lease live and stops with a clear error, touching nothing; A then ends the
+    table as one uninterrupted run does."""
+    import threading
+    from urllib.parse import urlsplit
+
+    from dynamo_backups.backup.ledger import LedgerError
+    from dynamo_backups.core.parallel import ThreadEngine
+    from tests.servers import make_client
+
+    source = streamed_source(dynamodb, streams, s3, bucket, prefix)
+    target = copy_table(dynamodb, source)
+    dynamodb.put_item(TableName=target, Item={"pk": {"S": "x0"}, "v": {"N": "0"}})
+    folder = f"{prefix}/{source}"
+    options = {"key_schema": "pk:S", "into_existing": True, "delete_absent": True}
+    a_blocked, b_done = threading.Event(), threading.Event()
+
+    def hold_kept_names(request: faultproxy.Request) -> str:
+        if request.method == "PUT" and "/scratch/kept-names/" in urlsplit(request.path).path:
+            a_blocked.set()
+            b_done.wait(60)
+        return faultproxy.FORWARD
+
+    outcome: dict[str, Any] = {}
+    with faultproxy.FaultProxy(seaweedfs.endpoint, hold_kept_names) as slow_put:
+        a_s3 = make_client("s3", slow_put.endpoint)
+        run_a = in_process_restore(
+            dynamodb_local.endpoint, a_s3, s3, bucket, folder, target, partitions=1, **options
+        )
+        thread = threading.Thread(target=lambda: outcome.update(a=run_a.run(ThreadEngine(1))))
+        thread.start()
+        assert a_blocked.wait(60)
+        before = scan_all(dynamodb, target)
+        run_b = in_process_restore(
+            dynamodb_local.endpoint,
+            s3,
+            s3,
+            bucket,
+            folder,
+            target,
+            partitions=1,
+            resume=True,
+            **options,
+        )
+        try:
+            with pytest.raises(LedgerError, match=r"another attempt of run .* is running"):
+                run_b.run(ThreadEngine(1))
+            assert scan_all(dynamodb, target) == before
+        finally:
+            b_done.set()
+            thread.join(120)
+    assert outcome["a"].complete and outcome["a"].deleted_absent == 1, outcome["a"]
+    assert pk_names(dynamodb, target) == {f"k{i}" for i in range(ROWS)}
 
 
 def test_a_resume_that_creates_the_table_again_skips_what_the_lost_table_held(

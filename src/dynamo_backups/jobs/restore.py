@@ -40,6 +40,7 @@ from dynamo_backups.backup.description import (
 from dynamo_backups.backup.folder import BackupFolder, open_folder_path
 from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.reading import READ_POLICY, read_document
+from dynamo_backups.backup.run_lease import RunLease
 from dynamo_backups.core.ddbjson import dumps_item, loads_item
 from dynamo_backups.core.keys import canonical_key, key_attribute_names, parse_key
 from dynamo_backups.core.layout import TableLayout
@@ -417,6 +418,20 @@ class Restore(BucketClients):
                 f"through the job's folder in s3://{self.bucket}, which may not be written "
                 "here: use --engine threads"
             )
+        lease = None
+        if self.job_run.recorded:
+            lease = RunLease(self.ledger_writer(), self.job_run)
+            lease.acquire()  # one live attempt of a run at a time
+        try:
+            return self._run_attempt(engine, ledger, description, started)
+        finally:
+            if lease is not None:
+                lease.release()
+
+    def _run_attempt(
+        self, engine: Engine, ledger: JobLedger, description: dict[str, Any], started: float
+    ) -> RestoreReport:
+        assert self.job_run is not None
         self.received_before = self._pin_moment()
         self._prepare_target(description, self.job_run.resumed)
         if self._deletes_absent() and not self.options.keys_file:
