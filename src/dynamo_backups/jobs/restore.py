@@ -10,6 +10,9 @@ The last phase (``--delete-absent``'s deletes, the TTL switch) depends on what e
 also the units an earlier attempt of a resumed run finished: each unit leaves what that phase
 needs in the run's scratch folder, and whether the run created the table is noted there
 before it is created, so a resumed run ends the table exactly as one uninterrupted run would.
+A resumed run reads what its first attempt read (a latest restore: the backup as S3 held it
+when the run began), in the table it wrote into, with the same ``--keys`` contents and folder
+adoption, or it is refused; one attempt of a run is live at a time (``RunLease``).
 """
 
 from __future__ import annotations
