@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from itertools import chain
 from typing import Any
 
@@ -72,6 +73,7 @@ from dynamo_backups.jobs.tables import check_same_key, ensure_table, switch_on_t
 from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_stage
 
 SAMPLE_SIZE = 20
+MOMENT_SETTLE_SECONDS = 1.0  # past the pinned moment by S3's clock before reading (``_wait_past``)
 UNWRITTEN_OUTPUTS = {"unwritten_keys", "unwritten_key_lines"}  # in S3 scratch, or inline
 
 
@@ -393,8 +395,23 @@ class Restore(BucketClients):
                 "an older version, or the run's folder was cleaned up): its moment is unknown; "
                 "run without --resume to start over"
             ) from None
-        stored: datetime = head["LastModified"].replace(microsecond=0)
-        return stored + timedelta(seconds=1)
+        cutoff: datetime = head["LastModified"].replace(microsecond=0) + timedelta(seconds=1)
+        if not run.resumed:
+            self._wait_past(cutoff, head)
+        return cutoff
+
+    def _wait_past(self, cutoff: datetime, answer: dict[str, Any]) -> None:
+        """Wait until S3's clock is past ``cutoff`` (by its answer's Date, to the second):
+        S3 dates versions to the second, so a version received in moment.json's second after
+        it is dated before the cutoff too; once the cutoff is past, every version dated
+        before it has been received, and this attempt reads all of them, as later ones do."""
+        date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        try:
+            now = parsedate_to_datetime(date) if date else None
+        except (TypeError, ValueError):
+            now = None
+        behind = (cutoff - now).total_seconds() if now is not None else 1.0
+        time.sleep(max(0.0, behind) + MOMENT_SETTLE_SECONDS)
 
     def _created_by_this_run(self) -> bool:
         noted = read_document(self.s3(), self.bucket, self._creation_key())
