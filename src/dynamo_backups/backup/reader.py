@@ -110,6 +110,7 @@ class BackupItems:
         partition: str = "",
         aliases: AliasIndex | None = None,
         adopted: bool = False,
+        received_before: datetime | None = None,
     ) -> None:
         self.reader = reader
         self.bucket = bucket
@@ -128,6 +129,9 @@ class BackupItems:
         # An adopted folder: items may also sit under the replicator's names (``adopt``).
         self.aliases = aliases
         self.adopted = adopted or aliases is not None
+        # The backup as S3 held it at a moment (a run's, pinned for all its attempts): the
+        # versions and delete markers S3 received later are left out.
+        self.received_before = received_before
 
     def for_each(
         self, consume: Callable[[Selected], None], stop: threading.Event | None = None
@@ -231,7 +235,7 @@ class BackupItems:
             return self._select_merged(unit)
         moment = self.at or LATEST
         inspect, bodies = self._inspector(moment)
-        ordered = newest_first(unit.entries or [])
+        ordered = self._received(newest_first(unit.entries or []))
         if not ordered:
             return self._absent(unit.object_key)
         chosen = select_at(ordered, moment, inspect, self.skew).version
@@ -239,6 +243,12 @@ class BackupItems:
         if not body:  # removed, never there, or gone since it was listed
             return self._absent(unit.object_key)
         return self._parse(unit.object_key, body)
+
+    def _received(self, entries: list[ObjectVersion]) -> list[ObjectVersion]:
+        """The entries S3 had received by the pinned moment (all of them when none is)."""
+        if self.received_before is None:
+            return entries
+        return [entry for entry in entries if entry.last_modified < self.received_before]
 
     def _select_merged(self, unit: _Unit) -> Selected:
         """One item under several names: the latest change at the moment, whichever name
@@ -248,7 +258,7 @@ class BackupItems:
         decisions = []
         own_entries: list[ObjectVersion] = []
         for object_key in unit.names:
-            entries = object_versions(self.reader, object_key)
+            entries = self._received(object_versions(self.reader, object_key))
             own_entries = own_entries or (entries if object_key == unit.names[0] else [])
             decisions.append(decide_at(entries, moment, inspect, self.skew) if entries else None)
         chosen = latest_decision(decisions)

@@ -4,8 +4,11 @@ made there), the rate budget lives in shared memory, and progress comes back on 
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -70,10 +73,41 @@ def _start_worker(rate: float | None, state: Any, queue: Any, stop: Any) -> None
     # Ctrl-C on a terminal reaches the whole process group: the driver alone decides, and
     # tells the workers through ``stop`` (a worker killed by it would break the pool).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     cancel = CancelToken(stop)
     _worker["context"] = UnitContext(
         SharedRateLimiter(rate, state, cancel), QueueProgress(queue), cancel
     )
+
+
+PARENT_CHECK_SECONDS = 0.2
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """A worker stops the moment its driver dies (SIGKILL, the OOM killer): a resume run at
+    once must not race the killed run's workers on the same units (their writes, their
+    records). On Linux the kernel kills the worker with its parent (PR_SET_PDEATHSIG);
+    elsewhere, and in case the parent died before that was set, a thread checks the parent
+    every PARENT_CHECK_SECONDS and ends the worker without recording anything."""
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid is None:
+        return
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the thread below still watches
+    threading.Thread(
+        target=_watch_parent, args=(parent.pid,), name="parent-watch", daemon=True
+    ).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(70)  # orphaned: whatever this worker was doing, it records nothing more
 
 
 def _run_unit(task: UnitTask, unit: WorkUnit) -> UnitResult:

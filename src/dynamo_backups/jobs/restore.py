@@ -10,16 +10,22 @@ The last phase (``--delete-absent``'s deletes, the TTL switch) depends on what e
 also the units an earlier attempt of a resumed run finished: each unit leaves what that phase
 needs in the run's scratch folder, and whether the run created the table is noted there
 before it is created, so a resumed run ends the table exactly as one uninterrupted run would.
+A resumed run reads what its first attempt read (a latest restore: the backup as S3 held it
+when the run began), in the table it wrote into, with the same ``--keys`` contents and folder
+adoption, or it is refused; one attempt of a run is live at a time (``RunLease``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from itertools import chain
 from typing import Any
 
@@ -38,6 +44,7 @@ from dynamo_backups.backup.description import (
 from dynamo_backups.backup.folder import BackupFolder, open_folder_path
 from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.reading import READ_POLICY, read_document
+from dynamo_backups.backup.run_lease import RunLease
 from dynamo_backups.core.ddbjson import dumps_item, loads_item
 from dynamo_backups.core.keys import canonical_key, key_attribute_names, parse_key
 from dynamo_backups.core.layout import TableLayout
@@ -58,6 +65,7 @@ from dynamo_backups.jobs.restore_absent import (
     InProcessLines,
     LineSink,
     ScratchLines,
+    ScratchMismatch,
     scratch_lines,
 )
 from dynamo_backups.jobs.restore_unit import BATCH_SIZE, DRY_RUN_SAMPLE, RestoreUnit
@@ -65,6 +73,7 @@ from dynamo_backups.jobs.tables import check_same_key, ensure_table, switch_on_t
 from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_stage
 
 SAMPLE_SIZE = 20
+MOMENT_SETTLE_SECONDS = 1.0  # past the pinned moment by S3's clock before reading (``_wait_past``)
 UNWRITTEN_OUTPUTS = {"unwritten_keys", "unwritten_key_lines"}  # in S3 scratch, or inline
 
 
@@ -178,6 +187,10 @@ class Restore(BucketClients):
         self._absent: AbsentItems | None = None
         self._absent_keys: list[str] = []  # of a run without a ledger, with --keys
         self._outputs: list[dict[str, Any]] = []  # every unit's, the earlier attempts' too
+        # A latest restore reads the backup as S3 held it when the run's first attempt began,
+        # in every attempt (``_pin_moment``).
+        self.received_before: datetime | None = None
+        self.attempt = uuid.uuid4().hex[:12]  # names this attempt's scratch chunks
 
     def __getstate__(self) -> dict[str, Any]:
         # What a worker needs: settings, the folder as opened, the key names; not the
@@ -258,7 +271,11 @@ class Restore(BucketClients):
             return
         dynamodb = self.dynamodb()
         created_earlier = resumed and self._created_by_this_run()
-        if not created_earlier and not self._table_exists():
+        written_into = self._recorded_identity() if resumed else None
+        exists = self._table_exists()
+        if written_into is not None and not exists:
+            raise self._other_table(f"table {self.table} is gone")
+        if not created_earlier and not exists:
             self._note_table_creation()  # before: an attempt may stop while it is created
         created = ensure_table(
             dynamodb, description, self.table, billing_mode=self.options.billing_mode
@@ -266,6 +283,7 @@ class Restore(BucketClients):
         self.report.created_table = created or created_earlier
         if not created:
             check_same_key(dynamodb, self.table, description)
+        self._check_identity(written_into)
         if self.report.created_table or self.options.into_existing or resumed:
             return  # a resumed run's table holds what the run wrote before
         scan = call_with_retries(
@@ -299,6 +317,102 @@ class Restore(BucketClients):
         if self.job_run.recorded:
             self.ledger_writer().put_document(self._creation_key(), {"creates_table": self.table})
 
+    # The table a run writes into: a resumed run goes on only in the very table its earlier
+    # attempts wrote (their recorded units' items are in it, nowhere else). A table deleted
+    # (and created again) since, by anyone, lost them: the resume is refused.
+
+    def _identity_key(self) -> str:
+        assert self.job_run is not None
+        return f"{self.job_run.scratch_prefix}table-identity.json"
+
+    def _recorded_identity(self) -> dict[str, Any] | None:
+        assert self.job_run is not None
+        if not self.job_run.recorded:
+            return None
+        return read_document(self.s3(), self.bucket, self._identity_key())
+
+    def _table_identity(self) -> dict[str, Any]:
+        described = call_with_retries(
+            lambda: self.dynamodb().describe_table(TableName=self.table)["Table"],
+            READ_POLICY,
+            f"describe table {self.table}",
+        )
+        created = described.get("CreationDateTime")
+        return {
+            "table": self.table,
+            "table_id": described.get("TableId"),
+            "created": created.isoformat() if isinstance(created, datetime) else str(created),
+        }
+
+    def _check_identity(self, written_into: dict[str, Any] | None) -> None:
+        """Record the table this run writes into (first attempt), or check it is the same."""
+        assert self.job_run is not None
+        if not self.job_run.recorded:
+            return
+        identity = self._table_identity()
+        if written_into is None:
+            self.ledger_writer().put_document(self._identity_key(), identity)
+        elif written_into != identity:
+            raise self._other_table(
+                f"table {self.table} is not the one the run wrote into (created "
+                f"{written_into.get('created')}, now {identity.get('created')})"
+            )
+
+    def _other_table(self, what: str) -> RestoreError:
+        return RestoreError(
+            f"{what}: the items the unfinished run's earlier attempts restored are not in "
+            "it, and a resume would skip them; run without --resume to start over"
+        )
+
+    def _pin_moment(self) -> datetime | None:
+        """For a latest restore with a ledger: the moment every attempt of the run reads the
+        backup as of, so that a resumed run's units and those an earlier attempt finished read
+        one backup (two moments would delete, with --delete-absent, what either held).
+
+        The moment is S3's: when S3 stored the run's ``moment.json``, written once as the run
+        began; every attempt reads the versions S3 received before it (to the next whole
+        second: S3's times are to the second). S3's own clock, not this host's, and not the
+        changes' times (to the minute on DynamoDB Local, and a change time cannot tell a
+        change made before the run began from one made the same second after): whatever the
+        backup held when the run began is read, whatever reached it later is not."""
+        run = self.job_run
+        if run is None or not run.recorded or self.options.at is not None:
+            return None
+        key = f"{run.scratch_prefix}moment.json"
+        if not run.resumed:
+            self.ledger_writer().put_document(key, {"run_id": run.run_id})
+        try:
+            head = call_with_retries(
+                lambda: self.s3().head_object(Bucket=self.bucket, Key=key),
+                READ_POLICY,
+                f"head s3://{self.bucket}/{key}",
+            )
+        except ClientError as error:
+            if error_code(error) not in {"404", "NoSuchKey", "NotFound"}:
+                raise
+            raise RestoreError(
+                f"the unfinished run {run.run_id} has no s3://{self.bucket}/{key} (started by "
+                "an older version, or the run's folder was cleaned up): its moment is unknown; "
+                "run without --resume to start over"
+            ) from None
+        cutoff: datetime = head["LastModified"].replace(microsecond=0) + timedelta(seconds=1)
+        if not run.resumed:
+            self._wait_past(cutoff, head)
+        return cutoff
+
+    def _wait_past(self, cutoff: datetime, answer: dict[str, Any]) -> None:
+        """Wait until S3's clock is past ``cutoff`` (by its answer's Date, to the second):
+        S3 dates versions to the second, so a version received in moment.json's second after
+        it is dated before the cutoff too; once the cutoff is past, every version dated
+        before it has been received, and this attempt reads all of them, as later ones do."""
+        date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        try:
+            now = parsedate_to_datetime(date) if date else None
+        except (TypeError, ValueError):
+            now = None
+        behind = (cutoff - now).total_seconds() if now is not None else 1.0
+        time.sleep(max(0.0, behind) + MOMENT_SETTLE_SECONDS)
+
     def _created_by_this_run(self) -> bool:
         noted = read_document(self.s3(), self.bucket, self._creation_key())
         return noted is not None and noted.get("creates_table") == self.table
@@ -324,6 +438,21 @@ class Restore(BucketClients):
                 f"through the job's folder in s3://{self.bucket}, which may not be written "
                 "here: use --engine threads"
             )
+        lease = None
+        if self.job_run.recorded:
+            lease = RunLease(self.ledger_writer(), self.job_run)
+            lease.acquire()  # one live attempt of a run at a time
+        try:
+            return self._run_attempt(engine, ledger, description, started)
+        finally:
+            if lease is not None:
+                lease.release()
+
+    def _run_attempt(
+        self, engine: Engine, ledger: JobLedger, description: dict[str, Any], started: float
+    ) -> RestoreReport:
+        assert self.job_run is not None
+        self.received_before = self._pin_moment()
         self._prepare_target(description, self.job_run.resumed)
         if self._deletes_absent() and not self.options.keys_file:
             self._absent = self._absent_items()  # with --keys, only the keys' own deletes
@@ -358,6 +487,14 @@ class Restore(BucketClients):
             "skip_invalid": options.skip_invalid,
             "partitions": options.partitions,
         }
+        if options.keys_file is not None:
+            # What the file held, not its path: a file corrected between attempts is another
+            # restore (the recorded unit read the old keys).
+            parameters["keys_sha256"] = file_sha256(options.keys_file)
+        if self.folder.adopted:
+            # An adopted folder reads an item's names as one item; a run that read them apart
+            # (before ``adopt``) cannot be mixed with one that reads them together.
+            parameters["adopted"] = True
         if options.delete_absent:
             # Its units hand on what they kept: a run without it (or of an older version)
             # recorded nothing of the kind, and resuming it with it would delete live items.
@@ -396,7 +533,10 @@ class Restore(BucketClients):
         that may only read the bucket), this process's collection."""
         assert self.job_run is not None
         if self.job_run.recorded:
-            prefix = f"{self.job_run.scratch_prefix}{kind.replace('_', '-')}/{unit.id}/"
+            # Named per attempt: two attempts of one unit (a resume while a killed run's
+            # worker goes on) never overwrite each other's chunks; the record names its own.
+            folder = f"{self.job_run.scratch_prefix}{kind.replace('_', '-')}/{unit.id}/"
+            prefix = f"{folder}{self.attempt}-{uuid.uuid4().hex[:8]}-"
             return ScratchLines(kind, self._put_scratch, prefix)
         if in_process is None:
             raise RestoreError("--delete-absent without a ledger runs on --engine threads only")
@@ -427,7 +567,16 @@ class Restore(BucketClients):
         def read() -> bytes:
             return self.s3().get_object(Bucket=self.bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
 
-        return call_with_retries(read, READ_POLICY, f"get s3://{self.bucket}/{key}")
+        try:
+            return call_with_retries(read, READ_POLICY, f"get s3://{self.bucket}/{key}")
+        except ClientError as error:
+            if error_code(error) not in {"NoSuchKey", "404", "NotFound"}:
+                raise
+            raise RestoreError(
+                f"s3://{self.bucket}/{key}, which a finished unit of this run left for its last "
+                "phase, is gone (a lifecycle rule on the job folder?): nothing was deleted; "
+                "run without --resume to start over"
+            ) from None
 
     # --- the end -------------------------------------------------------------------------------
 
@@ -485,8 +634,11 @@ class Restore(BucketClients):
         if self.options.dry_run:
             return
         if self._absent is not None:
-            for name in scratch_lines(KEPT_NAMES, self._outputs, self._get_scratch):
-                self._absent.keep(name)  # every unit's, whichever attempt ran it
+            try:
+                for name in scratch_lines(KEPT_NAMES, self._outputs, self._get_scratch):
+                    self._absent.keep(name)  # every unit's, whichever attempt ran it
+            except ScratchMismatch as error:
+                raise RestoreError(str(error)) from None
             absent = self._absent.delete_the_rest()
             self.report.deleted_absent += absent.deleted
             self.report.not_deleted.extend(absent.not_deleted)
@@ -514,9 +666,21 @@ class Restore(BucketClients):
 
     def _listed_absent_keys(self) -> Iterator[dict[str, Any]]:
         """The listed keys the backup lacked, from this process or every unit's record."""
-        recorded = scratch_lines(ABSENT_KEYS, self._outputs, self._get_scratch)
+        try:  # read in full first: a unit's lines are checked once all are read
+            recorded = list(scratch_lines(ABSENT_KEYS, self._outputs, self._get_scratch))
+        except ScratchMismatch as error:
+            raise RestoreError(str(error)) from None
         for text in chain(list(self._absent_keys), recorded):
             yield loads_item(text, "a listed key")
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's contents (a ``--keys`` file's, in the run's parameters)."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as error:
+        raise RestoreError(f"cannot read {path}: {error.strerror or error}") from None
 
 
 def read_keys_file(path: str, key_types: dict[str, str]) -> Iterable[dict[str, Any]]:

@@ -104,20 +104,38 @@ def chunk_key(prefix: str, number: int) -> str:
     return f"{prefix}{number:06d}.txt.gz"
 
 
+class ScratchMismatch(RuntimeError):
+    """A unit's chunks do not hold the lines its record states: another attempt's, or
+    damaged; the message names them."""
+
+
 def scratch_lines(
     kind: str, outputs: Iterable[dict[str, Any]], get: Callable[[str], bytes]
 ) -> Iterator[str]:
-    """Every line of ``kind`` the units' outputs list, chunk by chunk (a few fetched at once)."""
+    """Every line of ``kind`` the units' outputs list, chunk by chunk (a few fetched at once).
+    Each output's chunks must hold the lines its record states, or nothing is yielded past
+    them: a last phase that deletes what is not named must read every name."""
+    listed = [output[kind] for output in outputs if kind in output]
     keys = [
-        chunk_key(output[kind]["prefix"], number)
-        for output in outputs
-        if kind in output
-        for number in range(int(output[kind]["chunks"]))
+        (index, chunk_key(entry["prefix"], number))
+        for index, entry in enumerate(listed)
+        for number in range(int(entry["chunks"]))
     ]
+    counted = [0] * len(listed)
     with ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="scratch-read") as pool:
         for start in range(0, len(keys), READ_AHEAD):
-            for body in pool.map(get, keys[start : start + READ_AHEAD]):
-                yield from gzip.decompress(body).decode("utf-8").splitlines()
+            group = keys[start : start + READ_AHEAD]
+            bodies = list(pool.map(get, [key for _, key in group]))
+            for (index, _), body in zip(group, bodies, strict=True):
+                lines = gzip.decompress(body).decode("utf-8").splitlines()
+                counted[index] += len(lines)
+                yield from lines
+    for entry, count in zip(listed, counted, strict=True):
+        if count != int(entry["lines"]):
+            raise ScratchMismatch(
+                f"the chunks {entry['prefix']}* hold {count} lines where the unit recorded "
+                f"{entry['lines']}: run without --resume to start over"
+            )
 
 
 class NameSpill:

@@ -64,6 +64,7 @@ class RestoreUnit:
             partition=self.unit.partition or "",
             aliases=restore.folder.aliases,
             adopted=restore.folder.adopted,
+            received_before=restore.received_before,
         )
         slots = threading.BoundedSemaphore(self.options.write_concurrency + 2)
         with ThreadPoolExecutor(

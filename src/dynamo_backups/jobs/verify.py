@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from dynamo_backups.aws.dynamodb import answer_time
 from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.backup.aliases import AliasIndex, PartitionAliases
-from dynamo_backups.backup.ledger import JobLedger
+from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.reader import BackupItems
 from dynamo_backups.backup.reading import iter_current_objects
 from dynamo_backups.backup.writer import BackupWriter
@@ -62,6 +63,8 @@ from dynamo_backups.jobs.units import Engine, StageOutcome, run_stage
 from dynamo_backups.jobs.verify_spill import LocalSpill, S3Spill, Spill
 
 # A scan spilled on this host, and one spilled to S3 (which a resumed run may take).
+logger = logging.getLogger("dynamo_backups.jobs.verify")
+
 SCAN_STAGES = ("scan", "scan-s3")
 
 
@@ -172,6 +175,8 @@ class Verify:
                 self.progress,
                 resumable=not engine.local,
             )
+            if isinstance(self.spill, S3Spill) and run.resumed and not scanned.failures:
+                self._scan_again_where_lost(scanned, ledger, run, engine)
             compared = StageOutcome()
             if not scanned.failures:
                 self.spill.use(_spill_attempts(scanned.results))
@@ -190,6 +195,33 @@ class Verify:
             run, not self.report.unfinished_units, {"differences": self.report.differences}
         )
         return self.report
+
+    def _scan_again_where_lost(
+        self, scanned: StageOutcome, ledger: JobLedger, run: JobRun, engine: Engine
+    ) -> None:
+        """The scan units an earlier attempt recorded whose spill is gone, done again."""
+        assert isinstance(self.spill, S3Spill)
+        lost = self.spill.lost_units(_spill_records(scanned.results))
+        if not lost:
+            return
+        logger.warning(
+            "verify: the spill of %d scan units of the run is gone (a lifecycle rule?): "
+            "scanning them again",
+            len(lost),
+        )
+        units = segment_units(self.segments, stage=SCAN_STAGES[True])
+        again = run_stage(
+            self,
+            ledger,
+            run,
+            [unit for unit in units if unit.id in lost],
+            engine,
+            None,
+            self.progress,
+            resumable=False,
+        )
+        scanned.results[:] = [r for r in scanned.results if r.unit not in lost] + again.results
+        scanned.failures.extend(again.failures)
 
     def _merge(self, scanned: StageOutcome, compared: StageOutcome) -> None:
         merged = merge_results([*scanned.results, *compared.results])
@@ -234,7 +266,7 @@ class Verify:
         finally:
             spill.close()
         if spill.attempt is not None:
-            result.outputs.append({"spill_attempt": spill.attempt})
+            result.outputs.append({"spill_attempt": spill.attempt, "spill_chunks": spill.chunks})
 
     # --- phase 2: each slice of names against the same slice of the bucket -------------------
 
@@ -388,6 +420,16 @@ def _spill_attempts(results: list[UnitResult]) -> dict[str, str]:
     """Each scan unit's recorded attempt, whose spill the compare units read."""
     return {
         result.unit: output["spill_attempt"]
+        for result in results
+        for output in result.outputs
+        if output.get("spill_attempt")
+    }
+
+
+def _spill_records(results: list[UnitResult]) -> dict[str, tuple[str, int | None]]:
+    """Each scan unit's recorded attempt and the chunks it wrote (None: not recorded)."""
+    return {
+        result.unit: (output["spill_attempt"], output.get("spill_chunks"))
         for result in results
         for output in result.outputs
         if output.get("spill_attempt")

@@ -6,6 +6,10 @@ unit and group, so each compare unit reads only its own group.
 ``S3Spill`` in the run's scratch folder of the bucket, in chunks (Spark executors share no
 disk). Both hold memory to a bounded number of lines.
 
+Each scan unit's record also states how many chunks it wrote: before comparing, a resumed run
+checks they are all still there (a lifecycle rule may have expired them) and does the scan of
+any unit whose chunks are gone again.
+
 An S3 spill outlives the run's attempt, so a resumed run compares against the chunks of scan
 units an earlier attempt finished. Each attempt of a scan unit names its chunks with a token
 of its own, which the unit's record carries; the compare units read only the recorded
@@ -42,6 +46,9 @@ class SpillWriter(Protocol):
 
     @property
     def attempt(self) -> str | None: ...  # names this attempt's chunks (S3), recorded
+
+    @property
+    def chunks(self) -> int: ...  # chunks written (S3), recorded: a resume checks they exist
 
 
 class Spill(Protocol):
@@ -85,6 +92,10 @@ class _LocalWriter:
     @property
     def attempt(self) -> str | None:
         return None
+
+    @property
+    def chunks(self) -> int:
+        return 0
 
     def add(self, name: str, line: str) -> None:
         group = group_of(name, self.width) or "all"
@@ -134,6 +145,24 @@ class S3Spill:
                 if line.startswith(partition)
             )
 
+    def lost_units(self, recorded: dict[str, tuple[str, int | None]]) -> set[str]:
+        """Of the scan units recorded (unit id -> its attempt and the chunks it wrote), those
+        whose chunks are not all there any more (a lifecycle rule on the job's folder, a
+        clean-up): their scan must be done again, or the compare would read less of the
+        table than there is and miss its differences. A record without a count (an older
+        version's) counts as lost."""
+        found: dict[str, int] = {}
+        for listed in iter_current_objects(BotocoreObjects(self.s3(), self.bucket), self.prefix):
+            unit_id, _, rest = listed["Key"].rsplit("/", 1)[1].partition(".")
+            attempt = recorded.get(unit_id, ("", None))[0]
+            if attempt and rest.startswith(attempt + "-"):
+                found[unit_id] = found.get(unit_id, 0) + 1
+        return {
+            unit_id
+            for unit_id, (_, chunks) in recorded.items()
+            if chunks is None or found.get(unit_id, 0) < chunks
+        }
+
     def _recorded(self, key: str) -> bool:
         if self.attempts is None:
             raise RuntimeError("the scan units' attempts are not known yet")
@@ -163,6 +192,10 @@ class _S3Writer:
             for group, lines in self._groups.items():
                 self._write(group, lines)
             self._groups.clear()
+
+    @property
+    def chunks(self) -> int:
+        return sum(self._chunks.values())
 
     def _write(self, group: str, lines: list[str]) -> None:
         number = self._chunks.get(group, 0)
