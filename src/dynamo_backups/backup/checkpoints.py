@@ -9,9 +9,11 @@ Only one consumer may advance a checkpoint at a time. In S3 it is leased: every 
 conditional write (If-Match the version this consumer read or last wrote) carrying the
 consumer's lease, which lasts ``LEASE_SECONDS`` after S3 stored it, judged by S3's clock or by
 the version seen unchanged that long, never by comparing two hosts' clocks. A lease whose
-process is gone from this host is taken over at once. The holder renews it from within its
-retries and starts no write once it could have lapsed; a consumer whose conditional write
-fails stops. The argument is in docs/layout.md ("One consumer at a time"). A local file is
+process is gone from this host is taken over at once; after any takeover of an unreleased
+lease the taker waits out the previous holder's writes in flight (``write_time_limit``) before
+its own. The holder renews it from within its retries, starts no request once it could have
+lapsed, and its write clients time out within the write time limit; a consumer whose
+conditional write fails stops. The argument is in docs/layout.md ("One consumer at a time"). A local file is
 locked (``flock``) for as long as its consumer runs.
 """
 
