@@ -21,6 +21,24 @@ from dynamo_backups.aws.waiting import WATCH
 T = TypeVar("T")
 
 
+def _boot_time() -> float:
+    """Seconds since boot, suspended time included, where the system has CLOCK_BOOTTIME."""
+    if hasattr(time, "CLOCK_BOOTTIME"):
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    return time.monotonic()
+
+
+_BOOT_OFFSET = _boot_time() - time.monotonic()
+
+
+def deadline_clock() -> float:
+    """The clock that write deadlines (a lease's, an invocation's) are given on and compared
+    with: ``time.monotonic()``, except that it also counts time the host spent suspended
+    (``CLOCK_BOOTTIME``), which ``time.monotonic()`` does not on Linux: a holder that slept
+    past its lease must find its deadline passed when it wakes."""
+    return _boot_time() - _BOOT_OFFSET
+
+
 class DeadlinePassed(Exception):
     """The deadline passed before a request could start: it was not sent."""
 
@@ -56,7 +74,7 @@ def call_with_retries(
     *,
     deadline: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] = deadline_clock,
     retryable: Callable[[BaseException], bool] = is_transient,
 ) -> T:
     """Run ``operation`` until it succeeds, a permanent error is raised, the attempts run

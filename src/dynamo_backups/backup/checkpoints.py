@@ -13,8 +13,8 @@ process is gone from this host is taken over at once; after any takeover of an u
 lease the taker waits out the previous holder's writes in flight (``write_time_limit``) before
 its own. The holder renews it from within its retries, starts no request once it could have
 lapsed, and its write clients time out within the write time limit; a consumer whose
-conditional write fails stops. The argument is in docs/layout.md ("One consumer at a time"). A local file is
-locked (``flock``) for as long as its consumer runs.
+conditional write fails stops. The argument is in docs/layout.md ("One consumer at a
+time"). A local file is locked (``flock``) for as long as its consumer runs.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dynamo_backups.aws.errors import PRECONDITION_CODES, ClientError, error_code
-from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
+from dynamo_backups.aws.retry import RetryPolicy, call_with_retries, deadline_clock
 from dynamo_backups.backup.reading import read_document
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.layout import TableLayout, format_time
@@ -213,7 +213,7 @@ class CheckpointStore(Protocol):
         """Renew the hold when it is due (a save of what was last saved)."""
 
     def write_deadline(self) -> float | None:
-        """The ``time.monotonic()`` value after which no write may start, since the hold
+        """The ``deadline_clock()`` value after which no write may start, since the hold
         could have lapsed by then; None when the hold cannot lapse while this process runs."""
 
     def settle_seconds(self) -> float:
@@ -543,15 +543,15 @@ class S3CheckpointStore:
             self.save(self._document)
 
     def write_deadline(self) -> float | None:
-        """No write may start after this ``time.monotonic()`` value: the last renewal's
+        """No write may start after this ``deadline_clock()`` value: the last renewal's
         sending plus the lease less a third of it, the margin that covers a write already on
         its way and any difference in the rates of this clock and S3's. Minus infinity when
-        not held. (Measured on this store's clock, which counts suspended time, and given
-        on the monotonic clock that the write path compares with.)"""
+        not held. (Measured on this store's clock, and given on the clock that the write path
+        compares with; both count suspended time.)"""
         if self._renewed_at is None:
             return -math.inf
         left = self._renewed_at + self.lease_seconds * (1 - MARGIN_SHARE) - self.clock()
-        return time.monotonic() + left
+        return deadline_clock() + left
 
     def settle_seconds(self) -> float:
         """How long to wait, after taking the lease over, before the first write: the

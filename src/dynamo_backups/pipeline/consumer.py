@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, describe_error, error_code
-from dynamo_backups.aws.retry import RetriesExhausted, RetryPolicy, call_with_retries
+from dynamo_backups.aws.retry import (
+    RetriesExhausted,
+    RetryPolicy,
+    call_with_retries,
+    deadline_clock,
+)
 from dynamo_backups.aws.streams import enable_raw_records
 from dynamo_backups.backup.checkpoints import (
     CheckpointError,
@@ -48,7 +53,7 @@ ONCE_TAKE_ROUNDS = 3
 WAITING_SAID_EVERY_SECONDS = 60.0
 
 # ``processor(records)``, or ``processor(records, deadline=...)`` when the checkpoint's lease
-# bounds the writes: a ``time.monotonic()`` value after which no write may start.
+# bounds the writes: a ``deadline_clock()`` value after which no write may start.
 Processor = Callable[..., BatchResult]
 
 
@@ -219,7 +224,7 @@ class StreamConsumer:
             )
 
     def _renew_lease(self) -> float | None:
-        """Renew the checkpoint's lease when due; the ``time.monotonic()`` value after which
+        """Renew the checkpoint's lease when due; the ``deadline_clock()`` value after which
         no write may start (None: no limit). A renewal that fails for now is tried again on
         the next call; meanwhile the deadline it did not extend stops the writes."""
         try:
@@ -475,7 +480,7 @@ class StreamConsumer:
         pending = batch
         while pending:
             deadline = self._renew_lease()
-            if deadline is not None and deadline <= time.monotonic():
+            if deadline is not None and deadline <= deadline_clock():
                 result = self._lease_lapsed(pending)
             else:
                 options = {} if deadline is None else {"deadline": deadline}
