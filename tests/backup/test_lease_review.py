@@ -23,7 +23,7 @@ from dynamo_backups.backup.checkpoints import LeaseLost, StreamCheckpoint, write
 from dynamo_backups.cli.stream import _lease_bounded
 from tests.backup.leasing import QUICK, lease_consumer, lease_store
 from tests.backup.test_leases import STUBBORN, Running, stored_lease
-from tests.faultproxy import FORWARD, RESET, SLOW_DOWN, FaultProxy, Request
+from tests.faultproxy import FORWARD, RESET, SLOW_DOWN, Answer, FaultProxy, Request
 from tests.helpers import (
     bodies,
     create_table,
@@ -663,3 +663,58 @@ def test_one_failed_release_neither_fails_a_finished_run_nor_leaves_the_lease_be
     assert rule.failed == 1 and report.records == 1
     # Seen with SLOW_DOWN: the finished consumer's lease is still there.
     assert stored_lease(s3, bucket, store.object_key) is None
+
+
+# --- 10. a renewal refused with 409 ConditionalRequestConflict ------------------------------------
+
+
+class ConflictOnce:
+    """A fault proxy rule: once armed, the next checkpoint PUT is answered 409
+    ConditionalRequestConflict (a conflicting conditional write was in progress) without
+    being stored, as S3 may answer a conditional write."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.answered = threading.Event()
+
+    def __call__(self, request: Request) -> str | Answer:
+        if self.armed and request.method == "PUT" and "/.dynamo-backups/" in request.path:
+            self.armed = False
+            self.answered.set()
+            return Answer(
+                409,
+                {"Content-Type": "application/xml"},
+                b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>ConditionalRequestConflict"
+                b"</Code><Message>A conflicting conditional operation is currently in progress"
+                b" against this resource.</Message></Error>",
+            )
+        return FORWARD
+
+
+@pytest.mark.servers
+def test_a_renewal_refused_with_a_conflict_over_its_own_version_is_tried_again(
+    seaweedfs: Any, dynamodb: Any, streams: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    """409 ConditionalRequestConflict stored nothing; the object read back is still the
+    version this holder wrote: the lease is its own, so the renewal is made again (before:
+    LeaseLost, 'written by another consumer' naming this very consumer)."""
+    table = create_table(dynamodb)
+    conflict = ConflictOnce()
+    with FaultProxy(seaweedfs.endpoint, conflict) as proxy:
+        client = make_client("s3", proxy.endpoint, retries={"max_attempts": 1})
+        store = lease_store(client, bucket, prefix, table, lease_seconds=6.0, policy=QUICK)
+        holder = Running(lease_consumer(dynamodb, streams, store, table, prefix))
+        try:
+            wait_until(lambda: stored_lease(s3, bucket, store.object_key) is not None, 30)
+            conflict.armed = True  # the next renewal (within 1.5 s) is refused with 409
+            assert conflict.answered.wait(30)
+            time.sleep(3)  # more renewals
+            dynamodb.put_item(TableName=table, Item={"pk": {"S": "after"}})
+            wait_until(
+                lambda: current(s3, bucket, item_key(prefix, table, "after")) != "absent", 30
+            )
+            assert holder.error is None, repr(holder.error)
+            lease = stored_lease(s3, bucket, store.object_key)
+            assert lease is not None and lease["owner"] == store.lease.owner
+        finally:
+            holder.stop()
