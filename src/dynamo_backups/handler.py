@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dynamo_backups.aws.context import AwsContext, TransportSettingError, chosen_transport
-from dynamo_backups.aws.retry import RetryPolicy
+from dynamo_backups.aws.retry import RetryPolicy, deadline_clock
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.keys import DEFAULT_KEY_HASH, check_key_hash
 from dynamo_backups.core.layout import normalize_prefix
@@ -128,12 +128,12 @@ def backup(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
 
 
 def deadline_of(context: Any) -> float | None:
-    """The monotonic time by which the batch must stop starting new writes."""
+    """The ``deadline_clock()`` time by which the batch must stop starting new writes."""
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is None:
         return None
     seconds = remaining() / 1000.0
-    return time.monotonic() + max(0.0, seconds - min(DEADLINE_MARGIN_SECONDS, seconds * 0.1))
+    return deadline_clock() + max(0.0, seconds - min(DEADLINE_MARGIN_SECONDS, seconds * 0.1))
 
 
 def batch_summary(kind: str, result: BatchResult, started: float) -> dict[str, Any]:

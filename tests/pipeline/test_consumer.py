@@ -304,6 +304,9 @@ class MemoryStore:
     def write_deadline(self) -> float | None:
         return None
 
+    def settle_seconds(self) -> float:
+        return 0.0
+
     def release(self) -> None:
         pass
 

@@ -10,7 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynamo_backups.aws.errors import describe_error
-from dynamo_backups.aws.retry import RetriesExhausted, RetryPolicy, call_with_retries
+from dynamo_backups.aws.retry import (
+    RetriesExhausted,
+    RetryPolicy,
+    call_with_retries,
+    deadline_clock,
+)
 
 BATCH_LIMIT = 25  # requests per BatchWriteItem
 BatchWrite = Callable[[dict[str, Any]], dict[str, Any]]  # wire-form request -> answer
@@ -31,7 +36,7 @@ def write_all(
     sleep: Callable[[float], None] = time.sleep,
     on_written: Callable[[int], None] | None = None,
     deadline: float | None = None,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] = deadline_clock,
 ) -> WriteOutcome:
     """Write up to 25 Put/Delete requests into ``table``; no new attempt starts after
     ``deadline`` (a ``clock()`` value)."""

@@ -21,6 +21,28 @@ from dynamo_backups.aws.waiting import WATCH
 T = TypeVar("T")
 
 
+def _boot_time() -> float:
+    """Seconds since boot, suspended time included, where the system has CLOCK_BOOTTIME."""
+    if hasattr(time, "CLOCK_BOOTTIME"):
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    return time.monotonic()
+
+
+_BOOT_OFFSET = _boot_time() - time.monotonic()
+
+
+def deadline_clock() -> float:
+    """The clock that write deadlines (a lease's, an invocation's) are given on and compared
+    with: ``time.monotonic()``, except that it also counts time the host spent suspended
+    (``CLOCK_BOOTTIME``), which ``time.monotonic()`` does not on Linux: a holder that slept
+    past its lease must find its deadline passed when it wakes."""
+    return _boot_time() - _BOOT_OFFSET
+
+
+class DeadlinePassed(Exception):
+    """The deadline passed before a request could start: it was not sent."""
+
+
 class RetriesExhausted(Exception):
     """A transient failure outlasted the retry budget (or the deadline)."""
 
@@ -52,11 +74,14 @@ def call_with_retries(
     *,
     deadline: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] = deadline_clock,
     retryable: Callable[[BaseException], bool] = is_transient,
 ) -> T:
     """Run ``operation`` until it succeeds, a permanent error is raised, the attempts run
-    out, or the next wait would pass ``deadline`` (a ``clock()`` value). Timeouts count
+    out, or the next wait would pass ``deadline`` (a ``clock()`` value). No attempt, the
+    first included, starts once ``deadline`` has passed: a write fenced by a lease must not
+    be sent after the lease may have lapsed (RetriesExhausted, with DeadlinePassed as its
+    last error when no attempt was made). Timeouts count
     apart: an endpoint that does not answer is given up on once the tries that timed out
     (the SDK's own tries inside them included) have waited ``attempts`` read timeouts
     (``timeouts``), not after the whole budget meant for throttling."""
@@ -64,7 +89,11 @@ def call_with_retries(
     timeout_budget = _timeout_budget()
     attempts = 0
     waited_for_answers = 0.0
+    last_error: BaseException | None = None
     while True:
+        if deadline is not None and clock() >= deadline:
+            passed = DeadlinePassed("the write deadline passed before the request was sent")
+            raise RetriesExhausted(what, attempts, last_error or passed) from last_error
         attempts += 1
         started = clock()
         try:
@@ -73,6 +102,7 @@ def call_with_retries(
         except Exception as error:
             if not retryable(error):
                 raise
+            last_error = error
             if is_timeout(error):
                 waited_for_answers += clock() - started
             delay = next(delays, None)

@@ -9,15 +9,16 @@ Only one consumer may advance a checkpoint at a time. In S3 it is leased: every 
 conditional write (If-Match the version this consumer read or last wrote) carrying the
 consumer's lease, which lasts ``LEASE_SECONDS`` after S3 stored it, judged by S3's clock or by
 the version seen unchanged that long, never by comparing two hosts' clocks. A lease whose
-process is gone from this host is taken over at once. The holder renews it from within its
-retries and starts no write once it could have lapsed; a consumer whose conditional write
-fails stops. The argument is in docs/layout.md ("One consumer at a time"). A local file is
-locked (``flock``) for as long as its consumer runs.
+process is gone from this host is taken over at once; after any takeover of an unreleased
+lease the taker waits out the previous holder's writes in flight (``write_time_limit``) before
+its own. The holder renews it from within its retries, starts no request once it could have
+lapsed, and its write clients time out within the write time limit; a consumer whose
+conditional write fails stops. The argument is in docs/layout.md ("One consumer at a
+time"). A local file is locked (``flock``) for as long as its consumer runs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dynamo_backups.aws.errors import PRECONDITION_CODES, ClientError, error_code
-from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
+from dynamo_backups.aws.retry import RetryPolicy, call_with_retries, deadline_clock
 from dynamo_backups.backup.reading import read_document
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.layout import TableLayout, format_time
@@ -49,6 +50,25 @@ RENEW_SHARE = 0.25
 MARGIN_SHARE = 1 / 3
 # S3's Date and LastModified are whole seconds: an age read from them may be 1 s short.
 _SERVER_TIME_PRECISION = 1.0
+# The longest an item write of a lease holder may be in flight: half the margin (20 s of a
+# 120 s lease). Its clients' timeouts are capped to it (``write_timeouts``), so a write sent
+# before the deadline is done (or given up) before the lease can lapse; and a consumer that
+# takes a lease over waits this long before its first write, for the writes its predecessor
+# may still have had in flight (it may have died with one on its way).
+WRITE_TIME_SHARE = MARGIN_SHARE / 2
+
+
+def write_time_limit(lease_seconds: float) -> float:
+    """How long an item write of a holder of a ``lease_seconds`` lease may be in flight."""
+    return lease_seconds * WRITE_TIME_SHARE
+
+
+def write_timeouts(lease_seconds: float, connect: float, read: float) -> tuple[float, float]:
+    """The connect and read timeouts of a lease holder's write clients: the given ones,
+    capped so that together they stay within ``write_time_limit``."""
+    limit = write_time_limit(lease_seconds)
+    return min(connect, limit / 4), min(read, limit * 3 / 4)
+
 
 logger = logging.getLogger("dynamo_backups.checkpoints")
 
@@ -193,8 +213,11 @@ class CheckpointStore(Protocol):
         """Renew the hold when it is due (a save of what was last saved)."""
 
     def write_deadline(self) -> float | None:
-        """The ``time.monotonic()`` value after which no write may start, since the hold
+        """The ``deadline_clock()`` value after which no write may start, since the hold
         could have lapsed by then; None when the hold cannot lapse while this process runs."""
+
+    def settle_seconds(self) -> float:
+        """Seconds to wait after taking the hold over before the first write."""
 
     def release(self) -> None: ...
 
@@ -239,17 +262,26 @@ def _pid_namespace() -> str | None:
 
 
 def _process_runs(pid: int, started: str | None) -> bool:
-    """Whether the process that took a lease on this host still runs: the same pid with the
-    same start time where both were recorded, else any process with that pid."""
-    if started is not None:
-        return process_start(pid) == started
+    """Whether the process that took a lease on this host may still run. False only when
+    this host proves it gone: no process has the pid (ESRCH), or the one that has it started
+    at another time. A process of another user whose /proc entry is hidden (hidepid) or
+    unreadable cannot be told apart: it may be the holder, so it counts as running."""
+    if pid <= 0:
+        return True  # no pid recorded: nothing to look up
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # not affected by hidepid: EPERM still says the pid exists
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except OSError:
+        pass  # EPERM: someone else's process has that pid
+    if started is None:
         return True
-    return True
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # hidden or unreadable: cannot tell (the pid exists, kill said so)
+    fields = text[text.rindex(")") + 2 :].split()
+    return len(fields) <= 19 or fields[19] == started
 
 
 @dataclass(frozen=True)
@@ -336,6 +368,9 @@ class S3CheckpointStore:
         self._generation = 0
         self._renewed_at: float | None = None  # clock() when the last renewal was sent
         self._watched: tuple[str, float] | None = None  # another's lease: (ETag, first seen)
+        # Tokens of our saves whose outcome is unknown (no answer): one may have landed.
+        self._unanswered: set[str] = set()
+        self._settle = 0.0  # seconds to wait after a takeover before the first write
 
     def describe(self) -> str:
         return f"s3://{self.writer.bucket}/{self.object_key}"
@@ -354,6 +389,8 @@ class S3CheckpointStore:
         ours = lease.get("owner") == self.lease.owner
         if lease and not ours:
             self._refuse_if_held(lease, found)
+            # Taken over from a holder that did not release it: its writes may be in flight.
+            self._settle = write_time_limit(float(lease.get("seconds") or LEASE_SECONDS))
         self._etag, self._document = found.etag, document
         generation = int(document.get("lease_generation") or 0)
         self._generation = generation if ours else generation + 1
@@ -450,31 +487,52 @@ class S3CheckpointStore:
         token = uuid.uuid4().hex
         lease = {**asdict(self.lease), "seconds": self.lease_seconds, "token": token}
         body = self._body(document, lease)
-        condition = {"IfMatch": self._etag} if self._etag else {"IfNoneMatch": "*"}
         sent = self.clock()  # before the first attempt: S3 cannot have stored it earlier
-        try:
-            self._etag = call_with_retries(
-                lambda: self._put(body, condition), self.policy, f"save {self.describe()}"
-            )
-        except ClientError as error:
-            if error_code(error) not in PRECONDITION_CODES:
-                raise
-            self._etag = self._after_conflict(token)
+        self._etag = self._conditional_save(body, token)
+        self._unanswered.clear()  # what we saved is now the current version
         self._renewed_at, self._document, self._watched = sent, document, None
 
-    def _after_conflict(self, token: str) -> str:
-        """A conditional save refused: ours after all (a retry of a save that had landed),
-        or another consumer's write, which stops this one."""
-        found = self._read()
-        if found is not None and (found.document.get("lease") or {}).get("token") == token:
-            return found.etag
-        self._renewed_at = None
-        holder = (found.document.get("lease") or {}) if found else {}
-        raise LeaseLost(
-            f"{self.describe()} was written by another consumer (host {holder.get('host')}, "
-            f"pid {holder.get('pid')}): stopping, since two consumers would interleave "
-            "versions"
-        )
+    def _conditional_save(self, body: bytes, token: str) -> str:
+        """Put ``body`` over the version this store read or last wrote; the new ETag. When
+        refused, the object is read back: ours after all (this save, or an earlier one that
+        landed unanswered: then the lease is still ours and the save is made over it), or
+        another consumer's write, which stops this one (LeaseLost)."""
+        for _ in range(self.policy.max_attempts):
+            condition = {"IfMatch": self._etag} if self._etag else {"IfNoneMatch": "*"}
+            try:
+                return call_with_retries(
+                    lambda condition=condition: self._put(body, condition),
+                    self.policy,
+                    f"save {self.describe()}",
+                )
+            except ClientError as error:
+                if error_code(error) not in PRECONDITION_CODES:
+                    raise
+                refused = error_code(error)
+            except Exception:
+                self._unanswered.add(token)  # it may have landed all the same
+                raise
+            found = self._read()
+            found_token = (found.document.get("lease") or {}).get("token") if found else None
+            if found is not None and found_token == token:
+                return found.etag  # a retry of this save, whose first attempt had landed
+            if found is not None and found_token in self._unanswered:
+                self._etag = found.etag  # an earlier save of ours landed: the lease is ours
+                continue
+            if (
+                refused == "ConditionalRequestConflict"
+                and found is not None
+                and found.etag == condition.get("IfMatch")
+            ):
+                continue  # 409: a concurrent write that did not land; ours is still current
+            self._renewed_at = None
+            holder = (found.document.get("lease") or {}) if found else {}
+            raise LeaseLost(
+                f"{self.describe()} was written by another consumer (host "
+                f"{holder.get('host')}, pid {holder.get('pid')}): stopping, since two "
+                "consumers would interleave versions"
+            )
+        raise LeaseLost(f"{self.describe()}: the save kept conflicting: stopping")
 
     def heartbeat(self) -> None:
         """Renew the lease (a save of what was last saved) once a quarter of it has passed
@@ -485,24 +543,48 @@ class S3CheckpointStore:
             self.save(self._document)
 
     def write_deadline(self) -> float | None:
-        """No write may start after this ``time.monotonic()`` value: the last renewal's
+        """No write may start after this ``deadline_clock()`` value: the last renewal's
         sending plus the lease less a third of it, the margin that covers a write already on
         its way and any difference in the rates of this clock and S3's. Minus infinity when
-        not held. (Measured on this store's clock, which counts suspended time, and given
-        on the monotonic clock that the write path compares with.)"""
+        not held. (Measured on this store's clock, and given on the clock that the write path
+        compares with; both count suspended time.)"""
         if self._renewed_at is None:
             return -math.inf
         left = self._renewed_at + self.lease_seconds * (1 - MARGIN_SHARE) - self.clock()
-        return time.monotonic() + left
+        return deadline_clock() + left
+
+    def settle_seconds(self) -> float:
+        """How long to wait, after taking the lease over, before the first write: the
+        previous holder's longest write time, for the writes it may still have in flight
+        (0 when the lease was released or never held)."""
+        return self._settle
 
     def release(self) -> None:
-        """End the lease, so another consumer may start at once."""
+        """End the lease, so another consumer may start at once. Retried; a release that
+        cannot be made is logged (the lease then lapses on its own), never raised."""
         if self._document is None or self._etag is None or self._renewed_at is None:
             return
         self._renewed_at = None
-        # Refused only when another consumer already took over: its lease stands.
-        with contextlib.suppress(ClientError):
-            self._put(self._body(self._document, None), {"IfMatch": self._etag})
+        body, condition = self._body(self._document, None), {"IfMatch": self._etag}
+        try:
+            call_with_retries(
+                lambda: self._put(body, condition), self.policy, f"release {self.describe()}"
+            )
+        except ClientError as error:
+            if error_code(error) in PRECONDITION_CODES:
+                return  # another consumer took over (or a retry of a landed release)
+            self._release_failed(error)
+        except Exception as error:
+            self._release_failed(error)
+
+    def _release_failed(self, error: BaseException) -> None:
+        logger.warning(
+            "%s: could not release the lease (%s): another consumer can take it once it "
+            "lapses, %.0f s after its last renewal",
+            self.describe(),
+            error,
+            self.lease_seconds,
+        )
 
 
 class FileCheckpointStore:
@@ -556,6 +638,9 @@ class FileCheckpointStore:
 
     def write_deadline(self) -> float | None:
         return None  # the lock lasts as long as this process
+
+    def settle_seconds(self) -> float:
+        return 0.0  # the lock is released only when its process ends, writes and all
 
     def release(self) -> None:
         if self._lock is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -14,11 +15,13 @@ import click
 from dynamo_backups.aws.errors import BotoCoreError, ClientError, describe_error
 from dynamo_backups.backup.bucket import require_versioning
 from dynamo_backups.backup.checkpoints import (
+    LEASE_SECONDS,
     CheckpointError,
     CheckpointIdentity,
     CheckpointStore,
     FileCheckpointStore,
     S3CheckpointStore,
+    write_timeouts,
 )
 from dynamo_backups.backup.manifest import ensure_manifest, key_types_from_description
 from dynamo_backups.backup.writer import BackupWriter
@@ -173,9 +176,12 @@ def stream(
     streams = aws.client("dynamodbstreams")
     writer = None
     if bucket:
-        s3 = aws.client("s3", pool=concurrency, retries=1)
+        # A leased checkpoint's holder caps how long a write may be in flight (see
+        # checkpoints.write_time_limit): its write clients time out within that.
+        writes = aws if checkpoint_dir else _lease_bounded(aws)
+        s3 = writes.client("s3", pool=concurrency, retries=1)
         require_versioning(s3, bucket)
-        writer = BackupWriter(s3, bucket, objects=aws.objects(s3, bucket))
+        writer = BackupWriter(s3, bucket, objects=writes.objects(s3, bucket))
     name = consumer_name or "-".join(
         part
         for part in (
@@ -362,3 +368,11 @@ def _finish(
         fail("; ".join(errors))
     if any(report.gaps for report in reports):
         fail("some changes were missing from the stream (see the gaps above)", EXIT_FAILED)
+
+
+def _lease_bounded(aws: Any, lease_seconds: float = LEASE_SECONDS) -> Any:
+    """``aws`` with its timeouts capped so that an item write of a lease holder is done or
+    given up within the lease's write time limit (a write landing after a takeover could
+    otherwise become an item's current version over its successor's newer one)."""
+    connect, read = write_timeouts(lease_seconds, aws.connect_timeout, aws.read_timeout)
+    return dataclasses.replace(aws, connect_timeout=connect, read_timeout=read)

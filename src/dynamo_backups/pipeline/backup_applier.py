@@ -9,12 +9,11 @@ so that a retry from there loses nothing and reorders nothing.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from dynamo_backups.aws.errors import describe_error
-from dynamo_backups.aws.retry import RetriesExhausted
+from dynamo_backups.aws.retry import RetriesExhausted, deadline_clock
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.ddbjson import dumps_item
 from dynamo_backups.core.keys import DEFAULT_KEY_HASH
@@ -65,7 +64,7 @@ class BackupApplier:
         prefix: str = "",
         key_hash: str = DEFAULT_KEY_HASH,
         concurrency: int = DEFAULT_CONCURRENCY,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = deadline_clock,
     ) -> None:
         self.writer = writer
         self.prefix = prefix

@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, describe_error, error_code
-from dynamo_backups.aws.retry import RetriesExhausted, RetryPolicy, call_with_retries
+from dynamo_backups.aws.retry import (
+    RetriesExhausted,
+    RetryPolicy,
+    call_with_retries,
+    deadline_clock,
+)
 from dynamo_backups.aws.streams import enable_raw_records
 from dynamo_backups.backup.checkpoints import (
     CheckpointError,
@@ -42,10 +47,13 @@ LAMBDA_BATCH_SIZE = 100
 GET_RECORDS_LIMIT = 1000
 SHARD_LIST_REFRESH_SECONDS = 60.0
 LEASE_RECHECK_SECONDS = 10.0  # how often a consumer waiting for a lease reads it again
+# A consumer run with --once gives up taking the lease after this many rounds of failed
+# attempts (S3 unreachable); a follow-mode consumer (a standby) keeps trying.
+ONCE_TAKE_ROUNDS = 3
 WAITING_SAID_EVERY_SECONDS = 60.0
 
 # ``processor(records)``, or ``processor(records, deadline=...)`` when the checkpoint's lease
-# bounds the writes: a ``time.monotonic()`` value after which no write may start.
+# bounds the writes: a ``deadline_clock()`` value after which no write may start.
 Processor = Callable[..., BatchResult]
 
 
@@ -134,8 +142,21 @@ class StreamConsumer:
             checkpoint = self._load_checkpoint(stream_arn, taken.document, report)
             self._consume(stream_arn, checkpoint, report, once)
         finally:
-            self.store.release()
+            self._release()
         return report
+
+    def _release(self) -> None:
+        """Release the lease at the end of a run; a failure is logged, never raised (it
+        would mask the run's own outcome; the lease then lapses on its own)."""
+        try:
+            self.store.release()
+        except Exception as error:
+            logger.warning(
+                "%s: could not release the lease of %s: %s",
+                self.table,
+                self.store.describe(),
+                describe_error(error),
+            )
 
     # --- the checkpoint's lease: one consumer writes at a time ---------------------------------
 
@@ -144,13 +165,28 @@ class StreamConsumer:
         anything. While another consumer holds it: in follow mode, wait as its standby until
         it lapses or is released; with ``once``, wait only for a lease nobody renews (a
         crashed holder elsewhere), and refuse one whose holder is seen running. None when
-        asked to stop meanwhile."""
+        asked to stop meanwhile. S3 failures that outlast the retries (an outage, a takeover
+        that landed unanswered) are waited out and the lease tried again."""
+        failed_rounds = 0
         while not self.stop.is_set():
             try:
                 document = self.store.load()
                 fresh = StreamCheckpoint(self.table, stream_arn).to_document()
                 self.store.save(document if document is not None else fresh)
+                if not self._settle():
+                    return None
                 return _Taken(document)
+            except RetriesExhausted as error:
+                failed_rounds += 1
+                if once and failed_rounds >= ONCE_TAKE_ROUNDS:
+                    raise
+                logger.warning(
+                    "%s: cannot read or take the lease of %s for now (%s); trying again",
+                    self.table,
+                    self.store.describe(),
+                    error,
+                )
+                self.stop.wait(min(LEASE_RECHECK_SECONDS, self.poll_interval * 2**failed_rounds))
             except LeaseHeld as held:
                 if once and (held.running_here or held.renewed):
                     raise CheckpointError(
@@ -162,6 +198,17 @@ class StreamConsumer:
             except LeaseLost:  # taken by another consumer between our read and our write
                 self.stop.wait(self.poll_interval)
         return None
+
+    def _settle(self) -> bool:
+        """After taking a lease over from a holder that did not release it, wait out the
+        writes it may still have had in flight before writing anything (renewing the lease
+        meanwhile). False when asked to stop meanwhile."""
+        wait_until = time.monotonic() + self.store.settle_seconds()
+        while (left := wait_until - time.monotonic()) > 0:
+            if self.stop.wait(min(left, 1.0)):
+                return False
+            self._renew_lease()
+        return not self.stop.is_set()
 
     def _say_waiting(self, held: LeaseHeld, once: bool) -> None:
         now = time.monotonic()
@@ -177,7 +224,7 @@ class StreamConsumer:
             )
 
     def _renew_lease(self) -> float | None:
-        """Renew the checkpoint's lease when due; the ``time.monotonic()`` value after which
+        """Renew the checkpoint's lease when due; the ``deadline_clock()`` value after which
         no write may start (None: no limit). A renewal that fails for now is tried again on
         the next call; meanwhile the deadline it did not extend stops the writes."""
         try:
@@ -433,7 +480,7 @@ class StreamConsumer:
         pending = batch
         while pending:
             deadline = self._renew_lease()
-            if deadline is not None and deadline <= time.monotonic():
+            if deadline is not None and deadline <= deadline_clock():
                 result = self._lease_lapsed(pending)
             else:
                 options = {} if deadline is None else {"deadline": deadline}
@@ -462,6 +509,9 @@ class StreamConsumer:
             if done:
                 checkpoint.advance(shard.shard_id, done[-1]["dynamodb"]["SequenceNumber"])
                 self._save(checkpoint)
+                # Only attempts that got nowhere count against the budget: one cut short by
+                # the write deadline after some progress starts a fresh one.
+                delays = self.retry_policy.delays()
             if failure is None:
                 return
             if not failure.retryable:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dynamo_backups.aws.batch_write import write_all
-from dynamo_backups.aws.retry import RetryPolicy
+from dynamo_backups.aws.retry import RetryPolicy, deadline_clock
 from dynamo_backups.core.keys import canonical_key
 from dynamo_backups.core.parallel import WorkerPool
 from dynamo_backups.core.stream_records import BatchResult, Change, RecordFailure, parse_batch
@@ -44,7 +44,7 @@ class ReplicaApplier:
         table: str,
         policy: RetryPolicy | None = None,
         writers: int = DEFAULT_WRITERS,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = deadline_clock,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.batch_write = batch_write  # one BatchWriteItem call, wire form in and out
