@@ -7,6 +7,7 @@ exit codes, output, logging, time arguments) and ``progress`` the progress lines
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -18,7 +19,9 @@ from dynamo_backups.aws.timeouts import TimeoutSettingError, timeouts_from_envir
 from dynamo_backups.cli.adopt import adopt
 from dynamo_backups.cli.backfill import backfill
 from dynamo_backups.cli.common import (
+    EXIT_FAILED,
     EXIT_USAGE,
+    CommandError,
     Invocation,
     configure_logging,
     emit_error,
@@ -27,7 +30,7 @@ from dynamo_backups.cli.common import (
 )
 from dynamo_backups.cli.demo import demo
 from dynamo_backups.cli.history import history
-from dynamo_backups.cli.inputs import InputError, validated
+from dynamo_backups.cli.inputs import ENDPOINT_URL, REGION, InputError, validated
 from dynamo_backups.cli.installer import deploy, package, teardown_command, template
 from dynamo_backups.cli.interrupt import install_interrupt_handler
 from dynamo_backups.cli.notices import start_wait_notices
@@ -61,6 +64,12 @@ class CommandGroup(click.Group):
         except click.ClickException as error:
             emit_error(ctx, error)
             raise
+        except (click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as error:  # a bug: one error line, never a traceback
+            unexpected = CommandError(_unexpected_message(error), EXIT_FAILED)
+            emit_error(ctx, unexpected)
+            raise unexpected from error
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         """click's usage errors as one ``error:`` line too (exit 2), like every other."""
@@ -82,9 +91,24 @@ class CommandGroup(click.Group):
                 raise
             click.echo("Aborted!", err=True)
             sys.exit(1)
+        except Exception as error:  # a bug: one error line, never a traceback
+            if not standalone:
+                raise
+            _show_unexpected(error)
+            sys.exit(EXIT_FAILED)
         if not standalone:
             return result
         sys.exit(result if isinstance(result, int) else 0)  # click.exceptions.Exit's code
+
+
+def _unexpected_message(error: Exception) -> str:
+    """An error no command expected, as one line; the traceback goes to the log (-v)."""
+    logging.getLogger("dynamo_backups").debug("unexpected error", exc_info=error)
+    return f"unexpected {type(error).__name__}: {error} (please report it; -v shows where)"
+
+
+def _show_unexpected(error: Exception) -> None:
+    click.echo(f"error: {_unexpected_message(error)}", err=True)
 
 
 def _show_usage_error(error: click.UsageError) -> None:
@@ -101,9 +125,15 @@ def _show_usage_error(error: click.UsageError) -> None:
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.version_option(__version__, "--version", prog_name="dynamo-backups")
-@click.option("--region", envvar=None, help="AWS region (default: AWS_REGION or the profile's).")
+@click.option(
+    "--region", type=REGION, envvar=None, help="AWS region (default: AWS_REGION or the profile's)."
+)
 @click.option("--profile", help="Named profile from ~/.aws/config.")
-@click.option("--endpoint-url", help="Send every AWS call to this URL (e.g. a local emulator).")
+@click.option(
+    "--endpoint-url",
+    type=ENDPOINT_URL,
+    help="Send every AWS call to this URL (e.g. a local emulator).",
+)
 @click.option(
     "--output",
     type=click.Choice(["text", "json"]),

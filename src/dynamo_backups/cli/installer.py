@@ -25,6 +25,7 @@ from dynamo_backups.cli.inputs import (
     BUCKET,
     OUTPUT_FILE,
     PREFIX,
+    REGION,
     TABLE,
     InputError,
     check_bucket_name,
@@ -187,7 +188,11 @@ def deploy_options(template: bool = False) -> Callable[[Callable[..., Any]], Cal
             help="Also (or, without --bucket, only) replicate the "
             "table into this one, with a function of its own.",
         ),
-        click.option("--replica-region", help="The replica table's region (default: the table's)."),
+        click.option(
+            "--replica-region",
+            type=REGION,
+            help="The replica table's region (default: the table's).",
+        ),
         click.option(
             "--replica-role-arn",
             help="For a replica in another account: the role the "

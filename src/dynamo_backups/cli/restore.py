@@ -34,6 +34,7 @@ from dynamo_backups.cli.inputs import (
     KEY_SCHEMA,
     KEYS_FILE,
     OUTPUT_FILE,
+    REGION,
     S3_ADDRESS,
     TABLE,
     TABLE_FOLDER,
@@ -438,7 +439,8 @@ def restore_backup_main(argv: list[str] | None = None) -> None:
         bucket = check(BUCKET, arguments.sourceS3Bucket, "sourceS3Bucket")
         folder_path = check(TABLE_FOLDER, arguments.sourceS3Prefix, "sourceS3Prefix")
         table = check(TABLE, arguments.tablename, "tablename")
-        aws = AwsContext(region=arguments.region)
+        region = check(REGION, arguments.region, "--region") if arguments.region else None
+        aws = AwsContext(region=region)
         folder = reports_errors(open_backup_path)(aws.client("s3"), bucket, folder_path)
         _check_key_schema(folder, None)
         reports_errors(_check_target)(aws, folder, table, None, False)

@@ -33,8 +33,11 @@ from dynamo_backups.cli.common import (
 )
 from dynamo_backups.cli.inputs import (
     BUCKET,
+    CONSUMER_NAME,
     PREFIX,
+    REGION,
     TABLE,
+    check_distinct,
     check_replica,
     describe_existing_table,
     not_applicable,
@@ -64,7 +67,9 @@ logger = logging.getLogger("dynamo_backups.stream")
     help="Also (or only, without --bucket) keep this table in step (it must exist, with the "
     "same key).",
 )
-@click.option("--replica-region", help="The replica table's region (default: the source's).")
+@click.option(
+    "--replica-region", type=REGION, help="The replica table's region (default: the source's)."
+)
 @click.option("--once", is_flag=True, help="Drain what the stream holds now, then exit.")
 @click.option(
     "--batch-size",
@@ -83,6 +88,7 @@ logger = logging.getLogger("dynamo_backups.stream")
 )
 @click.option(
     "--consumer-name",
+    type=CONSUMER_NAME,
     help="Names this consumer's checkpoint, so several can read "
     "one stream (default: stream-backup, stream-replica-R).",
 )
@@ -159,6 +165,10 @@ def stream(
     """
     if not bucket and not replica_table:
         fail("give --bucket (back up), --replica-table (replicate), or both", 2)
+    check_distinct(tables, "TABLES")
+    if not replica_table:
+        for option in ("replica_region",):
+            not_applicable(click.get_current_context(), option, "it is for --replica-table")
     if replica_table and len(tables) != 1:
         fail("--replica-table keeps one table in step: name exactly one TABLE", 2)
     if not bucket:
