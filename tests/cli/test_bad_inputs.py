@@ -555,3 +555,20 @@ def test_restore_backup_refuses_a_malformed_region(
         restore_backup_main(["--region", "us east 1", world["bucket"], world["folder"], "x-new"])
     assert exited.value.code == 2
     assert "--region: 'us east 1' is not a region name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "--output json --region 'us east 1' verify T --bucket b",
+        "--output=json no-such-command",
+        "--output json --endpoint-url x verify T --bucket b",
+    ],
+)
+def test_output_json_error_object_for_group_level_mistakes(command: str) -> None:
+    """Mistakes found before any command runs (a global option, the command's name) give
+    the JSON error object too."""
+    result = run(command)
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout)["exit_code"] == 2
+    assert result.stderr.startswith("error: ")

@@ -7,6 +7,7 @@ exit codes, output, logging, time arguments) and ``progress`` the progress lines
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any
@@ -62,13 +63,13 @@ class CommandGroup(click.Group):
         try:
             return super().invoke(ctx)
         except click.ClickException as error:
-            emit_error(ctx, error)
+            error.json_shown = emit_error(ctx, error)  # type: ignore[attr-defined]
             raise
         except (click.exceptions.Exit, click.Abort):
             raise
         except Exception as error:  # a bug: one error line, never a traceback
             unexpected = CommandError(_unexpected_message(error), EXIT_FAILED)
-            emit_error(ctx, unexpected)
+            unexpected.json_shown = emit_error(ctx, unexpected)  # type: ignore[attr-defined]
             raise unexpected from error
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
@@ -79,6 +80,11 @@ class CommandGroup(click.Group):
         except click.UsageError as error:
             if not standalone:
                 raise
+            if not getattr(error, "json_shown", False) and _wants_json(args, kwargs):
+                # Refused before any command ran (a group option, no such command): the
+                # JSON error object all the same.
+                message = error.format_message()
+                click.echo(json.dumps({"error": message, "exit_code": error.exit_code}, indent=2))
             _show_usage_error(error)
             sys.exit(error.exit_code)
         except click.ClickException as error:
@@ -99,6 +105,18 @@ class CommandGroup(click.Group):
         if not standalone:
             return result
         sys.exit(result if isinstance(result, int) else 0)  # click.exceptions.Exit's code
+
+
+def _wants_json(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether the command line asks for ``--output json`` (read from the words, since
+    parsing it is what failed)."""
+    words = list(kwargs.get("args") or (args[0] if args else None) or sys.argv[1:])
+    for index, word in enumerate(words):
+        if word == "--output=json" or (
+            word == "--output" and index + 1 < len(words) and words[index + 1] == "json"
+        ):
+            return True
+    return False
 
 
 def _unexpected_message(error: Exception) -> str:

@@ -85,7 +85,7 @@ class Invocation:
 pass_invocation = click.make_pass_decorator(Invocation)
 
 
-def emit_error(ctx: click.Context, error: click.ClickException) -> None:
+def emit_error(ctx: click.Context, error: click.ClickException) -> bool:
     """With --output json, a command that fails before its report says so on stdout too, as
     a JSON object (the ``error:`` line still goes to stderr); after its report, the report's
     own errors and the exit code say it."""
@@ -93,6 +93,8 @@ def emit_error(ctx: click.Context, error: click.ClickException) -> None:
     if invocation is not None and invocation.json_output and not invocation.emitted:
         message = error.format_message()
         click.echo(json.dumps({"error": message, "exit_code": error.exit_code}, indent=2))
+        return True
+    return False
 
 
 def fail(message: str, exit_code: int = EXIT_FAILED) -> NoReturn:
