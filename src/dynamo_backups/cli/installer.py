@@ -56,6 +56,20 @@ from dynamo_backups.installer.plan import (
 from dynamo_backups.installer.teardown import teardown
 from dynamo_backups.installer.template import build_template, to_yaml
 
+# The retention periods CloudWatch Logs' PutRetentionPolicy accepts.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827)
+LOG_RETENTION_DAYS += (2192, 2557, 2922, 3288, 3653)
+
+
+def _record_age(_ctx: click.Context, param: click.Parameter, value: int) -> int:
+    """Lambda takes -1 (no limit) or 60 to 604800 seconds: refused here, not mid-deploy."""
+    if 0 <= value < 60:
+        raise InputError(
+            f"{value} is below Lambda's minimum of 60 seconds: give 60-604800, or -1 for no limit",
+            param=param,
+        )
+    return value
+
 
 def clients_of(aws: AwsContext) -> Clients:
     return Clients(
@@ -141,7 +155,13 @@ def deploy_options(template: bool = False) -> Callable[[Callable[..., Any]], Cal
             type=click.IntRange(1),
             help=f"Expire versions this many days after they stop being current{bucket_note}.",
         ),
-        click.option("--batch-size", type=click.IntRange(1, 10000), default=100, show_default=True),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(1, 10000),
+            default=100,
+            show_default=True,
+            help="Records per invocation of the function (the trigger's batch size).",
+        ),
         click.option(
             "--maximum-retry-attempts",
             type=click.IntRange(-1, 10000),
@@ -153,6 +173,7 @@ def deploy_options(template: bool = False) -> Callable[[Callable[..., Any]], Cal
         click.option(
             "--maximum-record-age",
             type=click.IntRange(-1, 604_800),
+            callback=_record_age,
             default=MAXIMUM_RECORD_AGE_SECONDS,
             show_default=True,
             help="Seconds after which records not yet written are given up to the failure "
@@ -172,15 +193,35 @@ def deploy_options(template: bool = False) -> Callable[[Callable[..., Any]], Cal
             help="An SNS topic the alarms (lag, errors, records failed, stopped, records "
             "given up) notify; without it they notify nobody.",
         ),
-        click.option("--memory", type=click.IntRange(128, 10240), default=512, show_default=True),
-        click.option("--timeout", type=click.IntRange(3, 900), default=120, show_default=True),
+        click.option(
+            "--memory",
+            type=click.IntRange(128, 10240),
+            default=512,
+            show_default=True,
+            help="The function's memory, in MB.",
+        ),
+        click.option(
+            "--timeout",
+            type=click.IntRange(3, 900),
+            default=120,
+            show_default=True,
+            help="The function's timeout, in seconds.",
+        ),
         click.option(
             "--architecture",
             type=click.Choice(["arm64", "x86_64"]),
             default="arm64",
             show_default=True,
+            help="The function's architecture.",
         ),
-        click.option("--log-retention-days", type=click.IntRange(1), default=90, show_default=True),
+        click.option(
+            "--log-retention-days",
+            type=click.Choice([str(days) for days in LOG_RETENTION_DAYS]),
+            default="90",
+            show_default=True,
+            callback=lambda _ctx, _param, value: int(value),
+            help="Days the function's log group keeps its logs (a value CloudWatch Logs takes).",
+        ),
         key_hash_option,
         click.option(
             "--replica-table",
