@@ -37,6 +37,7 @@ from dynamo_backups.cli.inputs import (
     PREFIX,
     REGION,
     TABLE,
+    InputError,
     check_distinct,
     check_replica,
     describe_existing_table,
@@ -166,6 +167,8 @@ def stream(
     if not bucket and not replica_table:
         fail("give --bucket (back up), --replica-table (replicate), or both", 2)
     check_distinct(tables, "TABLES")
+    if checkpoint_dir is not None:
+        _require_checkpoint_dir(checkpoint_dir)
     if not replica_table:
         for option in ("replica_region",):
             not_applicable(click.get_current_context(), option, "it is for --replica-table")
@@ -274,6 +277,19 @@ def _refuse_second_writer(
         )
     if writers:
         logger.warning("%s: a second writer beside %s, as asked", table, ", ".join(writers))
+
+
+def _require_checkpoint_dir(folder: Path) -> None:
+    """--checkpoint-dir is created when missing; one that cannot be is said before any read."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(
+            f"cannot create folder {folder} ({error.strerror}): give a folder you can write",
+            param_hint="--checkpoint-dir",
+        ) from None
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"cannot write in folder {folder}", param_hint="--checkpoint-dir")
 
 
 def default_checkpoint_dir() -> Path:
