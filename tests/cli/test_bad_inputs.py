@@ -200,6 +200,7 @@ CASES = [
     Case("snapshot {bucket} {folder} --to s3://{bucket}/full", "already holds files"),
     Case("package --out /proc/handler.zip", "/proc/handler.zip", 1),
     Case("stream {table} --bucket {bucket} --once --checkpoint-dir /proc/no", "--checkpoint-dir"),
+    Case("teardown {table} --bucket {unversioned} --delete-bucket", "not confirmed (no answer)", 1),
     Case("template --table {table} --bucket {bucket} --log-retention-days 2", "--log-retention"),
     Case("deploy --table {table} --bucket {bucket} --dry-run --maximum-record-age 30", "60"),
     # global

@@ -515,12 +515,15 @@ def teardown_command(
     if bucket:
         _require_bucket(clients, bucket)
     if delete_bucket and not dry_run and not yes:
-        typed = click.prompt(
-            f"This deletes bucket {bucket} and every backup in it. "
-            "Type the bucket's name to confirm",
-            default="",
-            show_default=False,
-        )
+        try:
+            typed = click.prompt(
+                f"This deletes bucket {bucket} and every backup in it. "
+                "Type the bucket's name to confirm",
+                default="",
+                show_default=False,
+            )
+        except click.Abort:  # no answer (stdin closed, as in a script)
+            fail("not confirmed (no answer): nothing was deleted; --yes confirms in scripts")
         if typed != bucket:
             fail("not confirmed: nothing was deleted")
     steps = teardown(clients, list(tables), bucket, prefix.strip("/"), delete_bucket, dry_run)
