@@ -576,3 +576,12 @@ def test_output_json_error_object_for_group_level_mistakes(command: str) -> None
     assert result.exit_code == 2, result.output
     assert json.loads(result.stdout)["exit_code"] == 2
     assert result.stderr.startswith("error: ")
+
+
+def test_billing_mode_is_taken_in_any_case(world: dict[str, Any]) -> None:
+    """DynamoDB's own words, as people type them: provisioned is PROVISIONED."""
+    result = run(
+        f"restore {world['bucket']} {world['folder']} {world['new']} --dry-run -q "
+        "--billing-mode provisioned"
+    )
+    assert result.exit_code == 0, result.output

@@ -137,7 +137,7 @@ def run_restore(
 )
 @click.option(
     "--billing-mode",
-    type=click.Choice(["PAY_PER_REQUEST", "PROVISIONED"]),
+    type=click.Choice(["PAY_PER_REQUEST", "PROVISIONED"], case_sensitive=False),
     default="PAY_PER_REQUEST",
     show_default=True,
     help="Of a table the restore creates (PROVISIONED: the source's saved capacity, which "
