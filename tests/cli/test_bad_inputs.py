@@ -183,6 +183,7 @@ CASES = [
     Case("verify {table} --bucket {bucket} --endpoint-url ftp://127.0.0.1:1", "--endpoint-url"),
     Case("backfill {table} {table} --bucket {bucket} --prefix Prod", "named twice"),
     Case("stream {table} {table} --bucket {bucket} --prefix Prod --once", "named twice"),
+    Case("template --table {table} --table {table} --bucket {bucket}", "named twice"),
     Case(
         "stream {table} --bucket {bucket} --prefix Prod --once --replica-region eu-west-1",
         "--replica-region",

@@ -29,6 +29,7 @@ from dynamo_backups.cli.inputs import (
     TABLE,
     InputError,
     check_bucket_name,
+    check_distinct,
     describe_existing_table,
 )
 from dynamo_backups.installer.alerting import NOBODY_TOLD
@@ -253,6 +254,7 @@ def _options(
     aws: AwsContext | None, kwargs: dict[str, Any], dry_run: bool = False
 ) -> DeployOptions:
     tables = list(kwargs.pop("tables"))
+    check_distinct(tables, "--table")
     table_prefix = kwargs.pop("table_prefix", None)
     _check_bucket_options(kwargs, template=aws is None)
     if table_prefix and aws is not None:
