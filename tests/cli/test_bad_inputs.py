@@ -175,6 +175,35 @@ CASES = [
     Case("demo --region eu-west-1", "--region"),
     Case("demo --endpoint-url http://127.0.0.1:1", "--endpoint-url"),
     Case("demo --profile p", "--profile"),
+    # found by review: odd values, conflicting options, the wrong place for a file
+    Case("restore {bucket} {folder} {new} --at -5", "before 1970"),
+    Case("--region 'us east 1' verify {table} --bucket {bucket} --prefix Prod", "--region"),
+    Case("verify {table} --bucket {bucket} --prefix Prod --region ''", "--region"),
+    Case("--endpoint-url not-a-url verify {table} --bucket {bucket}", "--endpoint-url"),
+    Case("verify {table} --bucket {bucket} --endpoint-url ftp://127.0.0.1:1", "--endpoint-url"),
+    Case("backfill {table} {table} --bucket {bucket} --prefix Prod", "named twice"),
+    Case("stream {table} {table} --bucket {bucket} --prefix Prod --once", "named twice"),
+    Case("template --table {table} --table {table} --bucket {bucket}", "named twice"),
+    Case(
+        "stream {table} --bucket {bucket} --prefix Prod --once --replica-region eu-west-1",
+        "--replica-region",
+    ),
+    Case("stream {table} --replica-table {replica} --replica-region 'eu west'", "--replica-r"),
+    Case("stream {table} --bucket {bucket} --once --consumer-name a/../b", "--consumer-name"),
+    Case("backfill {table} --bucket {bucket} --segments 5 --segment 1 --total-segments 4", "--seg"),
+    Case("diff-tables {table} {replica} --segments 2 --segment 0 --total-segments 4", "--seg"),
+    Case("backfill {table} --bucket {bucket} --spark-master 'local[2]'", "--spark-master"),
+    Case("backfill {table} --bucket {bucket} --engine spark --spark-master x://y", "--spark-m"),
+    Case("diff-tables {table} us-east-1/{table}", "both the primary and the replica"),
+    Case('history {table} \'{{"PK": "k1"}}\' --bucket {bucket} --prefix Prod', "'PK' is not"),
+    Case("snapshot {bucket} {folder} --to s3://{bucket}/Prod/exports", "backups' prefix"),
+    Case("snapshot {bucket} {folder} --to s3://{bucket}/Prod", "backups' prefix"),
+    Case("snapshot {bucket} {folder} --to s3://{bucket}/full", "already holds files"),
+    Case("package --out /proc/handler.zip", "/proc/handler.zip", 1),
+    Case("stream {table} --bucket {bucket} --once --checkpoint-dir /proc/no", "--checkpoint-dir"),
+    Case("teardown {table} --bucket {unversioned} --delete-bucket", "not confirmed (no answer)", 1),
+    Case("template --table {table} --bucket {bucket} --log-retention-days 2", "--log-retention"),
+    Case("deploy --table {table} --bucket {bucket} --dry-run --maximum-record-age 30", "60"),
     # global
     Case("restore {bucket} {folder}", "TABLE"),
     Case("no-such-command", "no-such-command"),
@@ -204,12 +233,9 @@ EXEMPT = {
     "--create-bucket": "a flag",
     "--allow-second-writer": "a flag",
     "--yes": "a flag",
-    "--spark-master": "only read by --engine spark, which says what it cannot reach",
     "--kms-key": "a KMS key id or ARN or alias: AWS checks it",
     "--alarm-topic": "an SNS ARN: AWS checks it",
-    "--replica-region": "a region name: the SDK checks it",
     "--replica-role-arn": "AWS checks it when assuming it",
-    "--consumer-name": "any text names a checkpoint",
     "--checkpoint-dir": "created when missing",
     "--queue": "a queue name or URL: looked up (no queue: says so)",
     "--dlq-arn": "hidden old name of --on-failure",
@@ -301,6 +327,7 @@ def world(
         )
         result = run(f"backfill {table} --bucket {bucket} --prefix Prod -q")
         assert result.exit_code == 0, result.output
+        s3.put_object(Bucket=bucket, Key="full/data/part-0.json.gz", Body=b"x")
         files = tmp_path_factory.mktemp("inputs")
         (files / "empty.jsonl").write_text("\n")
         (files / "bad.jsonl").write_text("not json\n")
@@ -495,3 +522,67 @@ def test_template_honours_the_bucket_options_it_accepts(world: dict[str, Any]) -
     assert result.exit_code == 0, result.output
     assert "NoncurrentDays: 30" in result.stdout
     assert "arn:aws:iam::123456789012:role/Admin" in result.stdout
+
+
+def test_wrong_credentials_are_one_line_naming_them(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SeaweedFS checks SigV4: a wrong secret is exit 1, one line naming the call and where
+    credentials come from, nothing written."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    result = run(f"restore {world['bucket']} {world['folder']} {world['new']} --dry-run")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "SignatureDoesNotMatch" in result.stderr and "check the credentials" in result.stderr
+
+
+def test_a_malformed_endpoint_variable_is_one_error_line(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore refuses AWS_ENDPOINT_URL_S3=not-a-url with a ValueError deep in client
+    creation: still one ``error:`` line (and the JSON error object), never a traceback."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "not-a-url")
+    before = state(world)
+    result = run(
+        f'--output json history {world["table"]} \'{{"pk": "k1"}}\' '
+        f"--bucket {world['bucket']} --prefix Prod"
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert "not-a-url" in json.loads(result.stdout)["error"]
+    assert state(world) == before
+
+
+def test_restore_backup_refuses_a_malformed_region(
+    world: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        restore_backup_main(["--region", "us east 1", world["bucket"], world["folder"], "x-new"])
+    assert exited.value.code == 2
+    assert "--region: 'us east 1' is not a region name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "--output json --region 'us east 1' verify T --bucket b",
+        "--output=json no-such-command",
+        "--output json --endpoint-url x verify T --bucket b",
+    ],
+)
+def test_output_json_error_object_for_group_level_mistakes(command: str) -> None:
+    """Mistakes found before any command runs (a global option, the command's name) give
+    the JSON error object too."""
+    result = run(command)
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout)["exit_code"] == 2
+    assert result.stderr.startswith("error: ")
+
+
+def test_billing_mode_is_taken_in_any_case(world: dict[str, Any]) -> None:
+    """DynamoDB's own words, as people type them: provisioned is PROVISIONED."""
+    result = run(
+        f"restore {world['bucket']} {world['folder']} {world['new']} --dry-run -q "
+        "--billing-mode provisioned"
+    )
+    assert result.exit_code == 0, result.output

@@ -57,8 +57,12 @@ def test_parse_key_accepts_plain_json_with_types() -> None:
 def test_parse_key_errors_name_the_problem() -> None:
     with pytest.raises(InvalidDynamoJSON, match="cannot tell the type of key attribute 'pk'"):
         parse_key('{"pk": "a"}')
-    with pytest.raises(InvalidDynamoJSON, match="missing \\['sk'\\]"):
+    with pytest.raises(InvalidDynamoJSON, match="the key is pk \\(S\\), sk \\(N\\); missing sk"):
         parse_key('{"pk": "a"}', {"pk": "S", "sk": "N"})
+    with pytest.raises(
+        InvalidDynamoJSON, match="'PK' is not a key attribute: the key is pk \\(S\\)"
+    ):
+        parse_key('{"PK": "a"}', {"pk": "S"})
     with pytest.raises(InvalidDynamoJSON, match="not valid JSON"):
         parse_key("{pk: a}", {"pk": "S"})
     with pytest.raises(InvalidDynamoJSON, match="key attribute 'pk': not a number: 'a'"):

@@ -116,7 +116,7 @@ def test_a_snapshot_needs_an_empty_place_and_resumes_over_its_own_files(
     assert "no manifest written" in first.output
 
     again = invoke("snapshot", bucket, f"{prefix}/{table}", "--to", to)
-    assert again.exit_code == 1 and "already holds files" in again.output
+    assert again.exit_code == 2 and "already holds files" in again.output
     # What an attempt killed half-way leaves: a file of the unit that did not finish.
     s3.put_object(Bucket=bucket, Key=f"{prefix}-place/data/3-00007.json.gz", Body=b"stale")
     resumed = invoke(

@@ -7,6 +7,8 @@ exit codes, output, logging, time arguments) and ``progress`` the progress lines
 
 from __future__ import annotations
 
+import json
+import logging
 import sys
 from typing import Any
 
@@ -18,7 +20,9 @@ from dynamo_backups.aws.timeouts import TimeoutSettingError, timeouts_from_envir
 from dynamo_backups.cli.adopt import adopt
 from dynamo_backups.cli.backfill import backfill
 from dynamo_backups.cli.common import (
+    EXIT_FAILED,
     EXIT_USAGE,
+    CommandError,
     Invocation,
     configure_logging,
     emit_error,
@@ -27,7 +31,7 @@ from dynamo_backups.cli.common import (
 )
 from dynamo_backups.cli.demo import demo
 from dynamo_backups.cli.history import history
-from dynamo_backups.cli.inputs import InputError, validated
+from dynamo_backups.cli.inputs import ENDPOINT_URL, REGION, InputError, validated
 from dynamo_backups.cli.installer import deploy, package, teardown_command, template
 from dynamo_backups.cli.interrupt import install_interrupt_handler
 from dynamo_backups.cli.notices import start_wait_notices
@@ -59,8 +63,14 @@ class CommandGroup(click.Group):
         try:
             return super().invoke(ctx)
         except click.ClickException as error:
-            emit_error(ctx, error)
+            error.json_shown = emit_error(ctx, error)  # type: ignore[attr-defined]
             raise
+        except (click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as error:  # a bug: one error line, never a traceback
+            unexpected = CommandError(_unexpected_message(error), EXIT_FAILED)
+            unexpected.json_shown = emit_error(ctx, unexpected)  # type: ignore[attr-defined]
+            raise unexpected from error
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         """click's usage errors as one ``error:`` line too (exit 2), like every other."""
@@ -70,6 +80,11 @@ class CommandGroup(click.Group):
         except click.UsageError as error:
             if not standalone:
                 raise
+            if not getattr(error, "json_shown", False) and _wants_json(args, kwargs):
+                # Refused before any command ran (a group option, no such command): the
+                # JSON error object all the same.
+                message = error.format_message()
+                click.echo(json.dumps({"error": message, "exit_code": error.exit_code}, indent=2))
             _show_usage_error(error)
             sys.exit(error.exit_code)
         except click.ClickException as error:
@@ -82,9 +97,36 @@ class CommandGroup(click.Group):
                 raise
             click.echo("Aborted!", err=True)
             sys.exit(1)
+        except Exception as error:  # a bug: one error line, never a traceback
+            if not standalone:
+                raise
+            _show_unexpected(error)
+            sys.exit(EXIT_FAILED)
         if not standalone:
             return result
         sys.exit(result if isinstance(result, int) else 0)  # click.exceptions.Exit's code
+
+
+def _wants_json(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether the command line asks for ``--output json`` (read from the words, since
+    parsing it is what failed)."""
+    words = list(kwargs.get("args") or (args[0] if args else None) or sys.argv[1:])
+    for index, word in enumerate(words):
+        if word == "--output=json" or (
+            word == "--output" and index + 1 < len(words) and words[index + 1] == "json"
+        ):
+            return True
+    return False
+
+
+def _unexpected_message(error: Exception) -> str:
+    """An error no command expected, as one line; the traceback goes to the log (-v)."""
+    logging.getLogger("dynamo_backups").debug("unexpected error", exc_info=error)
+    return f"unexpected {type(error).__name__}: {error} (please report it; -v shows where)"
+
+
+def _show_unexpected(error: Exception) -> None:
+    click.echo(f"error: {_unexpected_message(error)}", err=True)
 
 
 def _show_usage_error(error: click.UsageError) -> None:
@@ -101,9 +143,15 @@ def _show_usage_error(error: click.UsageError) -> None:
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.version_option(__version__, "--version", prog_name="dynamo-backups")
-@click.option("--region", envvar=None, help="AWS region (default: AWS_REGION or the profile's).")
+@click.option(
+    "--region", type=REGION, envvar=None, help="AWS region (default: AWS_REGION or the profile's)."
+)
 @click.option("--profile", help="Named profile from ~/.aws/config.")
-@click.option("--endpoint-url", help="Send every AWS call to this URL (e.g. a local emulator).")
+@click.option(
+    "--endpoint-url",
+    type=ENDPOINT_URL,
+    help="Send every AWS call to this URL (e.g. a local emulator).",
+)
 @click.option(
     "--output",
     type=click.Choice(["text", "json"]),

@@ -20,7 +20,7 @@ from dynamo_backups.cli.common import (
     reports_errors,
     segment_options,
 )
-from dynamo_backups.cli.inputs import BUCKET, EXPORT_SOURCE, PREFIX, TABLE
+from dynamo_backups.cli.inputs import BUCKET, EXPORT_SOURCE, PREFIX, TABLE, check_distinct
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.jobs.backfill import Backfill, BackfillOptions, BackfillReport
@@ -90,6 +90,7 @@ def backfill(
       dynamo-backups backfill Users --bucket b --from-export new --engine processes
       dynamo-backups backfill Users --bucket b --segments 64 --engine spark --resume
     """
+    check_distinct(tables, "TABLES")
     aws = invocation.aws
     dynamodb = aws.client("dynamodb")
     names = list(tables)

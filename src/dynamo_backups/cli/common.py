@@ -18,6 +18,7 @@ from dynamo_backups.aws.errors import (
     BotoCoreError,
     ClientError,
     EndpointConnectionError,
+    InvalidRegionError,
     NoCredentialsError,
     NoRegionError,
     ProfileNotFound,
@@ -84,7 +85,7 @@ class Invocation:
 pass_invocation = click.make_pass_decorator(Invocation)
 
 
-def emit_error(ctx: click.Context, error: click.ClickException) -> None:
+def emit_error(ctx: click.Context, error: click.ClickException) -> bool:
     """With --output json, a command that fails before its report says so on stdout too, as
     a JSON object (the ``error:`` line still goes to stderr); after its report, the report's
     own errors and the exit code say it."""
@@ -92,6 +93,8 @@ def emit_error(ctx: click.Context, error: click.ClickException) -> None:
     if invocation is not None and invocation.json_output and not invocation.emitted:
         message = error.format_message()
         click.echo(json.dumps({"error": message, "exit_code": error.exit_code}, indent=2))
+        return True
+    return False
 
 
 def fail(message: str, exit_code: int = EXIT_FAILED) -> NoReturn:
@@ -125,18 +128,52 @@ def reports_errors(command: F) -> F:
                 "no AWS region: pass --region or set AWS_DEFAULT_REGION (or AWS_REGION)", EXIT_USAGE
             )
         except ProfileNotFound as error:
-            fail(str(error), EXIT_USAGE)
+            fail(f"{error} (check --profile or AWS_PROFILE)", EXIT_USAGE)
+        except InvalidRegionError as error:
+            fail(f"{error} (check --region or AWS_REGION)", EXIT_USAGE)
         except EndpointConnectionError as error:
             fail(
                 f"cannot reach {error.kwargs.get('endpoint_url', 'the endpoint')}: is the "
                 "endpoint right and the service running?"
             )
-        except (ClientError, RetriesExhausted) as error:
-            fail(describe_error(error) if isinstance(error, ClientError) else str(error))
+        except ClientError as error:
+            fail(_with_credentials_hint(describe_error(error), error))
+        except RetriesExhausted as error:
+            fail(str(error))
         except BotoCoreError as error:  # connection resets, timeouts, bad answers
             fail(describe_error(error))
+        except OSError as error:  # a local file: cannot be written, read, ...
+            where = f"{error.filename}: " if error.filename else ""
+            fail(f"{where}{error.strerror or error}")
 
     return wrapper  # type: ignore[return-value]
+
+
+# Answers that mean the credentials (not the request) are wrong.
+_CREDENTIAL_ERRORS = {
+    "SignatureDoesNotMatch",
+    "InvalidAccessKeyId",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidSignatureException",
+}
+
+
+def _with_credentials_hint(message: str, error: ClientError) -> str:
+    """The service's error, naming the call, and for a credentials error where they come
+    from."""
+    code = error.response.get("Error", {}).get("Code")
+    operation = getattr(error, "operation_name", None)
+    if operation and operation not in message:
+        message = f"{operation}: {message}"
+    if code in _CREDENTIAL_ERRORS:
+        message += (
+            " (check the credentials: --profile, AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY)"
+        )
+    return message
 
 
 class JsonLines(logging.Formatter):
@@ -215,6 +252,10 @@ def engine_options(command: F) -> F:
         kwargs["engine"] = EngineChoice(
             kwargs.pop("engine"), kwargs.pop("workers"), kwargs.pop("spark_master")
         )
+        if kwargs["engine"].name != "spark":
+            inputs.not_applicable(
+                click.get_current_context(), "spark_master", "it is for --engine spark"
+            )
         return command(*args, **kwargs)
 
     options = [
@@ -235,6 +276,7 @@ def engine_options(command: F) -> F:
         ),
         click.option(
             "--spark-master",
+            type=inputs.SPARK_MASTER,
             help="Spark master URL for --engine spark (default: spark-submit's, else local).",
         ),
         click.option(
@@ -306,6 +348,12 @@ def segment_options(command: F) -> F:
             fail("--segment and --total-segments go together", EXIT_USAGE)
         if segment is not None and segment >= total:
             fail(f"--segment must be below --total-segments ({total})", EXIT_USAGE)
+        if segment is not None:
+            inputs.not_applicable(
+                click.get_current_context(),
+                "segments",
+                "--total-segments gives the number of segments with --segment",
+            )
         kwargs["segments"] = SegmentPlan(total or kwargs["segments"], segment)
         return command(*args, **kwargs)
 
@@ -351,9 +399,17 @@ def _set_on_invocation(field_name: str) -> Callable[[click.Context, click.Parame
 
 
 _GLOBAL_OPTIONS: list[tuple[list[str], str, dict[str, Any]]] = [
-    (["--region"], "region", {"help": "AWS region (also before the command)."}),
+    (
+        ["--region"],
+        "region",
+        {"type": inputs.REGION, "help": "AWS region (also before the command)."},
+    ),
     (["--profile"], "profile", {"help": "Named profile (also before the command)."}),
-    (["--endpoint-url"], "endpoint_url", {"help": "Send every AWS call to this URL."}),
+    (
+        ["--endpoint-url"],
+        "endpoint_url",
+        {"type": inputs.ENDPOINT_URL, "help": "Send every AWS call to this URL."},
+    ),
     (
         ["--output"],
         "output",

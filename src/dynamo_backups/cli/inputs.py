@@ -271,6 +271,11 @@ def parse_moment(text: str) -> tuple[datetime, str | None]:
                 f"{text!r} is out of range: give epoch seconds (e.g. 1764892800), epoch "
                 "milliseconds (1764892800000) or ISO 8601 (2026-11-27T12:00:00Z)"
             )
+        if number < 0:
+            raise ValueError(
+                f"{text!r} is before 1970: give epoch seconds (e.g. 1764892800), epoch "
+                "milliseconds or ISO 8601 (2026-11-27T12:00:00Z)"
+            )
         note = None
         if abs(number) >= _MILLISECONDS_FROM:
             number = number / 1000
@@ -422,6 +427,78 @@ class KeySchemaType(_InputType):
         return str(value)
 
 
+# botocore's own rule for a region name (InvalidRegionError otherwise), checked up front.
+_REGION = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
+
+
+class Region(_InputType):
+    """An AWS region name, e.g. eu-west-1 (any name botocore accepts: new regions work)."""
+
+    name = "REGION"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        text = str(value)
+        if not _REGION.match(text):
+            self.fail(f"{text!r} is not a region name: give one like eu-west-1", param, ctx)
+        return text
+
+
+class EndpointUrl(_InputType):
+    """An endpoint: http(s)://HOST[:PORT][/PATH]."""
+
+    name = "URL"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        text = str(value)
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018  (a port that is not a number raises here)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            self.fail(
+                f"{text!r} is not an endpoint URL: give http(s)://HOST[:PORT], e.g. "
+                "http://localhost:8000",
+                param,
+                ctx,
+            )
+        return text
+
+
+class ConsumerName(_InputType):
+    """A stream consumer's name: it names a checkpoint object, so one plain word."""
+
+    name = "NAME"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        text = str(value)
+        if not re.match(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$", text):
+            self.fail(
+                f"{text!r}: give 1-100 letters, digits, '_', '-' or '.' (no '/', not starting "
+                "with '.'), e.g. dr-site",
+                param,
+                ctx,
+            )
+        return text
+
+
+class SparkMaster(_InputType):
+    """A Spark master URL: local, local[N], local[*], yarn, spark://..., k8s://..."""
+
+    name = "URL"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        text = str(value)
+        if not re.match(r"^(local(\[(\*|\d+)(,\d+)?\])?|yarn|(spark|k8s|mesos)://\S+)$", text):
+            self.fail(
+                f"{text!r} is not a Spark master: give local[N], local[*], yarn, "
+                "spark://HOST:PORT or k8s://URL",
+                param,
+                ctx,
+            )
+        return text
+
+
 BUCKET = BucketName()
 NEW_BUCKET = BucketName(strict=True)
 PREFIX = FolderPath()
@@ -436,6 +513,10 @@ READABLE_FILE = ReadableFile()
 OUTPUT_FILE = OutputFile()
 KEY_SCHEMA = KeySchemaType()
 KEY_HASH = click.Choice(sorted(KEY_HASHES))
+REGION = Region()
+ENDPOINT_URL = EndpointUrl()
+CONSUMER_NAME = ConsumerName()
+SPARK_MASTER = SparkMaster()
 
 
 def check(kind: click.ParamType, value: Any, name: str) -> Any:
@@ -471,6 +552,15 @@ def check_named_buckets(ctx: click.Context) -> None:
                 ctx=ctx,
                 param=param,
             )
+
+
+def check_distinct(names: Any, what: str) -> None:
+    """Each name once: a table named twice would be worked on twice at the same time."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputError(f"{name} is named twice: name each table once", param_hint=what)
+        seen.add(name)
 
 
 def not_applicable(ctx: click.Context, option: str, reason: str) -> None:

@@ -25,9 +25,11 @@ from dynamo_backups.cli.inputs import (
     BUCKET,
     OUTPUT_FILE,
     PREFIX,
+    REGION,
     TABLE,
     InputError,
     check_bucket_name,
+    check_distinct,
     describe_existing_table,
 )
 from dynamo_backups.installer.alerting import NOBODY_TOLD
@@ -54,6 +56,20 @@ from dynamo_backups.installer.plan import (
 )
 from dynamo_backups.installer.teardown import teardown
 from dynamo_backups.installer.template import build_template, to_yaml
+
+# The retention periods CloudWatch Logs' PutRetentionPolicy accepts.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827)
+LOG_RETENTION_DAYS += (2192, 2557, 2922, 3288, 3653)
+
+
+def _record_age(_ctx: click.Context, param: click.Parameter, value: int) -> int:
+    """Lambda takes -1 (no limit) or 60 to 604800 seconds: refused here, not mid-deploy."""
+    if 0 <= value < 60:
+        raise InputError(
+            f"{value} is below Lambda's minimum of 60 seconds: give 60-604800, or -1 for no limit",
+            param=param,
+        )
+    return value
 
 
 def clients_of(aws: AwsContext) -> Clients:
@@ -140,7 +156,13 @@ def deploy_options(template: bool = False) -> Callable[[Callable[..., Any]], Cal
             type=click.IntRange(1),
             help=f"Expire versions this many days after they stop being current{bucket_note}.",
         ),
-        click.option("--batch-size", type=click.IntRange(1, 10000), default=100, show_default=True),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(1, 10000),
+            default=100,
+            show_default=True,
+            help="Records per invocation of the function (the trigger's batch size).",
+        ),
         click.option(
             "--maximum-retry-attempts",
             type=click.IntRange(-1, 10000),
@@ -152,6 +174,7 @@ def deploy_options(template: bool = False) -> Callable[[Callable[..., Any]], Cal
         click.option(
             "--maximum-record-age",
             type=click.IntRange(-1, 604_800),
+            callback=_record_age,
             default=MAXIMUM_RECORD_AGE_SECONDS,
             show_default=True,
             help="Seconds after which records not yet written are given up to the failure "
@@ -171,15 +194,35 @@ def deploy_options(template: bool = False) -> Callable[[Callable[..., Any]], Cal
             help="An SNS topic the alarms (lag, errors, records failed, stopped, records "
             "given up) notify; without it they notify nobody.",
         ),
-        click.option("--memory", type=click.IntRange(128, 10240), default=512, show_default=True),
-        click.option("--timeout", type=click.IntRange(3, 900), default=120, show_default=True),
+        click.option(
+            "--memory",
+            type=click.IntRange(128, 10240),
+            default=512,
+            show_default=True,
+            help="The function's memory, in MB.",
+        ),
+        click.option(
+            "--timeout",
+            type=click.IntRange(3, 900),
+            default=120,
+            show_default=True,
+            help="The function's timeout, in seconds.",
+        ),
         click.option(
             "--architecture",
             type=click.Choice(["arm64", "x86_64"]),
             default="arm64",
             show_default=True,
+            help="The function's architecture.",
         ),
-        click.option("--log-retention-days", type=click.IntRange(1), default=90, show_default=True),
+        click.option(
+            "--log-retention-days",
+            type=click.Choice([str(days) for days in LOG_RETENTION_DAYS]),
+            default="90",
+            show_default=True,
+            callback=lambda _ctx, _param, value: int(value),
+            help="Days the function's log group keeps its logs (a value CloudWatch Logs takes).",
+        ),
         key_hash_option,
         click.option(
             "--replica-table",
@@ -187,7 +230,11 @@ def deploy_options(template: bool = False) -> Callable[[Callable[..., Any]], Cal
             help="Also (or, without --bucket, only) replicate the "
             "table into this one, with a function of its own.",
         ),
-        click.option("--replica-region", help="The replica table's region (default: the table's)."),
+        click.option(
+            "--replica-region",
+            type=REGION,
+            help="The replica table's region (default: the table's).",
+        ),
         click.option(
             "--replica-role-arn",
             help="For a replica in another account: the role the "
@@ -207,6 +254,7 @@ def _options(
     aws: AwsContext | None, kwargs: dict[str, Any], dry_run: bool = False
 ) -> DeployOptions:
     tables = list(kwargs.pop("tables"))
+    check_distinct(tables, "--table")
     table_prefix = kwargs.pop("table_prefix", None)
     _check_bucket_options(kwargs, template=aws is None)
     if table_prefix and aws is not None:
@@ -469,12 +517,15 @@ def teardown_command(
     if bucket:
         _require_bucket(clients, bucket)
     if delete_bucket and not dry_run and not yes:
-        typed = click.prompt(
-            f"This deletes bucket {bucket} and every backup in it. "
-            "Type the bucket's name to confirm",
-            default="",
-            show_default=False,
-        )
+        try:
+            typed = click.prompt(
+                f"This deletes bucket {bucket} and every backup in it. "
+                "Type the bucket's name to confirm",
+                default="",
+                show_default=False,
+            )
+        except click.Abort:  # no answer (stdin closed, as in a script)
+            fail("not confirmed (no answer): nothing was deleted; --yes confirms in scripts")
         if typed != bucket:
             fail("not confirmed: nothing was deleted")
     steps = teardown(clients, list(tables), bucket, prefix.strip("/"), delete_bucket, dry_run)

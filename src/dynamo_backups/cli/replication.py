@@ -32,7 +32,8 @@ def _table_description(aws: AwsContext, table: TableRef) -> dict[str, Any]:
 def _pair(aws: AwsContext, primary: str, replica: str, pool: int = 16) -> tuple[Any, ...]:
     """Both tables, their wire-form callers, and the key schema they share."""
     refs = TableRef.parse(primary), TableRef.parse(replica)
-    if refs[0] == refs[1]:
+    regions = [ref.region or aws.region_name for ref in refs]
+    if refs[0] == refs[1] or (refs[0].name == refs[1].name and regions[0] == regions[1]):
         fail(f"{refs[0]} is both the primary and the replica: name two tables", EXIT_USAGE)
     descriptions = [_table_description(aws, ref) for ref in refs]
     if descriptions[0]["KeySchema"] != descriptions[1]["KeySchema"]:

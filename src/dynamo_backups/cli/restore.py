@@ -34,6 +34,7 @@ from dynamo_backups.cli.inputs import (
     KEY_SCHEMA,
     KEYS_FILE,
     OUTPUT_FILE,
+    REGION,
     S3_ADDRESS,
     TABLE,
     TABLE_FOLDER,
@@ -136,7 +137,7 @@ def run_restore(
 )
 @click.option(
     "--billing-mode",
-    type=click.Choice(["PAY_PER_REQUEST", "PROVISIONED"]),
+    type=click.Choice(["PAY_PER_REQUEST", "PROVISIONED"], case_sensitive=False),
     default="PAY_PER_REQUEST",
     show_default=True,
     help="Of a table the restore creates (PROVISIONED: the source's saved capacity, which "
@@ -438,7 +439,8 @@ def restore_backup_main(argv: list[str] | None = None) -> None:
         bucket = check(BUCKET, arguments.sourceS3Bucket, "sourceS3Bucket")
         folder_path = check(TABLE_FOLDER, arguments.sourceS3Prefix, "sourceS3Prefix")
         table = check(TABLE, arguments.tablename, "tablename")
-        aws = AwsContext(region=arguments.region)
+        region = check(REGION, arguments.region, "--region") if arguments.region else None
+        aws = AwsContext(region=region)
         folder = reports_errors(open_backup_path)(aws.client("s3"), bucket, folder_path)
         _check_key_schema(folder, None)
         reports_errors(_check_target)(aws, folder, table, None, False)

@@ -23,6 +23,7 @@ from dynamo_backups.cli.common import (
 )
 from dynamo_backups.cli.inputs import BUCKET, S3_ADDRESS, TABLE_FOLDER
 from dynamo_backups.cli.progress import Progress
+from dynamo_backups.core.layout import META_FOLDER
 from dynamo_backups.jobs.snapshot import Snapshot, SnapshotError, SnapshotOptions, SnapshotReport
 
 
@@ -33,6 +34,19 @@ def _require_bucket(s3: Any, destination: str) -> None:
         versioning_status(s3, bucket)
     except NoSuchBucketError:
         fail(f"{destination}: there is no bucket {bucket}", EXIT_USAGE)
+
+
+def _require_empty(s3: Any, destination: str) -> None:
+    """KEY/data/ must hold nothing (ImportTable would load it all): said before any write."""
+    bucket, _, key = destination[len("s3://") :].partition("/")
+    data = f"{key.strip('/')}/data/" if key.strip("/") else "data/"
+    if s3.list_objects_v2(Bucket=bucket, Prefix=data, MaxKeys=1).get("KeyCount"):
+        fail(
+            f"--to {destination}: s3://{bucket}/{data} already holds files, and ImportTable "
+            "would load them all: snapshot to an empty place (or --resume the snapshot that "
+            "wrote them)",
+            EXIT_USAGE,
+        )
 
 
 def take_snapshot(
@@ -55,6 +69,17 @@ def take_snapshot(
                 f"s3://{bucket}/{opened.layout.items_prefix}: give a folder outside it",
                 EXIT_USAGE,
             )
+        backups = opened.layout.prefix.strip("/") + "/"
+        own = f"{backups}{META_FOLDER}/"  # restore --native-import stages its snapshot there
+        if backups != "/" and inside.startswith(backups) and not inside.startswith(own):
+            # Its files would sit among the table folders, where they look like a table's.
+            fail(
+                f"--to {destination} is inside the backups' prefix s3://{bucket}/{backups}, "
+                "where every folder is a table's: give a folder outside it",
+                EXIT_USAGE,
+            )
+    if not options.resume:
+        _require_empty(s3, destination)
     engine = engine or EngineChoice()
     label = f"snapshot {opened.layout.table}"
     with Progress(label, unit="objects", enabled=show_progress) as progress:

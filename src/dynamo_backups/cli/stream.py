@@ -36,8 +36,12 @@ from dynamo_backups.cli.common import (
 )
 from dynamo_backups.cli.inputs import (
     BUCKET,
+    CONSUMER_NAME,
     PREFIX,
+    REGION,
     TABLE,
+    InputError,
+    check_distinct,
     check_replica,
     describe_existing_table,
     not_applicable,
@@ -67,7 +71,9 @@ logger = logging.getLogger("dynamo_backups.stream")
     help="Also (or only, without --bucket) keep this table in step (it must exist, with the "
     "same key).",
 )
-@click.option("--replica-region", help="The replica table's region (default: the source's).")
+@click.option(
+    "--replica-region", type=REGION, help="The replica table's region (default: the source's)."
+)
 @click.option("--once", is_flag=True, help="Drain what the stream holds now, then exit.")
 @click.option(
     "--batch-size",
@@ -86,6 +92,7 @@ logger = logging.getLogger("dynamo_backups.stream")
 )
 @click.option(
     "--consumer-name",
+    type=CONSUMER_NAME,
     help="Names this consumer's checkpoint, so several can read "
     "one stream (default: stream-backup, stream-replica-R).",
 )
@@ -162,6 +169,12 @@ def stream(
     """
     if not bucket and not replica_table:
         fail("give --bucket (back up), --replica-table (replicate), or both", 2)
+    check_distinct(tables, "TABLES")
+    if checkpoint_dir is not None:
+        _require_checkpoint_dir(checkpoint_dir)
+    if not replica_table:
+        for option in ("replica_region",):
+            not_applicable(click.get_current_context(), option, "it is for --replica-table")
     if replica_table and len(tables) != 1:
         fail("--replica-table keeps one table in step: name exactly one TABLE", 2)
     if not bucket:
@@ -270,6 +283,19 @@ def _refuse_second_writer(
         )
     if writers:
         logger.warning("%s: a second writer beside %s, as asked", table, ", ".join(writers))
+
+
+def _require_checkpoint_dir(folder: Path) -> None:
+    """--checkpoint-dir is created when missing; one that cannot be is said before any read."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(
+            f"cannot create folder {folder} ({error.strerror}): give a folder you can write",
+            param_hint="--checkpoint-dir",
+        ) from None
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"cannot write in folder {folder}", param_hint="--checkpoint-dir")
 
 
 def default_checkpoint_dir() -> Path:

@@ -98,7 +98,12 @@ def parse_key(
                 )
             key[name] = {"N": normalize_number(inner)} if tag == "N" else {tag: inner}
             continue
-        if key_types is None or name not in key_types:
+        if key_types is not None and name not in key_types:
+            raise InvalidDynamoJSON(
+                f"{name!r} is not a key attribute: the key is "
+                f"{', '.join(f'{n} ({t})' for n, t in key_types.items())}"
+            )
+        if key_types is None:
             raise InvalidDynamoJSON(
                 f"cannot tell the type of key attribute {name!r}: give it in DynamoDB JSON "
                 f'(e.g. {{"{name}": {{"S": "..."}}}}) or back up the table description first'
@@ -111,8 +116,11 @@ def parse_key(
         missing = sorted(set(key_types) - set(key))
         extra = sorted(set(key) - set(key_types))
         if missing or extra:
+            wrong = [f"missing {', '.join(missing)}"] if missing else []
+            wrong += [f"not key attributes: {', '.join(extra)}"] if extra else []
             raise InvalidDynamoJSON(
-                f"key attributes are {sorted(key_types)}; missing {missing}, unexpected {extra}"
+                f"the key is {', '.join(f'{n} ({t})' for n, t in key_types.items())}; "
+                + "; ".join(wrong)
             )
     return key
 

@@ -63,7 +63,11 @@ def spark_session(master: str | None = None, workers: int | None = None) -> Any:
     # (a second Ctrl-C quits at once) stays, and the engine cancels the jobs itself.
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if in_main else None
-    session = builder.getOrCreate()
+    try:
+        session = builder.getOrCreate()
+    except Exception as error:  # Spark's own errors: no gateway, a master it cannot reach
+        where = master or "its default master"
+        raise SparkUnavailable(f"cannot start Spark on {where}: {error}") from error
     if in_main and previous is not None:
         signal.signal(signal.SIGINT, previous)
     return session
