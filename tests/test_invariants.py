@@ -14,9 +14,9 @@ The world and the model are in ``tests/invariant_world.py``.
 
 Budget: ``DYNAMO_BACKUPS_INVARIANT_EXAMPLES`` (default 20) examples of up to
 ``DYNAMO_BACKUPS_INVARIANT_STEPS`` (default 20) steps in ``scripts/test``; raise both for a
-longer run. ``DYNAMO_BACKUPS_INVARIANT_FEATURES`` (comma-separated) switches on rules that
-exercise known defects, off by default until their fixes merge (then ``ENABLED_BY_DEFAULT``
-takes them):
+longer run. The rules that first exercised known defects are all on (``ENABLED_BY_DEFAULT``)
+now that their fixes are merged; a rule for a new known defect starts off and is switched on
+with ``DYNAMO_BACKUPS_INVARIANT_FEATURES`` (comma-separated) until its fix merges:
 
 - ``resume_delete_absent``: resume a killed --into-existing --delete-absent restore (item 1);
 - ``replay_race``: the live trigger writes while replay runs (item 3; with identical images,
