@@ -120,6 +120,11 @@ class Change:
         return {**self.raw(), "eventSourceARN": STREAM_ARN}
 
 
+# Short leases: a consumer taking over a crashed one's lease waits out the old holder's write
+# time limit (a sixth of its lease) before writing; at the default 120 s that is 20 s a crash.
+LEASE_SECONDS = 6.0
+
+
 class Model:
     """The table as a list of changes in stream order, and which of them are acknowledged."""
 
@@ -510,7 +515,7 @@ class World:
         dies after writing that many records of its first batch."""
         writer = BackupWriter(self._proxied_s3, self.bucket, RetryPolicy(max_attempts=1))
         applier = BackupApplier(writer, self.prefix, concurrency=4)
-        store = S3CheckpointStore(writer, self._checkpoint_key())
+        store = S3CheckpointStore(writer, self._checkpoint_key(), lease_seconds=LEASE_SECONDS)
         attempts = {"left": attempts_failing}
 
         def processor(records: Any, deadline: float | None = None) -> Any:
