@@ -249,7 +249,7 @@ def test_a_live_holder_on_this_host_is_not_taken_over_when_its_proc_entry_is_hid
     seaweedfs: Any, s3: Any, bucket: str, prefix: str
 ) -> None:
     """/proc mounted with hidepid (systemd ProtectProc=invisible, hardened hosts): another
-    user's /proc/<pid> cannot be read. process_start() gives None and _process_runs calls the
+    user's /proc/<pid> cannot be read. process_start() gives None and process_runs calls the
     live holder dead (None != its start time): its lease is taken at once, two consumers
     write. (Unreadable is not gone: only ENOENT says a process is gone.)"""
     table = "hidden-holder"

@@ -37,7 +37,12 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from dynamo_backups.aws.errors import PRECONDITION_CODES, ClientError, error_code
+from dynamo_backups.aws.errors import (
+    NOT_FOUND_CODES,
+    PRECONDITION_CODES,
+    ClientError,
+    error_code,
+)
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries, deadline_clock
 from dynamo_backups.backup.reading import read_document
 from dynamo_backups.backup.writer import BackupWriter
@@ -261,7 +266,7 @@ def _pid_namespace() -> str | None:
         return None
 
 
-def _process_runs(pid: int, started: str | None) -> bool:
+def process_runs(pid: int, started: str | None) -> bool:
     """Whether the process that took a lease on this host may still run. False only when
     this host proves it gone: no process has the pid (ESRCH), or the one that has it started
     at another time. A process of another user whose /proc entry is hidden (hidepid) or
@@ -319,7 +324,7 @@ class _Observed:
     at: float  # this store's clock when the answer arrived
 
 
-def _server_age(answer: dict[str, Any]) -> float | None:
+def server_age(answer: dict[str, Any]) -> float | None:
     """How old the object is by the server's own clock: its answer's Date header less the
     object's LastModified (both S3's; no clock of ours is involved)."""
     date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
@@ -403,12 +408,12 @@ class S3CheckpointStore:
             try:
                 answer = s3.get_object(Bucket=bucket, Key=self.object_key)
             except ClientError as error:
-                if error_code(error) in ("NoSuchKey", "404"):
+                if error_code(error) in NOT_FOUND_CODES:
                     return None
                 raise
             at = self.clock()
             body = answer["Body"].read()
-            return _Observed(json.loads(body), answer["ETag"], _server_age(answer), at)
+            return _Observed(json.loads(body), answer["ETag"], server_age(answer), at)
 
         return call_with_retries(read, self.policy, f"read {self.describe()}")
 
@@ -418,7 +423,7 @@ class S3CheckpointStore:
         a hung one, say. Its own deadline has stopped its writes, and its saves will fail.)"""
         holder = f"host {lease.get('host')}, pid {lease.get('pid')}"
         running_here = self.lease.on_this_machine(lease)
-        if running_here and not _process_runs(int(lease.get("pid") or 0), lease.get("started")):
+        if running_here and not process_runs(int(lease.get("pid") or 0), lease.get("started")):
             logger.warning(
                 "%s: its holder (%s) no longer runs: taking it over", self.describe(), holder
             )

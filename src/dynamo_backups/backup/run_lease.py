@@ -20,9 +20,14 @@ import uuid
 from dataclasses import asdict
 from typing import Any
 
-from dynamo_backups.aws.errors import PRECONDITION_CODES, ClientError, error_code
+from dynamo_backups.aws.errors import (
+    NOT_FOUND_CODES,
+    PRECONDITION_CODES,
+    ClientError,
+    error_code,
+)
 from dynamo_backups.aws.retry import call_with_retries
-from dynamo_backups.backup.checkpoints import Lease, _process_runs, _server_age
+from dynamo_backups.backup.checkpoints import Lease, process_runs, server_age
 from dynamo_backups.backup.ledger import JobRun, LedgerError
 from dynamo_backups.backup.reading import READ_POLICY
 from dynamo_backups.backup.writer import BackupWriter
@@ -90,7 +95,7 @@ class RunLease:
     def _refuse_if_live(self, document: dict[str, Any], etag: str, age: float | None) -> None:
         if document.get("released"):
             return
-        if self.holder.on_this_machine(document) and not _process_runs(
+        if self.holder.on_this_machine(document) and not process_runs(
             int(document.get("pid") or 0), document.get("started")
         ):
             logger.warning("%s: its holder (pid %s) no longer runs", self.key, document["pid"])
@@ -118,11 +123,11 @@ class RunLease:
             try:
                 answer = s3.get_object(Bucket=bucket, Key=self.key)
             except ClientError as error:
-                if error_code(error) in ("NoSuchKey", "404"):
+                if error_code(error) in NOT_FOUND_CODES:
                     return None
                 raise
             body = answer["Body"].read()
-            return json.loads(body), answer["ETag"], _server_age(answer)
+            return json.loads(body), answer["ETag"], server_age(answer)
 
         return call_with_retries(read, READ_POLICY, f"read s3://{bucket}/{self.key}")
 

@@ -32,7 +32,7 @@ from typing import Any
 from dynamo_backups.aws.batch_write import write_all
 from dynamo_backups.aws.client_source import ClientSource
 from dynamo_backups.aws.context import AwsContext
-from dynamo_backups.aws.errors import ClientError, error_code
+from dynamo_backups.aws.errors import NOT_FOUND_CODES, ClientError, error_code
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.backup.bucket import versioning_status
 from dynamo_backups.backup.description import (
@@ -570,7 +570,7 @@ class Restore(BucketClients):
         try:
             return call_with_retries(read, READ_POLICY, f"get s3://{self.bucket}/{key}")
         except ClientError as error:
-            if error_code(error) not in {"NoSuchKey", "404", "NotFound"}:
+            if error_code(error) not in NOT_FOUND_CODES:
                 raise
             raise RestoreError(
                 f"s3://{self.bucket}/{key}, which a finished unit of this run left for its last "
