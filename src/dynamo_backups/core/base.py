@@ -361,3 +361,56 @@ def watermarks(records: Iterable[JournalRecord]) -> dict[str, dict[str, str]]:
         stream: {"last_sequence": str(sequence), "last_change_time": format_change_time(moment)}
         for stream, (sequence, moment) in sorted(marks.items())
     }
+
+
+@dataclass(frozen=True)
+class Selected:
+    """The journal records a fold takes, and the items whose base state must come with its
+    deciding change (read from the base's index) because a late change weighs against it."""
+
+    records: list[JournalRecord]
+    placed: set[str]
+
+
+def select_records(
+    manifest: BaseManifest | None,
+    objects: Iterable[tuple[datetime, Iterable[JournalRecord]]],
+    at: datetime,
+    received_before: datetime | None = None,
+    key_hash: str = DEFAULT_KEY_HASH,
+) -> Selected:
+    """What to fold on top of the base ``manifest`` (None: no base, the journal from its
+    beginning) for the state at ``at``, from journal objects given as (LastModified, records).
+
+    A restore passes every object its listing found; a compaction making the next base with
+    cutoff C passes ``received_before=C``, so that it reads exactly the objects its own
+    manifest will say it read (the rest are late for the new base, and its readers take them).
+    """
+    chosen: list[JournalRecord] = []
+    placed: set[str] = set()
+    for last_modified, records in objects:
+        if received_before is not None and last_modified >= received_before:
+            continue
+        late = manifest.is_late(last_modified) if manifest is not None else True
+        for record in records:
+            if manifest is None:
+                use = RecordUse.APPLY if record.change_time <= at else RecordUse.SKIP
+            else:
+                use = manifest.use_of(record, late, at)
+            if use is RecordUse.SKIP:
+                continue
+            chosen.append(record)
+            if use is RecordUse.PLACE:
+                placed.add(record.name(key_hash))
+    return Selected(chosen, placed)
+
+
+def prune_removals(states: Mapping[str, ItemState], horizon: datetime) -> dict[str, ItemState]:
+    """A new base's states for its index: every present item, and the removals made at or
+    after ``horizon`` (its late horizon); older removals are dropped, which is why a late
+    change older than the horizon is refused rather than placed."""
+    return {
+        name: state
+        for name, state in states.items()
+        if state.present or (state.change_time is not None and state.change_time >= horizon)
+    }

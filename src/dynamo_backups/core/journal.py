@@ -255,7 +255,9 @@ def _record_from_document(document: Mapping[str, Any], where: str) -> JournalRec
         raise JournalError(f"{where}: no key attributes")
     image = document.get("image")
     if (image is None) != (event_name == EVENT_REMOVE):
-        raise JournalError(f"{where}: a {event_name} must {'not ' * (image is None)}have an image")
+        raise JournalError(
+            f"{where}: a {event_name} must {'' if image is None else 'not '}have an image"
+        )
     user = document.get("user")
     if user is not None and not isinstance(user, dict):
         raise JournalError(f"{where}: field 'user' must be an object")
