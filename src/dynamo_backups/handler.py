@@ -11,6 +11,9 @@ Environment:
     BACKUP_KEY_HASH      optional: md5 (default) or sha256; how objects are named
     BACKUP_CONCURRENCY   optional: parallel writes per batch (default 16)
     BACKUP_MAX_ATTEMPTS  optional: attempts per write before a record is reported failed
+    BACKUP_LAYOUT        optional: items or journal, the layout the function was installed for;
+                         each table's folder is written in the layout its layout.json records
+                         (read once per cold start), which must be this one when it is set
     DYNAMO_BACKUPS_TRANSPORT  optional: "fast" (default: object writes through obstore) or
                          "botocore" (every request through botocore)
 
@@ -35,12 +38,14 @@ from typing import Any
 
 from dynamo_backups.aws.context import AwsContext, TransportSettingError, chosen_transport
 from dynamo_backups.aws.retry import RetryPolicy, deadline_clock
+from dynamo_backups.backup.layouts import LAYOUTS
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.keys import DEFAULT_KEY_HASH, check_key_hash
 from dynamo_backups.core.layout import normalize_prefix
 from dynamo_backups.core.metrics import batch_metrics
 from dynamo_backups.core.stream_records import BatchResult, records_of
-from dynamo_backups.pipeline.backup_applier import DEFAULT_CONCURRENCY, BackupApplier
+from dynamo_backups.pipeline.appliers import BatchApplier, FolderAppliers
+from dynamo_backups.pipeline.backup_applier import DEFAULT_CONCURRENCY
 from dynamo_backups.pipeline.replica_applier import ReplicaApplier
 
 logger = logging.getLogger("dynamo_backups.handler")
@@ -65,6 +70,7 @@ class BackupConfig:
     # Enough attempts to ride out minutes of a fault; the invocation's deadline cuts them short.
     max_attempts: int = WRITE_ATTEMPTS
     transport: str = "fast"
+    layout: str | None = None  # BACKUP_LAYOUT: what the function was installed to write
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> BackupConfig:
@@ -82,9 +88,17 @@ class BackupConfig:
                 concurrency=_positive_int(environ, "BACKUP_CONCURRENCY", DEFAULT_CONCURRENCY),
                 max_attempts=_positive_int(environ, "BACKUP_MAX_ATTEMPTS", WRITE_ATTEMPTS),
                 transport=chosen_transport(environ),
+                layout=_layout_setting(environ),
             )
         except (ValueError, TransportSettingError) as error:
             raise ConfigurationError(f"bad backup setting: {error}") from None
+
+
+def _layout_setting(environ: Mapping[str, str]) -> str | None:
+    text = environ.get("BACKUP_LAYOUT", "").strip()
+    if text and text not in LAYOUTS:
+        raise ValueError(f"BACKUP_LAYOUT must be one of {', '.join(LAYOUTS)}, not {text!r}")
+    return text or None
 
 
 def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -102,18 +116,21 @@ def lambda_context() -> AwsContext:
     return AwsContext(connect_timeout=5.0, read_timeout=30.0)
 
 
-def build_backup_applier(config: BackupConfig, aws: AwsContext) -> BackupApplier:
-    """The applier for ``config``: item writes through the chosen transport."""
+def build_backup_applier(config: BackupConfig, aws: AwsContext) -> FolderAppliers:
+    """The applier for ``config``: writes through the chosen transport, each table's folder
+    in the layout it records (``pipeline/appliers``)."""
     s3 = aws.client("s3", pool=config.concurrency, retries=1)
     objects = aws.objects(s3, config.bucket, pool=config.concurrency)
     writer = BackupWriter(s3, config.bucket, RetryPolicy(max_attempts=config.max_attempts), objects)
-    return BackupApplier(writer, config.prefix, config.key_hash, config.concurrency)
+    return FolderAppliers(
+        writer, config.prefix, config.key_hash, config.concurrency, declared=config.layout
+    )
 
 
-_appliers: dict[BackupConfig, BackupApplier] = {}
+_appliers: dict[BackupConfig, FolderAppliers] = {}
 
 
-def _backup_applier() -> BackupApplier:
+def _backup_applier() -> FolderAppliers:
     # Built at the first invocation, not at import, so a bad setting is reported as that
     # invocation's error; kept for the container's life so clients and threads are reused.
     config = BackupConfig.from_environ(os.environ)
@@ -246,7 +263,7 @@ def replicate(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
 
 def _handle_batch(
     kind: str,
-    applier_for_environment: Callable[[], BackupApplier | ReplicaApplier],
+    applier_for_environment: Callable[[], BatchApplier | ReplicaApplier],
     event: Mapping[str, Any],
     context: Any,
 ) -> dict[str, Any]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dynamo_backups.backup.reading import read_document
+from dynamo_backups.aws.retry import call_with_retries
+from dynamo_backups.backup.layouts import LAYOUT_ITEMS, check_layout, layout_of, manifest_fields
+from dynamo_backups.backup.reading import READ_POLICY, read_document
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.layout import LayoutError, TableLayout
 
@@ -15,11 +17,16 @@ def ensure_manifest(
     layout: TableLayout,
     key_schema: list[dict[str, str]] | None = None,
     key_types: dict[str, str] | None = None,
+    folder_layout: str | None = None,
 ) -> dict[str, Any]:
     """Write the layout manifest if there is none; refuse a folder that names its objects
-    with another hash than ``layout`` would, since the two could never be matched up."""
+    with another hash than ``layout`` would, since the two could never be matched up, and
+    one recorded in another layout than ``folder_layout`` (None: the folder's, or the item
+    layout for a new folder; see ``backup/layouts``)."""
     existing = read_document(writer.s3, writer.bucket, layout.manifest_key)
+    where = f"s3://{writer.bucket}/{layout.items_prefix}"
     if existing is not None:
+        check_layout(layout_of(existing), folder_layout, where)
         if existing.get("key_hash") != layout.key_hash:
             raise LayoutError(
                 f"s3://{writer.bucket}/{layout.items_prefix} names objects with "
@@ -35,9 +42,26 @@ def ensure_manifest(
             existing = {**existing, **missing}
             writer.put_document(layout.manifest_key, existing)
         return existing
-    manifest = layout.manifest(key_schema, key_types)
+    chosen = folder_layout or LAYOUT_ITEMS
+    if chosen != LAYOUT_ITEMS and _holds_item_objects(writer, layout):
+        # Written before manifests (or by another tool): an item folder, whatever it is told.
+        check_layout(LAYOUT_ITEMS, chosen, where)
+    manifest = {**layout.manifest(key_schema, key_types), **manifest_fields(chosen)}
     writer.put_document(layout.manifest_key, manifest)
     return manifest
+
+
+def _holds_item_objects(writer: BackupWriter, layout: TableLayout) -> bool:
+    """Whether the table's folder itself holds objects (versions or delete markers): item
+    objects, since every other layout keeps its objects in folders below it."""
+    page = call_with_retries(
+        lambda: writer.s3.list_object_versions(
+            Bucket=writer.bucket, Prefix=layout.items_prefix, Delimiter="/", MaxKeys=10
+        ),
+        READ_POLICY,
+        f"list s3://{writer.bucket}/{layout.items_prefix}",
+    )
+    return bool(page.get("Versions") or page.get("DeleteMarkers"))
 
 
 def read_manifest(s3: Any, bucket: str, layout: TableLayout) -> dict[str, Any] | None:

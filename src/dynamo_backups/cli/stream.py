@@ -23,6 +23,7 @@ from dynamo_backups.backup.checkpoints import (
     S3CheckpointStore,
     write_timeouts,
 )
+from dynamo_backups.backup.layouts import layout_of
 from dynamo_backups.backup.manifest import ensure_manifest, key_types_from_description
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli.common import (
@@ -47,11 +48,13 @@ from dynamo_backups.cli.inputs import (
     not_applicable,
 )
 from dynamo_backups.cli.interrupt import note_interrupt
+from dynamo_backups.cli.layout_option import layout_option
 from dynamo_backups.core.draining import DrainRule
 from dynamo_backups.core.layout import TableLayout, normalize_prefix
 from dynamo_backups.core.stream_records import combine
 from dynamo_backups.installer.status import triggers_writing_to
-from dynamo_backups.pipeline.backup_applier import DEFAULT_CONCURRENCY, BackupApplier
+from dynamo_backups.pipeline.appliers import applier_for
+from dynamo_backups.pipeline.backup_applier import DEFAULT_CONCURRENCY
 from dynamo_backups.pipeline.consumer import ConsumerReport, StreamConsumer
 from dynamo_backups.pipeline.replica_applier import ReplicaApplier
 from dynamo_backups.pipeline.stream_source import StreamError, stream_of_table
@@ -84,6 +87,7 @@ logger = logging.getLogger("dynamo_backups.stream")
 )
 @concurrency_option(DEFAULT_CONCURRENCY, "Parallel S3 writes per batch.")
 @key_hash_option
+@layout_option
 @click.option(
     "--checkpoint-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -138,6 +142,7 @@ def stream(
     batch_size: int,
     concurrency: int,
     key_hash: str,
+    folder_layout: str | None,
     checkpoint_dir: Path | None,
     consumer_name: str | None,
     poll_interval: float,
@@ -178,7 +183,7 @@ def stream(
     if replica_table and len(tables) != 1:
         fail("--replica-table keeps one table in step: name exactly one TABLE", 2)
     if not bucket:
-        for option in ("prefix", "key_hash", "concurrency", "allow_second_writer"):
+        for option in ("prefix", "key_hash", "concurrency", "allow_second_writer", "folder_layout"):
             not_applicable(click.get_current_context(), option, "it is for backups (--bucket)")
     aws = invocation.aws
     for table in tables:
@@ -222,10 +227,15 @@ def stream(
             _refuse_second_writer(
                 aws, table, stream_arn, bucket or "", layout.prefix, allow_second_writer
             )
-            ensure_manifest(
-                writer, layout, description["KeySchema"], key_types_from_description(description)
+            manifest = ensure_manifest(
+                writer,
+                layout,
+                description["KeySchema"],
+                key_types_from_description(description),
+                folder_layout,
             )
-            appliers.append(BackupApplier(writer, layout.prefix, key_hash, concurrency).apply)
+            applier = applier_for(layout_of(manifest), writer, layout.prefix, key_hash, concurrency)
+            appliers.append(applier.apply)
             store = S3CheckpointStore(
                 writer,
                 identity.object_key(layout),

@@ -48,8 +48,9 @@ from dynamo_backups.core.stream_records import Change, parse_change
 JOURNAL_FOLDER = "journal"
 RECORD_FORMAT_VERSION = 1
 PIECE_SUFFIX = ".jsonl.gz"
-JOURNAL_CONTENT_TYPE = "application/x-ndjson"
-JOURNAL_CONTENT_ENCODING = "gzip"
+# gzip as the object's type, not as its Content-Encoding: an HTTP client may undo a
+# Content-Encoding in transit, and a writer's check of a refused put compares the bytes read.
+JOURNAL_CONTENT_TYPE = "application/gzip"
 # How a TTL deletion names its origin in a stream record (DynamoDB developer guide, "Time to
 # Live and DynamoDB Streams"): userIdentity {"type": "Service", "principalId": this}.
 TTL_PRINCIPAL = "dynamodb.amazonaws.com"
@@ -309,6 +310,11 @@ def decode_piece(data: bytes, where: str) -> list[JournalRecord]:
 
 
 # --- pieces and their names --------------------------------------------------------------
+
+
+def journal_prefix(items_prefix: str) -> str:
+    """The journal's folder inside a table's folder (``<prefix>/<table>/``)."""
+    return f"{items_prefix}{JOURNAL_FOLDER}/"
 
 
 def hour_of(moment: datetime) -> datetime:
