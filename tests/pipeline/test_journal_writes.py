@@ -33,6 +33,7 @@ from dynamo_backups.core.journal import (
 )
 from dynamo_backups.core.keys import object_name
 from dynamo_backups.core.layout import TableLayout
+from dynamo_backups.installer.samples import CONSOLE_SAMPLE_CLASSIC
 from dynamo_backups.pipeline.journal_applier import JournalApplier
 from tests import faultproxy
 from tests.helpers import ONCE, create_table, expected_name, lambda_records, scan_all
@@ -356,6 +357,21 @@ def test_an_invalid_record_is_reported_and_the_records_before_it_written(
     assert not result.first_failure.retryable
     (written,) = read_journal(s3, bucket, prefix, table).values()
     assert len(written) == 3
+
+
+def test_a_record_without_its_change_time_is_refused_not_dated_by_arrival(
+    s3: Any, bucket: str, prefix: str
+) -> None:
+    """The console's classic sample has no ApproximateCreationDateTime: the item layout dates
+    it by arrival; a journal object named by arrival would differ on every resend."""
+    records = CONSOLE_SAMPLE_CLASSIC["Records"]
+    result = JournalApplier(BackupWriter(s3, bucket), prefix).apply(records)
+    assert result.lambda_response() == {
+        "batchItemFailures": [{"itemIdentifier": records[0]["dynamodb"]["SequenceNumber"]}]
+    }
+    assert result.first_failure is not None and not result.first_failure.retryable
+    assert "ApproximateCreationDateTime" in result.first_failure.reason
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/").get("Contents") is None
 
 
 # --- layout.json and the stream command -----------------------------------------------------

@@ -88,6 +88,7 @@ class JournalApplier:
         for change in parsed.changes:
             raw = records[change.index]
             try:
+                _require_change_time(raw)
                 record = record_of_change(
                     change, raw.get("eventID"), raw.get("userIdentity"), self.shard
                 )
@@ -174,6 +175,18 @@ class JournalApplier:
         both = drop_duplicates([*piece, *theirs])  # a differing copy is a JournalConflict
         if both.duplicates != len(piece) or len(theirs) != len(piece):
             raise JournalError(f"{where} holds other records than the batch it is named for")
+
+
+def _require_change_time(raw: Any) -> None:
+    """A record must carry its own change time: the item layout dates a hand-written event
+    without one by its arrival, but a journal object's name and folder come from the change
+    times, so a resent copy dated otherwise would be another object that contradicts it."""
+    if raw["dynamodb"].get("ApproximateCreationDateTime") is None:
+        raise JournalError(
+            f"sequence number {raw['dynamodb']['SequenceNumber']}: no "
+            "dynamodb.ApproximateCreationDateTime, which the journal layout names and places "
+            "each change by (every record DynamoDB Streams delivers has one)"
+        )
 
 
 def journal_applier(
