@@ -7,6 +7,8 @@ written is read back with the core's own reader (``decode_piece``, ``drop_duplic
 from __future__ import annotations
 
 import copy
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -327,6 +329,63 @@ def test_a_refused_put_over_other_records_is_an_error_not_a_skip(
     assert result.first_failure is not None and not result.first_failure.retryable
     assert "two different copies" in result.first_failure.reason
     assert len(journal_versions(s3, bucket, prefix, table)) == 1  # the forged one, untouched
+
+
+def test_a_put_stored_but_answered_with_an_error_is_retried_into_the_check(
+    dynamodb: Any, streams: Any, seaweedfs: Any, s3: Any, bucket: str, prefix: str, transport: str
+) -> None:
+    """S3 stored the piece but the answer was a 500 (or never came): the retry is refused
+    with 412, the object is read back, found to be this batch, and counted as written."""
+    table = create_table(dynamodb)
+    some_changes(dynamodb, table)
+    records = lambda_records(dynamodb, streams, table)
+    ours = [record_of_stream(record, index) for index, record in enumerate(records)]
+    key = journal_folder(prefix, table) + piece_name(ours)
+    seen: list[str] = []
+
+    def rule(request: faultproxy.Request) -> str:
+        if request.method == "PUT" and "/journal/" in request.path:
+            seen.append(request.headers.get("if-none-match", ""))
+            if len(seen) == 1:
+                s3.put_object(Bucket=bucket, Key=key, Body=encode_piece(ours))
+                return faultproxy.INTERNAL_ERROR
+        return faultproxy.FORWARD
+
+    with faultproxy.FaultProxy(seaweedfs.endpoint, rule) as proxy:
+        writer = writer_via(proxy.endpoint, bucket, transport, RetryPolicy(5, 0.01, 0.02))
+        result = JournalApplier(writer, prefix).apply(records)
+
+    assert result.failures == [] and result.applied_count == len(records)
+    assert seen == ["*", "*"]  # both attempts conditional
+    (version,) = journal_versions(s3, bucket, prefix, table)
+    assert version["Key"] == key
+
+
+def test_writers_racing_on_one_batch_make_one_object(
+    dynamodb: Any, streams: Any, s3: Any, bucket: str, prefix: str, transport: str
+) -> None:
+    """Two writers of one stream (a Lambda trigger and stream --allow-second-writer, or a
+    retry overlapping a slow first attempt) put the same piece at once."""
+    table = create_table(dynamodb)
+    some_changes(dynamodb, table)
+    records = lambda_records(dynamodb, streams, table)
+    writers = [
+        JournalApplier(writer_via(s3.meta.endpoint_url, bucket, transport), prefix)
+        for _ in range(6)
+    ]
+    barrier = threading.Barrier(len(writers))
+
+    def write(applier: JournalApplier) -> Any:
+        barrier.wait()
+        return applier.apply(copy.deepcopy(records))
+
+    with ThreadPoolExecutor(len(writers)) as pool:
+        results = list(pool.map(write, writers))
+
+    assert [result.failures for result in results] == [[]] * len(writers)
+    assert len(journal_versions(s3, bucket, prefix, table)) == 1
+    pieces = read_journal(s3, bucket, prefix, table)
+    assert journal_state(pieces) == table_state(dynamodb, table)
 
 
 def test_the_deadline_leaves_the_batch_for_the_retry(
