@@ -85,9 +85,14 @@ def folder_layout(
     try:
         manifest = read_document(writer.s3, writer.bucket, layout.manifest_key, policy)
     except ClientError as error:
-        denied = error_code(error) in ACCESS_DENIED_CODES
-        if not denied or (declared or LAYOUT_ITEMS) != LAYOUT_ITEMS:
+        if error_code(error) not in ACCESS_DENIED_CODES:
             raise
+        if (declared or LAYOUT_ITEMS) != LAYOUT_ITEMS:
+            # S3 answers a missing key with 403, not 404, to a role without s3:ListBucket
+            # (deploy grants the read of layout.json, no listing): a folder without one, as a
+            # function from the template finds. Recording it then succeeds; a layout.json
+            # that exists but cannot be read refuses the put (412) and the denial stands.
+            return _record_layout(writer, layout, declared or LAYOUT_ITEMS, where, policy)
         logger.warning(
             "cannot read s3://%s/%s (%s): writing the item layout, as the function is set to",
             writer.bucket,
