@@ -40,6 +40,16 @@ def generated_policies() -> dict[str, dict[str, Any]]:
             policies.table_streams_arn("aws", "us-east-1", ACCOUNT, "Users"),
             f"arn:aws:sqs:us-east-1:{ACCOUNT}:failures",
         ),
+        "read, items layout": policies.folder_read_policy(
+            "aws", "acme-backups", "Prod/.dynamo-backups/Users/layout.json", None
+        ),
+        "read, journal layout, KMS": policies.folder_read_policy(
+            "aws",
+            "acme-backups",
+            "Prod/.dynamo-backups/Users/layout.json",
+            "Prod/Users/journal/",
+            KMS_KEY,
+        ),
         "logs": policies.logs_policy(
             "aws", "us-east-1", ACCOUNT, "/aws/lambda/dynamo-backups-Users"
         ),
@@ -73,6 +83,7 @@ def test_no_wildcard_beyond_the_tables_streams_and_the_bucket_prefix() -> None:
         "arn:aws:dynamodb:us-east-1:123456789012:table/Users/stream/*",
         "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/dynamo-backups-Users:*",
         "arn:aws:s3:::acme-backups/Prod/*",
+        "arn:aws:s3:::acme-backups/Prod/Users/journal/*",  # the journal's own objects
     ]
     (list_streams,) = [
         statement
@@ -95,11 +106,21 @@ TEMPLATE_OPTIONS = [
         on_failure=f"arn:aws:sqs:us-east-1:{ACCOUNT}:failures",
     ),
     DeployOptions(bucket="acme-backups", prefix="", tables=("Users",), kms_key=KMS_KEY),
+    DeployOptions(
+        bucket="acme-backups",
+        prefix="Prod",
+        tables=("Users",),
+        kms_key=KMS_KEY,
+        folder_layout="journal",
+        batching_window=120,
+        replica_table="UsersReplica",
+    ),
 ]
 
 
 @pytest.fixture(
-    params=range(len(TEMPLATE_OPTIONS)), ids=["new-bucket-protected", "kms-existing-bucket"]
+    params=range(len(TEMPLATE_OPTIONS)),
+    ids=["new-bucket-protected", "kms-existing-bucket", "journal-kms-with-replica"],
 )
 def template_file(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     path = tmp_path / "backups.yaml"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.retry import call_with_retries
 from dynamo_backups.backup.layouts import LAYOUT_ITEMS, check_layout, layout_of, manifest_fields
 from dynamo_backups.backup.reading import READ_POLICY, read_document
@@ -49,6 +50,29 @@ def ensure_manifest(
     manifest = {**layout.manifest(key_schema, key_types), **manifest_fields(chosen)}
     writer.put_document(layout.manifest_key, manifest)
     return manifest
+
+
+def folder_layout_for(
+    writer: BackupWriter, layout: TableLayout, folder_layout: str | None = None
+) -> str:
+    """The layout ``ensure_manifest`` would record or accept for ``layout``'s folder, read
+    without writing anything (a folder that cannot be written is refused here, before a
+    deploy changes anything): the recorded one, which must be ``folder_layout`` when that is
+    given; for a new folder ``folder_layout`` (or the item layout), a journal claim on a
+    folder of item objects refused. A bucket that does not exist yet holds a new folder."""
+    where = f"s3://{writer.bucket}/{layout.items_prefix}"
+    try:
+        existing = read_document(writer.s3, writer.bucket, layout.manifest_key)
+    except ClientError as error:
+        if error_code(error) != "NoSuchBucket":
+            raise
+        return folder_layout or LAYOUT_ITEMS
+    if existing is not None:
+        return check_layout(layout_of(existing), folder_layout, where)
+    chosen = folder_layout or LAYOUT_ITEMS
+    if chosen != LAYOUT_ITEMS and _holds_item_objects(writer, layout):
+        check_layout(LAYOUT_ITEMS, chosen, where)
+    return chosen
 
 
 def _holds_item_objects(writer: BackupWriter, layout: TableLayout) -> bool:

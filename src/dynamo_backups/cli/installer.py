@@ -12,6 +12,7 @@ import click
 
 from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.aws.errors import ClientError, error_code
+from dynamo_backups.backup.layouts import LAYOUT_JOURNAL
 from dynamo_backups.cli.backfill import tables_with_prefix
 from dynamo_backups.cli.common import (
     EXIT_USAGE,
@@ -32,6 +33,7 @@ from dynamo_backups.cli.inputs import (
     check_distinct,
     describe_existing_table,
 )
+from dynamo_backups.cli.layout_option import layout_option
 from dynamo_backups.installer.alerting import NOBODY_TOLD
 from dynamo_backups.installer.deploy import Deployer
 from dynamo_backups.installer.monitoring import (
@@ -156,12 +158,21 @@ def deploy_options(template: bool = False) -> Callable[[Callable[..., Any]], Cal
             type=click.IntRange(1),
             help=f"Expire versions this many days after they stop being current{bucket_note}.",
         ),
+        layout_option,
         click.option(
             "--batch-size",
             type=click.IntRange(1, 10000),
-            default=100,
-            show_default=True,
-            help="Records per invocation of the function (the trigger's batch size).",
+            default=None,
+            help="Records per invocation of the function (the trigger's batch size). "
+            "Default: 100 for the items layout, 1000 for the journal layout.",
+        ),
+        click.option(
+            "--batching-window",
+            type=click.IntRange(0, 300),
+            default=None,
+            help="Journal layout: seconds Lambda gathers records before invoking the function "
+            "(MaximumBatchingWindowInSeconds, 0-300; default 60). A change reaches S3 within "
+            "about this window (the RPO); longer windows mean fuller batches, fewer PUTs.",
         ),
         click.option(
             "--maximum-retry-attempts",
@@ -271,6 +282,7 @@ def _options(
         fail("give --bucket (backups), --replica-table (replication), or both", EXIT_USAGE)
     if kwargs.get("replica_table") and len(tables) != 1:
         fail("--replica-table keeps one table in step: give exactly one --table", EXIT_USAGE)
+    _check_layout_options(kwargs, template=aws is None)
     dlq_arn = kwargs.pop("dlq_arn", None)
     kwargs["on_failure"] = kwargs.get("on_failure") or dlq_arn
     destination = kwargs["on_failure"]
@@ -283,6 +295,23 @@ def _options(
         dry_run=dry_run,
         **kwargs,
     )
+
+
+def _check_layout_options(kwargs: dict[str, Any], template: bool) -> None:
+    """A batching window is the journal layout's: refused with --layout items, and for the
+    template (which cannot read a folder's layout) without --layout journal. deploy without
+    --layout takes each folder's recorded layout and refuses the window for an item one."""
+    layout = kwargs.get("folder_layout")
+    if layout and not kwargs.get("bucket"):
+        fail("--layout is the backup folder's layout: give --bucket", EXIT_USAGE)
+    if kwargs.get("batching_window") is None or layout == LAYOUT_JOURNAL:
+        return
+    if layout or template:
+        fail(
+            "--batching-window applies to the journal layout (an object per batch): give "
+            "--layout journal, or drop it",
+            EXIT_USAGE,
+        )
 
 
 def _check_bucket_options(kwargs: dict[str, Any], template: bool) -> None:
@@ -372,9 +401,16 @@ def deploy(invocation: Invocation, dry_run: bool, **kwargs: Any) -> None:
       7. alarms (lag, errors, records given up; --alarm-topic notifies) and a dashboard
     Re-running with the same options changes nothing.
 
+    With --layout journal (docs/journal.md) each delivered batch is one object: the trigger
+    takes batches of 1000 gathered for up to --batching-window seconds (default 60, the
+    RPO), and the function may read its folder's layout.json and journal objects. Without
+    --layout, a folder recorded as a journal stays one; every folder is checked before
+    anything is changed.
+
     \b
     Example:
       dynamo-backups deploy --bucket my-backups --create-bucket --prefix Prod --table-prefix Prod
+      dynamo-backups deploy --bucket my-backups --prefix Prod --table Users --layout journal
     """
     aws = invocation.aws
     options = _options(aws, kwargs, dry_run)

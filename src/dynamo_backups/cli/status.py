@@ -102,14 +102,18 @@ def status(invocation: Invocation, tables: tuple[str, ...], table_prefix: str | 
                     f"{function.get('State') or 'Active'}, updated {function['LastModified']}"
                 )
         for trigger in report.triggers:
+            window = trigger.get("MaximumBatchingWindowInSeconds")
             lines.append(
                 f"  trigger:  {trigger['State']}, last result "
                 f"{trigger.get('LastProcessingResult')}, batch {trigger['BatchSize']}"
-                f" -> {str(trigger.get('FunctionArn', '')).rsplit(':', 1)[-1]}"
+                + (f", window {window} s" if window else "")
+                + f" -> {str(trigger.get('FunctionArn', '')).rsplit(':', 1)[-1]}"
             )
-        if report.backup.get("items") is not None:
-            count = f"{report.backup['items']:,}" + ("+" if report.backup.get("at_least") else "")
-            lines.append(f"  backup:   {count} items in {report.backup['folder']}")
+        for counted, label in (("items", "items"), ("journal_objects", "journal objects")):
+            if report.backup.get(counted) is not None:
+                more = "+" if report.backup.get("at_least") else ""
+                count = f"{report.backup[counted]:,}{more}"
+                lines.append(f"  backup:   {count} {label} in {report.backup['folder']}")
         if report.iterator_age_ms is not None:
             lines.append(
                 f"  behind:   {report.iterator_age_ms / 1000:,.1f} s (IteratorAge, max of 15 min)"

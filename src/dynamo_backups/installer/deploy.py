@@ -15,7 +15,12 @@ from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.backup.description import describe_table, save_description
-from dynamo_backups.backup.manifest import ensure_manifest, key_types_from_description
+from dynamo_backups.backup.layouts import LAYOUT_ITEMS
+from dynamo_backups.backup.manifest import (
+    ensure_manifest,
+    folder_layout_for,
+    key_types_from_description,
+)
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.installer import policies
@@ -25,7 +30,7 @@ from dynamo_backups.installer.alerting import (
     ensure_failure_queue,
 )
 from dynamo_backups.installer.bucket import BucketSteps
-from dynamo_backups.installer.functions import FunctionSpec, function_specs
+from dynamo_backups.installer.functions import FunctionSpec, backup_trigger, function_specs
 from dynamo_backups.installer.iam import IamSteps
 from dynamo_backups.installer.lambdas import FunctionSteps
 from dynamo_backups.installer.naming import (
@@ -51,6 +56,7 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps):
     wait: Callable[[float], None] = time.sleep
     steps: list[Step] = field(default_factory=list)
     kms_key: str | None = None  # --kms-key, or the key a KMS-encrypted bucket already uses
+    layouts: dict[str, str | None] = field(default_factory=dict)  # BACKUP_LAYOUT per table
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -61,6 +67,11 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps):
         tables = {table: self._check_table(table) for table in self.options.tables}
         if self.options.replica_table:
             self._check_replica()
+        # Every folder's layout, and the triggers it implies, are checked before anything is
+        # changed: a refusal half-way would leave policies and functions behind.
+        self.layouts = self._check_folders() if self.options.bucket else {}
+        for layout in self.layouts.values():
+            backup_trigger(self.options, layout)
         write_arn = None
         if self.options.bucket:
             self._bucket()
@@ -74,7 +85,14 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps):
                 ),
                 tags={},
             )
-        specs = function_specs(self.options, self.env.partition, self.region, self.env.account)
+        specs = function_specs(
+            self.options,
+            self.env.partition,
+            self.region,
+            self.env.account,
+            self.layouts,
+            self.kms_key,
+        )
         for table, description in tables.items():
             stream_arn = self._stream(table, description)
             if self.options.bucket:
@@ -193,6 +211,22 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps):
             self.wait(1.0)
         raise DeployError(f"the stream of table {table} did not become active in 2 minutes")
 
+    def _check_folders(self) -> dict[str, str | None]:
+        """The layout each table's backup function is told (``BACKUP_LAYOUT``): ``--layout``,
+        which a folder recorded in the other layout refuses (``LayoutMismatch``, exit 2), or
+        else a journal folder's own, so that a deploy run again without ``--layout`` keeps a
+        journal function a journal function. An item folder without ``--layout``: None, the
+        item layout installed exactly as before the journal layout existed."""
+        writer = BackupWriter(self.clients.s3, self.options.bucket)
+        layouts: dict[str, str | None] = {}
+        for table in self.options.tables:
+            layout = TableLayout.of(self.options.prefix, table, self.options.key_hash)
+            recorded = folder_layout_for(writer, layout, self.options.folder_layout)
+            layouts[table] = self.options.folder_layout or (
+                recorded if recorded != LAYOUT_ITEMS else None
+            )
+        return layouts
+
     def _write_folder_manifest(self, table: str) -> None:
         """The layout manifest and the table's description, beside the backup: what a
         Lambda-only deployment would otherwise never write."""
@@ -201,7 +235,7 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps):
             self.step(
                 f"s3://{self.options.bucket}/{layout.meta_prefix}",
                 "updated",
-                "layout.json and table.json",
+                self._manifest_detail(table),
             )
             return
         writer = BackupWriter(self.clients.s3, self.options.bucket)
@@ -211,13 +245,18 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps):
             layout,
             description["table"]["KeySchema"],
             key_types_from_description(description["table"]),
+            self.layouts.get(table),
         )
         save_description(writer, layout, description)
         self.step(
             f"s3://{self.options.bucket}/{layout.meta_prefix}",
             "updated",
-            "layout.json and table.json",
+            self._manifest_detail(table),
         )
+
+    def _manifest_detail(self, table: str) -> str:
+        chosen = self.layouts.get(table)
+        return "layout.json and table.json" + (f" ({chosen} layout)" if chosen else "")
 
     # --- helpers -------------------------------------------------------------------------------
 

@@ -3,14 +3,28 @@ function, or both, each with its role's policies. Shared by deploy and the templ
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dynamo_backups.backup.layouts import LAYOUT_JOURNAL
+from dynamo_backups.core.journal import journal_prefix
+from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.installer import policies
+from dynamo_backups.installer.monitoring import trigger_settings
 from dynamo_backups.installer.naming import TableResources
+from dynamo_backups.installer.plan import DeployError
 
 BACKUP_HANDLER = "dynamo_backups.handler.backup"
 REPLICA_HANDLER = "dynamo_backups.handler.replicate"
+
+# The trigger of each layout (docs/journal.md, "Trigger settings and RPO"): the item layout
+# writes each change as it comes; the journal layout writes an object per batch, so its
+# batches are larger and Lambda gathers records for up to a window (the RPO) to fill them.
+ITEM_BATCH_SIZE = 100
+JOURNAL_BATCH_SIZE = 1_000
+JOURNAL_BATCHING_WINDOW = 60  # seconds
+MAX_BATCHING_WINDOW = 300  # Lambda's MaximumBatchingWindowInSeconds: 0 to 300
 
 
 @dataclass(frozen=True)
@@ -26,6 +40,15 @@ class FunctionSpec:
     uses_write_policy: bool = False
     destination_arn: str = ""  # where the trigger reports records it gives up on
     creates_queue: bool = False  # the destination is the function's own failure queue
+    layout: str | None = None  # BACKUP_LAYOUT (None: not set, the item layout's old install)
+    batch_size: int = ITEM_BATCH_SIZE
+    batching_window: int | None = None  # MaximumBatchingWindowInSeconds (None: not set)
+
+    def trigger(self, retries: int, record_age: int) -> dict[str, Any]:
+        """The settings of this function's trigger (``monitoring.trigger_settings``)."""
+        return trigger_settings(
+            self.batch_size, retries, record_age, self.destination_arn, self.batching_window
+        )
 
 
 def failure_destination(
@@ -37,14 +60,46 @@ def failure_destination(
     return f"arn:{partition}:sqs:{region}:{account}:{names.failure_queue}", True
 
 
-def function_specs(options: Any, partition: str, region: str, account: str) -> list[FunctionSpec]:
-    """What to deploy for each table of ``options`` (a DeployOptions)."""
+def backup_trigger(options: Any, layout: str | None) -> tuple[int, int | None]:
+    """The batch size and batching window of a backup function writing ``layout`` (None: the
+    item layout, installed as before the journal layout): ``--batch-size`` and
+    ``--batching-window`` when given, else the layout's. A window is refused for the item
+    layout, whose point is that each change is in S3 within seconds."""
+    journal = layout == LAYOUT_JOURNAL
+    window = options.batching_window
+    if window is not None and not journal:
+        raise DeployError(
+            "--batching-window applies to the journal layout (an object per batch); the "
+            "item layout writes each change as it comes: drop it, or give --layout journal"
+        )
+    if window is not None and not 0 <= window <= MAX_BATCHING_WINDOW:
+        raise DeployError(f"--batching-window {window}: Lambda takes 0 to 300 seconds")
+    if journal and window is None:
+        window = JOURNAL_BATCHING_WINDOW
+    default = JOURNAL_BATCH_SIZE if journal else ITEM_BATCH_SIZE
+    return options.batch_size or default, window
+
+
+def function_specs(
+    options: Any,
+    partition: str,
+    region: str,
+    account: str,
+    layouts: Mapping[str, str | None] | None = None,
+    kms_key: str | None = None,
+) -> list[FunctionSpec]:
+    """What to deploy for each table of ``options`` (a DeployOptions). ``layouts``: the
+    layout each table's backup function is told (deploy's reading of each folder; default
+    ``--layout``); ``kms_key``: the bucket's KMS key (default ``--kms-key``)."""
     specs: list[FunctionSpec] = []
     for table in options.tables:
         streams = policies.table_streams_arn(partition, region, account, table)
         if options.bucket:
+            layout = (layouts or {}).get(table, options.folder_layout)
             names = TableResources.of(table)
             destination, own_queue = failure_destination(options, names, partition, region, account)
+            batch_size, window = backup_trigger(options, layout)
+            extra = _layout_reads(options, table, layout, names, partition, kms_key)
             specs.append(
                 FunctionSpec(
                     table=table,
@@ -55,12 +110,19 @@ def function_specs(options: Any, partition: str, region: str, account: str) -> l
                         "BACKUP_BUCKET": options.bucket,
                         "BACKUP_PREFIX": options.prefix,
                         "BACKUP_KEY_HASH": options.key_hash,
+                        **({"BACKUP_LAYOUT": layout} if layout else {}),
                     },
                     description=f"dynamo-backups: backs up table {table}",
-                    policies=_common(names, streams, destination, partition, region, account),
+                    policies=[
+                        *_common(names, streams, destination, partition, region, account),
+                        *extra,
+                    ],
                     uses_write_policy=True,
                     destination_arn=destination,
                     creates_queue=own_queue,
+                    layout=layout,
+                    batch_size=batch_size,
+                    batching_window=window,
                 )
             )
         if options.replica_table:
@@ -76,6 +138,7 @@ def function_specs(options: Any, partition: str, region: str, account: str) -> l
             )
             specs.append(
                 FunctionSpec(
+                    batch_size=options.batch_size or ITEM_BATCH_SIZE,
                     table=table,
                     kind="replica",
                     names=names,
@@ -96,6 +159,30 @@ def function_specs(options: Any, partition: str, region: str, account: str) -> l
                 )
             )
     return specs
+
+
+def _layout_reads(
+    options: Any,
+    table: str,
+    layout: str | None,
+    names: TableResources,
+    partition: str,
+    kms_key: str | None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The read policy of a function told its layout (none for the item layout installed
+    as before: its role reads nothing, as it never did)."""
+    if layout is None:
+        return []
+    folder = TableLayout.of(options.prefix, table, options.key_hash)
+    journal = journal_prefix(folder.items_prefix) if layout == LAYOUT_JOURNAL else None
+    document = policies.folder_read_policy(
+        partition,
+        options.bucket,
+        folder.manifest_key,
+        journal,
+        kms_key if kms_key is not None else options.kms_key,
+    )
+    return [(names.read_policy, document)]
 
 
 def _common(

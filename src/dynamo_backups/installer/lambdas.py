@@ -8,9 +8,6 @@ from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.installer.functions import FunctionSpec
-from dynamo_backups.installer.monitoring import (
-    trigger_settings,
-)
 from dynamo_backups.installer.naming import (
     MANAGED_BY_TAG,
     TableResources,
@@ -140,12 +137,7 @@ class FunctionSteps:
         raise DeployError(f"Lambda function {name} is still updating after 2 minutes")
 
     def _mapping_settings(self, spec: FunctionSpec) -> dict[str, Any]:
-        return trigger_settings(
-            self.options.batch_size,
-            self.options.maximum_retry_attempts,
-            self.options.maximum_record_age,
-            spec.destination_arn,
-        )
+        return spec.trigger(self.options.maximum_retry_attempts, self.options.maximum_record_age)
 
     def _mapping(
         self, spec: FunctionSpec, stream_arn: str | None, function_arn: str, siblings: set[str]
@@ -200,6 +192,8 @@ def _mapping_detail(settings: dict[str, Any]) -> str:
         f"{settings['MaximumRetryAttempts']} retries, records up to "
         f"{settings['MaximumRecordAgeInSeconds'] // 3600} h old"
     )
+    if "MaximumBatchingWindowInSeconds" in settings:
+        detail += f", batching window {settings['MaximumBatchingWindowInSeconds']} s"
     if "DestinationConfig" in settings:
         detail += f", failures to {settings['DestinationConfig']['OnFailure']['Destination']}"
     return detail

@@ -40,8 +40,11 @@ def trigger_settings(
     retries: int,
     record_age: int,
     destination_arn: str | None,
+    batching_window: int | None = None,
 ) -> dict[str, Any]:
-    """The event source mapping's settings (beyond the stream and the function)."""
+    """The event source mapping's settings (beyond the stream and the function); a batching
+    window only when one is asked for (the journal layout's), so the item layout's trigger is
+    set as it always was."""
     settings: dict[str, Any] = {
         "BatchSize": batch_size,
         "FunctionResponseTypes": ["ReportBatchItemFailures"],
@@ -49,6 +52,8 @@ def trigger_settings(
         "MaximumRetryAttempts": retries,
         "MaximumRecordAgeInSeconds": record_age,
     }
+    if batching_window is not None:
+        settings["MaximumBatchingWindowInSeconds"] = batching_window
     if destination_arn:
         settings["DestinationConfig"] = {"OnFailure": {"Destination": destination_arn}}
     return settings

@@ -32,6 +32,7 @@ class TableResources:
     stream_policy: str
     logs_policy: str
     write_policy: str
+    read_policy: str  # the reads of its own folder a function told its layout needs
     log_group: str
     failure_queue: str  # where the trigger reports records it gave up on
     alarms: tuple[str, ...]  # lag, errors, records given up on, records failed, stopped
@@ -68,6 +69,7 @@ class TableResources:
             stream_policy=f"{base}-stream",
             logs_policy=f"{base}-logs",
             write_policy=f"{base}-write",
+            read_policy=f"{base}-read",
             log_group=f"/aws/lambda/{base}",
             failure_queue=f"{base}-failures",
             alarms=(

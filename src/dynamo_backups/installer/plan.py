@@ -35,7 +35,9 @@ class DeployOptions:
     protect: bool = False
     admin_roles: tuple[str, ...] = ()
     retain_noncurrent_days: int | None = None
-    batch_size: int = 100
+    batch_size: int | None = None  # None: the layout's (100 items, 1,000 journal)
+    batching_window: int | None = None  # None: the layout's (none items, 60 s journal)
+    folder_layout: str | None = None  # --layout; None: each folder's recorded one
     maximum_retry_attempts: int = MAXIMUM_RETRY_ATTEMPTS
     maximum_record_age: int = MAXIMUM_RECORD_AGE_SECONDS
     on_failure: str | None = None  # SQS, SNS or S3 ARN; default: a queue per function

@@ -53,6 +53,46 @@ def write_policy(
     return {"Version": VERSION, "Statement": statements}
 
 
+def folder_read_policy(
+    partition: str,
+    bucket: str,
+    manifest_key: str,
+    journal_prefix: str | None,
+    kms_key_arn: str | None = None,
+) -> dict[str, Any]:
+    """What a function told its layout (``BACKUP_LAYOUT``) reads of its own table's folder:
+    the folder's ``layout.json`` (so it refuses a folder recorded in the other layout), and
+    for the journal layout the objects under ``journal/`` (a put refused with 412 is read
+    back and compared). Nothing else: no listing, no item objects, no other table."""
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "ReadTheFoldersLayout",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": f"arn:{partition}:s3:::{bucket}/{manifest_key}",
+        }
+    ]
+    if journal_prefix is not None:
+        statements.append(
+            {
+                "Sid": "ReadBackJournalObjects",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": f"arn:{partition}:s3:::{bucket}/{journal_prefix}*",
+            }
+        )
+    if kms_key_arn:
+        statements.append(
+            {
+                "Sid": "DecryptWithTheBucketKey",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt"],
+                "Resource": kms_key_arn,
+            }
+        )
+    return {"Version": VERSION, "Statement": statements}
+
+
 def table_streams_arn(partition: str, region: str, account: str, table: str) -> str:
     """The streams of one table: the current one and any later one (turning a stream off and on
     again gives it a new label, and the function must go on reading it)."""

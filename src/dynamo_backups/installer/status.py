@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, describe_error, error_code
+from dynamo_backups.backup.layouts import LAYOUT_JOURNAL
+from dynamo_backups.core.journal import journal_prefix
 from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.installer.monitoring import (
     LAG_ALARM_MINUTES,
@@ -59,6 +61,7 @@ def table_status(clients: Clients, cloudwatch: Any, table: str) -> TableStatus:
                 variables.get("BACKUP_PREFIX", ""),
                 table,
                 status,
+                variables.get("BACKUP_LAYOUT"),
             )
         age = _iterator_age(cloudwatch, names.function)
         if age is not None:
@@ -156,6 +159,10 @@ def _trigger_status(clients: Clients, names: TableResources, status: TableStatus
                 )
             }
         )
+        if mapping.get("MaximumBatchingWindowInSeconds"):  # the journal layout's
+            status.triggers[-1]["MaximumBatchingWindowInSeconds"] = mapping[
+                "MaximumBatchingWindowInSeconds"
+            ]
     if not mappings:
         status.problems.append("the function has no stream trigger: run deploy")
     for mapping in mappings:
@@ -179,13 +186,22 @@ def _trigger_status(clients: Clients, names: TableResources, status: TableStatus
 
 
 def _backup_status(
-    clients: Clients, bucket: str, prefix: str, table: str, status: TableStatus
+    clients: Clients,
+    bucket: str,
+    prefix: str,
+    table: str,
+    status: TableStatus,
+    folder_layout: str | None = None,
 ) -> None:
+    """How many objects the backup holds: items, or for a function writing the journal
+    layout (``BACKUP_LAYOUT``), the journal's objects (a batch each)."""
     layout = TableLayout.of(prefix, table)
+    journal = folder_layout == LAYOUT_JOURNAL
+    folder = journal_prefix(layout.items_prefix) if journal else layout.items_prefix
     count, token = 0, None
     try:
         while count < OBJECT_COUNT_LIMIT:
-            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": layout.items_prefix}
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": folder}
             if token:
                 kwargs["ContinuationToken"] = token
             page = clients.s3.list_objects_v2(**kwargs)
@@ -194,16 +210,10 @@ def _backup_status(
             if not token:
                 break
     except ClientError as error:
-        status.backup = {
-            "folder": f"s3://{bucket}/{layout.items_prefix}",
-            "error": describe_error(error),
-        }
+        status.backup = {"folder": f"s3://{bucket}/{folder}", "error": describe_error(error)}
         return
-    status.backup = {
-        "folder": f"s3://{bucket}/{layout.items_prefix}",
-        "items": count,
-        "at_least": bool(token),
-    }
+    counted = "journal_objects" if journal else "items"
+    status.backup = {"folder": f"s3://{bucket}/{folder}", counted: count, "at_least": bool(token)}
 
 
 def _destination_status(clients: Clients, destination: str, status: TableStatus) -> None:

@@ -57,7 +57,12 @@ def teardown(
             _remove_alarms(clients, names, step, act)
             _remove_failure_queue(clients, names, step, act)
             _remove_role(clients, names, step, act)
-            for policy in (names.stream_policy, names.logs_policy, names.write_policy):
+            for policy in (
+                names.stream_policy,
+                names.logs_policy,
+                names.write_policy,
+                names.read_policy,
+            ):
                 _remove_policy(clients, policy_base + policy, step, act)
             if replica and all(entry.outcome == "absent" for entry in steps[first:]):
                 del steps[first:]  # no replication was deployed for this table

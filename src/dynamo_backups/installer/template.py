@@ -19,7 +19,6 @@ from dynamo_backups.installer.monitoring import (
     merge_dashboard,
     row_title,
     table_widgets,
-    trigger_settings,
 )
 from dynamo_backups.installer.naming import (
     MANAGED_BY_TAG,
@@ -180,14 +179,7 @@ def _functions(options: DeployOptions, table: str, name: str) -> dict[str, Any]:
         logical = name + ("Replica" if spec.kind == "replica" else "")
         settings = {
             "StartingPosition": "TRIM_HORIZON",
-            **_sub(
-                trigger_settings(
-                    options.batch_size,
-                    options.maximum_retry_attempts,
-                    options.maximum_record_age,
-                    spec.destination_arn,
-                )
-            ),
+            **_sub(spec.trigger(options.maximum_retry_attempts, options.maximum_record_age)),
         }
         if spec.creates_queue:
             resources.update(_failure_queue(spec, logical))
