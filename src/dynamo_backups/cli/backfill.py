@@ -21,6 +21,7 @@ from dynamo_backups.cli.common import (
     segment_options,
 )
 from dynamo_backups.cli.inputs import BUCKET, EXPORT_SOURCE, PREFIX, TABLE, check_distinct
+from dynamo_backups.cli.layout_option import layout_option
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.jobs.backfill import Backfill, BackfillOptions, BackfillReport
@@ -57,6 +58,7 @@ def tables_with_prefix(dynamodb: object, prefix: str) -> list[str]:
 @partitions_option(16)
 @concurrency_option(32, "Parallel S3 writes per worker process.")
 @key_hash_option
+@layout_option
 @pass_invocation
 @reports_errors
 def backfill(
@@ -73,6 +75,7 @@ def backfill(
     partitions: int,
     concurrency: int,
     key_hash: str,
+    folder_layout: str | None,
 ) -> None:
     """Copy every existing row of TABLE(s) into the backup.
 
@@ -80,7 +83,8 @@ def backfill(
     gives the stream's changes a base. It is safe while the stream handler runs: it never
     replaces a state the stream wrote, and never brings back an item the stream deleted.
     It also saves each table's description (keys, indexes, billing, TTL, ...) beside the
-    backup, for restores.
+    backup, for restores. A journal-layout folder is refused for now (its backfill is a
+    base, which comes with the compact command); nothing is written.
 
     \b
     Examples:
@@ -124,6 +128,7 @@ def backfill(
         concurrency=concurrency,
         from_export=from_export,
         partitions=partitions,
+        folder_layout=folder_layout,
     )
     reports = []
     try:

@@ -36,8 +36,9 @@ from dynamo_backups.aws.dynamodb import answer_time
 from dynamo_backups.aws.errors import describe_error
 from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.backup.description import describe_table, key_types_of, save_description
+from dynamo_backups.backup.layouts import LAYOUT_ITEMS
 from dynamo_backups.backup.ledger import JobLedger, JobRun
-from dynamo_backups.backup.manifest import ensure_manifest
+from dynamo_backups.backup.manifest import ensure_manifest, folder_layout_for
 from dynamo_backups.backup.reading import read_document
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.cancel import Cancelled, Interrupted
@@ -46,6 +47,7 @@ from dynamo_backups.core.keys import extract_key, key_attribute_names
 from dynamo_backups.core.layout import (
     EVENT_SNAPSHOT,
     WRITER_BACKFILL,
+    LayoutError,
     TableLayout,
     VersionMetadata,
     format_time,
@@ -93,6 +95,11 @@ class BackfillOptions:
     page_size: int | None = 1000  # items per Scan page: bounds memory (DynamoDB caps pages at 1 MB)
     from_export: str | None = None  # "new": ask DynamoDB for an export; or an export's s3:// URL
     partitions: int = 16  # of the folder, for the removal check
+    folder_layout: str | None = None  # --layout: None, the folder's own (items when new)
+
+
+class JournalBackfillUnsupported(LayoutError):
+    """A backfill into a journal folder, whose base this version cannot write yet."""
 
 
 @dataclass
@@ -182,10 +189,15 @@ class Backfill:
         started = time.monotonic()
         engine = engine or ThreadEngine(self.default_workers())
         writer = self.writer()
+        chosen = self._check_layout(writer)
         description = describe_table(self.dynamodb(), self.layout.table)
         save_description(writer, self.layout, description)
         ensure_manifest(
-            writer, self.layout, description["table"]["KeySchema"], key_types_of(description)
+            writer,
+            self.layout,
+            description["table"]["KeySchema"],
+            key_types_of(description),
+            chosen,
         )
         self.key_names = key_attribute_names(description["table"]["KeySchema"])
         self.progress.set_total(description["table"].get("ItemCount") or None)
@@ -248,6 +260,22 @@ class Backfill:
             )
             raise stopped
         return self.report
+
+    def _check_layout(self, writer: BackupWriter) -> str:
+        """The folder's layout, before anything is written: item objects copied into a
+        journal folder would be read by no journal reader (lost to restores), so a journal
+        folder is refused. Its backfill is a base (docs/journal.md, "The backfill base"),
+        written by compaction's partition writer, which this version does not have yet."""
+        chosen = folder_layout_for(writer, self.layout, self.options.folder_layout)
+        if chosen == LAYOUT_ITEMS:
+            return chosen
+        raise JournalBackfillUnsupported(
+            f"s3://{writer.bucket}/{self.layout.items_prefix} is (or would become) a "
+            f"{chosen} folder: backfilling it means writing a base of the table "
+            "(docs/journal.md, 'The backfill base'), which comes with the compact command "
+            "and is not in this version yet; nothing was written. Until then, backfill into "
+            "an item-layout folder (another --prefix)."
+        )
 
     def default_workers(self) -> int:
         """Units at once on the threads engine: every segment, as one scan would."""
