@@ -226,10 +226,8 @@ class Compaction(BucketClients):
             partition_digits(self.options.partitions),
         )
         journal_start = first_piece_hour(self.reader(), table_folder) if previous is None else None
-        routes = run_stage(
-            self, ledger, self.job_run, self.view.route_units(journal_start), engine, None,
-            self.progress,
-        )  # fmt: skip
+        units = self.view.route_units(self.reader(), journal_start)
+        routes = run_stage(self, ledger, self.job_run, units, engine, None, self.progress)
         if self._note(routes.results, routes.failures):
             return
         self.routed = route_outputs(routes.results)

@@ -222,10 +222,8 @@ class JournalRestore(BucketClients):
             partition_digits(self.options.partitions),
         )
         self._prepare_target(description)
-        routes = run_stage(
-            self, ledger, self.job_run, self.view.route_units(journal_start), engine,
-            None, self.progress,
-        )  # fmt: skip
+        units = self.view.route_units(self.reader(), journal_start)
+        routes = run_stage(self, ledger, self.job_run, units, engine, None, self.progress)
         self._merge(routes)
         if not self.report.complete:
             return

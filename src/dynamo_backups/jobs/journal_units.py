@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC as UTC_ZONE
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from dynamo_backups.aws.retry import RetryPolicy
@@ -47,13 +47,12 @@ from dynamo_backups.core.journal import (
     decode_record,
     encode_record,
     gzip_lines,
-    hour_of,
+    listing_prefixes,
 )
 from dynamo_backups.core.keys import extract_key, object_name
 from dynamo_backups.core.units import PARTITION_COUNTS, UnitResult, WorkUnit
 
 ROUTE_STAGE = "route"
-_HOUR = timedelta(hours=1)
 _HOUR_NAME = "%Y%m%dT%H"
 
 
@@ -82,21 +81,23 @@ class JournalView:
             return listed.piece.first_time <= self.at
         return self.base.needs_piece(listed.piece, listed.last_modified, self.at)
 
-    def route_units(self, journal_start: datetime | None) -> list[WorkUnit]:
-        """One unit per hour folder that can hold a record the job takes: from the base's late
-        horizon (or the journal's first hour) to the moment."""
+    def route_units(self, objects: Any, journal_start: datetime | None) -> list[WorkUnit]:
+        """One unit per hour folder holding a piece the job needs: the span (from the base's
+        late horizon, or the journal's first hour, to the moment) is listed here, a LIST per
+        1,000 pieces and whole days at a time, and only the hours with a needed piece (by
+        name and LastModified) become units, which list their hour again."""
         if self.base is not None:
             start, end = self.base.journal_span(self.at)
         elif journal_start is not None:
             start, end = journal_start, self.at
         else:
             return []
-        hour, last = hour_of(start), hour_of(end)
-        units = []
-        while hour <= last:
-            units.append(WorkUnit(ROUTE_STAGE, hour.strftime(_HOUR_NAME)))
-            hour += _HOUR
-        return units
+        hours: set[str] = set()
+        for folder in listing_prefixes(start, end):
+            for listed in listed_pieces(objects, self.table_folder, folder):
+                if self.needs(listed):
+                    hours.add(listed.piece.hour.strftime(_HOUR_NAME))
+        return [WorkUnit(ROUTE_STAGE, hour) for hour in sorted(hours)]
 
     def partition(self, name: str) -> str:
         return partition_of(name, self.partition_digits)
