@@ -384,7 +384,9 @@ def test_restore_and_compact_on_the_command_line(
     records = history.change(ops(("put", "a", 1), ("put", "b", 2), ("delete", "a", 0)))
     deliver(records)
     moment = history.time(1) + timedelta(seconds=1)
-    compacted = invoke("--output", "json", "compact", bucket, folder, "--at", moment.isoformat())
+    compacted = invoke(
+        "--output", "json", "-q", "compact", bucket, folder, "--at", moment.isoformat()
+    )
     assert compacted.exit_code == 0, compacted.output
     assert json.loads(compacted.output)["items"] == 2
     target = f"{table}-restored"
