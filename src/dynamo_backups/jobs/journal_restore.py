@@ -296,6 +296,7 @@ class JournalRestore(BucketClients):
             self.job_run.resumed
             and (read_json(self.reader(), note) or {}).get("creates_table") == self.table
         )
+        self._check_identity()
         if not created and not self.job_run.resumed:
             scan = call_with_retries(
                 lambda: self.dynamodb().scan(TableName=self.table, Limit=1, Select="COUNT"),
@@ -307,6 +308,33 @@ class JournalRestore(BucketClients):
                     f"table {self.table} already has items: restore a journal folder into a "
                     "new table (--into-existing is not supported on journal folders yet)"
                 )
+
+    def _check_identity(self) -> None:
+        """Record the table the run writes into (its first attempt), or require the same one:
+        a table deleted and made again since lost what the recorded units wrote."""
+        assert self.job_run is not None
+        if not self.job_run.recorded:
+            return
+        described = call_with_retries(
+            lambda: self.dynamodb().describe_table(TableName=self.table)["Table"],
+            READ_POLICY,
+            f"describe table {self.table}",
+        )
+        identity = {
+            "table": self.table,
+            "table_id": described.get("TableId"),
+            "created": _instant(described.get("CreationDateTime")),
+        }
+        key = f"{self.job_run.scratch_prefix}table-identity.json"
+        body = json.dumps(identity, sort_keys=True).encode()
+        if put_if_absent(self.reader(), key, body, JSON_TYPE, self.retry_policy):
+            return
+        if read_json(self.reader(), key) != identity:
+            raise RestoreError(
+                f"table {self.table} is not the one the unfinished run wrote into (deleted and "
+                "made again since?): the items its earlier attempts restored are not in it; "
+                "run without --resume to start over"
+            )
 
     def _finish_target(self, description: dict[str, Any]) -> None:
         if self.options.ttl and self.report.created_table:
@@ -388,6 +416,11 @@ class JournalRestore(BucketClients):
                     key = extract_key(request["PutRequest"]["Item"], self.key_names)
                     result.sample("unwritten_keys", f"{dumps_item(key).decode()}: {outcome.reason}")
         return result
+
+
+def _instant(value: Any) -> str:
+    """A DescribeTable time as text the same in every process (whatever its time zone)."""
+    return str(value.timestamp()) if isinstance(value, datetime) else str(value)
 
 
 def not_yet_message(where: str, refused: list[str]) -> str:
