@@ -275,6 +275,16 @@ def test_a_journal_without_a_base_restores_latest_and_at(
     target, _ = restore(dynamodb_local, s3, bucket, folder, None)
     assert restored_state(dynamodb, target) == restored_state(dynamodb, table)
 
+    # A dry run writes nothing (no table, no ledger, no scratch) and counts the same items.
+    meta = TableLayout.from_folder(folder).meta_prefix
+    before = s3.list_objects_v2(Bucket=bucket, Prefix=meta).get("KeyCount")
+    target, report = restore(dynamodb_local, s3, bucket, folder, None, dry_run=True)
+    table_now = restored_state(dynamodb, table)
+    assert report.written == len(table_now)
+    assert {item["pk"]["S"]: item for item in report.sample} == table_now
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=meta).get("KeyCount") == before
+    assert target not in dynamodb.list_tables()["TableNames"]
+
 
 # --- a compaction killed and resumed -------------------------------------------------------
 

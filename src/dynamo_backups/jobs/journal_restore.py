@@ -374,7 +374,7 @@ class JournalRestore(BucketClients):
                 self.view,
                 self.reader(),
                 unit,
-                self.job_run.scratch_prefix,
+                self.job_run.scratch_prefix if self.job_run.recorded else None,
                 self.retry_policy,
                 context.cancel,
                 self.read_concurrency,

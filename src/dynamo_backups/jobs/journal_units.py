@@ -120,14 +120,16 @@ def route(
     view: JournalView,
     objects: Any,
     unit: WorkUnit,
-    scratch_prefix: str,
+    scratch_prefix: str | None,
     policy: RetryPolicy,
     cancel: CancelToken,
     concurrency: int = 16,
 ) -> UnitResult:
     """A route unit: the records of its hour folder the job takes, by partition, in the run's
     scratch folder (names fixed by the unit, so a unit done again replaces its own files),
-    and the items whose late changes must be weighed against the base's index."""
+    and the items whose late changes must be weighed against the base's index. A run that
+    keeps no ledger (a dry run, a role that may only read the bucket) writes nothing: its
+    records travel in the unit's result (``scratch_prefix`` None)."""
     result = UnitResult(unit.id)
     needed: list[ListedPiece] = []
     for listed in listed_pieces(objects, view.table_folder, _folder_of(unit)):
@@ -156,11 +158,18 @@ def route(
             for name in picked.placed:
                 placed.setdefault(view.partition(name), set()).add(name)
     for part in sorted(records):
+        result.add("records_routed", len(records[part]))
+        if scratch_prefix is None:
+            lines = [line.decode() for line in records[part]]
+            result.outputs.append({"routed_lines": lines, "partition": part})
+            continue
         key = f"{scratch_prefix}routed/{unit.id}/{partition_label(part)}.jsonl.gz"
         put_bytes(objects, key, gzip_lines(records[part]), GZIP_TYPE, policy)
-        result.add("records_routed", len(records[part]))
         result.outputs.append({"routed": key, "partition": part, "records": len(records[part])})
     for part in sorted(placed):
+        if scratch_prefix is None:
+            result.outputs.append({"placed_names": sorted(placed[part]), "partition": part})
+            continue
         key = f"{scratch_prefix}routed/{unit.id}/{partition_label(part)}.placed.gz"
         lines = [name.encode() for name in sorted(placed[part])]
         put_bytes(objects, key, gzip_lines(lines), GZIP_TYPE, policy)
@@ -181,13 +190,20 @@ def routed_input(
 ) -> PartitionInput:
     """The partition's routed records and placed names, from every route unit's outputs."""
     mine = [output for output in outputs if output.get("partition") == partition]
+    got = PartitionInput([], set())
+    for output in mine:  # carried in the results of a run without a ledger
+        got.placed.update(output.get("placed_names", []))
+        got.records.extend(
+            decode_record(line, f"routed record {number}")
+            for number, line in enumerate(output.get("routed_lines", []), 1)
+        )
+    mine = [output for output in mine if "routed" in output or "placed" in output]
     with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="routed-read") as pool:
         files = list(
             pool.map(
                 lambda output: read_lines(objects, output.get("routed") or output["placed"]), mine
             )
         )
-    got = PartitionInput([], set())
     for output, lines in zip(mine, files, strict=True):
         if "placed" in output:
             got.placed.update(line.decode() for line in lines)
