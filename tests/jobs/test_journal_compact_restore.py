@@ -295,9 +295,9 @@ def cli(*arguments: str) -> list[str]:
     return [sys.executable, "-c", run, *arguments]
 
 
-def recorded_units(s3: Any, bucket: str, folder: str, stage: str) -> int:
+def recorded_units(s3: Any, bucket: str, folder: str, stage: str, job: str = "compact") -> int:
     layout = TableLayout.from_folder(folder)
-    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{layout.meta_prefix}jobs/compact/")
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{layout.meta_prefix}jobs/{job}/")
     return sum(1 for entry in listed.get("Contents", []) if f"/units/{stage}-" in entry["Key"])
 
 
@@ -351,6 +351,47 @@ def test_a_compaction_killed_mid_way_and_resumed_makes_the_same_base(
     # The same moment again: the base is there, nothing is written.
     again = compact(s3, bucket, folder, moment, partitions=256)
     assert again.report.existed
+
+
+def test_a_restore_killed_mid_way_and_resumed_restores_every_item(
+    dynamodb: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    journal_env: str,
+    aws_env: dict[str, str],
+) -> None:
+    table = create_table(dynamodb)
+    folder = f"{journal_env}/{table}"
+    journal_manifest(s3, bucket, journal_env, table, "journal")
+    history = History(dynamodb, streams, table, start_time())
+    records = history.change([("put", f"k{i:03d}", i % 250) for i in range(100)])
+    deliver(*(records[start : start + 10] for start in range(0, 100, 10)))
+    at = history.time(80) + timedelta(seconds=30)
+    target = f"{table}-restored"
+    arguments = ["restore", bucket, folder, target, "--at", at.isoformat(), "--partitions",
+                 "256", "--workers", "1"]  # fmt: skip
+    env = {**os.environ, **aws_env, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(cli(*arguments), env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)  # fmt: skip
+    job = f"restore-into-{target}"
+    try:
+        deadline = time.monotonic() + 120
+        while recorded_units(s3, bucket, folder, "partition", job) < 20:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert 20 <= recorded_units(s3, bucket, folder, "partition", job) < 256
+    assert len(restored_state(dynamodb, target)) < 81  # stopped part of the way
+
+    resumed = invoke("restore", *arguments[1:], "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert restored_state(dynamodb, target) == history.state_at(at)
 
 
 # --- the command line ----------------------------------------------------------------------
