@@ -239,14 +239,18 @@ def test_compact_change_more_and_restore_any_moment(
 
     # A second base, folded from the first (the late batch with it) and the journal after.
     moment2 = history.time(28) + timedelta(seconds=30)
-    compact(s3, bucket, folder, moment2)
+    compact(s3, bucket, folder, moment2, partitions=256)  # from a base of 16 partitions
     base2 = base_manifest(s3, bucket, folder, moment2)
     assert base2.previous == base.id and base2.late_horizon == moment2 - LATE_HORIZON
     assert {i["pk"]["S"]: i for i in base_items(s3, bucket, folder, moment2)} == (
         history.state_at(moment2)
     )
-    for at in (moment2, history.time(31) + timedelta(seconds=1), moment + timedelta(seconds=60)):
-        target, _ = restore(dynamodb_local, s3, bucket, folder, at)
+    for at, partitions in (
+        (moment2, 1),  # one unit reading the 256 partitions' files
+        (history.time(31) + timedelta(seconds=1), 16),
+        (moment + timedelta(seconds=60), 256),  # 256 units reading the first base's 16
+    ):
+        target, _ = restore(dynamodb_local, s3, bucket, folder, at, partitions=partitions)
         assert restored_state(dynamodb, target) == history.state_at(at), at
     target, _ = restore(dynamodb_local, s3, bucket, folder, None)
     assert restored_state(dynamodb, target) == restored_state(dynamodb, table)
