@@ -25,7 +25,7 @@ from dynamo_backups.aws.dynamodb import RawDynamoDB
 from dynamo_backups.aws.s3objects import BotocoreObjects
 from dynamo_backups.backup.journal_store import read_lines
 from dynamo_backups.cli import main
-from dynamo_backups.core.base import BaseManifest, BasePaths, decode_base_line
+from dynamo_backups.core.base import BaseManifest, BasePaths, LateChangeError, decode_base_line
 from dynamo_backups.core.journal import record_of_stream
 from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.jobs.compact import LATE_HORIZON, Compaction, CompactOptions
@@ -288,6 +288,31 @@ def test_a_journal_without_a_base_restores_latest_and_at(
     assert {item["pk"]["S"]: item for item in report.sample} == table_now
     assert s3.list_objects_v2(Bucket=bucket, Prefix=meta).get("KeyCount") == before
     assert target not in dynamodb.list_tables()["TableNames"]
+
+
+def test_a_late_change_older_than_the_bases_horizon_fails_the_restore_not_lost(
+    dynamodb: Any, dynamodb_local: Any, streams: Any, s3: Any, bucket: str, journal_env: str
+) -> None:
+    table = create_table(dynamodb)
+    folder = f"{journal_env}/{table}"
+    journal_manifest(s3, bucket, journal_env, table, "journal")
+    history = History(dynamodb, streams, table, start_time())
+    records = history.change(ops(("put", "a", 1), ("put", "b", 2), ("put", "a", 3)))
+    deliver(records[1:])
+    moment = history.time(2) + timedelta(seconds=30)
+    # A base whose index keeps removals back 60 s only: the change at minute 0 is older.
+    compact(s3, bucket, folder, moment, late_horizon=timedelta(seconds=60))
+    deliver(records[:1])  # received after the base: late, and older than its horizon
+    tables_before = set(dynamodb.list_tables()["TableNames"])
+    with pytest.raises(LateChangeError, match="late horizon"):
+        restore(dynamodb_local, s3, bucket, folder, None)
+    assert not [name for name in dynamodb.list_tables()["TableNames"] if "restored-" in name
+                and name not in tables_before]  # fmt: skip
+    with pytest.raises(LateChangeError, match="late horizon"):  # nor a base made from it
+        compact(s3, bucket, folder, None)
+    # Before the base, the journal alone holds the change: restorable.
+    target, _ = restore(dynamodb_local, s3, bucket, folder, history.time(1))
+    assert restored_state(dynamodb, target) == history.state_at(history.time(1))
 
 
 # --- a compaction killed and resumed -------------------------------------------------------

@@ -225,7 +225,7 @@ class Compaction(BucketClients):
             cutoff,
             partition_digits(self.options.partitions),
         )
-        journal_start = first_piece_hour(self.reader(), table_folder) if previous is None else None
+        journal_start = first_piece_hour(self.reader(), table_folder)
         units = self.view.route_units(self.reader(), journal_start)
         routes = run_stage(self, ledger, self.job_run, units, engine, None, self.progress)
         if self._note(routes.results, routes.failures):

@@ -207,7 +207,7 @@ class JournalRestore(BucketClients):
         at = self.options.at if self.options.at is not None else received_before
         table_folder = folder.layout.items_prefix
         base = self._base(table_folder, at)
-        journal_start = first_piece_hour(self.reader(), table_folder) if base is None else None
+        journal_start = first_piece_hour(self.reader(), table_folder)
         if base is None and journal_start is None:
             raise RestoreError(f"no journal and no base in {folder.where}: nothing to restore")
         self.report.at = self.report.at or at.isoformat()
@@ -221,8 +221,8 @@ class JournalRestore(BucketClients):
             received_before,
             partition_digits(self.options.partitions),
         )
+        units = self.view.route_units(self.reader(), journal_start)  # refusals first
         self._prepare_target(description)
-        units = self.view.route_units(self.reader(), journal_start)
         routes = run_stage(self, ledger, self.job_run, units, engine, None, self.progress)
         self._merge(routes)
         if not self.report.complete:

@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC as UTC_ZONE
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
-from dynamo_backups.aws.retry import RetryPolicy
+from dynamo_backups.aws.errors import NOT_FOUND_CODES, ClientError, error_code
+from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.backup.journal_store import (
     GZIP_TYPE,
     ListedPiece,
@@ -28,10 +29,12 @@ from dynamo_backups.backup.journal_store import (
     read_lines,
     read_piece,
 )
+from dynamo_backups.backup.reading import READ_POLICY
 from dynamo_backups.core.base import (
     BaseError,
     BaseManifest,
     BasePaths,
+    LateChangeError,
     decode_base_line,
     decode_index_line,
     partition_label,
@@ -46,6 +49,7 @@ from dynamo_backups.core.journal import (
     JournalRecord,
     decode_record,
     encode_record,
+    format_change_time,
     gzip_lines,
     listing_prefixes,
 )
@@ -53,6 +57,8 @@ from dynamo_backups.core.keys import extract_key, object_name
 from dynamo_backups.core.units import PARTITION_COUNTS, UnitResult, WorkUnit
 
 ROUTE_STAGE = "route"
+# The most a stream rounds a change time down (a minute, on DynamoDB Local; a second on AWS).
+PRECISION_BOUND = timedelta(minutes=1)
 _HOUR_NAME = "%Y%m%dT%H"
 
 
@@ -82,22 +88,47 @@ class JournalView:
         return self.base.needs_piece(listed.piece, listed.last_modified, self.at)
 
     def route_units(self, objects: Any, journal_start: datetime | None) -> list[WorkUnit]:
-        """One unit per hour folder holding a piece the job needs: the span (from the base's
-        late horizon, or the journal's first hour, to the moment) is listed here, a LIST per
-        1,000 pieces and whole days at a time, and only the hours with a needed piece (by
-        name and LastModified) become units, which list their hour again."""
-        if self.base is not None:
-            start, end = self.base.journal_span(self.at)
-        elif journal_start is not None:
-            start, end = journal_start, self.at
-        else:
+        """One unit per hour folder holding a piece the job needs. The driver lists the whole
+        journal here (from its first hour to the moment: a LIST per 1,000 pieces, whole days
+        at a time) and only the hours with a needed piece (by name and LastModified) become
+        units, which list their hour again. Before the base's late horizon nothing is
+        needed, but a late piece there would hold changes the base cannot place: those are
+        an error (``LateChangeError``), never skipped in silence."""
+        if journal_start is None:
             return []
+        end = self.at if self.base is None else self.base.journal_span(self.at)[1]
         hours: set[str] = set()
-        for folder in listing_prefixes(start, end):
+        for folder in listing_prefixes(journal_start, end):
             for listed in listed_pieces(objects, self.table_folder, folder):
                 if self.needs(listed):
                     hours.add(listed.piece.hour.strftime(_HOUR_NAME))
+                elif self._unplaceable(listed):
+                    assert self.base is not None
+                    raise LateChangeError(
+                        f"s3://{objects.bucket}/{listed.key} reached the journal after base "
+                        f"{self.base.id} was made and holds changes older than its late "
+                        f"horizon {format_change_time(self.base.late_horizon)}: that base "
+                        "cannot place them (compact again from an older base, or restore at "
+                        "a moment before it)"
+                    )
         return [WorkUnit(ROUTE_STAGE, hour) for hour in sorted(hours)]
+
+    def _unplaceable(self, listed: ListedPiece) -> bool:
+        """A piece not needed only because its changes are older than the base's late
+        horizon, though they reached the journal after the base was made."""
+        base = self.base
+        if base is None or not base.is_late(listed.last_modified):
+            return False
+        if self.received_before is not None and listed.last_modified >= self.received_before:
+            return False  # not read by this job, whatever it holds
+        piece = listed.piece
+        if piece.first_time > min(base.moment, self.at):
+            return False
+        if base.reflects_before is not None and (
+            piece.last_time + PRECISION_BOUND <= base.reflects_before
+        ):
+            return False  # every change of it is before the scan the base began from
+        return piece.last_time < base.late_horizon
 
     def partition(self, name: str) -> str:
         return partition_of(name, self.partition_digits)
@@ -283,29 +314,21 @@ def route_outputs(results: Iterable[UnitResult]) -> list[dict[str, Any]]:
     return outputs
 
 
-OnProgress = Callable[[int], None]
-
-
 def s3_clock(s3: Any, bucket: str, key: str) -> tuple[datetime | None, datetime]:
     """When S3 received ``key`` (None: it is not there) and S3's clock now (an answer's
     Date), by one HEAD request."""
-    from email.utils import parsedate_to_datetime
-
-    from dynamo_backups.aws.errors import NOT_FOUND_CODES, ClientError, error_code
-    from dynamo_backups.aws.retry import call_with_retries
-    from dynamo_backups.backup.reading import READ_POLICY
 
     def head() -> dict[str, Any]:
         try:
             return s3.head_object(Bucket=bucket, Key=key)  # type: ignore[no-any-return]
         except ClientError as error:
-            if error_code(error) in NOT_FOUND_CODES | {"NotFound"}:
+            if error_code(error) in NOT_FOUND_CODES:
                 return {"ResponseMetadata": error.response.get("ResponseMetadata", {})}
             raise
 
     answer = call_with_retries(head, READ_POLICY, f"head s3://{bucket}/{key}")
     date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
-    now = parsedate_to_datetime(date) if date else datetime.now(tz=UTC_ZONE)
+    now = parsedate_to_datetime(date) if date else datetime.now(UTC)
     return answer.get("LastModified"), now
 
 
