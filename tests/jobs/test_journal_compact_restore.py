@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +27,7 @@ from dynamo_backups.aws.s3objects import BotocoreObjects
 from dynamo_backups.backup.journal_store import read_lines
 from dynamo_backups.cli import main
 from dynamo_backups.core.base import BaseManifest, BasePaths, LateChangeError, decode_base_line
-from dynamo_backups.core.journal import record_of_stream
+from dynamo_backups.core.journal import encode_piece, piece_name, record_of_stream
 from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.jobs.compact import LATE_HORIZON, Compaction, CompactOptions
 from dynamo_backups.jobs.journal_restore import JournalRestore
@@ -313,6 +314,40 @@ def test_a_late_change_older_than_the_bases_horizon_fails_the_restore_not_lost(
     # Before the base, the journal alone holds the change: restorable.
     target, _ = restore(dynamodb_local, s3, bucket, folder, history.time(1))
     assert restored_state(dynamodb, target) == history.state_at(history.time(1))
+
+
+def test_two_different_copies_of_one_change_fail_the_restore_and_the_compaction(
+    dynamodb: Any, dynamodb_local: Any, streams: Any, s3: Any, bucket: str, journal_env: str
+) -> None:
+    table = create_table(dynamodb)
+    folder = f"{journal_env}/{table}"
+    journal_manifest(s3, bucket, journal_env, table, "journal")
+    history = History(dynamodb, streams, table, start_time())
+    records = history.change(ops(("put", "a", 1), ("put", "b", 2)))
+    deliver(records)
+    # Another object holding the first change with another image (a corrupt or forged copy).
+    forged = replace(record_of_stream(records[0], 0), image={"pk": {"S": "a"}, "v": {"N": "9"}})
+    key = f"{folder}/journal/{piece_name([forged])}"
+    s3.put_object(Bucket=bucket, Key=key, Body=encode_piece([forged]))
+    dynamodb_ = make_client("dynamodb", dynamodb_local.endpoint)
+    job = JournalRestore(
+        s3, BotocoreObjects(s3, bucket), dynamodb_, lambda request: {}, bucket, folder,
+        f"restored-{os.urandom(4).hex()}", RestoreOptions(),
+    )  # fmt: skip
+    report = job.run()
+    assert not report.complete
+    assert any("two different copies" in error for error in report.errors), report.errors
+    time.sleep(1.1)
+    compaction = Compaction(
+        s3, BotocoreObjects(s3, bucket), bucket, folder, CompactOptions(settle_seconds=1.0)
+    )
+    assert not compaction.run().complete
+    assert any("two different copies" in error for error in compaction.report.errors)
+    assert (
+        not s3.list_objects_v2(Bucket=bucket, Prefix=f"{folder}/bases/")
+        .get("Contents", [])[-1]["Key"]
+        .endswith("manifest.json")
+    )
 
 
 # --- a compaction killed and resumed -------------------------------------------------------
