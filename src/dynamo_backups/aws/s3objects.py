@@ -157,7 +157,12 @@ class BotocoreObjects:
         answer = self.s3.list_objects_v2(**kwargs)
         return ObjectPage(
             [
-                {"Key": entry["Key"], "Size": entry.get("Size", 0), "ETag": entry.get("ETag", "")}
+                {
+                    "Key": entry["Key"],
+                    "Size": entry.get("Size", 0),
+                    "ETag": entry.get("ETag", ""),
+                    "LastModified": entry["LastModified"],
+                }
                 for entry in answer.get("Contents", [])
             ],
             answer.get("NextContinuationToken") if answer.get("IsTruncated") else None,

@@ -29,6 +29,7 @@ from dynamo_backups.cli.common import (
     fail,
     with_global_options,
 )
+from dynamo_backups.cli.compact import compact
 from dynamo_backups.cli.demo import demo
 from dynamo_backups.cli.history import history
 from dynamo_backups.cli.inputs import ENDPOINT_URL, REGION, InputError, validated
@@ -194,6 +195,7 @@ def main(
 for command in (
     stream,
     backfill,
+    compact,
     restore,
     history,
     verify,

@@ -13,6 +13,7 @@ from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.aws.retry import call_with_retries
 from dynamo_backups.backup.description import DescriptionError
 from dynamo_backups.backup.folder import BackupFolder, open_backup_path
+from dynamo_backups.backup.layouts import LAYOUT_ITEMS, layout_of
 from dynamo_backups.backup.manifest import key_types_from_description as key_types_of_schema
 from dynamo_backups.backup.reading import READ_POLICY
 from dynamo_backups.cli.common import (
@@ -43,6 +44,7 @@ from dynamo_backups.cli.inputs import (
 )
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.cli.snapshot import take_snapshot
+from dynamo_backups.core.journal import JournalError
 from dynamo_backups.jobs.restore import (
     SAMPLE_SIZE,
     Restore,
@@ -51,6 +53,7 @@ from dynamo_backups.jobs.restore import (
     RestoreReport,
     read_keys_file,
 )
+from dynamo_backups.jobs.restorers import check_options, restore_job
 
 
 def run_restore(
@@ -61,13 +64,16 @@ def run_restore(
     options: RestoreOptions,
     show_progress: bool,
     engine: EngineChoice | None = None,
+    layout: str = LAYOUT_ITEMS,
 ) -> RestoreReport:
+    """Restore with the job of the folder's ``layout`` (``jobs.restorers``)."""
     s3 = aws.client("s3", pool=options.read_concurrency)
     dynamodb = aws.client("dynamodb", pool=options.write_concurrency)
     api = aws.dynamodb_api(dynamodb)
     label = f"restore {table}" + (" (dry run)" if options.dry_run else "")
     with Progress(label, unit="items", enabled=show_progress) as progress:
-        job = Restore(
+        job = restore_job(
+            layout,
             s3,
             aws.objects(s3, bucket),
             dynamodb,
@@ -83,7 +89,7 @@ def run_restore(
         engine = engine or EngineChoice()
         try:
             return job.run(engine.make(4))
-        except (RestoreError, DescriptionError) as error:
+        except (RestoreError, DescriptionError, JournalError) as error:
             fail(str(error))
         finally:
             engine.close()
@@ -231,6 +237,18 @@ def restore(
         invocation.aws.client("s3"), source_bucket, source_prefix
     )  # "no backup at ..." before anything is written
     _check_key_schema(folder, key_schema)
+    layout = layout_of(folder.manifest)
+    check_options(
+        layout,
+        folder.where,
+        RestoreOptions(
+            keys_file=keys_file,
+            into_existing=into_existing,
+            delete_absent=delete_absent,
+            skip_invalid=skip_invalid,
+        ),
+        native_import,
+    )
     if keys_file:
         _check_keys(keys_file, key_schema, folder)
     if native_import:
@@ -279,6 +297,7 @@ def restore(
         options,
         show_progress=not invocation.quiet,
         engine=engine,
+        layout=layout,
     )
     stream = None if dry_run else _stream_setting(invocation, folder, table)
     summary = report.to_dict() | ({"stream": stream} if stream else {})
@@ -445,7 +464,13 @@ def restore_backup_main(argv: list[str] | None = None) -> None:
         _check_key_schema(folder, None)
         reports_errors(_check_target)(aws, folder, table, None, False)
         report = reports_errors(run_restore)(
-            aws, bucket, folder_path, table, RestoreOptions(), show_progress=True
+            aws,
+            bucket,
+            folder_path,
+            table,
+            RestoreOptions(),
+            show_progress=True,
+            layout=reports_errors(layout_of)(folder.manifest),
         )
     except click.ClickException as error:
         error.show()

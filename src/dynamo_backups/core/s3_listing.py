@@ -26,7 +26,7 @@ class VersionPage:
 
 @dataclass
 class ObjectPage:
-    objects: list[dict[str, Any]] = field(default_factory=list)  # Key, Size, ETag
+    objects: list[dict[str, Any]] = field(default_factory=list)  # Key, Size, ETag, LastModified
     next_token: str | None = None
 
 
@@ -74,6 +74,7 @@ def parse_object_page(xml: bytes) -> ObjectPage:
                 "Key": decode(_text(element, "Key")),
                 "Size": int(_text(element, "Size") or 0),
                 "ETag": _text(element, "ETag"),
+                "LastModified": datetime.fromisoformat(_text(element, "LastModified")),
             }
         )
     if _text(root, "IsTruncated") == "true":

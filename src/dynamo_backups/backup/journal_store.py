@@ -1,0 +1,183 @@
+"""Reading and writing a journal folder's objects (docs/journal.md): the journal's pieces as
+their listing shows them (name, ``LastModified``), their records, a table's bases (which are
+complete: a manifest), and a base's gzipped line files. Every request goes through the
+retry policy; object bodies through the folder's object transport (``ObjectStore``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from dynamo_backups.aws.errors import NOT_FOUND_CODES, PRECONDITION_CODES, ClientError, error_code
+from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
+from dynamo_backups.backup.reading import READ_POLICY, iter_current_objects
+from dynamo_backups.core.base import (
+    BASES_FOLDER,
+    BaseManifest,
+    BasePaths,
+    choose_base,
+    parse_base_id,
+)
+from dynamo_backups.core.journal import (
+    JournalError,
+    JournalRecord,
+    PieceName,
+    decode_piece,
+    gunzip_lines,
+    journal_prefix,
+    parse_piece_name,
+)
+
+GZIP_TYPE = "application/gzip"
+JSON_TYPE = "application/json"
+
+
+@dataclass(frozen=True)
+class ListedPiece:
+    """A journal object as its listing shows it."""
+
+    key: str
+    piece: PieceName
+    last_modified: datetime
+
+
+def listed_pieces(objects: Any, table_folder: str, folder: str) -> Iterator[ListedPiece]:
+    """The pieces under ``journal/<folder>`` (a listing prefix: ``yyyy/mm/dd/`` or an hour),
+    in name order; an object there that is not named as a piece is an error, never skipped."""
+    root = journal_prefix(table_folder)
+    for entry in iter_current_objects(objects, root + folder):
+        name = entry["Key"][len(root) :]
+        try:
+            piece = parse_piece_name(name)
+        except JournalError as error:
+            raise JournalError(f"s3://{objects.bucket}/{entry['Key']}: {error}") from None
+        yield ListedPiece(entry["Key"], piece, entry["LastModified"])
+
+
+def first_piece_hour(objects: Any, table_folder: str) -> datetime | None:
+    """The hour of the journal's earliest piece (names sort by hour), None for no journal."""
+    root = journal_prefix(table_folder)
+    page = call_with_retries(
+        lambda: objects.list_objects_page(root), READ_POLICY, f"list s3://{objects.bucket}/{root}"
+    )
+    if not page.objects:
+        return None
+    return parse_piece_name(page.objects[0]["Key"][len(root) :]).hour
+
+
+def read_bytes(objects: Any, key: str, policy: RetryPolicy = READ_POLICY) -> bytes:
+    data, _ = call_with_retries(
+        lambda: objects.read_object(key), policy, f"get s3://{objects.bucket}/{key}"
+    )
+    return data  # type: ignore[no-any-return]
+
+
+def read_piece(objects: Any, key: str) -> list[JournalRecord]:
+    return decode_piece(read_bytes(objects, key), f"s3://{objects.bucket}/{key}")
+
+
+def read_lines(objects: Any, key: str) -> list[bytes]:
+    """The lines of a gzipped object (a base's data or index file, a routed scratch file)."""
+    return gunzip_lines(read_bytes(objects, key), f"s3://{objects.bucket}/{key}")
+
+
+def put_bytes(objects: Any, key: str, body: bytes, content_type: str, policy: RetryPolicy) -> None:
+    call_with_retries(
+        lambda: objects.put_object(key, body, content_type, {}),
+        policy,
+        f"put s3://{objects.bucket}/{key}",
+    )
+
+
+def put_if_absent(
+    objects: Any, key: str, body: bytes, content_type: str, policy: RetryPolicy
+) -> bool:
+    """Write ``key`` unless it exists (``If-None-Match: *``); False when it did."""
+
+    def put() -> bool:
+        try:
+            objects.put_object(key, body, content_type, {}, if_none_match=True)
+        except ClientError as error:
+            if error_code(error) in PRECONDITION_CODES - {"ConditionalRequestConflict"}:
+                return False
+            raise
+        return True
+
+    return bool(call_with_retries(put, policy, f"put s3://{objects.bucket}/{key}"))
+
+
+def read_json(objects: Any, key: str) -> dict[str, Any] | None:
+    """A JSON document, or None when there is none."""
+
+    def read() -> bytes | None:
+        try:
+            return objects.read_object(key)[0]  # type: ignore[no-any-return]
+        except ClientError as error:
+            if error_code(error) in NOT_FOUND_CODES:
+                return None
+            raise
+
+    body = call_with_retries(read, READ_POLICY, f"get s3://{objects.bucket}/{key}")
+    return None if body is None else json.loads(body)
+
+
+def last_modified(objects: Any, key: str) -> datetime | None:
+    """When S3 received ``key`` (its listing's LastModified), None when it is not there."""
+    for entry in iter_current_objects(objects, key):
+        if entry["Key"] == key:
+            return entry["LastModified"]  # type: ignore[no-any-return]
+    return None
+
+
+def base_ids(s3: Any, bucket: str, table_folder: str) -> list[str]:
+    """The names of the folders under ``bases/`` (complete bases or not), oldest first."""
+    root = f"{table_folder}{BASES_FOLDER}/"
+    ids: list[str] = []
+    token: str | None = None
+    while True:
+        extra = {"ContinuationToken": token} if token else {}
+        page = call_with_retries(
+            lambda extra=extra: s3.list_objects_v2(
+                Bucket=bucket, Prefix=root, Delimiter="/", **extra
+            ),
+            READ_POLICY,
+            f"list s3://{bucket}/{root}",
+        )
+        for entry in page.get("CommonPrefixes", []):
+            name = entry["Prefix"][len(root) :].rstrip("/")
+            parse_base_id(name)  # a stray folder is an error, not a base skipped
+            ids.append(name)
+        token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
+        if not token:
+            return sorted(ids)
+
+
+def read_manifest(objects: Any, table_folder: str, moment: datetime) -> BaseManifest | None:
+    """A base's manifest (None: the base is not complete)."""
+    key = BasePaths(table_folder, moment).manifest_key
+    document = read_json(objects, key)
+    if document is None:
+        return None
+    return BaseManifest.from_dict(document, f"s3://{objects.bucket}/{key}")
+
+
+def newest_base(
+    s3: Any, objects: Any, table_folder: str, moment: datetime, before: bool = False
+) -> BaseManifest | None:
+    """The newest complete base at (or, with ``before``, strictly before) ``moment``."""
+    candidates = base_ids(s3, objects.bucket, table_folder)
+    while candidates:
+        chosen = choose_base(candidates, moment)
+        if chosen is None:
+            return None
+        candidates.remove(chosen)
+        if before and parse_base_id(chosen) >= moment:
+            continue
+        manifest = read_manifest(objects, table_folder, parse_base_id(chosen))
+        if manifest is not None:
+            return manifest
+    return None

@@ -1,0 +1,62 @@
+"""Which job restores a folder: the one of the layout its ``layout.json`` records (docs/
+journal.md, "One interface, two implementations"), chosen in this one place, so that the
+``restore`` command never asks which layout it reads. ``RESTORERS`` maps each layout to its
+restore job (the same constructor and ``run(engine)``) and to the options it refuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from dynamo_backups.backup.layouts import LAYOUT_ITEMS, LAYOUT_JOURNAL
+from dynamo_backups.core.layout import LayoutError
+from dynamo_backups.jobs.journal_restore import JournalRestore
+from dynamo_backups.jobs.journal_restore import not_yet_message as journal_refusal
+from dynamo_backups.jobs.journal_restore import unsupported as journal_unsupported
+from dynamo_backups.jobs.restore import Restore, RestoreOptions, RestoreReport
+
+
+class UnsupportedOption(LayoutError):
+    """An option the folder's layout does not support (yet): refused before anything runs."""
+
+
+class RestoreJob(Protocol):
+    report: RestoreReport
+
+    def run(self, engine: Any = None) -> RestoreReport: ...
+
+
+@dataclass(frozen=True)
+class Restorer:
+    """A layout's restore: the job, and the options it does not take (named as flags)."""
+
+    job: Callable[..., RestoreJob]
+    unsupported: Callable[[RestoreOptions, bool], list[str]]
+    refusal: Callable[[str, list[str]], str]
+
+
+def _all_supported(options: RestoreOptions, native_import: bool) -> list[str]:
+    return []
+
+
+RESTORERS: Mapping[str, Restorer] = {
+    LAYOUT_ITEMS: Restorer(Restore, _all_supported, lambda where, flags: ""),
+    LAYOUT_JOURNAL: Restorer(JournalRestore, journal_unsupported, journal_refusal),
+}
+
+
+def restore_job(layout: str, *args: Any, **kwargs: Any) -> RestoreJob:
+    """The restore job of a folder in ``layout`` (a name ``layout_of`` gave)."""
+    return RESTORERS[layout].job(*args, **kwargs)
+
+
+def check_options(
+    layout: str, where: str, options: RestoreOptions, native_import: bool = False
+) -> None:
+    """Refuse (a LayoutError: exit 2) the options ``layout``'s restore does not take."""
+    restorer = RESTORERS[layout]
+    refused = restorer.unsupported(options, native_import)
+    if refused:
+        raise UnsupportedOption(restorer.refusal(where, refused))
