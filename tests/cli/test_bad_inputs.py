@@ -232,6 +232,7 @@ EXEMPT = {
     "--rewrite": "a flag",
     "--create-bucket": "a flag",
     "--allow-second-writer": "a flag",
+    "--allow-incomplete-backfill": "a flag",
     "--yes": "a flag",
     "--kms-key": "a KMS key id or ARN or alias: AWS checks it",
     "--alarm-topic": "an SNS ARN: AWS checks it",

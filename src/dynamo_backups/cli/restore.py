@@ -41,6 +41,10 @@ from dynamo_backups.cli.inputs import (
     check,
     not_applicable,
 )
+from dynamo_backups.cli.pending_check import (
+    allow_incomplete_backfill_option,
+    require_checked_backfill,
+)
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.cli.snapshot import take_snapshot
 from dynamo_backups.jobs.restore import (
@@ -176,6 +180,7 @@ def run_restore(
     show_default=True,
     help="Parallel BatchWriteItem calls per unit.",
 )
+@allow_incomplete_backfill_option
 @engine_options
 @partitions_option(16)
 @pass_invocation
@@ -200,6 +205,7 @@ def restore(
     unwritten_keys_file: object | None,
     read_concurrency: int,
     write_concurrency: int,
+    allow_incomplete_backfill: bool,
     engine: EngineChoice,
     resume: bool,
     partitions: int,
@@ -227,9 +233,9 @@ def restore(
     """
     if staging and not native_import:
         not_applicable(click.get_current_context(), "staging", "it is --native-import's")
-    folder = open_backup_path(
-        invocation.aws.client("s3"), source_bucket, source_prefix
-    )  # "no backup at ..." before anything is written
+    s3 = invocation.aws.client("s3")
+    folder = open_backup_path(s3, source_bucket, source_prefix)  # "no backup at ...", first
+    require_checked_backfill(s3, folder, at, allow_incomplete_backfill)
     _check_key_schema(folder, key_schema)
     if keys_file:
         _check_keys(keys_file, key_schema, folder)
@@ -442,6 +448,7 @@ def restore_backup_main(argv: list[str] | None = None) -> None:
         region = check(REGION, arguments.region, "--region") if arguments.region else None
         aws = AwsContext(region=region)
         folder = reports_errors(open_backup_path)(aws.client("s3"), bucket, folder_path)
+        reports_errors(require_checked_backfill)(aws.client("s3"), folder, None, False)
         _check_key_schema(folder, None)
         reports_errors(_check_target)(aws, folder, table, None, False)
         report = reports_errors(run_restore)(
@@ -498,6 +505,7 @@ def _restore_natively(
         staging,
         SnapshotOptions(at=at, skip_invalid=skip_invalid),
         not invocation.quiet,
+        allow_incomplete_backfill=True,  # the restore command has checked (or been told to)
     )
     if not snapshot.complete or snapshot.invalid:
         problems = snapshot.errors or [f"{snapshot.invalid} objects were not valid items"]

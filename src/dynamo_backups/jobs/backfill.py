@@ -39,6 +39,7 @@ from dynamo_backups.backup.description import describe_table, key_types_of, save
 from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.manifest import ensure_manifest
 from dynamo_backups.backup.reading import read_document
+from dynamo_backups.backup.removal_check import mark_check_done, mark_check_pending
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.cancel import Cancelled, Interrupted
 from dynamo_backups.core.ddbjson import dumps_item
@@ -63,10 +64,7 @@ from dynamo_backups.core.units import (
     partition_units,
     segment_units,
 )
-from dynamo_backups.jobs.backfill_removals import (
-    removals_check_key,
-    restore_removals_under_backfill,
-)
+from dynamo_backups.jobs.backfill_removals import restore_removals_under_backfill
 from dynamo_backups.jobs.export_source import (
     ExportSource,
     iter_export_items,
@@ -236,10 +234,7 @@ class Backfill:
                 resumable=False,
             )
             if not checked.failures and all(result.complete for result in checked.results):
-                writer.put_document(
-                    removals_check_key(self.layout),
-                    {"pending": False, "checked_at": format_time(self.clock())},
-                )
+                mark_check_done(writer, self.layout, self._job_name(), self.clock())
             self._report(copied, checked, started, units)
             ledger.finish(self.job_run, self.report.complete, self.report.to_dict())
         if stopped is not None:
@@ -269,16 +264,18 @@ class Backfill:
         }
 
     def _note_pending_check(self, writer: BackupWriter) -> None:
-        key = removals_check_key(self.layout)
-        earlier = read_document(writer.s3, writer.bucket, key)
-        if earlier and earlier.get("pending"):
+        """The folder's marker (in S3, for readers anywhere) says this job's removal check
+        is pending from before its first write until it has run in full."""
+        earlier = mark_check_pending(
+            writer, self.layout, self._job_name(), self._parameters(), self.clock()
+        )
+        if earlier is not None:
             logger.warning(
                 "%s: an earlier backfill (%s) stopped before checking its writes against "
                 "deletions; this run checks them",
                 self.layout.table,
-                earlier.get("since"),
+                earlier.document.get("since"),
             )
-        writer.put_document(key, {"pending": True, "since": format_time(self.clock())})
 
     def _copy_units(self, writer: BackupWriter) -> list[WorkUnit]:
         if not self.options.from_export:

@@ -365,9 +365,13 @@ class Restore(BucketClients):
         )
 
     def _pin_moment(self) -> datetime | None:
-        """For a latest restore with a ledger: the moment every attempt of the run reads the
-        backup as of, so that a resumed run's units and those an earlier attempt finished read
-        one backup (two moments would delete, with --delete-absent, what either held).
+        """For a restore with a ledger (latest or ``--at``): the moment every attempt of the
+        run reads the backup as S3 held it, so that a resumed run's units and those an earlier
+        attempt finished read one backup (two moments would delete, with --delete-absent, what
+        either held). An ``--at`` restore needs it too: a change dated before its moment can
+        reach the backup late (a stream lagging, a replay); an attempt after it would restore
+        it, one before it not. ``--at`` itself is one of the run's parameters: a resume with
+        another moment is refused by the ledger.
 
         The moment is S3's: when S3 stored the run's ``moment.json``, written once as the run
         began; every attempt reads the versions S3 received before it (to the next whole
@@ -376,7 +380,7 @@ class Restore(BucketClients):
         change made before the run began from one made the same second after): whatever the
         backup held when the run began is read, whatever reached it later is not."""
         run = self.job_run
-        if run is None or not run.recorded or self.options.at is not None:
+        if run is None or not run.recorded:
             return None
         key = f"{run.scratch_prefix}moment.json"
         if not run.resumed:
