@@ -49,6 +49,7 @@ def history(invocation: Invocation, table: str, key: str, bucket: str, prefix: s
     for entry in entries:
         if entry.event == "delete-marker":
             lines.append(f"{'':24}  delete marker (received {format_time(entry.received)})")
+            lines.extend(_copy_notes(entry, entries))
             if entry.object_key:
                 lines.append(f"    under the replicator's name s3://{bucket}/{entry.object_key}")
             continue

@@ -295,10 +295,11 @@ class Replayer:
 
 def _is_current(entries: list[ObjectVersion], newest: Decision) -> bool:
     """Whether the object's current entry is ``newest`` (a removal: its tombstone, or the
-    delete marker right on it)."""
+    delete markers right on it: a delete sent again adds a marker on the marker)."""
     if entries[0].version_id == newest.entry.version_id:
         return True
-    return newest.removed and newest.position == 1 and entries[0].is_delete_marker
+    above = entries[: newest.position]
+    return newest.removed and bool(above) and all(entry.is_delete_marker for entry in above)
 
 
 class ReplayFailed(RuntimeError):
