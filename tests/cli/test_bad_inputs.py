@@ -207,6 +207,22 @@ CASES = [
     # global
     Case("restore {bucket} {folder}", "TABLE"),
     Case("no-such-command", "no-such-command"),
+    # empty values are mistakes, not "not given" (every option: empty_cases below)
+    Case("restore {bucket} {folder} ''", "TABLE: '' is empty"),
+    Case("restore {bucket} '' {new}", "SOURCE_PREFIX: '' is empty"),
+    Case("restore '' {folder} {new}", "SOURCE_BUCKET: '' is empty"),
+    Case("backfill '' --bucket {bucket}", "TABLES: '' is empty"),
+    Case("backfill --table-prefix '' --bucket {bucket}", "--table-prefix: '' is empty"),
+    Case("restore {bucket} {folder} {new} --at ' '", "--at: ' ' is empty"),
+    Case("--profile '' verify {table} --bucket {bucket}", "--profile: '' is empty"),
+    Case("--region '' verify {table} --bucket {bucket}", "--region: '' is empty"),
+    Case("template --table {table} --bucket {bucket} --kms-key ''", "--kms-key"),
+    Case("stream {table} --bucket {bucket} --once --checkpoint-dir ''", "--checkpoint-dir"),
+    # an empty prefix is a value: the bucket's top level (docs/layout.md)
+    Case("verify {table} --bucket {bucket} --prefix ''", "no backup at s3://{bucket}/{table}/"),
+    # a table whose changes cannot reach a backup: the user's to fix
+    Case("stream {replica} --bucket {bucket} --prefix Prod --once", "has no stream"),
+    Case("stream {replica} --replica-table {table} --once", "{replica} has no stream"),
 ]
 
 # Options no case here needs to exercise, with the reason.
@@ -273,6 +289,23 @@ def generated_cases() -> list[Case]:
                 bad = "no-such-choice"
             if bad is not None:
                 cases.append(Case(f"{name} {base} {param.opts[0]} {bad}", param.opts[0]))
+    return cases
+
+
+def empty_cases() -> list[Case]:
+    """An empty value for every option that takes one, of every command: exit 2 naming the
+    option, unless its type says empty means something (a prefix)."""
+    cases = []
+    for name, command in main.commands.items():
+        base = BASE.get(name)
+        if base is None:
+            continue
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.hidden or param.is_flag or param.count:
+                continue
+            if getattr(param.type, "empty_allowed", False):
+                continue
+            cases.append(Case(f"{name} {base} {param.opts[0]} ''", f"{param.opts[0]}: '' is empty"))
     return cases
 
 
@@ -414,6 +447,11 @@ def test_out_of_range_or_no_choice(case: Case, world: dict[str, Any]) -> None:
     check(case, world)
 
 
+@pytest.mark.parametrize("case", empty_cases(), ids=lambda case: case.id)
+def test_empty_value(case: Case, world: dict[str, Any]) -> None:
+    check(case, world)
+
+
 def test_every_option_is_covered() -> None:
     """A new option needs a case above, a generated one, or a reason in EXEMPT."""
     mentioned = " ".join(case.args for case in [*CASES, *generated_cases()]).split()
@@ -551,6 +589,64 @@ def test_a_malformed_endpoint_variable_is_one_error_line(
     assert [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert "not-a-url" in json.loads(result.stdout)["error"]
     assert state(world) == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        ([], "the following arguments are required"),
+        (["--bogus", "a-bucket", "Prod/Users", "Users"], "unrecognized arguments: --bogus"),
+        (["a-bucket", "Prod/Users"], "required: tablename"),
+        (["--region", "", "a-bucket", "Prod/Users", "Users"], "--region"),
+    ],
+)
+def test_restore_backup_usage_errors_are_one_error_line(
+    argv: list[str], names: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The legacy command's usage mistakes follow every command's rule: one ``error:``
+    line naming the mistake, exit 2 (not argparse's usage block)."""
+    with pytest.raises(SystemExit) as exited:
+        restore_backup_main(argv)
+    assert exited.value.code == 2
+    shown = capsys.readouterr()
+    lines = shown.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], shown.err
+    assert "usage:" not in shown.err and not shown.out
+
+
+def test_verbose_every_stderr_line_is_json(world: dict[str, Any]) -> None:
+    """With -v, the note on how --at was read, the progress line and the error are JSON
+    objects too, like the log lines: a program can read every stderr line."""
+    now = int(time.time()) * 1000
+    result = run(
+        f"-v restore {world['bucket']} {world['folder']} {world['new']} --dry-run --at {now}"
+    )
+    assert result.exit_code == 0, result.output
+    failed = run(f"-v --output json restore {world['bucket']} Prod/Nope {world['new']}")
+    assert failed.exit_code == 2
+    for shown in (result.stderr, failed.stderr):
+        lines = [json.loads(line) for line in shown.splitlines() if line.strip()]
+        assert lines and all(line["message"] and line["level"] for line in lines), shown
+    levels = {line["level"] for line in map(json.loads, result.stderr.splitlines())}
+    messages = " ".join(json.loads(line)["message"] for line in result.stderr.splitlines())
+    assert "read as epoch milliseconds" in messages and "partitions" in messages, messages
+    assert "info" in levels
+    error = json.loads(failed.stderr.splitlines()[-1])
+    assert error["level"] == "error" and "no backup at" in error["message"]
+    assert json.loads(failed.stdout)["exit_code"] == 2
+
+
+def test_backfill_warns_about_a_table_without_a_stream(world: dict[str, Any]) -> None:
+    """A backfill of a table without a stream copies its rows once; the changes after it
+    are not backed up: said on one stderr line naming how to turn the stream on."""
+    result = run(f"backfill {world['replica']} --bucket {world['bucket']} --prefix NoStream -q")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1, result.stderr
+    assert f"table {world['replica']} has no stream" in warnings[0]
+    assert "not backed up until" in warnings[0] and "dynamo-backups deploy" in warnings[0]
+    quiet = run(f"backfill {world['table']} --bucket {world['bucket']} --prefix Prod -q")
+    assert quiet.exit_code == 0 and "warning" not in quiet.stderr, quiet.output
 
 
 def test_restore_backup_refuses_a_malformed_region(

@@ -203,4 +203,4 @@ def test_global_options_work_after_the_command_name_too(
         "us-east-1",
     )
     assert found.exit_code == 0, found.output
-    assert "(1 versions, newest first)" in found.output
+    assert "(1 version, newest first)" in found.output

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from datetime import datetime
+from typing import NoReturn
 
 import click
 
@@ -41,6 +42,7 @@ from dynamo_backups.cli.inputs import (
     check,
     not_applicable,
 )
+from dynamo_backups.cli.lines import say
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.cli.snapshot import take_snapshot
 from dynamo_backups.jobs.restore import (
@@ -421,10 +423,18 @@ def _stream_setting(invocation: Invocation, folder: BackupFolder, table: str) ->
     return {"source": source or None, "restored": target or None, "note": note}
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse's usage mistakes as every command's: one ``error:`` line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        say(f"error: {message} (see: {self.prog} --help)")
+        sys.exit(EXIT_USAGE)
+
+
 def restore_backup_main(argv: list[str] | None = None) -> None:
     """``restore-backup``: the checklist's interface to restore; its arguments are checked
     as restore checks them (exit 2, nothing written), and its advice names restore."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="restore-backup",
         description="Play back every object of a DynamoDB backup into a table (created from the "
         "saved description when missing). Same as: dynamo-backups restore.",
@@ -439,7 +449,7 @@ def restore_backup_main(argv: list[str] | None = None) -> None:
         bucket = check(BUCKET, arguments.sourceS3Bucket, "sourceS3Bucket")
         folder_path = check(TABLE_FOLDER, arguments.sourceS3Prefix, "sourceS3Prefix")
         table = check(TABLE, arguments.tablename, "tablename")
-        region = check(REGION, arguments.region, "--region") if arguments.region else None
+        region = None if arguments.region is None else check(REGION, arguments.region, "--region")
         aws = AwsContext(region=region)
         folder = reports_errors(open_backup_path)(aws.client("s3"), bucket, folder_path)
         _check_key_schema(folder, None)
@@ -450,6 +460,9 @@ def restore_backup_main(argv: list[str] | None = None) -> None:
     except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)
+    except Exception as error:  # a bug: one error line, never a traceback
+        say(f"error: unexpected {type(error).__name__}: {error} (please report it)")
+        sys.exit(EXIT_FAILED)
     rerun = f"dynamo-backups restore {bucket} {folder_path} {table}"
     print(summary_text(report, rerun=rerun))
     if not report.complete:
