@@ -177,6 +177,7 @@ CASES = [
     Case("demo --profile p", "--profile"),
     # found by review: odd values, conflicting options, the wrong place for a file
     Case("restore {bucket} {folder} {new} --at -5", "before 1970"),
+    Case("restore {bucket} {folder} {new} --at 0 --dry-run", "its earliest change: 20"),
     Case("--region 'us east 1' verify {table} --bucket {bucket} --prefix Prod", "--region"),
     Case("verify {table} --bucket {bucket} --prefix Prod --region ''", "--region"),
     Case("--endpoint-url not-a-url verify {table} --bucket {bucket}", "--endpoint-url"),
@@ -501,13 +502,40 @@ def test_s3_forms_are_accepted(world: dict[str, Any]) -> None:
     assert result.exit_code == 0, result.output
 
 
-def test_restore_at_before_the_first_backup_fails_and_says_so(world: dict[str, Any]) -> None:
+@pytest.mark.parametrize("moment", ["2020-01-01T00:00:00Z", "0"])
+def test_restore_at_before_the_first_backup_is_refused(world: dict[str, Any], moment: str) -> None:
+    """A moment before the folder's first backup (epoch 0 among them) is exit 2, naming the
+    earliest change there is, and leaves no empty table behind."""
     target = unique_table_name("early")
+    tables_before = state(world)[1]
+    result = run(f"restore {world['bucket']} {world['folder']} {target} --at {moment} -q")
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "--at: the backup held no item at" in errors[0], result.stderr
+    assert "before the first backup of" in errors[0] and "its earliest change: 20" in errors[0]
+    assert "was deleted again" in errors[0]
+    assert state(world)[1] == tables_before
+
+
+def test_restore_delete_absent_before_the_first_backup_deletes_nothing(
+    world: dict[str, Any],
+) -> None:
+    """--into-existing --delete-absent --at 0 emptied the table: every item was "absent"
+    at a moment the backup knows nothing of. Now nothing is deleted, exit 2."""
+    target = unique_table_name("keep")
+    made = run(f"restore {world['bucket']} {world['folder']} {target} -q")
+    assert made.exit_code == 0, made.output
+    dynamodb = world["dynamodb"]
+    count = dynamodb.scan(TableName=target, Select="COUNT", ConsistentRead=True)["Count"]
+    assert count == 3
     result = run(
-        f"restore {world['bucket']} {world['folder']} {target} --at 2020-01-01T00:00:00Z -q"
+        f"restore {world['bucket']} {world['folder']} {target} --into-existing --delete-absent "
+        "--at 0 -q"
     )
-    assert result.exit_code == 1, result.output
-    assert "held no item at 2020-01-01" in result.stderr
+    assert result.exit_code == 2, result.output
+    assert "--delete-absent deleted nothing" in result.stderr
+    after = dynamodb.scan(TableName=target, Select="COUNT", ConsistentRead=True)["Count"]
+    assert after == 3
 
 
 def test_restore_reports_the_stream_setting(world: dict[str, Any]) -> None:

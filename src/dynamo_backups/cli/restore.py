@@ -45,6 +45,7 @@ from dynamo_backups.cli.inputs import (
 from dynamo_backups.cli.lines import say
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.cli.snapshot import take_snapshot
+from dynamo_backups.core.layout import format_time
 from dynamo_backups.jobs.restore import (
     SAMPLE_SIZE,
     Restore,
@@ -282,19 +283,82 @@ def restore(
         show_progress=not invocation.quiet,
         engine=engine,
     )
-    stream = None if dry_run else _stream_setting(invocation, folder, table)
+    nothing_then = at is not None and report.objects and not report.written and not keys_file
+    stream = None if dry_run or nothing_then else _stream_setting(invocation, folder, table)
     summary = report.to_dict() | ({"stream": stream} if stream else {})
     text = summary_text(report) + (f"\nstream: {stream['note']}" if stream else "")
     invocation.emit(summary, text)
     if not report.complete:
         fail("the restore is incomplete (see above)", EXIT_FAILED)
-    if at is not None and report.objects and not report.written and not keys_file:
-        fail(
-            f"the backup held no item at {report.at}: is it before the first backup of "
-            f"{folder.where}? "
-            + (f"Table {table} was created and is empty." if report.created_table else ""),
-            EXIT_FAILED,
+    if nothing_then:
+        _refuse_moment_without_items(invocation, folder, table, report, resume)
+
+
+def _refuse_moment_without_items(
+    invocation: Invocation, folder: BackupFolder, table: str, report: RestoreReport, resume: bool
+) -> NoReturn:
+    """--at before the folder's first backup (--at 0): exit 2 naming the earliest change
+    found, nothing left behind (a table this run created for it, still empty, is deleted
+    again; --delete-absent deleted nothing)."""
+    earliest = _earliest_change_found(invocation.aws.client("s3"), folder)
+    message = f"--at: the backup held no item at {report.at}: it is before the first backup of "
+    message += f"{folder.where}"
+    if earliest is not None:
+        moment, sampled = earliest
+        message += (
+            f"; its earliest change{' found' if sampled else ''}: {format_time(moment)} "
+            "(give --at from then on)"
         )
+    if report.created_table and not resume and not report.dry_run:
+        removed = _remove_if_empty(invocation.aws, table)
+        message += f"; table {table}, created for it, " + (
+            "was deleted again" if removed else "is left (it is not empty)"
+        )
+    if report.nothing_at_moment:
+        message += "; --delete-absent deleted nothing"
+    fail(message, EXIT_USAGE)
+
+
+def _earliest_change_found(s3: object, folder: BackupFolder) -> tuple[datetime, bool] | None:
+    """The earliest change among the folder's first page of versions (all of it when it
+    fits one page; ``True`` when sampled): its oldest item version's recorded change time,
+    else S3's LastModified. A moment from it on holds that item."""
+    from dynamo_backups.core.layout import VersionMetadata
+
+    bucket, prefix = folder.bucket, folder.layout.items_prefix
+    page = call_with_retries(
+        lambda: s3.list_object_versions(Bucket=bucket, Prefix=prefix, MaxKeys=1000),  # type: ignore[attr-defined]
+        READ_POLICY,
+        f"list s3://{bucket}/{prefix}",
+    )
+    versions = [v for v in page.get("Versions", []) if v.get("Size", 0) > 0]
+    if not versions:
+        return None
+    oldest = min(versions, key=lambda version: version["LastModified"])
+    head = call_with_retries(
+        lambda: s3.head_object(Bucket=bucket, Key=oldest["Key"], VersionId=oldest["VersionId"]),  # type: ignore[attr-defined]
+        READ_POLICY,
+        f"read s3://{bucket}/{oldest['Key']}",
+    )
+    metadata = VersionMetadata.from_s3(head.get("Metadata") or {})
+    moment = metadata.change_time if metadata else oldest["LastModified"]
+    return moment, bool(page.get("IsTruncated"))
+
+
+def _remove_if_empty(aws: AwsContext, table: str) -> bool:
+    """Delete ``table`` (made by this restore) if it holds no item."""
+    dynamodb = aws.client("dynamodb")
+    scan = call_with_retries(
+        lambda: dynamodb.scan(TableName=table, Limit=1, Select="COUNT"),
+        READ_POLICY,
+        f"look into table {table}",
+    )
+    if scan.get("Count") or scan.get("LastEvaluatedKey"):
+        return False
+    call_with_retries(
+        lambda: dynamodb.delete_table(TableName=table), READ_POLICY, f"delete table {table}"
+    )
+    return True
 
 
 def _check_key_schema(folder: BackupFolder, key_schema: str | None) -> None:
