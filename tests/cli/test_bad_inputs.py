@@ -517,6 +517,16 @@ def test_restore_at_before_the_first_backup_is_refused(world: dict[str, Any], mo
     assert state(world)[1] == tables_before
 
 
+def test_snapshot_at_before_the_first_backup_is_refused(world: dict[str, Any]) -> None:
+    """A snapshot --at 0 was exit 0 with an empty export: now exit 2, naming the earliest
+    change, as restore says it."""
+    destination = f"s3://{world['bucket']}/early-{uuid.uuid4().hex[:8]}"
+    result = run(f"snapshot {world['bucket']} {world['folder']} --to {destination} --at 0 -q")
+    assert result.exit_code == 2, result.output
+    assert "before the first backup of" in result.stderr and "its earliest change" in result.stderr
+    assert "holds no item" in result.stderr
+
+
 def test_restore_delete_absent_before_the_first_backup_deletes_nothing(
     world: dict[str, Any],
 ) -> None:

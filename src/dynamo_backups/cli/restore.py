@@ -41,11 +41,11 @@ from dynamo_backups.cli.inputs import (
     TABLE_FOLDER,
     check,
     not_applicable,
+    nothing_at_moment,
 )
 from dynamo_backups.cli.lines import say
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.cli.snapshot import take_snapshot
-from dynamo_backups.core.layout import format_time
 from dynamo_backups.jobs.restore import (
     SAMPLE_SIZE,
     Restore,
@@ -300,15 +300,7 @@ def _refuse_moment_without_items(
     """--at before the folder's first backup (--at 0): exit 2 naming the earliest change
     found, nothing left behind (a table this run created for it, still empty, is deleted
     again; --delete-absent deleted nothing)."""
-    earliest = _earliest_change_found(invocation.aws.client("s3"), folder)
-    message = f"--at: the backup held no item at {report.at}: it is before the first backup of "
-    message += f"{folder.where}"
-    if earliest is not None:
-        moment, sampled = earliest
-        message += (
-            f"; its earliest change{' found' if sampled else ''}: {format_time(moment)} "
-            "(give --at from then on)"
-        )
+    message = nothing_at_moment(invocation.aws.client("s3"), folder, report.at)
     if report.created_table and not resume and not report.dry_run:
         removed = _remove_if_empty(invocation.aws, table)
         message += f"; table {table}, created for it, " + (
@@ -317,32 +309,6 @@ def _refuse_moment_without_items(
     if report.nothing_at_moment:
         message += "; --delete-absent deleted nothing"
     fail(message, EXIT_USAGE)
-
-
-def _earliest_change_found(s3: object, folder: BackupFolder) -> tuple[datetime, bool] | None:
-    """The earliest change among the folder's first page of versions (all of it when it
-    fits one page; ``True`` when sampled): its oldest item version's recorded change time,
-    else S3's LastModified. A moment from it on holds that item."""
-    from dynamo_backups.core.layout import VersionMetadata
-
-    bucket, prefix = folder.bucket, folder.layout.items_prefix
-    page = call_with_retries(
-        lambda: s3.list_object_versions(Bucket=bucket, Prefix=prefix, MaxKeys=1000),  # type: ignore[attr-defined]
-        READ_POLICY,
-        f"list s3://{bucket}/{prefix}",
-    )
-    versions = [v for v in page.get("Versions", []) if v.get("Size", 0) > 0]
-    if not versions:
-        return None
-    oldest = min(versions, key=lambda version: version["LastModified"])
-    head = call_with_retries(
-        lambda: s3.head_object(Bucket=bucket, Key=oldest["Key"], VersionId=oldest["VersionId"]),  # type: ignore[attr-defined]
-        READ_POLICY,
-        f"read s3://{bucket}/{oldest['Key']}",
-    )
-    metadata = VersionMetadata.from_s3(head.get("Metadata") or {})
-    moment = metadata.change_time if metadata else oldest["LastModified"]
-    return moment, bool(page.get("IsTruncated"))
 
 
 def _remove_if_empty(aws: AwsContext, table: str) -> bool:
