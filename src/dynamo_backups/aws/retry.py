@@ -17,6 +17,7 @@ from typing import TypeVar
 from dynamo_backups.aws.errors import describe_error, is_timeout, is_transient
 from dynamo_backups.aws.timeouts import Timeouts, timeouts_from_environment
 from dynamo_backups.aws.waiting import WATCH
+from dynamo_backups.core.wording import counted
 
 T = TypeVar("T")
 
@@ -47,7 +48,8 @@ class RetriesExhausted(Exception):
     """A transient failure outlasted the retry budget (or the deadline)."""
 
     def __init__(self, what: str, attempts: int, last_error: BaseException) -> None:
-        super().__init__(f"{what}: gave up after {attempts} attempts: {describe_error(last_error)}")
+        tries = counted(attempts, "attempt")
+        super().__init__(f"{what}: gave up after {tries}: {describe_error(last_error)}")
         self.attempts = attempts
         self.last_error = last_error
 

@@ -25,6 +25,7 @@ from dynamo_backups.aws.s3objects import BotocoreObjects, ObjectStore
 from dynamo_backups.backup.reading import object_versions
 from dynamo_backups.core.layout import ITEM_CONTENT_TYPE, TOMBSTONE_CONTENT_TYPE, VersionMetadata
 from dynamo_backups.core.pitr import ObjectVersion
+from dynamo_backups.core.wording import counted
 
 
 class BackupWriter:
@@ -187,7 +188,7 @@ class BackupWriter:
             written = self._write_over(object_key, state, seen)
         raise ConditionalWriteError(
             f"s3://{self.bucket}/{object_key} kept changing under a conditional write "
-            f"({CONFIRM_ATTEMPTS} attempts to keep the newest state on top)"
+            f"({counted(CONFIRM_ATTEMPTS, 'attempt')} to keep the newest state on top)"
         )
 
     def _write_over(

@@ -31,9 +31,16 @@ from dynamo_backups.cli.common import (
 )
 from dynamo_backups.cli.demo import demo
 from dynamo_backups.cli.history import history
-from dynamo_backups.cli.inputs import ENDPOINT_URL, REGION, InputError, validated
+from dynamo_backups.cli.inputs import (
+    ENDPOINT_URL,
+    REGION,
+    InputError,
+    refuse_empty_values,
+    validated,
+)
 from dynamo_backups.cli.installer import deploy, package, teardown_command, template
 from dynamo_backups.cli.interrupt import install_interrupt_handler
+from dynamo_backups.cli.lines import say
 from dynamo_backups.cli.notices import start_wait_notices
 from dynamo_backups.cli.replay import replay
 from dynamo_backups.cli.replication import diff_record, diff_tables, replicate_record
@@ -95,7 +102,7 @@ class CommandGroup(click.Group):
         except click.Abort:
             if not standalone:
                 raise
-            click.echo("Aborted!", err=True)
+            say("Aborted!")
             sys.exit(1)
         except Exception as error:  # a bug: one error line, never a traceback
             if not standalone:
@@ -126,7 +133,7 @@ def _unexpected_message(error: Exception) -> str:
 
 
 def _show_unexpected(error: Exception) -> None:
-    click.echo(f"error: {_unexpected_message(error)}", err=True)
+    say(f"error: {_unexpected_message(error)}")
 
 
 def _show_usage_error(error: click.UsageError) -> None:
@@ -134,7 +141,7 @@ def _show_usage_error(error: click.UsageError) -> None:
         error.show()
         return
     where = error.ctx.command_path if error.ctx is not None else "dynamo-backups"
-    click.echo(f"error: {error.format_message()} (see: {where} --help)", err=True)
+    say(f"error: {error.format_message()} (see: {where} --help)")
 
 
 @click.group(
@@ -211,4 +218,5 @@ for command in (
     demo,
     adopt,
 ):
-    main.add_command(with_global_options(validated(command)))
+    main.add_command(refuse_empty_values(with_global_options(validated(command))))
+refuse_empty_values(main)

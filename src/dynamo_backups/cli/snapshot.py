@@ -21,7 +21,7 @@ from dynamo_backups.cli.common import (
     pass_invocation,
     reports_errors,
 )
-from dynamo_backups.cli.inputs import BUCKET, S3_ADDRESS, TABLE_FOLDER
+from dynamo_backups.cli.inputs import BUCKET, S3_ADDRESS, TABLE_FOLDER, nothing_at_moment
 from dynamo_backups.cli.pending_check import (
     allow_incomplete_backfill_option,
     require_checked_backfill,
@@ -186,6 +186,13 @@ def snapshot(
             "run again with --resume"
         )
     invocation.emit(report.to_dict(), text)
+    if at is not None and report.absent and not report.items and not report.invalid:
+        folder = open_backup_path(invocation.aws.client("s3"), source_bucket, source_prefix)
+        fail(
+            nothing_at_moment(invocation.aws.client("s3"), folder, report.at)
+            + f"; the snapshot at {report.destination} holds no item",
+            EXIT_USAGE,
+        )
     if report.invalid:
         fail(f"{report.invalid} objects were not valid items")
     if not report.complete:

@@ -34,7 +34,11 @@ from dynamo_backups.jobs.verify import Verify
 @click.argument("table", type=TABLE)
 @click.option("--bucket", required=True, type=BUCKET, help="The backup bucket.")
 @click.option(
-    "--prefix", default="", type=PREFIX, help="The backups' folder, e.g. Prod (default: none)."
+    "--prefix",
+    default="",
+    type=PREFIX,
+    help="The backups' folder, e.g. Prod "
+    "(default: none: the bucket's top level, also written --prefix '').",
 )
 @click.option(
     "--repair",

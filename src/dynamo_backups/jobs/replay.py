@@ -42,6 +42,7 @@ from dynamo_backups.core.layout import LayoutError, parse_stream_arn
 from dynamo_backups.core.parallel import batched
 from dynamo_backups.core.pitr import Decision, ObjectVersion, newest_change
 from dynamo_backups.core.stream_records import BatchResult, parse_batch
+from dynamo_backups.core.wording import counted
 from dynamo_backups.pipeline.backup_applier import BackupApplier
 
 logger = logging.getLogger("dynamo_backups.jobs.replay")
@@ -282,7 +283,7 @@ class Replayer:
             self.writer.put_state_if_current(object_key, entries, newest.position, entries[0])
         raise ReplayFailed(
             f"kept changing: its newest change could not be made current in "
-            f"{SETTLE_ATTEMPTS} attempts (run replay again)"
+            f"{counted(SETTLE_ATTEMPTS, 'attempt')} (run replay again)"
         )
 
     def _newest_change(self, object_key: str, entries: list[ObjectVersion]) -> Decision | None:

@@ -126,6 +126,9 @@ class RestoreReport:
     unfinished_units: list[str] = field(default_factory=list)
     unit_seconds: float = 0.0
     seconds: float = 0.0
+    # --at found no item of the folder then (before its first backup): nothing known of the
+    # table at that moment, so --delete-absent deleted nothing.
+    nothing_at_moment: bool = False
 
     @property
     def complete(self) -> bool:
@@ -633,9 +636,27 @@ class Restore(BucketClients):
             self.retry_policy,
         )
 
+    def _knows_nothing_then(self) -> bool:
+        """A restore --at of the whole folder that found no item then: the moment is before
+        the backup's first change (or one when every item was deleted, which the backup
+        cannot tell apart without reading every version: refused alike, nothing deleted)."""
+        report = self.report
+        return (
+            self.options.at is not None
+            and not self.options.keys_file
+            and report.objects > 0
+            and report.written == 0
+            and report.invalid == 0
+        )
+
     def _finish_target(self, description: dict[str, Any]) -> None:
         """After the items: delete what was absent (when asked), then switch TTL on."""
         if self.options.dry_run:
+            return
+        if self._knows_nothing_then():
+            # Before the backup's first change it knows nothing of the table: "absent then"
+            # would be every item, and --delete-absent would empty the table (--at 0).
+            self.report.nothing_at_moment = self._deletes_absent()
             return
         if self._absent is not None:
             try:
