@@ -1,8 +1,8 @@
-"""Review of the tombstones merge (409 ConditionalRequestConflict is "no verdict on the
-condition: send it again"): the run lease, also a conditional write (If-Match on its ETag),
-still takes a 409 for a refusal. One 409 on a renewal (S3: a concurrent request on the key
+"""The run lease is a conditional write (If-Match on its ETag), and a 409
+ConditionalRequestConflict is no verdict on the condition: it is sent again. Taken for a
+refusal, one 409 on a renewal (S3: a concurrent request on the key
 was in progress, e.g. a client-side retry of a renewal whose first attempt S3 is still
-handling) makes the live holder conclude "taken over", stop renewing and never renew again.
+handling) would make the live holder conclude "taken over", stop renewing and never renew again.
 The lease lapses while the attempt still runs, and a second attempt of the same run (a
 ``--resume`` on another host, or an operator's second command) takes it over: two live
 attempts of one run do the same units at once, which the lease exists to prevent.
@@ -53,7 +53,7 @@ class FirstRenewalConflicts:
         return faultproxy.Answer(409, {"Content-Type": "application/xml"}, CONFLICT)
 
 
-def test_review_one_409_on_a_renewal_gives_a_live_attempts_lease_away(
+def test_one_409_on_a_renewal_does_not_give_a_live_attempts_lease_away(
     seaweedfs: Any, s3: Any, bucket: str, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(run_lease, "RUN_LEASE_SECONDS", 2.0)  # renewed every 0.5 s
