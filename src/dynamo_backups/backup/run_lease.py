@@ -130,6 +130,19 @@ class RunLease:
             logger.warning("%s: lease not released: %s", self.key, error)
         self._etag = None
 
+    def abandon(self) -> None:
+        """Stop renewing without releasing: the lease lapses ``RUN_LEASE_SECONDS`` after its
+        last renewal. For an attempt whose work may still be writing (cancelled tasks that did
+        not end): a release would tell others it had stopped."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self._etag is not None:
+            logger.warning(
+                "%s: left to lapse, %.0f s after its last renewal", self.key, RUN_LEASE_SECONDS
+            )
+        self._etag = None
+
     def _renew(self) -> None:
         """Renew every quarter of the lease until released. A refusal (412: another attempt
         wrote the lease) ends the renewals, never to write over the new holder's lease; any

@@ -201,11 +201,18 @@ class Backfill:
         # whether this one still writes.
         lease = RunLease(writer, self.job_run)
         lease.acquire()
+        settled = True
         try:
             marker = self._note_pending_check(writer, lease)
             return self._run_attempt(engine, writer, ledger, marker, started)
+        except Interrupted as stop:
+            settled = stop.settled
+            raise
         finally:
-            lease.release()
+            if settled:
+                lease.release()
+            else:  # units may still write: the run must not look ended until its lease lapses
+                lease.abandon()
 
     def _run_attempt(
         self,
@@ -262,7 +269,12 @@ class Backfill:
                 self.progress,
                 resumable=False,
             )
-            if not checked.failures and all(result.complete for result in checked.results):
+            unsettled = stopped is not None and not stopped.settled  # units may still write
+            if (
+                not unsettled
+                and not checked.failures
+                and all(result.complete for result in checked.results)
+            ):
                 mark_check_done(writer, marker, covered, self.clock())
             self._report(copied, checked, started, units)
             ledger.finish(self.job_run, self.report.complete, self.report.to_dict())
