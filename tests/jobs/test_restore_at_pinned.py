@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,7 +34,11 @@ def test_a_resumed_restore_at_a_moment_reads_the_backup_its_first_attempt_read(
     bucket: str,
     prefix: str,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
+    # The failed first attempt writes its unwritten keys to TABLE.unwritten-keys.jsonl in the
+    # current directory: the test's own, not the repository's.
+    monkeypatch.chdir(tmp_path)
     table = create_table(dynamodb, view_type=None)
     for index in range(ROWS):
         dynamodb.put_item(TableName=table, Item={"pk": {"S": f"k{index}"}, "v": {"N": str(index)}})
