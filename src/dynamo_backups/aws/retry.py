@@ -88,7 +88,7 @@ def call_with_retries(
     (the SDK's own tries inside them included) have waited ``attempts`` read timeouts
     (``timeouts``), not after the whole budget meant for throttling."""
     delays = policy.delays()
-    timeout_budget = _timeout_budget()
+    timeout_budget: float | None = None  # read from the environment at the first failure
     attempts = 0
     waited_for_answers = 0.0
     last_error: BaseException | None = None
@@ -108,6 +108,8 @@ def call_with_retries(
             if is_timeout(error):
                 waited_for_answers += clock() - started
             delay = next(delays, None)
+            if timeout_budget is None:
+                timeout_budget = _timeout_budget()
             if (
                 delay is None
                 or waited_for_answers >= timeout_budget

@@ -7,6 +7,7 @@ exit codes, output, logging, time arguments) and ``progress`` the progress lines
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
@@ -136,6 +137,16 @@ def _show_unexpected(error: Exception) -> None:
     say(f"error: {_unexpected_message(error)}")
 
 
+def tune_garbage_collection() -> None:
+    """Fewer garbage collections in a bulk command. Its objects are freed by reference
+    counting as each item is done; the cycle collector ran some 700 times in a restore of
+    20,000 items, five of them full ones through every object the libraries loaded: 20 µs
+    of CPU per item. What is loaded by now stays out of every collection (``freeze``), and
+    a collection waits for 20,000 new objects instead of 700 (a few MB at most)."""
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
 def _show_usage_error(error: click.UsageError) -> None:
     if isinstance(error, InputError):
         error.show()
@@ -188,6 +199,7 @@ def main(
     """
     configure_logging(verbose, quiet)
     install_interrupt_handler()
+    tune_garbage_collection()
     try:
         chosen_transport()
         timeouts = timeouts_from_environment()
