@@ -45,6 +45,7 @@ from dynamo_backups.backup.folder import BackupFolder, open_folder_path
 from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.reading import READ_POLICY, read_document
 from dynamo_backups.backup.run_lease import RunLease
+from dynamo_backups.core.cancel import Interrupted
 from dynamo_backups.core.ddbjson import dumps_item, loads_item
 from dynamo_backups.core.keys import canonical_key, key_attribute_names, parse_key
 from dynamo_backups.core.layout import TableLayout
@@ -449,11 +450,17 @@ class Restore(BucketClients):
         if self.job_run.recorded:
             lease = RunLease(self.ledger_writer(), self.job_run)
             lease.acquire()  # one live attempt of a run at a time
+        settled = True
         try:
             return self._run_attempt(engine, ledger, description, started)
+        except Interrupted as stop:
+            settled = stop.settled
+            raise
         finally:
-            if lease is not None:
+            if lease is not None and settled:
                 lease.release()
+            elif lease is not None:  # units may still write: a resume must wait for the lapse
+                lease.abandon()
 
     def _run_attempt(
         self, engine: Engine, ledger: JobLedger, description: dict[str, Any], started: float
