@@ -213,7 +213,7 @@ def test_ctrl_c_stops_a_verify_and_resume_compares_the_rest(
     )
     assert backfilled.returncode == 0, backfilled.stderr
     jobs = f"{prefix}/.dynamo-backups/{table}/jobs/verify/"
-    command = cli("verify", table, "--bucket", bucket, "--prefix", prefix, "--partitions", "1024")
+    command = cli("verify", table, "--bucket", bucket, "--prefix", prefix, "--partitions", "256")
 
     def comparing() -> bool:  # a unit of the compare stage is recorded
         listed = s3.list_objects_v2(Bucket=bucket, Prefix=jobs)
@@ -223,8 +223,8 @@ def test_ctrl_c_stops_a_verify_and_resume_compares_the_rest(
     assert stopped.returncode == 130, stopped.stderr
     assert took < STOP_WITHIN, f"took {took:.1f} s to stop\n{stopped.stderr}"
     assert "Traceback" not in stopped.stderr
-    found = re.search(r"(\d+) of 1024 units \(compare\) done and recorded", stopped.stderr)
-    assert found and 0 < int(found.group(1)) < 1024, stopped.stderr
+    found = re.search(r"(\d+) of 256 units \(compare\) done and recorded", stopped.stderr)
+    assert found and 0 < int(found.group(1)) < 256, stopped.stderr
 
     resumed = subprocess.run(
         [*resume_line(stopped.stderr), "--output", "json"],
@@ -255,7 +255,7 @@ def test_ctrl_c_stops_a_snapshot_and_resume_writes_every_item_once(
     jobs = f"{prefix}/.dynamo-backups/{table}/jobs/snapshot-"
     destination = f"s3://{bucket}/{prefix}-snapshot"
     command = cli(
-        "snapshot", bucket, f"{prefix}/{table}", "--to", destination, "--partitions", "1024"
+        "snapshot", bucket, f"{prefix}/{table}", "--to", destination, "--partitions", "256"
     )
 
     def snapshotting() -> bool:
@@ -265,7 +265,7 @@ def test_ctrl_c_stops_a_snapshot_and_resume_writes_every_item_once(
     stopped, took = interrupt_when(command, env, snapshotting)
     assert stopped.returncode == 130, stopped.stderr
     assert took < STOP_WITHIN, f"took {took:.1f} s to stop\n{stopped.stderr}"
-    assert re.search(r"\d+ of 1024 units \(partition\) done and recorded", stopped.stderr)
+    assert re.search(r"\d+ of 256 units \(partition\) done and recorded", stopped.stderr)
 
     resumed = subprocess.run(
         [*resume_line(stopped.stderr), "--output", "json"],
