@@ -7,6 +7,12 @@ same work, measured by ../shared/bench/ceiling --only s3 (a lean Node client):
 ``s3_versioned_put_per_s``, plain puts into a versioned bucket.
 
     .venv/bin/python -m bench.handler [--batches 30] [--concurrency 16]
+
+With ``--entry-point`` it only times the Lambda entry point, ``dynamo_backups.handler.backup``,
+configured by BACKUP_BUCKET / BACKUP_PREFIX / BACKUP_CONCURRENCY against the S3 server named by
+AWS_ENDPOINT_URL_S3, and prints one JSON line: bench.compare runs it under each revision's
+sources. That is why this module imports dynamo_backups inside its functions: the entry point is
+the one interface every revision has, the modules the other measures use are newer.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +29,6 @@ from typing import Any
 from tests import servers
 
 from bench.common import client, local_servers, measure_ceiling, ratio
-from dynamo_backups.aws.context import AwsContext
-from dynamo_backups.core.ddbjson import dumps_item
-from dynamo_backups.handler import BackupConfig, build_backup_applier
 
 ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/Bench/stream/2026-01-01T00:00:00.000"
 
@@ -67,6 +71,9 @@ def handler_rate(
 ) -> tuple[float, float]:
     """The handler's own applier, built as the Lambda entry point builds it: records/s and
     client CPU microseconds per record."""
+    from dynamo_backups.aws.context import AwsContext
+    from dynamo_backups.handler import BackupConfig, build_backup_applier
+
     os.environ["DYNAMO_BACKUPS_TRANSPORT"] = transport
     config = BackupConfig(bucket, f"bench-{uuid.uuid4().hex[:6]}", concurrency=concurrency)
     applier = build_backup_applier(config, AwsContext(connect_timeout=5, read_timeout=30))
@@ -82,6 +89,8 @@ def handler_rate(
 
 def boto3_rate(s3: Any, bucket: str, batches: list[list[dict]], concurrency: int) -> float:
     """The same puts with nothing of ours around them: a thread pool calling put_object."""
+    from dynamo_backups.core.ddbjson import dumps_item
+
     prefix = f"plain-{uuid.uuid4().hex[:6]}"
     jobs = [
         (
@@ -98,11 +107,40 @@ def boto3_rate(s3: Any, bucket: str, batches: list[list[dict]], concurrency: int
     return len(jobs) / elapsed
 
 
+def entry_point_rate(batches: int) -> dict[str, Any]:
+    """Records/s, CPU per record (this process, every thread) and peak RSS of the Lambda entry
+    point on ``batches`` 100-record batches, after one warm-up batch (clients, threads)."""
+    from dynamo_backups.handler import backup
+
+    def apply(records: list[dict]) -> None:
+        answer = backup({"Records": records}, None)
+        assert not answer.get("batchItemFailures"), answer
+
+    apply(batch(99_999))
+    work = [batch(number) for number in range(batches)]
+    cpu, started = time.process_time(), time.perf_counter()
+    for records in work:
+        apply(records)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    count = sum(map(len, work))
+    return {
+        "records": count,
+        "seconds": round(elapsed, 2),
+        "records_per_s": round(count / elapsed),
+        "client_cpu_us_per_record": round(cpu / count * 1e6),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--entry-point", action="store_true", help="see the module's doc")
     arguments = parser.parse_args()
+    if arguments.entry_point:
+        print(json.dumps(entry_point_rate(arguments.batches)))
+        return
     with local_servers(dynamodb=False) as endpoints:
         os.environ.update(
             AWS_ACCESS_KEY_ID=servers.ACCESS_KEY,

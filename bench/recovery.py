@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -111,8 +112,11 @@ class StepRun:
     cpu: dict[str, float]  # CPU seconds of the child and of each server during the step
 
 
-def timed(endpoints: dict[str, str], *arguments: str) -> StepRun:
-    """Run the CLI in a child process and measure it."""
+def timed(
+    endpoints: dict[str, str], *arguments: str, extra_environment: Mapping[str, str] | None = None
+) -> StepRun:
+    """Run the CLI in a child process and measure it (``extra_environment``: e.g. another
+    revision's sources as PYTHONPATH, for bench.compare)."""
     environment = dict(
         os.environ,
         AWS_ACCESS_KEY_ID=servers.ACCESS_KEY,
@@ -120,6 +124,7 @@ def timed(endpoints: dict[str, str], *arguments: str) -> StepRun:
         AWS_DEFAULT_REGION=servers.REGION,
         AWS_ENDPOINT_URL_S3=endpoints["s3"],
         AWS_ENDPOINT_URL_DYNAMODB=endpoints["dynamodb"],
+        **(extra_environment or {}),
     )
     servers_before = {name: cpu_seconds(pid) for name, pid in SERVER_PIDS.items()}
     children_before = _children_cpu_seconds()
@@ -142,7 +147,7 @@ def timed(endpoints: dict[str, str], *arguments: str) -> StepRun:
     while child.poll() is None:
         peak_kb = max(peak_kb, _high_water_kb(child.pid))
         time.sleep(0.05)
-    cpu = {"client_s": round(_children_cpu_seconds() - children_before, 1)}
+    cpu = {"client_s": round(_children_cpu_seconds() - children_before, 2)}
     for name, pid in SERVER_PIDS.items():
         cpu[f"{name}_s"] = round(cpu_seconds(pid) - servers_before[name], 1)
     stdout, stderr = child.communicate()

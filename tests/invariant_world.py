@@ -337,6 +337,7 @@ class World:
     crashed_lease_pid: int | None = None
     touched: set[str] = field(default_factory=set)
     targets: list[str] = field(default_factory=list)
+    nothing_then: bool = False  # the last restore found no item at its --at (see check_restored)
 
     def __post_init__(self) -> None:
         self.stream = FakeStream(self.model)
@@ -610,10 +611,12 @@ class World:
         )
         if target not in self.targets:
             self.targets.append(target)
+        self.nothing_then = False
         try:
             report = job.run(ThreadEngine(1))
         except RestoreKilled:
             return False
+        self.nothing_then = report.nothing_at_moment
         return report.complete
 
     def restore_options(self, moment: int | None, **options: Any) -> RestoreOptions:
@@ -641,6 +644,11 @@ class World:
         items once complete; after a killed run, nothing the backup holds was deleted."""
         after = scan_all(self.dynamodb, target)
         expected_now = self.model.table(moment)
+        if complete and self.nothing_then:
+            # The backup held no item then (before its first change, or every item deleted):
+            # --delete-absent deletes nothing rather than empty the table (README, --at).
+            assert not expected_now, "the restore found nothing where the model has items"
+            delete_absent = False
         for key in KEYS:
             text = key_text(key)
             want = expected_now.get(text)

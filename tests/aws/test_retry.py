@@ -85,7 +85,7 @@ def test_deadline_stops_retrying_early() -> None:
     def operation() -> None:
         raise client_error("SlowDown", 503)
 
-    with pytest.raises(RetriesExhausted, match="gave up after 1 attempts"):
+    with pytest.raises(RetriesExhausted, match="gave up after 1 attempt: "):
         call_with_retries(
             operation,
             RetryPolicy(base_delay=10, max_delay=10),

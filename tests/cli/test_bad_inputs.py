@@ -177,6 +177,7 @@ CASES = [
     Case("demo --profile p", "--profile"),
     # found by review: odd values, conflicting options, the wrong place for a file
     Case("restore {bucket} {folder} {new} --at -5", "before 1970"),
+    Case("restore {bucket} {folder} {new} --at 0 --dry-run", "its earliest change: 20"),
     Case("--region 'us east 1' verify {table} --bucket {bucket} --prefix Prod", "--region"),
     Case("verify {table} --bucket {bucket} --prefix Prod --region ''", "--region"),
     Case("--endpoint-url not-a-url verify {table} --bucket {bucket}", "--endpoint-url"),
@@ -207,6 +208,22 @@ CASES = [
     # global
     Case("restore {bucket} {folder}", "TABLE"),
     Case("no-such-command", "no-such-command"),
+    # empty values are mistakes, not "not given" (every option: empty_cases below)
+    Case("restore {bucket} {folder} ''", "TABLE: '' is empty"),
+    Case("restore {bucket} '' {new}", "SOURCE_PREFIX: '' is empty"),
+    Case("restore '' {folder} {new}", "SOURCE_BUCKET: '' is empty"),
+    Case("backfill '' --bucket {bucket}", "TABLES: '' is empty"),
+    Case("backfill --table-prefix '' --bucket {bucket}", "--table-prefix: '' is empty"),
+    Case("restore {bucket} {folder} {new} --at ' '", "--at: ' ' is empty"),
+    Case("--profile '' verify {table} --bucket {bucket}", "--profile: '' is empty"),
+    Case("--region '' verify {table} --bucket {bucket}", "--region: '' is empty"),
+    Case("template --table {table} --bucket {bucket} --kms-key ''", "--kms-key"),
+    Case("stream {table} --bucket {bucket} --once --checkpoint-dir ''", "--checkpoint-dir"),
+    # an empty prefix is a value: the bucket's top level (docs/layout.md)
+    Case("verify {table} --bucket {bucket} --prefix ''", "no backup at s3://{bucket}/{table}/"),
+    # a table whose changes cannot reach a backup: the user's to fix
+    Case("stream {replica} --bucket {bucket} --prefix Prod --once", "has no stream"),
+    Case("stream {replica} --replica-table {table} --once", "{replica} has no stream"),
 ]
 
 # Options no case here needs to exercise, with the reason.
@@ -232,6 +249,7 @@ EXEMPT = {
     "--rewrite": "a flag",
     "--create-bucket": "a flag",
     "--allow-second-writer": "a flag",
+    "--allow-incomplete-backfill": "a flag",
     "--yes": "a flag",
     "--kms-key": "a KMS key id or ARN or alias: AWS checks it",
     "--alarm-topic": "an SNS ARN: AWS checks it",
@@ -273,6 +291,23 @@ def generated_cases() -> list[Case]:
                 bad = "no-such-choice"
             if bad is not None:
                 cases.append(Case(f"{name} {base} {param.opts[0]} {bad}", param.opts[0]))
+    return cases
+
+
+def empty_cases() -> list[Case]:
+    """An empty value for every option that takes one, of every command: exit 2 naming the
+    option, unless its type says empty means something (a prefix)."""
+    cases = []
+    for name, command in main.commands.items():
+        base = BASE.get(name)
+        if base is None:
+            continue
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.hidden or param.is_flag or param.count:
+                continue
+            if getattr(param.type, "empty_allowed", False):
+                continue
+            cases.append(Case(f"{name} {base} {param.opts[0]} ''", f"{param.opts[0]}: '' is empty"))
     return cases
 
 
@@ -414,6 +449,11 @@ def test_out_of_range_or_no_choice(case: Case, world: dict[str, Any]) -> None:
     check(case, world)
 
 
+@pytest.mark.parametrize("case", empty_cases(), ids=lambda case: case.id)
+def test_empty_value(case: Case, world: dict[str, Any]) -> None:
+    check(case, world)
+
+
 def test_every_option_is_covered() -> None:
     """A new option needs a case above, a generated one, or a reason in EXEMPT."""
     mentioned = " ".join(case.args for case in [*CASES, *generated_cases()]).split()
@@ -463,13 +503,50 @@ def test_s3_forms_are_accepted(world: dict[str, Any]) -> None:
     assert result.exit_code == 0, result.output
 
 
-def test_restore_at_before_the_first_backup_fails_and_says_so(world: dict[str, Any]) -> None:
+@pytest.mark.parametrize("moment", ["2020-01-01T00:00:00Z", "0"])
+def test_restore_at_before_the_first_backup_is_refused(world: dict[str, Any], moment: str) -> None:
+    """A moment before the folder's first backup (epoch 0 among them) is exit 2, naming the
+    earliest change there is, and leaves no empty table behind."""
     target = unique_table_name("early")
+    tables_before = state(world)[1]
+    result = run(f"restore {world['bucket']} {world['folder']} {target} --at {moment} -q")
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "--at: the backup held no item at" in errors[0], result.stderr
+    assert "before the first backup of" in errors[0] and "its earliest change: 20" in errors[0]
+    assert "was deleted again" in errors[0]
+    assert state(world)[1] == tables_before
+
+
+def test_snapshot_at_before_the_first_backup_is_refused(world: dict[str, Any]) -> None:
+    """A snapshot --at 0 was exit 0 with an empty export: now exit 2, naming the earliest
+    change, as restore says it."""
+    destination = f"s3://{world['bucket']}/early-{uuid.uuid4().hex[:8]}"
+    result = run(f"snapshot {world['bucket']} {world['folder']} --to {destination} --at 0 -q")
+    assert result.exit_code == 2, result.output
+    assert "before the first backup of" in result.stderr and "its earliest change" in result.stderr
+    assert "holds no item" in result.stderr
+
+
+def test_restore_delete_absent_before_the_first_backup_deletes_nothing(
+    world: dict[str, Any],
+) -> None:
+    """--into-existing --delete-absent --at 0 emptied the table: every item was "absent"
+    at a moment the backup knows nothing of. Now nothing is deleted, exit 2."""
+    target = unique_table_name("keep")
+    made = run(f"restore {world['bucket']} {world['folder']} {target} -q")
+    assert made.exit_code == 0, made.output
+    dynamodb = world["dynamodb"]
+    count = dynamodb.scan(TableName=target, Select="COUNT", ConsistentRead=True)["Count"]
+    assert count == 3
     result = run(
-        f"restore {world['bucket']} {world['folder']} {target} --at 2020-01-01T00:00:00Z -q"
+        f"restore {world['bucket']} {world['folder']} {target} --into-existing --delete-absent "
+        "--at 0 -q"
     )
-    assert result.exit_code == 1, result.output
-    assert "held no item at 2020-01-01" in result.stderr
+    assert result.exit_code == 2, result.output
+    assert "--delete-absent deleted nothing" in result.stderr
+    after = dynamodb.scan(TableName=target, Select="COUNT", ConsistentRead=True)["Count"]
+    assert after == 3
 
 
 def test_restore_reports_the_stream_setting(world: dict[str, Any]) -> None:
@@ -551,6 +628,64 @@ def test_a_malformed_endpoint_variable_is_one_error_line(
     assert [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert "not-a-url" in json.loads(result.stdout)["error"]
     assert state(world) == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        ([], "the following arguments are required"),
+        (["--bogus", "a-bucket", "Prod/Users", "Users"], "unrecognized arguments: --bogus"),
+        (["a-bucket", "Prod/Users"], "required: tablename"),
+        (["--region", "", "a-bucket", "Prod/Users", "Users"], "--region"),
+    ],
+)
+def test_restore_backup_usage_errors_are_one_error_line(
+    argv: list[str], names: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The legacy command's usage mistakes follow every command's rule: one ``error:``
+    line naming the mistake, exit 2 (not argparse's usage block)."""
+    with pytest.raises(SystemExit) as exited:
+        restore_backup_main(argv)
+    assert exited.value.code == 2
+    shown = capsys.readouterr()
+    lines = shown.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], shown.err
+    assert "usage:" not in shown.err and not shown.out
+
+
+def test_verbose_every_stderr_line_is_json(world: dict[str, Any]) -> None:
+    """With -v, the note on how --at was read, the progress line and the error are JSON
+    objects too, like the log lines: a program can read every stderr line."""
+    now = int(time.time()) * 1000
+    result = run(
+        f"-v restore {world['bucket']} {world['folder']} {world['new']} --dry-run --at {now}"
+    )
+    assert result.exit_code == 0, result.output
+    failed = run(f"-v --output json restore {world['bucket']} Prod/Nope {world['new']}")
+    assert failed.exit_code == 2
+    for shown in (result.stderr, failed.stderr):
+        lines = [json.loads(line) for line in shown.splitlines() if line.strip()]
+        assert lines and all(line["message"] and line["level"] for line in lines), shown
+    levels = {line["level"] for line in map(json.loads, result.stderr.splitlines())}
+    messages = " ".join(json.loads(line)["message"] for line in result.stderr.splitlines())
+    assert "read as epoch milliseconds" in messages and "partitions" in messages, messages
+    assert "info" in levels
+    error = json.loads(failed.stderr.splitlines()[-1])
+    assert error["level"] == "error" and "no backup at" in error["message"]
+    assert json.loads(failed.stdout)["exit_code"] == 2
+
+
+def test_backfill_warns_about_a_table_without_a_stream(world: dict[str, Any]) -> None:
+    """A backfill of a table without a stream copies its rows once; the changes after it
+    are not backed up: said on one stderr line naming how to turn the stream on."""
+    result = run(f"backfill {world['replica']} --bucket {world['bucket']} --prefix NoStream -q")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1, result.stderr
+    assert f"table {world['replica']} has no stream" in warnings[0]
+    assert "not backed up until" in warnings[0] and "dynamo-backups deploy" in warnings[0]
+    quiet = run(f"backfill {world['table']} --bucket {world['bucket']} --prefix Prod -q")
+    assert quiet.exit_code == 0 and "warning" not in quiet.stderr, quiet.output
 
 
 def test_restore_backup_refuses_a_malformed_region(

@@ -117,7 +117,9 @@ def test_stream_errors_name_the_table_or_bucket(
     assert no_bucket.exit_code == 2 and "bucket no-such-bucket does not exist" in no_bucket.output
     unstreamed = create_table(dynamodb, view_type=None)
     result = invoke("stream", unstreamed, "--bucket", bucket, "--once")
-    assert result.exit_code == 1 and f"table {unstreamed} has no stream" in result.output
+    # the user's to fix (exit 2), with how to turn the stream on
+    assert result.exit_code == 2 and f"table {unstreamed} has no stream" in result.output
+    assert "dynamo-backups deploy" in result.output
     bad_name = invoke("stream", "a/b", "--bucket", bucket, "--once")
     assert bad_name.exit_code == 2 and "not a DynamoDB table name" in bad_name.output
 
@@ -203,4 +205,4 @@ def test_global_options_work_after_the_command_name_too(
         "us-east-1",
     )
     assert found.exit_code == 0, found.output
-    assert "(1 versions, newest first)" in found.output
+    assert "(1 version, newest first)" in found.output

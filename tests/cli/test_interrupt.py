@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -149,21 +150,37 @@ def test_ctrl_c_stops_a_backfill_and_resume_finishes_it_exactly(
     assert len(versions) == ROWS and set(versions.values()) == {1}  # each row once
 
 
-@pytest.mark.parametrize("engine", ["threads", "processes"])
-def test_ctrl_c_stops_a_restore_and_resume_restores_the_whole_backup(
-    aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str, engine: str
-) -> None:
-    source = filled_table(dynamodb)
-    env = environment(aws_env)
+@pytest.fixture(scope="module")
+def backed_up(
+    dynamodb: Any, dynamodb_local: Any, seaweedfs: Any, moto_session: str, bucket: str
+) -> tuple[str, str]:
+    """A filled table and the prefix of its backup, made by the CLI once for the tests that
+    interrupt a job reading them (restore, verify, snapshot): none of them changes either."""
+    table = filled_table(dynamodb)
+    prefix = f"ctrl-c-{uuid.uuid4().hex[:8]}"
+    endpoints = {
+        "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_local.endpoint,
+        "AWS_ENDPOINT_URL_S3": seaweedfs.endpoint,
+        "AWS_ENDPOINT_URL_LAMBDA": moto_session,
+    }
     backfilled = subprocess.run(
-        cli("backfill", source, "--bucket", bucket, "--prefix", prefix),
-        env=env,
+        cli("backfill", table, "--bucket", bucket, "--prefix", prefix),
+        env=environment(endpoints),
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert backfilled.returncode == 0, backfilled.stderr
-    target = f"{source}-restored"
+    return table, prefix
+
+
+@pytest.mark.parametrize("engine", ["threads", "processes"])
+def test_ctrl_c_stops_a_restore_and_resume_restores_the_whole_backup(
+    aws_env: dict[str, str], dynamodb: Any, bucket: str, backed_up: tuple[str, str], engine: str
+) -> None:
+    source, prefix = backed_up
+    env = environment(aws_env)
+    target = f"{source}-restored-{engine}"
     command = cli(
         "restore",
         bucket,
@@ -200,20 +217,12 @@ def test_ctrl_c_stops_a_restore_and_resume_restores_the_whole_backup(
 
 
 def test_ctrl_c_stops_a_verify_and_resume_compares_the_rest(
-    aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
+    aws_env: dict[str, str], s3: Any, bucket: str, backed_up: tuple[str, str]
 ) -> None:
-    table = filled_table(dynamodb)
+    table, prefix = backed_up
     env = environment(aws_env)
-    backfilled = subprocess.run(
-        cli("backfill", table, "--bucket", bucket, "--prefix", prefix),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert backfilled.returncode == 0, backfilled.stderr
     jobs = f"{prefix}/.dynamo-backups/{table}/jobs/verify/"
-    command = cli("verify", table, "--bucket", bucket, "--prefix", prefix, "--partitions", "4096")
+    command = cli("verify", table, "--bucket", bucket, "--prefix", prefix, "--partitions", "256")
 
     def comparing() -> bool:  # a unit of the compare stage is recorded
         listed = s3.list_objects_v2(Bucket=bucket, Prefix=jobs)
@@ -223,8 +232,8 @@ def test_ctrl_c_stops_a_verify_and_resume_compares_the_rest(
     assert stopped.returncode == 130, stopped.stderr
     assert took < STOP_WITHIN, f"took {took:.1f} s to stop\n{stopped.stderr}"
     assert "Traceback" not in stopped.stderr
-    found = re.search(r"(\d+) of 4096 units \(compare\) done and recorded", stopped.stderr)
-    assert found and 0 < int(found.group(1)) < 4096, stopped.stderr
+    found = re.search(r"(\d+) of 256 units \(compare\) done and recorded", stopped.stderr)
+    assert found and 0 < int(found.group(1)) < 256, stopped.stderr
 
     resumed = subprocess.run(
         [*resume_line(stopped.stderr), "--output", "json"],
@@ -240,22 +249,14 @@ def test_ctrl_c_stops_a_verify_and_resume_compares_the_rest(
 
 
 def test_ctrl_c_stops_a_snapshot_and_resume_writes_every_item_once(
-    aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
+    aws_env: dict[str, str], s3: Any, bucket: str, backed_up: tuple[str, str]
 ) -> None:
-    table = filled_table(dynamodb)
+    table, prefix = backed_up
     env = environment(aws_env)
-    backfilled = subprocess.run(
-        cli("backfill", table, "--bucket", bucket, "--prefix", prefix),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert backfilled.returncode == 0, backfilled.stderr
     jobs = f"{prefix}/.dynamo-backups/{table}/jobs/snapshot-"
     destination = f"s3://{bucket}/{prefix}-snapshot"
     command = cli(
-        "snapshot", bucket, f"{prefix}/{table}", "--to", destination, "--partitions", "4096"
+        "snapshot", bucket, f"{prefix}/{table}", "--to", destination, "--partitions", "256"
     )
 
     def snapshotting() -> bool:
@@ -265,7 +266,7 @@ def test_ctrl_c_stops_a_snapshot_and_resume_writes_every_item_once(
     stopped, took = interrupt_when(command, env, snapshotting)
     assert stopped.returncode == 130, stopped.stderr
     assert took < STOP_WITHIN, f"took {took:.1f} s to stop\n{stopped.stderr}"
-    assert re.search(r"\d+ of 4096 units \(partition\) done and recorded", stopped.stderr)
+    assert re.search(r"\d+ of 256 units \(partition\) done and recorded", stopped.stderr)
 
     resumed = subprocess.run(
         [*resume_line(stopped.stderr), "--output", "json"],

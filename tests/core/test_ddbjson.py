@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
+from typing import Any
+
 import pytest
 
 from dynamo_backups.core.ddbjson import (
@@ -12,6 +16,7 @@ from dynamo_backups.core.ddbjson import (
     loads_item,
     normalize_number,
     to_wire,
+    validate_item,
 )
 
 
@@ -67,6 +72,46 @@ def test_stored_body_validation_names_the_object_and_path() -> None:
     with pytest.raises(InvalidDynamoJSON, match="unknown type tag 'X'"):
         loads_item(b'{"a": {"X": "1"}}', "obj-3")
     assert loads_item(b'{"a": {"N": "1.5"}}', "ok") == {"a": {"N": "1.5"}}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"s": {"S": "x"}, "n": {"N": "-1.5E+3"}, "b": {"B": "AP8="}, "t": {"BOOL": false}}',
+        '{"z": {"NULL": true}, "ss": {"SS": ["a"]}, "ns": {"NS": ["1", "2"]}, "bs": {"BS": []}}',
+        '{"m": {"M": {"l": {"L": [{"S": "x"}, {"M": {}}, {"L": []}]}}}}',
+        '{"a": {"S": 1}}',
+        '{"a": {"N": "x"}}',
+        '{"a": {"N": "NaN"}}',
+        '{"a": {"N": 1}}',
+        '{"a": {"N": 1.5}}',
+        '{"a": {"B": "AA"}}',
+        '{"a": {"BS": ["AAA=", 1]}}',
+        '{"a": {"NULL": false}}',
+        '{"a": {"BOOL": 1}}',
+        '{"a": {"S": "x", "N": "1"}}',
+        '{"a": {}}',
+        '{"a": "x"}',
+        '{"a": {"SS": ["a", 1]}}',
+        '{"a": {"NS": ["1", "Infinity"]}}',
+        '{"a": {"M": []}}',
+        '{"a": {"L": {}}}',
+        '{"a": {"M": {"b": {"L": [{"Q": 1}]}}}}',
+        "[]",
+        '"x"',
+    ],
+)
+def test_item_bodies_are_accepted_and_refused_as_validate_item_does(body: str) -> None:
+    # loads_item checks plain bodies without naming paths; what it refuses, validate_item
+    # refuses with the same message (and what passes, passes both).
+    def outcome(check: Any) -> tuple[str, Any]:
+        try:
+            return "item", check()
+        except InvalidDynamoJSON as error:
+            return "refused", str(error)
+
+    parsed = json.loads(body, parse_float=Decimal, parse_int=Decimal)
+    assert outcome(lambda: loads_item(body, "obj")) == outcome(lambda: validate_item(parsed, "obj"))
 
 
 def test_untyped_empty_maps_from_dynamodb_local_are_repaired() -> None:

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from dynamo_backups.backup.reading import read_document
+from dynamo_backups.backup.removal_check import pending_removal_checks
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli import main
 from dynamo_backups.core.ddbjson import to_wire
@@ -309,20 +310,19 @@ def test_a_crash_before_the_removal_check_is_made_good_by_the_next_run(
     monkeypatch.setattr("dynamo_backups.jobs.backfill.restore_removals_under_backfill", host_dies)
     with pytest.raises(SystemExit):
         make_backfill(dynamodb, s3, bucket, prefix, table, scan=racing, total_segments=1).run()
-    check = read_document(
-        s3, bucket, f"{prefix}/.dynamo-backups/{table}/backfill/removals-check.json"
-    )
-    assert check is not None and check["pending"] is True
+    (pending,) = pending_removal_checks(s3, bucket, TableLayout.of(prefix, table))
+    folder = f"{prefix}/.dynamo-backups/{table}/backfill/removals-check/backfill/"
+    assert pending.key == f"{folder}{pending.run_id}.json" and pending.job == "backfill"
     assert bodies(history(s3, bucket, object_key(prefix, table, doomed)))[0] != "DM"
 
     monkeypatch.undo()
     report = make_backfill(dynamodb, s3, bucket, prefix, table, total_segments=1).run()
     assert report.removals_restored == 1
     assert bodies(history(s3, bucket, object_key(prefix, table, doomed)))[0] == "DM"
-    check = read_document(
-        s3, bucket, f"{prefix}/.dynamo-backups/{table}/backfill/removals-check.json"
-    )
-    assert check is not None and check["pending"] is False
+    # The crashed run had ended (its lease released), so this run's check covered its writes.
+    check = read_document(s3, bucket, pending.key)
+    assert check is not None and check["pending"] is False and check["checked_by"]
+    assert not pending_removal_checks(s3, bucket, TableLayout.of(prefix, table))
 
 
 def test_versions_are_dated_by_dynamodbs_clock_not_the_hosts(

@@ -6,6 +6,7 @@ moments) must equal an in-memory model of the table at that moment, in the strea
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -81,8 +82,12 @@ def model_at(records: list[dict[str, Any]], moment: int) -> dict[str, dict[str, 
     return {f'{{"pk": {{"S": "{key}"}}}}': item for key, item in table.items()}
 
 
+# Examples in scripts/test's run (each restores several times); raise for a longer run.
+EXAMPLES = int(os.environ.get("DYNAMO_BACKUPS_PITR_EXAMPLES", "15"))
+
+
 @settings(
-    max_examples=30,
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

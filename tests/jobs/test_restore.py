@@ -353,9 +353,9 @@ def test_at_is_checked_and_applied_from_the_command_line(
         "--at",
         "2000-01-01T00:00:00Z",
     )
-    # Before the first backup the backup held nothing: said, and exit 1 (README), never a
+    # Before the first backup the backup held nothing: said, and exit 2 (README), never a
     # silent empty table with exit 0.
-    assert early.exit_code == 1, early.output
+    assert early.exit_code == 2, early.output
     assert "held no item at 2000-01-01" in early.stderr
     report = json.loads(early.stdout)
     assert (report["written"], report["absent"]) == (0, 5)

@@ -1,6 +1,8 @@
 """BatchWriteItem until every request is in: the one copy every bulk writer uses (restore,
 replication, table repair). Unprocessed items and throttling are retried with exponential
-backoff and full jitter; what outlasts the budget is handed back, never dropped."""
+backoff and full jitter; what outlasts the budget is handed back, never dropped. Every wait
+goes through ``sleep``: a bulk job passes its cancel token's (``CancelToken.sleep``), so a
+Ctrl-C ends a throttled write at once (``Cancelled`` raised) instead of after its backoff."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from dynamo_backups.aws.retry import (
     call_with_retries,
     deadline_clock,
 )
+from dynamo_backups.core.cancel import Cancelled
 
 BATCH_LIMIT = 25  # requests per BatchWriteItem
 BatchWrite = Callable[[dict[str, Any]], dict[str, Any]]  # wire-form request -> answer
@@ -39,7 +42,9 @@ def write_all(
     clock: Callable[[], float] = deadline_clock,
 ) -> WriteOutcome:
     """Write up to 25 Put/Delete requests into ``table``; no new attempt starts after
-    ``deadline`` (a ``clock()`` value)."""
+    ``deadline`` (a ``clock()`` value). ``sleep`` waits out every backoff, the retries of
+    throttled calls included; ``Cancelled`` from it is raised (the requests' fate is then
+    unknown to the caller, which redoes its unit)."""
     outcome = WriteOutcome()
     delays = policy.delays()
     pending = list(requests)
@@ -56,8 +61,11 @@ def write_all(
                 policy,
                 f"BatchWriteItem into {table}",
                 deadline=deadline,
+                sleep=sleep,
                 clock=clock,
             )
+        except Cancelled:
+            raise
         except RetriesExhausted as error:
             outcome.not_written, outcome.reason = pending, str(error)
             return outcome

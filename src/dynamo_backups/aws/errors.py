@@ -41,6 +41,7 @@ __all__ = [
     "describe_error",
     "error_code",
     "http_status",
+    "is_conditional_conflict",
     "is_timeout",
     "is_transient",
     "key_error",
@@ -83,6 +84,11 @@ ACCESS_DENIED_CODES = frozenset(
 )
 # What S3 answers when a conditional write lost to another writer.
 PRECONDITION_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412"})
+# What S3 answers (409) when a conditional request met a concurrent operation on the same key
+# still in progress: not a verdict on the condition. AWS: "On a 409 failure you should retry"
+# (PutObject's If-None-Match and If-Match; conditional deletes alike). OperationAborted is the
+# older code S3 gives for the same conflict.
+CONDITIONAL_CONFLICT_CODES = frozenset({"ConditionalRequestConflict", "OperationAborted"})
 
 
 class CertificateError(BotoCoreError):
@@ -117,6 +123,12 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(
         error, ConnectionError | HTTPClientError | IncompleteReadError | ResponseStreamingError
     )
+
+
+def is_conditional_conflict(error: BaseException) -> bool:
+    """A conditional request that met a concurrent one on its key (409): to be sent again,
+    so that S3 judges its condition on what the other request left."""
+    return error_code(error) in CONDITIONAL_CONFLICT_CODES
 
 
 def is_timeout(error: BaseException) -> bool:

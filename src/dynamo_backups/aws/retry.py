@@ -17,6 +17,7 @@ from typing import TypeVar
 from dynamo_backups.aws.errors import describe_error, is_timeout, is_transient
 from dynamo_backups.aws.timeouts import Timeouts, timeouts_from_environment
 from dynamo_backups.aws.waiting import WATCH
+from dynamo_backups.core.wording import counted
 
 T = TypeVar("T")
 
@@ -47,7 +48,8 @@ class RetriesExhausted(Exception):
     """A transient failure outlasted the retry budget (or the deadline)."""
 
     def __init__(self, what: str, attempts: int, last_error: BaseException) -> None:
-        super().__init__(f"{what}: gave up after {attempts} attempts: {describe_error(last_error)}")
+        tries = counted(attempts, "attempt")
+        super().__init__(f"{what}: gave up after {tries}: {describe_error(last_error)}")
         self.attempts = attempts
         self.last_error = last_error
 
@@ -86,7 +88,7 @@ def call_with_retries(
     (the SDK's own tries inside them included) have waited ``attempts`` read timeouts
     (``timeouts``), not after the whole budget meant for throttling."""
     delays = policy.delays()
-    timeout_budget = _timeout_budget()
+    timeout_budget: float | None = None  # read from the environment at the first failure
     attempts = 0
     waited_for_answers = 0.0
     last_error: BaseException | None = None
@@ -106,6 +108,8 @@ def call_with_retries(
             if is_timeout(error):
                 waited_for_answers += clock() - started
             delay = next(delays, None)
+            if timeout_budget is None:
+                timeout_budget = _timeout_budget()
             if (
                 delay is None
                 or waited_for_answers >= timeout_budget

@@ -38,10 +38,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dynamo_backups.aws.errors import (
+    CONDITIONAL_CONFLICT_CODES,
     NOT_FOUND_CODES,
     PRECONDITION_CODES,
     ClientError,
     error_code,
+    is_conditional_conflict,
+    is_transient,
 )
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries, deadline_clock
 from dynamo_backups.backup.reading import read_document
@@ -502,6 +505,7 @@ class S3CheckpointStore:
         refused, the object is read back: ours after all (this save, or an earlier one that
         landed unanswered: then the lease is still ours and the save is made over it), or
         another consumer's write, which stops this one (LeaseLost)."""
+        backoff = self.policy.delays()
         for _ in range(self.policy.max_attempts):
             condition = {"IfMatch": self._etag} if self._etag else {"IfNoneMatch": "*"}
             try:
@@ -511,7 +515,7 @@ class S3CheckpointStore:
                     f"save {self.describe()}",
                 )
             except ClientError as error:
-                if error_code(error) not in PRECONDITION_CODES:
+                if error_code(error) not in PRECONDITION_CODES | CONDITIONAL_CONFLICT_CODES:
                     raise
                 refused = error_code(error)
             except Exception:
@@ -524,12 +528,12 @@ class S3CheckpointStore:
             if found is not None and found_token in self._unanswered:
                 self._etag = found.etag  # an earlier save of ours landed: the lease is ours
                 continue
-            if (
-                refused == "ConditionalRequestConflict"
-                and found is not None
-                and found.etag == condition.get("IfMatch")
-            ):
-                continue  # 409: a concurrent write that did not land; ours is still current
+            unchanged = (found.etag if found else None) == condition.get("IfMatch")
+            if refused in CONDITIONAL_CONFLICT_CODES and unchanged:
+                # 409: a concurrent write that did not land; ours is still current. Sent
+                # again after a backoff, so that the other request has ended.
+                time.sleep(next(backoff, self.policy.max_delay))
+                continue
             self._renewed_at = None
             holder = (found.document.get("lease") or {}) if found else {}
             raise LeaseLost(
@@ -573,10 +577,13 @@ class S3CheckpointStore:
         body, condition = self._body(self._document, None), {"IfMatch": self._etag}
         try:
             call_with_retries(
-                lambda: self._put(body, condition), self.policy, f"release {self.describe()}"
+                lambda: self._put(body, condition),
+                self.policy,
+                f"release {self.describe()}",
+                retryable=lambda error: is_transient(error) or is_conditional_conflict(error),
             )
         except ClientError as error:
-            if error_code(error) in PRECONDITION_CODES:
+            if error_code(error) in PRECONDITION_CODES - CONDITIONAL_CONFLICT_CODES:
                 return  # another consumer took over (or a retry of a landed release)
             self._release_failed(error)
         except Exception as error:

@@ -33,7 +33,7 @@ from dynamo_backups.core.foreign_names import (
     ItemNames,
     candidate_names,
 )
-from dynamo_backups.core.keys import extract_key
+from dynamo_backups.core.keys import extract_key, object_name
 from dynamo_backups.core.layout import TableLayout, VersionMetadata
 from dynamo_backups.core.parallel import batched
 from dynamo_backups.core.pitr import (
@@ -361,9 +361,11 @@ class BackupItems:
         """An object holds the item its name was derived from; anything else is damage,
         or (an item under the replicator's name) history ``adopt`` has not indexed yet."""
         key = extract_key(item, self.key_names or [])
+        name = self.layout.name_of(object_key)
+        if object_key == item_key and name == object_name(key, self.layout.key_hash):
+            return  # the common case: the item under its own name (no other names to weigh)
         names = ItemNames.of(key, self.layout.key_hash)
         expected = names.own
-        name = self.layout.name_of(object_key)
         if self.layout.name_of(item_key) == expected and name in names.candidates:
             return
         if names.naming(name) == REPLICATOR:

@@ -12,16 +12,20 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dynamo_backups.aws.errors import (
+    CONDITIONAL_CONFLICT_CODES,
     NOT_FOUND_CODES,
     PRECONDITION_CODES,
     ClientError,
     error_code,
+    is_conditional_conflict,
+    is_transient,
 )
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.aws.s3objects import BotocoreObjects, ObjectStore
 from dynamo_backups.backup.reading import object_versions
 from dynamo_backups.core.layout import ITEM_CONTENT_TYPE, TOMBSTONE_CONTENT_TYPE, VersionMetadata
 from dynamo_backups.core.pitr import ObjectVersion
+from dynamo_backups.core.wording import counted
 
 
 class BackupWriter:
@@ -47,6 +51,21 @@ class BackupWriter:
             call, self.policy, f"{what} s3://{self.bucket}/{object_key}", deadline=deadline
         )
 
+    def _retrying_conditional(
+        self, what: str, object_key: str, call: Any, deadline: float | None
+    ) -> Any:
+        """A conditional request, sent again also after a 409 conflict (a concurrent request
+        on the key was in progress: S3 has not judged the condition), so that its condition
+        is judged on what that request left; one that outlasts the retries is an error,
+        never taken for a refusal."""
+        return call_with_retries(
+            call,
+            self.policy,
+            f"{what} s3://{self.bucket}/{object_key}",
+            deadline=deadline,
+            retryable=_worth_sending_again,
+        )
+
     def put_item(
         self, object_key: str, body: bytes, metadata: VersionMetadata, deadline: float | None = None
     ) -> str | None:
@@ -66,7 +85,7 @@ class BackupWriter:
         when something is already there (S3 answers 412 PreconditionFailed)."""
         fields = metadata.to_s3()
         try:
-            version = self._retrying(
+            version = self._retrying_conditional(
                 "put",
                 object_key,
                 lambda: self.objects.put_object(
@@ -75,7 +94,7 @@ class BackupWriter:
                 deadline,
             )
         except ClientError as error:
-            if error_code(error) in ("PreconditionFailed", "ConditionalRequestConflict"):
+            if error_code(error) in REFUSED_CODES:
                 return None
             raise
         return version or ""
@@ -169,7 +188,7 @@ class BackupWriter:
             written = self._write_over(object_key, state, seen)
         raise ConditionalWriteError(
             f"s3://{self.bucket}/{object_key} kept changing under a conditional write "
-            f"({CONFIRM_ATTEMPTS} attempts to keep the newest state on top)"
+            f"({counted(CONFIRM_ATTEMPTS, 'attempt')} to keep the newest state on top)"
         )
 
     def _write_over(
@@ -187,7 +206,7 @@ class BackupWriter:
         if tombstone is None:
             return None
         try:
-            self._retrying(
+            self._retrying_conditional(
                 "conditional delete",
                 object_key,
                 lambda: self.s3.delete_object(
@@ -196,7 +215,7 @@ class BackupWriter:
                 None,
             )
         except ClientError as error:
-            if error_code(error) in PRECONDITION_CODES | NOT_FOUND_CODES:
+            if error_code(error) in REFUSED_CODES | NOT_FOUND_CODES:
                 # A newer write (or removal) landed on the tombstone and buries it: it stands.
                 # (The marker's If-Match passes only on another tombstone: "absent" alike.)
                 return None
@@ -217,7 +236,7 @@ class BackupWriter:
         if seen is not None and not seen.is_delete_marker and seen.etag:
             condition = {"IfMatch": seen.etag}
         try:
-            answer = self._retrying(
+            answer = self._retrying_conditional(
                 "conditional put",
                 object_key,
                 lambda: self.s3.put_object(
@@ -231,11 +250,11 @@ class BackupWriter:
                 None,
             )
         except ClientError as error:
-            refused = PRECONDITION_CODES
+            refused = REFUSED_CODES
             if "IfMatch" in condition:
                 # AWS answers If-Match on a key whose current entry is a delete marker (a
                 # removal written meanwhile) 404 NoSuchKey, where other servers answer 412.
-                refused = PRECONDITION_CODES | NOT_FOUND_CODES
+                refused = REFUSED_CODES | NOT_FOUND_CODES
             if error_code(error) not in refused:
                 raise
             # A put that landed but whose answer was lost (a 5xx, a dropped connection) is
@@ -303,6 +322,13 @@ class BackupWriter:
 
 
 CONFIRM_ATTEMPTS = 10
+# A conditional request's condition did not hold: another write came first. (A 409 conflict
+# is no such verdict: it is sent again, see _retrying_conditional.)
+REFUSED_CODES = PRECONDITION_CODES - CONDITIONAL_CONFLICT_CODES
+
+
+def _worth_sending_again(error: BaseException) -> bool:
+    return is_transient(error) or is_conditional_conflict(error)
 
 
 class ConditionalWriteError(RuntimeError):

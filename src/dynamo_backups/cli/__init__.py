@@ -7,6 +7,7 @@ exit codes, output, logging, time arguments) and ``progress`` the progress lines
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
@@ -32,9 +33,16 @@ from dynamo_backups.cli.common import (
 from dynamo_backups.cli.compact import compact
 from dynamo_backups.cli.demo import demo
 from dynamo_backups.cli.history import history
-from dynamo_backups.cli.inputs import ENDPOINT_URL, REGION, InputError, validated
+from dynamo_backups.cli.inputs import (
+    ENDPOINT_URL,
+    REGION,
+    InputError,
+    refuse_empty_values,
+    validated,
+)
 from dynamo_backups.cli.installer import deploy, package, teardown_command, template
 from dynamo_backups.cli.interrupt import install_interrupt_handler
+from dynamo_backups.cli.lines import say
 from dynamo_backups.cli.notices import start_wait_notices
 from dynamo_backups.cli.replay import replay
 from dynamo_backups.cli.replication import diff_record, diff_tables, replicate_record
@@ -96,7 +104,7 @@ class CommandGroup(click.Group):
         except click.Abort:
             if not standalone:
                 raise
-            click.echo("Aborted!", err=True)
+            say("Aborted!")
             sys.exit(1)
         except Exception as error:  # a bug: one error line, never a traceback
             if not standalone:
@@ -127,7 +135,17 @@ def _unexpected_message(error: Exception) -> str:
 
 
 def _show_unexpected(error: Exception) -> None:
-    click.echo(f"error: {_unexpected_message(error)}", err=True)
+    say(f"error: {_unexpected_message(error)}")
+
+
+def tune_garbage_collection() -> None:
+    """Fewer garbage collections in a bulk command. Its objects are freed by reference
+    counting as each item is done; the cycle collector ran some 700 times in a restore of
+    20,000 items, five of them full ones through every object the libraries loaded: 20 µs
+    of CPU per item. What is loaded by now stays out of every collection (``freeze``), and
+    a collection waits for 20,000 new objects instead of 700 (a few MB at most)."""
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 def _show_usage_error(error: click.UsageError) -> None:
@@ -135,7 +153,7 @@ def _show_usage_error(error: click.UsageError) -> None:
         error.show()
         return
     where = error.ctx.command_path if error.ctx is not None else "dynamo-backups"
-    click.echo(f"error: {error.format_message()} (see: {where} --help)", err=True)
+    say(f"error: {error.format_message()} (see: {where} --help)")
 
 
 @click.group(
@@ -182,6 +200,7 @@ def main(
     """
     configure_logging(verbose, quiet)
     install_interrupt_handler()
+    tune_garbage_collection()
     try:
         chosen_transport()
         timeouts = timeouts_from_environment()
@@ -213,4 +232,5 @@ for command in (
     demo,
     adopt,
 ):
-    main.add_command(with_global_options(validated(command)))
+    main.add_command(refuse_empty_values(with_global_options(validated(command))))
+refuse_empty_values(main)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.backup.bucket import require_versioning
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli.common import (
@@ -20,8 +21,18 @@ from dynamo_backups.cli.common import (
     reports_errors,
     segment_options,
 )
-from dynamo_backups.cli.inputs import BUCKET, EXPORT_SOURCE, PREFIX, TABLE, check_distinct
+from dynamo_backups.cli.inputs import (
+    BUCKET,
+    EXPORT_SOURCE,
+    PREFIX,
+    TABLE,
+    check_distinct,
+    describe_existing_table,
+    how_to_enable_stream,
+    stream_problem,
+)
 from dynamo_backups.cli.layout_option import layout_option
+from dynamo_backups.cli.lines import say
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.jobs.backfill import Backfill, BackfillOptions, BackfillReport
@@ -40,7 +51,11 @@ def tables_with_prefix(dynamodb: object, prefix: str) -> list[str]:
 @click.option("--table-prefix", help="Back up every table whose name starts with this.")
 @click.option("--bucket", required=True, type=BUCKET, help="The versioned backup bucket.")
 @click.option(
-    "--prefix", default="", type=PREFIX, help="Folder for the backups, e.g. Prod (default: none)."
+    "--prefix",
+    default="",
+    type=PREFIX,
+    help="Folder for the backups, e.g. Prod "
+    "(default: none: the bucket's top level, also written --prefix '').",
 )
 @segment_options
 @click.option(
@@ -118,6 +133,8 @@ def backfill(
             fail(f"--from-export: {error}", EXIT_USAGE)
     s3 = aws.client("s3", pool=concurrency, retries=1)
     require_versioning(s3, bucket)
+    for table in names:
+        _warn_without_stream(aws, table, bucket, prefix)
     writer = BackupWriter(s3, bucket, objects=aws.objects(s3, bucket))
     scan = aws.dynamodb_api(dynamodb)
     options = BackfillOptions(
@@ -150,6 +167,18 @@ def backfill(
     finally:
         engine.close()
     _finish(invocation, reports)
+
+
+def _warn_without_stream(aws: AwsContext, table: str, bucket: str, prefix: str) -> None:
+    """A backfill copies the rows as they are now: without a stream (and its reader) the
+    changes made during and after it are never backed up. Said once, before the work."""
+    problem = stream_problem(describe_existing_table(aws, table))
+    if problem:
+        say(
+            f"warning: table {table} {problem}: this backfill copies its rows as they are now, "
+            "and changes made during or after it are not backed up until its stream is on "
+            f"and read: {how_to_enable_stream(table, bucket, prefix)}"
+        )
 
 
 def _finish(invocation: Invocation, reports: list[BackfillReport]) -> None:

@@ -30,6 +30,7 @@ from dynamo_backups.backup.checkpoints import CheckpointError
 from dynamo_backups.backup.ledger import LedgerError
 from dynamo_backups.cli import inputs
 from dynamo_backups.cli.interrupt import EXIT_INTERRUPTED, interruption_message
+from dynamo_backups.cli.lines import say, use_json_lines
 from dynamo_backups.core.ddbjson import InvalidDynamoJSON
 from dynamo_backups.core.keys import DEFAULT_KEY_HASH
 from dynamo_backups.core.layout import LayoutError
@@ -55,7 +56,7 @@ class CommandError(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+        say(f"error: {self.format_message()}")
 
 
 @dataclass
@@ -202,6 +203,7 @@ def configure_logging(verbose: int, quiet: bool) -> None:
         handler.setFormatter(JsonLines())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    use_json_lines(bool(verbose))  # the other stderr lines (progress, notes, errors) too
     package = logging.getLogger("dynamo_backups")
     package.handlers[:] = [handler]
     package.propagate = False

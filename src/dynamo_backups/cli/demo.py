@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from dynamo_backups.cli.common import EXIT_USAGE, Invocation, fail, pass_invocation
+from dynamo_backups.cli.lines import say
 
 
 @click.command()
@@ -37,7 +38,7 @@ def demo(invocation: Invocation) -> None:
 
     def progress(message: str) -> None:
         if not invocation.json_output:
-            click.echo(f"- {message}", err=True)
+            say(f"- {message}", "demo")
 
     try:
         result = run_demo(progress)

@@ -10,6 +10,7 @@ from dynamo_backups.cli.inputs import BUCKET, PREFIX, TABLE
 from dynamo_backups.core.ddbjson import dumps_plain, item_to_plain
 from dynamo_backups.core.keys import parse_key
 from dynamo_backups.core.layout import format_time
+from dynamo_backups.core.wording import counted
 from dynamo_backups.jobs.history import HistoryEntry, item_history
 
 
@@ -18,7 +19,11 @@ from dynamo_backups.jobs.history import HistoryEntry, item_history
 @click.argument("key")
 @click.option("--bucket", required=True, type=BUCKET, help="The backup bucket.")
 @click.option(
-    "--prefix", default="", type=PREFIX, help="The backups' folder, e.g. Prod (default: none)."
+    "--prefix",
+    default="",
+    type=PREFIX,
+    help="The backups' folder, e.g. Prod "
+    "(default: none: the bucket's top level, also written --prefix '').",
 )
 @pass_invocation
 @reports_errors
@@ -45,10 +50,11 @@ def history(invocation: Invocation, table: str, key: str, bucket: str, prefix: s
     object_key, entries = item_history(aws.objects(s3, bucket), bucket, layout, typed_key)
     if not entries:
         fail(f"no backup of item {key} of {table} at s3://{bucket}/{object_key}")
-    lines = [f"s3://{bucket}/{object_key}  ({len(entries)} versions, newest first)"]
+    lines = [f"s3://{bucket}/{object_key}  ({counted(len(entries), 'version')}, newest first)"]
     for entry in entries:
         if entry.event == "delete-marker":
             lines.append(f"{'':24}  delete marker (received {format_time(entry.received)})")
+            lines.extend(_copy_notes(entry, entries))
             if entry.object_key:
                 lines.append(f"    under the replicator's name s3://{bucket}/{entry.object_key}")
             continue

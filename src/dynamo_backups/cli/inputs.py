@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import click
 
 from dynamo_backups.backup.description import DescriptionError, description_from_key_schema
+from dynamo_backups.cli.lines import say
 from dynamo_backups.core.keys import KEY_HASHES
 from dynamo_backups.core.layout import META_FOLDER, LayoutError, check_table_name, format_time
 
@@ -56,7 +57,7 @@ class InputError(click.BadParameter):
     exit_code = EXIT_USAGE
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+        say(f"error: {self.format_message()}")
 
     def format_message(self) -> str:
         name = self.param_hint if isinstance(self.param_hint, str) else None
@@ -150,6 +151,8 @@ class FolderPath(_InputType):
     def __init__(self, table_folder: bool = False) -> None:
         self.table_folder = table_folder
         self.name = "PREFIX/TABLE" if table_folder else "PREFIX"
+        # An empty prefix is the bucket's top level (docs/layout.md): a value, not a slip.
+        self.empty_allowed = not table_folder
 
     def convert(self, value: Any, param: Any, ctx: Any) -> str:
         text = str(value)
@@ -253,7 +256,7 @@ def _note(ctx: Any, message: str) -> None:
     """A line on stderr about how an input was read (not with --quiet)."""
     invocation = ctx.find_root().obj if ctx is not None else None
     if not getattr(invocation, "quiet", False):
-        click.echo(f"note: {message}", err=True)
+        say(f"note: {message}")
 
 
 def parse_moment(text: str) -> tuple[datetime, str | None]:
@@ -573,6 +576,43 @@ def not_applicable(ctx: click.Context, option: str, reason: str) -> None:
         raise InputError(f"does not apply here: {reason}", ctx=ctx, param=param)
 
 
+def refuse_empty_values(command: click.Command) -> click.Command:
+    """An empty value (``--region ''``, a table named '') is an error naming the input, for
+    every option and argument that takes a value, instead of passing for "not given"; a
+    type whose empty value means something (a prefix: the bucket's top level) says so with
+    ``empty_allowed``."""
+    for param in command.params:
+        if getattr(param, "is_flag", False) or getattr(param, "count", False):
+            continue
+        if getattr(param.type, "empty_allowed", False):
+            continue
+        _guard_empty(param)
+    return command
+
+
+def _guard_empty(param: click.Parameter) -> None:
+    convert = param.type_cast_value
+
+    def type_cast_value(ctx: click.Context, value: Any) -> Any:
+        values = value if isinstance(value, tuple | list) else (value,)
+        if any(isinstance(item, str) and not item.strip() for item in values):
+            required = param.required or isinstance(param, click.Argument)
+            raise InputError(
+                f"{shown_value(values)} is empty: give a value"
+                + ("" if required else ", or leave the option out for its default"),
+                ctx=ctx,
+                param=param,
+            )
+        return convert(ctx, value)
+
+    param.type_cast_value = type_cast_value  # type: ignore[method-assign]
+
+
+def shown_value(values: Any) -> str:
+    empty = next(item for item in values if isinstance(item, str) and not item.strip())
+    return repr(empty)
+
+
 def validated(command: click.Command) -> click.Command:
     """Run the checks across inputs before the command's own code."""
     callback = command.callback
@@ -607,6 +647,37 @@ def describe_existing_table(aws: Any, table: str, region: str | None = None) -> 
         raise InputError(f"no table {table}{where} (check the name and --region)") from None
 
 
+def stream_problem(description: dict[str, Any]) -> str | None:
+    """What keeps the table's changes from reaching a backup, from its description: no
+    stream, or one whose records carry no new image. None when the stream is fit."""
+    from dynamo_backups.pipeline.stream_source import NEW_IMAGE_VIEWS
+
+    specification = description.get("StreamSpecification") or {}
+    if not specification.get("StreamEnabled") or not description.get("LatestStreamArn"):
+        return "has no stream"
+    view = specification.get("StreamViewType")
+    if view not in NEW_IMAGE_VIEWS:
+        return f"has a stream of view type {view}, whose records carry no new image"
+    return None
+
+
+def how_to_enable_stream(table: str, bucket: str | None, prefix: str = "") -> str:
+    """The commands that turn a table's stream on (and back it up from it)."""
+    update = (
+        f"'aws dynamodb update-table --table-name {table} --stream-specification "
+        "StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES'"
+    )
+    if not bucket:
+        return f"turn it on with {update} (deploy turns it on too), then run this again"
+    where = f" --bucket {bucket}" + (f" --prefix {prefix}" if prefix else "")
+    return (
+        f"'dynamo-backups deploy --table {table}{where}' turns it on (NEW_AND_OLD_IMAGES) "
+        "with its Lambda trigger; or 'aws dynamodb update-table --table-name "
+        f"{table} --stream-specification StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES' "
+        f"and then 'dynamo-backups stream {table}{where}'"
+    )
+
+
 def check_replica(aws: Any, table: str, replica: str, region: str | None) -> None:
     """A replica must exist and have the source's key: a permanent mistake is said at once,
     not retried."""
@@ -634,3 +705,46 @@ def _key_text(description: dict[str, Any]) -> str:
         f"{element['AttributeName']}:{types.get(element['AttributeName'], '?')}"
         for element in description["KeySchema"]
     )
+
+
+def earliest_change_found(s3: Any, folder: Any) -> tuple[datetime, bool] | None:
+    """The earliest change among the folder's first page of versions (all of it when it
+    fits one page; ``True`` when sampled): its oldest item version's recorded change time,
+    else S3's LastModified. A moment from it on holds that item."""
+    from dynamo_backups.aws.retry import call_with_retries
+    from dynamo_backups.backup.reading import READ_POLICY
+    from dynamo_backups.core.layout import VersionMetadata
+
+    bucket, prefix = folder.bucket, folder.layout.items_prefix
+    page = call_with_retries(
+        lambda: s3.list_object_versions(Bucket=bucket, Prefix=prefix, MaxKeys=1000),  # type: ignore[attr-defined]
+        READ_POLICY,
+        f"list s3://{bucket}/{prefix}",
+    )
+    versions = [v for v in page.get("Versions", []) if v.get("Size", 0) > 0]
+    if not versions:
+        return None
+    oldest = min(versions, key=lambda version: version["LastModified"])
+    head = call_with_retries(
+        lambda: s3.head_object(Bucket=bucket, Key=oldest["Key"], VersionId=oldest["VersionId"]),  # type: ignore[attr-defined]
+        READ_POLICY,
+        f"read s3://{bucket}/{oldest['Key']}",
+    )
+    metadata = VersionMetadata.from_s3(head.get("Metadata") or {})
+    moment = metadata.change_time if metadata else oldest["LastModified"]
+    return moment, bool(page.get("IsTruncated"))
+
+
+def nothing_at_moment(s3: Any, folder: Any, moment: str | None) -> str:
+    """The error for an --at that found no item: before the folder's first backup, with
+    the earliest change found there."""
+    message = f"--at: the backup held no item at {moment}: it is before the first backup of "
+    message += folder.where
+    earliest = earliest_change_found(s3, folder)
+    if earliest is not None:
+        found, sampled = earliest
+        message += (
+            f"; its earliest change{' found' if sampled else ''}: {format_time(found)} "
+            "(give --at from then on)"
+        )
+    return message

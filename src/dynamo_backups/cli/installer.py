@@ -34,6 +34,7 @@ from dynamo_backups.cli.inputs import (
     describe_existing_table,
 )
 from dynamo_backups.cli.layout_option import layout_option
+from dynamo_backups.cli.lines import say
 from dynamo_backups.installer.alerting import NOBODY_TOLD
 from dynamo_backups.installer.deploy import Deployer
 from dynamo_backups.installer.monitoring import (
@@ -108,7 +109,11 @@ def deploy_options(template: bool = False) -> Callable[[Callable[..., Any]], Cal
             "--bucket", type=BUCKET, help="The backup bucket (without it: replication only)."
         ),
         click.option(
-            "--prefix", default="", type=PREFIX, help="Folder for the backups, e.g. Prod."
+            "--prefix",
+            default="",
+            type=PREFIX,
+            help="Folder for the backups, e.g. Prod "
+            "(default: none: the bucket's top level, also written --prefix '').",
         ),
         click.option(
             "--table", "tables", multiple=True, type=TABLE, help="A table to back up (repeatable)."
@@ -438,10 +443,8 @@ def deploy(invocation: Invocation, dry_run: bool, **kwargs: Any) -> None:
 
 def _show_partial(invocation: Invocation, steps: list[Step]) -> None:
     if steps and not invocation.json_output:
-        click.echo("\n".join(f"{step.outcome:<13} {step.resource}" for step in steps), err=True)
-        click.echo(
-            "deploy stopped; what is above was done. Fix the error and run it again.", err=True
-        )
+        say("\n".join(f"{step.outcome:<13} {step.resource}" for step in steps), "deploy")
+        say("deploy stopped; what is above was done. Fix the error and run it again.", "deploy")
 
 
 @click.command()
@@ -461,7 +464,7 @@ def template(invocation: Invocation, **kwargs: Any) -> None:
     options = _options(None, kwargs)
     click.echo(to_yaml(build_template(options)), nl=False)
     if not options.alarm_topic:
-        click.echo(f"warning: {NOBODY_TOLD}", err=True)
+        say(f"warning: {NOBODY_TOLD}")
 
 
 @click.command()
@@ -520,7 +523,12 @@ def package(invocation: Invocation, out: Path, architecture: str, wheel_dir: Pat
     help="Also remove the shared write policy of this bucket (once no table uses it).",
 )
 @click.option(
-    "--prefix", default="", type=PREFIX, help="The prefix the bucket's write policy was made for."
+    "--prefix",
+    default="",
+    type=PREFIX,
+    help="The prefix the bucket's write policy was made for "
+    "(default: none: the bucket's "
+    "top level, also written --prefix '').",
 )
 @click.option("--delete-bucket", is_flag=True, help="Delete the bucket and EVERY backup in it.")
 @click.option("--yes", is_flag=True, help="Confirm --delete-bucket without a prompt.")

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from dynamo_backups.cli.lines import raw_say
 from dynamo_backups.core.cancel import Interrupted
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
@@ -23,17 +24,15 @@ _presses = {"count": 0}
 def _on_interrupt(signum: int, frame: Any) -> None:
     _presses["count"] += 1
     if _presses["count"] > 1:
-        sys.stderr.write(
+        raw_say(
             "\ninterrupted again: quitting at once (work in progress is not recorded; "
-            "--resume redoes it)\n"
+            "--resume redoes it)"
         )
-        sys.stderr.flush()
         os._exit(EXIT_INTERRUPTED)
-    sys.stderr.write(
+    raw_say(
         "\ninterrupted: stopping the work in progress and recording what finished "
-        "(Ctrl-C again to quit at once)\n"
+        "(Ctrl-C again to quit at once)"
     )
-    sys.stderr.flush()
     raise KeyboardInterrupt
 
 

@@ -10,6 +10,7 @@ from typing import TextIO
 
 from dynamo_backups.aws.timeouts import Timeouts
 from dynamo_backups.aws.waiting import WATCH
+from dynamo_backups.cli.lines import say
 
 REPEAT_EVERY = 30.0
 _started: dict[str, threading.Thread] = {}
@@ -26,7 +27,7 @@ def start_wait_notices(timeouts: Timeouts, stream: TextIO | None = None) -> None
         while not stop.wait(min(1.0, timeouts.notice / 2)):
             for call, now in WATCH.overdue(timeouts.notice, max(REPEAT_EVERY, timeouts.notice)):
                 try:
-                    print(call.describe(now, timeouts), file=out, flush=True)
+                    say(call.describe(now, timeouts), "waiting", stream=out)
                 except (OSError, ValueError):  # stderr closed: nobody to tell
                     return
 

@@ -14,6 +14,8 @@ import threading
 import time
 from typing import Any, TextIO
 
+from dynamo_backups.cli.lines import json_lines, say
+
 START_AFTER = 1.0  # seconds before an idle progress shows at all
 
 
@@ -50,7 +52,7 @@ class Progress:
         self._shown = False
 
     def __enter__(self) -> Progress:
-        if self.enabled and self.stream.isatty():
+        if self.enabled and self._terminal():
             self._timer = threading.Timer(START_AFTER, self._show)
             self._timer.daemon = True
             self._timer.start()
@@ -63,7 +65,7 @@ class Progress:
             with self._lock:
                 self._refresh_bar()
             self._bar.stop()
-        elif self.enabled and not self.stream.isatty() and (error_type is None or self._worked):
+        elif self.enabled and not self._terminal() and (error_type is None or self._worked):
             self._print(final=True)
 
     @property
@@ -112,6 +114,10 @@ class Progress:
 
     # --- showing it -----------------------------------------------------------------------
 
+    def _terminal(self) -> bool:
+        """A bar on a terminal; plain lines elsewhere, and JSON lines with -v."""
+        return self.stream.isatty() and not json_lines()
+
     def _due(self) -> bool:
         now = time.monotonic()
         if not self.enabled or self._bar is not None or now - self._printed_at < self.interval:
@@ -121,7 +127,7 @@ class Progress:
 
     def _show(self) -> None:
         """Start the terminal's bar, once work has started (or a second has passed)."""
-        if self._shown or not self.enabled or not self.stream.isatty():
+        if self._shown or not self.enabled or not self._terminal():
             return
         with self._lock:
             if self._shown:
@@ -173,7 +179,20 @@ class Progress:
         if remaining is not None and not final:
             line += f", ETA {int(remaining // 60)}:{int(remaining % 60):02d}"
         line += f", {elapsed:,.1f} s)" if final else ")"
-        print(line, file=self.stream, flush=True)
+        fields = {
+            "progress": self.description,
+            "done": self.done,
+            "total": self.total,
+            "unit": self.unit,
+            "rate": round(rate, 1),
+            "seconds": round(elapsed, 1),
+            "final": final,
+        }
+        if self.units_total is not None:
+            fields |= {"units_done": self.units_done, "units_total": self.units_total}
+        if remaining is not None and not final:
+            fields["eta_seconds"] = round(remaining)
+        say(line, "progress", fields, stream=self.stream)
 
 
 def _make_bar(stream: TextIO, unit: str) -> Any:

@@ -58,7 +58,11 @@ T = TypeVar("T")
     "--bucket", type=BUCKET, help="The backup bucket (default: the function's BACKUP_BUCKET)."
 )
 @click.option(
-    "--prefix", type=PREFIX, help="The backups' folder (default: the function's BACKUP_PREFIX)."
+    "--prefix",
+    type=PREFIX,
+    help="The backups' folder (default: the function's BACKUP_PREFIX; "
+    "--prefix '' is the "
+    "bucket's top level).",
 )
 @click.option(
     "--key-hash",

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from datetime import datetime
+from typing import NoReturn
 
 import click
 
@@ -41,6 +42,12 @@ from dynamo_backups.cli.inputs import (
     TABLE_FOLDER,
     check,
     not_applicable,
+    nothing_at_moment,
+)
+from dynamo_backups.cli.lines import say
+from dynamo_backups.cli.pending_check import (
+    allow_incomplete_backfill_option,
+    require_checked_backfill,
 )
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.cli.snapshot import take_snapshot
@@ -182,6 +189,7 @@ def run_restore(
     show_default=True,
     help="Parallel BatchWriteItem calls per unit.",
 )
+@allow_incomplete_backfill_option
 @engine_options
 @partitions_option(16)
 @pass_invocation
@@ -206,6 +214,7 @@ def restore(
     unwritten_keys_file: object | None,
     read_concurrency: int,
     write_concurrency: int,
+    allow_incomplete_backfill: bool,
     engine: EngineChoice,
     resume: bool,
     partitions: int,
@@ -233,9 +242,9 @@ def restore(
     """
     if staging and not native_import:
         not_applicable(click.get_current_context(), "staging", "it is --native-import's")
-    folder = open_backup_path(
-        invocation.aws.client("s3"), source_bucket, source_prefix
-    )  # "no backup at ..." before anything is written
+    s3 = invocation.aws.client("s3")
+    folder = open_backup_path(s3, source_bucket, source_prefix)  # "no backup at ...", first
+    require_checked_backfill(s3, folder, at, allow_incomplete_backfill)
     _check_key_schema(folder, key_schema)
     layout = layout_of(folder.manifest)
     check_options(
@@ -299,19 +308,48 @@ def restore(
         engine=engine,
         layout=layout,
     )
-    stream = None if dry_run else _stream_setting(invocation, folder, table)
+    nothing_then = at is not None and report.objects and not report.written and not keys_file
+    stream = None if dry_run or nothing_then else _stream_setting(invocation, folder, table)
     summary = report.to_dict() | ({"stream": stream} if stream else {})
     text = summary_text(report) + (f"\nstream: {stream['note']}" if stream else "")
     invocation.emit(summary, text)
     if not report.complete:
         fail("the restore is incomplete (see above)", EXIT_FAILED)
-    if at is not None and report.objects and not report.written and not keys_file:
-        fail(
-            f"the backup held no item at {report.at}: is it before the first backup of "
-            f"{folder.where}? "
-            + (f"Table {table} was created and is empty." if report.created_table else ""),
-            EXIT_FAILED,
+    if nothing_then:
+        _refuse_moment_without_items(invocation, folder, table, report, resume)
+
+
+def _refuse_moment_without_items(
+    invocation: Invocation, folder: BackupFolder, table: str, report: RestoreReport, resume: bool
+) -> NoReturn:
+    """--at before the folder's first backup (--at 0): exit 2 naming the earliest change
+    found, nothing left behind (a table this run created for it, still empty, is deleted
+    again; --delete-absent deleted nothing)."""
+    message = nothing_at_moment(invocation.aws.client("s3"), folder, report.at)
+    if report.created_table and not resume and not report.dry_run:
+        removed = _remove_if_empty(invocation.aws, table)
+        message += f"; table {table}, created for it, " + (
+            "was deleted again" if removed else "is left (it is not empty)"
         )
+    if report.nothing_at_moment:
+        message += "; --delete-absent deleted nothing"
+    fail(message, EXIT_USAGE)
+
+
+def _remove_if_empty(aws: AwsContext, table: str) -> bool:
+    """Delete ``table`` (made by this restore) if it holds no item."""
+    dynamodb = aws.client("dynamodb")
+    scan = call_with_retries(
+        lambda: dynamodb.scan(TableName=table, Limit=1, Select="COUNT"),
+        READ_POLICY,
+        f"look into table {table}",
+    )
+    if scan.get("Count") or scan.get("LastEvaluatedKey"):
+        return False
+    call_with_retries(
+        lambda: dynamodb.delete_table(TableName=table), READ_POLICY, f"delete table {table}"
+    )
+    return True
 
 
 def _check_key_schema(folder: BackupFolder, key_schema: str | None) -> None:
@@ -440,10 +478,18 @@ def _stream_setting(invocation: Invocation, folder: BackupFolder, table: str) ->
     return {"source": source or None, "restored": target or None, "note": note}
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse's usage mistakes as every command's: one ``error:`` line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        say(f"error: {message} (see: {self.prog} --help)")
+        sys.exit(EXIT_USAGE)
+
+
 def restore_backup_main(argv: list[str] | None = None) -> None:
     """``restore-backup``: the checklist's interface to restore; its arguments are checked
     as restore checks them (exit 2, nothing written), and its advice names restore."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="restore-backup",
         description="Play back every object of a DynamoDB backup into a table (created from the "
         "saved description when missing). Same as: dynamo-backups restore.",
@@ -458,9 +504,10 @@ def restore_backup_main(argv: list[str] | None = None) -> None:
         bucket = check(BUCKET, arguments.sourceS3Bucket, "sourceS3Bucket")
         folder_path = check(TABLE_FOLDER, arguments.sourceS3Prefix, "sourceS3Prefix")
         table = check(TABLE, arguments.tablename, "tablename")
-        region = check(REGION, arguments.region, "--region") if arguments.region else None
+        region = None if arguments.region is None else check(REGION, arguments.region, "--region")
         aws = AwsContext(region=region)
         folder = reports_errors(open_backup_path)(aws.client("s3"), bucket, folder_path)
+        reports_errors(require_checked_backfill)(aws.client("s3"), folder, None, False)
         _check_key_schema(folder, None)
         reports_errors(_check_target)(aws, folder, table, None, False)
         report = reports_errors(run_restore)(
@@ -475,6 +522,9 @@ def restore_backup_main(argv: list[str] | None = None) -> None:
     except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)
+    except Exception as error:  # a bug: one error line, never a traceback
+        say(f"error: unexpected {type(error).__name__}: {error} (please report it)")
+        sys.exit(EXIT_FAILED)
     rerun = f"dynamo-backups restore {bucket} {folder_path} {table}"
     print(summary_text(report, rerun=rerun))
     if not report.complete:
@@ -523,6 +573,7 @@ def _restore_natively(
         staging,
         SnapshotOptions(at=at, skip_invalid=skip_invalid),
         not invocation.quiet,
+        allow_incomplete_backfill=True,  # the restore command has checked (or been told to)
     )
     if not snapshot.complete or snapshot.invalid:
         problems = snapshot.errors or [f"{snapshot.invalid} objects were not valid items"]

@@ -21,7 +21,11 @@ from dynamo_backups.cli.common import (
     pass_invocation,
     reports_errors,
 )
-from dynamo_backups.cli.inputs import BUCKET, S3_ADDRESS, TABLE_FOLDER
+from dynamo_backups.cli.inputs import BUCKET, S3_ADDRESS, TABLE_FOLDER, nothing_at_moment
+from dynamo_backups.cli.pending_check import (
+    allow_incomplete_backfill_option,
+    require_checked_backfill,
+)
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.core.layout import META_FOLDER
 from dynamo_backups.jobs.snapshot import Snapshot, SnapshotError, SnapshotOptions, SnapshotReport
@@ -57,9 +61,11 @@ def take_snapshot(
     options: SnapshotOptions,
     show_progress: bool,
     engine: EngineChoice | None = None,
+    allow_incomplete_backfill: bool = False,
 ) -> SnapshotReport:
     s3 = aws.client("s3", pool=options.read_concurrency)
     opened = open_backup_path(s3, bucket, folder)  # "no backup at ..." before any write
+    require_checked_backfill(s3, opened, options.at, allow_incomplete_backfill)
     _require_bucket(s3, destination)
     if destination.startswith(f"s3://{bucket}/"):
         inside = destination[len(f"s3://{bucket}/") :] + "/"
@@ -117,6 +123,7 @@ def take_snapshot(
     help="Uncompressed megabytes per data file.",
 )
 @click.option("--skip-invalid", is_flag=True, help="Go on past objects that are not valid items.")
+@allow_incomplete_backfill_option
 @engine_options
 @partitions_option(16)
 @pass_invocation
@@ -129,6 +136,7 @@ def snapshot(
     at: datetime | None,
     file_megabytes: int,
     skip_invalid: bool,
+    allow_incomplete_backfill: bool,
     engine: EngineChoice,
     resume: bool,
     partitions: int,
@@ -162,6 +170,7 @@ def snapshot(
         options,
         not invocation.quiet,
         engine,
+        allow_incomplete_backfill,
     )
     text = (
         f"{report.source} -> {report.destination}: {report.items:,} items in "
@@ -177,6 +186,13 @@ def snapshot(
             "run again with --resume"
         )
     invocation.emit(report.to_dict(), text)
+    if at is not None and report.absent and not report.items and not report.invalid:
+        folder = open_backup_path(invocation.aws.client("s3"), source_bucket, source_prefix)
+        fail(
+            nothing_at_moment(invocation.aws.client("s3"), folder, report.at)
+            + f"; the snapshot at {report.destination} holds no item",
+            EXIT_USAGE,
+        )
     if report.invalid:
         fail(f"{report.invalid} objects were not valid items")
     if not report.complete:

@@ -45,10 +45,13 @@ from dynamo_backups.cli.inputs import (
     check_distinct,
     check_replica,
     describe_existing_table,
+    how_to_enable_stream,
     not_applicable,
+    stream_problem,
 )
 from dynamo_backups.cli.interrupt import note_interrupt
 from dynamo_backups.cli.layout_option import layout_option
+from dynamo_backups.cli.lines import raw_say
 from dynamo_backups.core.draining import DrainRule
 from dynamo_backups.core.layout import TableLayout, normalize_prefix
 from dynamo_backups.core.stream_records import combine
@@ -66,7 +69,11 @@ logger = logging.getLogger("dynamo_backups.stream")
 @click.argument("tables", nargs=-1, required=True, type=TABLE)
 @click.option("--bucket", type=BUCKET, help="The versioned backup bucket.")
 @click.option(
-    "--prefix", default="", type=PREFIX, help="Folder for the backups, e.g. Prod (default: none)."
+    "--prefix",
+    default="",
+    type=PREFIX,
+    help="Folder for the backups, e.g. Prod "
+    "(default: none: the bucket's top level, also written --prefix '').",
 )
 @click.option(
     "--replica-table",
@@ -186,8 +193,7 @@ def stream(
         for option in ("prefix", "key_hash", "concurrency", "allow_second_writer", "folder_layout"):
             not_applicable(click.get_current_context(), option, "it is for backups (--bucket)")
     aws = invocation.aws
-    for table in tables:
-        describe_existing_table(aws, table)  # a missing table is said at once (exit 2)
+    _require_streams(aws, tables, bucket, prefix)
     if replica_table:
         check_replica(aws, tables[0], replica_table, replica_region)
     dynamodb = aws.client("dynamodb")
@@ -270,6 +276,18 @@ def stream(
     _finish(invocation, reports, errors, "replicated" if not bucket else "backed up")
 
 
+def _require_streams(aws: Any, tables: tuple[str, ...], bucket: str | None, prefix: str) -> None:
+    """Each table must exist and have a stream with new images: the user's to fix (exit 2),
+    said before anything is read or written."""
+    for table in tables:
+        problem = stream_problem(describe_existing_table(aws, table))
+        if problem:
+            raise InputError(
+                f"table {table} {problem}: {how_to_enable_stream(table, bucket, prefix)}",
+                param_hint="TABLES",
+            )
+
+
 def _refuse_second_writer(
     aws: Any, table: str, stream_arn: str, bucket: str, prefix: str, allowed: bool
 ) -> None:
@@ -345,7 +363,7 @@ def _run_all(
     previous = signal.getsignal(signal.SIGINT)
 
     def on_interrupt(signum: int, frame: Any) -> None:
-        click.echo("stopping after the current batch (Ctrl-C again to quit at once)", err=True)
+        raw_say("stopping after the current batch (Ctrl-C again to quit at once)")
         note_interrupt()
         stop.set()
         signal.signal(signal.SIGINT, previous)

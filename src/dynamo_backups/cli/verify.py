@@ -22,6 +22,10 @@ from dynamo_backups.cli.common import (
     segments_option,
 )
 from dynamo_backups.cli.inputs import BUCKET, PREFIX, TABLE
+from dynamo_backups.cli.pending_check import (
+    allow_incomplete_backfill_option,
+    require_checked_backfill,
+)
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.jobs.verify import Verify
 
@@ -30,13 +34,18 @@ from dynamo_backups.jobs.verify import Verify
 @click.argument("table", type=TABLE)
 @click.option("--bucket", required=True, type=BUCKET, help="The backup bucket.")
 @click.option(
-    "--prefix", default="", type=PREFIX, help="The backups' folder, e.g. Prod (default: none)."
+    "--prefix",
+    default="",
+    type=PREFIX,
+    help="The backups' folder, e.g. Prod "
+    "(default: none: the bucket's top level, also written --prefix '').",
 )
 @click.option(
     "--repair",
     is_flag=True,
     help="Write the table's current state into the backup for every difference found.",
 )
+@allow_incomplete_backfill_option
 @segments_option
 @concurrency_option(16, "Units at once on --engine threads.", maximum=256)
 @engine_options
@@ -49,6 +58,7 @@ def verify(
     bucket: str,
     prefix: str,
     repair: bool,
+    allow_incomplete_backfill: bool,
     segments: int,
     concurrency: int,
     engine: EngineChoice,
@@ -81,6 +91,7 @@ def verify(
     except dynamodb.exceptions.ResourceNotFoundException:
         fail(f"table {table} does not exist (check the name and --region)", EXIT_USAGE)
     folder = open_backup(s3, bucket, prefix, table)  # "no backup at ..." for a wrong folder
+    require_checked_backfill(s3, folder, None, allow_incomplete_backfill)
     if repair:
         require_versioning(s3, bucket)  # repairs write versions, as backfill and stream do
     layout = folder.layout

@@ -66,6 +66,9 @@ class Interrupted(KeyboardInterrupt):
         self.stage: str | None = None
         self.done: int | None = None  # of the stage's units, earlier runs' included
         self.detail: str | None = None  # the job's own counts so far
+        # False when the engine could not see every unit stop (a cancelled Spark task still
+        # running after the wait): the stage's units may still write.
+        self.settled = True
 
     def summary(self) -> str:
         """What was done, in one line."""

@@ -319,4 +319,36 @@ def loads_item(body: bytes | str, where: str) -> Item:
         parsed = json.loads(body, parse_float=Decimal, parse_int=Decimal)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidDynamoJSON(f"{where}: not valid JSON ({error})") from None
-    return validate_item(parsed, where)
+    if type(parsed) is dict and all(map(_plainly_valid, parsed.values())):
+        return parsed  # a fresh dict, as validate_item's copy would be
+    return validate_item(parsed, where)  # the error, with the attribute's path
+
+
+def _plainly_valid(value: Any) -> bool:
+    """``validate_value`` for what ``json.loads`` builds, without naming paths (a restore
+    checks every attribute of every item): True only where that would pass. Anything else
+    (False) goes to ``validate_value``, which says what is wrong and where."""
+    if type(value) is not dict or len(value) != 1:
+        return False
+    for tag, inner in value.items():
+        if tag == "S":
+            return type(inner) is str
+        if tag == "N":
+            return _is_number_text(inner)
+        if tag == "M":
+            return type(inner) is dict and all(map(_plainly_valid, inner.values()))
+        if tag == "L":
+            return type(inner) is list and all(map(_plainly_valid, inner))
+        if tag == "BOOL":
+            return type(inner) is bool
+        if tag == "NULL":
+            return inner is True
+        if tag == "SS":
+            return type(inner) is list and all(type(member) is str for member in inner)
+        if tag == "NS":
+            return type(inner) is list and all(map(_is_number_text, inner))
+        if tag == "B":
+            return _is_binary(inner)
+        if tag == "BS":
+            return type(inner) is list and all(map(_is_binary, inner))
+    return False

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from typing import Any
 
 from dynamo_backups.core.keys import DEFAULT_KEY_HASH, check_key_hash, object_name
@@ -133,7 +134,7 @@ class TableLayout:
     def _join(self, *parts: str) -> str:
         return "/".join(part for part in (self.prefix, *parts) if part)
 
-    @property
+    @cached_property  # asked for per object by the readers: computed once
     def items_prefix(self) -> str:
         """The table's folder, with a trailing slash: item objects only."""
         return self._join(self.table) + "/"

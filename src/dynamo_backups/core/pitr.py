@@ -273,8 +273,10 @@ def _plus(moment: datetime, span: timedelta) -> datetime:
 def _tombstones_of_markers(entries: Sequence[ObjectVersion]) -> dict[int, int]:
     """Each delete marker's tombstone (positions): a REMOVE writes a tombstone, then the
     marker, so the marker's is the nearest tombstone below it, with no other marker between
-    (another writer's version may have landed between the two writes). Markers without one
-    (another tool's) are not in the answer."""
+    (another writer's version may have landed between the two writes). A marker directly on
+    another marker repeats it (a delete sent again after its answer was lost: S3 adds a
+    marker for every simple DELETE, also over a marker), so it has the same tombstone.
+    Markers without one (another tool's) are not in the answer."""
     owned: dict[int, int] = {}
     open_marker: int | None = None
     for position in range(len(entries) - 1, -1, -1):  # oldest first
@@ -284,6 +286,8 @@ def _tombstones_of_markers(entries: Sequence[ObjectVersion]) -> dict[int, int]:
         elif entry.is_delete_marker:
             if open_marker is not None:
                 owned[position] = open_marker
+            elif position + 1 in owned:  # the entry just below is a marker with a tombstone
+                owned[position] = owned[position + 1]
             open_marker = None
     return owned
 
@@ -381,34 +385,64 @@ def stream_order(
         decisions.append(Decision.of(entry, found, position, ceiling))
         if found is not None and found.writer in AUTHORITATIVE_WRITERS:
             ceiling = min(ceiling, found.change_time) if ceiling else found.change_time
-    for marker, tombstone in _tombstones_of_markers(entries).items():
+    owned = _tombstones_of_markers(entries)
+    for marker, tombstone in owned.items():
         decisions[marker] = decisions[marker].dated_like(decisions[tombstone])
-    placed = _mark_copies(decisions)
+    placed = _mark_copies(decisions, owned)
     return sorted(placed, key=lambda one: change_key(one.decision), reverse=True)
 
 
-def _mark_copies(decisions: Sequence[Decision]) -> list[PlacedVersion]:
+def _mark_copies(decisions: Sequence[Decision], owned: Mapping[int, int]) -> list[PlacedVersion]:
     """Walks S3's order oldest first: a version repeats the first one S3 got of the same
     change (same change time, event and sequence number; without a sequence number, the same
-    writer and body), and is late when a version received before it records a later change."""
+    writer and body), and is late when a version received before it records a later change.
+    A delete marker repeats the first marker of the same removal: the marker directly under
+    it (a delete sent again), or the first marker on a tombstone of the same change (a
+    removal delivered again) (``owned``: each marker's tombstone, by position)."""
     first_of: dict[tuple[object, ...], ObjectVersion] = {}
+    original_of: dict[int, ObjectVersion] = {}  # position -> the first copy of its change
+    first_marker_of: dict[str, ObjectVersion] = {}  # original tombstone -> its first marker
     latest_before: tuple[datetime, int] | None = None
     placed: list[PlacedVersion] = []
     for decision in reversed(decisions):
         entry = decision.entry
         if entry.is_delete_marker:
-            placed.append(PlacedVersion(decision))
+            original = _first_marker(decision.position, entry, owned, original_of, first_marker_of)
+            original_of[decision.position] = original or entry
+            placed.append(PlacedVersion(decision, original))
             continue
         identity = _change_identity(decision)
         original = first_of.get(identity) if identity else None
         if identity and original is None:
             first_of[identity] = entry
+        original_of[decision.position] = original or entry
         change = (decision.latest_time, decision.sequence)
         late = latest_before is not None and latest_before > change
         placed.append(PlacedVersion(decision, original, late))
         if latest_before is None or change > latest_before:
             latest_before = change
     return placed[::-1]
+
+
+def _first_marker(
+    position: int,
+    marker: ObjectVersion,
+    owned: Mapping[int, int],
+    original_of: Mapping[int, ObjectVersion],
+    first_marker_of: dict[str, ObjectVersion],
+) -> ObjectVersion | None:
+    """The marker that ``marker`` repeats (None: it is the first of its removal)."""
+    below = original_of.get(position + 1)
+    if below is not None and below.is_delete_marker:
+        return below  # directly on another marker: the same removal again
+    tombstone = owned.get(position)
+    if tombstone is None or tombstone not in original_of:
+        return None
+    removal = original_of[tombstone].version_id
+    if removal in first_marker_of:
+        return first_marker_of[removal]
+    first_marker_of[removal] = marker
+    return None
 
 
 def _change_identity(decision: Decision) -> tuple[object, ...] | None:

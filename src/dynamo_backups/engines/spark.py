@@ -14,6 +14,8 @@ import os
 import signal
 import sys
 import threading
+import time
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -33,6 +35,11 @@ from dynamo_backups.core.units import (
 logger = logging.getLogger("dynamo_backups.engines.spark")
 
 PROGRESS_INTERVAL = 5.0
+# After Ctrl-C: how long to wait for the cancelled tasks to end (Spark cancels asynchronously;
+# a Python task is killed within spark.python.task.killTimeout, 2 s by default) ...
+CANCEL_WAIT_SECONDS = 60.0
+# ... looking this often.
+CANCEL_POLL_SECONDS = 0.2
 
 
 class SparkUnavailable(RuntimeError):
@@ -123,6 +130,8 @@ class SparkEngine:
                 except Exception as error:  # reported like the other engines do
                     yield ("failed", failure_text(error), unit.id)
 
+        group = f"dynamo-backups-{uuid.uuid4().hex}"
+        context.setJobGroup(group, "dynamo-backups units", interruptOnCancel=True)
         watcher = _ProgressLog(context, len(units))
         watcher.start()
         try:
@@ -130,9 +139,13 @@ class SparkEngine:
             collected = answers.collect()
         except KeyboardInterrupt:
             # Tasks running are killed (their units are not recorded: --resume redoes them);
-            # units that ended were recorded by their executors.
-            context.cancelAllJobs()
-            raise Interrupted([], len(units)) from None
+            # units that ended were recorded by their executors. Spark cancels asynchronously:
+            # the stage returns only once its tasks have ended, so that what follows (a
+            # backfill's removal check) sees all they wrote.
+            context.cancelJobGroup(group)
+            stop = Interrupted([], len(units))
+            stop.settled = wait_for_tasks_to_end(context.statusTracker(), group)
+            raise stop from None
         finally:
             watcher.stop()
         results = [UnitResult.from_dict(value) for state, value, _ in collected if state == "done"]
@@ -159,6 +172,47 @@ class SparkEngine:
         if self._session is not None:
             self._session.stop()
             self._session = None
+
+
+def running_tasks(tracker: Any, group: str) -> int:
+    """Tasks of the jobs of ``group`` that have not ended (a job not yet ended counts one)."""
+    running = 0
+    for job_id in tracker.getJobIdsForGroup(group):
+        job = tracker.getJobInfo(job_id)
+        if job is None:
+            continue
+        running += 1 if str(job.status) == "RUNNING" else 0
+        for stage_id in job.stageIds:
+            stage = tracker.getStageInfo(stage_id)
+            running += stage.numActiveTasks if stage is not None else 0
+    return running
+
+
+def wait_for_tasks_to_end(
+    tracker: Any,
+    group: str,
+    timeout: float | None = None,
+    sleep: Any = time.sleep,
+    clock: Any = time.monotonic,
+) -> bool:
+    """Wait (at most ``timeout``, default ``CANCEL_WAIT_SECONDS``) until the cancelled jobs
+    of ``group`` have no task running; False when some still ran at the end (said in an
+    error line: they may still write)."""
+    timeout = CANCEL_WAIT_SECONDS if timeout is None else timeout
+    deadline = clock() + timeout
+    running = running_tasks(tracker, group)
+    while running:
+        if clock() >= deadline:
+            logger.error(
+                "spark: %d cancelled task(s) still running %.0f s after Ctrl-C: they may "
+                "still write; the run is left unfinished, its removal check pending",
+                running,
+                timeout,
+            )
+            return False
+        sleep(CANCEL_POLL_SECONDS)
+        running = running_tasks(tracker, group)
+    return True
 
 
 class _ProgressLog:

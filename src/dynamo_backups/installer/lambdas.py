@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, error_code
+from dynamo_backups.core.wording import counted
 from dynamo_backups.installer.functions import FunctionSpec
 from dynamo_backups.installer.naming import (
     MANAGED_BY_TAG,
@@ -189,7 +190,7 @@ class FunctionSteps:
 def _mapping_detail(settings: dict[str, Any]) -> str:
     detail = (
         f"batch {settings['BatchSize']}, TRIM_HORIZON, ReportBatchItemFailures, bisect, "
-        f"{settings['MaximumRetryAttempts']} retries, records up to "
+        f"{counted(settings['MaximumRetryAttempts'], 'retry', 'retries')}, records up to "
         f"{settings['MaximumRecordAgeInSeconds'] // 3600} h old"
     )
     if "MaximumBatchingWindowInSeconds" in settings:

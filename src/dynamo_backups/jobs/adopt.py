@@ -57,6 +57,7 @@ from dynamo_backups.core.units import (
     merge_results,
     partition_units,
 )
+from dynamo_backups.core.wording import counted
 from dynamo_backups.jobs.units import BucketClients, Engine, run_stage
 
 NAMINGS = ("ours", "replicator", "both", "unknown")
@@ -395,5 +396,6 @@ class Adopt(BucketClients):
                 return
         raise AdoptError(
             f"s3://{self.folder.bucket}/{own_key} kept changing: its latest state could not be "
-            f"put back on top after {REASSERT_ATTEMPTS} attempts (run adopt --rewrite --resume)"
+            f"put back on top after {counted(REASSERT_ATTEMPTS, 'attempt')} (run adopt --rewrite "
+            "--resume)"
         )

@@ -7,9 +7,10 @@ a base. Safe while the stream handler is live:
   version listing after the copy finds every backfill version that landed on top of a removal
   and writes the removal again on top of it, conditionally on the backfill version still being
   current (so a newer stream write always wins). A deleted item never comes back: the pass is
-  recorded as pending before the first write and cleared only once it has run, it runs even
-  when a unit fails or the run is interrupted (Ctrl-C), and a run that finds an earlier run's
-  pass still pending (a crash) runs it.
+  recorded as pending, per run, before the first write and cleared only once a pass has run
+  over the run's writes; it runs even when a unit fails or the run is interrupted (Ctrl-C), and
+  a completed pass also clears the pending pass of a run that has provably ended (its run
+  lease released or lapsed: see ``backup.removal_check``).
 - Versions are dated by DynamoDB's clock (the Scan answer's ``Date``, or the export's time),
   not the host's, so a host whose clock is off cannot misdate them for point-in-time restores.
 
@@ -40,6 +41,14 @@ from dynamo_backups.backup.layouts import LAYOUT_ITEMS
 from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.manifest import ensure_manifest, folder_layout_for
 from dynamo_backups.backup.reading import read_document
+from dynamo_backups.backup.removal_check import (
+    PendingRemovalCheck,
+    RunMarker,
+    ended_runs_pending,
+    mark_check_done,
+    mark_check_pending,
+)
+from dynamo_backups.backup.run_lease import RunLease
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.cancel import Cancelled, Interrupted
 from dynamo_backups.core.ddbjson import dumps_item
@@ -65,10 +74,7 @@ from dynamo_backups.core.units import (
     partition_units,
     segment_units,
 )
-from dynamo_backups.jobs.backfill_removals import (
-    removals_check_key,
-    restore_removals_under_backfill,
-)
+from dynamo_backups.jobs.backfill_removals import restore_removals_under_backfill
 from dynamo_backups.jobs.export_source import (
     ExportSource,
     iter_export_items,
@@ -203,7 +209,32 @@ class Backfill:
         self.progress.set_total(description["table"].get("ItemCount") or None)
         ledger = JobLedger(writer, self.layout, self._job_name(), self.clock)
         self.job_run = ledger.begin(self._parameters(), self.options.resume)
-        self._note_pending_check(writer)
+        # One live attempt of a run at a time; the lease also tells other runs' removal checks
+        # whether this one still writes.
+        lease = RunLease(writer, self.job_run)
+        lease.acquire()
+        settled = True
+        try:
+            marker = self._note_pending_check(writer, lease)
+            return self._run_attempt(engine, writer, ledger, marker, started)
+        except Interrupted as stop:
+            settled = stop.settled
+            raise
+        finally:
+            if settled:
+                lease.release()
+            else:  # units may still write: the run must not look ended until its lease lapses
+                lease.abandon()
+
+    def _run_attempt(
+        self,
+        engine: Engine,
+        writer: BackupWriter,
+        ledger: JobLedger,
+        marker: RunMarker,
+        started: float,
+    ) -> BackfillReport:
+        assert self.job_run is not None
         copied = StageOutcome()
         units: list[WorkUnit] = []
         stopped: Interrupted | None = None
@@ -237,6 +268,9 @@ class Backfill:
                 )
             # Whatever was written must be checked against deletions, however the run ends;
             # the check runs in full every time (a unit done earlier may predate new writes).
+            # It lists the whole folder, so it also covers the writes of runs that had ended
+            # before it began: their markers are found now, before it begins.
+            covered = self._ended_runs(writer, marker)
             checked = run_stage(
                 self,
                 ledger,
@@ -247,11 +281,13 @@ class Backfill:
                 self.progress,
                 resumable=False,
             )
-            if not checked.failures and all(result.complete for result in checked.results):
-                writer.put_document(
-                    removals_check_key(self.layout),
-                    {"pending": False, "checked_at": format_time(self.clock())},
-                )
+            unsettled = stopped is not None and not stopped.settled  # units may still write
+            if (
+                not unsettled
+                and not checked.failures
+                and all(result.complete for result in checked.results)
+            ):
+                mark_check_done(writer, marker, covered, self.clock())
             self._report(copied, checked, started, units)
             ledger.finish(self.job_run, self.report.complete, self.report.to_dict())
         if stopped is not None:
@@ -284,6 +320,10 @@ class Backfill:
         return min(64, 1 if self.options.segment is not None else self.options.total_segments)
 
     def _job_name(self) -> str:
+        """The ledger's job: scans of the whole table, of one segment, and export copies
+        each keep their own runs (a --resume of one never meets a run of another)."""
+        if self.options.from_export:
+            return "backfill-from-export"
         if self.options.segment is None:
             return "backfill"
         return f"backfill-segment-{self.options.segment}-of-{self.options.total_segments}"
@@ -296,17 +336,49 @@ class Backfill:
             "key_hash": self.layout.key_hash,
         }
 
-    def _note_pending_check(self, writer: BackupWriter) -> None:
-        key = removals_check_key(self.layout)
-        earlier = read_document(writer.s3, writer.bucket, key)
-        if earlier and earlier.get("pending"):
+    def _note_pending_check(self, writer: BackupWriter, lease: RunLease) -> RunMarker:
+        """This run's marker (in S3, for readers anywhere) says its removal check is pending
+        from before its first write until a check has run in full over its writes."""
+        assert self.job_run is not None
+        marker = mark_check_pending(
+            writer,
+            self.layout,
+            self._job_name(),
+            self.job_run.run_id,
+            lease.key,
+            self._parameters(),
+            self.clock(),
+        )
+        if marker.earlier is not None:
             logger.warning(
-                "%s: an earlier backfill (%s) stopped before checking its writes against "
-                "deletions; this run checks them",
+                "%s: the attempt of this run begun at %s stopped before checking its writes "
+                "against deletions; this one checks them",
                 self.layout.table,
-                earlier.get("since"),
+                marker.earlier.document.get("since"),
             )
-        writer.put_document(key, {"pending": True, "since": format_time(self.clock())})
+        return marker
+
+    def _ended_runs(self, writer: BackupWriter, marker: RunMarker) -> list[PendingRemovalCheck]:
+        """The pending checks of ended runs that this run's check will cover; none when they
+        cannot be read (they stay pending: this run's own check is never held up by them)."""
+        try:
+            covered = ended_runs_pending(writer, self.layout, marker)
+        except Exception as error:
+            logger.warning(
+                "%s: the pending checks of other runs could not be read (%s): they stay pending",
+                self.layout.table,
+                describe_error(error),
+            )
+            return []
+        for check in covered:
+            logger.warning(
+                "%s: a backfill run (%s, begun %s) ended before checking its writes against "
+                "deletions; this run's check covers them",
+                self.layout.table,
+                check.job,
+                check.document.get("since"),
+            )
+        return covered
 
     def _copy_units(self, writer: BackupWriter) -> list[WorkUnit]:
         if not self.options.from_export:

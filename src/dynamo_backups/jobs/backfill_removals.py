@@ -16,10 +16,6 @@ from dynamo_backups.core.pitr import ObjectVersion, newest_change, newest_first
 logger = logging.getLogger("dynamo_backups.jobs.backfill")
 
 
-def removals_check_key(layout: TableLayout) -> str:
-    return layout.meta_prefix + "backfill/removals-check.json"
-
-
 def restore_removals_under_backfill(
     writer: BackupWriter, layout: TableLayout, partition: str | None = None
 ) -> int:

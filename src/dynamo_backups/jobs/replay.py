@@ -42,6 +42,7 @@ from dynamo_backups.core.layout import LayoutError, parse_stream_arn
 from dynamo_backups.core.parallel import batched
 from dynamo_backups.core.pitr import Decision, ObjectVersion, newest_change
 from dynamo_backups.core.stream_records import BatchResult, parse_batch
+from dynamo_backups.core.wording import counted
 from dynamo_backups.pipeline.backup_applier import BackupApplier
 
 logger = logging.getLogger("dynamo_backups.jobs.replay")
@@ -282,7 +283,7 @@ class Replayer:
             self.writer.put_state_if_current(object_key, entries, newest.position, entries[0])
         raise ReplayFailed(
             f"kept changing: its newest change could not be made current in "
-            f"{SETTLE_ATTEMPTS} attempts (run replay again)"
+            f"{counted(SETTLE_ATTEMPTS, 'attempt')} (run replay again)"
         )
 
     def _newest_change(self, object_key: str, entries: list[ObjectVersion]) -> Decision | None:
@@ -295,10 +296,11 @@ class Replayer:
 
 def _is_current(entries: list[ObjectVersion], newest: Decision) -> bool:
     """Whether the object's current entry is ``newest`` (a removal: its tombstone, or the
-    delete marker right on it)."""
+    delete markers right on it: a delete sent again adds a marker on the marker)."""
     if entries[0].version_id == newest.entry.version_id:
         return True
-    return newest.removed and newest.position == 1 and entries[0].is_delete_marker
+    above = entries[: newest.position]
+    return newest.removed and bool(above) and all(entry.is_delete_marker for entry in above)
 
 
 class ReplayFailed(RuntimeError):

@@ -45,6 +45,7 @@ from dynamo_backups.backup.folder import BackupFolder, open_folder_path
 from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.reading import READ_POLICY, read_document
 from dynamo_backups.backup.run_lease import RunLease
+from dynamo_backups.core.cancel import Interrupted
 from dynamo_backups.core.ddbjson import dumps_item, loads_item
 from dynamo_backups.core.keys import canonical_key, key_attribute_names, parse_key
 from dynamo_backups.core.layout import TableLayout
@@ -126,6 +127,9 @@ class RestoreReport:
     unfinished_units: list[str] = field(default_factory=list)
     unit_seconds: float = 0.0
     seconds: float = 0.0
+    # --at found no item of the folder then (before its first backup): nothing known of the
+    # table at that moment, so --delete-absent deleted nothing.
+    nothing_at_moment: bool = False
 
     @property
     def complete(self) -> bool:
@@ -365,9 +369,13 @@ class Restore(BucketClients):
         )
 
     def _pin_moment(self) -> datetime | None:
-        """For a latest restore with a ledger: the moment every attempt of the run reads the
-        backup as of, so that a resumed run's units and those an earlier attempt finished read
-        one backup (two moments would delete, with --delete-absent, what either held).
+        """For a restore with a ledger (latest or ``--at``): the moment every attempt of the
+        run reads the backup as S3 held it, so that a resumed run's units and those an earlier
+        attempt finished read one backup (two moments would delete, with --delete-absent, what
+        either held). An ``--at`` restore needs it too: a change dated before its moment can
+        reach the backup late (a stream lagging, a replay); an attempt after it would restore
+        it, one before it not. ``--at`` itself is one of the run's parameters: a resume with
+        another moment is refused by the ledger.
 
         The moment is S3's: when S3 stored the run's ``moment.json``, written once as the run
         began; every attempt reads the versions S3 received before it (to the next whole
@@ -376,7 +384,7 @@ class Restore(BucketClients):
         change made before the run began from one made the same second after): whatever the
         backup held when the run began is read, whatever reached it later is not."""
         run = self.job_run
-        if run is None or not run.recorded or self.options.at is not None:
+        if run is None or not run.recorded:
             return None
         key = f"{run.scratch_prefix}moment.json"
         if not run.resumed:
@@ -442,11 +450,17 @@ class Restore(BucketClients):
         if self.job_run.recorded:
             lease = RunLease(self.ledger_writer(), self.job_run)
             lease.acquire()  # one live attempt of a run at a time
+        settled = True
         try:
             return self._run_attempt(engine, ledger, description, started)
+        except Interrupted as stop:
+            settled = stop.settled
+            raise
         finally:
-            if lease is not None:
+            if lease is not None and settled:
                 lease.release()
+            elif lease is not None:  # units may still write: a resume must wait for the lapse
+                lease.abandon()
 
     def _run_attempt(
         self, engine: Engine, ledger: JobLedger, description: dict[str, Any], started: float
@@ -629,9 +643,27 @@ class Restore(BucketClients):
             self.retry_policy,
         )
 
+    def _knows_nothing_then(self) -> bool:
+        """A restore --at of the whole folder that found no item then: the moment is before
+        the backup's first change (or one when every item was deleted, which the backup
+        cannot tell apart without reading every version: refused alike, nothing deleted)."""
+        report = self.report
+        return (
+            self.options.at is not None
+            and not self.options.keys_file
+            and report.objects > 0
+            and report.written == 0
+            and report.invalid == 0
+        )
+
     def _finish_target(self, description: dict[str, Any]) -> None:
         """After the items: delete what was absent (when asked), then switch TTL on."""
         if self.options.dry_run:
+            return
+        if self._knows_nothing_then():
+            # Before the backup's first change it knows nothing of the table: "absent then"
+            # would be every item, and --delete-absent would empty the table (--at 0).
+            self.report.nothing_at_moment = self._deletes_absent()
             return
         if self._absent is not None:
             try:

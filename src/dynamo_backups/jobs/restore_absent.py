@@ -222,6 +222,7 @@ class AbsentItems:
                 if name not in present
             ]
             for keys in batched(doomed, BATCH_LIMIT):
+                self.cancel.check()
                 self._delete(keys)
         self._folder.cleanup()
         return self.report
@@ -253,6 +254,7 @@ class AbsentItems:
             self.table,
             [{"DeleteRequest": {"Key": key}} for key in keys],
             self.policy,
+            sleep=self.cancel.sleep,  # Ctrl-C ends a throttled delete's backoff at once
         )
         self.report.deleted += outcome.written
         for request in outcome.not_written:

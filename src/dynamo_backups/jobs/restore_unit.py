@@ -154,6 +154,7 @@ class RestoreUnit:
             self.restore.table,
             [{"PutRequest": {"Item": item}} for item in items],
             self.restore.retry_policy,
+            sleep=self.context.cancel.sleep,  # Ctrl-C ends a backoff at once
             on_written=self._written,
         )
         if outcome.not_written:

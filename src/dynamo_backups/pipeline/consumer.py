@@ -39,6 +39,7 @@ from dynamo_backups.backup.checkpoints import (
 from dynamo_backups.core.draining import CLOSED, DrainRule, ShardCursor
 from dynamo_backups.core.parallel import batched
 from dynamo_backups.core.stream_records import BatchResult, RecordFailure
+from dynamo_backups.core.wording import counted
 from dynamo_backups.pipeline.stream_source import Shard, StreamError, ready_shards, stream_of_table
 
 logger = logging.getLogger("dynamo_backups.streams")
@@ -521,7 +522,7 @@ class StreamConsumer:
             if delay is None:
                 raise StreamError(
                     f"{self.table}: record {failure.sequence_number} still failing after "
-                    f"{self.retry_policy.max_attempts} attempts: {failure.reason}"
+                    f"{counted(self.retry_policy.max_attempts, 'attempt')}: {failure.reason}"
                 )
             logger.warning("%s: %s; retrying in %.1fs", self.table, failure.reason, delay)
             self.sleep(delay)
