@@ -468,3 +468,20 @@ def test_item5_a_restarted_consumer_takes_over_a_dead_process_lease(world: Any) 
     consumer.consume(crash_after=1)  # dies holding the lease (host: this one, pid: dead)
     consumer.consume()
     restored_latest(consumer)
+
+
+def test_a_restore_at_a_moment_whose_only_change_was_given_up_deletes_nothing(world: Any) -> None:
+    """A seed the machine found: the one change made by the moment was given up on (never in
+    the backup) and a later one is in it, so a --at --delete-absent restore finds no item
+    then and deletes nothing; the model's unacknowledged item is no item the backup held."""
+    trigger = world()
+    trigger.change("a", 0, 0)
+    trigger.give_up(1)
+    trigger.change("b", 1, 600)
+    trigger.deliver(1)
+    moment = trigger.model.start
+    target, before = trigger.make_target({"b": 7, EXTRA_KEY: 7})
+    options = trigger.restore_options(moment, into_existing=True, delete_absent=True)
+    assert trigger.restore(target, options)
+    assert trigger.nothing_then
+    trigger.check_restored(target, moment, before, True, True, complete=True)

@@ -3,8 +3,6 @@ history and selection order changes alike; and the reads selection needs for it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 
 from dynamo_backups.core.layout import (
@@ -14,33 +12,9 @@ from dynamo_backups.core.layout import (
     parse_stream_arn,
     stream_time_precision,
 )
-from dynamo_backups.core.pitr import ObjectVersion, select_at, stream_order
+from dynamo_backups.core.pitr import select_at, stream_order
 from dynamo_backups.core.stream_records import parse_change
-
-LATEST = datetime(9999, 1, 1, tzinfo=UTC)
-NOON = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
-
-
-def sec(seconds: float) -> datetime:
-    return NOON + timedelta(seconds=seconds)
-
-
-def version(vid: str, received: float, size: int = 10, latest: bool = False) -> ObjectVersion:
-    return ObjectVersion("k", vid, sec(received), False, latest, size)
-
-
-def marker(vid: str, received: float, latest: bool = False) -> ObjectVersion:
-    return ObjectVersion("k", vid, sec(received), True, latest)
-
-
-class Recorded:
-    def __init__(self, recorded: dict[str, VersionMetadata | None]) -> None:
-        self.recorded = recorded
-        self.read: list[str] = []
-
-    def __call__(self, entry: ObjectVersion) -> VersionMetadata | None:
-        self.read.append(entry.version_id)
-        return self.recorded.get(entry.version_id)
+from tests.core.pitr_listings import LATEST, Recorded, marker, sec, version
 
 
 def local(event: str, changed: float, sequence: str) -> VersionMetadata:

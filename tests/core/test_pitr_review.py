@@ -3,39 +3,11 @@ verify pick the wrong version. Pure: synthetic listings against core/pitr."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 
 from dynamo_backups.core.layout import VersionMetadata
 from dynamo_backups.core.pitr import ObjectVersion, select_at, stream_order
-
-LATEST = datetime(9999, 1, 1, tzinfo=UTC)
-NOON = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
-
-
-def sec(seconds: float) -> datetime:
-    return NOON + timedelta(seconds=seconds)
-
-
-def version(vid: str, received: float, size: int = 10, latest: bool = False) -> ObjectVersion:
-    return ObjectVersion("k", vid, sec(received), False, latest, size)
-
-
-def marker(vid: str, received: float, latest: bool = False) -> ObjectVersion:
-    return ObjectVersion("k", vid, sec(received), True, latest)
-
-
-class Metadata:
-    """version id -> what the tool recorded on it; records the reads."""
-
-    def __init__(self, recorded: dict[str, VersionMetadata | None]) -> None:
-        self.recorded = recorded
-        self.read: list[str] = []
-
-    def __call__(self, entry: ObjectVersion) -> VersionMetadata | None:
-        self.read.append(entry.version_id)
-        return self.recorded.get(entry.version_id)
+from tests.core.pitr_listings import LATEST, Recorded, marker, sec, version
 
 
 def stream(event: str, changed: float, sequence: str) -> VersionMetadata:
@@ -62,7 +34,7 @@ def test_aws_stream_change_on_a_whole_minute_does_not_beat_a_later_table_read(
     precision', where 12:00:40 and 12:00:00 are one minute and the sequence number puts the
     stream's v=1 last."""
     entries = [version("read", 41, latest=True), version("insert", 1)]
-    inspect = Metadata({"read": table_read(writer, 40), "insert": stream("INSERT", 0, "100")})
+    inspect = Recorded({"read": table_read(writer, 40), "insert": stream("INSERT", 0, "100")})
     chosen = select_at(entries, LATEST, inspect).version
     assert chosen is not None and chosen.version_id == "read", "restore took the older v=1"
     # at a moment after the read, the same
@@ -79,7 +51,7 @@ def test_aws_whole_minute_removal_does_not_delete_a_later_read_item() -> None:
         version("tomb", 1, size=0),
         version("insert", -3600),
     ]
-    inspect = Metadata(
+    inspect = Recorded(
         {
             "read": table_read("backfill", 40),
             "tomb": stream("REMOVE", 0, "200"),
@@ -105,7 +77,7 @@ def test_history_and_restore_agree_on_the_minute_rule() -> None:
         "insert": stream("INSERT", -3600 + 17, "100"),
     }
     history_first = stream_order(entries, recorded)[0].entry.version_id
-    restored = select_at(entries, LATEST, Metadata(recorded)).version
+    restored = select_at(entries, LATEST, Recorded(recorded)).version
     assert restored is not None
     assert restored.version_id == history_first, (
         f"history shows {history_first} as the current state, restore takes {restored.version_id}"
@@ -127,7 +99,7 @@ def test_a_removal_marker_separated_from_its_tombstone_is_dated_by_its_own_tombs
         version("tomb", 10, size=0),  # REMOVE seq 100's first write
         version("v1", -3600),
     ]
-    inspect = Metadata(
+    inspect = Recorded(
         {
             "insert": stream("INSERT", 10, "200"),
             "tomb": stream("REMOVE", 10, "100"),
@@ -145,7 +117,7 @@ def test_a_garbled_sequence_number_does_not_crash_selection() -> None:
     """``str.isdigit`` accepts characters ``int`` refuses (superscripts): one garbled
     version raises ValueError out of selection, ending the whole restore."""
     entries = [version("v2", 100, latest=True), version("v1", 10)]
-    inspect = Metadata({"v2": stream("MODIFY", 99, "12\u00b3"), "v1": stream("INSERT", 9, "100")})
+    inspect = Recorded({"v2": stream("MODIFY", 99, "12\u00b3"), "v1": stream("INSERT", 9, "100")})
     chosen = select_at(entries, LATEST, inspect).version
     assert chosen is not None
 
@@ -168,7 +140,7 @@ def test_own_name_with_stream_history_holds_over_a_later_write_under_another_nam
         ObjectVersion("other", "r-late", sec(67), False, True, 10),
         ObjectVersion("other", "r0", sec(-53), False, False, 10),
     ]
-    inspect = Metadata({"backfill": table_read("backfill", 37), "insert": stream("INSERT", 7, "1")})
+    inspect = Recorded({"backfill": table_read("backfill", 37), "insert": stream("INSERT", 7, "1")})
     decisions = [decide_at(own, LATEST, inspect), decide_at(other, LATEST, inspect)]
     chosen = latest_decision(decisions)
     assert chosen is not None and chosen.entry.version_id == "backfill", (

@@ -434,16 +434,25 @@ class KeySchemaType(_InputType):
 _REGION = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
 
 
-class Region(_InputType):
-    """An AWS region name, e.g. eu-west-1 (any name botocore accepts: new regions work)."""
+class _Pattern(_InputType):
+    """A value of one form, checked with ``pattern``; refused as ``'value'`` + ``hint``."""
 
-    name = "REGION"
+    pattern: re.Pattern[str]
+    hint: str
 
     def convert(self, value: Any, param: Any, ctx: Any) -> str:
         text = str(value)
-        if not _REGION.match(text):
-            self.fail(f"{text!r} is not a region name: give one like eu-west-1", param, ctx)
+        if not self.pattern.match(text):
+            self.fail(f"{text!r}{self.hint}", param, ctx)
         return text
+
+
+class Region(_Pattern):
+    """An AWS region name, e.g. eu-west-1 (any name botocore accepts: new regions work)."""
+
+    name = "REGION"
+    pattern = _REGION
+    hint = " is not a region name: give one like eu-west-1"
 
 
 class EndpointUrl(_InputType):
@@ -468,38 +477,23 @@ class EndpointUrl(_InputType):
         return text
 
 
-class ConsumerName(_InputType):
+class ConsumerName(_Pattern):
     """A stream consumer's name: it names a checkpoint object, so one plain word."""
 
     name = "NAME"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> str:
-        text = str(value)
-        if not re.match(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$", text):
-            self.fail(
-                f"{text!r}: give 1-100 letters, digits, '_', '-' or '.' (no '/', not starting "
-                "with '.'), e.g. dr-site",
-                param,
-                ctx,
-            )
-        return text
+    pattern = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
+    hint = (
+        ": give 1-100 letters, digits, '_', '-' or '.' (no '/', not starting with '.'), "
+        "e.g. dr-site"
+    )
 
 
-class SparkMaster(_InputType):
+class SparkMaster(_Pattern):
     """A Spark master URL: local, local[N], local[*], yarn, spark://..., k8s://..."""
 
     name = "URL"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> str:
-        text = str(value)
-        if not re.match(r"^(local(\[(\*|\d+)(,\d+)?\])?|yarn|(spark|k8s|mesos)://\S+)$", text):
-            self.fail(
-                f"{text!r} is not a Spark master: give local[N], local[*], yarn, "
-                "spark://HOST:PORT or k8s://URL",
-                param,
-                ctx,
-            )
-        return text
+    pattern = re.compile(r"^(local(\[(\*|\d+)(,\d+)?\])?|yarn|(spark|k8s|mesos)://\S+)$")
+    hint = " is not a Spark master: give local[N], local[*], yarn, spark://HOST:PORT or k8s://URL"
 
 
 BUCKET = BucketName()
