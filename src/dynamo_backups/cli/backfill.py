@@ -35,7 +35,8 @@ from dynamo_backups.cli.layout_option import layout_option
 from dynamo_backups.cli.lines import say
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.core.layout import TableLayout
-from dynamo_backups.jobs.backfill import Backfill, BackfillOptions, BackfillReport
+from dynamo_backups.jobs.backfill import BackfillOptions, BackfillReport
+from dynamo_backups.jobs.backfillers import backfill_job
 from dynamo_backups.jobs.export_source import ExportError, open_export
 
 
@@ -98,8 +99,10 @@ def backfill(
     gives the stream's changes a base. It is safe while the stream handler runs: it never
     replaces a state the stream wrote, and never brings back an item the stream deleted.
     It also saves each table's description (keys, indexes, billing, TTL, ...) beside the
-    backup, for restores. A journal-layout folder is refused for now (its backfill is a
-    base, which comes with the compact command); nothing is written.
+    backup, for restores. Into a journal-layout folder it writes a base of the table
+    (PREFIX/TABLE/bases/<moment>/: ImportTable-ready data, index, manifest) from the scan;
+    changes the stream makes during the scan win over the rows read (its trigger must be
+    writing before the backfill starts).
 
     \b
     Examples:
@@ -154,7 +157,7 @@ def backfill(
             with Progress(
                 f"backfill {table}", unit="items", enabled=not invocation.quiet
             ) as progress:
-                job = Backfill(
+                job = backfill_job(
                     dynamodb,
                     lambda request: scan.call("Scan", request),
                     writer,
@@ -190,6 +193,7 @@ def _finish(invocation: Invocation, reports: list[BackfillReport]) -> None:
             f"{report.removals_restored:,} deletions kept, {report.failed:,} failed "
             f"({report.seconds:,.1f} s)"
         )
+        lines.extend(report.details())
         lines.extend(f"  failed: {failure}" for failure in report.failures)
         if report.unfinished_units:
             lines.append(

@@ -104,8 +104,9 @@ class BackfillOptions:
     folder_layout: str | None = None  # --layout: None, the folder's own (items when new)
 
 
-class JournalBackfillUnsupported(LayoutError):
-    """A backfill into a journal folder, whose base this version cannot write yet."""
+class JournalFolderForItemBackfill(LayoutError):
+    """The item layout's backfill given a journal folder (``jobs/backfillers`` chooses the
+    journal's own backfill for one): item objects there would be read by no reader."""
 
 
 @dataclass
@@ -131,6 +132,10 @@ class BackfillReport:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def details(self) -> list[str]:
+        """Lines the command adds to its summary (the journal's backfill names its base)."""
+        return []
 
 
 class Backfill:
@@ -300,17 +305,14 @@ class Backfill:
     def _check_layout(self, writer: BackupWriter) -> str:
         """The folder's layout, before anything is written: item objects copied into a
         journal folder would be read by no journal reader (lost to restores), so a journal
-        folder is refused. Its backfill is a base (docs/journal.md, "The backfill base"),
-        written by compaction's partition writer, which this version does not have yet."""
+        folder is refused here; ``jobs/backfillers`` gives it the journal's backfill."""
         chosen = folder_layout_for(writer, self.layout, self.options.folder_layout)
         if chosen == LAYOUT_ITEMS:
             return chosen
-        raise JournalBackfillUnsupported(
+        raise JournalFolderForItemBackfill(
             f"s3://{writer.bucket}/{self.layout.items_prefix} is (or would become) a "
-            f"{chosen} folder: backfilling it means writing a base of the table "
-            "(docs/journal.md, 'The backfill base'), which comes with the compact command "
-            "and is not in this version yet; nothing was written. Until then, backfill into "
-            "an item-layout folder (another --prefix)."
+            f"{chosen} folder: the item layout's backfill does not write there (nothing was "
+            "written); jobs.backfillers.backfill_job chooses the backfill of its layout"
         )
 
     def default_workers(self) -> int:

@@ -17,7 +17,6 @@ without one is not a base. Nothing is deleted: the journal expires by the lifecy
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -31,11 +30,9 @@ from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.backup.checkpoints import LEASE_SECONDS, write_time_limit
 from dynamo_backups.backup.folder import BackupFolder, open_folder_path
 from dynamo_backups.backup.journal_store import (
-    GZIP_TYPE,
     JSON_TYPE,
     first_piece_hour,
     newest_base,
-    put_bytes,
     put_if_absent,
     read_json,
     read_manifest,
@@ -46,14 +43,12 @@ from dynamo_backups.backup.run_lease import RunLease
 from dynamo_backups.core.base import (
     BaseManifest,
     BasePaths,
-    encode_base_line,
-    encode_index_line,
     parse_base_id,
     partition_label,
     prune_removals,
     watermarks,
 )
-from dynamo_backups.core.journal import fold, format_change_time, gzip_lines
+from dynamo_backups.core.journal import fold, format_change_time
 from dynamo_backups.core.layout import LayoutError, parse_time
 from dynamo_backups.core.parallel import ThreadEngine
 from dynamo_backups.core.progress import NoProgress, ProgressSink
@@ -64,12 +59,12 @@ from dynamo_backups.core.units import (
     merge_results,
     partition_units,
 )
+from dynamo_backups.jobs.base_files import manifest_files, put_manifest, write_partition
 from dynamo_backups.jobs.journal_units import (
     ROUTE_STAGE,
     JournalView,
     base_states,
     partition_digits,
-    present_sorted,
     route,
     route_outputs,
     routed_input,
@@ -82,7 +77,6 @@ CUTOFF_FORMAT = "dynamo-backups-base-cutoff"
 # Removals a base's index keeps, back from its moment: a late change older than this cannot
 # be placed (SQS keeps a failed batch up to 14 days for ``replay``; a day more).
 LATE_HORIZON = timedelta(days=15)
-DATA_FILE_ITEMS = 100_000  # lines per data file (ImportTable reads any number of files)
 # How long a writer's put may be in flight (the stream consumer's write time limit; the
 # handler's puts are bounded alike): past the cutoff by this, every object dated before it
 # has been received.
@@ -283,6 +277,11 @@ class Compaction(BucketClients):
         key = self.paths.cutoff_key
         if not put_if_absent(objects, key, body, JSON_TYPE, self.retry_policy):
             found = read_json(objects, key) or {}
+            if found.get("backfill"):
+                raise CompactError(
+                    f"s3://{self.bucket}/{key}: backfill run {found['backfill']} writes the "
+                    "base of this moment: compact at another moment (--at)"
+                )
             if found.get("partition_digits") != document["partition_digits"]:
                 raise CompactError(
                     f"s3://{self.bucket}/{key}: a compaction of this moment began with "
@@ -316,10 +315,7 @@ class Compaction(BucketClients):
     ) -> None:
         assert self.view is not None and self.paths is not None
         merged = merge_results(results)
-        files = sorted(
-            (output for output in merged.outputs if "kind" in output),
-            key=lambda output: output["name"],
-        )
+        files = manifest_files(merged.outputs)
         streams: dict[str, dict[str, str]] = dict(previous.streams) if previous else {}
         for output in merged.outputs:
             for stream, mark in (output.get("streams") or {}).items():
@@ -334,13 +330,10 @@ class Compaction(BucketClients):
             key_hash=folder.layout.key_hash,
             partition_digits=self.view.partition_digits,
             item_count=merged.count("items"),
-            files=[{name: output[name] for name in _FILE_FIELDS} for output in files],
+            files=files,
             streams=dict(sorted(streams.items())),
         )
-        body = json.dumps(manifest.to_dict(), indent=2, sort_keys=True).encode()
-        if not put_if_absent(
-            self.reader(), self.paths.manifest_key, body, JSON_TYPE, self.retry_policy
-        ):
+        if not put_manifest(self.reader(), self.paths, manifest, self.retry_policy):
             self.report.existed = True
         self.report.items = manifest.item_count
         self.report.removals_kept = merged.count("removals_kept")
@@ -382,43 +375,15 @@ class Compaction(BucketClients):
         context.cancel.check()
         folded = fold(states, routed.records, view.at, view.base_moment, view.key_hash)
         kept = prune_removals(folded, self._horizon())
-        present = present_sorted(kept)
+        files, present = write_partition(objects, self.paths, partition, kept, self.retry_policy)
+        result.outputs.extend(files)
         label = partition_label(partition)
-        for number, start in enumerate(range(0, len(present), DATA_FILE_ITEMS)):
-            chunk = present[start : start + DATA_FILE_ITEMS]
-            body = gzip_lines(encode_base_line(item) for _, item in chunk)
-            key = self.paths.data_key(partition, number)
-            put_bytes(objects, key, body, GZIP_TYPE, self.retry_policy)
-            result.outputs.append(
-                _file("data", key, self.paths.prefix, partition, len(chunk), body)
-            )
-        if kept:
-            lines = [encode_index_line(kept[name]) for name in sorted(kept)]
-            body = gzip_lines(lines)
-            key = self.paths.index_key(partition)
-            put_bytes(objects, key, body, GZIP_TYPE, self.retry_policy)
-            result.outputs.append(
-                _file("index", key, self.paths.prefix, partition, len(lines), body)
-            )
         result.outputs.append({"partition": label, "streams": watermarks(routed.records)})
-        result.add("items", len(present))
-        result.add("removals_kept", len(kept) - len(present))
+        result.add("items", present)
+        result.add("removals_kept", len(kept) - present)
         result.add("records_folded", len(routed.records))
-        context.progress.advance(len(present))
+        context.progress.advance(present)
         return result
-
-
-_FILE_FIELDS = ("kind", "name", "partition", "items", "md5")
-
-
-def _file(kind: str, key: str, base_prefix: str, partition: str, items: int, body: bytes) -> dict:
-    return {
-        "kind": kind,
-        "name": key[len(base_prefix) :],
-        "partition": partition,
-        "items": items,
-        "md5": hashlib.md5(body, usedforsecurity=False).hexdigest(),
-    }
 
 
 def _later_mark(mine: dict[str, str] | None, theirs: dict[str, str]) -> dict[str, str]:
