@@ -1,6 +1,6 @@
-"""backfill and the folder's layout: item objects copied into a journal folder would be read
-by no journal reader, so a backfill into one (recorded, or asked for with --layout journal)
-is refused before anything is written; a backfill base comes with compaction."""
+"""backfill and the folder's layout: into a journal folder (recorded, or asked for with
+--layout journal) it writes a base, never item objects (which no journal reader reads); what
+a journal backfill does not take is refused before anything is written."""
 
 from __future__ import annotations
 
@@ -31,11 +31,67 @@ def backfill(bucket: str, prefix: str, table: str, *more: str) -> Any:
     )
 
 
-def test_a_backfill_into_a_journal_folder_is_refused_and_writes_nothing(
+def test_a_backfill_into_a_journal_folder_writes_a_base_not_item_objects(
     aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
 ) -> None:
-    table = create_table(dynamodb, view_type=None)
+    table = create_table(dynamodb)
     dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}})
+    journal_folder(s3, bucket, prefix, table)
+
+    result = backfill(bucket, prefix, table)
+
+    assert result.exit_code == 0, result.output
+    assert "base s3://" in result.output
+    written = [k for k in everything_under(s3, bucket, prefix) if "/.dynamo-backups/" not in k]
+    assert written and all(f"/{table}/bases/" in key for key in written)  # no item object
+    assert any(key.endswith("/manifest.json") for key in written)
+
+
+def test_backfill_layout_journal_on_a_new_folder_records_the_layout_and_writes_a_base(
+    aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    table = create_table(dynamodb)
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}})
+
+    result = backfill(bucket, prefix, table, "--layout", "journal")
+
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(s3, bucket, TableLayout.of(prefix, table))
+    assert manifest is not None and manifest["layout"] == "journal"
+
+
+@pytest.mark.parametrize(
+    "more", [("--segment", "0", "--total-segments", "2"), ("--from-export", "new")]
+)
+def test_what_a_journal_backfill_does_not_take_is_refused_before_any_write(
+    aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str, more: Any
+) -> None:
+    table = create_table(dynamodb)
+    journal_folder(s3, bucket, prefix, table)
+    before = everything_under(s3, bucket, prefix)
+
+    result = backfill(bucket, prefix, table, *more)
+
+    assert result.exit_code == 2, result.output
+    assert "journal folder" in result.output and "nothing was written" in result.output
+    assert "Traceback" not in result.output
+    assert everything_under(s3, bucket, prefix) == before
+
+
+def test_backfill_layout_items_into_a_journal_folder_is_refused(
+    aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    table = create_table(dynamodb)
+    journal_folder(s3, bucket, prefix, table)
+    before = everything_under(s3, bucket, prefix)
+
+    result = backfill(bucket, prefix, table, "--layout", "items")
+
+    assert result.exit_code == 2 and "journal" in result.output, result.output
+    assert everything_under(s3, bucket, prefix) == before
+
+
+def journal_folder(s3: Any, bucket: str, prefix: str, table: str) -> None:
     ensure_manifest(
         BackupWriter(s3, bucket),
         TableLayout.of(prefix, table),
@@ -43,26 +99,6 @@ def test_a_backfill_into_a_journal_folder_is_refused_and_writes_nothing(
         {"pk": "S"},
         "journal",
     )
-    before = everything_under(s3, bucket, prefix)
-
-    for more in ((), ("--layout", "journal")):
-        result = backfill(bucket, prefix, table, *more)
-        assert result.exit_code == 2, result.output
-        assert "journal folder" in result.output and "compact" in result.output
-        assert "nothing was written" in result.output and "Traceback" not in result.output
-    assert everything_under(s3, bucket, prefix) == before  # no item object, no table.json
-
-
-def test_backfill_layout_journal_on_a_new_folder_is_refused_and_writes_nothing(
-    aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
-) -> None:
-    table = create_table(dynamodb, view_type=None)
-    dynamodb.put_item(TableName=table, Item={"pk": {"S": "a"}})
-
-    result = backfill(bucket, prefix, table, "--layout", "journal")
-
-    assert result.exit_code == 2 and "journal folder" in result.output
-    assert everything_under(s3, bucket, prefix) == []
 
 
 def test_backfill_layout_items_into_an_item_folder_copies_as_before(
