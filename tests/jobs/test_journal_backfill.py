@@ -176,7 +176,7 @@ def test_a_backfill_base_with_the_stream_writing_during_the_scan(
         report = job.run()
         time.sleep(1.0)  # changes after the base too
     assert report.complete, report
-    assert trigger.delivered > len(before) + 100  # the scan met many changes
+    assert trigger.delivered > len(before) + 20  # the scan met changes (a workload check)
     assert report.scanned > 250 and report.base is not None  # some rows deleted meanwhile
     moment = parse_time(report.moment or "")
     records = lambda_records(dynamodb, streams, table)[len(before) :]
