@@ -115,12 +115,25 @@ TEMPLATE_OPTIONS = [
         batching_window=120,
         replica_table="UsersReplica",
     ),
+    DeployOptions(
+        bucket="acme-backups",
+        prefix="Prod",
+        tables=("Users",),
+        create_bucket=True,
+        folder_layout="journal",
+        keep_changes_days=60,
+    ),
 ]
 
 
 @pytest.fixture(
     params=range(len(TEMPLATE_OPTIONS)),
-    ids=["new-bucket-protected", "kms-existing-bucket", "journal-kms-with-replica"],
+    ids=[
+        "new-bucket-protected",
+        "kms-existing-bucket",
+        "journal-kms-with-replica",
+        "journal-new-bucket-retention",
+    ],
 )
 def template_file(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     path = tmp_path / "backups.yaml"

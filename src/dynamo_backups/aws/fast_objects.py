@@ -340,15 +340,20 @@ class FastObjects:
         content_type: str,
         metadata: Mapping[str, str],
         if_none_match: bool = False,
+        tags: Mapping[str, str] | None = None,
     ) -> str | None:
         """Write an object; the answer's version id. The payload's SHA-256 is signed and sent
-        as its checksum, so S3 rejects a body changed on the way (and Object Lock accepts it)."""
+        as its checksum, so S3 rejects a body changed on the way (and Object Lock accepts it).
+        ``tags`` go with the put (object_store sends them as ``x-amz-tagging``)."""
         attributes = {"Content-Type": content_type, **metadata}
         mode = "create" if if_none_match else "overwrite"
+        tag_set = dict(tags) if tags else None
         result = self._call(
             "PutObject",
             key,
-            lambda store: obstore.put(store, key, body, attributes=attributes, mode=mode),
+            lambda store: obstore.put(
+                store, key, body, attributes=attributes, mode=mode, tags=tag_set
+            ),
             writes=True,
         )
         return result.get("version")

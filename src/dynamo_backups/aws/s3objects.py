@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -55,6 +56,7 @@ class ObjectStore(ObjectReader, Protocol):
         content_type: str,
         metadata: Mapping[str, str],
         if_none_match: bool = False,
+        tags: Mapping[str, str] | None = None,
     ) -> str | None: ...
 
     def delete_object(self, key: str) -> None: ...
@@ -114,8 +116,13 @@ class BotocoreObjects:
         content_type: str,
         metadata: Mapping[str, str],
         if_none_match: bool = False,
+        tags: Mapping[str, str] | None = None,
     ) -> str | None:
-        extra = {"IfNoneMatch": "*"} if if_none_match else {}
+        """Write an object; ``tags`` go with the put (``x-amz-tagging``: what lifecycle rules
+        filter on), so the object is never rewritten to tag it."""
+        extra: dict[str, Any] = {"IfNoneMatch": "*"} if if_none_match else {}
+        if tags:
+            extra["Tagging"] = urlencode(sorted(tags.items()))
         response = self.s3.put_object(
             Bucket=self.bucket,
             Key=key,

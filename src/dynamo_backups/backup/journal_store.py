@@ -7,7 +7,7 @@ retry policy; object bodies through the folder's object transport (``ObjectStore
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -85,22 +85,37 @@ def read_lines(objects: Any, key: str) -> list[bytes]:
     return gunzip_lines(read_bytes(objects, key), f"s3://{objects.bucket}/{key}")
 
 
-def put_bytes(objects: Any, key: str, body: bytes, content_type: str, policy: RetryPolicy) -> None:
+def put_bytes(
+    objects: Any,
+    key: str,
+    body: bytes,
+    content_type: str,
+    policy: RetryPolicy,
+    tags: Mapping[str, str] | None = None,
+) -> None:
+    """Write ``key``; ``tags`` (a base's retention class) go with the put."""
+    extra = {"tags": tags} if tags else {}
     call_with_retries(
-        lambda: objects.put_object(key, body, content_type, {}),
+        lambda: objects.put_object(key, body, content_type, {}, **extra),
         policy,
         f"put s3://{objects.bucket}/{key}",
     )
 
 
 def put_if_absent(
-    objects: Any, key: str, body: bytes, content_type: str, policy: RetryPolicy
+    objects: Any,
+    key: str,
+    body: bytes,
+    content_type: str,
+    policy: RetryPolicy,
+    tags: Mapping[str, str] | None = None,
 ) -> bool:
     """Write ``key`` unless it exists (``If-None-Match: *``); False when it did."""
+    extra = {"tags": tags} if tags else {}
 
     def put() -> bool:
         try:
-            objects.put_object(key, body, content_type, {}, if_none_match=True)
+            objects.put_object(key, body, content_type, {}, if_none_match=True, **extra)
         except ClientError as error:
             if error_code(error) in PRECONDITION_CODES - {"ConditionalRequestConflict"}:
                 return False

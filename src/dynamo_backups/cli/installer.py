@@ -35,6 +35,7 @@ from dynamo_backups.cli.inputs import (
 )
 from dynamo_backups.cli.layout_option import layout_option
 from dynamo_backups.cli.lines import say
+from dynamo_backups.core.retention import RetentionPolicy, RetentionPolicyError
 from dynamo_backups.installer.alerting import NOBODY_TOLD
 from dynamo_backups.installer.deploy import Deployer
 from dynamo_backups.installer.monitoring import (
@@ -56,6 +57,8 @@ from dynamo_backups.installer.plan import (
     DeployOptions,
     Step,
     describe_failure,
+    retention_given,
+    retention_policy,
 )
 from dynamo_backups.installer.teardown import teardown
 from dynamo_backups.installer.template import build_template, to_yaml
@@ -179,6 +182,7 @@ def deploy_options(template: bool = False) -> Callable[[Callable[..., Any]], Cal
             "(MaximumBatchingWindowInSeconds, 0-300; default 60). A change reaches S3 within "
             "about this window (the RPO); longer windows mean fuller batches, fewer PUTs.",
         ),
+        *_retention_options(),
         click.option(
             "--maximum-retry-attempts",
             type=click.IntRange(-1, 10000),
@@ -266,6 +270,45 @@ def deploy_options(template: bool = False) -> Callable[[Callable[..., Any]], Cal
     return decorate
 
 
+def _retention_options() -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    """A journal folder's retention (docs/journal.md, "Retention"): lifecycle rules and the
+    compaction schedule. Defaults: the documented policy (core/retention)."""
+    default = RetentionPolicy()
+    return [
+        click.option(
+            "--keep-changes-days",
+            type=click.IntRange(1),
+            help=f"Journal layout: days every change (journal/ object) is kept (default "
+            f"{default.changes_days}: any moment of the last {default.restorable_days} days "
+            "restorable).",
+        ),
+        click.option(
+            "--keep-daily-bases-days",
+            type=click.IntRange(1),
+            help=f"Journal layout: days a daily base is kept (default {default.daily_days}).",
+        ),
+        click.option(
+            "--keep-weekly-bases-days",
+            type=click.IntRange(1),
+            help="Journal layout: days the first base of each ISO week is kept (default "
+            f"{default.weekly_days}).",
+        ),
+        click.option(
+            "--keep-monthly-bases-days",
+            type=click.IntRange(0),
+            help="Journal layout: days the first base of each month is kept (default "
+            f"{default.monthly_days}; 0: no monthly bases).",
+        ),
+        click.option(
+            "--compact-every",
+            type=click.IntRange(1, 168),
+            metavar="HOURS",
+            help="Journal layout: hours between bases made by the compaction function "
+            f"(default {default.compact_every_hours}).",
+        ),
+    ]
+
+
 def _options(
     aws: AwsContext | None, kwargs: dict[str, Any], dry_run: bool = False
 ) -> DeployOptions:
@@ -309,6 +352,14 @@ def _check_layout_options(kwargs: dict[str, Any], template: bool) -> None:
     layout = kwargs.get("folder_layout")
     if layout and not kwargs.get("bucket"):
         fail("--layout is the backup folder's layout: give --bucket", EXIT_USAGE)
+    probe = DeployOptions(bucket=None, prefix="", tables=(), **_retention_kwargs(kwargs))
+    given = retention_given(probe)
+    if given and layout != LAYOUT_JOURNAL and (layout or template):
+        fail(f"{', '.join(given)} apply to the journal layout: give --layout journal", EXIT_USAGE)
+    try:
+        retention_policy(probe)
+    except RetentionPolicyError as error:
+        fail(str(error), EXIT_USAGE)
     if kwargs.get("batching_window") is None or layout == LAYOUT_JOURNAL:
         return
     if layout or template:
@@ -317,6 +368,17 @@ def _check_layout_options(kwargs: dict[str, Any], template: bool) -> None:
             "--layout journal, or drop it",
             EXIT_USAGE,
         )
+
+
+def _retention_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    names = (
+        "keep_changes_days",
+        "keep_daily_bases_days",
+        "keep_weekly_bases_days",
+        "keep_monthly_bases_days",
+        "compact_every",
+    )
+    return {name: kwargs.get(name) for name in names}
 
 
 def _check_bucket_options(kwargs: dict[str, Any], template: bool) -> None:
@@ -432,6 +494,8 @@ def deploy(invocation: Invocation, dry_run: bool, **kwargs: Any) -> None:
     deployer = Deployer(clients, options, archive, region)
     try:
         steps = deployer.run()
+    except RetentionPolicyError as error:
+        fail(str(error), EXIT_USAGE)
     except DeployError as error:
         _show_partial(invocation, deployer.steps)
         fail(str(error))
@@ -463,6 +527,12 @@ def template(invocation: Invocation, **kwargs: Any) -> None:
     """
     options = _options(None, kwargs)
     click.echo(to_yaml(build_template(options)), nl=False)
+    if options.folder_layout == LAYOUT_JOURNAL and not options.create_bucket:
+        say(
+            "warning: the journal folders' lifecycle rules (retention) go on the bucket: the "
+            "template sets them only on a bucket it creates (--create-bucket); otherwise run "
+            "dynamo-backups deploy --layout journal, which merges them with the bucket's own"
+        )
     if not options.alarm_topic:
         say(f"warning: {NOBODY_TOLD}")
 

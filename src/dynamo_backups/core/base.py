@@ -239,6 +239,8 @@ class BaseManifest:
     # Per stream: the highest sequence number and latest change time folded in (a record of
     # what the base saw, for people and checks; the cut itself is by change time, above).
     streams: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The retention class its objects are tagged with (core/retention); None: untagged.
+    retention: str | None = None
 
     def __post_init__(self) -> None:
         check_key_hash(self.key_hash)
@@ -255,7 +257,7 @@ class BaseManifest:
         def time(value: datetime | None) -> str | None:
             return format_change_time(value) if value is not None else None
 
-        return {
+        document = {
             "format": BASE_FORMAT,
             "version": BASE_FORMAT_VERSION,
             "table": self.table,
@@ -270,6 +272,9 @@ class BaseManifest:
             "files": self.files,
             "streams": self.streams,
         }
+        if self.retention is not None:
+            document["retention"] = self.retention
+        return document
 
     @classmethod
     def from_dict(cls, document: Mapping[str, Any], where: str = "manifest") -> BaseManifest:
@@ -300,6 +305,7 @@ class BaseManifest:
                 item_count=int(document.get("item_count", 0)),
                 files=list(document.get("files", [])),
                 streams=dict(document.get("streams", {})),
+                retention=document.get("retention"),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise BaseError(f"{where}: {error}") from None

@@ -8,6 +8,7 @@ next one.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.backup.description import describe_table, save_description
-from dynamo_backups.backup.layouts import LAYOUT_ITEMS
+from dynamo_backups.backup.layouts import LAYOUT_ITEMS, LAYOUT_JOURNAL
 from dynamo_backups.backup.manifest import (
     ensure_manifest,
     folder_layout_for,
@@ -23,6 +24,11 @@ from dynamo_backups.backup.manifest import (
 )
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.layout import TableLayout
+from dynamo_backups.core.retention import (
+    RetentionPolicy,
+    lifecycle_rules,
+    merge_lifecycle_rules,
+)
 from dynamo_backups.installer import policies
 from dynamo_backups.installer.alerting import (
     ensure_alarms,
@@ -43,7 +49,11 @@ from dynamo_backups.installer.plan import (
     DeployOptions,
     Environment,
     Step,
+    retention_given,
+    retention_policy,
 )
+from dynamo_backups.installer.policies import canonical
+from dynamo_backups.jobs.compact import RETENTION_NAME
 from dynamo_backups.pipeline.stream_source import NEW_IMAGE_VIEWS
 
 
@@ -57,6 +67,7 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps):
     steps: list[Step] = field(default_factory=list)
     kms_key: str | None = None  # --kms-key, or the key a KMS-encrypted bucket already uses
     layouts: dict[str, str | None] = field(default_factory=dict)  # BACKUP_LAYOUT per table
+    retention: RetentionPolicy | None = None  # the journal folders' (None: no journal folder)
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -72,9 +83,12 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps):
         self.layouts = self._check_folders() if self.options.bucket else {}
         for layout in self.layouts.values():
             backup_trigger(self.options, layout)
+        self.retention = self._check_retention()
         write_arn = None
         if self.options.bucket:
             self._bucket()
+            if self.retention is not None:
+                self._journal_lifecycle(self.retention)
             write_arn = self._managed_policy(
                 write_policy_name(self.options.bucket, self.options.prefix),
                 policies.write_policy(
@@ -97,6 +111,8 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps):
             stream_arn = self._stream(table, description)
             if self.options.bucket:
                 self._write_folder_manifest(table)
+                if self.layouts.get(table) == LAYOUT_JOURNAL and self.retention is not None:
+                    self._retention_document(table, self.retention)
             readers = [spec for spec in specs if spec.table == table]
             siblings = {spec.names.function for spec in readers}
             for spec in readers:
@@ -227,6 +243,82 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps):
             )
         return layouts
 
+    def _journal_tables(self) -> list[str]:
+        return [table for table, layout in self.layouts.items() if layout == LAYOUT_JOURNAL]
+
+    def _check_retention(self) -> RetentionPolicy | None:
+        """The journal folders' retention policy, checked before anything is changed
+        (``RetentionPolicyError``: exit 2); retention options for no journal folder are
+        refused."""
+        given = retention_given(self.options)
+        if not self._journal_tables():
+            if given:
+                raise DeployError(
+                    f"{', '.join(given)} apply to journal folders (--layout journal): no "
+                    "folder of this deploy is one"
+                )
+            return None
+        return retention_policy(self.options)
+
+    def _journal_lifecycle(self, policy: RetentionPolicy) -> None:
+        """The journal folders' lifecycle rules added to the bucket's (read, merged by ID,
+        written back: a rule of anyone else's is never dropped)."""
+        bucket = self.options.bucket
+        s3 = self.clients.s3
+        existing = (
+            self._read_bucket(
+                lambda: s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"],
+                "NoSuchLifecycleConfiguration",
+            )
+            or []
+        )
+        ours = [
+            rule
+            for table in self._journal_tables()
+            for rule in lifecycle_rules(self._table_layout(table).items_prefix, policy)
+        ]
+        ids = {rule["ID"] for rule in ours}
+        current = sorted((rule for rule in existing if rule.get("ID") in ids), key=_rule_id)
+        desired = merge_lifecycle_rules(existing, ours)
+        monthly = f", monthly {policy.monthly_days}" if policy.monthly_days else ""
+        self.reconcile(
+            f"bucket {bucket}: lifecycle of the journal folders",
+            current or None,
+            sorted(ours, key=_rule_id),
+            lambda: s3.put_bucket_lifecycle_configuration(
+                Bucket=bucket, LifecycleConfiguration={"Rules": desired}
+            ),
+            compare=canonical,
+            document={"Rules": ours},
+            detail=(
+                f"changes kept {policy.changes_days} days, bases daily {policy.daily_days}, "
+                f"weekly {policy.weekly_days}{monthly}; any moment of the last "
+                f"{policy.restorable_days} days restorable"
+            ),
+        )
+
+    def _retention_document(self, table: str, policy: RetentionPolicy) -> None:
+        """The policy beside layout.json: compaction reads it to never start from a base or
+        a journal the rules may have begun to expire."""
+        key = self._table_layout(table).meta_prefix + RETENTION_NAME
+        s3, bucket = self.clients.s3, self.options.bucket
+        current = self._read_bucket(
+            lambda: json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()),
+            "NoSuchKey",
+            "404",
+        )
+        self.reconcile(
+            f"s3://{bucket}/{key}",
+            current,
+            policy.to_dict(),
+            lambda: BackupWriter(s3, bucket).put_document(key, policy.to_dict()),
+            compare=canonical,
+            detail=f"compaction every {policy.compact_every_hours} h",
+        )
+
+    def _table_layout(self, table: str) -> TableLayout:
+        return TableLayout.of(self.options.prefix, table, self.options.key_hash)
+
     def _write_folder_manifest(self, table: str) -> None:
         """The layout manifest and the table's description, beside the backup: what a
         Lambda-only deployment would otherwise never write."""
@@ -303,3 +395,7 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps):
                     raise
                 self.wait(min(2.0 * (attempt + 1), 10.0))
         raise AssertionError("unreachable")
+
+
+def _rule_id(rule: dict[str, Any]) -> str:
+    return str(rule.get("ID", ""))

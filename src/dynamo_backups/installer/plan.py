@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dynamo_backups.aws.errors import ACCESS_DENIED_CODES, ClientError, describe_error, error_code
+from dynamo_backups.core.retention import RetentionPolicy, check_policy
 from dynamo_backups.installer.monitoring import (
     MAXIMUM_RECORD_AGE_SECONDS,
     MAXIMUM_RETRY_ATTEMPTS,
@@ -19,6 +20,34 @@ from dynamo_backups.installer.naming import (
 
 class DeployError(RuntimeError):
     """Deploy cannot go on; the message says what to fix."""
+
+
+def retention_policy(options: DeployOptions) -> RetentionPolicy:
+    """The journal folders' retention policy from the options (defaults where not given),
+    checked: one that would expire what compaction needs is a ``RetentionPolicyError``."""
+    default = RetentionPolicy()
+    monthly = options.keep_monthly_bases_days
+    return check_policy(
+        RetentionPolicy(
+            changes_days=options.keep_changes_days or default.changes_days,
+            daily_days=options.keep_daily_bases_days or default.daily_days,
+            weekly_days=options.keep_weekly_bases_days or default.weekly_days,
+            monthly_days=default.monthly_days if monthly is None else (monthly or None),
+            compact_every_hours=options.compact_every or default.compact_every_hours,
+        )
+    )
+
+
+def retention_given(options: DeployOptions) -> list[str]:
+    """The retention options given (they apply to journal folders only)."""
+    names = (
+        ("--keep-changes-days", options.keep_changes_days),
+        ("--keep-daily-bases-days", options.keep_daily_bases_days),
+        ("--keep-weekly-bases-days", options.keep_weekly_bases_days),
+        ("--keep-monthly-bases-days", options.keep_monthly_bases_days),
+        ("--compact-every", options.compact_every),
+    )
+    return [name for name, value in names if value is not None]
 
 
 @dataclass(frozen=True)
@@ -38,6 +67,12 @@ class DeployOptions:
     batch_size: int | None = None  # None: the layout's (100 items, 1,000 journal)
     batching_window: int | None = None  # None: the layout's (none items, 60 s journal)
     folder_layout: str | None = None  # --layout; None: each folder's recorded one
+    # A journal folder's retention (core/retention; None: the documented default).
+    keep_changes_days: int | None = None
+    keep_daily_bases_days: int | None = None
+    keep_weekly_bases_days: int | None = None
+    keep_monthly_bases_days: int | None = None  # 0: no monthly class
+    compact_every: int | None = None  # hours
     maximum_retry_attempts: int = MAXIMUM_RETRY_ATTEMPTS
     maximum_record_age: int = MAXIMUM_RECORD_AGE_SECONDS
     on_failure: str | None = None  # SQS, SNS or S3 ARN; default: a queue per function

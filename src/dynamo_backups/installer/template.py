@@ -11,6 +11,9 @@ import json
 import re
 from typing import Any
 
+from dynamo_backups.backup.layouts import LAYOUT_JOURNAL
+from dynamo_backups.core.layout import TableLayout
+from dynamo_backups.core.retention import lifecycle_rules
 from dynamo_backups.installer import policies
 from dynamo_backups.installer.functions import FunctionSpec, function_specs
 from dynamo_backups.installer.monitoring import (
@@ -27,7 +30,7 @@ from dynamo_backups.installer.naming import (
     write_policy_name,
 )
 from dynamo_backups.installer.package import RUNTIME
-from dynamo_backups.installer.plan import DeployOptions
+from dynamo_backups.installer.plan import DeployOptions, retention_policy
 
 PARTITION, REGION, ACCOUNT = "${AWS::Partition}", "${AWS::Region}", "${AWS::AccountId}"
 
@@ -150,6 +153,13 @@ def _bucket(options: DeployOptions) -> dict[str, Any]:
                 }
             ]
         }
+    if options.folder_layout == LAYOUT_JOURNAL:
+        rules = properties.setdefault("LifecycleConfiguration", {"Rules": []})["Rules"]
+        for table in options.tables:
+            folder = TableLayout.of(options.prefix, table, options.key_hash).items_prefix
+            rules.extend(
+                _cfn_rule(rule) for rule in lifecycle_rules(folder, retention_policy(options))
+            )
     statements = policies.bucket_statements(
         PARTITION, options.bucket, options.protect, list(options.admin_roles)
     )
@@ -168,6 +178,25 @@ def _bucket(options: DeployOptions) -> dict[str, Any]:
             },
         },
     }
+
+
+def _cfn_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """A lifecycle rule (PutBucketLifecycleConfiguration's shape) as AWS::S3::Bucket's Rule:
+    a prefix and tag filter become Prefix and TagFilters; the expiration, ExpirationInDays or
+    ExpiredObjectDeleteMarker."""
+    selected = rule["Filter"].get("And", rule["Filter"])
+    converted: dict[str, Any] = {"Id": rule["ID"], "Status": rule["Status"]}
+    converted["Prefix"] = selected["Prefix"]
+    if selected.get("Tags"):
+        converted["TagFilters"] = list(selected["Tags"])
+    expiration = rule.get("Expiration", {})
+    if "Days" in expiration:
+        converted["ExpirationInDays"] = expiration["Days"]
+    if expiration.get("ExpiredObjectDeleteMarker"):
+        converted["ExpiredObjectDeleteMarker"] = True
+    if "NoncurrentVersionExpiration" in rule:
+        converted["NoncurrentVersionExpiration"] = dict(rule["NoncurrentVersionExpiration"])
+    return converted
 
 
 def _functions(options: DeployOptions, table: str, name: str) -> dict[str, Any]:

@@ -36,6 +36,7 @@ def write_partition(
     partition: str,
     states: Mapping[str, ItemState],
     policy: RetryPolicy,
+    tags: Mapping[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """Write one partition of a base: the present items of ``states`` (by object name) as
     data files, every state (removals too) as its index. The files' manifest entries, and
@@ -46,13 +47,13 @@ def write_partition(
         chunk = present[start : start + DATA_FILE_ITEMS]
         body = gzip_lines(encode_base_line(item) for _, item in chunk)
         key = paths.data_key(partition, number)
-        put_bytes(objects, key, body, GZIP_TYPE, policy)
+        put_bytes(objects, key, body, GZIP_TYPE, policy, tags)
         outputs.append(file_entry("data", key, paths.prefix, partition, len(chunk), body))
     if states:
         lines = [encode_index_line(states[name]) for name in sorted(states)]
         body = gzip_lines(lines)
         key = paths.index_key(partition)
-        put_bytes(objects, key, body, GZIP_TYPE, policy)
+        put_bytes(objects, key, body, GZIP_TYPE, policy, tags)
         outputs.append(file_entry("index", key, paths.prefix, partition, len(lines), body))
     return outputs, len(present)
 
@@ -76,9 +77,13 @@ def manifest_files(outputs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
 
 
 def put_manifest(
-    objects: Any, paths: BasePaths, manifest: BaseManifest, policy: RetryPolicy
+    objects: Any,
+    paths: BasePaths,
+    manifest: BaseManifest,
+    policy: RetryPolicy,
+    tags: Mapping[str, str] | None = None,
 ) -> bool:
     """Write the manifest (``If-None-Match``): the base exists from now on. False when a
     manifest was there already."""
     body = json.dumps(manifest.to_dict(), indent=2, sort_keys=True).encode()
-    return put_if_absent(objects, paths.manifest_key, body, JSON_TYPE, policy)
+    return put_if_absent(objects, paths.manifest_key, body, JSON_TYPE, policy, tags)

@@ -31,8 +31,8 @@ from dynamo_backups.backup.checkpoints import LEASE_SECONDS, write_time_limit
 from dynamo_backups.backup.folder import BackupFolder, open_folder_path
 from dynamo_backups.backup.journal_store import (
     JSON_TYPE,
+    base_ids,
     first_piece_hour,
-    newest_base,
     put_if_absent,
     read_json,
     read_manifest,
@@ -49,9 +49,18 @@ from dynamo_backups.core.base import (
     watermarks,
 )
 from dynamo_backups.core.journal import fold, format_change_time
-from dynamo_backups.core.layout import LayoutError, parse_time
+from dynamo_backups.core.layout import LayoutError, TableLayout, parse_time
 from dynamo_backups.core.parallel import ThreadEngine
 from dynamo_backups.core.progress import NoProgress, ProgressSink
+from dynamo_backups.core.retention import (
+    CLASSES,
+    RetentionPolicy,
+    RetentionPolicyError,
+    base_expiry_reason,
+    journal_gap_reason,
+    retention_class,
+    retention_tags,
+)
 from dynamo_backups.core.units import (
     UnitContext,
     UnitResult,
@@ -74,6 +83,7 @@ from dynamo_backups.jobs.journal_units import (
 from dynamo_backups.jobs.units import BucketClients, Engine, run_stage
 
 CUTOFF_FORMAT = "dynamo-backups-base-cutoff"
+RETENTION_NAME = "retention.json"  # beside layout.json: the folder's policy (deploy writes it)
 # Removals a base's index keeps, back from its moment: a late change older than this cannot
 # be placed (SQS keeps a failed batch up to 14 days for ``replay``; a day more).
 LATE_HORIZON = timedelta(days=15)
@@ -104,6 +114,7 @@ class CompactReport:
     moment: str | None = None
     cutoff: str | None = None
     previous: str | None = None
+    retention: str | None = None  # the class the base's objects are tagged with
     existed: bool = False  # a complete base of that moment was there already
     items: int = 0
     removals_kept: int = 0
@@ -150,6 +161,8 @@ class Compaction(BucketClients):
         self.paths: BasePaths | None = None
         self.routed: list[dict[str, Any]] = []
         self.job_run: JobRun | None = None
+        self.tags: dict[str, str] = {}  # the base's retention tag, on every put of the base
+        self.table_layout: TableLayout | None = None
         self.report = CompactReport(source=f"s3://{bucket}/{folder.strip('/')}/")
 
     def __getstate__(self) -> dict[str, Any]:
@@ -173,6 +186,7 @@ class Compaction(BucketClients):
         started = time.monotonic()
         engine = engine or ThreadEngine(4)
         folder = self.open()
+        self.table_layout = folder.layout
         ledger = JobLedger(self.ledger_writer(), folder.layout, "compact")
         parameters = {
             "at": self.options.at.isoformat() if self.options.at else None,
@@ -263,20 +277,27 @@ class Compaction(BucketClients):
 
     def _cutoff(self, table_folder: str, moment: datetime) -> tuple[BaseManifest | None, datetime]:
         """Write the base's cutoff marker (or find the one a run of the same moment wrote):
-        the previous base and the partitions it names are this run's, whoever wrote it."""
+        the previous base, the partitions and the retention class it names are this run's,
+        whoever wrote it."""
         assert self.paths is not None
         objects = self.reader()
-        previous = newest_base(self.s3(), objects, table_folder, moment, before=True)
+        policy, now = self._retention_policy()
+        previous = self._choose_previous(table_folder, moment, policy, now)
         document = {
             "format": CUTOFF_FORMAT,
             "moment": format_change_time(moment),
             "previous": previous.id if previous is not None else None,
             "partition_digits": partition_digits(self.options.partitions),
+            "retention": self._retention_class(table_folder, moment, policy),
         }
-        body = json.dumps(document, indent=2, sort_keys=True).encode()
         key = self.paths.cutoff_key
-        if not put_if_absent(objects, key, body, JSON_TYPE, self.retry_policy):
-            found = read_json(objects, key) or {}
+        found = read_json(objects, key)
+        if found is None:
+            self.tags = retention_tags(document["retention"])
+            body = json.dumps(document, indent=2, sort_keys=True).encode()
+            if not put_if_absent(objects, key, body, JSON_TYPE, self.retry_policy, self.tags):
+                found = read_json(objects, key) or {}
+        if found is not None:
             if found.get("backfill"):
                 raise CompactError(
                     f"s3://{self.bucket}/{key}: backfill run {found['backfill']} writes the "
@@ -290,10 +311,101 @@ class Compaction(BucketClients):
                 )
             if found.get("previous") != document["previous"]:
                 previous = self._recorded_previous(table_folder, found.get("previous"))
+                self._check_previous(previous, policy, now)
+            # The class its first attempt tagged cutoff.json with: every object of a base
+            # carries one class, so that the rules expire it whole.
+            recorded = found.get("retention")
+            self.tags = retention_tags(recorded if recorded in CLASSES else document["retention"])
+        self.report.retention = self.tags[next(iter(self.tags))]
         received, _ = s3_clock(self.s3(), self.bucket, key)
         if received is None:
             raise CompactError(f"s3://{self.bucket}/{key} is gone (a lifecycle rule?)")
         return previous, received
+
+    def _retention_policy(self) -> tuple[RetentionPolicy | None, datetime]:
+        """The folder's retention policy (``retention.json``, written by deploy; None: no
+        rules of ours expire anything) and S3's clock now."""
+        assert self.table_layout is not None
+        meta = self.table_layout.meta_prefix
+        _, now = s3_clock(self.s3(), self.bucket, self.table_layout.manifest_key)
+        document = read_json(self.reader(), meta + RETENTION_NAME)
+        if document is None:
+            return None, now
+        try:
+            return RetentionPolicy.from_dict(document), now
+        except RetentionPolicyError as error:
+            raise CompactError(f"s3://{self.bucket}/{meta}{RETENTION_NAME}: {error}") from None
+
+    def _choose_previous(
+        self,
+        table_folder: str,
+        moment: datetime,
+        policy: RetentionPolicy | None,
+        now: datetime,
+    ) -> BaseManifest | None:
+        """The newest complete base before ``moment`` the rules cannot have begun to expire
+        (a base near its expiry may have lost data files while its manifest, written last,
+        is still there): passed over for an older one, a week's base if need be. The
+        journal after the one chosen must be whole too; otherwise the compaction refuses
+        rather than fold a journal with holes (``core/retention``)."""
+        ids = base_ids(self.s3(), self.bucket, table_folder)
+        for name in sorted((b for b in ids if parse_base_id(b) < moment), reverse=True):
+            manifest = read_manifest(self.reader(), table_folder, parse_base_id(name))
+            if manifest is None:
+                continue  # not complete
+            if policy is not None and base_expiry_reason(
+                name, manifest.retention, _created(manifest), now, policy
+            ):
+                continue
+            self._check_previous(manifest, policy, now)
+            return manifest
+        if policy is not None:
+            assert self.table_layout is not None
+            started, _ = s3_clock(self.s3(), self.bucket, self.table_layout.manifest_key)
+            gap = journal_gap_reason(started or now, now, policy, "the journal (no base yet)")
+            if gap is not None:
+                raise CompactError(
+                    f"{gap}. A base folded from what is left would miss them: write a base "
+                    "from the table instead (backfill)"
+                )
+        return None
+
+    def _check_previous(
+        self, previous: BaseManifest | None, policy: RetentionPolicy | None, now: datetime
+    ) -> None:
+        if previous is None or policy is None:
+            return
+        reason = base_expiry_reason(
+            previous.id, previous.retention, _created(previous), now, policy
+        ) or journal_gap_reason(previous.moment, now, policy, f"base {previous.id}")
+        if reason is not None:
+            raise CompactError(
+                f"{reason}. A base folded from it could miss changes: compact from a newer "
+                "base (run without --resume), or write a base from the table (backfill)"
+            )
+
+    def _retention_class(
+        self, table_folder: str, moment: datetime, policy: RetentionPolicy | None
+    ) -> str:
+        """The base's class, from its moment and the complete bases before it in its month
+        and ISO week (read oldest first: the first complete one settles it)."""
+        week, month = moment.isocalendar()[:2], (moment.year, moment.month)
+        earlier: list[datetime] = []
+        for scope in ("month", "week"):
+            for name in base_ids(self.s3(), self.bucket, table_folder):
+                other = parse_base_id(name)
+                same = (
+                    (other.year, other.month) == month
+                    if scope == "month"
+                    else other.isocalendar()[:2] == week
+                )
+                if other >= moment or not same:
+                    continue
+                if read_manifest(self.reader(), table_folder, other) is not None:
+                    earlier.append(other)
+                    break
+        monthly = policy is None or policy.monthly_days is not None
+        return retention_class(moment, earlier, monthly)
 
     def _recorded_previous(self, table_folder: str, name: Any) -> BaseManifest | None:
         if name is None:
@@ -332,8 +444,9 @@ class Compaction(BucketClients):
             item_count=merged.count("items"),
             files=files,
             streams=dict(sorted(streams.items())),
+            retention=self.report.retention,
         )
-        if not put_manifest(self.reader(), self.paths, manifest, self.retry_policy):
+        if not put_manifest(self.reader(), self.paths, manifest, self.retry_policy, self.tags):
             self.report.existed = True
         self.report.items = manifest.item_count
         self.report.removals_kept = merged.count("removals_kept")
@@ -375,7 +488,9 @@ class Compaction(BucketClients):
         context.cancel.check()
         folded = fold(states, routed.records, view.at, view.base_moment, view.key_hash)
         kept = prune_removals(folded, self._horizon())
-        files, present = write_partition(objects, self.paths, partition, kept, self.retry_policy)
+        files, present = write_partition(
+            objects, self.paths, partition, kept, self.retry_policy, self.tags
+        )
         result.outputs.extend(files)
         label = partition_label(partition)
         result.outputs.append({"partition": label, "streams": watermarks(routed.records)})
@@ -384,6 +499,12 @@ class Compaction(BucketClients):
         result.add("records_folded", len(routed.records))
         context.progress.advance(present)
         return result
+
+
+def _created(base: BaseManifest) -> datetime:
+    """When a base's first object was written: its cutoff (cutoff.json's LastModified); a
+    backfill base, which has none, at its moment."""
+    return base.cutoff or base.moment
 
 
 def _later_mark(mine: dict[str, str] | None, theirs: dict[str, str]) -> dict[str, str]:
