@@ -12,20 +12,24 @@ import os
 import signal
 import subprocess
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
 import pytest
 from botocore.credentials import Credentials
 
 from dynamo_backups.aws.dynamodb import RawDynamoDB
 from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.aws.s3objects import BotocoreObjects
+from dynamo_backups.core.ddbjson import to_wire
+from dynamo_backups.core.journal import JournalRecord, encode_piece, piece_name
 from dynamo_backups.core.keys import object_name
 from dynamo_backups.jobs.restore import RestoreOptions
 from dynamo_backups.jobs.restorers import restore_job
 from tests import servers
 from tests.helpers import create_table
+from tests.jobs.test_inspect import moto_endpoint  # noqa: F401 (a fixture)
 from tests.jobs.test_journal_compact_restore import (
     History,
     cli,
@@ -287,3 +291,82 @@ def test_keys_not_written_go_to_a_file_that_keys_takes(
     again = invoke("restore", bucket, made.folder, target, "--keys", str(path), "--into-existing")
     assert again.exit_code == 0, again.output
     assert restored_state(dynamodb, target) == latest
+
+
+# --- --native-import (ImportTable: moto implements it, DynamoDB Local does not) ---------------
+
+
+def journal_piece(s3: Any, bucket: str, folder: str, records: list[JournalRecord]) -> None:
+    """One journal object holding ``records``, as a writer puts it."""
+    key = f"{folder}/journal/{piece_name(records)}"
+    s3.put_object(Bucket=bucket, Key=key, Body=encode_piece(records))
+
+
+def change(number: int, moment: datetime, key: str, value: int | None) -> JournalRecord:
+    """Change ``number`` (its sequence number) of item ``key``: a put of ``value``, or a
+    removal (None)."""
+    image = None if value is None else {"pk": {"S": key}, "v": {"N": f"{value}.25"},
+                                        "b": {"B": "AAE="}}  # fmt: skip
+    return JournalRecord(
+        stream_arn="arn:aws:dynamodb:us-east-1:123456789012:table/Source/stream/1",
+        sequence_number=str(1000 + number),
+        event_name="REMOVE" if value is None else ("INSERT" if number < 20 else "MODIFY"),
+        change_time=moment,
+        keys={"pk": {"S": key}},
+        image=image,
+        event_id=f"event-{number}",
+    )
+
+
+def test_native_import_of_a_journal_folder_imports_the_base_and_applies_the_journal(
+    moto_endpoint: str,  # noqa: F811 (the fixture imported above)
+    tmp_path: Any,
+) -> None:
+    def client(service: str) -> Any:
+        return boto3.client(service, endpoint_url=moto_endpoint, region_name="us-east-1")
+
+    dynamodb, s3 = client("dynamodb"), client("s3")
+    s3.create_bucket(Bucket="backups")
+    s3.put_bucket_versioning(Bucket="backups", VersioningConfiguration={"Status": "Enabled"})
+    folder = "Prod/Source"
+    journal_manifest(s3, "backups", "Prod", "Source", "journal")
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    first = [change(n, t0 + timedelta(seconds=n), f"k{n:02d}", n) for n in range(12)]
+    journal_piece(s3, "backups", folder, first)
+    moment = t0 + timedelta(minutes=5)  # every change of the first piece is before it
+    compact(s3, "backups", folder, moment)
+    # After the base: k01 changed, k02 removed, k20 new; and a late change dated before
+    # the base's moment (k03 removed) that reached the journal after the base was made.
+    after = t0 + timedelta(minutes=10)
+    journal_piece(s3, "backups", folder, [change(30, after, "k01", 99), change(31, after, "k02",
+                  None), change(32, after, "k20", 20)])  # fmt: skip
+    late = change(33, t0 + timedelta(minutes=4), "k03", None)
+    journal_piece(s3, "backups", folder, [late])
+
+    base = ["--endpoint-url", moto_endpoint, "--region", "us-east-1", "--output", "json"]
+    expected = {record.keys["pk"]["S"]: record.image for record in first}
+    del expected["k03"]  # the late removal counts at the base's own moment too
+    for target, at in (("AtBase", moment), ("Latest", None)):
+        if at is None:
+            expected["k01"] = change(30, after, "k01", 99).image
+            del expected["k02"]
+            expected["k20"] = change(32, after, "k20", 20).image
+        moment_given = ["--at", at.isoformat()] if at else []
+        result = invoke(*base, "restore", "backups", folder, target, "--native-import",
+                        *moment_given)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        assert summary["import"]["status"] == "COMPLETED" and summary["import"]["imported"] == 12
+        restored = {
+            item["pk"]["S"]: to_wire(item)
+            for item in dynamodb.scan(TableName=target, ConsistentRead=True)["Items"]
+        }
+        assert restored == expected, target
+    # Latest wrote k01 and k20 and deleted k02 and k03 (the base held them).
+    assert (summary["journal"]["written"], summary["journal"]["deleted_absent"]) == (2, 2)
+
+    exists = invoke(*base, "restore", "backups", folder, "Latest", "--native-import")
+    assert exists.exit_code == 1 and "table Latest exists" in exists.output
+    before = invoke(*base, "restore", "backups", folder, "Early", "--native-import", "--at",
+                    (t0 + timedelta(minutes=1)).isoformat())  # fmt: skip
+    assert before.exit_code == 2 and "no base at or before" in before.output, before.output
