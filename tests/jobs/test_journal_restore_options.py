@@ -326,22 +326,23 @@ def test_native_import_of_a_journal_folder_imports_the_base_and_applies_the_jour
         return boto3.client(service, endpoint_url=moto_endpoint, region_name="us-east-1")
 
     dynamodb, s3 = client("dynamodb"), client("s3")
-    s3.create_bucket(Bucket="backups")
-    s3.put_bucket_versioning(Bucket="backups", VersioningConfiguration={"Status": "Enabled"})
-    folder = "Prod/Source"
-    journal_manifest(s3, "backups", "Prod", "Source", "journal")
+    bucket = "journal-backups"  # moto's state is one per process: names of its own
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    folder = "Prod/JournalSource"
+    journal_manifest(s3, bucket, "Prod", "JournalSource", "journal")
     t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
     first = [change(n, t0 + timedelta(seconds=n), f"k{n:02d}", n) for n in range(12)]
-    journal_piece(s3, "backups", folder, first)
+    journal_piece(s3, bucket, folder, first)
     moment = t0 + timedelta(minutes=5)  # every change of the first piece is before it
-    compact(s3, "backups", folder, moment)
+    compact(s3, bucket, folder, moment)
     # After the base: k01 changed, k02 removed, k20 new; and a late change dated before
     # the base's moment (k03 removed) that reached the journal after the base was made.
     after = t0 + timedelta(minutes=10)
-    journal_piece(s3, "backups", folder, [change(30, after, "k01", 99), change(31, after, "k02",
-                  None), change(32, after, "k20", 20)])  # fmt: skip
+    changed = [change(30, after, "k01", 99), change(31, after, "k02", None)]
+    journal_piece(s3, bucket, folder, [*changed, change(32, after, "k20", 20)])
     late = change(33, t0 + timedelta(minutes=4), "k03", None)
-    journal_piece(s3, "backups", folder, [late])
+    journal_piece(s3, bucket, folder, [late])
 
     base = ["--endpoint-url", moto_endpoint, "--region", "us-east-1", "--output", "json"]
     expected = {record.keys["pk"]["S"]: record.image for record in first}
@@ -352,7 +353,7 @@ def test_native_import_of_a_journal_folder_imports_the_base_and_applies_the_jour
             del expected["k02"]
             expected["k20"] = change(32, after, "k20", 20).image
         moment_given = ["--at", at.isoformat()] if at else []
-        result = invoke(*base, "restore", "backups", folder, target, "--native-import",
+        result = invoke(*base, "restore", bucket, folder, target, "--native-import",
                         *moment_given)  # fmt: skip
         assert result.exit_code == 0, result.output
         summary = json.loads(result.stdout)
@@ -365,8 +366,8 @@ def test_native_import_of_a_journal_folder_imports_the_base_and_applies_the_jour
     # Latest wrote k01 and k20 and deleted k02 and k03 (the base held them).
     assert (summary["journal"]["written"], summary["journal"]["deleted_absent"]) == (2, 2)
 
-    exists = invoke(*base, "restore", "backups", folder, "Latest", "--native-import")
+    exists = invoke(*base, "restore", bucket, folder, "Latest", "--native-import")
     assert exists.exit_code == 1 and "table Latest exists" in exists.output
-    before = invoke(*base, "restore", "backups", folder, "Early", "--native-import", "--at",
+    before = invoke(*base, "restore", bucket, folder, "Early", "--native-import", "--at",
                     (t0 + timedelta(minutes=1)).isoformat())  # fmt: skip
     assert before.exit_code == 2 and "no base at or before" in before.output, before.output
