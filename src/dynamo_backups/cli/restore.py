@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -60,7 +61,7 @@ from dynamo_backups.jobs.restore import (
     RestoreReport,
     read_keys_file,
 )
-from dynamo_backups.jobs.restorers import check_options, restore_job
+from dynamo_backups.jobs.restorers import check_options, native_importer, restore_job
 
 
 def run_restore(
@@ -267,8 +268,21 @@ def restore(
                 "--keys, --dry-run or --into-existing",
                 2,
             )
-        _restore_natively(
-            invocation, source_bucket, source_prefix, table, at, key_schema, staging, skip_invalid
+        native = native_importer(layout)
+        if native is None:
+            _restore_natively(
+                invocation, source_bucket, source_prefix, table, at, key_schema, staging,
+                skip_invalid,
+            )  # fmt: skip
+            return
+        options = RestoreOptions(
+            at=at, key_schema=key_schema, ttl=not no_ttl, read_concurrency=read_concurrency,
+            write_concurrency=write_concurrency, partitions=partitions,
+            max_items_per_second=max_items_per_second,
+            unwritten_keys_file=str(unwritten_keys_file) if unwritten_keys_file else None,
+        )  # fmt: skip
+        _restore_layout_natively(
+            invocation, native, source_bucket, source_prefix, table, options, engine
         )
         return
     if delete_absent and not into_existing:
@@ -591,6 +605,38 @@ def _restore_natively(
         text += f"\n  {result.failure}"
     invocation.emit(summary, text)
     if result.status != "COMPLETED" or result.imported != snapshot.items or snapshot.invalid:
+        fail("the native import did not bring back every item (see above)")
+
+
+def _restore_layout_natively(
+    invocation: Invocation,
+    native: Callable[..., Any],
+    bucket: str,
+    folder: str,
+    table: str,
+    options: RestoreOptions,
+    engine: EngineChoice,
+) -> None:
+    """A layout's own --native-import (``jobs.restorers``): ImportTable, then what the layout
+    must still write; exit 1 unless every item came back."""
+    with Progress(f"restore {table}", unit="items", enabled=not invocation.quiet) as progress:
+        try:
+            done = native(invocation.aws, bucket, folder, table, options, progress, engine.make(4))
+        except (RestoreError, DescriptionError, JournalError) as error:
+            fail(str(error))
+        finally:
+            engine.close()
+    imported, journal = done.imported, done.journal
+    text = (
+        f"{journal.source} -> {table} with ImportTable from base {done.base}: "
+        f"{imported.status}, {imported.imported:,} of {done.base_items:,} items imported, "
+        f"{imported.errors:,} errors ({imported.seconds:,.1f} s)"
+    )
+    if imported.failure:
+        text += f"\n  {imported.failure}"
+    text += "\nthe journal after the base: " + summary_text(journal)
+    invocation.emit(done.to_dict(), text)
+    if not done.complete:
         fail("the native import did not bring back every item (see above)")
 
 

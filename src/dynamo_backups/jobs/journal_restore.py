@@ -7,13 +7,20 @@ the journal after it, as two stages of work units recorded in the job's ledger: 
 base's partition, its index only when a late change must be weighed against it, and the
 routed records folded at the moment; written with BatchWriteItem). Every attempt of a run
 reads the journal as S3 held it when the run began (the run's ``moment.json``), and the same
-base. Options the journal reader does not implement yet are refused (``unsupported``).
+base. ``--keys`` narrows both stages to the keys' items (and the partition stage to the
+partitions holding them); ``--delete-absent``'s last phase reads the names every partition unit
+kept from the run's scratch folder (``restore_absent``), whichever attempt ran the unit;
+``--native-import`` runs the partition stage against a table ImportTable made from the base
+(``imported_base``), writing only what the journal changed. Options the journal reader does
+not implement are refused (``unsupported``).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,13 +28,20 @@ from typing import Any
 from dynamo_backups.aws.batch_write import write_all
 from dynamo_backups.aws.client_source import ClientSource
 from dynamo_backups.aws.context import AwsContext
+from dynamo_backups.aws.errors import NOT_FOUND_CODES, ClientError, error_code
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
-from dynamo_backups.backup.description import description_from_key_schema, key_schema_of
+from dynamo_backups.backup.description import (
+    description_from_key_schema,
+    key_schema_of,
+    key_types_of,
+)
 from dynamo_backups.backup.folder import BackupFolder, open_folder_path
 from dynamo_backups.backup.journal_store import (
+    GZIP_TYPE,
     JSON_TYPE,
     first_piece_hour,
     newest_base,
+    put_bytes,
     put_if_absent,
     read_json,
     read_manifest,
@@ -36,10 +50,10 @@ from dynamo_backups.backup.layouts import LAYOUT_JOURNAL, layout_of
 from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.reading import READ_POLICY
 from dynamo_backups.backup.run_lease import RunLease
-from dynamo_backups.core.base import parse_base_id
-from dynamo_backups.core.ddbjson import dumps_item
+from dynamo_backups.core.base import BaseManifest, parse_base_id
+from dynamo_backups.core.ddbjson import Item, dumps_item, loads_item
 from dynamo_backups.core.journal import fold
-from dynamo_backups.core.keys import extract_key, key_attribute_names
+from dynamo_backups.core.keys import extract_key, key_attribute_names, object_name
 from dynamo_backups.core.layout import LayoutError, TableLayout
 from dynamo_backups.core.parallel import ThreadEngine, batched
 from dynamo_backups.core.progress import NoProgress, ProgressSink
@@ -62,29 +76,42 @@ from dynamo_backups.jobs.journal_units import (
     s3_clock,
     wait_past,
 )
-from dynamo_backups.jobs.restore import RestoreError, RestoreOptions, RestoreReport
+from dynamo_backups.jobs.restore import (
+    UNWRITTEN_OUTPUTS,
+    RestoreError,
+    RestoreOptions,
+    RestoreReport,
+    file_sha256,
+    read_keys_file,
+    write_unwritten_keys,
+)
+from dynamo_backups.jobs.restore_absent import (
+    ABSENT_KEYS,
+    KEPT_NAMES,
+    AbsentItems,
+    InProcessLines,
+    LineSink,
+    ScratchLines,
+    ScratchMismatch,
+    scratch_lines,
+)
 from dynamo_backups.jobs.restore_unit import BATCH_SIZE, DRY_RUN_SAMPLE
-from dynamo_backups.jobs.tables import ensure_table, switch_on_ttl
+from dynamo_backups.jobs.tables import check_same_key, ensure_table, switch_on_ttl, table_status
 from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_stage
 
 
 class UnsupportedOnJournal(LayoutError):
-    """An option the journal layout's restore does not implement yet (exit 2)."""
+    """An option the journal layout's restore does not implement (exit 2)."""
 
 
-# RestoreOptions fields the journal reader does not implement yet, and how they are named.
-_NOT_YET = {
-    "keys_file": "--keys",
-    "into_existing": "--into-existing",
-    "delete_absent": "--delete-absent",
-    "skip_invalid": "--skip-invalid",
-}
+# RestoreOptions fields the journal reader does not implement, and how they are named: a
+# journal has no "object that is not a valid item" to skip (a damaged piece stops the job).
+_NOT_YET = {"skip_invalid": "--skip-invalid"}
 
 
 def unsupported(options: RestoreOptions, native_import: bool = False) -> list[str]:
-    """The options given that a journal folder's restore refuses (not implemented yet)."""
-    given = [flag for name, flag in _NOT_YET.items() if getattr(options, name)]
-    return given + (["--native-import"] if native_import else [])
+    """The options given that a journal folder's restore refuses."""
+    return [flag for name, flag in _NOT_YET.items() if getattr(options, name)]
 
 
 class JournalRestore(BucketClients):
@@ -129,9 +156,32 @@ class JournalRestore(BucketClients):
         self.view: JournalView | None = None
         self.routed: list[dict[str, Any]] = []
         self.job_run: JobRun | None = None
+        self.keys: list[Item] | None = None  # --keys, as read by the driver
+        # --native-import: the base ImportTable made the table from; the partition units
+        # then write only what differs from it at the moment.
+        self.imported_base: str | None = None
+        self.attempt = uuid.uuid4().hex[:12]  # names this attempt's scratch chunks
+        self._key_hash = ""  # the folder's, once opened
+        self._lock = threading.Lock()
+        self._absent: AbsentItems | None = None
+        self._absent_keys: list[str] = []  # of a run without a ledger, with --keys
+        self._outputs: list[dict[str, Any]] = []  # the partition units', earlier attempts' too
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "progress": NoProgress()}
+        # A worker needs the settings and the view, not the driver's last-phase collections.
+        state = {
+            **self.__dict__,
+            "progress": NoProgress(),
+            "_absent": None,
+            "_absent_keys": [],
+            "_outputs": [],
+        }
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def batch_write(self, request: dict[str, Any]) -> dict[str, Any]:
         def make(aws: AwsContext) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -175,18 +225,21 @@ class JournalRestore(BucketClients):
         folder = self.open()
         description = self.description(folder)
         self.key_names = key_attribute_names(key_schema_of(description))
+        if self.options.keys_file is not None:
+            if engine.name != "threads":
+                raise RestoreError("--keys runs in this process: use --engine threads")
+            self.keys = list(read_keys_file(self.options.keys_file, key_types_of(description)))
         ledger = JobLedger(self.ledger_writer(), folder.layout, f"restore-into-{self.table}")
-        parameters = {
-            "source": self.report.source,
-            "at": self.options.at.isoformat() if self.options.at else None,
-            "key_schema": self.options.key_schema,
-            "partitions": self.options.partitions,
-            "layout": LAYOUT_JOURNAL,
-        }
         if self.options.dry_run:
             self.job_run = ledger.dry_run()
         else:
-            self.job_run = ledger.begin(parameters, self.options.resume, required=False)
+            self.job_run = ledger.begin(self._parameters(), self.options.resume, required=False)
+        if self._deletes_absent() and not self.job_run.recorded and engine.name != "threads":
+            raise RestoreError(
+                "--delete-absent on another engine hands the names of the items restored "
+                f"through the job's folder in s3://{self.bucket}, which may not be written "
+                "here: use --engine threads"
+            )
         lease = RunLease(self.ledger_writer(), self.job_run) if self.job_run.recorded else None
         if lease is not None:
             lease.acquire()
@@ -198,6 +251,38 @@ class JournalRestore(BucketClients):
         self.report.seconds = round(time.monotonic() - started, 3)
         ledger.finish(self.job_run, self.report.complete, {"written": self.report.written})
         return self.report
+
+    def _parameters(self) -> dict[str, Any]:
+        """What a resumed run must share with its first attempt (the ledger refuses others)."""
+        options = self.options
+        parameters: dict[str, Any] = {
+            "source": self.report.source,
+            "at": options.at.isoformat() if options.at else None,
+            "key_schema": options.key_schema,
+            "partitions": options.partitions,
+            "layout": LAYOUT_JOURNAL,
+        }
+        if options.keys_file is not None:
+            parameters["keys_sha256"] = file_sha256(options.keys_file)  # what it held
+        if options.delete_absent:
+            # Its units hand on the names they kept: a run without it recorded none, and
+            # resuming it with it would delete the items its finished units wrote.
+            parameters["delete_absent"] = True
+        if self.imported_base is not None:
+            parameters["imported_base"] = self.imported_base
+        return parameters
+
+    def _deletes_absent(self) -> bool:
+        return self.options.delete_absent and not self.options.dry_run
+
+    def _wanted_names(self, view_digits: int) -> tuple[frozenset[str] | None, list[WorkUnit]]:
+        """The object names ``--keys`` asks for (None: every item) and the partition units
+        the run needs: only the partitions holding a listed key."""
+        if self.keys is None:
+            return None, partition_units(self.options.partitions)
+        names = frozenset(object_name(key, self._key_hash) for key in self.keys)
+        parts = sorted({name[:view_digits] for name in names})
+        return names, [WorkUnit("partition", part or "all", partition=part) for part in parts]
 
     def _run_attempt(
         self, engine: Engine, ledger: JobLedger, folder: BackupFolder, description: dict[str, Any]
@@ -211,6 +296,12 @@ class JournalRestore(BucketClients):
         if base is None and journal_start is None:
             raise RestoreError(f"no journal and no base in {folder.where}: nothing to restore")
         self.report.at = self.report.at or at.isoformat()
+        self._key_hash = folder.layout.key_hash
+        # --keys reads a base's partitions that hold the keys, at the base's own partitioning.
+        digits = partition_digits(self.options.partitions)
+        if self.keys is not None and base is not None:
+            digits = base.partition_digits
+        names, partition_stage = self._wanted_names(digits)
         self.view = JournalView(
             self.bucket,
             table_folder,
@@ -219,20 +310,29 @@ class JournalRestore(BucketClients):
             base,
             at,
             received_before,
-            partition_digits(self.options.partitions),
+            digits,
+            names,
         )
         units = self.view.route_units(self.reader(), journal_start)  # refusals first
         self._prepare_target(description)
+        if self._deletes_absent() and self.keys is None:
+            self._absent = self._absent_items(folder)  # with --keys, only the keys' deletes
         routes = run_stage(self, ledger, self.job_run, units, engine, None, self.progress)
         self._merge(routes)
         if not self.report.complete:
             return
         self.routed = route_outputs(routes.results)
         parts = run_stage(
-            self, ledger, self.job_run, partition_units(self.options.partitions), engine,
+            self, ledger, self.job_run, partition_stage, engine,
             self.options.max_items_per_second, self.progress,
         )  # fmt: skip
         self._merge(parts)
+        self._outputs = merge_results(parts.results).outputs
+        unwritten = [out for out in self._outputs if UNWRITTEN_OUTPUTS & out.keys()]
+        if unwritten:
+            self.report.unwritten_keys_file = write_unwritten_keys(
+                self.options, self.table, unwritten, self.s3(), self.bucket
+            )
         if self.report.complete and not self.options.dry_run:
             self._finish_target(description)
 
@@ -258,9 +358,12 @@ class JournalRestore(BucketClients):
         return pinned
 
     def _base(self, table_folder: str, at: datetime) -> Any:
-        """The newest base at or before ``at``, the same one in every attempt of a run."""
+        """The newest base at or before ``at`` (with --native-import: the one imported), the
+        same one in every attempt of a run."""
         assert self.job_run is not None
         objects = self.reader()
+        if self.imported_base is not None:
+            return self._imported(table_folder, self.imported_base)
         key = f"{self.job_run.scratch_prefix}base.json"
         if self.job_run.resumed:
             recorded = read_json(objects, key)
@@ -280,24 +383,33 @@ class JournalRestore(BucketClients):
             put_if_absent(objects, key, body, JSON_TYPE, self.retry_policy)
         return base
 
+    def _imported(self, table_folder: str, base_id: str) -> BaseManifest:
+        base = read_manifest(self.reader(), table_folder, parse_base_id(base_id))
+        if base is None:
+            raise RestoreError(f"base {base_id}, which the table was imported from, is gone")
+        return base
+
     def _prepare_target(self, description: dict[str, Any]) -> None:
-        """Create the table (a resumed run's table is its own: created by its first attempt)."""
+        """Create the table (a resumed run's table is its own: created by its first attempt;
+        the run notes that it creates it before it does, so that a resume knows)."""
         if self.options.dry_run:
             return
+        assert self.job_run is not None
+        note = f"{self.job_run.scratch_prefix}target.json"
+        if self.job_run.recorded and not self._table_exists():
+            body = json.dumps({"creates_table": self.table}).encode()
+            put_if_absent(self.reader(), note, body, JSON_TYPE, self.retry_policy)
         created = ensure_table(
             self.dynamodb(), description, self.table, billing_mode=self.options.billing_mode
         )
-        assert self.job_run is not None
-        note = f"{self.job_run.scratch_prefix}target.json"
-        if created and self.job_run.recorded:
-            body = json.dumps({"creates_table": self.table}).encode()
-            put_if_absent(self.reader(), note, body, JSON_TYPE, self.retry_policy)
+        if not created:
+            check_same_key(self.dynamodb(), self.table, description)
         self.report.created_table = created or (
             self.job_run.resumed
             and (read_json(self.reader(), note) or {}).get("creates_table") == self.table
         )
         self._check_identity()
-        if not created and not self.job_run.resumed:
+        if not created and not self.job_run.resumed and not self.options.into_existing:
             scan = call_with_retries(
                 lambda: self.dynamodb().scan(TableName=self.table, Limit=1, Select="COUNT"),
                 READ_POLICY,
@@ -305,9 +417,18 @@ class JournalRestore(BucketClients):
             )
             if scan.get("Count") or scan.get("LastEvaluatedKey"):
                 raise RestoreError(
-                    f"table {self.table} already has items: restore a journal folder into a "
-                    "new table (--into-existing is not supported on journal folders yet)"
+                    f"table {self.table} already has items: restore into a new table, or pass "
+                    "--into-existing to write into this one"
                 )
+
+    def _table_exists(self) -> bool:
+        try:
+            table_status(self.dynamodb(), self.table)
+        except ClientError as error:
+            if error_code(error) != "ResourceNotFoundException":
+                raise
+            return False
+        return True
 
     def _check_identity(self) -> None:
         """Record the table the run writes into (its first attempt), or require the same one:
@@ -337,7 +458,24 @@ class JournalRestore(BucketClients):
             )
 
     def _finish_target(self, description: dict[str, Any]) -> None:
-        if self.options.ttl and self.report.created_table:
+        """After the items: delete what was absent (when asked), then switch TTL on."""
+        if self._knows_nothing_then():
+            # No item at the moment: "absent then" would be every item of the table, and
+            # --delete-absent would empty it (a moment before the journal's first change).
+            self.report.nothing_at_moment = self._deletes_absent()
+            return
+        if self._absent is not None:
+            try:
+                for name in scratch_lines(KEPT_NAMES, self._outputs, self._get_scratch):
+                    self._absent.keep(name)  # every unit's, whichever attempt ran it
+            except ScratchMismatch as error:
+                raise RestoreError(str(error)) from None
+            absent = self._absent.delete_the_rest()
+            self.report.deleted_absent += absent.deleted
+            self.report.not_deleted.extend(absent.not_deleted)
+        for keys in batched(self._listed_absent_keys(), BATCH_SIZE):
+            self._delete_keys(keys)
+        if self.options.ttl and (self.report.created_table or self.options.into_existing):
             attribute = switch_on_ttl(self.dynamodb(), description, self.table)
             if attribute:
                 self.report.ttl_attribute = attribute
@@ -347,12 +485,108 @@ class JournalRestore(BucketClients):
                     "to keep them)"
                 )
 
+    def _knows_nothing_then(self) -> bool:
+        """A restore --at of the whole folder that found no item then (before the journal's
+        first change, or every item deleted: refused alike, as on an item folder)."""
+        return (
+            self.options.at is not None
+            and self.keys is None
+            and self.imported_base is None
+            and self.report.written == 0
+        )
+
+    def _delete_keys(self, keys: list[Item]) -> None:
+        outcome = write_all(
+            self.batch_write,
+            self.table,
+            [{"DeleteRequest": {"Key": key}} for key in keys],
+            self.retry_policy,
+        )
+        self.report.deleted_absent += outcome.written
+        self.report.not_deleted.extend(
+            f"{dumps_item(request['DeleteRequest']['Key']).decode()}: {outcome.reason}"
+            for request in outcome.not_written
+        )
+
+    def _listed_absent_keys(self) -> list[Item]:
+        """The listed keys the backup lacked, from this process or every unit's record."""
+        try:  # read in full first: a unit's lines are checked once all are read
+            recorded = list(scratch_lines(ABSENT_KEYS, self._outputs, self._get_scratch))
+        except ScratchMismatch as error:
+            raise RestoreError(str(error)) from None
+        return [loads_item(text, "a listed key") for text in [*self._absent_keys, *recorded]]
+
+    def _absent_items(self, folder: BackupFolder) -> AbsentItems:
+        call = self.clients.get("call", lambda aws: aws.dynamodb_api(aws.client("dynamodb")).call)
+        if call is None:
+            raise RestoreError("--delete-absent needs a DynamoDB client to scan the table")
+        return AbsentItems(
+            call,
+            self.batch_write,
+            self.table,
+            self.key_names,
+            folder.layout.key_hash,
+            self.retry_policy,
+        )
+
+    # --- what the units hand to the last phase ---------------------------------------------
+
+    def _sink(self, kind: str, unit: WorkUnit) -> LineSink | None:
+        """Where a unit puts what the last phase of --delete-absent reads: the run's scratch
+        folder, which outlives the attempt; without a ledger, this process's collection."""
+        assert self.job_run is not None
+        if not self._deletes_absent() or (kind == KEPT_NAMES) != (self.keys is None):
+            return None
+        if self.job_run.recorded:
+            # Named per attempt: two attempts of one unit never overwrite each other's chunks.
+            folder = f"{self.job_run.scratch_prefix}{kind.replace('_', '-')}/{unit.id}/"
+            prefix = f"{folder}{self.attempt}-{uuid.uuid4().hex[:8]}-"
+            return ScratchLines(kind, self._put_scratch, prefix)
+        if kind == KEPT_NAMES:
+            if self._absent is None:
+                raise RestoreError("--delete-absent without a ledger runs on --engine threads")
+            return InProcessLines(self._absent.keep)
+        return InProcessLines(self._note_absent_key)
+
+    def _note_absent_key(self, text: str) -> None:
+        with self._lock:
+            self._absent_keys.append(text)
+
+    def _put_scratch(self, key: str, body: bytes) -> None:
+        put_bytes(self.reader(), key, body, GZIP_TYPE, self.retry_policy)
+
+    def _get_scratch(self, key: str) -> bytes:
+        def read() -> bytes:
+            return self.s3().get_object(Bucket=self.bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
+
+        try:
+            return call_with_retries(read, READ_POLICY, f"get s3://{self.bucket}/{key}")
+        except ClientError as error:
+            if error_code(error) not in NOT_FOUND_CODES:
+                raise
+            raise RestoreError(
+                f"s3://{self.bucket}/{key}, which a finished unit of this run left for its last "
+                "phase, is gone (a lifecycle rule on the job folder?): nothing was deleted; "
+                "run without --resume to start over"
+            ) from None
+
+    def _save_unwritten(self, unit: WorkUnit, keys: list[str]) -> dict[str, Any]:
+        """A unit's unwritten keys in full, in the run's scratch folder (or its result)."""
+        assert self.job_run is not None
+        if not self.job_run.recorded:
+            return {"unwritten_key_lines": keys}
+        key = f"{self.job_run.scratch_prefix}unwritten/{unit.id}.jsonl"
+        body = "".join(text + "\n" for text in keys).encode("utf-8")
+        put_bytes(self.reader(), key, body, "application/x-ndjson", self.retry_policy)
+        return {"unwritten_keys": key}
+
     def _merge(self, outcome: StageOutcome) -> None:
         merged = merge_results(outcome.results)
         report = self.report
         report.objects += merged.count("pieces_read")
         report.versions_read += merged.count("records_read")
         report.written += merged.count("written")
+        report.deleted_absent += merged.count("deleted")
         report.absent += merged.count("absent")
         report.unwritten += merged.count("unwritten")
         report.unwritten_keys.extend(merged.samples.get("unwritten_keys", []))
@@ -382,40 +616,98 @@ class JournalRestore(BucketClients):
         return self._restore_partition(unit, context)
 
     def _restore_partition(self, unit: WorkUnit, context: UnitContext) -> UnitResult:
-        """The partition's items at the moment, written into the table."""
+        """The partition's items at the moment, written into the table (with
+        ``imported_base``: only those the journal changed since the imported base)."""
         assert self.view is not None
         view, objects = self.view, self.reader()
         partition = unit.partition or ""
         result = UnitResult(unit.id)
         routed = routed_input(objects, partition, self.routed, self.read_concurrency)
+        if self.imported_base is not None and not routed.records:
+            return result  # nothing changed since the imported base: the table holds it
         # The index only where a late change must be weighed against the base's state.
         states = base_states(objects, view, partition, bool(routed.placed), self.read_concurrency)
+        imported = {name: state.image for name, state in states.items() if state.image}
         folded = fold(states, routed.records, view.at, view.base_moment, view.key_hash)
-        present = [item for _, item in present_sorted(folded)]
-        result.add("absent", len(folded) - len(present))
+        present = present_sorted(folded)
+        listed_absent = self._listed_absent(partition, {name for name, _ in present})
+        absent = len(folded) - len(present) if self.keys is None else len(listed_absent)
+        result.add("absent", absent)
         if self.options.dry_run:
             result.add("written", len(present))
-            for item in present[:DRY_RUN_SAMPLE]:
+            context.progress.advance(len(present))
+            for _, item in present[:DRY_RUN_SAMPLE]:
                 result.sample("sample", dumps_item(item).decode(), DRY_RUN_SAMPLE)
             return result
-        for items in batched(present, BATCH_SIZE):
+        sinks = {kind: self._sink(kind, unit) for kind in (KEPT_NAMES, ABSENT_KEYS)}
+        unwritten: list[str] = []
+        puts = [
+            {"PutRequest": {"Item": item}}
+            for name, item in present
+            if self.imported_base is None or imported.get(name) != item
+        ]
+        self._write(puts, result, context, unwritten)
+        if self.imported_base is not None:  # what the base held and the moment does not
+            gone = sorted(set(imported) - {name for name, _ in present})
+            keys = [extract_key(imported[name], self.key_names) for name in gone]
+            self._write([{"DeleteRequest": {"Key": key}} for key in keys], result, context,
+                        unwritten)  # fmt: skip
+        if unwritten:
+            result.outputs.append(self._save_unwritten(unit, unwritten))
+            result.complete = False
+            return result
+        kept, absent_keys = sinks[KEPT_NAMES], sinks[ABSENT_KEYS]
+        for name, _ in present:
+            if kept is not None:
+                kept.add(name)
+        for key in listed_absent:
+            if absent_keys is not None:
+                absent_keys.add(dumps_item(key).decode())
+        for sink in (kept, absent_keys):
+            output = sink.close() if sink is not None else None
+            if output is not None:
+                result.outputs.append(output)
+        return result
+
+    def _listed_absent(self, partition: str, present: set[str]) -> list[Item]:
+        """The listed keys (--keys) of this partition the backup did not hold at the moment."""
+        if self.keys is None:
+            return []
+        names = ((key, object_name(key, self._key_hash)) for key in self.keys)
+        return [key for key, name in names if name.startswith(partition) and name not in present]
+
+    def _write(
+        self,
+        requests: list[dict[str, Any]],
+        result: UnitResult,
+        context: UnitContext,
+        unwritten: list[str],
+    ) -> None:
+        """Puts (counted as written) or deletes (as deleted), BatchWriteItem until done; the
+        keys that outlast the retry budget go to ``unwritten`` in full."""
+        for batch in batched(requests, BATCH_SIZE):
             context.cancel.check()
-            context.limiter.acquire(len(items))
+            context.limiter.acquire(len(batch))
+            deletes = "DeleteRequest" in batch[0]
             outcome = write_all(
                 self.batch_write,
                 self.table,
-                [{"PutRequest": {"Item": item}} for item in items],
+                batch,
                 self.retry_policy,
-                on_written=context.progress.advance,
+                sleep=context.cancel.sleep,  # Ctrl-C ends a backoff at once
+                on_written=None if deletes else context.progress.advance,
             )
-            result.add("written", outcome.written)
-            if outcome.not_written:
-                result.add("unwritten", len(outcome.not_written))
-                result.complete = False
-                for request in outcome.not_written:
-                    key = extract_key(request["PutRequest"]["Item"], self.key_names)
-                    result.sample("unwritten_keys", f"{dumps_item(key).decode()}: {outcome.reason}")
-        return result
+            result.add("deleted" if deletes else "written", outcome.written)
+            for request in outcome.not_written:
+                key = (
+                    request["DeleteRequest"]["Key"]
+                    if deletes
+                    else extract_key(request["PutRequest"]["Item"], self.key_names)
+                )
+                text = dumps_item(key).decode()
+                result.add("unwritten")
+                result.sample("unwritten_keys", f"{text}: {outcome.reason}")
+                unwritten.append(text)
 
 
 def _instant(value: Any) -> str:
@@ -425,6 +717,7 @@ def _instant(value: Any) -> str:
 
 def not_yet_message(where: str, refused: list[str]) -> str:
     return (
-        f"{where} is a journal folder, whose restore does not support {', '.join(refused)} "
-        "yet (docs/journal.md, next steps): restore it into a new table without them"
+        f"{where} is a journal folder, whose restore does not take {', '.join(refused)}: a "
+        "journal holds no object that is not a valid item (a damaged piece stops the "
+        "restore); restore it without them"
     )

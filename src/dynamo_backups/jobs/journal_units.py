@@ -74,6 +74,8 @@ class JournalView:
     at: datetime  # the state at this moment
     received_before: datetime | None  # objects S3 received at or after this are not read
     partition_digits: int  # of the job's partitions (and of its routed scratch files)
+    # Only these items (object names; ``restore --keys``), None: every item.
+    names: frozenset[str] | None = None
 
     @property
     def base_moment(self) -> datetime | None:
@@ -133,6 +135,10 @@ class JournalView:
     def partition(self, name: str) -> str:
         return partition_of(name, self.partition_digits)
 
+    def wants(self, name: str) -> bool:
+        """Whether the job takes the item of this object name."""
+        return self.names is None or name in self.names
+
     def name_of_item(self, item: Item) -> str:
         return object_name(extract_key(item, self.key_names), self.key_hash)
 
@@ -184,10 +190,12 @@ def route(
                 key_hash=view.key_hash,
             )
             for record in picked.records:
-                part = view.partition(record.name(view.key_hash))
-                records.setdefault(part, []).append(encode_record(record))
+                name = record.name(view.key_hash)
+                if view.wants(name):
+                    records.setdefault(view.partition(name), []).append(encode_record(record))
             for name in picked.placed:
-                placed.setdefault(view.partition(name), set()).add(name)
+                if view.wants(name):
+                    placed.setdefault(view.partition(name), set()).add(name)
     for part in sorted(records):
         result.add("records_routed", len(records[part]))
         if scratch_prefix is None:
@@ -286,12 +294,12 @@ def base_states(
             if entry["kind"] == "data":
                 item = decode_base_line(line, f"{where} line {number}")
                 name = view.name_of_item(item)
-                if name.startswith(partition):
+                if name.startswith(partition) and view.wants(name):
                     images[name] = item
             else:
                 state = decode_index_line(line, f"{where} line {number}")
                 name = object_name(state.keys, view.key_hash)
-                if name.startswith(partition):
+                if name.startswith(partition) and view.wants(name):
                     index[name] = state
     if with_index:
         return with_images(index, images)

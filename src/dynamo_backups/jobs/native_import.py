@@ -62,8 +62,10 @@ def run_import(
     data_prefix: str,
     wait: Callable[[float], None] = time.sleep,
     timeout: float = 24 * 3600,
+    switch_ttl: bool = True,
 ) -> ImportReport:
-    """Start the import and wait for its end; TTL is applied to the new table afterwards."""
+    """Start the import and wait for its end; TTL is applied to the new table afterwards
+    (unless ``switch_ttl`` is False: a caller that writes more items first switches it)."""
     started = time.monotonic()
     answer = dynamodb.import_table(**import_request(description, table, bucket, data_prefix))
     arn = answer["ImportTableDescription"]["ImportArn"]
@@ -76,7 +78,8 @@ def run_import(
         wait(2.0)
     ttl = description.get("time_to_live") or {}
     if (
-        state["ImportStatus"] == "COMPLETED"
+        switch_ttl
+        and state["ImportStatus"] == "COMPLETED"
         and ttl.get("AttributeName")
         and ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING")
     ):

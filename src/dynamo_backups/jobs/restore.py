@@ -615,20 +615,9 @@ class Restore(BucketClients):
 
     def _collect_unwritten(self, outputs: list[dict[str, Any]]) -> None:
         """Every key not written, in full, in a local file ``--keys`` takes."""
-        path = self.options.unwritten_keys_file or f"{self.table}.unwritten-keys.jsonl"
-        with open(path, "a", encoding="utf-8") as handle:
-            for output in outputs:
-                if "unwritten_key_lines" in output:
-                    handle.writelines(line + "\n" for line in output["unwritten_key_lines"])
-                    continue
-                key = output["unwritten_keys"]
-                body = call_with_retries(
-                    lambda k=key: self.s3().get_object(Bucket=self.bucket, Key=k)["Body"].read(),
-                    READ_POLICY,
-                    f"get s3://{self.bucket}/{key}",
-                )
-                handle.write(body.decode("utf-8"))
-        self.report.unwritten_keys_file = path
+        self.report.unwritten_keys_file = write_unwritten_keys(
+            self.options, self.table, outputs, self.s3(), self.bucket
+        )
 
     def _absent_items(self) -> AbsentItems:
         call = self.clients.get("call", lambda aws: aws.dynamodb_api(aws.client("dynamodb")).call)
@@ -704,6 +693,27 @@ class Restore(BucketClients):
             raise RestoreError(str(error)) from None
         for text in chain(list(self._absent_keys), recorded):
             yield loads_item(text, "a listed key")
+
+
+def write_unwritten_keys(
+    options: RestoreOptions, table: str, outputs: list[dict[str, Any]], s3: Any, bucket: str
+) -> str:
+    """Append every key the units could not write (their outputs: lines carried in the
+    result, or a scratch object each) to the local file ``--keys`` takes; its path."""
+    path = options.unwritten_keys_file or f"{table}.unwritten-keys.jsonl"
+    with open(path, "a", encoding="utf-8") as handle:
+        for output in outputs:
+            if "unwritten_key_lines" in output:
+                handle.writelines(line + "\n" for line in output["unwritten_key_lines"])
+                continue
+            key = output["unwritten_keys"]
+            body = call_with_retries(
+                lambda k=key: s3.get_object(Bucket=bucket, Key=k)["Body"].read(),
+                READ_POLICY,
+                f"get s3://{bucket}/{key}",
+            )
+            handle.write(body.decode("utf-8"))
+    return path
 
 
 def file_sha256(path: str) -> str:

@@ -1,7 +1,8 @@
 """Which job restores a folder: the one of the layout its ``layout.json`` records (docs/
 journal.md, "One interface, two implementations"), chosen in this one place, so that the
 ``restore`` command never asks which layout it reads. ``RESTORERS`` maps each layout to its
-restore job (the same constructor and ``run(engine)``) and to the options it refuses.
+restore job (the same constructor and ``run(engine)``), to the options it refuses, and to its
+``--native-import`` (None: the command's own, a snapshot of the folder then ImportTable).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, Protocol
 
 from dynamo_backups.backup.layouts import LAYOUT_ITEMS, LAYOUT_JOURNAL
 from dynamo_backups.core.layout import LayoutError
+from dynamo_backups.jobs import journal_native
 from dynamo_backups.jobs.journal_restore import JournalRestore
 from dynamo_backups.jobs.journal_restore import not_yet_message as journal_refusal
 from dynamo_backups.jobs.journal_restore import unsupported as journal_unsupported
@@ -35,6 +37,9 @@ class Restorer:
     job: Callable[..., RestoreJob]
     unsupported: Callable[[RestoreOptions, bool], list[str]]
     refusal: Callable[[str, list[str]], str]
+    # restore_natively(aws, bucket, folder, table, options, progress, engine) -> a report
+    # with ``complete`` and ``to_dict()``; None: a snapshot of the folder, then ImportTable.
+    native_import: Callable[..., Any] | None = None
 
 
 def _all_supported(options: RestoreOptions, native_import: bool) -> list[str]:
@@ -43,13 +48,20 @@ def _all_supported(options: RestoreOptions, native_import: bool) -> list[str]:
 
 RESTORERS: Mapping[str, Restorer] = {
     LAYOUT_ITEMS: Restorer(Restore, _all_supported, lambda where, flags: ""),
-    LAYOUT_JOURNAL: Restorer(JournalRestore, journal_unsupported, journal_refusal),
+    LAYOUT_JOURNAL: Restorer(
+        JournalRestore, journal_unsupported, journal_refusal, journal_native.restore_natively
+    ),
 }
 
 
 def restore_job(layout: str, *args: Any, **kwargs: Any) -> RestoreJob:
     """The restore job of a folder in ``layout`` (a name ``layout_of`` gave)."""
     return RESTORERS[layout].job(*args, **kwargs)
+
+
+def native_importer(layout: str) -> Callable[..., Any] | None:
+    """The layout's own ``--native-import`` (None: the snapshot-then-import of any folder)."""
+    return RESTORERS[layout].native_import
 
 
 def check_options(
