@@ -231,4 +231,3 @@ def _event(event_name: str) -> str:
     if event_name == EVENT_SNAPSHOT:
         return WRITER_BACKFILL
     return event_name.lower()
-

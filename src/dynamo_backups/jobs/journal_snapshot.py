@@ -144,8 +144,7 @@ class JournalSnapshot(Snapshot):
         first = first_piece(self.reader(), self.folder.layout.items_prefix)
         if first is not None:
             message += (
-                f"; its earliest change: {format_time(first.first_time)} "
-                "(give --at from then on)"
+                f"; its earliest change: {format_time(first.first_time)} (give --at from then on)"
             )
         return message
 
@@ -236,4 +235,3 @@ class JournalSnapshot(Snapshot):
         result.add("items", files.items)
         result.add("absent", len(folded) - len(present))
         return result
-
