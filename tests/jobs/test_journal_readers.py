@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import copy
 import gzip
+import hashlib
 import json
 import os
+import signal
+import subprocess
 import threading
+import time
 from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -26,14 +30,25 @@ from dynamo_backups.backup.folder import open_folder
 from dynamo_backups.cli import main
 from dynamo_backups.core.journal import (
     TTL_PRINCIPAL,
+    JournalError,
+    JournalRecord,
     encode_piece,
+    encode_record,
+    gzip_lines,
     piece_name,
     record_of_stream,
 )
+from dynamo_backups.core.keys import DEFAULT_KEY_HASH
 from dynamo_backups.core.layout import format_time
-from dynamo_backups.jobs.journal_history import journal_item_history
+from dynamo_backups.jobs.journal_history import journal_item_history, records_of_item
 from tests.helpers import create_table, scan_all
-from tests.jobs.test_journal_compact_restore import History, compact, start_time
+from tests.jobs.test_journal_compact_restore import (
+    History,
+    cli,
+    compact,
+    recorded_units,
+    start_time,
+)
 from tests.pipeline.test_journal_writes import journal_manifest, run_handler
 
 pytestmark = pytest.mark.servers
@@ -402,3 +417,63 @@ def test_snapshot_of_a_journal_folder_refuses_skip_invalid_before_writing(
     assert f"s3://{bucket}/{backup.folder}/ is a journal folder" in result.output
     assert "--skip-invalid" in result.output
     assert s3.list_objects_v2(Bucket=bucket, Prefix="").get("KeyCount") == before
+
+
+def test_history_decodes_the_items_lines_whole_and_reports_any_line_it_cannot_place() -> None:
+    """Only the item's lines are decoded whole; a line that is not JSON, or whose keys are
+    not valid DynamoDB JSON, may be the item's: it is an error, never skipped."""
+    at = start_time()
+    mine, other = (
+        JournalRecord("arn", str(n), "INSERT", at, {"pk": {"S": pk}}, {"pk": {"S": pk}})
+        for n, pk in ((1, "a"), (2, "b"))
+    )
+    name = mine.name()
+    lines = [encode_record(other), encode_record(mine)]
+    assert records_of_item(gzip_lines(lines), name, DEFAULT_KEY_HASH, "piece") == [mine]
+    for bad in (b"{not json", b'{"v":1,"keys":{"pk":{"X":"a"}}}', b'{"v":1}'):
+        with pytest.raises(JournalError, match="piece line 2"):
+            records_of_item(gzip_lines([lines[0], bad]), name, DEFAULT_KEY_HASH, "piece")
+
+
+def test_a_journal_snapshot_killed_mid_way_and_resumed_on_processes_exports_every_item_once(
+    monkeypatch: pytest.MonkeyPatch,
+    aws_env: dict[str, str],
+    dynamodb: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    handler_env: str,
+) -> None:
+    monkeypatch.setenv("BACKUP_LAYOUT", "journal")
+    backup = Backup(dynamodb, streams, s3, bucket, handler_env, "journal")
+    history = backup.history
+    records = history.change([("put", f"k{i:03d}", i % 250) for i in range(100)])
+    backup.deliver(*(records[start : start + 10] for start in range(0, 100, 10)))
+    backup.compact(history.time(40) + timedelta(seconds=30))  # a base, and journal after it
+    at = history.time(80) + timedelta(seconds=30)
+    destination = f"s3://{bucket}/exports/{os.urandom(4).hex()}"
+    arguments = ["snapshot", bucket, backup.folder, "--to", destination, "--at", at.isoformat(),
+                 "--partitions", "256", "--workers", "1"]  # fmt: skip
+    env = {**os.environ, **aws_env, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(cli(*arguments), env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)  # fmt: skip
+    job = "snapshot-" + hashlib.sha256(f"{destination}/".encode()).hexdigest()[:12]
+    try:
+        deadline = time.monotonic() + 120
+        while recorded_units(s3, bucket, backup.folder, "partition", job) < 20:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)  # no chance to tidy up
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert 20 <= recorded_units(s3, bucket, backup.folder, "partition", job) < 256
+    key = destination.removeprefix(f"s3://{bucket}/")
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix=f"{key}/manifest-")
+
+    # Resumed on another engine: the same base and journal objects as the first attempt read.
+    resumed = invoke(*arguments, "--resume", "--engine", "processes", "--workers", "2")
+    assert resumed.exit_code == 0, resumed.output
+    assert backup.exported(destination) == history.state_at(at)  # each item once

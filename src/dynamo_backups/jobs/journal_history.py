@@ -13,6 +13,7 @@ its image read from the base's data files of that partition (only then).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,9 +25,9 @@ from dynamo_backups.backup.journal_store import (
     ListedPiece,
     base_ids,
     listed_pieces,
+    read_bytes,
     read_lines,
     read_manifest,
-    read_piece,
 )
 from dynamo_backups.core.base import (
     BaseError,
@@ -37,12 +38,14 @@ from dynamo_backups.core.base import (
     parse_base_id,
     partition_of,
 )
-from dynamo_backups.core.ddbjson import Item
+from dynamo_backups.core.ddbjson import InvalidDynamoJSON, Item, validate_item
 from dynamo_backups.core.journal import (
     ChangeOrder,
     ItemState,
     JournalRecord,
+    decode_record,
     drop_duplicates,
+    gunzip_lines,
     journal_prefix,
 )
 from dynamo_backups.core.keys import extract_key, object_name
@@ -100,12 +103,16 @@ def journal_changes(
     """Every change of the item named ``name`` in the journal, once each, with the piece S3
     received its first copy in (a redelivered batch's copies are dropped)."""
     listed = list(listed_pieces(objects, table_folder, ""))
+
+    def items_records(entry: ListedPiece) -> list[JournalRecord]:
+        # The item's records alone are kept: memory holds its changes, not the journal.
+        where = f"s3://{objects.bucket}/{entry.key}"
+        return records_of_item(read_bytes(objects, entry.key), name, key_hash, where)
+
     found: list[tuple[JournalRecord, ListedPiece]] = []
     with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="history-read") as pool:
-        for entry, records in zip(
-            listed, pool.map(lambda entry: read_piece(objects, entry.key), listed), strict=True
-        ):
-            found.extend((record, entry) for record in records if record.name(key_hash) == name)
+        for entry, records in zip(listed, pool.map(items_records, listed), strict=True):
+            found.extend((record, entry) for record in records)
     found.sort(key=lambda pair: (pair[1].last_modified, pair[1].key))  # first received first
     drop_duplicates(record for record, _ in found)  # two copies that differ: an error
     first: dict[Identity, tuple[JournalRecord, ListedPiece]] = {}
@@ -116,6 +123,26 @@ def journal_changes(
 
 def identity_of(record: JournalRecord) -> Identity:
     return (record.stream_arn, record.sequence, record.event_id or "")
+
+
+def records_of_item(data: bytes, name: str, key_hash: str, where: str) -> list[JournalRecord]:
+    """The records of the item named ``name`` in a piece's body. Each line's keys are checked
+    and hashed; only the item's lines are decoded whole (the rest of another item's record,
+    its image, is not the history's to check: restore, compact and verify do), which is most
+    of the time a history takes. A line that is not JSON, or whose keys are not valid, is
+    decoded whole, so that its error is reported, never skipped."""
+    kept = []
+    for number, line in enumerate(gunzip_lines(data, where), start=1):
+        try:
+            keys = validate_item(json.loads(line)["keys"])
+            mine = object_name(keys, key_hash) == name
+        except (ValueError, KeyError, TypeError, InvalidDynamoJSON):
+            mine = True  # decode_record names what is wrong
+        if mine:
+            record = decode_record(line, f"{where} line {number}")
+            if record.name(key_hash) == name:
+                kept.append(record)
+    return kept
 
 
 def base_changes(
