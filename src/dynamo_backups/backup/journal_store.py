@@ -60,13 +60,20 @@ def listed_pieces(objects: Any, table_folder: str, folder: str) -> Iterator[List
 
 def first_piece_hour(objects: Any, table_folder: str) -> datetime | None:
     """The hour of the journal's earliest piece (names sort by hour), None for no journal."""
+    first = first_piece(objects, table_folder)
+    return first.hour if first is not None else None
+
+
+def first_piece(objects: Any, table_folder: str) -> PieceName | None:
+    """The journal's first piece by name: of its earliest hour, the one whose first change
+    is earliest (names sort by hour, then first time). None for no journal."""
     root = journal_prefix(table_folder)
     page = call_with_retries(
         lambda: objects.list_objects_page(root), READ_POLICY, f"list s3://{objects.bucket}/{root}"
     )
     if not page.objects:
         return None
-    return parse_piece_name(page.objects[0]["Key"][len(root) :]).hour
+    return parse_piece_name(page.objects[0]["Key"][len(root) :])
 
 
 def read_bytes(objects: Any, key: str, policy: RetryPolicy = READ_POLICY) -> bytes:

@@ -1,10 +1,14 @@
 """The interface every backup layout implements (docs/journal.md, "One interface, two
-implementations"). A sketch: nothing implements or uses it yet. The item layout's existing
+implementations"). A sketch: nothing implements it as one object yet. The item layout's existing
 pieces map onto it as docs/journal.md's table says (``BackupApplier.apply``,
 ``partition_units``, ``BackupItems.for_each``, ``stream_order``); the journal layout's
-implementation builds on ``core/journal`` and ``core/base``. ``backup/folder.open_folder``
-will pick the implementation from ``layout.json`` (``"layout": "items" | "journal"``), so
-commands and jobs never branch on the layout.
+implementation builds on ``core/journal`` and ``core/base``. Until ``backup/folder.open_folder``
+picks the implementation from ``layout.json`` (``"layout": "items" | "journal"``), maps keyed
+by layout choose it, once, so commands and jobs never branch on the layout:
+``pipeline/appliers`` (``write_batch``), ``jobs/restorers`` (restore), ``jobs/readers``
+(``history``: ``jobs/history.item_history`` / ``jobs/journal_history.journal_item_history``,
+which answer with ``jobs/history.HistoryEntry``, what the command shows, rather than bare
+``ItemState``; ``state_at`` as the snapshot jobs run it).
 """
 
 from __future__ import annotations

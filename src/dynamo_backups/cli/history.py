@@ -8,10 +8,12 @@ from dynamo_backups.backup.folder import open_backup
 from dynamo_backups.cli.common import Invocation, fail, pass_invocation, reports_errors
 from dynamo_backups.cli.inputs import BUCKET, PREFIX, TABLE
 from dynamo_backups.core.ddbjson import dumps_plain, item_to_plain
+from dynamo_backups.core.journal import JournalError
 from dynamo_backups.core.keys import parse_key
 from dynamo_backups.core.layout import format_time
 from dynamo_backups.core.wording import counted
-from dynamo_backups.jobs.history import HistoryEntry, item_history
+from dynamo_backups.jobs.history import HistoryEntry
+from dynamo_backups.jobs.readers import readers_of
 
 
 @click.command()
@@ -36,7 +38,8 @@ def history(invocation: Invocation, table: str, key: str, bucket: str, prefix: s
     Versions are in the order of the changes (change time, then the stream's sequence
     number), the order restore --at follows, not the order S3 received them: a copy a retry
     or a replay wrote again is marked as a duplicate, one that arrived after a later change
-    as received late.
+    as received late. A journal folder shows each change once (a redelivered batch's
+    copies dropped), from every journal object and each base's record of the item.
 
     \b
     Example:
@@ -45,9 +48,12 @@ def history(invocation: Invocation, table: str, key: str, bucket: str, prefix: s
     aws = invocation.aws
     s3 = aws.client("s3")
     folder = open_backup(s3, bucket, prefix, table)  # "no backup at ..." for a wrong folder
-    layout, key_types = folder.layout, folder.key_types
-    typed_key = parse_key(key, key_types)
-    object_key, entries = item_history(aws.objects(s3, bucket), bucket, layout, typed_key)
+    typed_key = parse_key(key, folder.key_types)
+    read_history = readers_of(folder).history  # the folder's layout's (jobs/readers)
+    try:
+        object_key, entries = read_history(s3, aws.objects(s3, bucket), folder, typed_key)
+    except JournalError as error:  # a journal object or base that cannot be read as one
+        fail(str(error))
     if not entries:
         fail(f"no backup of item {key} of {table} at s3://{bucket}/{object_key}")
     lines = [f"s3://{bucket}/{object_key}  ({counted(len(entries), 'version')}, newest first)"]

@@ -27,8 +27,10 @@ from dynamo_backups.cli.pending_check import (
     require_checked_backfill,
 )
 from dynamo_backups.cli.progress import Progress
+from dynamo_backups.core.journal import JournalError
 from dynamo_backups.core.layout import META_FOLDER
-from dynamo_backups.jobs.snapshot import Snapshot, SnapshotError, SnapshotOptions, SnapshotReport
+from dynamo_backups.jobs.readers import check_snapshot_options, readers_of
+from dynamo_backups.jobs.snapshot import SnapshotError, SnapshotOptions, SnapshotReport
 
 
 def _require_bucket(s3: Any, destination: str) -> None:
@@ -65,6 +67,7 @@ def take_snapshot(
 ) -> SnapshotReport:
     s3 = aws.client("s3", pool=options.read_concurrency)
     opened = open_backup_path(s3, bucket, folder)  # "no backup at ..." before any write
+    check_snapshot_options(opened, options)  # what its layout does not take: exit 2
     require_checked_backfill(s3, opened, options.at, allow_incomplete_backfill)
     _require_bucket(s3, destination)
     if destination.startswith(f"s3://{bucket}/"):
@@ -88,11 +91,14 @@ def take_snapshot(
         _require_empty(s3, destination)
     engine = engine or EngineChoice()
     label = f"snapshot {opened.layout.table}"
+    snapshot_job = readers_of(opened).snapshot  # the folder's layout's (jobs/readers)
     with Progress(label, unit="objects", enabled=show_progress) as progress:
-        job = Snapshot(s3, aws.objects(s3, bucket), opened, destination, options, progress, aws=aws)
+        job = snapshot_job(
+            s3, aws.objects(s3, bucket), opened, destination, options, progress, aws=aws
+        )
         try:
             return job.run(engine.make(4))
-        except SnapshotError as error:
+        except (SnapshotError, JournalError) as error:
             fail(str(error))
         finally:
             engine.close()

@@ -44,7 +44,7 @@ from dynamo_backups.core.units import (
     merge_results,
     partition_units,
 )
-from dynamo_backups.jobs.units import BucketClients, Engine, run_stage
+from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_stage
 
 logger = logging.getLogger("dynamo_backups.jobs.snapshot")
 
@@ -228,15 +228,7 @@ class Snapshot(BucketClients):
             self._require_empty_destination()
         self.file_bytes = self._file_bytes()
         self.report.file_bytes = self.file_bytes
-        outcome = run_stage(
-            self,
-            ledger,
-            self.job_run,
-            partition_units(self.options.partitions),
-            engine,
-            None,
-            self.progress,
-        )
+        outcome = self.run_stages(ledger, engine)
         merged = merge_results(outcome.results)
         report = self.report
         report.items, report.absent = merged.count("items"), merged.count("absent")
@@ -257,6 +249,12 @@ class Snapshot(BucketClients):
         report.seconds = round(time.monotonic() - started, 3)
         ledger.finish(self.job_run, report.complete, {"items": report.items})
         return report
+
+    def run_stages(self, ledger: JobLedger, engine: Engine) -> StageOutcome:
+        """The units that write the data files: one per partition of the folder."""
+        assert self.job_run is not None
+        units = partition_units(self.options.partitions)
+        return run_stage(self, ledger, self.job_run, units, engine, None, self.progress)
 
     def _require_empty_destination(self) -> None:
         page = self.s3().list_objects_v2(Bucket=self.bucket, Prefix=self.data_prefix, MaxKeys=1)
