@@ -26,6 +26,7 @@ from dynamo_backups.backup.description import description_from_key_schema, key_s
 from dynamo_backups.backup.folder import BackupFolder, open_folder_path
 from dynamo_backups.backup.journal_store import (
     JSON_TYPE,
+    earliest_reflecting_base,
     first_piece_hour,
     newest_base,
     put_if_absent,
@@ -38,7 +39,7 @@ from dynamo_backups.backup.reading import READ_POLICY
 from dynamo_backups.backup.run_lease import RunLease
 from dynamo_backups.core.base import parse_base_id
 from dynamo_backups.core.ddbjson import dumps_item
-from dynamo_backups.core.journal import fold
+from dynamo_backups.core.journal import fold, format_change_time
 from dynamo_backups.core.keys import extract_key, key_attribute_names
 from dynamo_backups.core.layout import LayoutError, TableLayout
 from dynamo_backups.core.parallel import ThreadEngine, batched
@@ -70,6 +71,11 @@ from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_s
 
 class UnsupportedOnJournal(LayoutError):
     """An option the journal layout's restore does not implement yet (exit 2)."""
+
+
+class BeforeJournalBegins(LayoutError):
+    """A moment before the first base of a journal that began mid-way (exit 2): the journal
+    alone holds only part of the table then."""
 
 
 # RestoreOptions fields the journal reader does not implement yet, and how they are named.
@@ -175,6 +181,7 @@ class JournalRestore(BucketClients):
         folder = self.open()
         description = self.description(folder)
         self.key_names = key_attribute_names(key_schema_of(description))
+        self._check_restorable(folder)
         ledger = JobLedger(self.ledger_writer(), folder.layout, f"restore-into-{self.table}")
         parameters = {
             "source": self.report.source,
@@ -198,6 +205,28 @@ class JournalRestore(BucketClients):
         self.report.seconds = round(time.monotonic() - started, 3)
         ledger.finish(self.job_run, self.report.complete, {"written": self.report.written})
         return self.report
+
+    def _check_restorable(self, folder: BackupFolder) -> None:
+        """Refuse, before anything is written, a moment no base at or before reflects a
+        table older than the journal, when a later base shows the journal began mid-way (a
+        backfill's or a conversion's base covers the rows before it): the journal alone would
+        give part of the table. A latest restore is after every base."""
+        at = self.options.at
+        if at is None:
+            return
+        table_folder = folder.layout.items_prefix
+        base = newest_base(self.s3(), self.reader(), table_folder, at)
+        if base is not None and base.reflects_before is not None:
+            return
+        first = earliest_reflecting_base(self.s3(), self.reader(), table_folder, at)
+        if first is None:
+            return  # the journal (and any base folded from it alone) began with the table
+        raise BeforeJournalBegins(
+            f"{folder.where} cannot be restored --at {format_change_time(at)}: its journal "
+            f"begins mid-way (base {first.id} holds the rows older than the journal), so the "
+            f"earliest restorable moment is {format_change_time(first.moment)}; restore --at "
+            "it or later (nothing was written)"
+        )
 
     def _run_attempt(
         self, engine: Engine, ledger: JobLedger, folder: BackupFolder, description: dict[str, Any]
