@@ -267,8 +267,10 @@ class BackupItems:
             self.stats.add(absent=1)
             return Selected(object_key, decision=decision)
         body = self._body_of(decision.entry, bodies)
-        if not body:
-            return self._absent(object_key)
+        if not body:  # a deciding version is never taken as absent: read it again
+            self.stats.add(invalid=1)
+            gone = f"version {decision.entry.version_id} is gone since it was listed"
+            return Selected(object_key, invalid=f"s3://{self.bucket}/{object_key}: {gone}")
         return replace(self._parse(object_key, body), decision=decision)
 
     def _received(self, entries: list[ObjectVersion]) -> list[ObjectVersion]:

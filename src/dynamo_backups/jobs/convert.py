@@ -481,7 +481,10 @@ class Conversion(BucketClients):
         assert self.plan is not None
         where = f"s3://{self.bucket}/{one.object_key}"
         if one.invalid is not None:
-            raise BaseError(f"{one.invalid} (convert copies no damaged item: repair it first)")
+            raise BaseError(
+                f"{one.invalid}: the partition is not converted (an item is never left out); "
+                "repair the object, or run again with --resume"
+            )
         decision = one.decision
         if decision is None:
             return None
