@@ -14,19 +14,22 @@ import os
 import signal
 import subprocess
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from dynamo_backups.aws.s3objects import BotocoreObjects
 from dynamo_backups.core.base import BasePaths
 from dynamo_backups.core.layout import TableLayout
+from dynamo_backups.jobs.convert import Conversion, ConvertOptions
 from tests.helpers import create_table
 from tests.jobs.test_journal_compact_restore import (
     History,
     base_items,
     base_manifest,
     cli,
+    compact,
     invoke,
     journal_env,  # noqa: F401 (a fixture)
     recorded_units,
@@ -137,6 +140,15 @@ def test_convert_then_restore_equals_the_item_folders_restores(
         from_items = restore_cli(dynamodb, bucket, item_folder, at)
         assert from_items == history.state_at(at), at
         assert restore_cli(dynamodb, bucket, journal_folder, at) == from_items, at
+    assert restore_cli(dynamodb, bucket, journal_folder, None) == restored_state(dynamodb, table)
+    # A compaction on top folds the journal into the converted base and keeps its rule.
+    moment2 = history.time(20) + timedelta(seconds=30)
+    compact(s3, bucket, journal_folder, moment2, partitions=16)
+    base2 = base_manifest(s3, bucket, journal_folder, moment2)
+    assert (base2.previous, base2.reflects_before) == (base.id, base.reflects_before)
+    assert {i["pk"]["S"]: i for i in base_items(s3, bucket, journal_folder, moment2)} == (
+        history.state_at(moment2)
+    )
     assert restore_cli(dynamodb, bucket, journal_folder, None) == restored_state(dynamodb, table)
 
     # Before the base the journal alone holds part of the table (it began mid-way): refused,
@@ -253,3 +265,36 @@ def test_convert_refuses_a_folder_holding_an_item_backup_or_another_layout(
         assert named in result.output and "Traceback" not in result.output, result.output
     assert versions_under(s3, bucket, *watched) == before
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix=f"{journal_env}-new/")
+
+
+def test_convert_at_now_into_a_new_folder(
+    dynamodb: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    journal_env: str,  # noqa: F811
+    aws_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without --at the moment is S3's clock when the run began (read once the item layout's
+    writes in flight have landed); a folder with no journal is weighed from that moment."""
+    table = create_table(dynamodb)
+    item_prefix = f"{journal_env}-items"
+    item_folder, journal_folder = f"{item_prefix}/{table}", f"{journal_env}/{table}"
+    triggers = Triggers(monkeypatch, item_prefix, journal_env)
+    journal_manifest(s3, bucket, item_prefix, table, "items")
+    history = History(dynamodb, streams, table, start_time())
+    triggers.items(history.change([("put", "a", 1), ("put", "b", 2), ("delete", "a", 0)]))
+    started = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
+    job = Conversion(
+        s3, BotocoreObjects(s3, bucket), bucket, item_folder, journal_folder,
+        ConvertOptions(settle_seconds=1.0),
+    )  # fmt: skip
+    report = job.run()
+    assert report.complete and report.layout_written, report
+    moment = datetime.fromisoformat(report.moment or "")
+    assert started <= moment <= datetime.now(UTC)
+    base = base_manifest(s3, bucket, journal_folder, moment)
+    assert base.reflects_before == moment and base.late_horizon == moment - timedelta(minutes=1)
+    assert report.warnings  # no journal at or before the moment: said so
+    assert restore_cli(dynamodb, bucket, journal_folder, None) == restored_state(dynamodb, table)
