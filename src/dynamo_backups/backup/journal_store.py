@@ -203,3 +203,19 @@ def newest_base(
         if manifest is not None:
             return manifest
     return None
+
+
+def earliest_reflecting_base(
+    s3: Any, objects: Any, table_folder: str, after: datetime
+) -> BaseManifest | None:
+    """The earliest complete base after ``after`` made from a source older than the journal
+    (``reflects_before`` set: a backfill's scan, a converted item folder, or one folded from
+    them), None when there is none: before it the journal alone holds part of the table."""
+    for name in base_ids(s3, objects.bucket, table_folder):
+        moment = parse_base_id(name)
+        if moment <= after:
+            continue
+        manifest = read_manifest(objects, table_folder, moment)
+        if manifest is not None and manifest.reflects_before is not None:
+            return manifest
+    return None

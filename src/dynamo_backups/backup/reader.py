@@ -111,6 +111,7 @@ class BackupItems:
         aliases: AliasIndex | None = None,
         adopted: bool = False,
         received_before: datetime | None = None,
+        decisions: bool = False,
     ) -> None:
         self.reader = reader
         self.bucket = bucket
@@ -132,6 +133,9 @@ class BackupItems:
         # The backup as S3 held it at a moment (a run's, pinned for all its attempts): the
         # versions and delete markers S3 received later are left out.
         self.received_before = received_before
+        # Each object's deciding change too (``Selected.decision``), removals included:
+        # what ``convert`` writes a base's index from.
+        self.decisions = decisions
 
     def for_each(
         self, consume: Callable[[Selected], None], stop: threading.Event | None = None
@@ -238,11 +242,36 @@ class BackupItems:
         ordered = self._received(newest_first(unit.entries or []))
         if not ordered:
             return self._absent(unit.object_key)
+        if self.decisions:
+            return self._decided(unit.object_key, ordered, moment, inspect, bodies)
         chosen = select_at(ordered, moment, inspect, self.skew).version
         body = self._body_of(chosen, bodies) if chosen is not None else None
         if not body:  # removed, never there, or gone since it was listed
             return self._absent(unit.object_key)
         return self._parse(unit.object_key, body)
+
+    def _decided(
+        self,
+        object_key: str,
+        ordered: list[ObjectVersion],
+        moment: datetime,
+        inspect: Inspector,
+        bodies: dict[tuple[str, str], bytes],
+    ) -> Selected:
+        """The object's state at ``moment`` with the change that decided it (a removal too:
+        no item, its decision kept)."""
+        decision = decide_at(ordered, moment, inspect, self.skew)
+        if decision is None:
+            return self._absent(object_key)
+        if decision.removed:
+            self.stats.add(absent=1)
+            return Selected(object_key, decision=decision)
+        body = self._body_of(decision.entry, bodies)
+        if not body:  # a deciding version is never taken as absent: read it again
+            self.stats.add(invalid=1)
+            gone = f"version {decision.entry.version_id} is gone since it was listed"
+            return Selected(object_key, invalid=f"s3://{self.bucket}/{object_key}: {gone}")
+        return replace(self._parse(object_key, body), decision=decision)
 
     def _received(self, entries: list[ObjectVersion]) -> list[ObjectVersion]:
         """The entries S3 had received by the pinned moment (all of them when none is)."""

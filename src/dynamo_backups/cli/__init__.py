@@ -31,6 +31,7 @@ from dynamo_backups.cli.common import (
     with_global_options,
 )
 from dynamo_backups.cli.compact import compact
+from dynamo_backups.cli.convert import convert
 from dynamo_backups.cli.demo import demo
 from dynamo_backups.cli.history import history
 from dynamo_backups.cli.inputs import (
@@ -215,6 +216,7 @@ for command in (
     stream,
     backfill,
     compact,
+    convert,
     restore,
     history,
     verify,

@@ -298,11 +298,12 @@ class Compaction(BucketClients):
             if not put_if_absent(objects, key, body, JSON_TYPE, self.retry_policy, self.tags):
                 found = read_json(objects, key) or {}
         if found is not None:
-            if found.get("backfill"):
-                raise CompactError(
-                    f"s3://{self.bucket}/{key}: backfill run {found['backfill']} writes the "
-                    "base of this moment: compact at another moment (--at)"
-                )
+            for job in ("backfill", "convert"):  # a base made from other sources
+                if found.get(job):
+                    raise CompactError(
+                        f"s3://{self.bucket}/{key}: {job} run {found[job]} writes the base of "
+                        "this moment: compact at another moment (--at)"
+                    )
             if found.get("partition_digits") != document["partition_digits"]:
                 raise CompactError(
                     f"s3://{self.bucket}/{key}: a compaction of this moment began with "

@@ -39,6 +39,7 @@ from dynamo_backups.backup.folder import BackupFolder, open_folder_path
 from dynamo_backups.backup.journal_store import (
     GZIP_TYPE,
     JSON_TYPE,
+    earliest_reflecting_base,
     first_piece_hour,
     newest_base,
     put_bytes,
@@ -52,7 +53,7 @@ from dynamo_backups.backup.reading import READ_POLICY
 from dynamo_backups.backup.run_lease import RunLease
 from dynamo_backups.core.base import BaseManifest, parse_base_id
 from dynamo_backups.core.ddbjson import Item, dumps_item, loads_item
-from dynamo_backups.core.journal import fold
+from dynamo_backups.core.journal import fold, format_change_time
 from dynamo_backups.core.keys import extract_key, key_attribute_names, object_name
 from dynamo_backups.core.layout import LayoutError, TableLayout
 from dynamo_backups.core.parallel import ThreadEngine, batched
@@ -102,6 +103,11 @@ from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_s
 
 class UnsupportedOnJournal(LayoutError):
     """An option the journal layout's restore does not implement (exit 2)."""
+
+
+class BeforeJournalBegins(LayoutError):
+    """A moment before the first base of a journal that began mid-way (exit 2): the journal
+    alone holds only part of the table then."""
 
 
 # RestoreOptions fields the journal reader does not implement, and how they are named: a
@@ -225,6 +231,7 @@ class JournalRestore(BucketClients):
         folder = self.open()
         description = self.description(folder)
         self.key_names = key_attribute_names(key_schema_of(description))
+        self._check_restorable(folder)
         if self.options.keys_file is not None:
             if engine.name != "threads":
                 raise RestoreError("--keys runs in this process: use --engine threads")
@@ -283,6 +290,28 @@ class JournalRestore(BucketClients):
         names = frozenset(object_name(key, self._key_hash) for key in self.keys)
         parts = sorted({name[:view_digits] for name in names})
         return names, [WorkUnit("partition", part or "all", partition=part) for part in parts]
+
+    def _check_restorable(self, folder: BackupFolder) -> None:
+        """Refuse, before anything is written, a moment no base at or before reflects a
+        table older than the journal, when a later base shows the journal began mid-way (a
+        backfill's or a conversion's base covers the rows before it): the journal alone would
+        give part of the table. A latest restore is after every base."""
+        at = self.options.at
+        if at is None:
+            return
+        table_folder = folder.layout.items_prefix
+        base = newest_base(self.s3(), self.reader(), table_folder, at)
+        if base is not None and base.reflects_before is not None:
+            return
+        first = earliest_reflecting_base(self.s3(), self.reader(), table_folder, at)
+        if first is None:
+            return  # the journal (and any base folded from it alone) began with the table
+        raise BeforeJournalBegins(
+            f"{folder.where} cannot be restored --at {format_change_time(at)}: its journal "
+            f"begins mid-way (base {first.id} holds the rows older than the journal), so the "
+            f"earliest restorable moment is {format_change_time(first.moment)}; restore --at "
+            "it or later (nothing was written)"
+        )
 
     def _run_attempt(
         self, engine: Engine, ledger: JobLedger, folder: BackupFolder, description: dict[str, Any]

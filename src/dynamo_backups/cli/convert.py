@@ -1,0 +1,115 @@
+"""``dynamo-backups convert``: an item-layout folder's state at a moment, as a base of a journal
+folder under another prefix (docs/journal.md, "Converting an item-layout folder")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import click
+
+from dynamo_backups.cli.common import (
+    EXIT_FAILED,
+    TIME,
+    EngineChoice,
+    Invocation,
+    engine_options,
+    fail,
+    partitions_option,
+    pass_invocation,
+    reports_errors,
+)
+from dynamo_backups.cli.inputs import BUCKET, TABLE_FOLDER
+from dynamo_backups.cli.progress import Progress
+from dynamo_backups.core.journal import JournalError
+from dynamo_backups.jobs.convert import Conversion, ConvertError, ConvertOptions, ConvertReport
+
+
+@click.command()
+@click.argument("bucket", type=BUCKET)
+@click.argument("item_folder", type=TABLE_FOLDER)
+@click.argument("journal_folder", type=TABLE_FOLDER)
+@click.option(
+    "--at",
+    type=TIME,
+    help="The base's moment (to the second; default: now, by S3's clock). Choose one after "
+    "the journal trigger's first change, so that the journal holds every change after it.",
+)
+@click.option(
+    "--read-concurrency",
+    type=click.IntRange(1, 512),
+    default=16,
+    show_default=True,
+    help="Parallel object reads per unit.",
+)
+@engine_options
+@partitions_option(16)
+@pass_invocation
+@reports_errors
+def convert(
+    invocation: Invocation,
+    bucket: str,
+    item_folder: str,
+    journal_folder: str,
+    at: datetime | None,
+    read_concurrency: int,
+    engine: EngineChoice,
+    resume: bool,
+    partitions: int,
+) -> None:
+    """Write the item-layout folder ITEM_FOLDER's state as a base of the journal folder
+    JOURNAL_FOLDER.
+
+    Both are table folders (Prod/Users) in BUCKET. The item folder is only read. The journal
+    folder is another prefix: a new one, or the one a journal trigger deployed beside the item
+    trigger writes; a folder holding an item backup is refused. The base
+    (JOURNAL_FOLDER/bases/<moment>/) holds every item as a restore of the item folder --at the
+    moment gives it; restores of the journal folder read it and the journal after it. The
+    journal folder's layout.json is written last, once the base is complete: run a killed
+    conversion again with --resume.
+
+    \b
+    Examples:
+      dynamo-backups convert my-backups Prod/Users Journal/Users
+      dynamo-backups convert my-backups Prod/Users Journal/Users --at 2026-11-27T12:00:00Z
+    """
+    aws = invocation.aws
+    s3 = aws.client("s3", pool=read_concurrency)
+    options = ConvertOptions(
+        at=at, partitions=partitions, resume=resume, read_concurrency=read_concurrency
+    )
+    with Progress("convert", unit="items", enabled=not invocation.quiet) as progress:
+        job = Conversion(
+            s3, aws.objects(s3, bucket), bucket, item_folder, journal_folder, options, progress,
+            aws=aws,
+        )  # fmt: skip
+        try:
+            report = job.run(engine.make(4))
+        except (ConvertError, JournalError) as error:
+            fail(str(error))
+        finally:
+            engine.close()
+    invocation.emit(report.to_dict(), summary_text(report))
+    if not report.complete:
+        fail("the conversion is incomplete (see above): run it again with --resume", EXIT_FAILED)
+
+
+def summary_text(report: ConvertReport) -> str:
+    lines = [
+        f"{report.source} -> {report.base} (as of {report.moment}; the journal weighed from "
+        f"{report.reflects_before})"
+    ]
+    if report.existed and not report.files:
+        lines.append("the base was complete already")
+    else:
+        lines.append(
+            f"{report.items:,} items in {report.files:,} files, {report.removals_kept:,} "
+            f"removals kept in the index; {report.objects:,} item objects read in "
+            f"{report.seconds:,.1f} s"
+        )
+    if report.layout_written:
+        lines.append(f"{report.target} is a journal folder now (layout.json written)")
+    lines.extend(f"warning: {warning}" for warning in report.warnings)
+    lines.extend(f"error: {error}" for error in report.errors)
+    if report.unfinished_units:
+        lines.append(f"{len(report.unfinished_units)} units unfinished: run again with --resume")
+    return "\n".join(lines)
