@@ -294,6 +294,42 @@ def test_snapshot_latest_and_at_a_moment_inside_a_batch(
     assert "before the first backup of" in before.output
 
 
+@pytest.mark.parametrize(("layout", "compacted"), LAYOUTS[:2])
+def test_a_restore_at_a_moment_before_the_first_change_is_refused_and_deletes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+    aws_env: dict[str, str],
+    dynamodb: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    handler_env: str,
+    layout: str,
+    compacted: bool,
+) -> None:
+    """--at before the backup's first change: exit 2 naming the earliest change, the table
+    made for it deleted again; into an existing table --delete-absent deletes nothing (the
+    journal restore read no piece, and left an empty table with exit 0, before)."""
+    backup = backed_up(monkeypatch, dynamodb, streams, s3, bucket, handler_env, layout, compacted)
+    before = (backup.history.time(0) - timedelta(minutes=5)).isoformat()
+    target = f"{backup.table}-restored"
+    fresh = invoke("restore", backup.bucket, backup.folder, target, "--at", before)
+    assert fresh.exit_code == 2, fresh.output
+    assert "--at: the backup held no item at" in fresh.output
+    assert "its earliest change" in fresh.output, fresh.output
+    if layout == "journal":  # its first piece's first change (the item layout's is sampled)
+        assert f"its earliest change: {format_time(backup.history.time(0))}" in fresh.output
+    assert "was deleted again" in fresh.output
+    assert target not in dynamodb.list_tables()["TableNames"]
+
+    existing = create_table(dynamodb)
+    dynamodb.put_item(TableName=existing, Item={"pk": {"S": "live"}, "v": {"N": "1"}})
+    into = invoke("restore", backup.bucket, backup.folder, existing, "--at", before,
+                  "--into-existing", "--delete-absent")  # fmt: skip
+    assert into.exit_code == 2, into.output
+    assert "--delete-absent deleted nothing" in into.output
+    assert list(scan_all(dynamodb, existing)) != []
+
+
 # --- the journal only ----------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ import functools
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -701,40 +702,17 @@ def _key_text(description: dict[str, Any]) -> str:
     )
 
 
-def earliest_change_found(s3: Any, folder: Any) -> tuple[datetime, bool] | None:
-    """The earliest change among the folder's first page of versions (all of it when it
-    fits one page; ``True`` when sampled): its oldest item version's recorded change time,
-    else S3's LastModified. A moment from it on holds that item."""
-    from dynamo_backups.aws.retry import call_with_retries
-    from dynamo_backups.backup.reading import READ_POLICY
-    from dynamo_backups.core.layout import VersionMetadata
-
-    bucket, prefix = folder.bucket, folder.layout.items_prefix
-    page = call_with_retries(
-        lambda: s3.list_object_versions(Bucket=bucket, Prefix=prefix, MaxKeys=1000),  # type: ignore[attr-defined]
-        READ_POLICY,
-        f"list s3://{bucket}/{prefix}",
-    )
-    versions = [v for v in page.get("Versions", []) if v.get("Size", 0) > 0]
-    if not versions:
-        return None
-    oldest = min(versions, key=lambda version: version["LastModified"])
-    head = call_with_retries(
-        lambda: s3.head_object(Bucket=bucket, Key=oldest["Key"], VersionId=oldest["VersionId"]),  # type: ignore[attr-defined]
-        READ_POLICY,
-        f"read s3://{bucket}/{oldest['Key']}",
-    )
-    metadata = VersionMetadata.from_s3(head.get("Metadata") or {})
-    moment = metadata.change_time if metadata else oldest["LastModified"]
-    return moment, bool(page.get("IsTruncated"))
-
-
-def nothing_at_moment(s3: Any, folder: Any, moment: str | None) -> str:
+def nothing_at_moment(
+    s3: Any,
+    folder: Any,
+    moment: str | None,
+    earliest_change: Callable[[Any, Any], tuple[datetime, bool] | None],
+) -> str:
     """The error for an --at that found no item: before the folder's first backup, with
-    the earliest change found there."""
+    the earliest change found there (``earliest_change``: the folder's layout's)."""
     message = f"--at: the backup held no item at {moment}: it is before the first backup of "
     message += folder.where
-    earliest = earliest_change_found(s3, folder)
+    earliest = earliest_change(s3, folder)
     if earliest is not None:
         found, sampled = earliest
         message += (

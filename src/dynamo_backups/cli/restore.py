@@ -61,7 +61,12 @@ from dynamo_backups.jobs.restore import (
     RestoreReport,
     read_keys_file,
 )
-from dynamo_backups.jobs.restorers import check_options, native_importer, restore_job
+from dynamo_backups.jobs.restorers import (
+    check_options,
+    earliest_change_of,
+    native_importer,
+    restore_job,
+)
 
 
 def run_restore(
@@ -322,7 +327,7 @@ def restore(
         engine=engine,
         layout=layout,
     )
-    nothing_then = at is not None and report.objects and not report.written and not keys_file
+    nothing_then = report.held_nothing
     stream = None if dry_run or nothing_then else _stream_setting(invocation, folder, table)
     summary = report.to_dict() | ({"stream": stream} if stream else {})
     text = summary_text(report) + (f"\nstream: {stream['note']}" if stream else "")
@@ -339,7 +344,8 @@ def _refuse_moment_without_items(
     """--at before the folder's first backup (--at 0): exit 2 naming the earliest change
     found, nothing left behind (a table this run created for it, still empty, is deleted
     again; --delete-absent deleted nothing)."""
-    message = nothing_at_moment(invocation.aws.client("s3"), folder, report.at)
+    earliest = earliest_change_of(layout_of(folder.manifest))
+    message = nothing_at_moment(invocation.aws.client("s3"), folder, report.at, earliest)
     if report.created_table and not resume and not report.dry_run:
         removed = _remove_if_empty(invocation.aws, table)
         message += f"; table {table}, created for it, " + (

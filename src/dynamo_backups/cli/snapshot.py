@@ -10,6 +10,7 @@ import click
 from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.backup.bucket import NoSuchBucketError, versioning_status
 from dynamo_backups.backup.folder import open_backup_path
+from dynamo_backups.backup.layouts import layout_of
 from dynamo_backups.cli.common import (
     EXIT_USAGE,
     TIME,
@@ -30,6 +31,7 @@ from dynamo_backups.cli.progress import Progress
 from dynamo_backups.core.journal import JournalError
 from dynamo_backups.core.layout import META_FOLDER
 from dynamo_backups.jobs.readers import check_snapshot_options, readers_of
+from dynamo_backups.jobs.restorers import earliest_change_of
 from dynamo_backups.jobs.snapshot import SnapshotError, SnapshotOptions, SnapshotReport
 
 
@@ -195,7 +197,12 @@ def snapshot(
     if at is not None and report.absent and not report.items and not report.invalid:
         folder = open_backup_path(invocation.aws.client("s3"), source_bucket, source_prefix)
         fail(
-            nothing_at_moment(invocation.aws.client("s3"), folder, report.at)
+            nothing_at_moment(
+                invocation.aws.client("s3"),
+                folder,
+                report.at,
+                earliest_change_of(layout_of(folder.manifest)),
+            )
             + f"; the snapshot at {report.destination} holds no item",
             EXIT_USAGE,
         )

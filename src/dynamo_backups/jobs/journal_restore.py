@@ -30,6 +30,7 @@ from dynamo_backups.aws.client_source import ClientSource
 from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.aws.errors import NOT_FOUND_CODES, ClientError, error_code
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
+from dynamo_backups.aws.s3objects import BotocoreObjects
 from dynamo_backups.backup.description import (
     description_from_key_schema,
     key_schema_of,
@@ -40,6 +41,7 @@ from dynamo_backups.backup.journal_store import (
     GZIP_TYPE,
     JSON_TYPE,
     earliest_reflecting_base,
+    first_piece,
     first_piece_hour,
     newest_base,
     put_bytes,
@@ -255,6 +257,7 @@ class JournalRestore(BucketClients):
         finally:
             if lease is not None:
                 lease.release()
+        self.report.held_nothing = self._knows_nothing_then()
         self.report.seconds = round(time.monotonic() - started, 3)
         ledger.finish(self.job_run, self.report.complete, {"written": self.report.written})
         return self.report
@@ -750,3 +753,11 @@ def not_yet_message(where: str, refused: list[str]) -> str:
         "journal holds no object that is not a valid item (a damaged piece stops the "
         "restore); restore it without them"
     )
+
+
+def earliest_journal_change(s3: Any, folder: BackupFolder) -> tuple[datetime, bool] | None:
+    """The journal's earliest change: its first piece's first change time (piece names sort
+    by hour, then first time), never sampled. None for an empty journal."""
+    objects = BotocoreObjects(s3, folder.bucket)
+    first = first_piece(objects, folder.layout.items_prefix)
+    return (first.first_time, False) if first is not None else None

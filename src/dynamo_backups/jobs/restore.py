@@ -48,7 +48,7 @@ from dynamo_backups.backup.run_lease import RunLease
 from dynamo_backups.core.cancel import Interrupted
 from dynamo_backups.core.ddbjson import dumps_item, loads_item
 from dynamo_backups.core.keys import canonical_key, key_attribute_names, parse_key
-from dynamo_backups.core.layout import TableLayout
+from dynamo_backups.core.layout import TableLayout, VersionMetadata
 from dynamo_backups.core.parallel import ThreadEngine, batched
 from dynamo_backups.core.pitr import DEFAULT_CLOCK_SKEW
 from dynamo_backups.core.progress import NoProgress, ProgressSink
@@ -130,6 +130,9 @@ class RestoreReport:
     # --at found no item of the folder then (before its first backup): nothing known of the
     # table at that moment, so --delete-absent deleted nothing.
     nothing_at_moment: bool = False
+    # --at found no item of the folder then, whatever the layout (not in the summary: the
+    # command refuses such a moment with exit 2, see cli/restore).
+    held_nothing: bool = False
 
     @property
     def complete(self) -> bool:
@@ -142,7 +145,7 @@ class RestoreReport:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {name: value for name, value in self.__dict__.items() if name != "held_nothing"}
 
 
 class Restore(BucketClients):
@@ -487,6 +490,7 @@ class Restore(BucketClients):
         self._merge(outcome)
         if self.report.complete:
             self._finish_target(description)
+        self.report.held_nothing = self._knows_nothing_then()
         self.report.seconds = round(time.monotonic() - started, 3)
         ledger.finish(self.job_run, self.report.complete, {"written": self.report.written})
         return self.report
@@ -739,3 +743,27 @@ def read_keys_file(path: str, key_types: dict[str, str]) -> Iterable[dict[str, A
                 if canonical_key(key) not in seen:
                     seen.add(canonical_key(key))
                     yield key
+
+
+def earliest_change_found(s3: Any, folder: Any) -> tuple[datetime, bool] | None:
+    """The earliest change among the folder's first page of versions (all of it when it
+    fits one page; ``True`` when sampled): its oldest item version's recorded change time,
+    else S3's LastModified. A moment from it on holds that item."""
+    bucket, prefix = folder.bucket, folder.layout.items_prefix
+    page = call_with_retries(
+        lambda: s3.list_object_versions(Bucket=bucket, Prefix=prefix, MaxKeys=1000),  # type: ignore[attr-defined]
+        READ_POLICY,
+        f"list s3://{bucket}/{prefix}",
+    )
+    versions = [v for v in page.get("Versions", []) if v.get("Size", 0) > 0]
+    if not versions:
+        return None
+    oldest = min(versions, key=lambda version: version["LastModified"])
+    head = call_with_retries(
+        lambda: s3.head_object(Bucket=bucket, Key=oldest["Key"], VersionId=oldest["VersionId"]),  # type: ignore[attr-defined]
+        READ_POLICY,
+        f"read s3://{bucket}/{oldest['Key']}",
+    )
+    metadata = VersionMetadata.from_s3(head.get("Metadata") or {})
+    moment = metadata.change_time if metadata else oldest["LastModified"]
+    return moment, bool(page.get("IsTruncated"))

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from dynamo_backups.backup.layouts import LAYOUT_ITEMS, LAYOUT_JOURNAL
 from dynamo_backups.core.layout import LayoutError
 from dynamo_backups.jobs import journal_native
-from dynamo_backups.jobs.journal_restore import JournalRestore
+from dynamo_backups.jobs.journal_restore import JournalRestore, earliest_journal_change
 from dynamo_backups.jobs.journal_restore import not_yet_message as journal_refusal
 from dynamo_backups.jobs.journal_restore import unsupported as journal_unsupported
-from dynamo_backups.jobs.restore import Restore, RestoreOptions, RestoreReport
+from dynamo_backups.jobs.restore import (
+    Restore,
+    RestoreOptions,
+    RestoreReport,
+    earliest_change_found,
+)
 
 
 class UnsupportedOption(LayoutError):
@@ -35,6 +41,9 @@ class Restorer:
     """A layout's restore: the job, and the options it does not take (named as flags)."""
 
     job: Callable[..., RestoreJob]
+    # (s3 client, folder) -> the folder's earliest change and whether it was sampled: what
+    # an --at that found no item names as the first restorable moment.
+    earliest_change: Callable[[Any, Any], tuple[datetime, bool] | None]
     unsupported: Callable[[RestoreOptions, bool], list[str]]
     refusal: Callable[[str, list[str]], str]
     # restore_natively(aws, bucket, folder, table, options, progress, engine) -> a report
@@ -47,9 +56,13 @@ def _all_supported(options: RestoreOptions, native_import: bool) -> list[str]:
 
 
 RESTORERS: Mapping[str, Restorer] = {
-    LAYOUT_ITEMS: Restorer(Restore, _all_supported, lambda where, flags: ""),
+    LAYOUT_ITEMS: Restorer(Restore, earliest_change_found, _all_supported, lambda where, flags: ""),
     LAYOUT_JOURNAL: Restorer(
-        JournalRestore, journal_unsupported, journal_refusal, journal_native.restore_natively
+        JournalRestore,
+        earliest_journal_change,
+        journal_unsupported,
+        journal_refusal,
+        journal_native.restore_natively,
     ),
 }
 
@@ -57,6 +70,11 @@ RESTORERS: Mapping[str, Restorer] = {
 def restore_job(layout: str, *args: Any, **kwargs: Any) -> RestoreJob:
     """The restore job of a folder in ``layout`` (a name ``layout_of`` gave)."""
     return RESTORERS[layout].job(*args, **kwargs)
+
+
+def earliest_change_of(layout: str) -> Callable[[Any, Any], tuple[datetime, bool] | None]:
+    """How the layout finds a folder's earliest change (for an --at that found no item)."""
+    return RESTORERS[layout].earliest_change
 
 
 def native_importer(layout: str) -> Callable[..., Any] | None:
