@@ -11,6 +11,11 @@ across everything at once").
   proxy that fails the requests of chosen items on demand (a partial failure).
 - **Restores** write into real DynamoDB Local tables; a restore is killed by a BatchWriteItem
   call that raises, and resumed with ``--resume``.
+- The **layout** (issue 22) is the folder's: a journal world records ``"layout": "journal"``
+  in ``layout.json`` first, and everything after chooses from it as the commands do (the
+  handler's ``FolderAppliers``, ``appliers.folder_layout``/``applier_for`` for the consumer,
+  ``restorers.restore_job`` for restore). A journal world also compacts (``jobs/compact``,
+  killed and resumed), redelivers ranges with other boundaries and delivers batches late.
 
 The model knows, for every change, whether it was *acknowledged*: the trigger moved past it
 without reporting it (Lambda), the consumer's checkpoint covers it, or ``replay`` wrote it.
@@ -22,11 +27,13 @@ had (never an invented one).
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -40,13 +47,22 @@ from dynamo_backups.aws.dynamodb import RawDynamoDB
 from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.aws.s3objects import BotocoreObjects
 from dynamo_backups.backup.checkpoints import CheckpointError, Lease, S3CheckpointStore
+from dynamo_backups.backup.folder import open_folder_path
+from dynamo_backups.backup.journal_store import read_lines
+from dynamo_backups.backup.layouts import LAYOUT_ITEMS, layout_of
+from dynamo_backups.backup.manifest import ensure_manifest
 from dynamo_backups.backup.reader import BackupItems
 from dynamo_backups.backup.writer import BackupWriter
-from dynamo_backups.core.layout import TableLayout
+from dynamo_backups.core.base import BasePaths, decode_base_line
+from dynamo_backups.core.layout import TableLayout, parse_time
 from dynamo_backups.core.parallel import ThreadEngine
+from dynamo_backups.core.units import UnitContext, UnitResult, WorkUnit
+from dynamo_backups.jobs.compact import Compaction, CompactOptions
 from dynamo_backups.jobs.history import item_history
 from dynamo_backups.jobs.replay import Replayer, parse_report
-from dynamo_backups.jobs.restore import Restore, RestoreOptions
+from dynamo_backups.jobs.restore import RestoreOptions
+from dynamo_backups.jobs.restorers import restore_job
+from dynamo_backups.pipeline.appliers import applier_for, folder_layout
 from dynamo_backups.pipeline.backup_applier import BackupApplier
 from dynamo_backups.pipeline.consumer import StreamConsumer
 from dynamo_backups.pipeline.stream_source import StreamError
@@ -259,9 +275,18 @@ class Faults:
 
     names: set[str] = field(default_factory=set)
     only_deletes: bool = False
+    keys: set[str] = field(default_factory=set)  # the same items, for journal pieces
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def rule(self, request: faultproxy.Request) -> str:
+        if request.method == "PUT" and "/journal/" in request.path:
+            # A journal piece is named by time and stream, not by item: it fails when it
+            # holds a change of a failing item (the batch's write of that item fails).
+            with self.lock:
+                keys = set(self.keys)
+            if keys and _piece_holds(request.body, keys):
+                return faultproxy.INTERNAL_ERROR
+            return faultproxy.FORWARD
         # The fast transport deletes with DeleteObjects (POST ?delete, the key in the body).
         bulk_delete = request.method == "POST" and request.path.endswith("?delete")
         with self.lock:
@@ -276,12 +301,24 @@ class Faults:
 
     def fail(self, keys: Iterable[str], only_deletes: bool = False) -> None:
         with self.lock:
-            self.names = {expected_name({"pk": {"S": key}}) for key in keys}
+            self.keys = set(keys)
+            self.names = {expected_name({"pk": {"S": key}}) for key in self.keys}
             self.only_deletes = only_deletes
 
     def clear(self) -> None:
         with self.lock:
             self.names = set()
+            self.keys = set()
+
+
+def _piece_holds(body: bytes, keys: set[str]) -> bool:
+    """Whether a journal piece's body holds a change of one of ``keys`` (a body this cannot
+    read counts as holding one: the write fails, which the model reads from the answer)."""
+    try:
+        text = gzip.decompress(body).decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError):
+        return True
+    return any(f'"keys":{{"pk":{{"S":"{key}"}}}}' in text for key in keys)
 
 
 class ConsumerKilled(Exception):
@@ -316,6 +353,33 @@ class KilledRestore:
     acked_then: frozenset[int]  # what was acknowledged when it ran
 
 
+class CompactionKilled(RuntimeError):
+    """A compaction worker died (injected after some of its partition units)."""
+
+
+@dataclass
+class KilledCompaction:
+    """A compaction that died; resumed with ``--resume`` (the same options)."""
+
+    options: CompactOptions
+    acked_then: frozenset[int]
+
+
+class _KillableCompaction(Compaction):
+    """A compaction whose partition units die from the ``kill_after``-th on (in this process:
+    the run ends incomplete, its finished units recorded, as after a worker's death)."""
+
+    kill_after: int | None = None
+    started = 0
+
+    def run_unit(self, unit: WorkUnit, context: UnitContext) -> UnitResult:
+        if unit.stage == "partition" and self.kill_after is not None:
+            self.started += 1
+            if self.started > self.kill_after:
+                raise CompactionKilled("injected: the compaction worker died")
+        return super().run_unit(unit, context)
+
+
 @dataclass
 class World:
     """The servers, the model, and the real code acting on them, for one example."""
@@ -338,10 +402,24 @@ class World:
     touched: set[str] = field(default_factory=set)
     targets: list[str] = field(default_factory=list)
     nothing_then: bool = False  # the last restore found no item at its --at (see check_restored)
+    folder_layout: str = LAYOUT_ITEMS  # the layout layout.json records (items: none written)
+    # Journal: ranges held back (delivered late), bases made (moment -> acked then), a
+    # compaction that died.
+    held: list[tuple[int, int]] = field(default_factory=list)
+    bases: dict[int, frozenset[int]] = field(default_factory=dict)
+    killed_compaction: KilledCompaction | None = None
 
     def __post_init__(self) -> None:
         self.stream = FakeStream(self.model)
         self.layout = TableLayout.of(self.prefix, TABLE)
+        if self.folder_layout != LAYOUT_ITEMS:  # what deploy --layout journal records first
+            ensure_manifest(
+                BackupWriter(self.s3, self.bucket),
+                self.layout,
+                [{"AttributeName": "pk", "KeyType": "HASH"}],
+                {"pk": "S"},
+                self.folder_layout,
+            )
         self.reader = BotocoreObjects(self.s3, self.bucket)
         self._proxied_s3 = make_client(
             "s3", self.proxy_endpoint, retries={"total_max_attempts": 1}, max_pool_connections=16
@@ -515,7 +593,8 @@ class World:
         items' writes fail for ``attempts_failing`` batches; ``crash_after``: the process
         dies after writing that many records of its first batch."""
         writer = BackupWriter(self._proxied_s3, self.bucket, RetryPolicy(max_attempts=1))
-        applier = BackupApplier(writer, self.prefix, concurrency=4)
+        chosen = folder_layout(writer, self.layout, None)  # as ``stream`` opens the folder
+        applier = applier_for(chosen, writer, self.prefix, self.layout.key_hash, 4)
         store = S3CheckpointStore(writer, self._checkpoint_key(), lease_seconds=LEASE_SECONDS)
         attempts = {"left": attempts_failing}
 
@@ -556,8 +635,114 @@ class World:
         except CheckpointError as error:
             raise AssertionError(f"a restarted consumer could not go on: {error}") from None
         finally:
-            applier.close()
+            close = getattr(applier, "close", None)  # the journal's holds no pool
+            if close is not None:
+                close()
         self.model.acked.update(range(self.checkpoint_position()))
+
+    # --- the journal layout: other boundaries, late batches, compaction ---------------------
+
+    def redeliver_range(self, back: int, count: int) -> None:
+        """Lambda's bisect-on-error (or a retry after a partial write): a range starting
+        ``back`` records before the trigger's position is delivered again, with boundaries
+        no earlier batch had; what it acknowledges counts, as for any batch."""
+        start = max(0, self.position - back)
+        indices = list(range(start, min(start + count, len(self.model.changes))))
+        if not indices:
+            return
+        done = self.invoke(indices)
+        self.model.acked.update(indices[:done])
+        self.position = max(self.position, start + done)
+
+    def hold_back(self, count: int) -> None:
+        """The next records' batch is written late (an invocation that stalls and completes
+        after later batches did): the trigger moves past them, not yet acknowledged."""
+        indices = range(self.position, min(self.position + count, len(self.model.changes)))
+        if indices:
+            self.held.append((indices[0], indices[-1] + 1))
+            self.position = indices[-1] + 1
+            self.last_batch = None
+
+    def deliver_held(self, which: int) -> None:
+        """A held-back batch arrives now, after the batches that came after it."""
+        start, end = self.held.pop(which)
+        indices = list(range(start, end))
+        done = self.invoke(indices)
+        self.model.acked.update(indices[:done])
+        if done < len(indices):  # the rest is still to come
+            self.held.append((start + done, end))
+
+    def compact(
+        self,
+        moment: int | None,
+        kill_after: int | None = None,
+        resume: bool = False,
+        next_second: bool = True,
+    ) -> bool:
+        """``compact --at moment`` (None: now) on 16 partitions; with ``kill_after``, its
+        partition units die after that many. Whether it completed (a complete base is then
+        checked against the model). S3 dates objects to the second, and a piece received in
+        the cutoff's own second is late for the base (its readers place it): with
+        ``next_second`` the compaction starts in the second after the last write, and the
+        base must hold every change acknowledged before; without, a base may leave out the
+        changes of that second (only the restores then check them)."""
+        at = datetime.fromtimestamp(moment, UTC) if moment is not None else None
+        options = CompactOptions(at=at, partitions=16, resume=resume, settle_seconds=1.0)
+        acked_then = frozenset(self.model.acked) if next_second else frozenset()
+        if next_second:
+            time.sleep(1.1)
+        job = _KillableCompaction(
+            self.s3, self.reader, self.bucket, f"{self.prefix}/{TABLE}", options
+        )
+        job.kill_after = kill_after
+        report = job.run(ThreadEngine(2))
+        if not report.complete:
+            assert kill_after is not None, report.errors
+            assert all("injected" in error for error in report.errors), report.errors
+            self.killed_compaction = KilledCompaction(options, acked_then)
+            return False
+        assert report.moment is not None
+        made = int(parse_time(report.moment).timestamp())
+        if self.killed_compaction is not None and self.killed_compaction.options.at == at:
+            acked_then = self.killed_compaction.acked_then & acked_then  # its first units
+            self.killed_compaction = None
+        if not report.existed:
+            self.bases.setdefault(made, acked_then)
+        self.check_base(made, self.bases.get(made, acked_then))
+        return True
+
+    def resume_compaction(self) -> None:
+        killed = self.killed_compaction
+        assert killed is not None
+        at = killed.options.at
+        assert self.compact(int(at.timestamp()) if at else None, resume=True)
+        self.killed_compaction = None
+
+    def base_items(self, moment: int) -> dict[str, Item]:
+        """A base's data files as ImportTable reads them: every line of every file."""
+        paths = BasePaths(self.layout.items_prefix, datetime.fromtimestamp(moment, UTC))
+        listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=paths.data_prefix)
+        items = [
+            decode_base_line(line, entry["Key"])
+            for entry in listed.get("Contents", [])
+            for line in read_lines(self.reader, entry["Key"])
+        ]
+        texts = [key_text(item["pk"]["S"]) for item in items]
+        assert len(texts) == len(set(texts)), f"a base holds an item twice: {sorted(texts)}"
+        return dict(zip(texts, items, strict=True))
+
+    def check_base(self, moment: int, acked_then: frozenset[int]) -> None:
+        """A base of ``moment``: exactly the model's state then for every item whose changes
+        up to then were all acknowledged before the compaction ran (received before its
+        cutoff); any other item in a state it really had."""
+        held = self.base_items(moment)
+        for key in KEYS:
+            got = held.get(key_text(key))
+            if self.model.settled(key, moment, acked_then):
+                want = self.model.state(key, moment)
+                assert got == want, f"{key}: the base of {moment} holds {got}, the model {want}"
+            else:
+                assert got in self.model.possible_states(key), f"{key}: base holds {got}"
 
     # --- restore -----------------------------------------------------------------------------
 
@@ -597,7 +782,10 @@ class World:
                 raise RestoreKilled("injected: the restore worker died")
             return api.call("BatchWriteItem", request)
 
-        job = Restore(
+        folder = open_folder_path(self.s3, self.bucket, f"{self.prefix}/{TABLE}")
+        chosen = layout_of(folder.manifest)  # as the restore command chooses its job
+        job = restore_job(
+            chosen,
             self.s3,
             self.reader,
             self.dynamodb,

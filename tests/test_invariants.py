@@ -12,6 +12,15 @@ consumer runs (crashes and restarts from the checkpoint), and restores (latest, 
 
 The world and the model are in ``tests/invariant_world.py``.
 
+Both layouts (issue 22): the machine runs once per layout, the folder's ``layout.json``
+choosing the writer and the restore as the commands do. The journal run adds its own rules
+(``JournalInvariants``): compaction at a moment (killed and resumed), ranges redelivered with
+other boundaries (Lambda's bisect-on-error), batches written late (after later ones), and
+restores ``--at`` a change's own second (inside a batch) and around a base's moment; each base
+made is checked against the model too. ``LAYOUT_RULES`` says which of the item run's rules a
+layout takes: those of readers that do not open a journal folder yet (history, replay) are
+off there until they do, and are switched on by adding them to its set.
+
 Budget: ``DYNAMO_BACKUPS_INVARIANT_EXAMPLES`` (default 10) examples of up to
 ``DYNAMO_BACKUPS_INVARIANT_STEPS`` (default 20) steps in ``scripts/test``, bounded to keep the
 suite's run short (the seeds below run on every run as regular tests); raise both for a
@@ -46,6 +55,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from dynamo_backups.backup.layouts import LAYOUT_ITEMS, LAYOUT_JOURNAL
 from tests import faultproxy
 from tests.invariant_world import (
     EXTRA_KEY,
@@ -89,6 +99,22 @@ LONGER_RUN = any(
 )
 TIME_LIMIT = 0 if LONGER_RUN else 900
 
+# The item run's rules (and checks) each layout takes. On the journal layout, history
+# (``histories``, the history check at the end) and ``replay`` are off: neither opens a
+# journal folder on this branch (they come with the readers of issue 22, branches jhist and
+# jverify); once they do, add their names here and the journal run checks them too.
+ITEM_RULES = frozenset({"replay", "history"})
+LAYOUT_RULES: dict[str, frozenset[str]] = {
+    LAYOUT_ITEMS: ITEM_RULES,
+    LAYOUT_JOURNAL: frozenset(),
+}
+# The journal run's budget: a share of the item run's (each of its restores and compactions
+# waits a second or two for S3's clock, and compaction adds steps), so that it adds about a
+# minute to the suite at the defaults; DYNAMO_BACKUPS_INVARIANT_JOURNAL_EXAMPLES sets it.
+JOURNAL_EXAMPLES = int(
+    os.environ.get("DYNAMO_BACKUPS_INVARIANT_JOURNAL_EXAMPLES", str(max(1, EXAMPLES // 2)))
+)
+
 keys = st.sampled_from(KEYS)
 values = st.one_of(st.none(), st.integers(0, 2))  # None: a delete
 gaps = st.integers(0, 2)  # seconds since the previous change (ties allowed)
@@ -98,6 +124,7 @@ class Invariants(RuleBasedStateMachine):
     """One example: a fresh backup folder, one delivery channel (Lambda or the consumer)."""
 
     env: dict[str, Any] = {}  # the servers and the proxy, set by the test function
+    layout = LAYOUT_ITEMS
 
     def __init__(self) -> None:
         super().__init__()
@@ -110,12 +137,17 @@ class Invariants(RuleBasedStateMachine):
             env["proxy_endpoint"],
             env["faults"],
             env["features"],
+            folder_layout=self.layout,
         )
         os.environ["BACKUP_PREFIX"] = self.world.prefix
         self.channel = "lambda"
 
     def feature(self, name: str) -> bool:
         return name in self.world.features
+
+    def rule_on(self, name: str) -> bool:
+        """Whether this layout takes the item run's rule (or check) ``name``."""
+        return name in LAYOUT_RULES[self.layout]
 
     @initialize(
         channel=st.sampled_from(["lambda", "consumer"]),
@@ -157,6 +189,7 @@ class Invariants(RuleBasedStateMachine):
         self.world.give_up(count, only_deletes)
 
     @precondition(lambda self: self.channel == "lambda" and bool(self.world.reports))
+    @precondition(lambda self: self.rule_on("replay"))
     @rule(data=st.data())
     def replay(self, data: st.DataObject) -> None:
         which = data.draw(st.integers(0, len(self.world.reports) - 1), label="report")
@@ -280,15 +313,16 @@ class Invariants(RuleBasedStateMachine):
     @invariant()
     def histories(self) -> None:
         world = self.world
-        if world.touched:
+        if world.touched and self.rule_on("history"):
             world.check_history(world.touched, self.feature("history_once_in_order"))
             world.check_latest(world.touched)
-            world.touched = set()
+        world.touched = set()
 
     def teardown(self) -> None:
         world = self.world
         try:
-            world.check_history(KEYS, self.feature("history_once_in_order"))
+            if self.rule_on("history"):
+                world.check_history(KEYS, self.feature("history_once_in_order"))
             if world.model.acked:  # and a latest restore at the end of every example
                 target = f"{world.prefix}-final"
                 complete = world.restore(target, world.restore_options(None))
@@ -297,6 +331,73 @@ class Invariants(RuleBasedStateMachine):
         finally:
             world.cleanup()
             close_handler_appliers(lambda prefix: prefix == world.prefix)
+
+
+class JournalInvariants(Invariants):
+    """The same machine on a journal folder, with the journal's own rules."""
+
+    layout = LAYOUT_JOURNAL
+
+    @initialize(
+        # The journal's own delivery rules are the trigger's: it comes up twice as often.
+        channel=st.sampled_from(["lambda", "lambda", "consumer"]),
+        changes=st.lists(st.tuples(keys, values, gaps, st.booleans()), min_size=1, max_size=8),
+    )
+    def begin(self, channel: str, changes: list[tuple[str, int | None, int, bool]]) -> None:
+        super().begin(channel, changes)
+
+    def draw_moment(self, data: st.DataObject) -> int | None:
+        world = self.world
+        kinds = ["item run's"]
+        model = world.model
+        delivered = [change.when for change in model.changes if change.index in model.acked]
+        if delivered:
+            kinds.append("a change's second")  # inside the batch that holds it
+        if world.bases:
+            kinds.append("around a base")
+        kind = data.draw(st.sampled_from(kinds), label="journal moment")
+        if kind == "a change's second":
+            return data.draw(st.sampled_from(delivered), label="change time")
+        if kind == "around a base":
+            base = data.draw(st.sampled_from(sorted(world.bases)), label="base")
+            return base + data.draw(st.integers(-1, 1), label="seconds from the base")
+        return super().draw_moment(data)
+
+    @precondition(lambda self: bool(self.world.model.acked))  # a journal to fold
+    @rule(
+        data=st.data(),
+        kill_after=st.one_of(st.none(), st.none(), st.integers(0, 12)),
+        next_second=st.booleans(),
+    )
+    def compact(self, data: st.DataObject, kill_after: int | None, next_second: bool) -> None:
+        model = self.world.model
+        kind = data.draw(st.sampled_from(["past", "now"]), label="base moment")
+        moment = None
+        if kind == "past":
+            offset = data.draw(st.integers(0, model.clock - model.start), label="after start")
+            moment = model.start + offset
+        self.world.compact(moment, kill_after, next_second=next_second)
+
+    @precondition(lambda self: self.world.killed_compaction is not None)
+    @rule()
+    def resume_compaction(self) -> None:
+        self.world.resume_compaction()
+
+    @precondition(lambda self: self.channel == "lambda" and self.world.position > 0)
+    @rule(back=st.integers(1, 6), count=st.integers(1, 6))
+    def redeliver_range(self, back: int, count: int) -> None:
+        self.world.redeliver_range(back, count)
+
+    @precondition(lambda self: self.lambda_pending())
+    @rule(count=st.integers(1, 3))
+    def hold_back(self, count: int) -> None:
+        self.world.hold_back(count)
+
+    @precondition(lambda self: self.channel == "lambda" and bool(self.world.held))
+    @rule(data=st.data())
+    def deliver_held(self, data: st.DataObject) -> None:
+        which = data.draw(st.integers(0, len(self.world.held) - 1), label="held batch")
+        self.world.deliver_held(which)
 
 
 @pytest.fixture
@@ -326,10 +427,23 @@ def invariant_env(
         }
 
 
-def run_machine(env: dict[str, Any], features: frozenset[str], examples: int, steps: int) -> None:
-    Invariants.env = {**env, "features": features}
+MACHINES: dict[str, type[Invariants]] = {
+    LAYOUT_ITEMS: Invariants,
+    LAYOUT_JOURNAL: JournalInvariants,
+}
+
+
+def run_machine(
+    env: dict[str, Any],
+    features: frozenset[str],
+    examples: int,
+    steps: int,
+    layout: str = LAYOUT_ITEMS,
+) -> None:
+    machine = MACHINES[layout]
+    machine.env = {**env, "features": features}
     run_state_machine_as_test(
-        Invariants,
+        machine,
         settings=settings(
             max_examples=examples,
             stateful_step_count=steps,
@@ -346,10 +460,17 @@ def test_invariants_hold_across_everything(invariant_env: dict[str, Any]) -> Non
     run_machine(invariant_env, FEATURES, EXAMPLES, STEPS)
 
 
+@pytest.mark.timeout(TIME_LIMIT)
+def test_invariants_hold_across_everything_on_the_journal_layout(
+    invariant_env: dict[str, Any],
+) -> None:
+    run_machine(invariant_env, FEATURES, JOURNAL_EXAMPLES, STEPS, LAYOUT_JOURNAL)
+
+
 # --- the minimal failing examples it found, kept as regular tests -----------------------------
 
 
-def make_world(env: dict[str, Any], *features: str) -> World:
+def make_world(env: dict[str, Any], *features: str, folder_layout: str = LAYOUT_ITEMS) -> World:
     world = World(
         env["s3"],
         env["bucket"],
@@ -358,6 +479,7 @@ def make_world(env: dict[str, Any], *features: str) -> World:
         env["proxy_endpoint"],
         env["faults"],
         frozenset(features),
+        folder_layout=folder_layout,
     )
     os.environ["BACKUP_PREFIX"] = world.prefix
     return world
@@ -485,3 +607,53 @@ def test_a_restore_at_a_moment_whose_only_change_was_given_up_deletes_nothing(wo
     assert trigger.restore(target, options)
     assert trigger.nothing_then
     trigger.check_restored(target, moment, before, True, True, complete=True)
+
+
+# --- the journal layout's seeds ---------------------------------------------------------------
+
+
+@pytest.fixture
+def journal_world(invariant_env: dict[str, Any]) -> Any:
+    made: list[World] = []
+
+    def make(*features: str) -> World:
+        made.append(make_world(invariant_env, *features, folder_layout=LAYOUT_JOURNAL))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.cleanup()
+        close_handler_appliers(lambda prefix, each=each: prefix == each.prefix)
+
+
+def test_journal_late_and_bisected_batches_around_a_killed_compaction(journal_world: Any) -> None:
+    """The journal run's seed: a batch held back and written after a base of a moment it
+    holds a removal at (a late change, weighed against the base's index), a failed batch
+    redelivered with other boundaries, a compaction killed and resumed; restores at the
+    base's moment and around it, inside a batch, and latest, one killed and resumed."""
+    trigger = make_world_changes(
+        journal_world(),
+        [("a", 0), ("b", 1), ("a", None), ("c", 2), ("b", 2), ("d", 0)],
+    )
+    start = trigger.model.start
+    trigger.deliver(2)  # a=0, b=1
+    trigger.hold_back(2)  # the removal of a and c=2: written late
+    trigger.deliver(2, failing="b")  # b=2, d=0: the piece holding b fails, nothing acked
+    trigger.redeliver_range(1, 2)  # c=2, b=2: boundaries no batch had
+    trigger.deliver(1)  # d=0
+    base = start + 3  # the removal of a's second
+    assert not trigger.compact(base, kill_after=3)
+    trigger.resume_compaction()  # checks the base against the model
+    trigger.deliver_held(0)  # late for the base: its removal of a must still count
+    assert trigger.model.acked == set(range(6))
+    for moment in (base, base - 1, base + 1, None):
+        target = f"{trigger.prefix}-at-{len(trigger.targets)}"
+        assert trigger.restore(target, trigger.restore_options(moment))
+        trigger.check_restored(target, moment, {}, False, False, True)
+    target, before = trigger.make_target({"a": 7, "c": 7, EXTRA_KEY: 7})
+    options = trigger.restore_options(base, into_existing=True, delete_absent=True)
+    assert not trigger.restore(target, options, kill_at=1)
+    trigger.check_restored(target, base, before, True, True, complete=False)
+    resumed = options.__class__(**{**options.__dict__, "resume": True})
+    assert trigger.restore(target, resumed)
+    trigger.check_restored(target, base, before, True, True, complete=True)
