@@ -65,16 +65,19 @@ DAILY_BASE_KEEP_DAYS = 2
 WEEKLY_BASE_KEEP_DAYS = 43
 MONTHLY_BASE_KEEP_DAYS = 366
 RESTORABLE_DAYS = 35  # the item layout keeps noncurrent versions this long for the same promise
-# Compaction (jobs/compact.py), once a day: its units and the requests each makes (counted by
-# bench.journal through a counting proxy; see docs/performance.md).
+# Compaction (jobs/compact.py), once a day: its units and the requests each makes. The fixed
+# part is calibrated on bench.journal's counted compaction (2026-12-05: 3 route units, 16
+# partitions, 304 pieces: 107 PUTs, 12 LISTs, 391 GETs and 3 HEADs; the formula below
+# gives 99 PUTs and 384 GETs before the fixed part).
 COMPACTION_PARTITIONS = 16  # compact --partitions default
 COMPACTION_ROUTE_UNITS = 24  # one per hour folder of the day's journal
 BASE_ROWS_PER_FILE = 100_000
-COMPACTION_FIXED_PUTS = 12  # run, lease, moment, cutoff, manifest, ledger documents, HEADs
-COMPACTION_FIXED_GETS = 12
-# The journal writer's CPU per record in the Lambda (bench.journal: JournalApplier on
-# 1,000-record batches), and one S3 put (first-byte latency) per piece.
-JOURNAL_HANDLER_CPU_US_PER_RECORD = 120
+COMPACTION_FIXED_PUTS = 8  # run, lease, moment, cutoff, manifest
+COMPACTION_FIXED_GETS = 10  # their reads, HEADs of S3's clock
+# The journal writer's CPU per record (bench.journal, 2026-12-05: JournalApplier on 10^6
+# records in 1,000-record batches; the Lambda runtime's decoding of the event not included),
+# and one S3 put (first-byte latency) per piece.
+JOURNAL_HANDLER_CPU_US_PER_RECORD = 55
 PITR_TARGET = {"table_gb": 10, "changes": 10**8, "batch": 1_000}
 
 
@@ -225,22 +228,28 @@ def gb_of(items: float, item_kb: float) -> float:
 
 
 def compaction_requests(
-    changes: float, table_items: float, batch: int, shards: int = 1, window_s: float = 60
+    changes: float,
+    table_items: float,
+    batch: int,
+    shards: int = 1,
+    window_s: float = 60,
+    days: int = 1,
 ) -> tuple[float, float]:
-    """(PUT and LIST, GET) requests of one daily compaction: the day's pieces read; one
+    """(PUT and LIST, GET) requests of one compaction of ``days`` of journal: the pieces read; one
     routed file per route unit and partition written and read; the previous base's files read
     and the new one's written; the journal listed from its first kept hour (a LIST per day
     folder and per 1,000 pieces) and each route unit's hour again; a ledger record per unit."""
     pieces_a_day = journal_puts(changes, batch, shards, window_s) / DAYS_PER_MONTH
+    route_units = COMPACTION_ROUTE_UNITS * days
     data_files = COMPACTION_PARTITIONS * max(
         1, math.ceil(table_items / COMPACTION_PARTITIONS / BASE_ROWS_PER_FILE)
     )
     base_files = data_files + COMPACTION_PARTITIONS  # data and index
-    routed = COMPACTION_ROUTE_UNITS * COMPACTION_PARTITIONS
-    units = COMPACTION_ROUTE_UNITS + COMPACTION_PARTITIONS
-    lists = JOURNAL_KEEP_DAYS + pieces_a_day * JOURNAL_KEEP_DAYS / 1000 + COMPACTION_ROUTE_UNITS
+    routed = route_units * COMPACTION_PARTITIONS
+    units = route_units + COMPACTION_PARTITIONS
+    lists = JOURNAL_KEEP_DAYS + pieces_a_day * JOURNAL_KEEP_DAYS / 1000 + route_units
     puts = COMPACTION_FIXED_PUTS + units + routed + base_files + lists
-    gets = COMPACTION_FIXED_GETS + pieces_a_day + routed + base_files
+    gets = COMPACTION_FIXED_GETS + pieces_a_day * days + routed + base_files
     return puts, gets
 
 
@@ -252,8 +261,11 @@ def journal_month(
     shards: int = 1,
     window_s: float = BATCHING_WINDOW_S,
     monthly_bases: bool = False,
+    compact_every_days: int = 1,
 ) -> dict[str, float]:
-    """The journal layout's monthly cost, by part, for any moment of the last 35 days."""
+    """The journal layout's monthly cost, by part, for any moment of the last 35 days.
+    ``compact_every_days`` 7: a weekly compaction and no daily bases (restores then read up to
+    a week of journal instead of a day)."""
     puts = journal_puts(changes, batch, shards, window_s)
     journal_gb = gb_of(changes, item_kb) * JOURNAL_STORED_PER_ITEM_BYTE
     table_items = table_gb * 2**20 / item_kb
@@ -261,8 +273,9 @@ def journal_month(
         table_gb * BASE_STORED_PER_ITEM_BYTE + table_items * INDEX_STORED_BYTES_PER_ITEM / 2**30
     )
     compaction_puts, compaction_gets = compaction_requests(
-        changes, table_items, batch, shards, window_s
+        changes, table_items, batch, shards, window_s, compact_every_days
     )
+    compactions = DAYS_PER_MONTH / compact_every_days
     invocations = journal_invocations(changes, batch, shards, window_s)
     lambda_seconds = (
         changes * JOURNAL_HANDLER_CPU_US_PER_RECORD / 1e6 / LAMBDA_VCPU + puts * S3_LATENCY_S
@@ -271,13 +284,17 @@ def journal_month(
         "puts": puts * S3_PUT,
         "journal": journal_gb * JOURNAL_KEEP_DAYS / DAYS_PER_MONTH * S3_STORAGE_GB_MONTH,
         "weekly_bases": base_gb * WEEKLY_BASE_KEEP_DAYS / 7 * S3_STORAGE_GB_MONTH,
-        "daily_bases": base_gb * DAILY_BASE_KEEP_DAYS * 6 / 7 * S3_STORAGE_GB_MONTH,
+        "daily_bases": (
+            base_gb * DAILY_BASE_KEEP_DAYS * 6 / 7 * S3_STORAGE_GB_MONTH
+            if compact_every_days == 1
+            else 0.0
+        ),
         "monthly_bases": (
             base_gb * MONTHLY_BASE_KEEP_DAYS / DAYS_PER_MONTH * S3_STORAGE_GB_MONTH
             if monthly_bases
             else 0.0
         ),
-        "compaction": DAYS_PER_MONTH * (compaction_puts * S3_PUT + compaction_gets * S3_GET),
+        "compaction": compactions * (compaction_puts * S3_PUT + compaction_gets * S3_GET),
         "lambda": invocations * LAMBDA_REQUEST
         + lambda_seconds * LAMBDA_MEMORY_GB * LAMBDA_GB_SECOND,
     }
@@ -332,10 +349,17 @@ class TargetCase:
         return self.below_pitr and self.times_cheaper >= 100
 
 
-def target_case(shards: int = 1, item_kb: float = 1.0) -> TargetCase:
+def target_case(shards: int = 1, item_kb: float = 1.0, compact_every_days: int = 1) -> TargetCase:
     case = PITR_TARGET
     return TargetCase(
-        journal_month(case["changes"], case["table_gb"], case["batch"], item_kb, shards=shards),
+        journal_month(
+            case["changes"],
+            case["table_gb"],
+            case["batch"],
+            item_kb,
+            shards=shards,
+            compact_every_days=compact_every_days,
+        ),
         item_layout_month(case["changes"], case["table_gb"], item_kb),
         pitr_month(case["table_gb"]),
     )
@@ -374,11 +398,14 @@ def journal_target_rows(shards: int, item_kb: float) -> list[str]:
     return rows
 
 
-def target_verdict(shards: int, item_kb: float) -> str:
-    case = target_case(shards, item_kb)
+def target_verdict(shards: int, item_kb: float, compact_every_days: int = 1) -> str:
+    case = target_case(shards, item_kb, compact_every_days)
     yes = {True: "yes", False: "NO"}
+    s3_alone = case.journal["total"] - case.journal["lambda"]
+    cadence = "daily" if compact_every_days == 1 else f"every {compact_every_days} days"
     return (
-        f"{shards} shard(s): journal {money(case.journal['total'])} a month against PITR's "
+        f"{shards} shard(s), compaction {cadence}: journal {money(case.journal['total'])} a "
+        f"month (S3 alone {money(s3_alone)}) against PITR's "
         f"{money(case.pitr)} (below: {yes[case.below_pitr]}), the item layout's "
         f"{money(case.item_layout['total'])}: {case.times_cheaper:,.0f}x cheaper (at least "
         f"100x: {yes[case.times_cheaper >= 100]}); target {'met' if case.met else 'NOT met'}"
@@ -435,8 +462,8 @@ def main() -> None:
     print("|---|---|")
     print("\n".join(journal_target_rows(1, kb)))
     print()
-    for shards in (1, 2, 4):
-        print(target_verdict(shards, kb))
+    for shards, every in ((1, 1), (2, 1), (4, 1), (1, 7), (4, 7)):
+        print(target_verdict(shards, kb, every))
 
 
 if __name__ == "__main__":

@@ -91,3 +91,15 @@ def test_puts_per_change_rows() -> None:
     rows = model.puts_per_change_rows()
     assert rows[0].startswith("| 100 | 0.01 | ")
     assert rows[1].startswith("| 1,000 | 0.001 | ")
+
+
+def test_a_weekly_compaction_keeps_no_daily_bases_and_reads_a_week() -> None:
+    daily = model.journal_month(10**8, 10, 1_000)
+    weekly = model.journal_month(10**8, 10, 1_000, compact_every_days=7)
+    assert weekly["daily_bases"] == 0 and daily["daily_bases"] > 0
+    assert weekly["weekly_bases"] == daily["weekly_bases"]
+    puts, gets = model.compaction_requests(10**8, 10 * 2**20, 1_000, days=7)
+    pieces_a_week = 7 * model.journal_puts(10**8, 1_000) / model.DAYS_PER_MONTH
+    assert gets == pytest.approx(model.COMPACTION_FIXED_GETS + pieces_a_week + 168 * 16 + 128)
+    runs = model.DAYS_PER_MONTH / 7
+    assert weekly["compaction"] == pytest.approx(runs * (puts * 0.005 + gets * 0.0004) / 1_000)

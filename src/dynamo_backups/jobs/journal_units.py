@@ -54,6 +54,7 @@ from dynamo_backups.core.journal import (
     listing_prefixes,
 )
 from dynamo_backups.core.keys import extract_key, object_name
+from dynamo_backups.core.parallel import batched
 from dynamo_backups.core.units import PARTITION_COUNTS, UnitResult, WorkUnit
 
 ROUTE_STAGE = "route"
@@ -169,9 +170,15 @@ def route(
             needed.append(listed)
     records: dict[str, list[bytes]] = {}
     placed: dict[str, set[str]] = {}
+    # ``concurrency`` pieces read at a time, not the whole hour ahead: an hour of a busy
+    # table is hundreds of 1,000-record pieces, and decoded at once they held 600 MB.
     with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="route-read") as pool:
-        for listed, piece in zip(
-            needed, pool.map(lambda entry: read_piece(objects, entry.key), needed), strict=True
+        for listed, piece in (
+            pair
+            for chunk in batched(needed, max(1, concurrency))
+            for pair in zip(
+                chunk, pool.map(lambda entry: read_piece(objects, entry.key), chunk), strict=True
+            )
         ):
             cancel.check()
             result.add("pieces_read")
