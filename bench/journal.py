@@ -102,14 +102,14 @@ def journal_writer(s3: Any, bucket: str, prefix: str) -> JournalApplier:
 @dataclass
 class Written:
     records: int = 0
-    pieces: int = 0
+    batches: int = 0  # a batch crossing an hour is two pieces (the folder's listing counts them)
     cpu_s: float = 0.0  # this process's CPU while the applier ran (every thread)
     seconds: float = 0.0
 
     def figures(self) -> dict[str, Any]:
         return {
             "records": self.records,
-            "pieces": self.pieces,
+            "batches": self.batches,
             "records_per_s": round(self.records / self.seconds) if self.seconds else None,
             "cpu_us_per_record": round(self.cpu_s / self.records * 1e6) if self.records else None,
         }
@@ -135,7 +135,7 @@ def _deliver(applier: JournalApplier, batch: list[dict], written: Written) -> No
     if result.failures:
         raise RuntimeError(f"a journal batch failed: {result.failures[0]}")
     written.records += len(batch)
-    written.pieces += 1  # one piece a batch, unless it crossed an hour (counted by listing)
+    written.batches += 1
 
 
 def compact(s3: Any, bucket: str, folder: str, at: datetime | None) -> dict[str, Any]:

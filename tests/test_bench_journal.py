@@ -50,7 +50,7 @@ def test_the_journal_benchmark_runs_and_checks_what_it_measures() -> None:
     ]
 
     big = summary["restore_at_journal"]
-    assert big["journal_writes"] == {**big["journal_writes"], "records": 3000, "pieces": 3}
+    assert big["journal_writes"] == {**big["journal_writes"], "records": 3000, "batches": 3}
     assert big["compaction_at_80_percent"]["requests"]["S3 PUT"] > 0
     requests = big["restore_at_95_percent"]["requests"]
     assert requests["DynamoDB BatchWriteItem"] >= 1 and requests["S3 GET"] >= 1
