@@ -251,8 +251,11 @@ class JournalVerify(Verify):
             for record in [*routed.records, *picked.records]
             if record.name(view.key_hash) in names
         ]
-        if (routed.placed | picked.placed) & names and not routed.placed:
-            # a late change met now must be weighed against the base's deciding change
+        if not routed.placed and (self.repair or (routed.placed | picked.placed) & names):
+            # The base's deciding changes: a late change met now is weighed against them, and
+            # a repair must know them to be read after them (``_read_after``); from the data
+            # alone a repair in the minute of the base's moment would be placed before the
+            # change it corrects by the next compaction, which reads the index.
             states = base_states(objects, view, partition, True, self.concurrency)
         mine = {name: state for name, state in states.items() if name in names}
         return fold(mine, records, _FAR_FUTURE, view.base_moment, view.key_hash)
