@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +23,19 @@ from dynamo_backups.backup.folder import open_backup
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli import main
 from dynamo_backups.core.ddbjson import to_wire
+from dynamo_backups.core.journal import encode_piece, piece_name, record_of_stream
 from dynamo_backups.core.layout import parse_time
 from dynamo_backups.jobs.verifiers import VERIFIERS
 from tests import servers
+from tests.faultproxy import FORWARD, Answer, FaultProxy, Request
 from tests.helpers import create_table, lambda_records
 from tests.jobs.test_journal_compact_restore import (
+    History,
     base_items,
     compact,
     restore,
     restored_state,
+    start_time,
 )
 from tests.jobs.test_replay import report_for
 from tests.pipeline.test_journal_writes import item_objects, journal_manifest, run_handler
@@ -317,3 +323,73 @@ def test_a_change_the_trigger_writes_while_verify_runs_is_not_a_difference(
     assert backed.delivered == len(lambda_records(backed.dynamodb, backed.streams, backed.table))
     assert (report.missing, report.extra, report.different) == (0, 0, 0), report
     assert not report.unfinished_units and not report.errors
+
+
+def test_a_repair_that_cannot_be_written_is_reported_and_done_by_resume(
+    backed: Backed, dynamodb_local: Any, seaweedfs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 refuses the repairs' writes (the ledger's go through): the run names what did not
+    finish, exit 1, nothing counted as repaired; --resume writes them, then verify is clean."""
+    if backed.folder_layout == "items":
+        time.sleep(61 - time.time() % 60)  # as in the test above: DynamoDB Local's minute
+    backed.put("new", "7")
+    backed.delete("b")
+    folder_path = f"/{backed.bucket}/{backed.folder}/"
+
+    def deny_backup_writes(request: Request) -> str | Answer:
+        if request.method == "PUT" and request.path.startswith(folder_path):
+            body = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+            return Answer(403, {"Content-Type": "application/xml"}, body)
+        return FORWARD
+
+    with FaultProxy(seaweedfs.endpoint, deny_backup_writes) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.endpoint)
+        failed = backed.cli("--repair")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", seaweedfs.endpoint)
+    assert failed.exit_code == 1, failed.output
+    assert "Traceback" not in failed.output
+    assert "repaired: 0;" in failed.output
+    assert "units of the verify did not finish" in failed.output
+
+    resumed = backed.cli("--repair", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "repaired: 2; not repaired: 0" in resumed.output
+    clean = backed.cli()
+    assert clean.exit_code == 0, clean.output
+    assert backed.restored(dynamodb_local) == table_items(backed.dynamodb, backed.table)
+
+
+def test_verify_of_a_journal_that_contradicts_itself_fails_never_a_silent_answer(
+    dynamodb: Any, streams: Any, s3: Any, bucket: str, journal_env: str, aws_env: Any
+) -> None:
+    """A late change older than the base's horizon, then two different copies of one
+    change: each is an error line and exit 1, never a verify that passes."""
+    prefix = journal_env
+    table = create_table(dynamodb)
+    folder = f"{prefix}/{table}"
+    journal_manifest(s3, bucket, prefix, table, "journal")
+    history = History(dynamodb, streams, table, start_time())
+    records = history.change([("put", "a", 1), ("put", "b", 2), ("put", "a", 3)])
+    deliver(records[1:])
+    moment = history.time(2) + timedelta(seconds=30)
+    compact(s3, bucket, folder, moment, late_horizon=timedelta(seconds=60))
+    deliver(records[:1])  # received after the base: late, and older than its horizon
+    verify = ["verify", table, "--bucket", bucket, "--prefix", prefix]
+
+    late = CliRunner().invoke(main, verify)
+    assert late.exit_code == 1, late.output
+    assert "error:" in late.output and "late horizon" in late.output
+    assert "Traceback" not in late.output
+
+    table2 = create_table(dynamodb)
+    journal_manifest(s3, bucket, prefix, table2, "journal")
+    history2 = History(dynamodb, streams, table2, start_time())
+    records2 = history2.change([("put", "a", 1), ("put", "b", 2)])
+    deliver(records2)
+    forged = replace(record_of_stream(records2[0], 0), image={"pk": {"S": "a"}, "v": {"N": "9"}})
+    key = f"{prefix}/{table2}/journal/{piece_name([forged])}"
+    s3.put_object(Bucket=bucket, Key=key, Body=encode_piece([forged]))
+
+    conflict = CliRunner().invoke(main, ["verify", table2, "--bucket", bucket, "--prefix", prefix])
+    assert conflict.exit_code == 1, conflict.output
+    assert "two different copies" in conflict.output and "did not finish" in conflict.output

@@ -28,6 +28,7 @@ from dynamo_backups.cli.pending_check import (
     require_checked_backfill,
 )
 from dynamo_backups.cli.progress import Progress
+from dynamo_backups.core.journal import JournalError
 from dynamo_backups.jobs.verifiers import verify_job
 
 
@@ -117,6 +118,8 @@ def verify(
         )
         try:
             report = job.run(engine.make(max(segments, concurrency)))
+        except JournalError as error:  # a journal folder that cannot be read as one
+            fail(str(error))
         finally:
             engine.close()
     lines = [

@@ -40,11 +40,13 @@ from dynamo_backups.backup.journal_store import (
     listed_pieces,
     newest_base,
     put_if_absent,
+    read_json,
+    read_manifest,
     read_piece,
 )
 from dynamo_backups.backup.layouts import LAYOUT_JOURNAL
 from dynamo_backups.backup.ledger import JobLedger, JobRun
-from dynamo_backups.core.base import select_records
+from dynamo_backups.core.base import BaseError, BaseManifest, parse_base_id, select_records
 from dynamo_backups.core.ddbjson import Item, dumps_item
 from dynamo_backups.core.differences import difference
 from dynamo_backups.core.journal import (
@@ -96,7 +98,7 @@ class JournalVerify(Verify):
         run reads what its first attempt read) and the newest base at or before it."""
         pinned = self._pin(run)
         table_folder = self.layout.items_prefix
-        base = newest_base(self.writer().s3, self.reader(), table_folder, pinned)
+        base = self._base(run, table_folder, pinned)
         self.view = JournalView(
             self.bucket,
             table_folder,
@@ -120,6 +122,28 @@ class JournalVerify(Verify):
         pinned = received.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
         wait_past(s3, self.bucket, key, pinned, time.sleep)
         return pinned
+
+    def _base(self, run: JobRun, table_folder: str, pinned: datetime) -> BaseManifest | None:
+        """The newest base at or before the moment, the same in every attempt of a run (its
+        ``base.json``): a base made meanwhile would not match the recorded route units."""
+        objects = self.reader()
+        key = f"{run.scratch_prefix}base.json"
+        recorded = read_json(objects, key) if run.recorded and run.resumed else None
+        if recorded is not None:
+            if recorded.get("base") is None:
+                return None
+            base = read_manifest(objects, table_folder, parse_base_id(recorded["base"]))
+            if base is None:
+                raise BaseError(
+                    f"base {recorded['base']}, which the run's first attempt read, is gone: "
+                    "run without --resume to start over"
+                )
+            return base
+        base = newest_base(self.writer().s3, objects, table_folder, pinned)
+        if run.recorded:
+            body = json.dumps({"base": base.id if base else None}).encode()
+            put_if_absent(objects, key, body, JSON_TYPE, self.policy)
+        return base
 
     def prepare_compare(self, ledger: JobLedger, run: JobRun, engine: Engine) -> StageOutcome:
         """The route units of the journal after the base, up to the pinned moment."""
