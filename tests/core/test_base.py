@@ -352,3 +352,22 @@ def test_pruned_removals_are_older_than_the_horizon() -> None:
         "z": ItemState.of(change(3, 1, "c")),
     }
     assert set(prune_removals(states, at(30))) == {"y", "z"}
+
+
+def test_a_table_read_that_found_no_item_is_indexed_as_a_removal_at_its_order() -> None:
+    from dynamo_backups.core.journal import snapshot_record
+
+    moment = datetime(2026, 11, 27, 12, 0, 5, tzinfo=UTC)
+    gone = snapshot_record({"pk": {"S": "a"}}, None, moment)
+    there = snapshot_record({"pk": {"S": "b"}}, {"pk": {"S": "b"}}, moment)
+    states = fold({}, [gone, there], moment + timedelta(seconds=1))
+    index = {
+        name: decode_index_line(encode_index_line(state), "index line")
+        for name, state in states.items()
+    }
+    images = {name: state.image for name, state in states.items() if state.image is not None}
+    joined = with_images(index, images)  # the base's halves agree
+    assert {name: state.order for name, state in joined.items()} == {
+        name: state.order for name, state in states.items()
+    }
+    assert [state.present for state in joined.values()] == [s.present for s in states.values()]

@@ -407,3 +407,67 @@ def test_an_items_history_newest_first_with_copies_counted() -> None:
 def test_change_order_is_total() -> None:
     one = ChangeOrder(at(1), 5, ARN, "x")
     assert one < ChangeOrder(at(1), 6) and one < ChangeOrder(at(2), -1)
+
+
+# --- table reads (SNAPSHOT records: verify --repair) ---------------------------------------
+
+
+def test_a_table_read_record_survives_its_line_and_names_its_own_pieces() -> None:
+    from dynamo_backups.core.journal import snapshot_record
+
+    present = snapshot_record({"id": {"S": "a"}}, {"id": {"S": "a"}, "n": {"N": "1.50"}}, at(5.7))
+    absent = snapshot_record({"id": {"S": "b"}}, None, at(5))
+    for record in (present, absent):
+        assert decode_record(encode_record(record)) == record
+        assert record.sequence == -1 and record.change_time == at(5)  # DynamoDB's second
+        assert record.order == ChangeOrder(at(6), -1, "repair", record.event_id or "")
+    name_ = piece_name([present, absent])
+    assert name_ == piece_name([present, absent])  # the same reads, the same name
+    assert "-repair-0-0-" in name_
+    parsed = parse_piece_name(name_)
+    assert parsed.stream_tag == "repair" and parsed.first_time == at(5)
+    assert drop_duplicates([present, present, absent]).duplicates == 1
+    # Two reads of one item (other moments or images) are two changes, never a conflict.
+    other = snapshot_record({"id": {"S": "a"}}, {"id": {"S": "a"}, "n": {"N": "2"}}, at(5))
+    assert len(drop_duplicates([present, other]).records) == 2
+
+
+@pytest.mark.parametrize(
+    ("change_line", "message"),
+    [
+        (lambda d: d.update(seq="7"), "a SNAPSHOT has stream"),
+        (lambda d: d.update(stream=ARN), "a SNAPSHOT has stream"),
+        (lambda d: d.update(event="MODIFY"), "table-read stream"),
+    ],
+)
+def test_a_table_read_line_is_one_or_an_error(change_line: Any, message: str) -> None:
+    import json
+
+    from dynamo_backups.core.journal import snapshot_record
+
+    read = snapshot_record({"id": {"S": "a"}}, {"id": {"S": "a"}}, at(5))
+    document = json.loads(encode_record(read))
+    change_line(document)
+    with pytest.raises(JournalError, match=message):
+        decode_record(json.dumps(document), "piece line 1")
+
+
+def test_a_table_read_is_ordered_by_its_second_against_stream_changes() -> None:
+    """After every change of an earlier second (the read saw it); before every change of its
+    own second or later (a change after the read decides; one before it, in that second, was
+    what the read saw, so it gives the read's state): never a newer change buried."""
+    from dynamo_backups.core.journal import snapshot_record
+
+    read = snapshot_record({"id": {"S": "a"}}, {"id": {"S": "a"}, "n": {"N": "read"}}, at(5))
+    image = lambda records: fold({}, records, at(99))[name("a")].image  # noqa: E731
+    assert image([change(9, 4.9, value="s"), read])["n"] == {"N": "read"}
+    assert image([read, change(9, 4.9, value="s")])["n"] == {"N": "read"}  # any order
+    assert image([read, change(9, 5.0, value="s")])["n"] == {"N": "s"}
+    assert image([change(9, 6, value="s"), read])["n"] == {"N": "s"}
+    gone = snapshot_record({"id": {"S": "a"}}, None, at(5))
+    assert fold({}, [change(9, 3, value="s"), gone], at(99))[name("a")].image is None
+    # On DynamoDB Local (minute precision) a change of the read's minute comes after it too.
+    local = raw(9, 0, value="s")
+    local["eventSourceARN"] = ARN.replace("eu-west-1", "ddblocal")
+    minute = record_of_stream(local)
+    assert minute.precision == MINUTE and image([read, minute])["n"] == {"N": "s"}

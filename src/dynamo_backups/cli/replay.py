@@ -12,6 +12,7 @@ from dynamo_backups.aws.errors import ClientError, describe_error
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.backup.bucket import require_versioning
 from dynamo_backups.backup.folder import open_backup
+from dynamo_backups.backup.layouts import layout_of
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli.common import (
     EXIT_FAILED,
@@ -31,9 +32,9 @@ from dynamo_backups.jobs.replay import (
     ReplayOutcome,
     ReportError,
     parse_report,
+    replay_writer,
     reports_in_file,
 )
-from dynamo_backups.pipeline.backup_applier import BackupApplier
 
 RECEIVE_WAIT_SECONDS = 1
 # Long enough to read and write one reported range before another reader could see it.
@@ -100,11 +101,14 @@ def replay(
         fail("give --queue or --file, not both", EXIT_USAGE)
     texts = _reports_of(report_file) if report_file is not None else None
     aws = invocation.aws
-    bucket, prefix, key_hash = _destination(aws, table, bucket, prefix, key_hash)
+    bucket, prefix, key_hash, layout = _destination(aws, table, bucket, prefix, key_hash)
     s3 = aws.client("s3", pool=32, retries=1)
     require_versioning(s3, bucket)
     writer = BackupWriter(s3, bucket, objects=aws.objects(s3, bucket))
-    replayer = Replayer(aws.client("dynamodbstreams"), BackupApplier(writer, prefix, key_hash))
+    # Written as the folder's layout.json says: a journal folder gets journal pieces.
+    replayer = Replayer(
+        aws.client("dynamodbstreams"), replay_writer(layout, writer, prefix, key_hash)
+    )
     if texts is not None:
         assert report_file is not None
         outcomes = [
@@ -136,9 +140,10 @@ def _reports_of(path: Path) -> list[str]:
 
 def _destination(
     aws: Any, table: str, bucket: str | None, prefix: str | None, key_hash: str | None
-) -> tuple[str, str, str]:
+) -> tuple[str, str, str, str]:
     """Where the table's backup is: the options, else the deployed function's settings; the
-    key hash from the option, else the folder's layout.json, else the function's."""
+    key hash from the option, else the folder's layout.json, else the function's; and the
+    folder's layout (its layout.json's; none: the item layout)."""
     variables: dict[str, str] = {}
     if not bucket or prefix is None:
         function = TableResources.of(table).function
@@ -153,13 +158,11 @@ def _destination(
         variables = (config.get("Environment") or {}).get("Variables", {})
         bucket = bucket or variables.get("BACKUP_BUCKET") or fail(f"{function} has no bucket")
         prefix = prefix if prefix is not None else variables.get("BACKUP_PREFIX", "")
+    # "no backup at ..." for a wrong folder, before anything is written
+    manifest = open_backup(aws.client("s3"), bucket, prefix, table).manifest or {}
     if not key_hash:
-        # "no backup at ..." for a wrong folder, before anything is written
-        manifest = open_backup(aws.client("s3"), bucket, prefix, table).manifest or {}
         key_hash = manifest.get("key_hash") or variables.get("BACKUP_KEY_HASH")
-    else:
-        open_backup(aws.client("s3"), bucket, prefix, table)
-    return bucket, prefix, key_hash or DEFAULT_KEY_HASH
+    return bucket, prefix, key_hash or DEFAULT_KEY_HASH, layout_of(manifest)
 
 
 Replayed = tuple[str, "ReplayOutcome | str"]  # where the report came from, and its outcome

@@ -7,6 +7,7 @@ import click
 from dynamo_backups.aws.retry import call_with_retries
 from dynamo_backups.backup.bucket import require_versioning
 from dynamo_backups.backup.folder import open_backup
+from dynamo_backups.backup.layouts import layout_of
 from dynamo_backups.backup.reading import READ_POLICY
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli.common import (
@@ -27,7 +28,8 @@ from dynamo_backups.cli.pending_check import (
     require_checked_backfill,
 )
 from dynamo_backups.cli.progress import Progress
-from dynamo_backups.jobs.verify import Verify
+from dynamo_backups.core.journal import JournalError
+from dynamo_backups.jobs.verifiers import verify_job
 
 
 @click.command()
@@ -98,7 +100,8 @@ def verify(
     api = aws.dynamodb_api(dynamodb)
     writer = BackupWriter(s3, bucket)
     with Progress(f"verify {table}", unit="items", enabled=not invocation.quiet) as progress:
-        job = Verify(
+        job = verify_job(
+            layout_of(folder.manifest),  # the folder's layout.json: items or journal
             api.call,
             key_schema,
             writer,
@@ -115,6 +118,8 @@ def verify(
         )
         try:
             report = job.run(engine.make(max(segments, concurrency)))
+        except JournalError as error:  # a journal folder that cannot be read as one
+            fail(str(error))
         finally:
             engine.close()
     lines = [

@@ -154,9 +154,12 @@ def encode_index_line(state: ItemState) -> bytes:
     so that a late, older change cannot bring the item back)."""
     if state.order is None or state.change_time is None or state.event_name is None:
         raise BaseError("an index line needs the deciding change's order and time")
+    # The effect is what the data files must agree with: a table read that found no item
+    # (a SNAPSHOT without image) is indexed as a removal, at the read's order.
+    event = state.event_name if state.present else EVENT_REMOVE
     document: dict[str, Any] = {
         "keys": state.keys,
-        "event": state.event_name,
+        "event": event,
         "time": format_change_time(state.change_time),
         "latest": format_change_time(state.order.latest_time),
         "seq": str(state.order.sequence),

@@ -17,6 +17,18 @@ reader finds every change of a span of time by listing that span's hour folders.
 An item's changes are ordered as the item layout orders its versions (docs/layout.md, "The
 stream's order, exactly"): the latest moment the change can have happened (change time plus
 its precision), then the sequence number as an integer, so both layouts give one answer.
+
+A **table read** (``verify --repair``; ``convert`` later) is a ``SNAPSHOT`` record: the item as
+a consistent GetItem found it (its image, or none: the read found no item), dated by
+DynamoDB's clock to the second (the answer's ``Date``: the read happened in ``[time, time +
+1 s)``), with sequence number ``-1`` and the pseudo-stream ``repair`` (or ``converted``). Its
+order is ``(time + 1 s, -1)``: after every change made in an earlier second (the read reflects
+it), before every change made in its own second or later (at worst one that came before the
+read within that second, whose own state the read saw, and which then decides), so a stream
+change that happened after the read is never buried by it, and one the read reflects can only
+give the same state. Table reads live in pieces of their own, named with the literal stream
+tag ``repair`` (never 8 hex digits, so never a stream's batch name) and the sequence range
+``0-0``.
 """
 
 from __future__ import annotations
@@ -57,9 +69,15 @@ TTL_PRINCIPAL = "dynamodb.amazonaws.com"
 STREAM_TAG_DIGITS = 8
 DIGEST_DIGITS = 20  # 80 bits of the identities' sha256: a writer checks a refused name anyway
 _HOUR = timedelta(hours=1)
+# Pseudo-streams of table reads (SNAPSHOT records): their pieces' names carry the word, never
+# 8 hex digits of a stream ARN's hash, so they cannot collide with a stream's batch.
+REPAIR_STREAM = "repair"
+CONVERTED_STREAM = "converted"
+TABLE_READ_STREAMS = (REPAIR_STREAM, CONVERTED_STREAM)
+TABLE_READ_SEQUENCE = "-1"  # a table read has no sequence number: before a stream change
 _PIECE_NAME = re.compile(
     r"^(?P<year>\d{4})/(?P<month>\d{2})/(?P<day>\d{2})/(?P<hour>\d{2})/"
-    r"(?P<first>\d{4})-(?P<last>\d{4})-(?P<stream>[0-9a-f]{8})-"
+    r"(?P<first>\d{4})-(?P<last>\d{4})-(?P<stream>[0-9a-f]{8}|repair|converted)-"
     r"(?P<first_seq>\d+)-(?P<last_seq>\d+)-(?P<digest>[0-9a-f]{20})\.jsonl\.gz$"
 )
 
@@ -94,6 +112,11 @@ class JournalRecord:
     @property
     def is_removal(self) -> bool:
         return self.event_name == EVENT_REMOVE
+
+    @property
+    def is_table_read(self) -> bool:
+        """A SNAPSHOT: the item as a read of the table found it, not a stream change."""
+        return self.event_name == EVENT_SNAPSHOT
 
     @property
     def is_ttl_removal(self) -> bool:
@@ -171,6 +194,30 @@ def record_of_change(
     )
 
 
+def snapshot_record(
+    keys: Item, image: Item | None, read_at: datetime, stream: str = REPAIR_STREAM
+) -> JournalRecord:
+    """A table read as a journal record (see the module's docstring): ``image`` as a
+    consistent read at ``read_at`` (DynamoDB's clock, to the second) found it, None when it
+    found no item. Its event id is a digest of the key, the moment and the image, so that
+    the same read written twice is one change and two reads are two."""
+    if stream not in TABLE_READ_STREAMS:
+        raise JournalError(f"{stream!r} is not a pseudo-stream of table reads")
+    read_at = read_at.astimezone(UTC).replace(microsecond=0)
+    keys, image = to_wire(dict(keys)), to_wire(dict(image)) if image is not None else None
+    what = json.dumps([keys, image, format_change_time(read_at)], sort_keys=True)
+    return JournalRecord(
+        stream_arn=stream,
+        sequence_number=TABLE_READ_SEQUENCE,
+        event_name=EVENT_SNAPSHOT,
+        change_time=read_at,
+        keys=keys,
+        image=image,
+        precision=SECOND,
+        event_id=hashlib.sha256(what.encode("utf-8")).hexdigest()[:32],
+    )
+
+
 def _user_identity(value: Any) -> dict[str, str] | None:
     if not isinstance(value, Mapping):
         return None
@@ -242,8 +289,20 @@ def _record_from_document(document: Mapping[str, Any], where: str) -> JournalRec
         return value
 
     event_name = text("event")
-    if event_name not in STREAM_EVENTS:
+    if event_name not in (*STREAM_EVENTS, EVENT_SNAPSHOT):
         raise JournalError(f"{where}: unknown event {event_name!r}")
+    stream = text("stream") or ""
+    sequence = document.get("seq")
+    if event_name == EVENT_SNAPSHOT:  # a table read: its own pseudo-stream, no sequence
+        if stream not in TABLE_READ_STREAMS or sequence != TABLE_READ_SEQUENCE:
+            raise JournalError(
+                f"{where}: a SNAPSHOT has stream {' or '.join(TABLE_READ_STREAMS)} and seq "
+                f"{TABLE_READ_SEQUENCE}, not {stream!r} and {sequence!r}"
+            )
+    else:
+        if stream in TABLE_READ_STREAMS:
+            raise JournalError(f"{where}: a {event_name} of the table-read stream {stream!r}")
+        sequence = _check_sequence(sequence)
     try:
         change_time = parse_time(text("time") or "")
     except ValueError as error:
@@ -255,7 +314,7 @@ def _record_from_document(document: Mapping[str, Any], where: str) -> JournalRec
     if not keys:
         raise JournalError(f"{where}: no key attributes")
     image = document.get("image")
-    if (image is None) != (event_name == EVENT_REMOVE):
+    if event_name != EVENT_SNAPSHOT and (image is None) != (event_name == EVENT_REMOVE):
         raise JournalError(
             f"{where}: a {event_name} must {'' if image is None else 'not '}have an image"
         )
@@ -263,8 +322,8 @@ def _record_from_document(document: Mapping[str, Any], where: str) -> JournalRec
     if user is not None and not isinstance(user, dict):
         raise JournalError(f"{where}: field 'user' must be an object")
     return JournalRecord(
-        stream_arn=text("stream") or "",
-        sequence_number=_check_sequence(document.get("seq")),
+        stream_arn=stream,
+        sequence_number=sequence,
         event_name=event_name,
         change_time=change_time,
         keys=keys,
@@ -323,6 +382,9 @@ def hour_of(moment: datetime) -> datetime:
 
 
 def stream_tag(stream_arn: str) -> str:
+    """8 hex digits of the stream ARN's sha256; a table read's pseudo-stream, as its word."""
+    if stream_arn in TABLE_READ_STREAMS:
+        return stream_arn
     return hashlib.sha256(stream_arn.encode("utf-8")).hexdigest()[:STREAM_TAG_DIGITS]
 
 
@@ -353,7 +415,8 @@ def piece_name(records: Sequence[JournalRecord]) -> str:
     times = [record.change_time for record in records]
     first = _seconds_into(min(times), hour, round_up=False)
     last = _seconds_into(max(times), hour, round_up=True)
-    sequences = [record.sequence for record in records]
+    # A table read has no sequence number (-1): its pieces' range is 0-0.
+    sequences = [max(record.sequence, 0) for record in records]
     return (
         f"{hour:%Y/%m/%d/%H}/{_mmss(first)}-{_mmss(last)}-{stream_tag(next(iter(streams)))}-"
         f"{min(sequences)}-{max(sequences)}-{identity_digest(records)}{PIECE_SUFFIX}"

@@ -21,6 +21,14 @@ is reported with its reason and the object concerned; the others are replayed al
 
 A range the stream no longer holds is reported with its table and time span, and with the
 command that repairs it (``verify --repair``).
+
+How a range is written is the folder's layout's (``REPLAY_WRITERS``, keyed by the layout its
+``layout.json`` records, the one place that looks at the name): the item layout writes a
+version per change through the handler's ``BackupApplier`` and settles each item as above; the
+journal layout writes the range through the handler's ``JournalApplier`` as journal pieces
+(named from their records, ``If-None-Match``: a range replayed again makes the same names and
+never doubles), and needs no settling, since its readers order every item's changes by the
+stream's order whatever the order their pieces arrived in.
 """
 
 from __future__ import annotations
@@ -28,14 +36,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from dynamo_backups.aws.errors import ClientError, describe_error, error_code
 from dynamo_backups.aws.retry import RetriesExhausted, RetryPolicy, call_with_retries
 from dynamo_backups.aws.streams import enable_raw_records
+from dynamo_backups.backup.layouts import LAYOUT_ITEMS, LAYOUT_JOURNAL
 from dynamo_backups.backup.reading import object_versions
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.layout import LayoutError, parse_stream_arn
@@ -43,6 +52,7 @@ from dynamo_backups.core.parallel import batched
 from dynamo_backups.core.pitr import Decision, ObjectVersion, newest_change
 from dynamo_backups.core.stream_records import BatchResult, parse_batch
 from dynamo_backups.core.wording import counted
+from dynamo_backups.pipeline.appliers import applier_for
 from dynamo_backups.pipeline.backup_applier import BackupApplier
 
 logger = logging.getLogger("dynamo_backups.jobs.replay")
@@ -151,13 +161,16 @@ class Replayer:
     def __init__(
         self,
         streams: Any,
-        applier: BackupApplier,
+        applier: BackupApplier | ReplayWriter,
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """``applier``: the folder's ``ReplayWriter`` (``replay_writer``), or an item layout's
+        ``BackupApplier`` (its writer made here)."""
         self.streams = streams
-        self.applier = applier
-        self.writer: BackupWriter = applier.writer
+        self.target: ReplayWriter = (
+            ItemReplayWriter(applier) if isinstance(applier, BackupApplier) else applier
+        )
         self.policy = policy or RetryPolicy(max_attempts=8, base_delay=0.2, max_delay=10)
         self.sleep = sleep
         enable_raw_records(streams)
@@ -180,7 +193,7 @@ class Replayer:
             return outcome
         outcome.records = len(records)
         try:
-            outcome.newer_states_kept = self._apply_in_stream_order(records)
+            outcome.newer_states_kept = self.target.write_range(records)
         except ReplayFailed as failure:
             outcome.problem = str(failure)
             return outcome
@@ -231,7 +244,29 @@ class Replayer:
             iterator = page.get("NextShardIterator")
         return records
 
-    # --- writing it ------------------------------------------------------------------------
+
+# --- writing a range, as the folder's layout does --------------------------------------------
+
+
+class ReplayWriter(Protocol):
+    """How a folder's layout writes a replayed range (``REPLAY_WRITERS``)."""
+
+    def write_range(self, records: Sequence[dict[str, Any]]) -> int:
+        """Write the range so that every item's changes keep the stream's order; returns how
+        many items had a newer state written again on top. Raises ReplayFailed."""
+        ...
+
+
+class ItemReplayWriter:
+    """The item layout's: the handler's ``BackupApplier``, then each item settled (its
+    newest change in the stream's order made its current version again)."""
+
+    def __init__(self, applier: BackupApplier) -> None:
+        self.applier = applier
+        self.writer: BackupWriter = applier.writer
+
+    def write_range(self, records: Sequence[dict[str, Any]]) -> int:
+        return self._apply_in_stream_order(records)
 
     def _apply_in_stream_order(self, records: Sequence[dict[str, Any]]) -> int:
         """Apply the records; then (also when some could not be written) make each item's
@@ -305,3 +340,38 @@ def _is_current(entries: list[ObjectVersion], newest: Decision) -> bool:
 
 class ReplayFailed(RuntimeError):
     """Records of the range could not be written."""
+
+
+class JournalReplayWriter:
+    """The journal layout's: the range as the handler's ``JournalApplier`` writes a delivered
+    batch (pieces named from their records, ``If-None-Match``), in one call, so the same
+    report replayed again makes the same names and never doubles. Nothing to settle: readers
+    order each item's changes by the stream's order (``core/journal.fold``), so a replayed,
+    older change never buries a newer one, and a base made since places it as a late change."""
+
+    def __init__(self, applier: Any) -> None:
+        self.applier = applier
+
+    def write_range(self, records: Sequence[dict[str, Any]]) -> int:
+        result: BatchResult = self.applier.apply(records)
+        if result.failures:
+            failure = result.first_failure
+            raise ReplayFailed(failure.reason if failure else "a record was not written")
+        return 0
+
+
+ReplayWriterFactory = Callable[[Any], ReplayWriter]
+
+# The one place that looks at a folder's layout to choose how a range is replayed into it.
+REPLAY_WRITERS: Mapping[str, ReplayWriterFactory] = {
+    LAYOUT_ITEMS: ItemReplayWriter,
+    LAYOUT_JOURNAL: JournalReplayWriter,
+}
+
+
+def replay_writer(
+    layout: str, writer: BackupWriter, prefix: str, key_hash: str, concurrency: int = 32
+) -> ReplayWriter:
+    """How a folder of ``layout`` (a name ``layout_of`` gave) takes a replayed range: through
+    the applier the stream handler writes that folder with (``applier_for``)."""
+    return REPLAY_WRITERS[layout](applier_for(layout, writer, prefix, key_hash, concurrency))

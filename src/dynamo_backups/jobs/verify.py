@@ -152,11 +152,17 @@ class Verify:
         engine = engine or ThreadEngine(max(self.segments, self.concurrency))
         ledger = JobLedger(self.writer(), self.layout, "verify")
         run = ledger.begin(
-            {"segments": self.segments, "partitions": self.partitions, "repair": self.repair},
+            {
+                "segments": self.segments,
+                "partitions": self.partitions,
+                "repair": self.repair,
+                **self.run_parameters(),
+            },
             self.resume,
             # Reading alone needs no write access, unless the spill goes through S3.
             required=self.repair or not engine.local,
         )
+        self.start(run)
         width = PARTITION_COUNTS[self.partitions]
         with tempfile.TemporaryDirectory(prefix="dynamo-backups-verify-") as folder:
             if engine.local:
@@ -180,6 +186,10 @@ class Verify:
             compared = StageOutcome()
             if not scanned.failures:
                 self.spill.use(_spill_attempts(scanned.results))
+                prepared = self.prepare_compare(ledger, run, engine)
+                scanned.results.extend(prepared.results)
+                scanned.failures.extend(prepared.failures)
+            if not scanned.failures:
                 compared = run_stage(
                     self,
                     ledger,
@@ -195,6 +205,19 @@ class Verify:
             run, not self.report.unfinished_units, {"differences": self.report.differences}
         )
         return self.report
+
+    # --- what a layout adds (the item layout: nothing) ------------------------------------
+
+    def run_parameters(self) -> dict[str, Any]:
+        """Parameters the run is recorded with beyond the common ones."""
+        return {}
+
+    def start(self, run: JobRun) -> None:
+        """Before the scan: what every attempt of ``run`` must read alike."""
+
+    def prepare_compare(self, ledger: JobLedger, run: JobRun, engine: Engine) -> StageOutcome:
+        """Units to run between the scan and the compare (their outcome is the scan's)."""
+        return StageOutcome()
 
     def _scan_again_where_lost(
         self, scanned: StageOutcome, ledger: JobLedger, run: JobRun, engine: Engine
@@ -270,12 +293,17 @@ class Verify:
 
     # --- phase 2: each slice of names against the same slice of the bucket -------------------
 
-    def _compare_partition(self, partition: str, result: UnitResult, context: UnitContext) -> None:
+    def _table_side(self, partition: str) -> dict[str, tuple[str, str, str]]:
+        """The scan's items of ``partition``: name -> (digest, body md5, key as JSON)."""
         assert self.spill is not None
         table_side: dict[str, tuple[str, str, str]] = {}
         for line in self.spill.lines(partition):
             name, digest, body_md5, key_text = line.rstrip("\n").split("\t", 3)
             table_side[name] = (digest, body_md5, key_text)
+        return table_side
+
+    def _compare_partition(self, partition: str, result: UnitResult, context: UnitContext) -> None:
+        table_side = self._table_side(partition)
         aliases = PartitionAliases()
         if self.aliases is not None:
             aliases = self.aliases.for_partition(self.reader(), partition)

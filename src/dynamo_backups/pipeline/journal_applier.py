@@ -40,7 +40,13 @@ from dynamo_backups.core.journal import (
     split_batch,
 )
 from dynamo_backups.core.keys import DEFAULT_KEY_HASH
-from dynamo_backups.core.layout import WRITER_STREAM, LayoutError, TableLayout, parse_stream_arn
+from dynamo_backups.core.layout import (
+    WRITER_REPAIR,
+    WRITER_STREAM,
+    LayoutError,
+    TableLayout,
+    parse_stream_arn,
+)
 from dynamo_backups.core.stream_records import BatchResult, RecordFailure, parse_batch
 
 # S3 answers 409 ConditionalRequestConflict to a conditional put racing another on the same
@@ -129,16 +135,37 @@ class JournalApplier:
             return f"journal piece of {len(piece)} records: {describe_error(error)}", False
         return None
 
-    def piece_key(self, piece: Sequence[JournalRecord]) -> str:
-        """The object key of a piece: its name under its table's journal folder."""
-        table = parse_stream_arn(piece[0].stream_arn).table
+    def piece_key(self, piece: Sequence[JournalRecord], table: str | None = None) -> str:
+        """The object key of a piece: its name under its table's journal folder (the table
+        its stream ARN names, unless given: table reads have a pseudo-stream)."""
+        table = table or parse_stream_arn(piece[0].stream_arn).table
         return journal_prefix(self.layout(table).items_prefix) + piece_name(piece)
 
-    def _write_piece(self, piece: list[JournalRecord], deadline: float | None) -> None:
-        key = self.piece_key(piece)
+    def write_table_reads(
+        self, table: str, records: Sequence[JournalRecord], deadline: float | None = None
+    ) -> int:
+        """Table reads (``SNAPSHOT`` records: ``verify --repair``) as pieces of their own
+        pseudo-stream (``repair``: never a stream batch's name), each written as a batch's
+        piece is (``If-None-Match``, a copy there checked). Returns the pieces written;
+        raises when one cannot be."""
+        pieces = split_batch(records)
+        for piece in pieces:
+            if any(not record.is_table_read for record in piece):
+                raise JournalError("table reads and stream changes are never in one piece")
+            self._write_piece(piece, deadline, table, WRITER_REPAIR)
+        return len(pieces)
+
+    def _write_piece(
+        self,
+        piece: list[JournalRecord],
+        deadline: float | None,
+        table: str | None = None,
+        writer: str = WRITER_STREAM,
+    ) -> None:
+        key = self.piece_key(piece, table)
         body = encode_piece(piece)
         metadata = {
-            "writer": WRITER_STREAM,
+            "writer": writer,
             "journal-format": str(RECORD_FORMAT_VERSION),
             "records": str(len(piece)),
         }
