@@ -174,7 +174,8 @@ def run_restore(
     type=click.IntRange(1, 512),
     default=32,
     show_default=True,
-    help="Parallel object reads per unit.",
+    help="Most object reads in flight per unit; the units in one process keep as many in "
+    "flight as the reads' latency shows to help.",
 )
 @click.option(
     "--write-concurrency",
