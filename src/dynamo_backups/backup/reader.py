@@ -12,7 +12,6 @@ Used by restore, snapshot and history alike, so that they agree on what "the tab
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -34,7 +33,6 @@ from dynamo_backups.core.foreign_names import (
     ItemNames,
     candidate_names,
 )
-from dynamo_backups.core.inflight import InFlightLimit
 from dynamo_backups.core.keys import extract_key, object_name
 from dynamo_backups.core.layout import TableLayout, VersionMetadata
 from dynamo_backups.core.parallel import batched
@@ -113,7 +111,6 @@ class BackupItems:
         aliases: AliasIndex | None = None,
         adopted: bool = False,
         received_before: datetime | None = None,
-        in_flight: InFlightLimit | None = None,
     ) -> None:
         self.reader = reader
         self.bucket = bucket
@@ -135,8 +132,6 @@ class BackupItems:
         # The backup as S3 held it at a moment (a run's, pinned for all its attempts): the
         # versions and delete markers S3 received later are left out.
         self.received_before = received_before
-        # Shared by the units a process runs: how many of their reads may be in flight.
-        self.in_flight = in_flight
 
     def for_each(
         self, consume: Callable[[Selected], None], stop: threading.Event | None = None
@@ -144,8 +139,6 @@ class BackupItems:
         """Call ``consume`` (from worker threads) once per object; stops early when ``stop``
         is set. Exceptions from reads or from ``consume`` end the run and are raised."""
         stop = stop or threading.Event()
-        if self.in_flight is not None:
-            return self._for_each_limited(consume, stop, self.in_flight)
         slots = threading.BoundedSemaphore(self.concurrency * 2)
         errors: list[BaseException] = []
 
@@ -168,45 +161,6 @@ class BackupItems:
                 if stop.is_set():
                     break
                 slots.acquire()
-                pool.submit(work, units)
-        if errors:
-            raise errors[0]
-        return self.stats
-
-    def _for_each_limited(
-        self, consume: Callable[[Selected], None], stop: threading.Event, limit: InFlightLimit
-    ) -> SelectionStats:
-        """``for_each`` with as many groups in flight as ``limit`` allows (at most this
-        reader's ``concurrency``): threads start only as they are needed, so a limit that
-        settles low leaves fewer threads contending for the interpreter."""
-        errors: list[BaseException] = []
-        own = threading.BoundedSemaphore(self.concurrency)
-
-        def work(units: list[_Unit]) -> None:
-            started = time.monotonic()
-            done = 0
-            try:
-                for unit in units:
-                    if stop.is_set():
-                        break
-                    consume(self._select(unit))
-                    done += 1
-            except BaseException as error:
-                errors.append(error)
-                stop.set()
-            finally:
-                seconds = time.monotonic() - started
-                limit.release(seconds / done if done else None, done)
-                own.release()
-
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="backup-read") as pool:
-            for units in batched(self._units(), UNITS_PER_TASK):
-                if stop.is_set():
-                    break
-                own.acquire()
-                if not limit.acquire(stop):
-                    own.release()
-                    break
                 pool.submit(work, units)
         if errors:
             raise errors[0]

@@ -174,8 +174,7 @@ def run_restore(
     type=click.IntRange(1, 512),
     default=32,
     show_default=True,
-    help="Most object reads in flight per unit; the units in one process keep as many in "
-    "flight as the reads' latency shows to help.",
+    help="Parallel object reads per unit.",
 )
 @click.option(
     "--write-concurrency",

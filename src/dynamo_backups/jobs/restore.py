@@ -47,7 +47,6 @@ from dynamo_backups.backup.reading import READ_POLICY, read_document
 from dynamo_backups.backup.run_lease import RunLease
 from dynamo_backups.core.cancel import Interrupted
 from dynamo_backups.core.ddbjson import dumps_item, loads_item
-from dynamo_backups.core.inflight import InFlightLimit
 from dynamo_backups.core.keys import canonical_key, key_attribute_names, parse_key
 from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.core.parallel import ThreadEngine, batched
@@ -196,8 +195,6 @@ class Restore(BucketClients):
         # in every attempt (``_pin_moment``).
         self.received_before: datetime | None = None
         self.attempt = uuid.uuid4().hex[:12]  # names this attempt's scratch chunks
-        self._units_at_once = 1  # in one process, as the engine runs them
-        self._read_limit: InFlightLimit | None = None  # made in the process that reads
 
     def __getstate__(self) -> dict[str, Any]:
         # What a worker needs: settings, the folder as opened, the key names; not the
@@ -208,7 +205,6 @@ class Restore(BucketClients):
             "_absent": None,
             "_absent_keys": [],
             "_outputs": [],
-            "_read_limit": None,
         }
         del state["_lock"]
         return state
@@ -218,18 +214,6 @@ class Restore(BucketClients):
         self._lock = threading.Lock()
 
     # --- clients, here or in a worker ----------------------------------------------------------
-
-    def read_limit(self) -> InFlightLimit:
-        """The reads in flight of all the units this process runs at once: up to
-        --read-concurrency each, as many as their latency shows to help (on a small host
-        shared with the servers, a few; against S3's latency, many)."""
-        with self._lock:
-            if self._read_limit is None:
-                most = self.options.read_concurrency * self._units_at_once
-                self._read_limit = InFlightLimit(
-                    initial=min(most, 16), minimum=min(most, 4), maximum=most
-                )
-            return self._read_limit
 
     def dynamodb(self) -> Any:
         return self.clients.get("dynamodb", lambda aws: aws.client("dynamodb"))
@@ -446,7 +430,6 @@ class Restore(BucketClients):
     def run(self, engine: Engine | None = None) -> RestoreReport:
         started = time.monotonic()
         engine = engine or ThreadEngine(4)
-        self._units_at_once = engine.slots if engine.name == "threads" else 1
         self.check_source()
         description = self.description()
         self.key_names = key_attribute_names(key_schema_of(description))

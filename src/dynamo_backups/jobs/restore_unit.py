@@ -65,7 +65,6 @@ class RestoreUnit:
             aliases=restore.folder.aliases,
             adopted=restore.folder.adopted,
             received_before=restore.received_before,
-            in_flight=restore.read_limit(),
         )
         slots = threading.BoundedSemaphore(self.options.write_concurrency + 2)
         with ThreadPoolExecutor(
@@ -89,9 +88,6 @@ class RestoreUnit:
             if leftover:
                 writes.submit(self._guarded_write, leftover)
         stats = items.stats
-        logger.debug(
-            "%s: reads in flight now up to %d", self.unit.id, self.restore.read_limit().limit
-        )
         self.result.add("objects", stats.objects)
         self.result.add("absent", stats.absent)
         self.result.add("versions_read", stats.versions_read + stats.versions_headed)
