@@ -8,9 +8,11 @@ exit codes, output, logging, time arguments) and ``progress`` the progress lines
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import click
@@ -18,8 +20,6 @@ import click
 from dynamo_backups import __version__
 from dynamo_backups.aws.context import AwsContext, TransportSettingError, chosen_transport
 from dynamo_backups.aws.timeouts import TimeoutSettingError, timeouts_from_environment
-from dynamo_backups.cli.adopt import adopt
-from dynamo_backups.cli.backfill import backfill
 from dynamo_backups.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -30,10 +30,6 @@ from dynamo_backups.cli.common import (
     fail,
     with_global_options,
 )
-from dynamo_backups.cli.compact import compact
-from dynamo_backups.cli.convert import convert
-from dynamo_backups.cli.demo import demo
-from dynamo_backups.cli.history import history
 from dynamo_backups.cli.inputs import (
     ENDPOINT_URL,
     REGION,
@@ -41,17 +37,9 @@ from dynamo_backups.cli.inputs import (
     refuse_empty_values,
     validated,
 )
-from dynamo_backups.cli.installer import deploy, package, teardown_command, template
 from dynamo_backups.cli.interrupt import install_interrupt_handler
 from dynamo_backups.cli.lines import say
 from dynamo_backups.cli.notices import start_wait_notices
-from dynamo_backups.cli.replay import replay
-from dynamo_backups.cli.replication import diff_record, diff_tables, replicate_record
-from dynamo_backups.cli.restore import restore
-from dynamo_backups.cli.snapshot import snapshot
-from dynamo_backups.cli.status import status, test_function_command
-from dynamo_backups.cli.stream import stream
-from dynamo_backups.cli.verify import verify
 
 EPILOG = """\b
 Exit codes: 0 done; 1 failed or found differences; 2 bad arguments or input;
@@ -212,27 +200,58 @@ def main(
     ctx.obj = Invocation(AwsContext(region, profile, endpoint_url), output, verbose, quiet)
 
 
-for command in (
-    stream,
-    backfill,
-    compact,
-    convert,
-    restore,
-    history,
-    verify,
-    snapshot,
-    deploy,
-    template,
-    package,
-    test_function_command,
-    status,
-    teardown_command,
-    replay,
-    diff_tables,
-    diff_record,
-    replicate_record,
-    demo,
-    adopt,
-):
-    main.add_command(refuse_empty_values(with_global_options(validated(command))))
+# Each command's module, imported when the command is used: a command's start-up pays only
+# for its own modules (a restore never imports the installer's), some 0.2 CPU-seconds less.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "stream": ("stream", "stream"),
+    "backfill": ("backfill", "backfill"),
+    "compact": ("compact", "compact"),
+    "convert": ("convert", "convert"),
+    "restore": ("restore", "restore"),
+    "history": ("history", "history"),
+    "verify": ("verify", "verify"),
+    "snapshot": ("snapshot", "snapshot"),
+    "deploy": ("installer", "deploy"),
+    "template": ("installer", "template"),
+    "package": ("installer", "package"),
+    "test-function": ("status", "test_function_command"),
+    "status": ("status", "status"),
+    "teardown": ("installer", "teardown_command"),
+    "replay": ("replay", "replay"),
+    "diff-tables": ("replication", "diff_tables"),
+    "diff-record": ("replication", "diff_record"),
+    "replicate-record": ("replication", "replicate_record"),
+    "demo": ("demo", "demo"),
+    "adopt": ("adopt", "adopt"),
+}
+
+
+class LazyCommands(Mapping[str, click.Command]):
+    """The group's commands by name, each imported (and given the global options) on first
+    use; ``--help`` lists them all, and so imports them all."""
+
+    def __init__(
+        self, where: dict[str, tuple[str, str]], prepare: Callable[[click.Command], click.Command]
+    ) -> None:
+        self._where = where
+        self._prepare = prepare
+        self._loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._loaded:
+            module, attribute = self._where[name]
+            command = getattr(importlib.import_module(f"dynamo_backups.cli.{module}"), attribute)
+            self._loaded[name] = self._prepare(command)
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+main.commands = LazyCommands(  # type: ignore[assignment]
+    COMMANDS, lambda command: refuse_empty_values(with_global_options(validated(command)))
+)
 refuse_empty_values(main)
