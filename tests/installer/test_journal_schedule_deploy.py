@@ -12,8 +12,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from click.testing import CliRunner
 from moto.iam.access_control import IAMPolicy, PermissionResult
 
+from dynamo_backups.cli import main
 from dynamo_backups.core.base import BaseManifest, BasePaths
 from dynamo_backups.core.retention import DAILY, RetentionPolicy
 from dynamo_backups.installer.deploy import Deployer
@@ -411,3 +413,40 @@ def test_the_template_holds_the_same_schedule() -> None:
     assert access[0]["Resource"] == {"Fn::Sub": f"arn:${{AWS::Partition}}:s3:::{BUCKET}"}
     items = build_template(replace(OPTIONS, create_bucket=False))["Resources"]
     assert not [name for name in items if "Compact" in name]
+
+
+def test_cli_deploy_dry_run_status_and_teardown_of_the_schedule(moto: str) -> None:
+    make_table(moto, "Users")
+    base = ["--endpoint-url", moto, "--region", "us-east-1"]
+    arguments = ["deploy", "--bucket", BUCKET, "--create-bucket", "--prefix", "Prod"]
+    arguments += ["--table", "Users", "--layout", "journal", "--compact-every", "12"]
+    dry = CliRunner().invoke(main, [*base, *arguments, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert f"would create  EventBridge rule {NAMES.rule}  (rate(1 hour)" in dry.output
+    assert f"would create  Lambda function {NAMES.function}: reserved concurrency" in dry.output
+    assert '"s3:PutObjectTagging"' in dry.output  # the compaction role's document is shown
+    c = clients(moto)
+    assert c.events.list_rules()["Rules"] == []
+
+    first = CliRunner().invoke(main, [*base, *arguments])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(main, [*base, "--output", "json", *arguments])
+    steps = json.loads(again.stdout)["steps"]
+    assert [s["resource"] for s in steps if s["outcome"] not in ("unchanged", "warning")] == [
+        f"s3://{BUCKET}/Prod/.dynamo-backups/Users/"
+    ]
+
+    status = CliRunner().invoke(main, [*base, "status", "Users"])
+    assert status.exit_code == 0, status.output
+    assert (
+        f"  compact:  {NAMES.function} rate(1 hour) ENABLED, a base every 12 h; no base yet"
+        in status.output
+    )
+    report = CliRunner().invoke(main, [*base, "--output", "json", "status", "Users"])
+    (table,) = json.loads(report.stdout)["tables"]
+    assert table["compaction"]["schedule"] == "rate(1 hour)"
+
+    removed = CliRunner().invoke(main, [*base, "teardown", "Users", "--bucket", BUCKET])
+    assert removed.exit_code == 0, removed.output
+    assert f"deleted       EventBridge rule {NAMES.rule}" in removed.output
+    assert c.events.list_rules()["Rules"] == []
