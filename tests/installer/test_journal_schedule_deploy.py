@@ -118,7 +118,20 @@ def test_deploy_installs_the_compaction_function_its_hourly_rule_and_its_role(mo
         f"EventBridge rule {NAMES.rule}": "created",
         f"Lambda function {NAMES.function}: permission for {NAMES.rule}": "created",
         f"EventBridge rule {NAMES.rule}: target": "created",
+        f"alarm {NAMES.errors_alarm}": "created",
     }
+    alarm = c.cloudwatch.describe_alarms(AlarmNames=[NAMES.errors_alarm])["MetricAlarms"][0]
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == (
+        "AWS/Lambda",
+        "Errors",
+        "Sum",
+    )
+    assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": NAMES.function}]
+    assert (alarm["Period"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        3600,
+        0.0,
+        "GreaterThanThreshold",
+    )
     configuration = c.lambda_.get_function(FunctionName=NAMES.function)["Configuration"]
     assert (configuration["Handler"], configuration["Runtime"]) == (
         "dynamo_backups.jobs.compact_lambda.handler",
@@ -309,6 +322,7 @@ def test_status_shows_the_schedule_and_the_newest_base(moto: str) -> None:
     c = clients(moto)
 
     report = table_status(c, c.cloudwatch, "Users")
+    assert report.compaction.pop("alarm") in ("OK", "INSUFFICIENT_DATA")  # a new alarm's
     assert report.compaction == {
         "function": NAMES.function,
         "every_hours": 24,
@@ -330,14 +344,20 @@ def test_status_shows_the_schedule_and_the_newest_base(moto: str) -> None:
     }
     assert report.to_dict()["compaction"] == report.compaction
 
-    # A schedule switched off, and a newest base two intervals late: both are problems.
+    # A schedule switched off, a failed invocation, a newest base two intervals late: each
+    # is a problem.
     c.events.disable_rule(Name=NAMES.rule)
+    c.cloudwatch.set_alarm_state(
+        AlarmName=NAMES.errors_alarm, StateValue="ALARM", StateReason="an invocation failed"
+    )
     c.s3.delete_object(Bucket=BUCKET, Key=BasePaths("Prod/Users/", newest.moment).manifest_key)
     report = table_status(c, c.cloudwatch, "Users")
     assert report.compaction["rule_state"] == "DISABLED"
     problems = " | ".join(report.problems)
     assert f"the compaction schedule {NAMES.rule} is DISABLED" in problems
     assert "is 60 hours old, with a compaction due every 24" in problems
+    assert f"alarm {NAMES.errors_alarm} is in ALARM: an invocation failed" in problems
+    assert report.compaction["alarm"] == "ALARM"
 
     # An item folder's report has no compaction entry at all (its output as before).
     make_table(moto, "Orders")
@@ -361,8 +381,10 @@ def test_teardown_removes_the_schedule_the_function_its_role_and_policies(moto: 
         f"IAM role {NAMES.role}": "deleted",
         f"IAM policy {NAMES.access_policy}": "deleted",
         f"IAM policy {NAMES.logs_policy}": "deleted",
+        f"alarm {NAMES.errors_alarm}": "deleted",
         f"log group {NAMES.log_group}": "kept",
     }
+    assert c.cloudwatch.describe_alarms(AlarmNames=[NAMES.errors_alarm])["MetricAlarms"] == []
     assert c.events.list_rules()["Rules"] == []
     assert c.lambda_.list_functions()["Functions"] == []
     assert c.iam.list_roles()["Roles"] == []
@@ -385,6 +407,7 @@ def test_the_template_holds_the_same_schedule() -> None:
     resources = build_template(options)["Resources"]
     compaction = {name: value for name, value in resources.items() if "Compact" in name}
     assert sorted(compaction) == [
+        "UsersCompactAlarm0",
         "UsersCompactFunction",
         "UsersCompactLogGroup",
         "UsersCompactPermission",

@@ -94,6 +94,11 @@ class CompactionResources:
     logs_policy: str
     log_group: str
     rule: str  # the EventBridge rule that invokes the function every hour
+    errors_alarm: str
+
+    @property
+    def alarms(self) -> tuple[str, ...]:
+        return (self.errors_alarm,)
 
     @classmethod
     def of(cls, table: str) -> CompactionResources:
@@ -107,6 +112,7 @@ class CompactionResources:
             logs_policy=f"{base}-logs",
             log_group=f"/aws/lambda/{base}",
             rule=base,
+            errors_alarm=f"{base} errors",
         )
 
 

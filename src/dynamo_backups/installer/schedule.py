@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from dynamo_backups.installer.alerting import ensure_alarm_specs
 from dynamo_backups.installer.functions import CompactionSpec
+from dynamo_backups.installer.monitoring import compaction_alarm
 from dynamo_backups.installer.naming import TABLE_TAG
 from dynamo_backups.installer.plan import DeployError, resource_tags
 from dynamo_backups.installer.policies import canonical, events_invoke_permission
@@ -23,8 +25,9 @@ class ScheduleSteps:
 
     def _compaction_of(self, spec: CompactionSpec, package: bytes) -> None:
         """One journal table's compaction: log group, policies, role, function, its
-        concurrency, the rule, the rule's permission to invoke it, and the rule's target
-        (last: the rule never fires at a function it may not invoke)."""
+        concurrency, the rule, the rule's permission to invoke it, the rule's target (after
+        the permission: the rule never fires at a function it may not invoke), and an
+        alarm on its failures."""
         self._log_group(spec.names)
         tags = {TABLE_TAG: spec.table}
         arns = [self._managed_policy(name, document, tags) for name, document in spec.policies]
@@ -34,6 +37,7 @@ class ScheduleSteps:
         rule_arn = self._rule(spec, tags)
         self._invoke_permission(spec, function_arn, rule_arn)
         self._rule_target(spec, function_arn)
+        ensure_alarm_specs(self, [compaction_alarm(spec.names, spec.table)])
 
     def _reserved_concurrency(self, spec: CompactionSpec) -> None:
         client = self.clients.lambda_

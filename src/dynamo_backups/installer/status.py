@@ -71,7 +71,7 @@ def table_status(clients: Clients, cloudwatch: Any, table: str) -> TableStatus:
                 variables.get("BACKUP_LAYOUT"),
             )
             if variables.get("BACKUP_LAYOUT") == LAYOUT_JOURNAL:
-                _compaction_status(clients, variables, table, status)
+                _compaction_status(clients, cloudwatch, variables, table, status)
         age = _iterator_age(cloudwatch, names.function)
         if age is not None:
             status.iterator_age_ms = max(age, status.iterator_age_ms or 0.0)
@@ -226,7 +226,7 @@ def _backup_status(
 
 
 def _compaction_status(
-    clients: Clients, variables: dict[str, str], table: str, status: TableStatus
+    clients: Clients, cloudwatch: Any, variables: dict[str, str], table: str, status: TableStatus
 ) -> None:
     """A journal folder's scheduled compaction: its function, its rule, and the newest
     complete base (moment, retention class, items), with a problem where the schedule is
@@ -247,6 +247,7 @@ def _compaction_status(
     every = int(compaction_variables.get("COMPACT_EVERY_HOURS") or 24)
     shown["every_hours"] = every
     _schedule_status(clients, names, shown, status)
+    _compaction_alarm_status(cloudwatch, names, shown, status)
     bucket, prefix = variables["BACKUP_BUCKET"], variables.get("BACKUP_PREFIX", "")
     folder = TableLayout.of(prefix, table, variables.get("BACKUP_KEY_HASH") or "md5")
     now = datetime.now(UTC)
@@ -276,6 +277,22 @@ def _compaction_status(
             f"the newest base ({base.id}) is {age.total_seconds() / 3600:,.0f} hours old, "
             f"with a compaction due every {every}: see the log group {names.log_group}"
         )
+
+
+def _compaction_alarm_status(
+    cloudwatch: Any, names: CompactionResources, shown: dict[str, Any], status: TableStatus
+) -> None:
+    try:
+        alarms = cloudwatch.describe_alarms(AlarmNames=[names.errors_alarm])["MetricAlarms"]
+    except ClientError as error:
+        status.problems.append(f"cannot read the compaction's alarm: {describe_error(error)}")
+        return
+    for alarm in alarms:
+        shown["alarm"] = alarm["StateValue"]
+        if alarm["StateValue"] == "ALARM":
+            status.problems.append(
+                f"alarm {alarm['AlarmName']} is in ALARM: {alarm.get('StateReason', '')}".strip()
+            )
 
 
 def _schedule_status(

@@ -138,6 +138,7 @@ def _remove_compaction(
     first = len(steps)
     _remove_rule(clients, names, step, act)
     _remove_function(clients, names, step, act)
+    _remove_alarms(clients, names, step, act)
     _remove_role(clients, names, step, act)
     for policy in (names.access_policy, names.logs_policy):
         _remove_policy(clients, policy_base + policy, step, act)
@@ -173,7 +174,9 @@ def _remove_rule(clients: Clients, names: CompactionResources, step: Any, act: A
     step(resource, "deleted", rule.get("ScheduleExpression", ""))
 
 
-def _remove_alarms(clients: Clients, names: TableResources, step: Any, act: Any) -> None:
+def _remove_alarms(
+    clients: Clients, names: TableResources | CompactionResources, step: Any, act: Any
+) -> None:
     if clients.cloudwatch is None:
         return
     found = clients.cloudwatch.describe_alarms(AlarmNames=list(names.alarms))["MetricAlarms"]

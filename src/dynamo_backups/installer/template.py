@@ -18,6 +18,7 @@ from dynamo_backups.installer import policies
 from dynamo_backups.installer.functions import FunctionSpec, compaction_specs, function_specs
 from dynamo_backups.installer.monitoring import (
     alarm_specs,
+    compaction_alarm,
     failure_queue_attributes,
     merge_dashboard,
     row_title,
@@ -344,6 +345,11 @@ def _compaction(options: DeployOptions, table: str, name: str) -> dict[str, Any]
             "State": "ENABLED",
             "Targets": [{"Id": TARGET_ID, "Arn": {"Fn::GetAtt": [f"{logical}Function", "Arn"]}}],
         },
+    }
+    alarm = compaction_alarm(spec.names, table)
+    resources[f"{logical}Alarm0"] = {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": _sub(alarm.request(options.alarm_topic)),
     }
     permission = policies.events_invoke_permission("")
     resources[f"{logical}Permission"] = {
