@@ -473,3 +473,25 @@ def test_cli_deploy_dry_run_status_and_teardown_of_the_schedule(moto: str) -> No
     assert removed.exit_code == 0, removed.output
     assert f"deleted       EventBridge rule {NAMES.rule}" in removed.output
     assert c.events.list_rules()["Rules"] == []
+
+
+def test_cli_template_and_package_of_the_journal_layout(tmp_path: Any) -> None:
+    template = CliRunner().invoke(
+        main, ["template", "--bucket", BUCKET, "--table", "Users", "--layout", "journal"]
+    )
+    assert template.exit_code == 0, template.output
+    assert '"dynamo_backups.jobs.compact_lambda.handler"' in template.stdout
+    assert "package --layout journal" in template.stderr
+    items = CliRunner().invoke(main, ["template", "--bucket", BUCKET, "--table", "Users"])
+    assert "compact" not in items.stdout and "package --layout journal" not in items.stderr
+
+    out = tmp_path / "journal.zip"
+    packaged = CliRunner().invoke(
+        main, ["--output", "json", "package", "--out", str(out), "--layout", "journal"]
+    )
+    assert packaged.exit_code == 0, packaged.output
+    assert "dynamo_backups.jobs.compact_lambda" in json.loads(packaged.stdout)["modules"]
+    assert out.read_bytes() == build_zip(JOURNAL_ENTRIES)
+    plain = CliRunner().invoke(main, ["package", "--out", str(tmp_path / "handler.zip")])
+    assert plain.exit_code == 0, plain.output
+    assert (tmp_path / "handler.zip").read_bytes() == build_zip()

@@ -540,6 +540,12 @@ def template(invocation: Invocation, **kwargs: Any) -> None:
             "template sets them only on a bucket it creates (--create-bucket); otherwise run "
             "dynamo-backups deploy --layout journal, which merges them with the bucket's own"
         )
+    if options.folder_layout == LAYOUT_JOURNAL and options.bucket:
+        say(
+            "note: the journal tables' compaction functions run from the stack's package too: "
+            "upload the zip of 'dynamo-backups package --layout journal' (it holds both "
+            "handlers)"
+        )
     if not options.alarm_topic:
         say(f"warning: {NOBODY_TOLD}")
 
