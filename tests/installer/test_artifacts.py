@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 LOCAL_ARCHITECTURE = {"aarch64": "arm64", "x86_64": "x86_64"}[platform.machine()]
 ACCOUNT = "123456789012"
 KMS_KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+RECORDS = tuple(f"Prod/.dynamo-backups/Users/{name}" for name in ("layout.json", "table.json"))
 
 
 def generated_policies() -> dict[str, dict[str, Any]]:
@@ -51,10 +52,10 @@ def generated_policies() -> dict[str, dict[str, Any]]:
             KMS_KEY,
         ),
         "compaction": policies.compact_policy(
-            "aws", "acme-backups", "Prod/Users/", "Prod/.dynamo-backups/Users/"
+            "aws", "acme-backups", "Prod/Users/", "Prod/.dynamo-backups/Users/", RECORDS
         ),
         "compaction, KMS": policies.compact_policy(
-            "aws", "acme-backups", "Prod/Users/", "Prod/.dynamo-backups/Users/", KMS_KEY
+            "aws", "acme-backups", "Prod/Users/", "Prod/.dynamo-backups/Users/", RECORDS, KMS_KEY
         ),
         "logs": policies.logs_policy(
             "aws", "us-east-1", ACCOUNT, "/aws/lambda/dynamo-backups-Users"

@@ -146,12 +146,21 @@ class S3Requests:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, str]] = []
+        self.missing: list[tuple[str, str]] = []  # (bucket, key) a read found absent (404)
 
     def watch(self, client: Any) -> Any:
         client.meta.events.register("before-parameter-build.s3.*", self._record)
+        client.meta.events.register("after-call.s3.*", self._answered)
         return client
 
-    def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+    def _answered(self, http_response: Any, model: Any, context: dict[str, Any], **_: Any) -> None:
+        if model.name in ("GetObject", "HeadObject") and http_response.status_code == 404:
+            self.missing.append(context["recorded"])
+
+    def _record(
+        self, params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any
+    ) -> None:
+        context["recorded"] = (params.get("Bucket", ""), params.get("Key", ""))
         action = self.ACTIONS.get(model.name, f"unexpected {model.name}")
         if action == "s3:ListBucket":
             self.requests.append((action, params["Bucket"], params.get("Prefix", "")))
@@ -211,6 +220,16 @@ def test_every_request_of_a_scheduled_compaction_is_one_its_role_allows(
     document = dict(spec.policies)[spec.names.access_policy]
     refused = [request for request in recorder.requests if not allowed(document, *request)]
     assert refused == []
+    # A read of a key that is not there (the first run.json, a base's cutoff.json and
+    # manifest.json before they are written) is "none" only if S3 answers 404, which it
+    # does only for a role that may list that key: else 403, and the compaction fails.
+    assert recorder.missing, "the run read no missing key: the check below checks nothing"
+    unlisted = [
+        (bucket_name, key)
+        for bucket_name, key in recorder.missing
+        if not allowed(document, "s3:ListBucket", bucket_name, key)
+    ]
+    assert unlisted == []
     seen = {action for action, _, _ in recorder.requests}
     assert seen == {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "s3:PutObjectTagging"}
     # The evaluator refuses what the role does not grant (a check that can fail).

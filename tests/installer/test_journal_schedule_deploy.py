@@ -49,6 +49,9 @@ ACCESS_STATEMENTS = [
                     "Prod/Users/journal/*",
                     "Prod/Users/bases/*",
                     "Prod/.dynamo-backups/Users/jobs/compact/*",
+                    "Prod/.dynamo-backups/Users/layout.json",
+                    "Prod/.dynamo-backups/Users/table.json",
+                    "Prod/.dynamo-backups/Users/retention.json",
                 ]
             }
         },

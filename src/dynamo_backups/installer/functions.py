@@ -15,6 +15,7 @@ from dynamo_backups.installer import policies
 from dynamo_backups.installer.monitoring import trigger_settings
 from dynamo_backups.installer.naming import CompactionResources, TableResources
 from dynamo_backups.installer.plan import DeployError
+from dynamo_backups.jobs.compact import RETENTION_NAME
 from dynamo_backups.jobs.compact_lambda import COMPACT_HANDLER
 
 BACKUP_HANDLER = "dynamo_backups.handler.backup"
@@ -99,6 +100,11 @@ def compaction_specs(
             options.bucket,
             folder.items_prefix,
             folder.meta_prefix,
+            (
+                folder.manifest_key,
+                folder.table_description_key,
+                folder.meta_prefix + RETENTION_NAME,
+            ),
             kms_key if kms_key is not None else options.kms_key,
         )
         logs = policies.logs_policy(partition, region, account, names.log_group)

@@ -98,6 +98,7 @@ def compact_policy(
     bucket: str,
     table_folder: str,
     meta_prefix: str,
+    records: tuple[str, ...],
     kms_key_arn: str | None = None,
 ) -> dict[str, Any]:
     """What the scheduled compaction of one journal folder reads and writes
@@ -105,7 +106,13 @@ def compact_policy(
     bases and its own runs; reads those and the table's records (``layout.json``,
     ``table.json``, ``retention.json``, its ledger and scratch files); puts a base's objects
     with their retention tag, and its ledger. No delete: compaction deletes nothing (the
-    lifecycle rules expire), and no item object, no other table."""
+    lifecycle rules expire), and no item object, no other table.
+
+    The listing grant also decides what S3 answers for a key that is not there: 404 where
+    the role may list it, else 403. Compaction reads keys that may be missing (its first
+    ``run.json``, a base's ``cutoff.json`` and ``manifest.json``, ``retention.json``) and
+    takes 404 as "none"; so the listable prefixes cover every key it reads, the table's
+    ``records`` (layout, description, retention policy) by their exact keys."""
     journal = f"{table_folder}journal/"
     bases = f"{table_folder}bases/"
     runs = f"{meta_prefix}jobs/compact/"
@@ -116,7 +123,9 @@ def compact_policy(
             "Effect": "Allow",
             "Action": ["s3:ListBucket"],
             "Resource": f"arn:{partition}:s3:::{bucket}",
-            "Condition": {"StringLike": {"s3:prefix": [f"{journal}*", f"{bases}*", f"{runs}*"]}},
+            "Condition": {
+                "StringLike": {"s3:prefix": [f"{journal}*", f"{bases}*", f"{runs}*", *records]}
+            },
         },
         {
             "Sid": "ReadTheJournalBasesAndTableRecords",
