@@ -30,6 +30,7 @@ def clients(endpoint: str, region: str = "us-east-1") -> Clients:
                 ("sts", "sts"),
                 ("sqs", "sqs"),
                 ("cloudwatch", "cloudwatch"),
+                ("events", "events"),
             )
         }
     )

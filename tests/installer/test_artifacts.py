@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 LOCAL_ARCHITECTURE = {"aarch64": "arm64", "x86_64": "x86_64"}[platform.machine()]
 ACCOUNT = "123456789012"
 KMS_KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+RECORDS = tuple(f"Prod/.dynamo-backups/Users/{name}" for name in ("layout.json", "table.json"))
 
 
 def generated_policies() -> dict[str, dict[str, Any]]:
@@ -49,6 +50,12 @@ def generated_policies() -> dict[str, dict[str, Any]]:
             "Prod/.dynamo-backups/Users/layout.json",
             "Prod/Users/journal/",
             KMS_KEY,
+        ),
+        "compaction": policies.compact_policy(
+            "aws", "acme-backups", "Prod/Users/", "Prod/.dynamo-backups/Users/", RECORDS
+        ),
+        "compaction, KMS": policies.compact_policy(
+            "aws", "acme-backups", "Prod/Users/", "Prod/.dynamo-backups/Users/", RECORDS, KMS_KEY
         ),
         "logs": policies.logs_policy(
             "aws", "us-east-1", ACCOUNT, "/aws/lambda/dynamo-backups-Users"
@@ -72,10 +79,15 @@ def test_generated_policies_pass_parliament(name: str) -> None:
 
 def test_no_wildcard_beyond_the_tables_streams_and_the_bucket_prefix() -> None:
     resources = [
-        statement["Resource"]
+        resource
         for document in generated_policies().values()
         for statement in document["Statement"]
         if statement["Effect"] == "Allow"
+        for resource in (
+            statement["Resource"]
+            if isinstance(statement["Resource"], list)
+            else [statement["Resource"]]
+        )
     ]
     wildcards = sorted({resource for resource in resources if "*" in resource})
     assert wildcards == [
@@ -83,6 +95,10 @@ def test_no_wildcard_beyond_the_tables_streams_and_the_bucket_prefix() -> None:
         "arn:aws:dynamodb:us-east-1:123456789012:table/Users/stream/*",
         "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/dynamo-backups-Users:*",
         "arn:aws:s3:::acme-backups/Prod/*",
+        # compaction's: the table's own records, its runs, the bases and the journal
+        "arn:aws:s3:::acme-backups/Prod/.dynamo-backups/Users/*",
+        "arn:aws:s3:::acme-backups/Prod/.dynamo-backups/Users/jobs/compact/*",
+        "arn:aws:s3:::acme-backups/Prod/Users/bases/*",
         "arn:aws:s3:::acme-backups/Prod/Users/journal/*",  # the journal's own objects
     ]
     (list_streams,) = [

@@ -22,7 +22,7 @@ from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli import main
 from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.installer.deploy import Deployer
-from dynamo_backups.installer.naming import TableResources
+from dynamo_backups.installer.naming import CompactionResources, TableResources
 from dynamo_backups.installer.package import build_zip
 from dynamo_backups.installer.plan import DeployError
 from dynamo_backups.installer.template import build_template, to_yaml
@@ -351,11 +351,17 @@ def test_template_layout_journal_validates_and_matches_deploy(moto: str, tmp_pat
         for resource in resources.values()
         if resource["Type"] == "AWS::IAM::ManagedPolicy"
     }
+    compaction = CompactionResources.of("Users")
     attached = {
         policy["PolicyName"]
-        for policy in c.iam.list_attached_role_policies(RoleName=names.role)["AttachedPolicies"]
+        for role in (names.role, compaction.role)  # the stream function's and compaction's
+        for policy in c.iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
     }
     assert set(policies) == attached
+    compact = resources["UsersCompactFunction"]["Properties"]
+    deployed = c.lambda_.get_function(FunctionName=compaction.function)["Configuration"]
+    for setting in ("Handler", "Runtime", "MemorySize", "Timeout", "Environment"):
+        assert compact[setting] == deployed[setting], setting
     for name, document in policies.items():
         assert document == policy_document(c.iam, name), name
     function = resources["UsersFunction"]["Properties"]

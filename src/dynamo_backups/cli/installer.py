@@ -12,7 +12,7 @@ import click
 
 from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.aws.errors import ClientError, error_code
-from dynamo_backups.backup.layouts import LAYOUT_JOURNAL
+from dynamo_backups.backup.layouts import LAYOUT_JOURNAL, LAYOUTS
 from dynamo_backups.cli.backfill import tables_with_prefix
 from dynamo_backups.cli.common import (
     EXIT_USAGE,
@@ -45,6 +45,8 @@ from dynamo_backups.installer.monitoring import (
 from dynamo_backups.installer.naming import TableResources
 from dynamo_backups.installer.package import (
     ARCHITECTURES,
+    HANDLER_MODULE,
+    JOURNAL_ENTRIES,
     RUNTIME,
     PackageError,
     build_zip,
@@ -88,6 +90,7 @@ def clients_of(aws: AwsContext) -> Clients:
         sts=aws.client("sts"),
         sqs=aws.client("sqs"),
         cloudwatch=aws.client("cloudwatch"),
+        events=aws.client("events"),
     )
 
 
@@ -472,7 +475,10 @@ def deploy(invocation: Invocation, dry_run: bool, **kwargs: Any) -> None:
     takes batches of 1000 gathered for up to --batching-window seconds (default 60, the
     RPO), and the function may read its folder's layout.json and journal objects. Without
     --layout, a folder recorded as a journal stays one; every folder is checked before
-    anything is changed.
+    anything is changed. A journal table also gets its compaction function
+    (dynamo-backups-compact-TABLE: 900 s, one invocation at a time, a role that may read the
+    journal and bases and write bases), invoked every hour by an EventBridge rule; it
+    makes a base when the newest is --compact-every hours old.
 
     \b
     Example:
@@ -519,7 +525,8 @@ def template(invocation: Invocation, **kwargs: Any) -> None:
     """Print a CloudFormation template (YAML) of the resources deploy creates.
 
     The function's code location (CodeS3Bucket, CodeS3Key: upload the zip from
-    'dynamo-backups package') and each table's stream ARN are stack parameters.
+    'dynamo-backups package', with --layout journal for a journal stack: its compaction
+    functions run from the same zip) and each table's stream ARN are stack parameters.
 
     \b
     Example:
@@ -532,6 +539,12 @@ def template(invocation: Invocation, **kwargs: Any) -> None:
             "warning: the journal folders' lifecycle rules (retention) go on the bucket: the "
             "template sets them only on a bucket it creates (--create-bucket); otherwise run "
             "dynamo-backups deploy --layout journal, which merges them with the bucket's own"
+        )
+    if options.folder_layout == LAYOUT_JOURNAL and options.bucket:
+        say(
+            "note: the journal tables' compaction functions run from the stack's package too: "
+            "upload the zip of 'dynamo-backups package --layout journal' (it holds both "
+            "handlers)"
         )
     if not options.alarm_topic:
         say(f"warning: {NOBODY_TOLD}")
@@ -556,18 +569,34 @@ def template(invocation: Invocation, **kwargs: Any) -> None:
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="Take the native wheel (obstore) from this folder instead of downloading it.",
 )
+@click.option(
+    "--layout",
+    "folder_layout",
+    type=click.Choice(LAYOUTS, case_sensitive=False),
+    default=None,
+    help="journal: also the compaction function's handler (the stack of 'template "
+    "--layout journal' runs both from this one zip). Default: the stream handler alone.",
+)
 @pass_invocation
 @reports_errors
-def package(invocation: Invocation, out: Path, architecture: str, wheel_dir: Path | None) -> None:
+def package(
+    invocation: Invocation,
+    out: Path,
+    architecture: str,
+    wheel_dir: Path | None,
+    folder_layout: str | None,
+) -> None:
     """Write the Lambda deployment package: the handler's modules and the obstore wheel for
     the function's architecture (Python 3.13), as a deterministic zip.
 
     \b
     Example:
       dynamo-backups package --out handler.zip --architecture arm64
+      dynamo-backups package --out journal.zip --layout journal
     """
+    entries = JOURNAL_ENTRIES if folder_layout == LAYOUT_JOURNAL else HANDLER_MODULE
     try:
-        archive = build_zip(architecture=architecture, wheel_dir=wheel_dir)
+        archive = build_zip(entries, architecture=architecture, wheel_dir=wheel_dir)
     except PackageError as error:
         fail(str(error))
     out.write_bytes(archive)
@@ -578,7 +607,7 @@ def package(invocation: Invocation, out: Path, architecture: str, wheel_dir: Pat
             "code_sha256": code_sha256(archive),
             "architecture": architecture,
             "runtime": RUNTIME,
-            "modules": handler_modules(),
+            "modules": handler_modules(entries),
         },
         f"{out}: {len(archive):,} bytes for {RUNTIME} on {architecture}, "
         f"CodeSha256 {code_sha256(archive)}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -114,6 +115,8 @@ def status(invocation: Invocation, tables: tuple[str, ...], table_prefix: str | 
                 more = "+" if report.backup.get("at_least") else ""
                 count = f"{report.backup[counted]:,}{more}"
                 lines.append(f"  backup:   {count} {label} in {report.backup['folder']}")
+        if report.compaction.get("schedule"):
+            lines.append(f"  compact:  {_compaction_line(report.compaction)}")
         if report.iterator_age_ms is not None:
             lines.append(
                 f"  behind:   {report.iterator_age_ms / 1000:,.1f} s (IteratorAge, max of 15 min)"
@@ -122,3 +125,18 @@ def status(invocation: Invocation, tables: tuple[str, ...], table_prefix: str | 
     invocation.emit({"tables": [report.to_dict() for report in reports]}, "\n".join(lines))
     if any(report.problems for report in reports):
         fail("some tables need attention (see above)")
+
+
+def _compaction_line(compaction: dict[str, Any]) -> str:
+    """A journal folder's schedule and newest base, on one line."""
+    line = (
+        f"{compaction['function']} {compaction['schedule']} {compaction.get('rule_state')}, "
+        f"a base every {compaction.get('every_hours')} h; "
+    )
+    base = compaction.get("newest_base")
+    if not base:
+        return line + "no base yet"
+    return (
+        line + f"newest base {base['moment']} ({base['retention'] or 'untagged'}, "
+        f"{base['items']:,} items)"
+    )

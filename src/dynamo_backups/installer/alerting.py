@@ -11,6 +11,7 @@ from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.installer import policies
 from dynamo_backups.installer.functions import FunctionSpec
 from dynamo_backups.installer.monitoring import (
+    AlarmSpec,
     alarm_specs,
     failure_queue_attributes,
     merge_dashboard,
@@ -94,8 +95,22 @@ NOBODY_TOLD = (
 def ensure_alarms(deployer: Any, spec: FunctionSpec) -> None:
     """Lag, errors, records failed, backups stopped and records given up on, each notifying
     --alarm-topic; without a topic, a warning that nobody will be told."""
-    cloudwatch = deployer.clients.cloudwatch
     specs = alarm_specs(spec.names, spec.table, spec.destination_arn, spec.kind)
+    ensure_alarm_specs(deployer, specs)
+    topic = deployer.options.alarm_topic
+    if not topic:
+        deployer.step(f"alarms of {spec.names.function}", "warning", NOBODY_TOLD)
+    if policies.arn_service(spec.destination_arn) == "s3":
+        deployer.step(
+            f"alarm {spec.names.discarded_alarm}",
+            "warning",
+            "an S3 failure destination has no CloudWatch metric: status reads the bucket",
+        )
+
+
+def ensure_alarm_specs(deployer: Any, specs: list[AlarmSpec]) -> None:
+    """Each alarm as ``specs`` has it, notifying --alarm-topic (reconciled one by one)."""
+    cloudwatch = deployer.clients.cloudwatch
     existing = {
         alarm["AlarmName"]: alarm
         for alarm in cloudwatch.describe_alarms(AlarmNames=[alarm.name for alarm in specs])[
@@ -116,14 +131,6 @@ def ensure_alarms(deployer: Any, spec: FunctionSpec) -> None:
             ),
             detail=f"{alarm.metric} {alarm.comparison} {alarm.threshold:g}"
             + (f", notifies {topic}" if topic else ", notifies nobody"),
-        )
-    if not topic:
-        deployer.step(f"alarms of {spec.names.function}", "warning", NOBODY_TOLD)
-    if policies.arn_service(spec.destination_arn) == "s3":
-        deployer.step(
-            f"alarm {spec.names.discarded_alarm}",
-            "warning",
-            "an S3 failure destination has no CloudWatch metric: status reads the bucket",
         )
 
 

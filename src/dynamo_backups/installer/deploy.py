@@ -36,13 +36,20 @@ from dynamo_backups.installer.alerting import (
     ensure_failure_queue,
 )
 from dynamo_backups.installer.bucket import BucketSteps
-from dynamo_backups.installer.functions import FunctionSpec, backup_trigger, function_specs
+from dynamo_backups.installer.functions import (
+    CompactionSpec,
+    FunctionSpec,
+    backup_trigger,
+    compaction_specs,
+    function_specs,
+)
 from dynamo_backups.installer.iam import IamSteps
 from dynamo_backups.installer.lambdas import FunctionSteps
 from dynamo_backups.installer.naming import (
     TABLE_TAG,
     write_policy_name,
 )
+from dynamo_backups.installer.package import JOURNAL_ENTRIES, build_zip
 from dynamo_backups.installer.plan import (
     Clients,
     DeployError,
@@ -53,12 +60,13 @@ from dynamo_backups.installer.plan import (
     retention_policy,
 )
 from dynamo_backups.installer.policies import canonical
+from dynamo_backups.installer.schedule import ScheduleSteps
 from dynamo_backups.jobs.compact import RETENTION_NAME
 from dynamo_backups.pipeline.stream_source import NEW_IMAGE_VIEWS
 
 
 @dataclass
-class Deployer(BucketSteps, IamSteps, FunctionSteps):
+class Deployer(BucketSteps, IamSteps, FunctionSteps, ScheduleSteps):
     clients: Clients
     options: DeployOptions
     package: bytes
@@ -68,6 +76,9 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps):
     kms_key: str | None = None  # --kms-key, or the key a KMS-encrypted bucket already uses
     layouts: dict[str, str | None] = field(default_factory=dict)  # BACKUP_LAYOUT per table
     retention: RetentionPolicy | None = None  # the journal folders' (None: no journal folder)
+    # The compaction functions' code (the stream and compaction handlers); None: built when
+    # a journal folder needs it (an item deploy never builds it).
+    compaction_package: bytes | None = None
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -107,6 +118,7 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps):
             self.layouts,
             self.kms_key,
         )
+        compactions = self._compaction_specs()
         for table, description in tables.items():
             stream_arn = self._stream(table, description)
             if self.options.bucket:
@@ -117,8 +129,32 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps):
             siblings = {spec.names.function for spec in readers}
             for spec in readers:
                 self._function_of(spec, stream_arn, write_arn, siblings)
+            for compaction in (spec for spec in compactions if spec.table == table):
+                self._compaction_of(compaction, self._compaction_zip())
         ensure_dashboard(self, specs)
         return self.steps
+
+    def _compaction_specs(self) -> list[CompactionSpec]:
+        """The journal folders' compaction functions (none without a bucket or a journal
+        folder: an item deploy is exactly what it was)."""
+        if not self.options.bucket or self.retention is None:
+            return []
+        if self.clients.events is None:
+            raise DeployError("the scheduled compaction needs an EventBridge client")
+        return compaction_specs(
+            self.options,
+            self.env.partition,
+            self.region,
+            self.env.account,
+            self._journal_tables(),
+            self.retention,
+            self.kms_key,
+        )
+
+    def _compaction_zip(self) -> bytes:
+        if self.compaction_package is None:
+            self.compaction_package = build_zip(JOURNAL_ENTRIES, self.options.architecture)
+        return self.compaction_package
 
     def step(
         self, resource: str, outcome: str, detail: str = "", document: dict[str, Any] | None = None

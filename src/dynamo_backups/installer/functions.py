@@ -10,10 +10,13 @@ from typing import Any
 from dynamo_backups.backup.layouts import LAYOUT_JOURNAL
 from dynamo_backups.core.journal import journal_prefix
 from dynamo_backups.core.layout import TableLayout
+from dynamo_backups.core.retention import RetentionPolicy
 from dynamo_backups.installer import policies
 from dynamo_backups.installer.monitoring import trigger_settings
-from dynamo_backups.installer.naming import TableResources
+from dynamo_backups.installer.naming import CompactionResources, TableResources
 from dynamo_backups.installer.plan import DeployError
+from dynamo_backups.jobs.compact import RETENTION_NAME
+from dynamo_backups.jobs.compact_lambda import COMPACT_HANDLER
 
 BACKUP_HANDLER = "dynamo_backups.handler.backup"
 REPLICA_HANDLER = "dynamo_backups.handler.replicate"
@@ -25,6 +28,15 @@ ITEM_BATCH_SIZE = 100
 JOURNAL_BATCH_SIZE = 1_000
 JOURNAL_BATCHING_WINDOW = 60  # seconds
 MAX_BATCHING_WINDOW = 300  # Lambda's MaximumBatchingWindowInSeconds: 0 to 300
+
+# The scheduled compaction of a journal folder (docs/journal.md, "Compaction, scheduled"):
+# invoked every hour, it compacts when the newest base is --compact-every hours old (less
+# 30 minutes) and otherwise returns at once; an unfinished run goes on at the next hour.
+COMPACT_SCHEDULE = "rate(1 hour)"
+COMPACT_TIMEOUT = 900  # Lambda's longest: the handler stops starting units 120 s before
+COMPACT_MEMORY = 1024  # a partition's items are folded in memory
+COMPACT_CONCURRENCY = 1  # one invocation at a time (the run lease would refuse a second)
+COMPACT_PARTITIONS = 16
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,70 @@ class FunctionSpec:
         return trigger_settings(
             self.batch_size, retries, record_age, self.destination_arn, self.batching_window
         )
+
+
+@dataclass(frozen=True)
+class CompactionSpec:
+    """One journal table's compaction function, its role's policies and its schedule."""
+
+    table: str
+    names: CompactionResources
+    environment: dict[str, str]
+    description: str
+    policies: list[tuple[str, dict[str, Any]]]
+    handler: str = COMPACT_HANDLER
+    memory: int = COMPACT_MEMORY
+    timeout: int = COMPACT_TIMEOUT
+    concurrency: int = COMPACT_CONCURRENCY
+    schedule: str = COMPACT_SCHEDULE
+
+
+def compaction_specs(
+    options: Any,
+    partition: str,
+    region: str,
+    account: str,
+    tables: list[str],
+    retention: RetentionPolicy,
+    kms_key: str | None = None,
+) -> list[CompactionSpec]:
+    """The compaction function of each journal table in ``tables`` (a DeployOptions'
+    bucket, prefix and key hash; ``retention``: the folders' policy, whose compaction
+    interval the function is told)."""
+    specs = []
+    for table in tables:
+        names = CompactionResources.of(table)
+        folder = TableLayout.of(options.prefix, table, options.key_hash)
+        access = policies.compact_policy(
+            partition,
+            options.bucket,
+            folder.items_prefix,
+            folder.meta_prefix,
+            (
+                folder.manifest_key,
+                folder.table_description_key,
+                folder.meta_prefix + RETENTION_NAME,
+            ),
+            kms_key if kms_key is not None else options.kms_key,
+        )
+        logs = policies.logs_policy(partition, region, account, names.log_group)
+        specs.append(
+            CompactionSpec(
+                table=table,
+                names=names,
+                environment={
+                    "BACKUP_BUCKET": options.bucket,
+                    "BACKUP_PREFIX": options.prefix,
+                    "BACKUP_KEY_HASH": options.key_hash,
+                    "COMPACT_TABLE": table,
+                    "COMPACT_EVERY_HOURS": str(retention.compact_every_hours),
+                    "COMPACT_PARTITIONS": str(COMPACT_PARTITIONS),
+                },
+                description=f"dynamo-backups: compacts the journal of table {table}",
+                policies=[(names.access_policy, access), (names.logs_policy, logs)],
+            )
+        )
+    return specs
 
 
 def failure_destination(

@@ -9,7 +9,7 @@ from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.installer import policies
-from dynamo_backups.installer.functions import FunctionSpec
+from dynamo_backups.installer.functions import CompactionSpec, FunctionSpec
 from dynamo_backups.installer.plan import resource_tags
 from dynamo_backups.installer.policies import canonical
 
@@ -59,7 +59,9 @@ class IamSteps:
         self.step(resource, "updated", document=document)
         return arn
 
-    def _role(self, spec: FunctionSpec, policy_arns: list[str], tags: dict[str, str]) -> str:
+    def _role(
+        self, spec: FunctionSpec | CompactionSpec, policy_arns: list[str], tags: dict[str, str]
+    ) -> str:
         names = spec.names
         iam = self.clients.iam
         trust = policies.lambda_trust_policy()

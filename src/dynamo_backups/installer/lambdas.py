@@ -8,9 +8,10 @@ from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.core.wording import counted
-from dynamo_backups.installer.functions import FunctionSpec
+from dynamo_backups.installer.functions import CompactionSpec, FunctionSpec
 from dynamo_backups.installer.naming import (
     MANAGED_BY_TAG,
+    CompactionResources,
     TableResources,
 )
 from dynamo_backups.installer.package import RUNTIME, code_sha256
@@ -25,7 +26,7 @@ class FunctionSteps:
 
     # --- logs, function, trigger ---------------------------------------------------------------
 
-    def _log_group(self, names: TableResources) -> None:
+    def _log_group(self, names: TableResources | CompactionResources) -> None:
         logs = self.clients.logs
         found = [
             group
@@ -53,20 +54,34 @@ class FunctionSteps:
             detail=f"kept {days} days",
         )
 
-    def _function_settings(self, spec: FunctionSpec, role_arn: str) -> dict[str, Any]:
+    def _function_settings(
+        self, spec: FunctionSpec | CompactionSpec, role_arn: str, memory: int, timeout: int
+    ) -> dict[str, Any]:
         return {
             "Runtime": RUNTIME,
             "Handler": spec.handler,
             "Role": role_arn,
-            "MemorySize": self.options.memory,
-            "Timeout": self.options.timeout,
+            "MemorySize": memory,
+            "Timeout": timeout,
             "Environment": {"Variables": dict(spec.environment)},
         }
 
-    def _function(self, spec: FunctionSpec, role_arn: str, tags: dict[str, str]) -> str:
+    def _function(
+        self,
+        spec: FunctionSpec | CompactionSpec,
+        role_arn: str,
+        tags: dict[str, str],
+        package: bytes | None = None,
+    ) -> str:
+        """The function, its code (``package``, default deploy's) and configuration; a
+        compaction function has its own memory and timeout, a backup one deploy's."""
         names = spec.names
         client = self.clients.lambda_
-        settings = self._function_settings(spec, role_arn)
+        package = self.package if package is None else package
+        memory, timeout = self.options.memory, self.options.timeout
+        if isinstance(spec, CompactionSpec):
+            memory, timeout = spec.memory, spec.timeout
+        settings = self._function_settings(spec, role_arn, memory, timeout)
         resource = f"Lambda function {names.function}"
         try:
             current = client.get_function(FunctionName=names.function)["Configuration"]
@@ -77,7 +92,7 @@ class FunctionSteps:
                 self._retry_while_iam_settles(
                     lambda: client.create_function(
                         FunctionName=names.function,
-                        Code={"ZipFile": self.package},
+                        Code={"ZipFile": package},
                         Architectures=[self.options.architecture],
                         Tags={**tags, MANAGED_BY_TAG[0]: MANAGED_BY_TAG[1]},
                         Description=spec.description,
@@ -90,18 +105,18 @@ class FunctionSteps:
                 f"arn:{self.env.partition}:lambda:{self.region}:{self.env.account}:function:"
                 f"{names.function}"
             )
-        if current.get("CodeSha256") != code_sha256(self.package) or current.get(
+        if current.get("CodeSha256") != code_sha256(package) or current.get(
             "Architectures", ["x86_64"]
         ) != [self.options.architecture]:
             self.changing(
                 client.update_function_code,
                 FunctionName=names.function,
-                ZipFile=self.package,
+                ZipFile=package,
                 Architectures=[self.options.architecture],
             )
             if not self.options.dry_run:
                 self._wait_for_function(names.function)
-            self.step(f"{resource}: code", "updated", code_sha256(self.package))
+            self.step(f"{resource}: code", "updated", code_sha256(package))
         else:
             self.step(f"{resource}: code", "unchanged", current.get("CodeSha256", ""))
         actual = {name: current.get(name) for name in settings}
@@ -119,7 +134,7 @@ class FunctionSteps:
             settings,
             update,
             compare=canonical,
-            detail=f"{RUNTIME}, {self.options.memory} MB, {self.options.timeout} s",
+            detail=f"{RUNTIME}, {memory} MB, {timeout} s",
         )
         return current["FunctionArn"]
 

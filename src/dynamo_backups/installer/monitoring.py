@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dynamo_backups.core.metrics import NAMESPACE, RECORDS_FAILED, RECORDS_WRITTEN, REMOVALS
-from dynamo_backups.installer.naming import TableResources
+from dynamo_backups.installer.naming import CompactionResources, TableResources
 from dynamo_backups.installer.policies import arn_resource, arn_service
 
 MAXIMUM_RETRY_ATTEMPTS = 10
@@ -167,6 +167,24 @@ def metric_kind(kind: str) -> str:
 # start shows it in every period with writes, whereas an idle table (no writes) never does.
 STOPPED_EXPRESSION = "IF(FILL(writes, 0) > 0 AND FILL(invocations, 0) == 0, 1, 0)"
 STOPPED_PERIODS = 3
+
+
+def compaction_alarm(names: CompactionResources, table: str) -> AlarmSpec:
+    """A failed compaction invocation (Errors in an hour: one invocation an hour): the
+    function logs why as one JSON line; the next invocation resumes the same run."""
+    return AlarmSpec(
+        names.errors_alarm,
+        f"dynamo-backups: the compaction of {table}'s journal failed (Errors): see the "
+        f"log group {names.log_group}; no new base is made until it is fixed",
+        "AWS/Lambda",
+        "Errors",
+        (("FunctionName", names.function),),
+        "Sum",
+        3600,
+        1,
+        0.0,
+        "GreaterThanThreshold",
+    )
 
 
 def alarm_specs(

@@ -82,6 +82,40 @@ class TableResources:
         )
 
 
+@dataclass(frozen=True)
+class CompactionResources:
+    """The names of one journal table's scheduled compaction: its function, role, policies,
+    log group and EventBridge rule (docs/journal.md, "Compaction, scheduled")."""
+
+    table: str
+    function: str
+    role: str
+    access_policy: str  # the folder's S3 reads and writes compaction makes
+    logs_policy: str
+    log_group: str
+    rule: str  # the EventBridge rule that invokes the function every hour
+    errors_alarm: str
+
+    @property
+    def alarms(self) -> tuple[str, ...]:
+        return (self.errors_alarm,)
+
+    @classmethod
+    def of(cls, table: str) -> CompactionResources:
+        stem = f"{PREFIX}-compact-{table}"
+        base = _fit(stem, 64 - len("-access"), stem)  # room for the suffixes
+        return cls(
+            table=table,
+            function=base,
+            role=base,
+            access_policy=f"{base}-access",
+            logs_policy=f"{base}-logs",
+            log_group=f"/aws/lambda/{base}",
+            rule=base,
+            errors_alarm=f"{base} errors",
+        )
+
+
 def write_policy_name(bucket: str, prefix: str) -> str:
     """The shared S3 write policy for one bucket and prefix."""
     return _fit(

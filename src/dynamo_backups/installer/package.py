@@ -26,6 +26,9 @@ from pathlib import Path
 import dynamo_backups
 
 HANDLER_MODULE = "dynamo_backups.handler"
+COMPACT_MODULE = "dynamo_backups.jobs.compact_lambda"  # the scheduled compaction's handler
+# The journal layout's package: the stream handler and the compaction function's handler.
+JOURNAL_ENTRIES = (HANDLER_MODULE, COMPACT_MODULE)
 PACKAGE_ROOT = Path(dynamo_backups.__file__).parent
 RUNTIME = "python3.13"
 RUNTIME_VERSION = (3, 13)
@@ -39,9 +42,10 @@ class PackageError(RuntimeError):
     """The package cannot be built; the message says why and what to do."""
 
 
-def handler_modules(entry: str = HANDLER_MODULE) -> list[str]:
-    """Our modules the handler loads (its import closure, parents included), sorted."""
-    todo, seen = [entry], set()
+def handler_modules(entry: str | tuple[str, ...] = HANDLER_MODULE) -> list[str]:
+    """Our modules the handlers load (the import closure of ``entry``, one module or
+    several, parents included), sorted."""
+    todo, seen = [entry] if isinstance(entry, str) else list(entry), set()
     while todo:
         module = todo.pop()
         if module in seen:
@@ -198,10 +202,13 @@ def _download(name: str, version: str, architecture: str, folder: Path) -> None:
 
 @functools.lru_cache(maxsize=8)
 def build_zip(
-    entry: str = HANDLER_MODULE, architecture: str = "arm64", wheel_dir: Path | None = None
+    entry: str | tuple[str, ...] = HANDLER_MODULE,
+    architecture: str = "arm64",
+    wheel_dir: Path | None = None,
 ) -> bytes:
-    """The zip: our modules, then each native wheel's files; fixed timestamps and
-    permissions, sorted entries. Built once per process and set of inputs."""
+    """The zip: our modules (those ``entry``, one handler module or several, loads), then
+    each native wheel's files; fixed timestamps and permissions, sorted entries. Built once
+    per process and set of inputs."""
     files: dict[str, tuple[bytes, int]] = {}
     for module in handler_modules(entry):
         path = module_path(module)

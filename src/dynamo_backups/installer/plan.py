@@ -107,6 +107,7 @@ class Clients:
     replica_dynamodb: Any = None  # a client in the replica table's region, when it differs
     sqs: Any = None
     cloudwatch: Any = None
+    events: Any = None  # EventBridge: the journal folders' compaction schedule
 
 
 @dataclass

@@ -93,6 +93,81 @@ def folder_read_policy(
     return {"Version": VERSION, "Statement": statements}
 
 
+def compact_policy(
+    partition: str,
+    bucket: str,
+    table_folder: str,
+    meta_prefix: str,
+    records: tuple[str, ...],
+    kms_key_arn: str | None = None,
+) -> dict[str, Any]:
+    """What the scheduled compaction of one journal folder reads and writes
+    (``jobs/compact``, ``jobs/compact_lambda``), and nothing more: it lists the journal, the
+    bases and its own runs; reads those and the table's records (``layout.json``,
+    ``table.json``, ``retention.json``, its ledger and scratch files); puts a base's objects
+    with their retention tag, and its ledger. No delete: compaction deletes nothing (the
+    lifecycle rules expire), and no item object, no other table.
+
+    The listing grant also decides what S3 answers for a key that is not there: 404 where
+    the role may list it, else 403. Compaction reads keys that may be missing (its first
+    ``run.json``, a base's ``cutoff.json`` and ``manifest.json``, ``retention.json``) and
+    takes 404 as "none"; so the listable prefixes cover every key it reads, the table's
+    ``records`` (layout, description, retention policy) by their exact keys."""
+    journal = f"{table_folder}journal/"
+    bases = f"{table_folder}bases/"
+    runs = f"{meta_prefix}jobs/compact/"
+    objects = f"arn:{partition}:s3:::{bucket}/"
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "ListTheJournalBasesAndRuns",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": f"arn:{partition}:s3:::{bucket}",
+            "Condition": {
+                "StringLike": {"s3:prefix": [f"{journal}*", f"{bases}*", f"{runs}*", *records]}
+            },
+        },
+        {
+            "Sid": "ReadTheJournalBasesAndTableRecords",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": [f"{objects}{journal}*", f"{objects}{bases}*", f"{objects}{meta_prefix}*"],
+        },
+        {
+            "Sid": "WriteBasesWithTheirRetentionTag",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:PutObjectTagging"],
+            "Resource": f"{objects}{bases}*",
+        },
+        {
+            "Sid": "RecordTheCompactionRuns",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject"],
+            "Resource": f"{objects}{runs}*",
+        },
+    ]
+    if kms_key_arn:
+        statements.append(
+            {
+                "Sid": "UseTheBucketKey",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": kms_key_arn,
+            }
+        )
+    return {"Version": VERSION, "Statement": statements}
+
+
+def events_invoke_permission(rule_arn: str) -> dict[str, str]:
+    """The function's resource policy statement (``lambda:AddPermission``) letting the
+    EventBridge rule, and only it, invoke the function."""
+    return {
+        "Action": "lambda:InvokeFunction",
+        "Principal": "events.amazonaws.com",
+        "SourceArn": rule_arn,
+    }
+
+
 def table_streams_arn(partition: str, region: str, account: str, table: str) -> str:
     """The streams of one table: the current one and any later one (turning a stream off and on
     again gives it a new label, and the function must go on reading it)."""

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, describe_error, error_code
+from dynamo_backups.aws.s3objects import BotocoreObjects
+from dynamo_backups.backup.journal_store import newest_base
 from dynamo_backups.backup.layouts import LAYOUT_JOURNAL
 from dynamo_backups.core.journal import journal_prefix
 from dynamo_backups.core.layout import TableLayout
@@ -17,6 +19,7 @@ from dynamo_backups.installer.monitoring import (
     LAG_ALARM_MINUTES,
 )
 from dynamo_backups.installer.naming import (
+    CompactionResources,
     TableResources,
 )
 from dynamo_backups.installer.plan import Clients
@@ -37,9 +40,13 @@ class TableStatus:
     alarms: dict[str, str] = field(default_factory=dict)  # name -> OK, ALARM, ...
     failure_destination: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    compaction: dict[str, Any] = field(default_factory=dict)  # a journal folder's schedule
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        shown = dict(self.__dict__)
+        if not self.compaction:
+            del shown["compaction"]  # an item folder's report is as it always was
+        return shown
 
 
 def table_status(clients: Clients, cloudwatch: Any, table: str) -> TableStatus:
@@ -63,6 +70,8 @@ def table_status(clients: Clients, cloudwatch: Any, table: str) -> TableStatus:
                 status,
                 variables.get("BACKUP_LAYOUT"),
             )
+            if variables.get("BACKUP_LAYOUT") == LAYOUT_JOURNAL:
+                _compaction_status(clients, cloudwatch, variables, table, status)
         age = _iterator_age(cloudwatch, names.function)
         if age is not None:
             status.iterator_age_ms = max(age, status.iterator_age_ms or 0.0)
@@ -214,6 +223,96 @@ def _backup_status(
         return
     counted = "journal_objects" if journal else "items"
     status.backup = {"folder": f"s3://{bucket}/{folder}", counted: count, "at_least": bool(token)}
+
+
+def _compaction_status(
+    clients: Clients, cloudwatch: Any, variables: dict[str, str], table: str, status: TableStatus
+) -> None:
+    """A journal folder's scheduled compaction: its function, its rule, and the newest
+    complete base (moment, retention class, items), with a problem where the schedule is
+    missing or off, or the newest base is two compaction intervals late."""
+    names = CompactionResources.of(table)
+    shown: dict[str, Any] = {"function": names.function}
+    status.compaction = shown
+    try:
+        config = clients.lambda_.get_function(FunctionName=names.function)["Configuration"]
+    except ClientError as error:
+        if error_code(error) != "ResourceNotFoundException":
+            raise
+        status.problems.append(
+            f"no compaction function {names.function}: the journal is never compacted; run deploy"
+        )
+        return
+    compaction_variables = (config.get("Environment") or {}).get("Variables", {})
+    every = int(compaction_variables.get("COMPACT_EVERY_HOURS") or 24)
+    shown["every_hours"] = every
+    _schedule_status(clients, names, shown, status)
+    _compaction_alarm_status(cloudwatch, names, shown, status)
+    bucket, prefix = variables["BACKUP_BUCKET"], variables.get("BACKUP_PREFIX", "")
+    folder = TableLayout.of(prefix, table, variables.get("BACKUP_KEY_HASH") or "md5")
+    now = datetime.now(UTC)
+    try:
+        # An hour ahead of this host's clock: a base S3 dated just now is not passed over.
+        base = newest_base(
+            clients.s3,
+            BotocoreObjects(clients.s3, bucket),
+            folder.items_prefix,
+            now + timedelta(hours=1),
+        )
+    except ClientError as error:
+        status.problems.append(f"cannot read the bases: {describe_error(error)}")
+        return
+    if base is None:
+        shown["newest_base"] = None
+        return
+    shown["newest_base"] = {
+        "id": base.id,
+        "moment": base.moment.isoformat(),
+        "retention": base.retention,
+        "items": base.item_count,
+    }
+    age = now - base.moment
+    if age > timedelta(hours=2 * every + 1):
+        status.problems.append(
+            f"the newest base ({base.id}) is {age.total_seconds() / 3600:,.0f} hours old, "
+            f"with a compaction due every {every}: see the log group {names.log_group}"
+        )
+
+
+def _compaction_alarm_status(
+    cloudwatch: Any, names: CompactionResources, shown: dict[str, Any], status: TableStatus
+) -> None:
+    try:
+        alarms = cloudwatch.describe_alarms(AlarmNames=[names.errors_alarm])["MetricAlarms"]
+    except ClientError as error:
+        status.problems.append(f"cannot read the compaction's alarm: {describe_error(error)}")
+        return
+    for alarm in alarms:
+        shown["alarm"] = alarm["StateValue"]
+        if alarm["StateValue"] == "ALARM":
+            status.problems.append(
+                f"alarm {alarm['AlarmName']} is in ALARM: {alarm.get('StateReason', '')}".strip()
+            )
+
+
+def _schedule_status(
+    clients: Clients, names: CompactionResources, shown: dict[str, Any], status: TableStatus
+) -> None:
+    if clients.events is None:
+        return
+    try:
+        rule = clients.events.describe_rule(Name=names.rule)
+    except ClientError as error:
+        if error_code(error) != "ResourceNotFoundException":
+            raise
+        status.problems.append(f"no EventBridge rule {names.rule}: run deploy")
+        return
+    shown["schedule"] = rule.get("ScheduleExpression")
+    shown["rule_state"] = rule.get("State")
+    if rule.get("State") != "ENABLED":
+        status.problems.append(
+            f"the compaction schedule {names.rule} is {rule.get('State')}: run deploy"
+        )
 
 
 def _destination_status(clients: Clients, destination: str, status: TableStatus) -> None:

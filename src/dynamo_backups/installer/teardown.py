@@ -19,6 +19,7 @@ from dynamo_backups.installer.monitoring import (
 from dynamo_backups.installer.naming import (
     MANAGED_BY_TAG,
     PREFIX,
+    CompactionResources,
     TableResources,
     write_policy_name,
 )
@@ -72,6 +73,7 @@ def teardown(
                 "kept",
                 "delete it when its logs are no longer needed",
             )
+        _remove_compaction(clients, CompactionResources.of(table), policy_base, steps, step, act)
         step(f"stream of table {table}", "kept", "other readers may use it")
     _remove_dashboard_rows(clients, set(tables), step, act)
     if bucket is not None:
@@ -100,7 +102,9 @@ def _managed(tags: Any) -> bool:
     )
 
 
-def _remove_function(clients: Clients, names: TableResources, step: Any, act: Any) -> None:
+def _remove_function(
+    clients: Clients, names: TableResources | CompactionResources, step: Any, act: Any
+) -> None:
     try:
         function = clients.lambda_.get_function(FunctionName=names.function)
     except ClientError as error:
@@ -120,7 +124,59 @@ def _remove_function(clients: Clients, names: TableResources, step: Any, act: An
     step(f"Lambda function {names.function}", "deleted")
 
 
-def _remove_alarms(clients: Clients, names: TableResources, step: Any, act: Any) -> None:
+def _remove_compaction(
+    clients: Clients,
+    names: CompactionResources,
+    policy_base: str,
+    steps: list[Step],
+    step: Any,
+    act: Any,
+) -> None:
+    """A journal table's scheduled compaction: the rule (its target first), the function,
+    its role and policies; its log group stays. Nothing is reported for a table that has
+    none (an item folder's)."""
+    first = len(steps)
+    _remove_rule(clients, names, step, act)
+    _remove_function(clients, names, step, act)
+    _remove_alarms(clients, names, step, act)
+    _remove_role(clients, names, step, act)
+    for policy in (names.access_policy, names.logs_policy):
+        _remove_policy(clients, policy_base + policy, step, act)
+    if all(entry.outcome == "absent" for entry in steps[first:]):
+        del steps[first:]
+        return
+    step(f"log group {names.log_group}", "kept", "delete it when its logs are no longer needed")
+
+
+def _remove_rule(clients: Clients, names: CompactionResources, step: Any, act: Any) -> None:
+    resource = f"EventBridge rule {names.rule}"
+    if clients.events is None:
+        return
+    try:
+        rule = clients.events.describe_rule(Name=names.rule)
+    except ClientError as error:
+        if error_code(error) != "ResourceNotFoundException":
+            raise
+        step(resource, "absent")
+        return
+    tags = clients.events.list_tags_for_resource(ResourceARN=rule["Arn"]).get("Tags", [])
+    if not _managed(tags):
+        step(resource, "kept", "not created by dynamo-backups")
+        return
+    targets = clients.events.list_targets_by_rule(Rule=names.rule)["Targets"]
+    if targets:
+        act(
+            clients.events.remove_targets,
+            Rule=names.rule,
+            Ids=[target["Id"] for target in targets],
+        )
+    act(clients.events.delete_rule, Name=names.rule)
+    step(resource, "deleted", rule.get("ScheduleExpression", ""))
+
+
+def _remove_alarms(
+    clients: Clients, names: TableResources | CompactionResources, step: Any, act: Any
+) -> None:
     if clients.cloudwatch is None:
         return
     found = clients.cloudwatch.describe_alarms(AlarmNames=list(names.alarms))["MetricAlarms"]
@@ -177,7 +233,9 @@ def _remove_dashboard_rows(clients: Clients, tables: set[str], step: Any, act: A
             step(f"dashboard {name}", "deleted")
 
 
-def _remove_role(clients: Clients, names: TableResources, step: Any, act: Any) -> None:
+def _remove_role(
+    clients: Clients, names: TableResources | CompactionResources, step: Any, act: Any
+) -> None:
     iam = clients.iam
     try:
         role = iam.get_role(RoleName=names.role)["Role"]

@@ -15,9 +15,10 @@ from dynamo_backups.backup.layouts import LAYOUT_JOURNAL
 from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.core.retention import lifecycle_rules
 from dynamo_backups.installer import policies
-from dynamo_backups.installer.functions import FunctionSpec, function_specs
+from dynamo_backups.installer.functions import FunctionSpec, compaction_specs, function_specs
 from dynamo_backups.installer.monitoring import (
     alarm_specs,
+    compaction_alarm,
     failure_queue_attributes,
     merge_dashboard,
     row_title,
@@ -31,6 +32,7 @@ from dynamo_backups.installer.naming import (
 )
 from dynamo_backups.installer.package import RUNTIME
 from dynamo_backups.installer.plan import DeployOptions, retention_policy
+from dynamo_backups.installer.schedule import TARGET_ID
 
 PARTITION, REGION, ACCOUNT = "${AWS::Partition}", "${AWS::Region}", "${AWS::AccountId}"
 
@@ -95,6 +97,7 @@ def build_template(options: DeployOptions) -> dict[str, Any]:
             "Description": f"The stream ARN of table {table} (view type NEW_AND_OLD_IMAGES)",
         }
         resources.update(_functions(options, table, name))
+        resources.update(_compaction(options, table, name))
     resources.update(_dashboard(options))
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
@@ -269,6 +272,95 @@ def _functions(options: DeployOptions, table: str, name: str) -> dict[str, Any]:
                 **settings,
             },
         }
+    return resources
+
+
+def _compaction(options: DeployOptions, table: str, name: str) -> dict[str, Any]:
+    """A journal table's scheduled compaction (deploy's ``schedule`` steps): its function,
+    role, policies and log group, the hourly rule and the rule's permission to invoke it.
+    Its code is the stack's package, which must hold the compaction handler: the zip of
+    ``dynamo-backups package --layout journal``."""
+    if not options.bucket or options.folder_layout != LAYOUT_JOURNAL:
+        return {}
+    (spec,) = compaction_specs(
+        options, PARTITION, REGION, ACCOUNT, [table], retention_policy(options)
+    )
+    logical = f"{name}Compact"
+    resources: dict[str, Any] = {}
+    refs = []
+    for number, (policy_name, document) in enumerate(spec.policies):
+        resources[f"{logical}Policy{number}"] = {
+            "Type": "AWS::IAM::ManagedPolicy",
+            "Properties": {
+                "ManagedPolicyName": policy_name,
+                "Description": spec.description,
+                "PolicyDocument": _sub(document),
+            },
+        }
+        refs.append({"Ref": f"{logical}Policy{number}"})
+    resources[f"{logical}LogGroup"] = {
+        "Type": "AWS::Logs::LogGroup",
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "LogGroupName": spec.names.log_group,
+            "RetentionInDays": options.log_retention_days,
+            "Tags": _tags(),
+        },
+    }
+    resources[f"{logical}Role"] = {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "RoleName": spec.names.role,
+            "Description": spec.description,
+            "AssumeRolePolicyDocument": policies.lambda_trust_policy(),
+            "ManagedPolicyArns": refs,
+            "Tags": _tags({TABLE_TAG: table}),
+        },
+    }
+    resources[f"{logical}Function"] = {
+        "Type": "AWS::Lambda::Function",
+        "Properties": {
+            "FunctionName": spec.names.function,
+            "Description": spec.description,
+            "Runtime": RUNTIME,
+            "Handler": spec.handler,
+            "Architectures": [options.architecture],
+            "MemorySize": spec.memory,
+            "Timeout": spec.timeout,
+            "ReservedConcurrentExecutions": spec.concurrency,
+            "Role": {"Fn::GetAtt": [f"{logical}Role", "Arn"]},
+            "Code": {"S3Bucket": {"Ref": "CodeS3Bucket"}, "S3Key": {"Ref": "CodeS3Key"}},
+            "Environment": {"Variables": dict(spec.environment)},
+            "LoggingConfig": {"LogGroup": {"Ref": f"{logical}LogGroup"}},
+            "Tags": _tags({TABLE_TAG: table}),
+        },
+    }
+    resources[f"{logical}Schedule"] = {
+        "Type": "AWS::Events::Rule",
+        "Properties": {
+            "Name": spec.names.rule,
+            "Description": f"dynamo-backups: compacts the journal of table {table}",
+            "ScheduleExpression": spec.schedule,
+            "State": "ENABLED",
+            "Targets": [{"Id": TARGET_ID, "Arn": {"Fn::GetAtt": [f"{logical}Function", "Arn"]}}],
+        },
+    }
+    alarm = compaction_alarm(spec.names, table)
+    resources[f"{logical}Alarm0"] = {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": _sub(alarm.request(options.alarm_topic)),
+    }
+    permission = policies.events_invoke_permission("")
+    resources[f"{logical}Permission"] = {
+        "Type": "AWS::Lambda::Permission",
+        "Properties": {
+            "FunctionName": {"Ref": f"{logical}Function"},
+            "Action": permission["Action"],
+            "Principal": permission["Principal"],
+            "SourceArn": {"Fn::GetAtt": [f"{logical}Schedule", "Arn"]},
+        },
+    }
     return resources
 
 
