@@ -49,7 +49,7 @@ SIZES = (10**6, 10**8, 10**9)
 RATES = (10, 1_000, 10_000)
 
 # --- the journal layout (docs/journal.md, "Costs" and "Retention") ---------------------------
-JOURNAL_BATCHES = (100, 1_000)  # records per delivered batch (deploy --batch-size)
+JOURNAL_BATCHES = (100, 1_000, 10_000)  # records per delivered batch (deploy --batch-size)
 BATCHING_WINDOW_S = 60  # deploy --batching-window's default
 HOURS_PER_MONTH = MONTH_S / 3600
 DAYS_PER_MONTH = MONTH_S / 86400
@@ -60,7 +60,7 @@ BASE_STORED_PER_ITEM_BYTE = 0.25
 INDEX_STORED_BYTES_PER_ITEM = 40  # a base's index line per item, gzipped (bench.journal)
 # Retention (docs/journal.md): every change kept 42 days; a base a day kept 2 days (6 days of
 # 7: the week's first base is the weekly one), a base a week kept 43 days; monthly ones optional.
-JOURNAL_KEEP_DAYS = 42
+JOURNAL_KEEP_DAYS = 43  # deploy's --keep-changes-days
 DAILY_BASE_KEEP_DAYS = 2
 WEEKLY_BASE_KEEP_DAYS = 43
 MONTHLY_BASE_KEEP_DAYS = 366
@@ -78,7 +78,7 @@ COMPACTION_FIXED_GETS = 10  # their reads, HEADs of S3's clock
 # records in 1,000-record batches; the Lambda runtime's decoding of the event not included),
 # and one S3 put (first-byte latency) per piece.
 JOURNAL_HANDLER_CPU_US_PER_RECORD = 55
-PITR_TARGET = {"table_gb": 10, "changes": 10**8, "batch": 1_000}
+PITR_TARGET = {"table_gb": 10, "changes": 10**8, "batch": 10_000}  # deploy's default
 
 
 def money(value: float) -> str:
@@ -453,11 +453,18 @@ def main() -> None:
         f"\nJournal layout: monthly cost, any moment of the last {RESTORABLE_DAYS} days "
         f"({arguments.journal_table_gb:g} GB table, 1 shard; x: times cheaper than items)\n"
     )
-    columns = ("changes a month", "item layout", "journal, batches of 100", "of 1,000", "PITR")
+    columns = (
+        "changes a month",
+        "item layout",
+        "journal, batches of 100",
+        "of 1,000",
+        "of 10,000 (deploy's default)",
+        "PITR",
+    )
     print("| " + " | ".join(columns) + " |")
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     print("\n".join(journal_cost_rows(arguments.journal_table_gb, kb)))
-    print("\nThe target case: 10 GB, 10^8 changes a month, batches of 1,000, 1 shard\n")
+    print("\nThe target case: 10 GB, 10^8 changes a month, batches of 10,000, 1 shard\n")
     print("| part | per month |")
     print("|---|---|")
     print("\n".join(journal_target_rows(1, kb)))

@@ -48,7 +48,7 @@ def test_journal_month_parts_follow_the_retention() -> None:
     parts = model.journal_month(10**8, 10, 1_000)
     assert parts["puts"] == pytest.approx(model.journal_puts(10**8, 1_000) * 0.005 / 1_000)
     journal_gb = 10**8 / 2**20 * model.JOURNAL_STORED_PER_ITEM_BYTE
-    assert parts["journal"] == pytest.approx(journal_gb * 42 / model.DAYS_PER_MONTH * 0.023)
+    assert parts["journal"] == pytest.approx(journal_gb * 43 / model.DAYS_PER_MONTH * 0.023)
     items = 10 * 2**20
     base_gb = (
         10 * model.BASE_STORED_PER_ITEM_BYTE + items * model.INDEX_STORED_BYTES_PER_ITEM / 2**30
@@ -71,7 +71,7 @@ def test_compaction_reads_a_days_pieces_and_writes_a_base() -> None:
     assert gets == pytest.approx(
         model.COMPACTION_FIXED_GETS + pieces_a_day + routed + data_files + 16
     )
-    lists = 42 + pieces_a_day * 42 / 1_000 + 24
+    lists = 43 + pieces_a_day * 43 / 1_000 + 24
     assert puts == pytest.approx(
         model.COMPACTION_FIXED_PUTS + (24 + 16) + routed + data_files + 16 + lists
     )
@@ -91,6 +91,19 @@ def test_puts_per_change_rows() -> None:
     rows = model.puts_per_change_rows()
     assert rows[0].startswith("| 100 | 0.01 | ")
     assert rows[1].startswith("| 1,000 | 0.001 | ")
+    assert rows[2].startswith("| 10,000 | 0.0001 | ")
+
+
+def test_the_target_case_uses_deploys_batch_and_a_busy_shard_pays_a_put_a_window() -> None:
+    """deploy --layout journal's default batch (10,000, trimmed by Lambda to 6 MB): at 10^8
+    changes a month (38.6 a second) the 60 s window closes each batch, 2,315 records."""
+    from dynamo_backups.installer.functions import JOURNAL_BATCH_SIZE
+
+    assert model.PITR_TARGET["batch"] == JOURNAL_BATCH_SIZE == 10_000
+    hours = model.HOURS_PER_MONTH
+    assert model.journal_puts(10**8, 10_000) == pytest.approx(MONTH_OF_WINDOWS + hours)
+    case = model.target_case()
+    assert case.journal["puts"] == pytest.approx((MONTH_OF_WINDOWS + hours) * 0.005 / 1_000)
 
 
 def test_a_weekly_compaction_keeps_no_daily_bases_and_reads_a_week() -> None:

@@ -81,7 +81,7 @@ def test_deploy_layout_journal_sets_the_trigger_the_layout_and_the_reads(moto: s
     names = TableResources.of("Users")
 
     mapping = the_trigger(c, names)
-    assert mapping["BatchSize"] == 1000
+    assert mapping["BatchSize"] == 10000
     assert mapping["MaximumBatchingWindowInSeconds"] == 60
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["BisectBatchOnFunctionError"] is True
@@ -144,7 +144,7 @@ def test_batching_window_is_set_and_updated_in_place(moto: str) -> None:
     steps = deploy(moto, replace(JOURNAL, batching_window=300))
     assert {step.resource: step.outcome for step in steps}[trigger] == "updated"
     mapping = the_trigger(c, names)
-    assert (mapping["BatchSize"], mapping["MaximumBatchingWindowInSeconds"]) == (1000, 300)
+    assert (mapping["BatchSize"], mapping["MaximumBatchingWindowInSeconds"]) == (10000, 300)
 
 
 def test_a_kms_bucket_gives_the_reads_a_decrypt_of_its_key(moto: str) -> None:
@@ -171,7 +171,7 @@ def test_a_deploy_without_layout_keeps_a_journal_folder_a_journal(moto: str) -> 
     deploy(moto, replace(OPTIONS, tables=("Users", "Orders")))
     c = clients(moto)
     users, orders = TableResources.of("Users"), TableResources.of("Orders")
-    assert the_trigger(c, users)["BatchSize"] == 1000
+    assert the_trigger(c, users)["BatchSize"] == 10000
     assert the_trigger(c, users)["MaximumBatchingWindowInSeconds"] == 60
     configuration = c.lambda_.get_function(FunctionName=users.function)["Configuration"]
     assert configuration["Environment"]["Variables"]["BACKUP_LAYOUT"] == "journal"
@@ -252,7 +252,7 @@ def test_status_of_a_journal_deploy(moto: str) -> None:
     status = CliRunner().invoke(main, [*base, "--output", "json", "status", "Users"])
     assert status.exit_code == 0, status.output
     (report,) = json.loads(status.stdout)["tables"]
-    assert report["triggers"][0]["BatchSize"] == 1000
+    assert report["triggers"][0]["BatchSize"] == 10000
     assert report["triggers"][0]["MaximumBatchingWindowInSeconds"] == 60
     assert report["function"]["Environment"]["BACKUP_LAYOUT"] == "journal"
     assert report["backup"] == {
@@ -262,7 +262,7 @@ def test_status_of_a_journal_deploy(moto: str) -> None:
     }
     assert set(report["alarms"]) == set(TableResources.of("Users").alarms)
     text = CliRunner().invoke(main, [*base, "status", "Users"])
-    assert "batch 1000, window 60 s" in text.output
+    assert "batch 10000, window 60 s" in text.output
     assert f"1 journal objects in s3://{BUCKET}/Prod/Users/journal/" in text.output
 
 

@@ -175,7 +175,8 @@ def deploy_options(template: bool = False) -> Callable[[Callable[..., Any]], Cal
             type=click.IntRange(1, 10000),
             default=None,
             help="Records per invocation of the function (the trigger's batch size). "
-            "Default: 100 for the items layout, 1000 for the journal layout.",
+            "Default: 100 for the items layout; 10000 for the journal layout (Lambda sends at "
+            "most 6 MB an invocation, so large items make smaller batches).",
         ),
         click.option(
             "--batching-window",
@@ -472,13 +473,13 @@ def deploy(invocation: Invocation, dry_run: bool, **kwargs: Any) -> None:
     Re-running with the same options changes nothing.
 
     With --layout journal (docs/journal.md) each delivered batch is one object: the trigger
-    takes batches of 1000 gathered for up to --batching-window seconds (default 60, the
-    RPO), and the function may read its folder's layout.json and journal objects. Without
-    --layout, a folder recorded as a journal stays one; every folder is checked before
-    anything is changed. A journal table also gets its compaction function
-    (dynamo-backups-compact-TABLE: 900 s, one invocation at a time, a role that may read the
-    journal and bases and write bases), invoked every hour by an EventBridge rule; it
-    makes a base when the newest is --compact-every hours old.
+    takes batches of up to 10000 records (6 MB) gathered for up to --batching-window
+    seconds (default 60, the RPO), and the function may read its folder's layout.json and
+    journal objects. Without --layout, a folder recorded as a journal stays one; every
+    folder is checked before anything is changed. A journal table also gets its compaction
+    function (dynamo-backups-compact-TABLE: 900 s, one invocation at a time, a role that may
+    read the journal and bases and write bases), invoked every hour by an EventBridge rule;
+    it makes a base when the newest is --compact-every hours old.
 
     \b
     Example:
