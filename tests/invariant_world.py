@@ -58,7 +58,8 @@ from dynamo_backups.core.layout import TableLayout, parse_time
 from dynamo_backups.core.parallel import ThreadEngine
 from dynamo_backups.core.units import UnitContext, UnitResult, WorkUnit
 from dynamo_backups.jobs.compact import Compaction, CompactOptions
-from dynamo_backups.jobs.history import item_history
+from dynamo_backups.jobs.history import HistoryEntry
+from dynamo_backups.jobs.readers import readers_of
 from dynamo_backups.jobs.replay import Replayer, parse_report
 from dynamo_backups.jobs.restore import RestoreOptions
 from dynamo_backups.jobs.restorers import restore_job
@@ -883,50 +884,83 @@ class World:
 
     # --- history -----------------------------------------------------------------------------
 
+    def history(self, key: str) -> list[HistoryEntry]:
+        """The item's history as the ``history`` command reads it: through the reader of the
+        layout the folder's ``layout.json`` records (``jobs/readers``), newest first."""
+        folder = open_folder_path(self.s3, self.bucket, f"{self.prefix}/{TABLE}")
+        read_history = readers_of(folder).history
+        return read_history(self.s3, self.reader, folder, {"pk": {"S": key}})[1]
+
     def check_history(self, keys: Iterable[str], strict_order: bool) -> None:
         """Each item's history: every acknowledged change is there, with its image; nothing
         that is not a change of the item; with ``strict_order``, each change once and in
-        stream order."""
+        stream order. A change is known by its sequence number as the stream gives it, or as
+        a number (a journal base's index records it without the leading zeros)."""
         for key in sorted(keys):
-            _, entries = item_history(self.reader, self.bucket, self.layout, {"pk": {"S": key}})
-            ours = {c.sequence: c for c in self.model.changes if c.key == key}
+            entries = self.history(key)
+            ours = {int(c.sequence): c for c in self.model.changes if c.key == key}
             listed = [e for e in reversed(entries) if e.event != "delete-marker"]
             for entry in listed:
-                change = ours.get(entry.sequence_number or "")
+                number = entry.sequence_number
+                change = ours.get(int(number)) if number and number.isdigit() else None
                 assert change is not None, f"{key}: history lists a change it never had: {entry}"
+                assert number in (change.sequence, str(int(change.sequence))), entry
                 assert entry.item == change.new_image, f"{key}: {entry.item} != {change.new_image}"
                 assert entry.change_time == datetime.fromtimestamp(change.when, UTC)
-            seen = {entry.sequence_number for entry in listed}
+            seen = {int(entry.sequence_number or "") for entry in listed}
             lost = [
-                c.sequence
-                for c in ours.values()
-                if c.index in self.model.acked and c.sequence not in seen
+                change.sequence
+                for number, change in ours.items()
+                if change.index in self.model.acked and number not in seen
             ]
             assert not lost, f"{key}: acknowledged changes missing from the backup: {lost}"
             if strict_order:
                 # A copy of a change S3 already held is listed marked as such (duplicate_of):
                 # each change is listed once as a change.
-                order = [entry.sequence_number for entry in listed if entry.duplicate_of is None]
+                order = [
+                    int(entry.sequence_number or "")
+                    for entry in listed
+                    if entry.duplicate_of is None
+                ]
                 assert order == sorted(set(order)), (
                     f"{key}: history does not list each change once in stream order: {order}"
                 )
 
     def check_latest(self, keys: Iterable[str]) -> None:
-        """Each item's latest state as restore selects it (the reader restore uses, one key
+        """Each item's latest state: its history's newest change (the layout's history
+        reader), and on the item layout also as restore selects it (``BackupItems``, one key
         at a time): the model's, where every change of the item is acknowledged."""
-        items = BackupItems(self.reader, self.bucket, self.layout, ["pk"])
+        select = LATEST_SELECTORS.get(self.folder_layout)
         for key in sorted(keys):
-            got = items.select_key({"pk": {"S": key}}).item
-            if self.model.settled(key):
-                want = self.model.state(key)
-                assert got == want, f"{key}: the backup's latest is {got}, the model's {want}"
-            else:
-                assert got in self.model.possible_states(key), f"{key}: never had {got}"
+            entries = self.history(key)
+            found = {"history": entries[0].item if entries else None}
+            if select is not None:
+                found["restore's selection"] = select(self, key)
+            for reader, got in found.items():
+                if self.model.settled(key):
+                    want = self.model.state(key)
+                    assert got == want, f"{key}: {reader}: the latest is {got}, the model's {want}"
+                else:
+                    assert got in self.model.possible_states(key), f"{key}: never had {got}"
 
     def cleanup(self) -> None:
         for name in self.targets:
             with contextlib.suppress(Exception):  # a leftover table harms nothing
                 self.dynamodb.delete_table(TableName=name)
+
+
+def _item_selected_latest(world: World, key: str) -> State:
+    """An item folder's latest state of ``key`` as restore selects it (the reader restore
+    uses, one key at a time)."""
+    items = BackupItems(world.reader, world.bucket, world.layout, ["pk"])
+    return items.select_key({"pk": {"S": key}}).item
+
+
+# Each layout's own latest-state reader, one key at a time, beside the history (the journal
+# restore reads whole partitions: its latest state is checked by the restores).
+LATEST_SELECTORS: dict[str, Callable[[World, str], State]] = {
+    LAYOUT_ITEMS: _item_selected_latest,
+}
 
 
 def close_handler_appliers(prefixes: Callable[[str], bool]) -> None:

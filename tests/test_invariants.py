@@ -17,9 +17,10 @@ choosing the writer and the restore as the commands do. The journal run adds its
 (``JournalInvariants``): compaction at a moment (killed and resumed), ranges redelivered with
 other boundaries (Lambda's bisect-on-error), batches written late (after later ones), and
 restores ``--at`` a change's own second (inside a batch) and around a base's moment; each base
-made is checked against the model too. ``LAYOUT_RULES`` says which of the item run's rules a
-layout takes: those of readers that do not open a journal folder yet (history, replay) are
-off there until they do, and are switched on by adding them to its set.
+made is checked against the model too. History is read through the folder's layout readers
+(``jobs/readers``) on both. ``LAYOUT_RULES`` says which of the item run's rules a layout
+takes: those of jobs that do not write a journal folder yet (replay) are off there until they
+do, and are switched on by adding them to its set.
 
 Budget: ``DYNAMO_BACKUPS_INVARIANT_EXAMPLES`` (default 10) examples of up to
 ``DYNAMO_BACKUPS_INVARIANT_STEPS`` (default 20) steps in ``scripts/test``, bounded to keep the
@@ -99,14 +100,15 @@ LONGER_RUN = any(
 )
 TIME_LIMIT = 0 if LONGER_RUN else 900
 
-# The item run's rules (and checks) each layout takes. On the journal layout, history
-# (``histories``, the history check at the end) and ``replay`` are off: neither opens a
-# journal folder on this branch (they come with the readers of issue 22, branches jhist and
-# jverify); once they do, add their names here and the journal run checks them too.
+# The item run's rules (and checks) each layout takes. History (``histories``, the history
+# check at the end) reads either layout through the folder's layout readers
+# (``jobs/readers``). ``replay`` is off on the journal layout: it writes through the item
+# layout's applier on this branch (journal replay comes with branch jverify); once it writes
+# through the layout's applier, add its name here and the journal run checks it too.
 ITEM_RULES = frozenset({"replay", "history"})
 LAYOUT_RULES: dict[str, frozenset[str]] = {
     LAYOUT_ITEMS: ITEM_RULES,
-    LAYOUT_JOURNAL: frozenset(),
+    LAYOUT_JOURNAL: frozenset({"history"}),
 }
 # The journal run's budget: a share of the item run's (each of its restores and compactions
 # waits a second or two for S3's clock, and compaction adds steps), so that it adds about a
@@ -646,6 +648,8 @@ def test_journal_late_and_bisected_batches_around_a_killed_compaction(journal_wo
     trigger.resume_compaction()  # checks the base against the model
     trigger.deliver_held(0)  # late for the base: its removal of a must still count
     assert trigger.model.acked == set(range(6))
+    trigger.check_history(KEYS, strict_order=True)  # journal pieces and the base, each once
+    trigger.check_latest(KEYS)
     for moment in (base, base - 1, base + 1, None):
         target = f"{trigger.prefix}-at-{len(trigger.targets)}"
         assert trigger.restore(target, trigger.restore_options(moment))
