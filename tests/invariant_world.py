@@ -60,11 +60,10 @@ from dynamo_backups.core.units import UnitContext, UnitResult, WorkUnit
 from dynamo_backups.jobs.compact import Compaction, CompactOptions
 from dynamo_backups.jobs.history import HistoryEntry
 from dynamo_backups.jobs.readers import readers_of
-from dynamo_backups.jobs.replay import Replayer, parse_report
+from dynamo_backups.jobs.replay import REPLAY_WRITERS, Replayer, parse_report
 from dynamo_backups.jobs.restore import RestoreOptions
 from dynamo_backups.jobs.restorers import restore_job
 from dynamo_backups.pipeline.appliers import applier_for, folder_layout
-from dynamo_backups.pipeline.backup_applier import BackupApplier
 from dynamo_backups.pipeline.consumer import StreamConsumer
 from dynamo_backups.pipeline.stream_source import StreamError
 from tests import faultproxy, servers
@@ -540,9 +539,15 @@ class World:
             newer = [c.key for c in world.model.changes[end:] if c.key in in_range]
             world.change((newer or in_range)[0], meanwhile[0], 0)
 
-        class RacedApplier(BackupApplier):
+        class Raced:
+            """The folder's applier (``applier_for``, as ``replay`` chooses it), with the live
+            trigger writing after each batch it applies."""
+
+            def __init__(self, inner: Any) -> None:
+                self.inner = inner
+
             def apply(self, records: Any, deadline: float | None = None) -> Any:
-                result = super().apply(records, deadline)
+                result = self.inner.apply(records, deadline)
                 live_change()
                 if meanwhile is not None:  # the trigger catches up, the new change included
                     world.deliver(len(world.model.changes) - world.position)
@@ -550,13 +555,18 @@ class World:
                     world.deliver(racing)
                 return result
 
-        applier = RacedApplier(writer, self.prefix, concurrency=4)
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.inner, name)
+
+        chosen = folder_layout(writer, self.layout, None)  # as ``replay`` opens the folder
+        applier = Raced(applier_for(chosen, writer, self.prefix, self.layout.key_hash, 4))
         try:
-            outcome = Replayer(self.stream, applier, sleep=lambda _: None).replay(
-                parse_report(self.report_document(start, end))
-            )
+            outcome = Replayer(
+                self.stream, REPLAY_WRITERS[chosen](applier), sleep=lambda _: None
+            ).replay(parse_report(self.report_document(start, end)))
         finally:
-            applier.close()
+            with contextlib.suppress(AttributeError):  # the journal's applier holds no pool
+                applier.close()
         assert outcome.written, outcome.problem
         assert outcome.records == end - start
         self.model.acked.update(range(start, end))

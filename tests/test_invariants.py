@@ -18,9 +18,8 @@ choosing the writer and the restore as the commands do. The journal run adds its
 other boundaries (Lambda's bisect-on-error), batches written late (after later ones), and
 restores ``--at`` a change's own second (inside a batch) and around a base's moment; each base
 made is checked against the model too. History is read through the folder's layout readers
-(``jobs/readers``) on both. ``LAYOUT_RULES`` says which of the item run's rules a layout
-takes: those of jobs that do not write a journal folder yet (replay) are off there until they
-do, and are switched on by adding them to its set.
+(``jobs/readers``) on both, and replay writes through the folder's layout's applier.
+``LAYOUT_RULES`` says which of the item run's rules a layout takes (all, on both).
 
 Budget: ``DYNAMO_BACKUPS_INVARIANT_EXAMPLES`` (default 10) examples of up to
 ``DYNAMO_BACKUPS_INVARIANT_STEPS`` (default 20) steps in ``scripts/test``, bounded to keep the
@@ -100,15 +99,14 @@ LONGER_RUN = any(
 )
 TIME_LIMIT = 0 if LONGER_RUN else 900
 
-# The item run's rules (and checks) each layout takes. History (``histories``, the history
-# check at the end) reads either layout through the folder's layout readers
-# (``jobs/readers``). ``replay`` is off on the journal layout: it writes through the item
-# layout's applier on this branch (journal replay comes with branch jverify); once it writes
-# through the layout's applier, add its name here and the journal run checks it too.
+# The item run's rules (and checks) each layout takes: all of them on both. History
+# (``histories``, the history check at the end) reads either layout through the folder's
+# layout readers (``jobs/readers``), replay writes through the folder's layout's applier
+# (``jobs/replay.REPLAY_WRITERS``); a rule a layout cannot take yet would be left out here.
 ITEM_RULES = frozenset({"replay", "history"})
 LAYOUT_RULES: dict[str, frozenset[str]] = {
     LAYOUT_ITEMS: ITEM_RULES,
-    LAYOUT_JOURNAL: frozenset({"history"}),
+    LAYOUT_JOURNAL: ITEM_RULES,
 }
 # The journal run's budget: a share of the item run's (each of its restores and compactions
 # waits a second or two for S3's clock, and compaction adds steps), so that it adds about a
