@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -24,7 +24,9 @@ from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli import main
 from dynamo_backups.core.journal import encode_piece, piece_name, record_of_stream
 from dynamo_backups.core.layout import TableLayout, parse_time
+from dynamo_backups.core.retention import RetentionPolicy
 from dynamo_backups.jobs.backfill import BackfillOptions
+from dynamo_backups.jobs.compact import RETENTION_NAME, CompactError, Compaction, CompactOptions
 from dynamo_backups.jobs.journal_backfill import JournalBackfill
 from dynamo_backups.jobs.journal_history import journal_item_history
 from tests.helpers import create_table, lambda_records
@@ -271,3 +273,52 @@ def test_a_compaction_during_a_backfill_does_not_hide_the_backfill_base(
     assert len(table_now) == 21
     target, _ = restore(dynamodb_local, s3, bucket, folder, None)
     assert len(restored_state(dynamodb, target)) == 21, sorted(restored_state(dynamodb, target))
+
+
+# --- the journal after a base expired by the lifecycle --------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="restore reads whatever journal is left after its base: under a retention policy "
+    "whose rules have expired the journal written after the base (compactions failing for "
+    "longer than --keep-changes-days, or --at a monthly base's week), a latest restore gives "
+    "the base's old images with exit 0; compact refuses the same journal (journal_gap_reason), "
+    "restore and snapshot do not check it",
+)
+def test_a_restore_from_a_base_whose_journal_expired_is_refused(
+    aws_env: dict[str, str],
+    dynamodb: Any,
+    dynamodb_local: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    journal_env: str,  # noqa: F811
+) -> None:
+    table = create_table(dynamodb)
+    folder = f"{journal_env}/{table}"
+    journal_manifest(s3, bucket, journal_env, table, "journal")
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=50)
+    history = History(dynamodb, streams, table, t0)
+    first = history.change([("put", "a", 1), ("put", "b", 2)])
+    deliver(first)
+    compact(s3, bucket, folder, history.time(1) + timedelta(seconds=30), partitions=16)
+    later = history.change([("put", "a", 3)])  # 50 days ago, after the base
+    deliver(later)
+    # deploy's policy (the defaults: the journal kept 43 days), and the lifecycle's work.
+    layout = TableLayout.from_folder(folder)
+    s3.put_object(Bucket=bucket, Key=f"{layout.meta_prefix}{RETENTION_NAME}",
+                  Body=json.dumps(RetentionPolicy().to_dict()).encode())  # fmt: skip
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{folder}/journal/")["Contents"]
+    for entry in listed:
+        s3.delete_object(Bucket=bucket, Key=entry["Key"])  # expired: 50 days > 43
+    refused = Compaction(
+        s3, BotocoreObjects(s3, bucket), bucket, folder, CompactOptions(settle_seconds=1.0)
+    )
+    with pytest.raises(CompactError, match="may be gone"):
+        refused.run()
+    result = invoke("restore", bucket, folder, f"r-{os.urandom(3).hex()}")
+    if result.exit_code == 0:  # then it must at least be the table
+        target = result.output.split(" -> ")[1].split(" ")[0]
+        assert restored_state(dynamodb, target) == restored_state(dynamodb, table)
+    assert result.exit_code != 0, result.output
