@@ -27,6 +27,7 @@ from dynamo_backups.core.layout import TableLayout, parse_time
 from dynamo_backups.core.retention import RetentionPolicy
 from dynamo_backups.jobs.backfill import BackfillOptions
 from dynamo_backups.jobs.compact import RETENTION_NAME, CompactError, Compaction, CompactOptions
+from dynamo_backups.jobs.convert import Conversion, ConvertOptions
 from dynamo_backups.jobs.journal_backfill import JournalBackfill
 from dynamo_backups.jobs.journal_history import journal_item_history
 from tests.helpers import create_table, lambda_records
@@ -391,3 +392,66 @@ def test_the_handlers_journal_puts_end_within_the_compactions_settle_time() -> N
         context.read_timeout,
         SETTLE_SECONDS,
     )
+
+
+class HeldConversion(Conversion):
+    """A conversion whose partition units wait for ``release`` (a large item folder)."""
+
+    release = threading.Event()
+
+    def run_unit(self, unit: Any, context: Any) -> Any:
+        assert self.release.wait(120)
+        return super().run_unit(unit, context)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the same with convert (the documented switch of a running table): a compaction "
+    "while the conversion reads the item folder folds the journal alone at a later moment, "
+    "and restore latest gives only the items changed since the journal began",
+)
+def test_a_compaction_during_a_conversion_does_not_hide_the_converted_base(
+    aws_env: dict[str, str],
+    dynamodb: Any,
+    dynamodb_local: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    journal_env: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = create_table(dynamodb)
+    item_prefix = f"{journal_env}-items"
+    item_folder, journal_folder = f"{item_prefix}/{table}", f"{journal_env}/{table}"
+    triggers = Triggers(monkeypatch, item_prefix, journal_env)
+    journal_manifest(s3, bucket, item_prefix, table, "items")
+    history = History(dynamodb, streams, table, start_time())
+    early = history.change([("put", f"k{i}", i) for i in range(10)])
+    triggers.items(early)  # before the journal trigger: the item folder alone
+    journal_manifest(s3, bucket, journal_env, table, "journal")  # deployed beside
+    both = history.change([("put", "k0", 20), ("put", "n", 21)])
+    triggers.items(both)
+    triggers.journal(both)
+    job = HeldConversion(
+        s3, BotocoreObjects(s3, bucket), bucket, item_folder, journal_folder,
+        ConvertOptions(settle_seconds=1.0),
+    )  # fmt: skip
+    HeldConversion.release.clear()
+    reports: list[Any] = []
+    thread = threading.Thread(target=lambda: reports.append(job.run()), daemon=True)
+    thread.start()
+    for _ in range(600):  # the conversion has claimed its base and reads the item folder
+        if job.plan is not None:
+            break
+        time.sleep(0.1)
+    time.sleep(2.0)
+    try:
+        compaction = compact(s3, bucket, journal_folder, None, partitions=16)
+    finally:
+        HeldConversion.release.set()
+        thread.join(120)
+    assert reports and reports[0].complete, reports
+    assert compaction.report.previous is None  # the journal alone
+    expected = history.state_at(None)
+    target, _ = restore(dynamodb_local, s3, bucket, journal_folder, None)
+    assert restored_state(dynamodb, target) == expected, sorted(restored_state(dynamodb, target))
