@@ -31,7 +31,7 @@ from dynamo_backups.jobs.convert import Conversion, ConvertOptions
 from dynamo_backups.jobs.journal_backfill import JournalBackfill
 from dynamo_backups.jobs.journal_history import journal_item_history
 from tests.helpers import create_table, lambda_records
-from tests.jobs.test_convert import Triggers
+from tests.jobs.test_convert import Triggers, restore_cli
 from tests.jobs.test_journal_backfill import backfill_job
 from tests.jobs.test_journal_compact_restore import (
     History,
@@ -455,3 +455,47 @@ def test_a_compaction_during_a_conversion_does_not_hide_the_converted_base(
     expected = history.state_at(None)
     target, _ = restore(dynamodb_local, s3, bucket, journal_folder, None)
     assert restored_state(dynamodb, target) == expected, sorted(restored_state(dynamodb, target))
+
+
+# --- convert: a batch both triggers gave up on, replayed after the conversion ---------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="convert's reflects_before is the journal's first hour, and readers skip every "
+    "journal change made before it as one the base holds; but the base holds what the item "
+    "folder held at the conversion: a batch both triggers gave up on (an outage) and that is "
+    "replayed from their failure queues after the conversion reaches the journal as a late "
+    "piece older than the journal's first hour, is skipped, and is lost from the journal folder "
+    "(the item folder has it). Placing it against the index (or refusing) would keep it",
+)
+def test_a_batch_replayed_after_a_conversion_older_than_the_journal_is_kept(
+    aws_env: dict[str, str],
+    dynamodb: Any,
+    dynamodb_local: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    journal_env: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = create_table(dynamodb)
+    item_prefix = f"{journal_env}-items"
+    item_folder, journal_folder = f"{item_prefix}/{table}", f"{journal_env}/{table}"
+    triggers = Triggers(monkeypatch, item_prefix, journal_env)
+    journal_manifest(s3, bucket, item_prefix, table, "items")
+    journal_manifest(s3, bucket, journal_env, table, "journal")  # both triggers from the start
+    history = History(dynamodb, streams, table, start_time())  # ten minutes before an hour
+    records = history.change([("put", "x", 1)] + [("put", f"k{i}", i) for i in range(1, 12)])
+    failed, before, after = records[:1], records[1:10], records[10:]  # after: the next hour
+    triggers.items(before, after)  # both gave the first batch up (to their failure queues)
+    triggers.journal(after)  # the journal trigger's first batches were failing until then
+    moment = history.time(11) + timedelta(seconds=30)
+    converted = invoke("convert", bucket, item_folder, journal_folder,
+                       "--at", moment.isoformat(), "--partitions", "16")  # fmt: skip
+    assert converted.exit_code == 0, converted.output
+    triggers.items(failed)  # replayed from the failure queues
+    triggers.journal(failed)
+    # The item folder has it; the journal folder must too.
+    assert restore_cli(dynamodb, bucket, item_folder, None) == history.state_at(None)
+    assert restore_cli(dynamodb, bucket, journal_folder, None) == history.state_at(None)
