@@ -45,6 +45,7 @@ from dynamo_backups.core.journal import (
     JournalRecord,
     decode_record,
     drop_duplicates,
+    format_change_time,
     gunzip_lines,
     journal_prefix,
 )
@@ -165,7 +166,7 @@ def base_changes(
         state = _indexed_state(objects, table_folder, manifest, name, key_hash)
         if state is None or state.order is None:
             continue
-        identity = (state.order.stream_arn, state.order.sequence, state.order.event_id)
+        identity = _base_identity(state.order)
         if identity in seen:
             continue
         seen.add(identity)
@@ -173,6 +174,15 @@ def base_changes(
         if state.event_name != EVENT_REMOVE:
             image = _based_image(objects, table_folder, manifest, name, key_hash, key_names)
         yield identity, _Change(state.order, _base_entry(manifest, table_folder, state, image))
+
+
+def _base_identity(order: ChangeOrder) -> Identity:
+    """A base's deciding change as an identity. A read of the table (a backfill's, sequence
+    -1) has no stream or eventID: its read time tells two reads apart (two backfill bases),
+    while a base folded on top of one keeps the same read, and time, for an unchanged item."""
+    if order.sequence < 0:
+        return (order.stream_arn, order.sequence, format_change_time(order.latest_time))
+    return (order.stream_arn, order.sequence, order.event_id)
 
 
 def _partition_files(manifest: BaseManifest, name: str, kind: str) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from typing import Any
 from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.backup.journal_store import (
     JSON_TYPE,
+    earliest_reflecting_base,
     first_piece,
     first_piece_hour,
     newest_base,
@@ -69,6 +70,11 @@ class UnsupportedOnJournal(LayoutError):
     """An option a journal folder's snapshot does not take (exit 2)."""
 
 
+class BeforeJournalBegins(LayoutError):
+    """An --at before the first base of a journal that began mid-way (exit 2, as restore
+    refuses it): the journal alone holds only part of the table then."""
+
+
 def unsupported(options: SnapshotOptions) -> list[str]:
     """The options given that a journal folder's snapshot does not take."""
     return [flag for field, flag in _REFUSED.items() if getattr(options, field)]
@@ -101,6 +107,8 @@ class JournalSnapshot(Snapshot):
         at = self.options.at if self.options.at is not None else received_before
         table_folder = self.folder.layout.items_prefix
         base = self._base(table_folder, at)
+        if self.options.at is not None and (base is None or base.reflects_before is None):
+            self._refuse_before_journal_begins(table_folder, at)
         journal_start = first_piece_hour(self.reader(), table_folder)
         if not self.folder.key_names:
             raise SnapshotError(f"{self.folder.where} records no key schema")
@@ -133,6 +141,21 @@ class JournalSnapshot(Snapshot):
         if self.options.at is not None and base is None and not parts.failures and not folded:
             raise NothingAtMoment(self._before_first_change(at))
         return parts  # the route units' results are scratch, not files of the export
+
+    def _refuse_before_journal_begins(self, table_folder: str, at: datetime) -> None:
+        """Refuse, before any export file is written, a moment no base at or before reflects
+        a table older than the journal when a later base shows the journal began mid-way (a
+        backfill's or a conversion's base): the journal alone would export part of the table
+        (the check ``JournalRestore`` makes)."""
+        first = earliest_reflecting_base(self.s3(), self.reader(), table_folder, at)
+        if first is None:
+            return
+        raise BeforeJournalBegins(
+            f"{self.folder.where} cannot be exported --at {format_time(at)}: its journal "
+            f"begins mid-way (base {first.id} holds the rows older than the journal), so the "
+            f"earliest moment a snapshot can take is {format_time(first.moment)}; give --at "
+            "it or later (no export file was written)"
+        )
 
     def _before_first_change(self, at: datetime) -> str:
         """What the item layout's snapshot says of an --at before its first backup (exit 2),
