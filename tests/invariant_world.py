@@ -14,8 +14,9 @@ across everything at once").
 - The **layout** (issue 22) is the folder's: a journal world records ``"layout": "journal"``
   in ``layout.json`` first, and everything after chooses from it as the commands do (the
   handler's ``FolderAppliers``, ``appliers.folder_layout``/``applier_for`` for the consumer,
-  ``restorers.restore_job`` for restore). A journal world also compacts (``jobs/compact``,
-  killed and resumed), redelivers ranges with other boundaries and delivers batches late.
+  ``jobs/layouts.layout_for(folder).restore`` for restore). A journal world also compacts
+  (``jobs/compact``, killed and resumed), redelivers ranges with other boundaries and delivers
+  batches late.
 
 The model knows, for every change, whether it was *acknowledged*: the trigger moved past it
 without reporting it (Lambda), the consumer's checkpoint covers it, or ``replay`` wrote it.
@@ -49,7 +50,7 @@ from dynamo_backups.aws.s3objects import BotocoreObjects
 from dynamo_backups.backup.checkpoints import CheckpointError, Lease, S3CheckpointStore
 from dynamo_backups.backup.folder import open_folder_path
 from dynamo_backups.backup.journal_store import read_lines
-from dynamo_backups.backup.layouts import LAYOUT_ITEMS, layout_of
+from dynamo_backups.backup.layouts import LAYOUT_ITEMS
 from dynamo_backups.backup.manifest import ensure_manifest
 from dynamo_backups.backup.reader import BackupItems
 from dynamo_backups.backup.writer import BackupWriter
@@ -59,10 +60,9 @@ from dynamo_backups.core.parallel import ThreadEngine
 from dynamo_backups.core.units import UnitContext, UnitResult, WorkUnit
 from dynamo_backups.jobs.compact import Compaction, CompactOptions
 from dynamo_backups.jobs.history import HistoryEntry
-from dynamo_backups.jobs.readers import readers_of
-from dynamo_backups.jobs.replay import REPLAY_WRITERS, Replayer, parse_report
+from dynamo_backups.jobs.layouts import layout_for, layout_named
+from dynamo_backups.jobs.replay import Replayer, parse_report
 from dynamo_backups.jobs.restore import RestoreOptions
-from dynamo_backups.jobs.restorers import restore_job
 from dynamo_backups.pipeline.appliers import applier_for, folder_layout
 from dynamo_backups.pipeline.consumer import StreamConsumer
 from dynamo_backups.pipeline.stream_source import StreamError
@@ -562,7 +562,7 @@ class World:
         applier = Raced(applier_for(chosen, writer, self.prefix, self.layout.key_hash, 4))
         try:
             outcome = Replayer(
-                self.stream, REPLAY_WRITERS[chosen](applier), sleep=lambda _: None
+                self.stream, layout_named(chosen).replay(applier), sleep=lambda _: None
             ).replay(parse_report(self.report_document(start, end)))
         finally:
             with contextlib.suppress(AttributeError):  # the journal's applier holds no pool
@@ -794,9 +794,8 @@ class World:
             return api.call("BatchWriteItem", request)
 
         folder = open_folder_path(self.s3, self.bucket, f"{self.prefix}/{TABLE}")
-        chosen = layout_of(folder.manifest)  # as the restore command chooses its job
-        job = restore_job(
-            chosen,
+        chosen = layout_for(folder)  # as the restore command chooses its job
+        job = chosen.restore(
             self.s3,
             self.reader,
             self.dynamodb,
@@ -896,9 +895,9 @@ class World:
 
     def history(self, key: str) -> list[HistoryEntry]:
         """The item's history as the ``history`` command reads it: through the reader of the
-        layout the folder's ``layout.json`` records (``jobs/readers``), newest first."""
+        layout the folder's ``layout.json`` records (``jobs/layouts``), newest first."""
         folder = open_folder_path(self.s3, self.bucket, f"{self.prefix}/{TABLE}")
-        read_history = readers_of(folder).history
+        read_history = layout_for(folder).history
         return read_history(self.s3, self.reader, folder, {"pk": {"S": key}})[1]
 
     def check_history(self, keys: Iterable[str], strict_order: bool) -> None:

@@ -18,7 +18,7 @@ choosing the writer and the restore as the commands do. The journal run adds its
 other boundaries (Lambda's bisect-on-error), batches written late (after later ones), and
 restores ``--at`` a change's own second (inside a batch) and around a base's moment; each base
 made is checked against the model too. History is read through the folder's layout readers
-(``jobs/readers``) on both, and replay writes through the folder's layout's applier.
+(``jobs/layouts``) on both, and replay writes through the folder's layout's applier.
 ``LAYOUT_RULES`` says which of the item run's rules a layout takes (all, on both).
 
 Budget: ``DYNAMO_BACKUPS_INVARIANT_EXAMPLES`` (default 10) examples of up to
@@ -101,8 +101,8 @@ TIME_LIMIT = 0 if LONGER_RUN else 900
 
 # The item run's rules (and checks) each layout takes: all of them on both. History
 # (``histories``, the history check at the end) reads either layout through the folder's
-# layout readers (``jobs/readers``), replay writes through the folder's layout's applier
-# (``jobs/replay.REPLAY_WRITERS``); a rule a layout cannot take yet would be left out here.
+# layout readers (``jobs/layouts``), replay writes through the folder's layout's applier
+# (``jobs/layouts``); a rule a layout cannot take yet would be left out here.
 ITEM_RULES = frozenset({"replay", "history"})
 LAYOUT_RULES: dict[str, frozenset[str]] = {
     LAYOUT_ITEMS: ITEM_RULES,

@@ -25,7 +25,7 @@ from dynamo_backups.cli import main
 from dynamo_backups.core.ddbjson import to_wire
 from dynamo_backups.core.journal import encode_piece, piece_name, record_of_stream
 from dynamo_backups.core.layout import parse_time
-from dynamo_backups.jobs.verifiers import VERIFIERS
+from dynamo_backups.jobs.layouts import layout_named
 from tests import servers
 from tests.faultproxy import FORWARD, Answer, FaultProxy, Request
 from tests.helpers import create_table, lambda_records
@@ -301,7 +301,7 @@ def test_a_change_the_trigger_writes_while_verify_runs_is_not_a_difference(
     from both sides, it is not counted."""
     backed.put("a", "5")
     folder = open_backup(backed.s3, backed.bucket, backed.prefix, backed.table)
-    job_class = VERIFIERS[backed.folder_layout]
+    job_class = layout_named(backed.folder_layout).verify
 
     class TriggerCatchesUp(job_class):  # type: ignore[misc, valid-type]
         def _get_item(self, key: dict[str, Any]) -> Any:

@@ -25,8 +25,8 @@ from dynamo_backups.aws.s3objects import BotocoreObjects
 from dynamo_backups.core.ddbjson import to_wire
 from dynamo_backups.core.journal import JournalRecord, encode_piece, piece_name
 from dynamo_backups.core.keys import object_name
+from dynamo_backups.jobs.layouts import layout_named
 from dynamo_backups.jobs.restore import RestoreOptions
-from dynamo_backups.jobs.restorers import restore_job
 from tests import servers
 from tests.helpers import create_table
 from tests.jobs.test_inspect import moto_endpoint  # noqa: F401 (a fixture)
@@ -275,8 +275,8 @@ def test_keys_not_written_go_to_a_file_that_keys_takes(
 
     target = f"{made.table}-unwritten"
     path = tmp_path / "unwritten.jsonl"
-    job = restore_job(
-        layout, s3, BotocoreObjects(s3, bucket), client, batch_write, bucket, made.folder,
+    job = layout_named(layout).restore(
+        s3, BotocoreObjects(s3, bucket), client, batch_write, bucket, made.folder,
         target, RestoreOptions(unwritten_keys_file=str(path)),
         retry_policy=RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02),
     )  # fmt: skip

@@ -36,8 +36,8 @@ from dynamo_backups.cli.lines import say
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.jobs.backfill import BackfillOptions, BackfillReport
-from dynamo_backups.jobs.backfillers import backfill_job
 from dynamo_backups.jobs.export_source import ExportError, open_export
+from dynamo_backups.jobs.layouts import backfill_job
 
 
 def tables_with_prefix(dynamodb: object, prefix: str) -> list[str]:

@@ -13,7 +13,7 @@ from dynamo_backups.core.keys import parse_key
 from dynamo_backups.core.layout import format_time
 from dynamo_backups.core.wording import counted
 from dynamo_backups.jobs.history import HistoryEntry
-from dynamo_backups.jobs.readers import readers_of
+from dynamo_backups.jobs.layouts import layout_for
 
 
 @click.command()
@@ -49,7 +49,7 @@ def history(invocation: Invocation, table: str, key: str, bucket: str, prefix: s
     s3 = aws.client("s3")
     folder = open_backup(s3, bucket, prefix, table)  # "no backup at ..." for a wrong folder
     typed_key = parse_key(key, folder.key_types)
-    read_history = readers_of(folder).history  # the folder's layout's (jobs/readers)
+    read_history = layout_for(folder).history  # the folder's layout's (jobs/layouts)
     try:
         object_key, entries = read_history(s3, aws.objects(s3, bucket), folder, typed_key)
     except JournalError as error:  # a journal object or base that cannot be read as one

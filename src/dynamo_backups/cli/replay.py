@@ -26,13 +26,13 @@ from dynamo_backups.cli.inputs import BUCKET, KEY_HASH, PREFIX, READABLE_FILE, T
 from dynamo_backups.core.keys import DEFAULT_KEY_HASH
 from dynamo_backups.installer.alerting import queue_url
 from dynamo_backups.installer.naming import TableResources
+from dynamo_backups.jobs.layouts import Layout, layout_named
 from dynamo_backups.jobs.replay import (
     GivenUp,
     Replayer,
     ReplayOutcome,
     ReportError,
     parse_report,
-    replay_writer,
     reports_in_file,
 )
 
@@ -107,7 +107,7 @@ def replay(
     writer = BackupWriter(s3, bucket, objects=aws.objects(s3, bucket))
     # Written as the folder's layout.json says: a journal folder gets journal pieces.
     replayer = Replayer(
-        aws.client("dynamodbstreams"), replay_writer(layout, writer, prefix, key_hash)
+        aws.client("dynamodbstreams"), layout.replay_writer(writer, prefix, key_hash)
     )
     if texts is not None:
         assert report_file is not None
@@ -140,7 +140,7 @@ def _reports_of(path: Path) -> list[str]:
 
 def _destination(
     aws: Any, table: str, bucket: str | None, prefix: str | None, key_hash: str | None
-) -> tuple[str, str, str, str]:
+) -> tuple[str, str, str, Layout]:
     """Where the table's backup is: the options, else the deployed function's settings; the
     key hash from the option, else the folder's layout.json, else the function's; and the
     folder's layout (its layout.json's; none: the item layout)."""
@@ -162,7 +162,7 @@ def _destination(
     manifest = open_backup(aws.client("s3"), bucket, prefix, table).manifest or {}
     if not key_hash:
         key_hash = manifest.get("key_hash") or variables.get("BACKUP_KEY_HASH")
-    return bucket, prefix, key_hash or DEFAULT_KEY_HASH, layout_of(manifest)
+    return bucket, prefix, key_hash or DEFAULT_KEY_HASH, layout_named(layout_of(manifest))
 
 
 Replayed = tuple[str, "ReplayOutcome | str"]  # where the report came from, and its outcome

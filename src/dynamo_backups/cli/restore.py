@@ -15,7 +15,6 @@ from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.aws.retry import call_with_retries
 from dynamo_backups.backup.description import DescriptionError
 from dynamo_backups.backup.folder import BackupFolder, open_backup_path
-from dynamo_backups.backup.layouts import LAYOUT_ITEMS, layout_of
 from dynamo_backups.backup.manifest import key_types_from_description as key_types_of_schema
 from dynamo_backups.backup.reading import READ_POLICY
 from dynamo_backups.cli.common import (
@@ -53,6 +52,7 @@ from dynamo_backups.cli.pending_check import (
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.cli.snapshot import take_snapshot
 from dynamo_backups.core.journal import JournalError
+from dynamo_backups.jobs.layouts import ITEM_LAYOUT, Layout, layout_for
 from dynamo_backups.jobs.restore import (
     SAMPLE_SIZE,
     Restore,
@@ -60,12 +60,6 @@ from dynamo_backups.jobs.restore import (
     RestoreOptions,
     RestoreReport,
     read_keys_file,
-)
-from dynamo_backups.jobs.restorers import (
-    check_options,
-    earliest_change_of,
-    native_importer,
-    restore_job,
 )
 
 
@@ -77,16 +71,15 @@ def run_restore(
     options: RestoreOptions,
     show_progress: bool,
     engine: EngineChoice | None = None,
-    layout: str = LAYOUT_ITEMS,
+    layout: Layout = ITEM_LAYOUT,
 ) -> RestoreReport:
-    """Restore with the job of the folder's ``layout`` (``jobs.restorers``)."""
+    """Restore with the job of the folder's ``layout`` (``jobs.layouts``)."""
     s3 = aws.client("s3", pool=options.read_concurrency)
     dynamodb = aws.client("dynamodb", pool=options.write_concurrency)
     api = aws.dynamodb_api(dynamodb)
     label = f"restore {table}" + (" (dry run)" if options.dry_run else "")
     with Progress(label, unit="items", enabled=show_progress) as progress:
-        job = restore_job(
-            layout,
+        job = layout.restore(
             s3,
             aws.objects(s3, bucket),
             dynamodb,
@@ -252,9 +245,8 @@ def restore(
     folder = open_backup_path(s3, source_bucket, source_prefix)  # "no backup at ...", first
     require_checked_backfill(s3, folder, at, allow_incomplete_backfill)
     _check_key_schema(folder, key_schema)
-    layout = layout_of(folder.manifest)
-    check_options(
-        layout,
+    layout = layout_for(folder)  # the folder's layout.json: items or journal
+    layout.check_restore_options(
         folder.where,
         RestoreOptions(
             keys_file=keys_file,
@@ -273,7 +265,7 @@ def restore(
                 "--keys, --dry-run or --into-existing",
                 2,
             )
-        native = native_importer(layout)
+        native = layout.native_import
         if native is None:
             _restore_natively(
                 invocation, source_bucket, source_prefix, table, at, key_schema, staging,
@@ -344,7 +336,7 @@ def _refuse_moment_without_items(
     """--at before the folder's first backup (--at 0): exit 2 naming the earliest change
     found, nothing left behind (a table this run created for it, still empty, is deleted
     again; --delete-absent deleted nothing)."""
-    earliest = earliest_change_of(layout_of(folder.manifest))
+    earliest = layout_for(folder).earliest_change
     message = nothing_at_moment(invocation.aws.client("s3"), folder, report.at, earliest)
     if report.created_table and not resume and not report.dry_run:
         removed = _remove_if_empty(invocation.aws, table)
@@ -537,7 +529,7 @@ def restore_backup_main(argv: list[str] | None = None) -> None:
             table,
             RestoreOptions(),
             show_progress=True,
-            layout=reports_errors(layout_of)(folder.manifest),
+            layout=reports_errors(layout_for)(folder),
         )
     except click.ClickException as error:
         error.show()
@@ -623,7 +615,7 @@ def _restore_layout_natively(
     options: RestoreOptions,
     engine: EngineChoice,
 ) -> None:
-    """A layout's own --native-import (``jobs.restorers``): ImportTable, then what the layout
+    """A layout's own --native-import (``jobs.layouts``): ImportTable, then what the layout
     must still write; exit 1 unless every item came back."""
     with Progress(f"restore {table}", unit="items", enabled=not invocation.quiet) as progress:
         try:

@@ -10,7 +10,6 @@ import click
 from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.backup.bucket import NoSuchBucketError, versioning_status
 from dynamo_backups.backup.folder import open_backup_path
-from dynamo_backups.backup.layouts import layout_of
 from dynamo_backups.cli.common import (
     EXIT_USAGE,
     TIME,
@@ -30,8 +29,7 @@ from dynamo_backups.cli.pending_check import (
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.core.journal import JournalError
 from dynamo_backups.core.layout import META_FOLDER
-from dynamo_backups.jobs.readers import check_snapshot_options, readers_of
-from dynamo_backups.jobs.restorers import earliest_change_of
+from dynamo_backups.jobs.layouts import layout_for
 from dynamo_backups.jobs.snapshot import SnapshotError, SnapshotOptions, SnapshotReport
 
 
@@ -69,7 +67,8 @@ def take_snapshot(
 ) -> SnapshotReport:
     s3 = aws.client("s3", pool=options.read_concurrency)
     opened = open_backup_path(s3, bucket, folder)  # "no backup at ..." before any write
-    check_snapshot_options(opened, options)  # what its layout does not take: exit 2
+    layout = layout_for(opened)  # the folder's layout.json: items or journal
+    layout.check_snapshot_options(opened.where, options)  # what it does not take: exit 2
     require_checked_backfill(s3, opened, options.at, allow_incomplete_backfill)
     _require_bucket(s3, destination)
     if destination.startswith(f"s3://{bucket}/"):
@@ -93,9 +92,8 @@ def take_snapshot(
         _require_empty(s3, destination)
     engine = engine or EngineChoice()
     label = f"snapshot {opened.layout.table}"
-    snapshot_job = readers_of(opened).snapshot  # the folder's layout's (jobs/readers)
     with Progress(label, unit="objects", enabled=show_progress) as progress:
-        job = snapshot_job(
+        job = layout.snapshot(
             s3, aws.objects(s3, bucket), opened, destination, options, progress, aws=aws
         )
         try:
@@ -201,7 +199,7 @@ def snapshot(
                 invocation.aws.client("s3"),
                 folder,
                 report.at,
-                earliest_change_of(layout_of(folder.manifest)),
+                layout_for(folder).earliest_change,
             )
             + f"; the snapshot at {report.destination} holds no item",
             EXIT_USAGE,

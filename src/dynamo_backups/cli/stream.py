@@ -56,7 +56,7 @@ from dynamo_backups.core.draining import DrainRule
 from dynamo_backups.core.layout import TableLayout, normalize_prefix
 from dynamo_backups.core.stream_records import combine
 from dynamo_backups.installer.status import triggers_writing_to
-from dynamo_backups.pipeline.appliers import applier_for
+from dynamo_backups.jobs.layouts import layout_named
 from dynamo_backups.pipeline.backup_applier import DEFAULT_CONCURRENCY
 from dynamo_backups.pipeline.consumer import ConsumerReport, StreamConsumer
 from dynamo_backups.pipeline.replica_applier import ReplicaApplier
@@ -240,7 +240,9 @@ def stream(
                 key_types_from_description(description),
                 folder_layout,
             )
-            applier = applier_for(layout_of(manifest), writer, layout.prefix, key_hash, concurrency)
+            applier = layout_named(layout_of(manifest)).applier(  # its layout.json's
+                writer, layout.prefix, key_hash, concurrency
+            )
             appliers.append(applier.apply)
             store = S3CheckpointStore(
                 writer,

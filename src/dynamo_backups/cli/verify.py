@@ -7,7 +7,6 @@ import click
 from dynamo_backups.aws.retry import call_with_retries
 from dynamo_backups.backup.bucket import require_versioning
 from dynamo_backups.backup.folder import open_backup
-from dynamo_backups.backup.layouts import layout_of
 from dynamo_backups.backup.reading import READ_POLICY
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli.common import (
@@ -29,7 +28,7 @@ from dynamo_backups.cli.pending_check import (
 )
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.core.journal import JournalError
-from dynamo_backups.jobs.verifiers import verify_job
+from dynamo_backups.jobs.layouts import layout_for
 
 
 @click.command()
@@ -100,8 +99,7 @@ def verify(
     api = aws.dynamodb_api(dynamodb)
     writer = BackupWriter(s3, bucket)
     with Progress(f"verify {table}", unit="items", enabled=not invocation.quiet) as progress:
-        job = verify_job(
-            layout_of(folder.manifest),  # the folder's layout.json: items or journal
+        job = layout_for(folder).verify(  # the folder's layout.json: items or journal
             api.call,
             key_schema,
             writer,

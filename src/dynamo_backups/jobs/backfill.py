@@ -105,8 +105,8 @@ class BackfillOptions:
 
 
 class JournalFolderForItemBackfill(LayoutError):
-    """The item layout's backfill given a journal folder (``jobs/backfillers`` chooses the
-    journal's own backfill for one): item objects there would be read by no reader."""
+    """The item layout's backfill given a journal folder (``jobs/layouts.backfill_job`` chooses
+    the journal's own backfill for one): item objects there would be read by no reader."""
 
 
 @dataclass
@@ -305,14 +305,15 @@ class Backfill:
     def _check_layout(self, writer: BackupWriter) -> str:
         """The folder's layout, before anything is written: item objects copied into a
         journal folder would be read by no journal reader (lost to restores), so a journal
-        folder is refused here; ``jobs/backfillers`` gives it the journal's backfill."""
+        folder is refused here; ``jobs/layouts.backfill_job`` gives it the journal's
+        backfill."""
         chosen = folder_layout_for(writer, self.layout, self.options.folder_layout)
         if chosen == LAYOUT_ITEMS:
             return chosen
         raise JournalFolderForItemBackfill(
             f"s3://{writer.bucket}/{self.layout.items_prefix} is (or would become) a "
             f"{chosen} folder: the item layout's backfill does not write there (nothing was "
-            "written); jobs.backfillers.backfill_job chooses the backfill of its layout"
+            "written); jobs.layouts.backfill_job chooses the backfill of its layout"
         )
 
     def default_workers(self) -> int:

@@ -22,13 +22,13 @@ is reported with its reason and the object concerned; the others are replayed al
 A range the stream no longer holds is reported with its table and time span, and with the
 command that repairs it (``verify --repair``).
 
-How a range is written is the folder's layout's (``REPLAY_WRITERS``, keyed by the layout its
-``layout.json`` records, the one place that looks at the name): the item layout writes a
-version per change through the handler's ``BackupApplier`` and settles each item as above; the
-journal layout writes the range through the handler's ``JournalApplier`` as journal pieces
-(named from their records, ``If-None-Match``: a range replayed again makes the same names and
-never doubles), and needs no settling, since its readers order every item's changes by the
-stream's order whatever the order their pieces arrived in.
+How a range is written is the folder's layout's (``jobs/layouts.Layout.replay_writer``, the
+layout chosen from the folder's ``layout.json``): the item layout writes a version per change
+through the handler's ``BackupApplier`` and settles each item as above; the journal layout
+writes the range through the handler's ``JournalApplier`` as journal pieces (named from their
+records, ``If-None-Match``: a range replayed again makes the same names and never doubles),
+and needs no settling, since its readers order every item's changes by the stream's order
+whatever the order their pieces arrived in.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -44,7 +44,6 @@ from typing import Any, Protocol
 from dynamo_backups.aws.errors import ClientError, describe_error, error_code
 from dynamo_backups.aws.retry import RetriesExhausted, RetryPolicy, call_with_retries
 from dynamo_backups.aws.streams import enable_raw_records
-from dynamo_backups.backup.layouts import LAYOUT_ITEMS, LAYOUT_JOURNAL
 from dynamo_backups.backup.reading import object_versions
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.layout import LayoutError, parse_stream_arn
@@ -52,7 +51,6 @@ from dynamo_backups.core.parallel import batched
 from dynamo_backups.core.pitr import Decision, ObjectVersion, newest_change
 from dynamo_backups.core.stream_records import BatchResult, parse_batch
 from dynamo_backups.core.wording import counted
-from dynamo_backups.pipeline.appliers import applier_for
 from dynamo_backups.pipeline.backup_applier import BackupApplier
 
 logger = logging.getLogger("dynamo_backups.jobs.replay")
@@ -165,8 +163,8 @@ class Replayer:
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """``applier``: the folder's ``ReplayWriter`` (``replay_writer``), or an item layout's
-        ``BackupApplier`` (its writer made here)."""
+        """``applier``: the folder's ``ReplayWriter`` (its layout's ``replay_writer``), or an
+        item layout's ``BackupApplier`` (its writer made here)."""
         self.streams = streams
         self.target: ReplayWriter = (
             ItemReplayWriter(applier) if isinstance(applier, BackupApplier) else applier
@@ -249,7 +247,7 @@ class Replayer:
 
 
 class ReplayWriter(Protocol):
-    """How a folder's layout writes a replayed range (``REPLAY_WRITERS``)."""
+    """How a folder's layout writes a replayed range (``jobs/layouts.Layout.replay_writer``)."""
 
     def write_range(self, records: Sequence[dict[str, Any]]) -> int:
         """Write the range so that every item's changes keep the stream's order; returns how
@@ -358,20 +356,3 @@ class JournalReplayWriter:
             failure = result.first_failure
             raise ReplayFailed(failure.reason if failure else "a record was not written")
         return 0
-
-
-ReplayWriterFactory = Callable[[Any], ReplayWriter]
-
-# The one place that looks at a folder's layout to choose how a range is replayed into it.
-REPLAY_WRITERS: Mapping[str, ReplayWriterFactory] = {
-    LAYOUT_ITEMS: ItemReplayWriter,
-    LAYOUT_JOURNAL: JournalReplayWriter,
-}
-
-
-def replay_writer(
-    layout: str, writer: BackupWriter, prefix: str, key_hash: str, concurrency: int = 32
-) -> ReplayWriter:
-    """How a folder of ``layout`` (a name ``layout_of`` gave) takes a replayed range: through
-    the applier the stream handler writes that folder with (``applier_for``)."""
-    return REPLAY_WRITERS[layout](applier_for(layout, writer, prefix, key_hash, concurrency))
