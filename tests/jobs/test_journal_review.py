@@ -217,15 +217,6 @@ class HeldBackfill(JournalBackfill):
         return super()._write_partition(unit, context)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a compaction that starts while a backfill (or convert) is writing its base folds "
-    "the journal alone (no complete base yet) at a moment after the backfill's: its base has "
-    "no reflects_before and is newer, so restore latest (and --at after it) restores only "
-    "the items the journal changed, and every later compaction builds on it (jobs/compact "
-    "_choose_previous ignores an unfinished claim; JournalRestore._check_restorable looks "
-    "only for a reflecting base after the moment)",
-)
 def test_a_compaction_during_a_backfill_does_not_hide_the_backfill_base(
     aws_env: dict[str, str],
     dynamodb: Any,
@@ -235,6 +226,9 @@ def test_a_compaction_during_a_backfill_does_not_hide_the_backfill_base(
     bucket: str,
     journal_env: str,  # noqa: F811
 ) -> None:
+    """Fixed: a compaction that ran while a backfill wrote its base folded the journal alone at a
+    later moment, and restore latest took that base (the items the journal changed). Once a
+    base with reflects_before exists, a base of the journal alone is never used."""
     table = create_table(dynamodb)
     folder = f"{journal_env}/{table}"
     journal_manifest(s3, bucket, journal_env, table, "journal")
@@ -404,12 +398,6 @@ class HeldConversion(Conversion):
         return super().run_unit(unit, context)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the same with convert (the documented switch of a running table): a compaction "
-    "while the conversion reads the item folder folds the journal alone at a later moment, "
-    "and restore latest gives only the items changed since the journal began",
-)
 def test_a_compaction_during_a_conversion_does_not_hide_the_converted_base(
     aws_env: dict[str, str],
     dynamodb: Any,
@@ -420,6 +408,8 @@ def test_a_compaction_during_a_conversion_does_not_hide_the_converted_base(
     journal_env: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Fixed: the same with convert (the documented switch of a running table): the base of the
+    journal alone, folded while the conversion read the item folder, is passed over."""
     table = create_table(dynamodb)
     item_prefix = f"{journal_env}-items"
     item_folder, journal_folder = f"{item_prefix}/{table}", f"{journal_env}/{table}"
@@ -460,15 +450,6 @@ def test_a_compaction_during_a_conversion_does_not_hide_the_converted_base(
 # --- convert: a batch both triggers gave up on, replayed after the conversion ---------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="convert's reflects_before is the journal's first hour, and readers skip every "
-    "journal change made before it as one the base holds; but the base holds what the item "
-    "folder held at the conversion: a batch both triggers gave up on (an outage) and that is "
-    "replayed from their failure queues after the conversion reaches the journal as a late "
-    "piece older than the journal's first hour, is skipped, and is lost from the journal folder "
-    "(the item folder has it). Placing it against the index (or refusing) would keep it",
-)
 def test_a_batch_replayed_after_a_conversion_older_than_the_journal_is_kept(
     aws_env: dict[str, str],
     dynamodb: Any,
@@ -479,6 +460,9 @@ def test_a_batch_replayed_after_a_conversion_older_than_the_journal_is_kept(
     journal_env: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Fixed: convert's reflects_before (the journal's first hour) made readers skip a late change
+    older than it as one the base held; the item folder lacked it (a batch both triggers gave
+    up on, replayed after the conversion). A convert base places such a change (its index)."""
     table = create_table(dynamodb)
     item_prefix = f"{journal_env}-items"
     item_folder, journal_folder = f"{item_prefix}/{table}", f"{journal_env}/{table}"

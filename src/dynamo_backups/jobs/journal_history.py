@@ -159,10 +159,15 @@ def base_changes(
     that are not among ``known`` (the journal's): read from the index file of the item's
     partition, the image from the base's data files of that partition."""
     seen = set(known)
-    for base_name in base_ids(s3, objects.bucket, table_folder):
-        manifest = read_manifest(objects, table_folder, parse_base_id(base_name))
-        if manifest is None:
-            continue  # not complete: not a base
+    manifests = [
+        manifest
+        for base_name in base_ids(s3, objects.bucket, table_folder)
+        if (manifest := read_manifest(objects, table_folder, parse_base_id(base_name)))
+    ]  # the complete ones
+    midway = any(manifest.reflects_before is not None for manifest in manifests)
+    for manifest in manifests:
+        if midway and manifest.reflects_before is None:
+            continue  # the journal alone, begun mid-way: not a base readers use (usable_base)
         state = _indexed_state(objects, table_folder, manifest, name, key_hash)
         if state is None or state.order is None:
             continue
