@@ -164,14 +164,6 @@ def test_history_shows_the_reads_of_two_backfill_bases(
 # --- two copies of one change that differ, one in a base and one late ----------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a late copy of a change that differs from the copy a base folded in is never "
-    "compared: use_of places it against the base's index, whose order is equal, and the base's "
-    "copy wins in silence (restore and compaction exit 0); before the base the same journal "
-    "is a JournalConflict (exit 1). 'Two copies that differ are never a choice' holds only "
-    "when both copies are read by one fold",
-)
 def test_a_late_copy_differing_from_the_one_a_base_holds_is_a_conflict(
     monkeypatch: pytest.MonkeyPatch,
     aws_env: dict[str, str],
@@ -182,6 +174,9 @@ def test_a_late_copy_differing_from_the_one_a_base_holds_is_a_conflict(
     bucket: str,
     journal_env: str,  # noqa: F811
 ) -> None:
+    """Fixed: a late copy of a change that differed from the copy a base folded in was placed
+    against the base's index, whose order is equal, and the base's copy won in silence; it is
+    compared with the base's image now, and two that differ are the journal's conflict."""
     table = create_table(dynamodb)
     folder = f"{journal_env}/{table}"
     journal_manifest(s3, bucket, journal_env, table, "journal")
@@ -323,13 +318,6 @@ def test_a_restore_from_a_base_whose_journal_expired_is_refused(
 # --- history of a converted folder -----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="history shows a change twice when a converted base decided it and the journal "
-    "holds it too: convert's index entry has no stream or eventID, so its identity "
-    "('', seq, '') never matches the journal copy's (stream, seq, eventID) "
-    "(jobs/journal_history.base_changes); 'no change shows twice across bases and journal'",
-)
 def test_history_of_a_converted_folder_shows_each_change_once(
     aws_env: dict[str, str],
     dynamodb: Any,
@@ -339,6 +327,8 @@ def test_history_of_a_converted_folder_shows_each_change_once(
     journal_env: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Fixed: convert's index entry names no stream or eventID, so history showed a change twice
+    (the base's and the journal's copy); it is matched by sequence number and change time."""
     table = create_table(dynamodb)
     item_prefix = f"{journal_env}-items"
     item_folder, journal_folder = f"{item_prefix}/{table}", f"{journal_env}/{table}"
