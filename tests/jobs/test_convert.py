@@ -22,6 +22,7 @@ import pytest
 from dynamo_backups.aws.s3objects import BotocoreObjects
 from dynamo_backups.core.base import BasePaths
 from dynamo_backups.core.layout import TableLayout
+from dynamo_backups.jobs.compact import LATE_HORIZON
 from dynamo_backups.jobs.convert import Conversion, ConvertOptions
 from tests.helpers import create_table
 from tests.jobs.test_journal_compact_restore import (
@@ -295,6 +296,7 @@ def test_convert_at_now_into_a_new_folder(
     moment = datetime.fromisoformat(report.moment or "")
     assert started <= moment <= datetime.now(UTC)
     base = base_manifest(s3, bucket, journal_folder, moment)
-    assert base.reflects_before == moment and base.late_horizon == moment - timedelta(minutes=1)
+    assert base.reflects_before == moment and not base.reflects_reads
+    assert base.late_horizon == moment - LATE_HORIZON - timedelta(minutes=1)
     assert report.warnings  # no journal at or before the moment: said so
     assert restore_cli(dynamodb, bucket, journal_folder, None) == restored_state(dynamodb, table)

@@ -164,14 +164,6 @@ def test_history_shows_the_reads_of_two_backfill_bases(
 # --- two copies of one change that differ, one in a base and one late ----------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a late copy of a change that differs from the copy a base folded in is never "
-    "compared: use_of places it against the base's index, whose order is equal, and the base's "
-    "copy wins in silence (restore and compaction exit 0); before the base the same journal "
-    "is a JournalConflict (exit 1). 'Two copies that differ are never a choice' holds only "
-    "when both copies are read by one fold",
-)
 def test_a_late_copy_differing_from_the_one_a_base_holds_is_a_conflict(
     monkeypatch: pytest.MonkeyPatch,
     aws_env: dict[str, str],
@@ -182,6 +174,9 @@ def test_a_late_copy_differing_from_the_one_a_base_holds_is_a_conflict(
     bucket: str,
     journal_env: str,  # noqa: F811
 ) -> None:
+    """Fixed: a late copy of a change that differed from the copy a base folded in was placed
+    against the base's index, whose order is equal, and the base's copy won in silence; it is
+    compared with the base's image now, and two that differ are the journal's conflict."""
     table = create_table(dynamodb)
     folder = f"{journal_env}/{table}"
     journal_manifest(s3, bucket, journal_env, table, "journal")
@@ -217,15 +212,6 @@ class HeldBackfill(JournalBackfill):
         return super()._write_partition(unit, context)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a compaction that starts while a backfill (or convert) is writing its base folds "
-    "the journal alone (no complete base yet) at a moment after the backfill's: its base has "
-    "no reflects_before and is newer, so restore latest (and --at after it) restores only "
-    "the items the journal changed, and every later compaction builds on it (jobs/compact "
-    "_choose_previous ignores an unfinished claim; JournalRestore._check_restorable looks "
-    "only for a reflecting base after the moment)",
-)
 def test_a_compaction_during_a_backfill_does_not_hide_the_backfill_base(
     aws_env: dict[str, str],
     dynamodb: Any,
@@ -235,6 +221,9 @@ def test_a_compaction_during_a_backfill_does_not_hide_the_backfill_base(
     bucket: str,
     journal_env: str,  # noqa: F811
 ) -> None:
+    """Fixed: a compaction that ran while a backfill wrote its base folded the journal alone at a
+    later moment, and restore latest took that base (the items the journal changed). Once a
+    base with reflects_before exists, a base of the journal alone is never used."""
     table = create_table(dynamodb)
     folder = f"{journal_env}/{table}"
     journal_manifest(s3, bucket, journal_env, table, "journal")
@@ -329,13 +318,6 @@ def test_a_restore_from_a_base_whose_journal_expired_is_refused(
 # --- history of a converted folder -----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="history shows a change twice when a converted base decided it and the journal "
-    "holds it too: convert's index entry has no stream or eventID, so its identity "
-    "('', seq, '') never matches the journal copy's (stream, seq, eventID) "
-    "(jobs/journal_history.base_changes); 'no change shows twice across bases and journal'",
-)
 def test_history_of_a_converted_folder_shows_each_change_once(
     aws_env: dict[str, str],
     dynamodb: Any,
@@ -345,6 +327,8 @@ def test_history_of_a_converted_folder_shows_each_change_once(
     journal_env: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Fixed: convert's index entry names no stream or eventID, so history showed a change twice
+    (the base's and the journal's copy); it is matched by sequence number and change time."""
     table = create_table(dynamodb)
     item_prefix = f"{journal_env}-items"
     item_folder, journal_folder = f"{item_prefix}/{table}", f"{journal_env}/{table}"
@@ -404,12 +388,6 @@ class HeldConversion(Conversion):
         return super().run_unit(unit, context)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the same with convert (the documented switch of a running table): a compaction "
-    "while the conversion reads the item folder folds the journal alone at a later moment, "
-    "and restore latest gives only the items changed since the journal began",
-)
 def test_a_compaction_during_a_conversion_does_not_hide_the_converted_base(
     aws_env: dict[str, str],
     dynamodb: Any,
@@ -420,6 +398,8 @@ def test_a_compaction_during_a_conversion_does_not_hide_the_converted_base(
     journal_env: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Fixed: the same with convert (the documented switch of a running table): the base of the
+    journal alone, folded while the conversion read the item folder, is passed over."""
     table = create_table(dynamodb)
     item_prefix = f"{journal_env}-items"
     item_folder, journal_folder = f"{item_prefix}/{table}", f"{journal_env}/{table}"
@@ -460,15 +440,6 @@ def test_a_compaction_during_a_conversion_does_not_hide_the_converted_base(
 # --- convert: a batch both triggers gave up on, replayed after the conversion ---------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="convert's reflects_before is the journal's first hour, and readers skip every "
-    "journal change made before it as one the base holds; but the base holds what the item "
-    "folder held at the conversion: a batch both triggers gave up on (an outage) and that is "
-    "replayed from their failure queues after the conversion reaches the journal as a late "
-    "piece older than the journal's first hour, is skipped, and is lost from the journal folder "
-    "(the item folder has it). Placing it against the index (or refusing) would keep it",
-)
 def test_a_batch_replayed_after_a_conversion_older_than_the_journal_is_kept(
     aws_env: dict[str, str],
     dynamodb: Any,
@@ -479,6 +450,9 @@ def test_a_batch_replayed_after_a_conversion_older_than_the_journal_is_kept(
     journal_env: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Fixed: convert's reflects_before (the journal's first hour) made readers skip a late change
+    older than it as one the base held; the item folder lacked it (a batch both triggers gave
+    up on, replayed after the conversion). A convert base places such a change (its index)."""
     table = create_table(dynamodb)
     item_prefix = f"{journal_env}-items"
     item_folder, journal_folder = f"{item_prefix}/{table}", f"{journal_env}/{table}"

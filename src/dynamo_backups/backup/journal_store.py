@@ -19,7 +19,6 @@ from dynamo_backups.core.base import (
     BASES_FOLDER,
     BaseManifest,
     BasePaths,
-    choose_base,
     parse_base_id,
 )
 from dynamo_backups.core.journal import (
@@ -190,17 +189,48 @@ def read_manifest(objects: Any, table_folder: str, moment: datetime) -> BaseMani
 def newest_base(
     s3: Any, objects: Any, table_folder: str, moment: datetime, before: bool = False
 ) -> BaseManifest | None:
-    """The newest complete base at (or, with ``before``, strictly before) ``moment``."""
-    candidates = base_ids(s3, objects.bucket, table_folder)
-    while candidates:
-        chosen = choose_base(candidates, moment)
-        if chosen is None:
-            return None
-        candidates.remove(chosen)
-        if before and parse_base_id(chosen) >= moment:
-            continue
-        manifest = read_manifest(objects, table_folder, parse_base_id(chosen))
-        if manifest is not None:
+    """The newest complete base at (or, with ``before``, strictly before) ``moment`` that a
+    reader may start from (``usable_base``): a base folded from the journal alone is passed
+    over once some complete base shows the journal began mid-way. None: no such base."""
+    names = base_ids(s3, objects.bucket, table_folder)
+    return usable_base(objects, table_folder, names, moment, before)
+
+
+def usable_base(
+    objects: Any, table_folder: str, names: list[str], moment: datetime, before: bool = False
+) -> BaseManifest | None:
+    """Of the bases ``names``, the newest complete one at (or strictly before) ``moment`` a
+    reader may use. A base with ``reflects_before`` (a backfill's, a conversion's, or one
+    folded from them) holds the whole table. One without it was folded from the journal
+    alone: whole only when the journal began with the table, which no base can tell but a
+    base with ``reflects_before`` disproves, wherever it is in time (a compaction that ran
+    while a backfill wrote its base folds the journal alone at a later moment). So once such
+    a base exists, a base of the journal alone is never used (None when no other is there)."""
+
+    def eligible(name: str) -> bool:
+        when = parse_base_id(name)
+        return when < moment if before else when <= moment
+
+    journal_alone: BaseManifest | None = None
+    for name in sorted((name for name in names if eligible(name)), reverse=True):
+        manifest = read_manifest(objects, table_folder, parse_base_id(name))
+        if manifest is None:
+            continue  # not complete: not a base
+        if manifest.reflects_before is not None:
+            return manifest
+        journal_alone = journal_alone or manifest
+    if journal_alone is None:
+        return None
+    later = [name for name in names if not eligible(name)]
+    if _first_reflecting(objects, table_folder, sorted(later)) is not None:
+        return None  # the journal began mid-way: the journal alone is part of the table
+    return journal_alone
+
+
+def _first_reflecting(objects: Any, table_folder: str, names: list[str]) -> BaseManifest | None:
+    for name in names:
+        manifest = read_manifest(objects, table_folder, parse_base_id(name))
+        if manifest is not None and manifest.reflects_before is not None:
             return manifest
     return None
 
@@ -211,11 +241,5 @@ def earliest_reflecting_base(
     """The earliest complete base after ``after`` made from a source older than the journal
     (``reflects_before`` set: a backfill's scan, a converted item folder, or one folded from
     them), None when there is none: before it the journal alone holds part of the table."""
-    for name in base_ids(s3, objects.bucket, table_folder):
-        moment = parse_base_id(name)
-        if moment <= after:
-            continue
-        manifest = read_manifest(objects, table_folder, moment)
-        if manifest is not None and manifest.reflects_before is not None:
-            return manifest
-    return None
+    names = base_ids(s3, objects.bucket, table_folder)
+    return _first_reflecting(objects, table_folder, [n for n in names if parse_base_id(n) > after])

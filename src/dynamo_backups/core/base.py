@@ -234,6 +234,10 @@ class BaseManifest:
     cutoff: datetime | None  # journal objects with LastModified before this are in it
     late_horizon: datetime  # the index holds every removal made since this
     reflects_before: datetime | None = None  # a table scan began here (backfill's base)
+    # Whether ``reflects_before`` is a table scan's start, whose reads hold every change made
+    # before it (a late one is skipped), or a converted item folder's journal start: the item
+    # folder may lack a change both writers missed, so a late one is placed (index).
+    reflects_reads: bool = True
     previous: str | None = None  # the base it was folded from
     key_hash: str = DEFAULT_KEY_HASH
     partition_digits: int = 2
@@ -277,6 +281,8 @@ class BaseManifest:
         }
         if self.retention is not None:
             document["retention"] = self.retention
+        if not self.reflects_reads:
+            document["reflects_reads"] = False
         return document
 
     @classmethod
@@ -309,6 +315,7 @@ class BaseManifest:
                 files=list(document.get("files", [])),
                 streams=dict(document.get("streams", {})),
                 retention=document.get("retention"),
+                reflects_reads=document.get("reflects_reads", True) is not False,
             )
         except (KeyError, TypeError, ValueError) as error:
             raise BaseError(f"{where}: {error}") from None
@@ -333,6 +340,15 @@ class BaseManifest:
             and piece.last_time >= self.late_horizon
         )
 
+    def skips_before(self, latest_time: datetime) -> bool:
+        """Whether a late change whose latest moment is ``latest_time`` is one the base's
+        table reads hold (made before the scan began), not one to place against its index."""
+        return (
+            self.reflects_reads
+            and self.reflects_before is not None
+            and latest_time <= self.reflects_before
+        )
+
     def use_of(self, record: JournalRecord, object_late: bool, at: datetime) -> RecordUse:
         """What a reader at ``at`` does with one record of the journal."""
         if at < self.moment:
@@ -343,7 +359,7 @@ class BaseManifest:
             return RecordUse.APPLY  # after every state of the base
         if not object_late:
             return RecordUse.SKIP  # the base has it
-        if self.reflects_before is not None and record.latest_time <= self.reflects_before:
+        if self.skips_before(record.latest_time):
             return RecordUse.SKIP  # made before the scan the base began from began
         if record.change_time < self.late_horizon:
             raise LateChangeError(

@@ -632,7 +632,24 @@ def _later(
                 f"{record.sequence_number}) meets a base state whose deciding change is unknown"
             )
         return ItemState.of(record)  # after the base's moment: after its every state
+    if record.order == state.order and not record.is_table_read:
+        _check_same_state(state, record)  # a late copy of the change the base's index names
+        return state
     return ItemState.of(record) if record.order > state.order else state
+
+
+def _check_same_state(state: ItemState, record: JournalRecord) -> None:
+    """A copy of a base's deciding change must hold the state the base has (its event's
+    effect and image); two copies that differ are never a choice, in a base or not."""
+    removed = state.event_name == EVENT_REMOVE or state.image is None
+    same = removed == record.is_removal and json.dumps(state.image, sort_keys=True) == json.dumps(
+        record.image, sort_keys=True
+    )
+    if not same:
+        raise JournalConflict(
+            f"two different copies of sequence number {record.sequence_number} "
+            f"(event {record.event_id}) of {record.stream_arn}: one in a base, one in the journal"
+        )
 
 
 def present_items(states: Mapping[str, ItemState]) -> dict[str, Item]:

@@ -32,6 +32,7 @@ from dynamo_backups.backup.folder import BackupFolder, open_folder_path
 from dynamo_backups.backup.journal_store import (
     JSON_TYPE,
     base_ids,
+    earliest_reflecting_base,
     first_piece_hour,
     put_if_absent,
     read_json,
@@ -91,6 +92,9 @@ LATE_HORIZON = timedelta(days=15)
 # handler's puts are bounded alike): past the cutoff by this, every object dated before it
 # has been received.
 SETTLE_SECONDS = write_time_limit(LEASE_SECONDS)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class CompactError(RuntimeError):
@@ -350,16 +354,27 @@ class Compaction(BucketClients):
         journal after the one chosen must be whole too; otherwise the compaction refuses
         rather than fold a journal with holes (``core/retention``)."""
         ids = base_ids(self.s3(), self.bucket, table_folder)
+        midway = earliest_reflecting_base(self.s3(), self.reader(), table_folder, _EPOCH)
         for name in sorted((b for b in ids if parse_base_id(b) < moment), reverse=True):
             manifest = read_manifest(self.reader(), table_folder, parse_base_id(name))
             if manifest is None:
                 continue  # not complete
+            if midway is not None and manifest.reflects_before is None:
+                continue  # the journal alone, begun mid-way: part of the table (usable_base)
             if policy is not None and base_expiry_reason(
                 name, manifest.retention, _created(manifest), now, policy
             ):
                 continue
             self._check_previous(manifest, policy, now)
             return manifest
+        if midway is not None:
+            raise CompactError(
+                f"s3://{self.bucket}/{table_folder}: its journal begins mid-way (base "
+                f"{midway.id} holds the rows older than the journal) and no base before "
+                f"{format_change_time(moment)} descends from such a base: a base folded from "
+                "the journal alone would hold part of the table. Compact at a later moment "
+                "(--at), or write a base from the table (backfill)"
+            )
         if policy is not None:
             assert self.table_layout is not None
             started, _ = s3_clock(self.s3(), self.bucket, self.table_layout.manifest_key)
@@ -439,6 +454,7 @@ class Compaction(BucketClients):
             cutoff=cutoff,
             late_horizon=self._horizon(),
             reflects_before=previous.reflects_before if previous else None,
+            reflects_reads=previous.reflects_reads if previous else True,
             previous=previous.id if previous else None,
             key_hash=folder.layout.key_hash,
             partition_digits=self.view.partition_digits,

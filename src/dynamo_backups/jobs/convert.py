@@ -9,7 +9,10 @@ and ``reflects_before`` the journal folder's first hour (M when it has no journa
 the journal begins after M): so a reader weighs every journal change made up to M against the
 index (the journal trigger deployed beside the item one wrote them too: the later of the two
 copies of a change in the stream's order wins, and they are the same state) and applies those
-made after M. The late horizon is a minute before ``reflects_before``.
+made after M. Unlike a backfill's reads, the item folder may lack a change (a batch both
+triggers gave up on, replayed after the conversion): a late change older than the journal is
+placed against the index too (``reflects_reads`` false), so the late horizon is a minute before
+``reflects_before`` or 15 days before M (compaction's), whichever is earlier.
 
 As every base: the folder is claimed first (``cutoff.json`` naming the run, ``If-None-Match``),
 one unit per partition recorded in the job's ledger (``--resume``), the manifest last. Only then
@@ -74,7 +77,7 @@ from dynamo_backups.core.units import (
     partition_units,
 )
 from dynamo_backups.jobs.base_files import manifest_files, put_manifest, write_partition
-from dynamo_backups.jobs.compact import CUTOFF_FORMAT, SETTLE_SECONDS
+from dynamo_backups.jobs.compact import CUTOFF_FORMAT, LATE_HORIZON, SETTLE_SECONDS
 from dynamo_backups.jobs.journal_units import PRECISION_BOUND, s3_clock, wait_past
 from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_stage
 
@@ -306,7 +309,7 @@ class Conversion(BucketClients):
             target,
             tuple(source.key_names or ()),
             moment,
-            reflects_before - PRECISION_BOUND,
+            min(reflects_before, moment - LATE_HORIZON) - PRECISION_BOUND,
             PARTITION_COUNTS[self.options.partitions],
             source.aliases,
             source.adopted,
@@ -401,6 +404,7 @@ class Conversion(BucketClients):
             cutoff=None,  # every journal change up to M is weighed against the index
             late_horizon=self.plan.late_horizon,
             reflects_before=reflects_before,
+            reflects_reads=False,  # the item folder may lack a change: a late one is placed
             previous=None,
             key_hash=self.plan.target.key_hash,
             partition_digits=self.plan.partition_digits,

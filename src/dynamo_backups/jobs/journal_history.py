@@ -89,8 +89,9 @@ def journal_item_history(
         for record, listed in journal_changes(objects, table_folder, name, key_hash, concurrency)
         if until is None or record.change_time <= until
     }
+    made = {(change.order.sequence, change.entry.change_time) for change in changes.values()}
     for identity, change in base_changes(
-        s3, objects, table_folder, name, key_hash, folder.key_names, set(changes)
+        s3, objects, table_folder, name, key_hash, folder.key_names, set(changes), made
     ):
         if until is None or (change.entry.change_time and change.entry.change_time <= until):
             changes.setdefault(identity, change)
@@ -154,26 +155,46 @@ def base_changes(
     key_hash: str,
     key_names: list[str] | None,
     known: set[Identity],
+    known_made: set[tuple[int, datetime | None]] | None = None,
 ) -> Iterable[tuple[Identity, _Change]]:
     """The changes that decided the item's state in each complete base, oldest base first,
     that are not among ``known`` (the journal's): read from the index file of the item's
-    partition, the image from the base's data files of that partition."""
+    partition, the image from the base's data files of that partition. A converted base's
+    entry names no stream or eventID (the item folder keeps neither): it is the journal's
+    change of the same sequence number and change time (``known_made``) when there is one."""
     seen = set(known)
-    for base_name in base_ids(s3, objects.bucket, table_folder):
-        manifest = read_manifest(objects, table_folder, parse_base_id(base_name))
-        if manifest is None:
-            continue  # not complete: not a base
+    made = set(known_made or ())
+    manifests = [
+        manifest
+        for base_name in base_ids(s3, objects.bucket, table_folder)
+        if (manifest := read_manifest(objects, table_folder, parse_base_id(base_name)))
+    ]  # the complete ones
+    midway = any(manifest.reflects_before is not None for manifest in manifests)
+    for manifest in manifests:
+        if midway and manifest.reflects_before is None:
+            continue  # the journal alone, begun mid-way: not a base readers use (usable_base)
         state = _indexed_state(objects, table_folder, manifest, name, key_hash)
         if state is None or state.order is None:
             continue
         identity = _base_identity(state.order)
-        if identity in seen:
+        if identity in seen or _converted_copy(state, made):
             continue
         seen.add(identity)
+        made.add((state.order.sequence, state.change_time))
         image = None
         if state.event_name != EVENT_REMOVE:
             image = _based_image(objects, table_folder, manifest, name, key_hash, key_names)
         yield identity, _Change(state.order, _base_entry(manifest, table_folder, state, image))
+
+
+def _converted_copy(state: ItemState, made: set[tuple[int, datetime | None]]) -> bool:
+    """Whether a converted base's entry (a stream change without stream or eventID) is a
+    change already shown (the journal's copy, or another base's entry of it)."""
+    order = state.order
+    assert order is not None
+    if order.sequence < 0 or order.stream_arn:
+        return False
+    return (order.sequence, state.change_time) in made
 
 
 def _base_identity(order: ChangeOrder) -> Identity:

@@ -128,9 +128,7 @@ class JournalView:
         piece = listed.piece
         if piece.first_time > min(base.moment, self.at):
             return False
-        if base.reflects_before is not None and (
-            piece.last_time + PRECISION_BOUND <= base.reflects_before
-        ):
+        if base.skips_before(piece.last_time + PRECISION_BOUND):
             return False  # every change of it is before the scan the base began from
         return piece.last_time < base.late_horizon
 
