@@ -31,11 +31,14 @@ from dynamo_backups.backup.checkpoints import LEASE_SECONDS, write_time_limit
 from dynamo_backups.backup.folder import BackupFolder, open_folder_path
 from dynamo_backups.backup.journal_store import (
     JSON_TYPE,
+    RETENTION_NAME,  # noqa: F401 (where deploy and the tests find it)
+    base_created,
     base_ids,
     first_piece_hour,
     put_if_absent,
     read_json,
     read_manifest,
+    read_retention,
 )
 from dynamo_backups.backup.layouts import LAYOUT_JOURNAL, layout_of
 from dynamo_backups.backup.ledger import JobLedger, JobRun
@@ -83,7 +86,6 @@ from dynamo_backups.jobs.journal_units import (
 from dynamo_backups.jobs.units import BucketClients, Engine, run_stage
 
 CUTOFF_FORMAT = "dynamo-backups-base-cutoff"
-RETENTION_NAME = "retention.json"  # beside layout.json: the folder's policy (deploy writes it)
 # Removals a base's index keeps, back from its moment: a late change older than this cannot
 # be placed (SQS keeps a failed batch up to 14 days for ``replay``; a day more).
 LATE_HORIZON = timedelta(days=15)
@@ -327,15 +329,11 @@ class Compaction(BucketClients):
         """The folder's retention policy (``retention.json``, written by deploy; None: no
         rules of ours expire anything) and S3's clock now."""
         assert self.table_layout is not None
-        meta = self.table_layout.meta_prefix
         _, now = s3_clock(self.s3(), self.bucket, self.table_layout.manifest_key)
-        document = read_json(self.reader(), meta + RETENTION_NAME)
-        if document is None:
-            return None, now
         try:
-            return RetentionPolicy.from_dict(document), now
+            return read_retention(self.reader(), self.table_layout.meta_prefix), now
         except RetentionPolicyError as error:
-            raise CompactError(f"s3://{self.bucket}/{meta}{RETENTION_NAME}: {error}") from None
+            raise CompactError(str(error)) from None
 
     def _choose_previous(
         self,
@@ -355,7 +353,7 @@ class Compaction(BucketClients):
             if manifest is None:
                 continue  # not complete
             if policy is not None and base_expiry_reason(
-                name, manifest.retention, _created(manifest), now, policy
+                name, manifest.retention, base_created(manifest), now, policy
             ):
                 continue
             self._check_previous(manifest, policy, now)
@@ -377,7 +375,7 @@ class Compaction(BucketClients):
         if previous is None or policy is None:
             return
         reason = base_expiry_reason(
-            previous.id, previous.retention, _created(previous), now, policy
+            previous.id, previous.retention, base_created(previous), now, policy
         ) or journal_gap_reason(previous.moment, now, policy, f"base {previous.id}")
         if reason is not None:
             raise CompactError(
@@ -500,12 +498,6 @@ class Compaction(BucketClients):
         result.add("records_folded", len(routed.records))
         context.progress.advance(present)
         return result
-
-
-def _created(base: BaseManifest) -> datetime:
-    """When a base's first object was written: its cutoff (cutoff.json's LastModified); a
-    backfill base, which has none, at its moment."""
-    return base.cutoff or base.moment
 
 
 def _later_mark(mine: dict[str, str] | None, theirs: dict[str, str]) -> dict[str, str]:
