@@ -460,26 +460,31 @@ def test_history_of_a_converted_folder_shows_each_change_once(
 # --- how long a journal put may be in flight ------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compaction waits SETTLE_SECONDS (20 s) past its cutoff so that every journal "
-    "object S3 dates before the cutoff has arrived ('a Lambda invocation's puts are bounded "
-    "alike'), but the handler's clients allow 5 s to connect and 30 s to read "
-    "(handler.lambda_context): a put dated before the cutoff can land after the compaction "
-    "listed its hour; the base lacks it and readers take it for one the base holds (not late), "
-    "so its changes at or before the base's moment are lost. S3 (not SeaweedFS) dates a put "
-    "when it begins, so this is shown on the settings, not reproduced on the local servers",
-)
 def test_the_handlers_journal_puts_end_within_the_compactions_settle_time() -> None:
+    """Fixed: compaction waits SETTLE_SECONDS (20 s) past its cutoff so that every journal
+    object S3 dates before the cutoff has arrived, but the handler's clients allowed 5 s to
+    connect and 30 s to read (and the stream command with --checkpoint-dir the defaults, 10
+    and 60): a put dated before the cutoff could land after the compaction listed its hour,
+    and its changes at or before the base's moment were lost. S3 (not SeaweedFS) dates a put
+    (each attempt) when it begins, so this is shown on the settings: every journal writer's
+    put attempt ends within the settle time, whatever timeouts it was given."""
+    from dynamo_backups.aws.context import AwsContext
+    from dynamo_backups.cli.stream import _lease_bounded
     from dynamo_backups.handler import lambda_context
     from dynamo_backups.jobs.compact import SETTLE_SECONDS
 
-    context = lambda_context()
-    assert context.connect_timeout + context.read_timeout <= SETTLE_SECONDS, (
-        context.connect_timeout,
-        context.read_timeout,
+    handler = lambda_context()
+    assert handler.connect_timeout + handler.read_timeout <= SETTLE_SECONDS, (
+        handler.connect_timeout,
+        handler.read_timeout,
         SETTLE_SECONDS,
     )
+    assert CompactOptions().settle_seconds == SETTLE_SECONDS
+    given = AwsContext(connect_timeout=600.0, read_timeout=3600.0)  # DYNAMO_BACKUPS_*
+    stream = _lease_bounded(given)
+    assert stream.connect_timeout + stream.read_timeout <= SETTLE_SECONDS
+    # Still long enough for a piece of 10,000 records on a slow link.
+    assert handler.read_timeout >= 10 and stream.read_timeout >= 10
 
 
 class HeldConversion(Conversion):

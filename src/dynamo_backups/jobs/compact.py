@@ -89,9 +89,11 @@ CUTOFF_FORMAT = "dynamo-backups-base-cutoff"
 # Removals a base's index keeps, back from its moment: a late change older than this cannot
 # be placed (SQS keeps a failed batch up to 14 days for ``replay``; a day more).
 LATE_HORIZON = timedelta(days=15)
-# How long a writer's put may be in flight (the stream consumer's write time limit; the
-# handler's puts are bounded alike): past the cutoff by this, every object dated before it
-# has been received.
+# How long a writer's put attempt may be in flight: every journal writer's clients (the
+# handler's ``lambda_context``, the stream command's ``_lease_bounded``) time out within the
+# write time limit (connect + read, ``checkpoints.write_timeouts``), and S3 dates each attempt
+# (a retry too) when it begins: past the cutoff by this, every object dated before it has
+# been received (docs/journal.md, "Compaction").
 SETTLE_SECONDS = write_time_limit(LEASE_SECONDS)
 
 
