@@ -38,6 +38,7 @@ from typing import Any
 
 from dynamo_backups.aws.context import AwsContext, TransportSettingError, chosen_transport
 from dynamo_backups.aws.retry import RetryPolicy, deadline_clock
+from dynamo_backups.backup.checkpoints import LEASE_SECONDS, write_timeouts
 from dynamo_backups.backup.layouts import LAYOUTS
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.keys import DEFAULT_KEY_HASH, check_key_hash
@@ -112,8 +113,11 @@ def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
 
 def lambda_context() -> AwsContext:
     """Clients for a Lambda invocation: short timeouts, since the retry policy (with the
-    invocation's deadline) does the retrying."""
-    return AwsContext(connect_timeout=5.0, read_timeout=30.0)
+    invocation's deadline) does the retrying; capped, as the stream consumer's writes are, to
+    the write time limit (``checkpoints.write_timeouts``): a journal put S3 dates before a
+    compaction's cutoff has landed by the time the compaction lists (its settle time)."""
+    connect, read = write_timeouts(LEASE_SECONDS, 5.0, 30.0)
+    return AwsContext(connect_timeout=connect, read_timeout=read)
 
 
 def build_backup_applier(config: BackupConfig, aws: AwsContext) -> FolderAppliers:

@@ -176,6 +176,7 @@ def test_a_backfill_base_with_the_stream_writing_during_the_scan(
         report = job.run()
         time.sleep(1.0)  # changes after the base too
     assert report.complete, report
+    assert report.warnings == []  # the trigger wrote before the scan
     assert trigger.delivered > len(before) + 20  # the scan met changes (a workload check)
     assert report.scanned > 250 and report.base is not None  # some rows deleted meanwhile
     moment = parse_time(report.moment or "")
@@ -213,6 +214,31 @@ def test_a_backfill_base_with_the_stream_writing_during_the_scan(
     assert base_manifest(s3, bucket, folder, after).reflects_before == manifest.reflects_before
     target, _ = restore(dynamodb_local, s3, bucket, folder, None)
     assert restored_state(dynamodb, target) == table_now
+
+
+def test_a_backfill_into_an_empty_journal_warns_that_no_writer_has_written(
+    aws_env: dict[str, str],
+    dynamodb: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    journal_env: str,  # noqa: F811
+) -> None:
+    """A base alone holds the rows as the scan read them: with no stream writer on, the
+    changes made during and after it are missed. An empty journal says none has written."""
+    table = create_table(dynamodb)
+    journal_manifest(s3, bucket, journal_env, table, "journal")
+    fill(dynamodb, table, 5)
+    job = backfill_job(dynamodb, s3, bucket, journal_env, table, total_segments=1, resume=False)
+    report = job.run()
+    assert report.complete and report.written == 5, report
+    assert len(report.warnings) == 1 and "no stream writer has written" in report.warnings[0]
+    assert any(line.startswith("  warning: the journal of") for line in report.details())
+    # Once a writer has written a piece, a backfill says nothing.
+    assert run_handler(lambda_records(dynamodb, streams, table)) == {"batchItemFailures": []}
+    time.sleep(1.1)
+    again = backfill_job(dynamodb, s3, bucket, journal_env, table, total_segments=1, resume=False)
+    assert again.run().warnings == []
 
 
 def test_a_backfill_base_killed_mid_way_and_resumed(

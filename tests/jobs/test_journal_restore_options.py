@@ -22,8 +22,14 @@ from botocore.credentials import Credentials
 from dynamo_backups.aws.dynamodb import RawDynamoDB
 from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.aws.s3objects import BotocoreObjects
+from dynamo_backups.core.base import BasePaths
 from dynamo_backups.core.ddbjson import to_wire
-from dynamo_backups.core.journal import JournalRecord, encode_piece, piece_name
+from dynamo_backups.core.journal import (
+    JournalRecord,
+    encode_piece,
+    format_change_time,
+    piece_name,
+)
 from dynamo_backups.core.keys import object_name
 from dynamo_backups.jobs.layouts import layout_named
 from dynamo_backups.jobs.restore import RestoreOptions
@@ -371,3 +377,40 @@ def test_native_import_of_a_journal_folder_imports_the_base_and_applies_the_jour
     before = invoke(*base, "restore", bucket, folder, "Early", "--native-import", "--at",
                     (t0 + timedelta(minutes=1)).isoformat())  # fmt: skip
     assert before.exit_code == 2 and "no base at or before" in before.output, before.output
+
+
+def test_native_import_refuses_a_moment_before_a_journal_begun_mid_way_before_importing(
+    moto_endpoint: str,  # noqa: F811 (the fixture imported above)
+) -> None:
+    """Fixed: ImportTable ran before the "journal began mid-way" check, so the refusal (exit
+    2) left the imported table behind; now it is refused before the import."""
+
+    def client(service: str) -> Any:
+        return boto3.client(service, endpoint_url=moto_endpoint, region_name="us-east-1")
+
+    dynamodb, s3 = client("dynamodb"), client("s3")
+    bucket = "journal-midway"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    folder = "Prod/MidWay"
+    journal_manifest(s3, bucket, "Prod", "MidWay", "journal")
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    journal_piece(s3, bucket, folder, [change(n, t0 + timedelta(seconds=n), f"k{n}", n)
+                                       for n in range(3)])  # fmt: skip
+    early = t0 + timedelta(minutes=5)
+    compact(s3, bucket, folder, early)  # from the journal alone
+    # A later base from the table (a backfill's: reflects_before set): the journal began
+    # mid-way, and the early base holds only the items it changed.
+    early_key = BasePaths(f"{folder}/", early).manifest_key
+    document = json.loads(s3.get_object(Bucket=bucket, Key=early_key)["Body"].read())
+    later = t0 + timedelta(minutes=30)
+    document.update(moment=format_change_time(later), cutoff=None,
+                    reflects_before=format_change_time(later - timedelta(minutes=1)))  # fmt: skip
+    later_key = BasePaths(f"{folder}/", later).manifest_key
+    s3.put_object(Bucket=bucket, Key=later_key, Body=json.dumps(document).encode())
+    tables = dynamodb.list_tables()["TableNames"]
+    base = ["--endpoint-url", moto_endpoint, "--region", "us-east-1"]
+    refused = invoke(*base, "restore", bucket, folder, "MidWayEarly", "--native-import",
+                     "--at", (early + timedelta(minutes=1)).isoformat())  # fmt: skip
+    assert refused.exit_code == 2 and "begins mid-way" in refused.output, refused.output
+    assert dynamodb.list_tables()["TableNames"] == tables  # no table imported

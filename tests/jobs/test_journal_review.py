@@ -22,7 +22,13 @@ from dynamo_backups.aws.s3objects import BotocoreObjects
 from dynamo_backups.backup.folder import open_folder_path
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli import main
-from dynamo_backups.core.journal import encode_piece, piece_name, record_of_stream
+from dynamo_backups.core.base import BasePaths
+from dynamo_backups.core.journal import (
+    encode_piece,
+    format_change_time,
+    piece_name,
+    record_of_stream,
+)
 from dynamo_backups.core.layout import TableLayout, parse_time
 from dynamo_backups.core.retention import RetentionPolicy
 from dynamo_backups.jobs.backfill import BackfillOptions
@@ -35,6 +41,7 @@ from tests.jobs.test_convert import Triggers, restore_cli
 from tests.jobs.test_journal_backfill import backfill_job
 from tests.jobs.test_journal_compact_restore import (
     History,
+    base_manifest,
     compact,
     deliver,
     journal_env,  # noqa: F401 (a fixture)
@@ -269,14 +276,24 @@ def test_a_compaction_during_a_backfill_does_not_hide_the_backfill_base(
 # --- the journal after a base expired by the lifecycle --------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="restore reads whatever journal is left after its base: under a retention policy "
-    "whose rules have expired the journal written after the base (compactions failing for "
-    "longer than --keep-changes-days, or --at a monthly base's week), a latest restore gives "
-    "the base's old images with exit 0; compact refuses the same journal (journal_gap_reason), "
-    "restore and snapshot do not check it",
-)
+def write_policy(s3: Any, bucket: str, folder: str) -> RetentionPolicy:
+    """deploy's policy (the defaults: the journal kept 43 days) beside layout.json."""
+    policy = RetentionPolicy()
+    key = f"{TableLayout.from_folder(folder).meta_prefix}{RETENTION_NAME}"
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(policy.to_dict()).encode())
+    return policy
+
+
+def expire(s3: Any, bucket: str, prefix: str) -> None:
+    """What the lifecycle rules do to the objects under ``prefix``."""
+    for entry in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+        s3.delete_object(Bucket=bucket, Key=entry["Key"])
+
+
+def table_names(dynamodb: Any) -> set[str]:
+    return set(dynamodb.list_tables()["TableNames"])
+
+
 def test_a_restore_from_a_base_whose_journal_expired_is_refused(
     aws_env: dict[str, str],
     dynamodb: Any,
@@ -286,6 +303,12 @@ def test_a_restore_from_a_base_whose_journal_expired_is_refused(
     bucket: str,
     journal_env: str,  # noqa: F811
 ) -> None:
+    """Fixed: under a policy whose rules have expired the journal written after the base
+    (compactions failing for longer than --keep-changes-days, or --at a monthly base's week),
+    a latest restore gave the base's old images with exit 0; compact refused the same journal
+    (journal_gap_reason), restore and snapshot did not check it. Now every reader chooses its
+    base as compaction does (jobs/journal_units.readable_base) and refuses, exit 2, nothing
+    written; the base's own moment still restores."""
     table = create_table(dynamodb)
     folder = f"{journal_env}/{table}"
     journal_manifest(s3, bucket, journal_env, table, "journal")
@@ -293,26 +316,91 @@ def test_a_restore_from_a_base_whose_journal_expired_is_refused(
     history = History(dynamodb, streams, table, t0)
     first = history.change([("put", "a", 1), ("put", "b", 2)])
     deliver(first)
-    compact(s3, bucket, folder, history.time(1) + timedelta(seconds=30), partitions=16)
+    moment = history.time(1) + timedelta(seconds=30)
+    compact(s3, bucket, folder, moment, partitions=16)
     later = history.change([("put", "a", 3)])  # 50 days ago, after the base
     deliver(later)
-    # deploy's policy (the defaults: the journal kept 43 days), and the lifecycle's work.
-    layout = TableLayout.from_folder(folder)
-    s3.put_object(Bucket=bucket, Key=f"{layout.meta_prefix}{RETENTION_NAME}",
-                  Body=json.dumps(RetentionPolicy().to_dict()).encode())  # fmt: skip
-    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{folder}/journal/")["Contents"]
-    for entry in listed:
-        s3.delete_object(Bucket=bucket, Key=entry["Key"])  # expired: 50 days > 43
+    write_policy(s3, bucket, folder)
+    expire(s3, bucket, f"{folder}/journal/")  # 50 days > 43
     refused = Compaction(
         s3, BotocoreObjects(s3, bucket), bucket, folder, CompactOptions(settle_seconds=1.0)
     )
     with pytest.raises(CompactError, match="may be gone"):
         refused.run()
-    result = invoke("restore", bucket, folder, f"r-{os.urandom(3).hex()}")
-    if result.exit_code == 0:  # then it must at least be the table
-        target = result.output.split(" -> ")[1].split(" ")[0]
-        assert restored_state(dynamodb, target) == restored_state(dynamodb, table)
-    assert result.exit_code != 0, result.output
+    base = base_manifest(s3, bucket, folder, moment)
+    tables = table_names(dynamodb)
+    destination = f"s3://{bucket}/exports/{os.urandom(4).hex()}"
+    for arguments in (
+        ("restore", bucket, folder, f"r-{os.urandom(3).hex()}"),
+        ("restore", bucket, folder, f"r-{os.urandom(3).hex()}",
+         "--at", (moment + timedelta(minutes=5)).isoformat()),
+        ("restore", bucket, folder, f"r-{os.urandom(3).hex()}", "--native-import"),
+        ("snapshot", bucket, folder, "--to", destination),
+        ("verify", table, "--bucket", bucket, "--prefix", journal_env),
+    ):  # fmt: skip
+        result = invoke(*arguments)
+        if result.exit_code == 0 and arguments[0] == "restore":  # then it must be the table
+            target = result.output.split(" -> ")[1].split(" ")[0]
+            assert restored_state(dynamodb, target) == restored_state(dynamodb, table)
+        assert result.exit_code == 2, (arguments, result.output)
+        assert "Traceback" not in result.output
+        for named in (f"base {base.id}", "may be gone", RETENTION_NAME, "43 days"):
+            assert named in result.output, (arguments, named, result.output)
+    assert table_names(dynamodb) == tables  # no table made
+    assert snapshot_items_written(s3, bucket, destination) == 0
+    # The base's own moment is kept (its class's days): it restores, and exports.
+    target, _ = restore(dynamodb_local, s3, bucket, folder, moment)
+    assert restored_state(dynamodb, target) == history.state_at(moment)
+    assert history.state_at(moment) != restored_state(dynamodb, table)
+    result = invoke("snapshot", bucket, folder, "--to", destination + "-m",
+                    "--at", moment.isoformat())  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert snapshot_items(s3, bucket, destination + "-m") == history.state_at(moment)
+
+
+def test_a_reader_passes_over_a_base_near_its_expiry_for_an_older_one(
+    aws_env: dict[str, str],
+    dynamodb: Any,
+    dynamodb_local: Any,
+    streams: Any,
+    s3: Any,
+    bucket: str,
+    journal_env: str,  # noqa: F811
+) -> None:
+    """A daily base past its days has lost its data files while its manifest (written last)
+    is still there: restore and snapshot take the week's base before it and the journal
+    since, as compaction does, rather than read the expiring one (a partial table)."""
+    table = create_table(dynamodb)
+    folder = f"{journal_env}/{table}"
+    journal_manifest(s3, bucket, journal_env, table, "journal")
+    history = History(dynamodb, streams, table, start_time() - timedelta(days=3))
+    deliver(history.change([("put", "a", 1), ("put", "b", 2)]))
+    weekly = history.time(1) + timedelta(seconds=30)
+    compact(s3, bucket, folder, weekly, partitions=16)
+    deliver(history.change([("put", "c", 3), ("delete", "a", 0)]))
+    daily = history.time(3) + timedelta(seconds=30)
+    compact(s3, bucket, folder, daily, partitions=16)
+    deliver(history.change([("put", "b", 4)]))
+    write_policy(s3, bucket, folder)
+    # The daily base, written 3 days ago (its cutoff): its data files expired (2 days).
+    paths = BasePaths(TableLayout.from_folder(folder).items_prefix, daily)
+    document = json.loads(s3.get_object(Bucket=bucket, Key=paths.manifest_key)["Body"].read())
+    document.update(retention="daily", cutoff=format_change_time(daily + timedelta(seconds=5)))
+    s3.put_object(Bucket=bucket, Key=paths.manifest_key, Body=json.dumps(document).encode())
+    expire(s3, bucket, paths.data_prefix)
+    assert base_manifest(s3, bucket, folder, weekly).retention != "daily"
+    target, _ = restore(dynamodb_local, s3, bucket, folder, None)
+    assert (
+        restored_state(dynamodb, target)
+        == restored_state(dynamodb, table)
+        == history.state_at(None)
+    )
+    target, _ = restore(dynamodb_local, s3, bucket, folder, daily)
+    assert restored_state(dynamodb, target) == history.state_at(daily)
+    destination = f"s3://{bucket}/exports/{os.urandom(4).hex()}"
+    result = invoke("snapshot", bucket, folder, "--to", destination)
+    assert result.exit_code == 0, result.output
+    assert snapshot_items(s3, bucket, destination) == history.state_at(None)
 
 
 # --- history of a converted folder -----------------------------------------------------------
@@ -356,26 +444,31 @@ def test_history_of_a_converted_folder_shows_each_change_once(
 # --- how long a journal put may be in flight ------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compaction waits SETTLE_SECONDS (20 s) past its cutoff so that every journal "
-    "object S3 dates before the cutoff has arrived ('a Lambda invocation's puts are bounded "
-    "alike'), but the handler's clients allow 5 s to connect and 30 s to read "
-    "(handler.lambda_context): a put dated before the cutoff can land after the compaction "
-    "listed its hour; the base lacks it and readers take it for one the base holds (not late), "
-    "so its changes at or before the base's moment are lost. S3 (not SeaweedFS) dates a put "
-    "when it begins, so this is shown on the settings, not reproduced on the local servers",
-)
 def test_the_handlers_journal_puts_end_within_the_compactions_settle_time() -> None:
+    """Fixed: compaction waits SETTLE_SECONDS (20 s) past its cutoff so that every journal
+    object S3 dates before the cutoff has arrived, but the handler's clients allowed 5 s to
+    connect and 30 s to read (and the stream command with --checkpoint-dir the defaults, 10
+    and 60): a put dated before the cutoff could land after the compaction listed its hour,
+    and its changes at or before the base's moment were lost. S3 (not SeaweedFS) dates a put
+    (each attempt) when it begins, so this is shown on the settings: every journal writer's
+    put attempt ends within the settle time, whatever timeouts it was given."""
+    from dynamo_backups.aws.context import AwsContext
+    from dynamo_backups.cli.stream import _lease_bounded
     from dynamo_backups.handler import lambda_context
     from dynamo_backups.jobs.compact import SETTLE_SECONDS
 
-    context = lambda_context()
-    assert context.connect_timeout + context.read_timeout <= SETTLE_SECONDS, (
-        context.connect_timeout,
-        context.read_timeout,
+    handler = lambda_context()
+    assert handler.connect_timeout + handler.read_timeout <= SETTLE_SECONDS, (
+        handler.connect_timeout,
+        handler.read_timeout,
         SETTLE_SECONDS,
     )
+    assert CompactOptions().settle_seconds == SETTLE_SECONDS
+    given = AwsContext(connect_timeout=600.0, read_timeout=3600.0)  # DYNAMO_BACKUPS_*
+    stream = _lease_bounded(given)
+    assert stream.connect_timeout + stream.read_timeout <= SETTLE_SECONDS
+    # Still long enough for a piece of 10,000 records on a slow link.
+    assert handler.read_timeout >= 10 and stream.read_timeout >= 10
 
 
 class HeldConversion(Conversion):

@@ -26,13 +26,27 @@ from dynamo_backups.core.journal import (
     JournalRecord,
     PieceName,
     decode_piece,
+    format_change_time,
     gunzip_lines,
     journal_prefix,
     parse_piece_name,
 )
+from dynamo_backups.core.layout import LayoutError
+from dynamo_backups.core.retention import (
+    RetentionPolicy,
+    RetentionPolicyError,
+    base_expiry_reason,
+    journal_gap_reason,
+)
 
 GZIP_TYPE = "application/gzip"
 JSON_TYPE = "application/json"
+RETENTION_NAME = "retention.json"  # beside layout.json: the folder's policy (deploy writes it)
+
+
+class ExpiredByRetention(LayoutError):
+    """A moment whose base or journal the folder's retention rules may have expired (exit 2):
+    read from what is left, it would give old images as the state then."""
 
 
 @dataclass(frozen=True)
@@ -243,3 +257,101 @@ def earliest_reflecting_base(
     them), None when there is none: before it the journal alone holds part of the table."""
     names = base_ids(s3, objects.bucket, table_folder)
     return _first_reflecting(objects, table_folder, [n for n in names if parse_base_id(n) > after])
+
+
+def read_retention(objects: Any, meta_prefix: str) -> RetentionPolicy | None:
+    """The folder's retention policy (``retention.json`` beside ``layout.json``, written by
+    deploy); None: no rules of ours expire anything. ``RetentionPolicyError`` for a bad one."""
+    key = meta_prefix + RETENTION_NAME
+    document = read_json(objects, key)
+    if document is None:
+        return None
+    try:
+        return RetentionPolicy.from_dict(document)
+    except RetentionPolicyError as error:
+        raise RetentionPolicyError(f"s3://{objects.bucket}/{key}: {error}") from None
+
+
+def base_created(base: BaseManifest) -> datetime:
+    """When a base's first object was written: its cutoff (cutoff.json's LastModified); a
+    backfill base, which has none, at its moment."""
+    return base.cutoff or base.moment
+
+
+@dataclass(frozen=True)
+class RetentionClock:
+    """What a reader weighs against the folder's retention rules: the policy (None: nothing
+    of ours expires), S3's clock now, and when the journal began (``layout.json`` written)."""
+
+    policy: RetentionPolicy | None
+    now: datetime
+    began: datetime
+
+
+def readable_base(
+    s3: Any, objects: Any, table_folder: str, moment: datetime, clock: RetentionClock, where: str
+) -> BaseManifest | None:
+    """The base a reader of ``moment`` folds the journal onto, as compaction chooses its
+    previous base (``core/retention``): the newest complete base at or before ``moment`` the
+    rules cannot have begun to expire, passing over one near its expiry (its manifest, written
+    last, may outlive its data files). None: the journal alone, from its beginning.
+    ``ExpiredByRetention`` when the journal from that base (or from the journal's beginning)
+    to ``moment`` may have lost objects, or when only an expired base held the rows older than
+    the journal: what is left would give old images as the state then. At a base's own moment
+    the base alone is the state."""
+    policy = clock.policy
+    if policy is None:
+        return newest_base(s3, objects, table_folder, moment)
+    names = base_ids(s3, objects.bucket, table_folder)
+    # As usable_base: once a base shows the journal began mid-way, a base of the journal
+    # alone is part of the table, never a start.
+    mid_way = _first_reflecting(objects, table_folder, names) is not None
+    passed_over: list[tuple[BaseManifest, str]] = []
+    chosen: BaseManifest | None = None
+    for name in reversed(names):
+        if parse_base_id(name) > moment:
+            continue
+        manifest = read_manifest(objects, table_folder, parse_base_id(name))
+        if manifest is None:
+            continue  # not complete
+        if mid_way and manifest.reflects_before is None:
+            continue
+        expired = base_expiry_reason(
+            name, manifest.retention, base_created(manifest), clock.now, policy
+        )
+        if expired is None:
+            chosen = manifest
+            break
+        passed_over.append((manifest, expired))
+    reason: str | None
+    if chosen is not None and chosen.moment >= moment:
+        reason = None
+    elif chosen is not None:
+        reason = journal_gap_reason(chosen.moment, clock.now, policy, f"base {chosen.id}")
+    else:
+        reason = journal_gap_reason(
+            clock.began, clock.now, policy, "the journal (no base kept at or before it)"
+        )
+    if reason is None and (chosen is None or chosen.reflects_before is None):
+        # A journal begun mid-way: only a base from the table holds the rows before it.
+        reason = next((why for base, why in passed_over if base.reflects_before), None)
+    if reason is None:
+        return chosen
+    raise ExpiredByRetention(retention_refusal(where, moment, reason, policy, chosen))
+
+
+def retention_refusal(
+    where: str, moment: datetime, reason: str, policy: RetentionPolicy, kept: BaseManifest | None
+) -> str:
+    """The one error line of a read the retention rules may have made incomplete."""
+    bases = f"daily {policy.daily_days}, weekly {policy.weekly_days}"
+    if policy.monthly_days is not None:
+        bases += f", monthly {policy.monthly_days}"
+    hint = f" (--at {format_change_time(kept.moment)})" if kept is not None else ""
+    return (
+        f"{where} cannot be read as of {format_change_time(moment)}: {reason}. The folder's "
+        f"retention policy ({RETENTION_NAME}: the journal kept {policy.changes_days} days, "
+        f"bases {bases} days) keeps any moment of the last {policy.restorable_days} days and "
+        f"each kept base's own moment{hint}; a base from the table (backfill) makes later "
+        "moments readable again (nothing was written)"
+    )

@@ -201,8 +201,9 @@ def stream(
     writer = None
     if bucket:
         # A leased checkpoint's holder caps how long a write may be in flight (see
-        # checkpoints.write_time_limit): its write clients time out within that.
-        writes = aws if checkpoint_dir else _lease_bounded(aws)
+        # checkpoints.write_time_limit): its write clients time out within that. So does
+        # every journal writer (a local checkpoint's too): compaction's settle time assumes it.
+        writes = _lease_bounded(aws)
         s3 = writes.client("s3", pool=concurrency, retries=1)
         require_versioning(s3, bucket)
         writer = BackupWriter(s3, bucket, objects=writes.objects(s3, bucket))

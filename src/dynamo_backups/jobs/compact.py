@@ -31,12 +31,15 @@ from dynamo_backups.backup.checkpoints import LEASE_SECONDS, write_time_limit
 from dynamo_backups.backup.folder import BackupFolder, open_folder_path
 from dynamo_backups.backup.journal_store import (
     JSON_TYPE,
+    RETENTION_NAME,  # noqa: F401 (where deploy and the tests find it)
+    base_created,
     base_ids,
     earliest_reflecting_base,
     first_piece_hour,
     put_if_absent,
     read_json,
     read_manifest,
+    read_retention,
 )
 from dynamo_backups.backup.layouts import LAYOUT_JOURNAL, layout_of
 from dynamo_backups.backup.ledger import JobLedger, JobRun
@@ -84,13 +87,14 @@ from dynamo_backups.jobs.journal_units import (
 from dynamo_backups.jobs.units import BucketClients, Engine, run_stage
 
 CUTOFF_FORMAT = "dynamo-backups-base-cutoff"
-RETENTION_NAME = "retention.json"  # beside layout.json: the folder's policy (deploy writes it)
 # Removals a base's index keeps, back from its moment: a late change older than this cannot
 # be placed (SQS keeps a failed batch up to 14 days for ``replay``; a day more).
 LATE_HORIZON = timedelta(days=15)
-# How long a writer's put may be in flight (the stream consumer's write time limit; the
-# handler's puts are bounded alike): past the cutoff by this, every object dated before it
-# has been received.
+# How long a writer's put attempt may be in flight: every journal writer's clients (the
+# handler's ``lambda_context``, the stream command's ``_lease_bounded``) time out within the
+# write time limit (connect + read, ``checkpoints.write_timeouts``), and S3 dates each attempt
+# (a retry too) when it begins: past the cutoff by this, every object dated before it has
+# been received (docs/journal.md, "Compaction").
 SETTLE_SECONDS = write_time_limit(LEASE_SECONDS)
 
 
@@ -331,15 +335,11 @@ class Compaction(BucketClients):
         """The folder's retention policy (``retention.json``, written by deploy; None: no
         rules of ours expire anything) and S3's clock now."""
         assert self.table_layout is not None
-        meta = self.table_layout.meta_prefix
         _, now = s3_clock(self.s3(), self.bucket, self.table_layout.manifest_key)
-        document = read_json(self.reader(), meta + RETENTION_NAME)
-        if document is None:
-            return None, now
         try:
-            return RetentionPolicy.from_dict(document), now
+            return read_retention(self.reader(), self.table_layout.meta_prefix), now
         except RetentionPolicyError as error:
-            raise CompactError(f"s3://{self.bucket}/{meta}{RETENTION_NAME}: {error}") from None
+            raise CompactError(str(error)) from None
 
     def _choose_previous(
         self,
@@ -362,7 +362,7 @@ class Compaction(BucketClients):
             if midway is not None and manifest.reflects_before is None:
                 continue  # the journal alone, begun mid-way: part of the table (usable_base)
             if policy is not None and base_expiry_reason(
-                name, manifest.retention, _created(manifest), now, policy
+                name, manifest.retention, base_created(manifest), now, policy
             ):
                 continue
             self._check_previous(manifest, policy, now)
@@ -392,7 +392,7 @@ class Compaction(BucketClients):
         if previous is None or policy is None:
             return
         reason = base_expiry_reason(
-            previous.id, previous.retention, _created(previous), now, policy
+            previous.id, previous.retention, base_created(previous), now, policy
         ) or journal_gap_reason(previous.moment, now, policy, f"base {previous.id}")
         if reason is not None:
             raise CompactError(
@@ -516,12 +516,6 @@ class Compaction(BucketClients):
         result.add("records_folded", len(routed.records))
         context.progress.advance(present)
         return result
-
-
-def _created(base: BaseManifest) -> datetime:
-    """When a base's first object was written: its cutoff (cutoff.json's LastModified); a
-    backfill base, which has none, at its moment."""
-    return base.cutoff or base.moment
 
 
 def _later_mark(mine: dict[str, str] | None, theirs: dict[str, str]) -> dict[str, str]:

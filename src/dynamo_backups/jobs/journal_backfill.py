@@ -30,7 +30,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -43,6 +43,7 @@ from dynamo_backups.backup.description import describe_table, key_types_of, save
 from dynamo_backups.backup.journal_store import (
     GZIP_TYPE,
     JSON_TYPE,
+    first_piece,
     put_bytes,
     put_if_absent,
     read_json,
@@ -102,13 +103,16 @@ class JournalBackfillReport(BackfillReport):
     moment: str | None = None
     reflects_before: str | None = None
     existed: bool = False  # the base's manifest was there already
+    warnings: list[str] = field(default_factory=list)
 
     def details(self) -> list[str]:
+        lines = [f"  warning: {warning}" for warning in self.warnings]
         if self.base is None:
-            return []
+            return lines
         return [
             f"  base {self.base} as of {self.moment} (scan began {self.reflects_before})"
-            + (": there already" if self.existed else "")
+            + (": there already" if self.existed else ""),
+            *lines,
         ]
 
 
@@ -230,6 +234,7 @@ class JournalBackfill(BucketClients):
         self.attempt_start = self._dynamodb_clock()
         scan_start = self._scan_start()
         self.report.reflects_before = format_change_time(scan_start)
+        self._warn_if_no_writer()
         units = segment_units(self.options.total_segments, None)
         scanned = run_stage(
             self, ledger, self.job_run, units, engine, self.options.max_items_per_second,
@@ -251,6 +256,19 @@ class JournalBackfill(BucketClients):
         if self._note(written, parts, scan=False):
             return
         self._write_manifest(scan_start, moment, merge_results(written.results))
+
+    def _warn_if_no_writer(self) -> None:
+        """The base holds the rows as the scan read them; the changes made during and after
+        the scan are the journal's. An empty journal when the scan begins means no stream
+        writer has written to the folder yet: unless one is on, those changes are missed."""
+        if first_piece(self.reader(), self.layout.items_prefix) is not None:
+            return
+        self.report.warnings.append(
+            f"the journal of s3://{self.bucket}/{self.layout.items_prefix} is empty: no stream "
+            "writer has written to it yet, so changes made during or after this scan are "
+            "backed up only if one is on (deploy --layout journal, or stream --layout "
+            "journal); otherwise they are missed"
+        )
 
     def _dynamodb_clock(self) -> datetime:
         """DynamoDB's clock now, to the second (an answer's ``Date``): no read of this attempt

@@ -15,11 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dynamo_backups.aws.context import AwsContext
-from dynamo_backups.backup.journal_store import newest_base
+from dynamo_backups.backup.folder import BackupFolder
+from dynamo_backups.backup.journal_store import readable_base
 from dynamo_backups.core.base import BaseManifest, BasePaths
 from dynamo_backups.core.progress import ProgressSink
 from dynamo_backups.jobs.journal_restore import JournalRestore, UnsupportedOnJournal
-from dynamo_backups.jobs.journal_units import s3_clock
+from dynamo_backups.jobs.journal_units import retention_clock
 from dynamo_backups.jobs.native_import import ImportReport, run_import
 from dynamo_backups.jobs.restore import RestoreError, RestoreOptions, RestoreReport
 from dynamo_backups.jobs.tables import table_status
@@ -75,7 +76,8 @@ def restore_natively(
         raise RestoreError(
             f"table {table} exists: ImportTable creates the table, so give a new name"
         )
-    base = _base_for(s3, job, opened.layout.items_prefix, opened.where, options.at)
+    job.check_restorable(opened)  # refusals before ImportTable makes the table
+    base = _base_for(s3, job, opened, options.at)
     data_prefix = BasePaths(opened.layout.items_prefix, base.moment).data_prefix
     imported = run_import(dynamodb, description, table, bucket, data_prefix, switch_ttl=False)
     if imported.status != "COMPLETED" or imported.imported != base.item_count:
@@ -90,18 +92,19 @@ def restore_natively(
 
 
 def _base_for(
-    s3: Any, job: JournalRestore, table_folder: str, where: str, at: datetime | None
+    s3: Any, job: JournalRestore, folder: BackupFolder, at: datetime | None
 ) -> BaseManifest:
-    """The newest complete base at or before the moment (now, by S3's clock, for latest)."""
-    moment = at
-    if moment is None:
-        moment = s3_clock(s3, job.bucket, f"{table_folder}bases/")[1].astimezone(UTC)
-    base = newest_base(s3, job.reader(), table_folder, moment)
+    """The base at or before the moment (now, by S3's clock, for latest) the retention rules
+    keep (``readable_base``: the journal restore then reads the journal after it)."""
+    clock = retention_clock(s3, job.reader(), folder.layout)
+    moment = at if at is not None else clock.now.astimezone(UTC)
+    table_folder = folder.layout.items_prefix
+    base = readable_base(s3, job.reader(), table_folder, moment, clock, folder.where)
     if base is None:
         raise UnsupportedOnJournal(
-            f"{where} is a journal folder with no base at or before {moment:%Y-%m-%dT%H:%M:%SZ}: "
-            "--native-import imports a base's data/ files (make one with compact), or restore "
-            "without --native-import"
+            f"{folder.where} is a journal folder with no base at or before "
+            f"{moment:%Y-%m-%dT%H:%M:%SZ}: --native-import imports a base's data/ files (make "
+            "one with compact), or restore without --native-import"
         )
     return base
 

@@ -43,11 +43,11 @@ from dynamo_backups.backup.journal_store import (
     earliest_reflecting_base,
     first_piece,
     first_piece_hour,
-    newest_base,
     put_bytes,
     put_if_absent,
     read_json,
     read_manifest,
+    readable_base,
 )
 from dynamo_backups.backup.layouts import LAYOUT_JOURNAL, layout_of
 from dynamo_backups.backup.ledger import JobLedger, JobRun
@@ -73,6 +73,7 @@ from dynamo_backups.jobs.journal_units import (
     base_states,
     partition_digits,
     present_sorted,
+    retention_clock,
     route,
     route_outputs,
     routed_input,
@@ -233,7 +234,7 @@ class JournalRestore(BucketClients):
         folder = self.open()
         description = self.description(folder)
         self.key_names = key_attribute_names(key_schema_of(description))
-        self._check_restorable(folder)
+        self.check_restorable(folder)
         if self.options.keys_file is not None:
             if engine.name != "threads":
                 raise RestoreError("--keys runs in this process: use --engine threads")
@@ -294,17 +295,20 @@ class JournalRestore(BucketClients):
         parts = sorted({name[:view_digits] for name in names})
         return names, [WorkUnit("partition", part or "all", partition=part) for part in parts]
 
-    def _check_restorable(self, folder: BackupFolder) -> None:
-        """Refuse, before anything is written, a moment no base at or before reflects a
-        table older than the journal, when a later base shows the journal began mid-way (a
-        backfill's or a conversion's base covers the rows before it): the journal alone would
-        give part of the table. A latest restore is after every base."""
-        at = self.options.at
-        if at is None:
-            return
+    def check_restorable(self, folder: BackupFolder) -> None:
+        """Refuse, before anything is written, a moment the folder cannot give in full: one
+        whose base or journal the retention rules may have expired (``readable_base``), or
+        one no base at or before reflects a table older than the journal, when a later base
+        shows the journal began mid-way (a backfill's or a conversion's base covers the rows
+        before it): the journal alone would give part of the table. A latest restore is
+        after every base."""
         table_folder = folder.layout.items_prefix
-        base = newest_base(self.s3(), self.reader(), table_folder, at)
-        if base is not None and base.reflects_before is not None:
+        clock = retention_clock(self.s3(), self.reader(), folder.layout)
+        at = self.options.at
+        base = readable_base(
+            self.s3(), self.reader(), table_folder, at or clock.now, clock, folder.where
+        )
+        if at is None or (base is not None and base.reflects_before is not None):
             return
         first = earliest_reflecting_base(self.s3(), self.reader(), table_folder, at)
         if first is None:
@@ -323,7 +327,7 @@ class JournalRestore(BucketClients):
         received_before = self._pin()
         at = self.options.at if self.options.at is not None else received_before
         table_folder = folder.layout.items_prefix
-        base = self._base(table_folder, at)
+        base = self._base(folder, at)
         journal_start = first_piece_hour(self.reader(), table_folder)
         if base is None and journal_start is None:
             raise RestoreError(f"no journal and no base in {folder.where}: nothing to restore")
@@ -389,11 +393,12 @@ class JournalRestore(BucketClients):
         wait_past(self.s3(), self.bucket, key, pinned, time.sleep)
         return pinned
 
-    def _base(self, table_folder: str, at: datetime) -> Any:
-        """The newest base at or before ``at`` (with --native-import: the one imported), the
-        same one in every attempt of a run."""
+    def _base(self, folder: BackupFolder, at: datetime) -> Any:
+        """The base at or before ``at`` the retention rules keep (``readable_base``; with
+        --native-import: the one imported), the same one in every attempt of a run."""
         assert self.job_run is not None
         objects = self.reader()
+        table_folder = folder.layout.items_prefix
         if self.imported_base is not None:
             return self._imported(table_folder, self.imported_base)
         key = f"{self.job_run.scratch_prefix}base.json"
@@ -409,7 +414,8 @@ class JournalRestore(BucketClients):
                         "run without --resume to start over"
                     )
                 return base
-        base = newest_base(self.s3(), objects, table_folder, at)
+        clock = retention_clock(self.s3(), objects, folder.layout)
+        base = readable_base(self.s3(), objects, table_folder, at, clock, folder.where)
         if self.job_run.recorded:
             body = json.dumps({"base": base.id if base else None}).encode()
             put_if_absent(objects, key, body, JSON_TYPE, self.retry_policy)

@@ -25,10 +25,10 @@ from dynamo_backups.backup.journal_store import (
     earliest_reflecting_base,
     first_piece,
     first_piece_hour,
-    newest_base,
     put_if_absent,
     read_json,
     read_manifest,
+    readable_base,
 )
 from dynamo_backups.backup.ledger import JobLedger
 from dynamo_backups.core.base import BaseManifest, parse_base_id
@@ -47,6 +47,7 @@ from dynamo_backups.jobs.journal_units import (
     base_states,
     partition_digits,
     present_sorted,
+    retention_clock,
     route,
     route_outputs,
     routed_input,
@@ -194,7 +195,8 @@ class JournalSnapshot(Snapshot):
         return pinned
 
     def _base(self, table_folder: str, at: datetime) -> BaseManifest | None:
-        """The newest complete base at or before ``at``, the same one in every attempt."""
+        """The base at or before ``at`` the retention rules keep (``readable_base``), the same
+        one in every attempt."""
         assert self.job_run is not None
         objects = self.reader()
         key = f"{self.job_run.scratch_prefix}base.json"
@@ -210,7 +212,8 @@ class JournalSnapshot(Snapshot):
                         "run without --resume to start over"
                     )
                 return base
-        base = newest_base(self.s3(), objects, table_folder, at)
+        clock = retention_clock(self.s3(), objects, self.folder.layout)
+        base = readable_base(self.s3(), objects, table_folder, at, clock, self.folder.where)
         if self.job_run.recorded:
             body = json.dumps({"base": base.id if base else None}).encode()
             put_if_absent(objects, key, body, JSON_TYPE, self.retry_policy)

@@ -25,10 +25,12 @@ from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.backup.journal_store import (
     GZIP_TYPE,
     ListedPiece,
+    RetentionClock,
     listed_pieces,
     put_bytes,
     read_lines,
     read_piece,
+    read_retention,
 )
 from dynamo_backups.backup.reading import READ_POLICY
 from dynamo_backups.core.base import (
@@ -55,7 +57,9 @@ from dynamo_backups.core.journal import (
     listing_prefixes,
 )
 from dynamo_backups.core.keys import extract_key, object_name
+from dynamo_backups.core.layout import LayoutError, TableLayout
 from dynamo_backups.core.parallel import batched
+from dynamo_backups.core.retention import RetentionPolicyError
 from dynamo_backups.core.units import PARTITION_COUNTS, UnitResult, WorkUnit
 
 ROUTE_STAGE = "route"
@@ -387,3 +391,14 @@ def wait_past(
         if behind < 0:
             return
         sleep(behind + 0.5)
+
+
+def retention_clock(s3: Any, objects: Any, layout: TableLayout) -> RetentionClock:
+    """The folder's retention policy, S3's clock now and when the journal began (one HEAD of
+    ``layout.json``): what a reader's base choice (``readable_base``) weighs."""
+    began, now = s3_clock(s3, objects.bucket, layout.manifest_key)
+    try:
+        policy = read_retention(objects, layout.meta_prefix)
+    except RetentionPolicyError as error:
+        raise LayoutError(str(error)) from None
+    return RetentionClock(policy, now, began or now)

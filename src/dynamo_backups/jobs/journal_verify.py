@@ -38,11 +38,11 @@ from dynamo_backups.backup.journal_store import (
     JSON_TYPE,
     first_piece_hour,
     listed_pieces,
-    newest_base,
     put_if_absent,
     read_json,
     read_manifest,
     read_piece,
+    readable_base,
 )
 from dynamo_backups.backup.layouts import LAYOUT_JOURNAL
 from dynamo_backups.backup.ledger import JobLedger, JobRun
@@ -63,6 +63,7 @@ from dynamo_backups.jobs.journal_units import (
     PartitionInput,
     base_states,
     partition_digits,
+    retention_clock,
     route,
     route_outputs,
     routed_input,
@@ -124,7 +125,9 @@ class JournalVerify(Verify):
         return pinned
 
     def _base(self, run: JobRun, table_folder: str, pinned: datetime) -> BaseManifest | None:
-        """The newest base at or before the moment, the same in every attempt of a run (its
+        """The base at or before the moment the retention rules keep (``readable_base``: one
+        whose journal may have expired is refused, not compared), the same in every attempt of
+        a run (its
         ``base.json``): a base made meanwhile would not match the recorded route units."""
         objects = self.reader()
         key = f"{run.scratch_prefix}base.json"
@@ -139,7 +142,10 @@ class JournalVerify(Verify):
                     "run without --resume to start over"
                 )
             return base
-        base = newest_base(self.writer().s3, objects, table_folder, pinned)
+        s3 = self.writer().s3
+        clock = retention_clock(s3, objects, self.layout)
+        where = f"s3://{self.bucket}/{table_folder}"
+        base = readable_base(s3, objects, table_folder, pinned, clock, where)
         if run.recorded:
             body = json.dumps({"base": base.id if base else None}).encode()
             put_if_absent(objects, key, body, JSON_TYPE, self.policy)
