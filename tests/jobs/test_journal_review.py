@@ -1,7 +1,7 @@
 """A hostile review of the journal layout: reproductions of ways it loses or misdates data,
 against DynamoDB Local and SeaweedFS (the changes written by the Lambda handler, bases made
-by the real jobs). Each test marked ``xfail(strict=True)`` fails on the code as reviewed; its
-reason says what is lost and where."""
+by the real jobs). Each test failed on the code as reviewed (first committed as a strict
+xfail saying what was lost and where) and is the regression test of its fix."""
 
 from __future__ import annotations
 
