@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -57,6 +58,9 @@ def changed_table(dynamodb: Any, streams: Any, s3: Any, bucket: str, prefix: str
         [("put", f"k{i % 9}", i) for i in range(24)] + [("delete", "k3", 0), ("put", "k9", 9)]
     )
     deliver(changes[:10], changes[10:20], changes[20:])
+    # A piece S3 dated in a compaction's cutoff second is late for that base by design (it is
+    # placed by the readers): start every compaction past the last piece's second.
+    time.sleep(1.05)
     return history
 
 
