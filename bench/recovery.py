@@ -14,6 +14,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -129,29 +130,35 @@ def timed(
     servers_before = {name: cpu_seconds(pid) for name, pid in SERVER_PIDS.items()}
     children_before = _children_cpu_seconds()
     started = time.perf_counter()
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dynamo_backups.cli.entry",
-            "--quiet",
-            "--output",
-            "json",
-            *arguments,
-        ],
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    peak_kb = 0
-    while child.poll() is None:
-        peak_kb = max(peak_kb, _high_water_kb(child.pid))
-        time.sleep(0.05)
-    cpu = {"client_s": round(_children_cpu_seconds() - children_before, 2)}
-    for name, pid in SERVER_PIDS.items():
-        cpu[f"{name}_s"] = round(cpu_seconds(pid) - servers_before[name], 1)
-    stdout, stderr = child.communicate()
-    elapsed = time.perf_counter() - started
+    # The output goes to files, not pipes: a report larger than a pipe's buffer (history of
+    # an item with many changes) would block the child while this loop waits for it to end.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dynamo_backups.cli.entry",
+                "--quiet",
+                "--output",
+                "json",
+                *arguments,
+            ],
+            env=environment,
+            stdout=out,
+            stderr=err,
+        )
+        peak_kb = 0
+        while child.poll() is None:
+            peak_kb = max(peak_kb, _high_water_kb(child.pid))
+            time.sleep(0.05)
+        cpu = {"client_s": round(_children_cpu_seconds() - children_before, 2)}
+        for name, pid in SERVER_PIDS.items():
+            cpu[f"{name}_s"] = round(cpu_seconds(pid) - servers_before[name], 1)
+        child.wait()
+        elapsed = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if child.returncode != 0:
         raise RuntimeError(f"{arguments} failed: {stderr.decode()[-2000:]}")
     return StepRun(json.loads(stdout), elapsed, peak_kb / 1024, cpu)
