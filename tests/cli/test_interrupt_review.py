@@ -204,3 +204,29 @@ def test_ctrl_c_at_start_up_is_no_traceback(after: float) -> None:
     _, stderr = process.communicate(timeout=60)
     assert "Traceback" not in stderr, stderr
     assert process.returncode == 130, stderr
+
+
+CTRL_C_WHILE_BUILDING = """
+import importlib, sys
+real = importlib.import_module
+def interrupted(name, *args, **kwargs):
+    if name == "dynamo_backups.cli.backfill":
+        raise KeyboardInterrupt  # Ctrl-C while click imports the command's module
+    return real(name, *args, **kwargs)
+importlib.import_module = interrupted
+from dynamo_backups.cli import main
+sys.argv = ["dynamo-backups", "backfill", "Users", "--bucket", "backups"]
+main()
+"""
+
+
+def test_ctrl_c_while_the_command_module_is_imported_exits_130() -> None:
+    """Commands are imported when used (cli.COMMANDS), inside click, which turns Ctrl-C into
+    its Abort: that is a Ctrl-C (exit 130, one line), not click's "Aborted!" with exit 1."""
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", CTRL_C_WHILE_BUILDING], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip() == "interrupted before the command started", result.stderr

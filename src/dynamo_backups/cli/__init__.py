@@ -37,7 +37,7 @@ from dynamo_backups.cli.inputs import (
     refuse_empty_values,
     validated,
 )
-from dynamo_backups.cli.interrupt import install_interrupt_handler
+from dynamo_backups.cli.interrupt import EXIT_INTERRUPTED, install_interrupt_handler
 from dynamo_backups.cli.lines import say
 from dynamo_backups.cli.notices import start_wait_notices
 
@@ -90,9 +90,14 @@ class CommandGroup(click.Group):
                 raise
             error.show()
             sys.exit(error.exit_code)
-        except click.Abort:
+        except click.Abort as error:
             if not standalone:
                 raise
+            if isinstance(error.__cause__ or error.__context__, KeyboardInterrupt):
+                # Ctrl-C while click was still building the command (its module is imported
+                # when it is used): stopped before anything ran, as a Ctrl-C is reported.
+                say("interrupted before the command started")
+                sys.exit(EXIT_INTERRUPTED)
             say("Aborted!")
             sys.exit(1)
         except Exception as error:  # a bug: one error line, never a traceback
