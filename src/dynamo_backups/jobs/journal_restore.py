@@ -87,6 +87,7 @@ from dynamo_backups.jobs.restore import (
     RestoreReport,
     file_sha256,
     read_keys_file,
+    refuse_items_in,
     write_unwritten_keys,
 )
 from dynamo_backups.jobs.restore_absent import (
@@ -100,7 +101,12 @@ from dynamo_backups.jobs.restore_absent import (
     scratch_lines,
 )
 from dynamo_backups.jobs.restore_unit import BATCH_SIZE, DRY_RUN_SAMPLE
-from dynamo_backups.jobs.tables import check_same_key, ensure_table, switch_on_ttl, table_status
+from dynamo_backups.jobs.tables import (
+    check_same_key,
+    ensure_table,
+    switch_on_ttl,
+    table_exists,
+)
 from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_stage
 
 
@@ -434,7 +440,7 @@ class JournalRestore(BucketClients):
             return
         assert self.job_run is not None
         note = f"{self.job_run.scratch_prefix}target.json"
-        if self.job_run.recorded and not self._table_exists():
+        if self.job_run.recorded and not table_exists(self.dynamodb(), self.table):
             body = json.dumps({"creates_table": self.table}).encode()
             put_if_absent(self.reader(), note, body, JSON_TYPE, self.retry_policy)
         created = ensure_table(
@@ -448,25 +454,7 @@ class JournalRestore(BucketClients):
         )
         self._check_identity()
         if not created and not self.job_run.resumed and not self.options.into_existing:
-            scan = call_with_retries(
-                lambda: self.dynamodb().scan(TableName=self.table, Limit=1, Select="COUNT"),
-                READ_POLICY,
-                f"look into table {self.table}",
-            )
-            if scan.get("Count") or scan.get("LastEvaluatedKey"):
-                raise RestoreError(
-                    f"table {self.table} already has items: restore into a new table, or pass "
-                    "--into-existing to write into this one"
-                )
-
-    def _table_exists(self) -> bool:
-        try:
-            table_status(self.dynamodb(), self.table)
-        except ClientError as error:
-            if error_code(error) != "ResourceNotFoundException":
-                raise
-            return False
-        return True
+            refuse_items_in(self.dynamodb(), self.table)
 
     def _check_identity(self) -> None:
         """Record the table the run writes into (its first attempt), or require the same one:

@@ -70,7 +70,13 @@ from dynamo_backups.jobs.restore_absent import (
     scratch_lines,
 )
 from dynamo_backups.jobs.restore_unit import BATCH_SIZE, DRY_RUN_SAMPLE, RestoreUnit
-from dynamo_backups.jobs.tables import check_same_key, ensure_table, switch_on_ttl, table_status
+from dynamo_backups.jobs.tables import (
+    check_same_key,
+    ensure_table,
+    has_items,
+    switch_on_ttl,
+    table_exists,
+)
 from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_stage
 
 SAMPLE_SIZE = 20
@@ -279,7 +285,7 @@ class Restore(BucketClients):
         dynamodb = self.dynamodb()
         created_earlier = resumed and self._created_by_this_run()
         written_into = self._recorded_identity() if resumed else None
-        exists = self._table_exists()
+        exists = table_exists(self.dynamodb(), self.table)
         if written_into is not None and not exists:
             raise self._other_table(f"table {self.table} is gone")
         if not created_earlier and not exists:
@@ -293,25 +299,7 @@ class Restore(BucketClients):
         self._check_identity(written_into)
         if self.report.created_table or self.options.into_existing or resumed:
             return  # a resumed run's table holds what the run wrote before
-        scan = call_with_retries(
-            lambda: dynamodb.scan(TableName=self.table, Limit=1, Select="COUNT"),
-            READ_POLICY,
-            f"look into table {self.table}",
-        )
-        if scan.get("Count") or scan.get("LastEvaluatedKey"):
-            raise RestoreError(
-                f"table {self.table} already has items: restore into a new table, or pass "
-                "--into-existing to write into this one"
-            )
-
-    def _table_exists(self) -> bool:
-        try:
-            table_status(self.dynamodb(), self.table)
-        except ClientError as error:
-            if error_code(error) != "ResourceNotFoundException":
-                raise
-            return False
-        return True
+        refuse_items_in(dynamodb, self.table)
 
     def _creation_key(self) -> str:
         assert self.job_run is not None
@@ -767,3 +755,12 @@ def earliest_change_found(s3: Any, folder: Any) -> tuple[datetime, bool] | None:
     metadata = VersionMetadata.from_s3(head.get("Metadata") or {})
     moment = metadata.change_time if metadata else oldest["LastModified"]
     return moment, bool(page.get("IsTruncated"))
+
+
+def refuse_items_in(dynamodb: Any, table: str) -> None:
+    """A restore into a table that already has items (without --into-existing) is refused."""
+    if has_items(dynamodb, table):
+        raise RestoreError(
+            f"table {table} already has items: restore into a new table, or pass "
+            "--into-existing to write into this one"
+        )

@@ -109,6 +109,27 @@ def table_status(dynamodb: Any, table_name: str) -> str:
     )
 
 
+def table_exists(dynamodb: Any, table_name: str) -> bool:
+    """Whether ``table_name`` exists (any status)."""
+    try:
+        table_status(dynamodb, table_name)
+    except ClientError as error:
+        if error_code(error) != "ResourceNotFoundException":
+            raise
+        return False
+    return True
+
+
+def has_items(dynamodb: Any, table_name: str) -> bool:
+    """Whether ``table_name`` holds at least one item (one COUNT scan of one item)."""
+    scan = call_with_retries(
+        lambda: dynamodb.scan(TableName=table_name, Limit=1, Select="COUNT"),
+        READ_POLICY,
+        f"look into table {table_name}",
+    )
+    return bool(scan.get("Count") or scan.get("LastEvaluatedKey"))
+
+
 def ttl_attribute(description: dict[str, Any]) -> str | None:
     """The TTL attribute of the described table, when TTL was on."""
     ttl = description.get("time_to_live") or {}
