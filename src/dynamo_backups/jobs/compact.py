@@ -44,6 +44,7 @@ from dynamo_backups.backup.journal_store import (
 from dynamo_backups.backup.layouts import LAYOUT_JOURNAL, layout_of
 from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.run_lease import RunLease
+from dynamo_backups.backup.s3_clock import s3_clock, wait_past
 from dynamo_backups.core.base import (
     BaseManifest,
     BasePaths,
@@ -81,8 +82,6 @@ from dynamo_backups.jobs.journal_units import (
     route,
     route_outputs,
     routed_input,
-    s3_clock,
-    wait_past,
 )
 from dynamo_backups.jobs.units import BucketClients, Engine, run_stage
 

@@ -33,6 +33,7 @@ from typing import Any
 from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.backup.journal_store import newest_base, read_json
 from dynamo_backups.backup.ledger import LedgerError
+from dynamo_backups.backup.s3_clock import s3_clock
 from dynamo_backups.core.cancel import CancelToken, Interrupted
 from dynamo_backups.core.journal import JournalError
 from dynamo_backups.core.layout import TableLayout, normalize_prefix
@@ -47,7 +48,6 @@ from dynamo_backups.core.units import (
     failure_text,
 )
 from dynamo_backups.jobs.compact import CompactError, Compaction, CompactOptions
-from dynamo_backups.jobs.journal_units import s3_clock
 
 logger = logging.getLogger("dynamo_backups.compact")
 

@@ -51,6 +51,7 @@ from dynamo_backups.backup.manifest import ensure_manifest
 from dynamo_backups.backup.reader import BackupItems, Selected
 from dynamo_backups.backup.reading import READ_POLICY, object_versions
 from dynamo_backups.backup.run_lease import RunLease
+from dynamo_backups.backup.s3_clock import s3_clock, wait_past
 from dynamo_backups.core.base import BaseError, BaseManifest, BasePaths, prune_removals
 from dynamo_backups.core.cancel import Interrupted
 from dynamo_backups.core.ddbjson import InvalidDynamoJSON, Item, loads_item
@@ -78,7 +79,7 @@ from dynamo_backups.core.units import (
 )
 from dynamo_backups.jobs.base_files import manifest_files, put_manifest, write_partition
 from dynamo_backups.jobs.compact import CUTOFF_FORMAT, LATE_HORIZON, SETTLE_SECONDS
-from dynamo_backups.jobs.journal_units import PRECISION_BOUND, s3_clock, wait_past
+from dynamo_backups.jobs.journal_units import PRECISION_BOUND
 from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_stage
 
 CONVERT_JOB = "convert"

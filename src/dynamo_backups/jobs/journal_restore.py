@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,6 +54,7 @@ from dynamo_backups.backup.layouts import LAYOUT_JOURNAL, layout_of
 from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.reading import READ_POLICY
 from dynamo_backups.backup.run_lease import RunLease
+from dynamo_backups.backup.s3_clock import s3_clock, wait_past
 from dynamo_backups.core.base import BaseManifest, parse_base_id
 from dynamo_backups.core.ddbjson import Item, dumps_item, loads_item
 from dynamo_backups.core.journal import fold, format_change_time
@@ -77,8 +79,6 @@ from dynamo_backups.jobs.journal_units import (
     route,
     route_outputs,
     routed_input,
-    s3_clock,
-    wait_past,
 )
 from dynamo_backups.jobs.restore import (
     UNWRITTEN_OUTPUTS,
@@ -709,28 +709,62 @@ class JournalRestore(BucketClients):
         context: UnitContext,
         unwritten: list[str],
     ) -> None:
-        """Puts (counted as written) or deletes (as deleted), BatchWriteItem until done; the
-        keys that outlast the retry budget go to ``unwritten`` in full."""
-        for batch in batched(requests, BATCH_SIZE):
-            context.cancel.check()
-            context.limiter.acquire(len(batch))
-            deletes = "DeleteRequest" in batch[0]
-            outcome = write_all(
-                self.batch_write,
-                self.table,
-                batch,
-                self.retry_policy,
-                sleep=context.cancel.sleep,  # Ctrl-C ends a backoff at once
-                on_written=None if deletes else context.progress.advance,
-            )
+        """Puts (counted as written) or deletes (as deleted), BatchWriteItem until done,
+        ``--write-concurrency`` calls in flight (every key is in one request only, so their
+        order does not matter); the keys that outlast the retry budget go to ``unwritten``
+        in full. A Ctrl-C stops the batches not begun and is raised once the rest end."""
+        batches = list(batched(requests, BATCH_SIZE))
+        if not batches:
+            return
+        lock = threading.Lock()
+        workers = min(self.options.write_concurrency, len(batches))
+        first_error: BaseException | None = None
+        with ThreadPoolExecutor(workers, thread_name_prefix="journal-write") as pool:
+            futures = [
+                pool.submit(self._write_batch, batch, result, context, unwritten, lock)
+                for batch in batches
+            ]
+            for future in futures:
+                if future.cancelled():
+                    continue
+                error = future.exception()
+                if error is not None and first_error is None:
+                    first_error = error  # Cancelled (Ctrl-C) or a bug: the unit is redone
+                    for other in futures:
+                        other.cancel()
+        if first_error is not None:
+            raise first_error
+
+    def _write_batch(
+        self,
+        batch: list[dict[str, Any]],
+        result: UnitResult,
+        context: UnitContext,
+        unwritten: list[str],
+        lock: threading.Lock,
+    ) -> None:
+        context.cancel.check()
+        context.limiter.acquire(len(batch))
+        deletes = "DeleteRequest" in batch[0]
+        outcome = write_all(
+            self.batch_write,
+            self.table,
+            batch,
+            self.retry_policy,
+            sleep=context.cancel.sleep,  # Ctrl-C ends a backoff at once
+            on_written=None if deletes else context.progress.advance,
+        )
+        keys = [
+            dumps_item(
+                request["DeleteRequest"]["Key"]
+                if deletes
+                else extract_key(request["PutRequest"]["Item"], self.key_names)
+            ).decode()
+            for request in outcome.not_written
+        ]
+        with lock:
             result.add("deleted" if deletes else "written", outcome.written)
-            for request in outcome.not_written:
-                key = (
-                    request["DeleteRequest"]["Key"]
-                    if deletes
-                    else extract_key(request["PutRequest"]["Item"], self.key_names)
-                )
-                text = dumps_item(key).decode()
+            for text in keys:
                 result.add("unwritten")
                 result.sample("unwritten_keys", f"{text}: {outcome.reason}")
                 unwritten.append(text)

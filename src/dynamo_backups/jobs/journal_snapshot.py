@@ -31,6 +31,7 @@ from dynamo_backups.backup.journal_store import (
     readable_base,
 )
 from dynamo_backups.backup.ledger import JobLedger
+from dynamo_backups.backup.s3_clock import s3_clock, wait_past
 from dynamo_backups.core.base import BaseManifest, parse_base_id
 from dynamo_backups.core.journal import fold
 from dynamo_backups.core.layout import LayoutError, format_time
@@ -51,8 +52,6 @@ from dynamo_backups.jobs.journal_units import (
     route,
     route_outputs,
     routed_input,
-    s3_clock,
-    wait_past,
 )
 from dynamo_backups.jobs.snapshot import Snapshot, SnapshotError, SnapshotOptions, _PartitionFiles
 from dynamo_backups.jobs.units import Engine, StageOutcome, run_stage

@@ -13,15 +13,13 @@ of a resumed run reads exactly what the first read.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from dynamo_backups.aws.errors import NOT_FOUND_CODES, ClientError, error_code
-from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
+from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.backup.journal_store import (
     GZIP_TYPE,
     ListedPiece,
@@ -32,7 +30,7 @@ from dynamo_backups.backup.journal_store import (
     read_piece,
     read_retention,
 )
-from dynamo_backups.backup.reading import READ_POLICY
+from dynamo_backups.backup.s3_clock import s3_clock
 from dynamo_backups.core.base import (
     BaseError,
     BaseManifest,
@@ -361,36 +359,6 @@ def route_outputs(results: Iterable[UnitResult]) -> list[dict[str, Any]]:
     for result in sorted(results, key=lambda result: result.unit):
         outputs.extend(result.outputs)
     return outputs
-
-
-def s3_clock(s3: Any, bucket: str, key: str) -> tuple[datetime | None, datetime]:
-    """When S3 received ``key`` (None: it is not there) and S3's clock now (an answer's
-    Date), by one HEAD request."""
-
-    def head() -> dict[str, Any]:
-        try:
-            return s3.head_object(Bucket=bucket, Key=key)  # type: ignore[no-any-return]
-        except ClientError as error:
-            if error_code(error) in NOT_FOUND_CODES:
-                return {"ResponseMetadata": error.response.get("ResponseMetadata", {})}
-            raise
-
-    answer = call_with_retries(head, READ_POLICY, f"head s3://{bucket}/{key}")
-    date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
-    now = parsedate_to_datetime(date) if date else datetime.now(UTC)
-    return answer.get("LastModified"), now
-
-
-def wait_past(
-    s3: Any, bucket: str, key: str, moment: datetime, sleep: Callable[[float], None]
-) -> None:
-    """Wait until S3's clock (its answers' Date, to the second) is past ``moment``."""
-    while True:
-        _, now = s3_clock(s3, bucket, key)
-        behind = (moment - now).total_seconds()
-        if behind < 0:
-            return
-        sleep(behind + 0.5)
 
 
 def retention_clock(s3: Any, objects: Any, layout: TableLayout) -> RetentionClock:

@@ -46,6 +46,7 @@ from dynamo_backups.backup.journal_store import (
 )
 from dynamo_backups.backup.layouts import LAYOUT_JOURNAL
 from dynamo_backups.backup.ledger import JobLedger, JobRun
+from dynamo_backups.backup.s3_clock import s3_clock, wait_past
 from dynamo_backups.core.base import BaseError, BaseManifest, parse_base_id, select_records
 from dynamo_backups.core.ddbjson import Item, dumps_item
 from dynamo_backups.core.differences import difference
@@ -67,8 +68,6 @@ from dynamo_backups.jobs.journal_units import (
     route,
     route_outputs,
     routed_input,
-    s3_clock,
-    wait_past,
 )
 from dynamo_backups.jobs.units import Engine, StageOutcome, run_stage
 from dynamo_backups.jobs.verify import Verify, item_digest

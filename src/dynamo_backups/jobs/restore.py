@@ -25,7 +25,6 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 from itertools import chain
 from typing import Any
 
@@ -45,6 +44,7 @@ from dynamo_backups.backup.folder import BackupFolder, open_folder_path
 from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.reading import READ_POLICY, read_document
 from dynamo_backups.backup.run_lease import RunLease
+from dynamo_backups.backup.s3_clock import wait_past
 from dynamo_backups.core.cancel import Interrupted
 from dynamo_backups.core.ddbjson import dumps_item, loads_item
 from dynamo_backups.core.keys import canonical_key, key_attribute_names, parse_key
@@ -80,7 +80,6 @@ from dynamo_backups.jobs.tables import (
 from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_stage
 
 SAMPLE_SIZE = 20
-MOMENT_SETTLE_SECONDS = 1.0  # past the pinned moment by S3's clock before reading (``_wait_past``)
 UNWRITTEN_OUTPUTS = {"unwritten_keys", "unwritten_key_lines"}  # in S3 scratch, or inline
 
 
@@ -396,21 +395,12 @@ class Restore(BucketClients):
             ) from None
         cutoff: datetime = head["LastModified"].replace(microsecond=0) + timedelta(seconds=1)
         if not run.resumed:
-            self._wait_past(cutoff, head)
+            # S3 dates versions to the second: one received in moment.json's second after it
+            # is dated before the cutoff too. Once S3's clock is past the cutoff, every
+            # version dated before it has been received, and this attempt reads all of them,
+            # as later ones do.
+            wait_past(self.s3(), self.bucket, key, cutoff, time.sleep)
         return cutoff
-
-    def _wait_past(self, cutoff: datetime, answer: dict[str, Any]) -> None:
-        """Wait until S3's clock is past ``cutoff`` (by its answer's Date, to the second):
-        S3 dates versions to the second, so a version received in moment.json's second after
-        it is dated before the cutoff too; once the cutoff is past, every version dated
-        before it has been received, and this attempt reads all of them, as later ones do."""
-        date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
-        try:
-            now = parsedate_to_datetime(date) if date else None
-        except (TypeError, ValueError):
-            now = None
-        behind = (cutoff - now).total_seconds() if now is not None else 1.0
-        time.sleep(max(0.0, behind) + MOMENT_SETTLE_SECONDS)
 
     def _created_by_this_run(self) -> bool:
         noted = read_document(self.s3(), self.bucket, self._creation_key())
