@@ -4,9 +4,9 @@ second (the one answering the pin's HEADs ahead of the one dating a writer's put
 docs/layout.md: a latest restore reads "the backup as S3 held it when the run began ... the first
 attempt waits until S3's clock (its answers' ``Date``) is a second past that cutoff before it
 reads: every version dated before the cutoff has then been received ... nothing that reached it
-later is read, and the units of every attempt read one backup". Before 02e924c the item layout
-slept ``(cutoff - Date) + 1 s``: a front end less than a second ahead could not end the wait
-before the cutoff. Since, the wait ends 0.25 s after a ``Date`` showing the cutoff's second.
+later is read, and the units of every attempt read one backup". The wait ends a second after a
+``Date`` showing the cutoff's second: a front end less than a second ahead cannot end it before
+the cutoff (02e924c waited 0.25 s, and this test failed on it).
 
 On SeaweedFS (one clock) the proxy in front of it gives HEAD answers the ``Date`` of a front end
 0.5 s ahead (``floor(now + 0.5 s)``); everything else is SeaweedFS's. A writer's change of two
@@ -112,12 +112,6 @@ class Backup:
         return rewrite
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="02e924c: the pin ends 0.25 s after a Date showing the cutoff's second (it waited a "
-    "second past it): a HEAD front end 0.5 s ahead ends it before the cutoff, and a change sent "
-    "after the pin is read in the partitions listed after it lands, not in those before",
-)
 def test_a_latest_restore_reads_one_backup_with_front_ends_half_a_second_apart(
     aws_env: dict[str, str],
     seaweedfs: servers.Server,

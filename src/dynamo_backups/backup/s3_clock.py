@@ -18,9 +18,9 @@ from dynamo_backups.aws.retry import call_with_retries
 from dynamo_backups.backup.reading import READ_POLICY
 
 # Waited once S3's clock shows the moment's second: S3's front ends are distinct hosts, and
-# the one that dates a put may run a little behind the one that answered (NTP keeps them far
-# closer than this).
-SKEW_MARGIN_SECONDS = 0.25
+# the one that dates a put may run behind the one that answered. AWS states no bound on their
+# difference; a whole second is what the pins have always tolerated.
+SKEW_MARGIN_SECONDS = 1.0
 # How often S3's clock is read while the moment is less than a second away (its Date is
 # to the second, so only a new answer tells that the second has turned).
 POLL_SECONDS = 0.1
@@ -28,7 +28,36 @@ POLL_SECONDS = 0.1
 
 def s3_clock(s3: Any, bucket: str, key: str) -> tuple[datetime | None, datetime]:
     """When S3 received ``key`` (None: it is not there) and S3's clock now (an answer's
-    Date), by one HEAD request."""
+    Date; this host's clock when the answer has no usable Date), by one HEAD request."""
+    received, now = _head_times(s3, bucket, key)
+    return received, now or datetime.now(UTC)
+
+
+def wait_past(
+    s3: Any, bucket: str, key: str, moment: datetime, sleep: Callable[[float], None]
+) -> None:
+    """Wait until S3's clock is past ``moment`` (by its answers' Date, read by HEADs of
+    ``key``), and ``SKEW_MARGIN_SECONDS`` more: then no object S3 receives can be dated
+    before ``moment``. Sleeps through the whole seconds first, then reads the clock every
+    ``POLL_SECONDS`` until its second turns, rather than oversleeping up to a second."""
+    while True:
+        _, now = _head_times(s3, bucket, key)
+        if now is None:  # no clock to read: this host's is not S3's, so wait it out in full
+            sleep(1 + SKEW_MARGIN_SECONDS)
+            return
+        behind = (moment - now).total_seconds()
+        if behind <= 0:
+            # S3's clock is at least ``-behind`` past the moment (its Date is truncated).
+            if -behind < SKEW_MARGIN_SECONDS:
+                sleep(SKEW_MARGIN_SECONDS + behind)
+            return
+        # Date is truncated: S3's clock is in [now, now + 1 s), so the moment is at least
+        # ``behind - 1`` seconds away.
+        sleep(max(POLL_SECONDS, behind - 1))
+
+
+def _head_times(s3: Any, bucket: str, key: str) -> tuple[datetime | None, datetime | None]:
+    """``key``'s LastModified (None: not there) and the answer's Date (None: unusable)."""
 
     def head() -> dict[str, Any]:
         try:
@@ -41,27 +70,7 @@ def s3_clock(s3: Any, bucket: str, key: str) -> tuple[datetime | None, datetime]
     answer = call_with_retries(head, READ_POLICY, f"head s3://{bucket}/{key}")
     date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
     try:
-        now = parsedate_to_datetime(date) if date else datetime.now(UTC)
-    except (TypeError, ValueError):  # no usable Date: this host's clock, the best left
-        now = datetime.now(UTC)
+        now = parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError):
+        now = None
     return answer.get("LastModified"), now
-
-
-def wait_past(
-    s3: Any, bucket: str, key: str, moment: datetime, sleep: Callable[[float], None]
-) -> None:
-    """Wait until S3's clock is past ``moment`` (by its answers' Date, read by HEADs of
-    ``key``), and ``SKEW_MARGIN_SECONDS`` more: then no object S3 receives can be dated
-    before ``moment``. Sleeps through the whole seconds first, then reads the clock every
-    ``POLL_SECONDS`` until its second turns, rather than oversleeping up to a second."""
-    while True:
-        _, now = s3_clock(s3, bucket, key)
-        behind = (moment - now).total_seconds()
-        if behind <= 0:
-            # S3's clock is at least ``-behind`` past the moment (its Date is truncated).
-            if -behind < SKEW_MARGIN_SECONDS:
-                sleep(SKEW_MARGIN_SECONDS + behind)
-            return
-        # Date is truncated: S3's clock is in [now, now + 1 s), so the moment is at least
-        # ``behind - 1`` seconds away.
-        sleep(max(POLL_SECONDS, behind - 1))

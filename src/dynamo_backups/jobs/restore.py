@@ -394,12 +394,12 @@ class Restore(BucketClients):
                 "run without --resume to start over"
             ) from None
         cutoff: datetime = head["LastModified"].replace(microsecond=0) + timedelta(seconds=1)
-        if not run.resumed:
-            # S3 dates versions to the second: one received in moment.json's second after it
-            # is dated before the cutoff too. Once S3's clock is past the cutoff, every
-            # version dated before it has been received, and this attempt reads all of them,
-            # as later ones do.
-            wait_past(self.s3(), self.bucket, key, cutoff, time.sleep)
+        # S3 dates versions to the second: one received in moment.json's second after it is
+        # dated before the cutoff too. Once S3's clock is past the cutoff, every version
+        # dated before it has been received, and this attempt reads all of them, as later
+        # ones do. A resumed attempt checks too (one HEAD): its first may have been killed
+        # during the wait.
+        wait_past(self.s3(), self.bucket, key, cutoff, time.sleep)
         return cutoff
 
     def _created_by_this_run(self) -> bool:
