@@ -47,7 +47,10 @@ def test_the_journal_benchmark_runs_and_checks_what_it_measures() -> None:
     assert [check["target"] for check in both["targets"]] == [
         "journal restore / item restore",
         "journal restore / ddb_batch_write_items_per_s",
+        "journal restore's write phase / ddb_batch_write_items_per_s",
     ]
+    assert 0 < both["journal_fixed_seconds"] < both["restore"]["journal"]["seconds"] + 5
+    assert both["restore"]["journal"]["write_phase_items_per_s"] > 0
 
     big = summary["restore_at_journal"]
     assert big["journal_writes"] == {**big["journal_writes"], "records": 3000, "batches": 3}
