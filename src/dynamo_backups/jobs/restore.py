@@ -80,6 +80,9 @@ from dynamo_backups.jobs.tables import (
 from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_stage
 
 SAMPLE_SIZE = 20
+# The budget of every write and read the restore retries (BatchWriteItem groups, scratch
+# objects) when no ``retry_policy`` is given; a module value so that a test can shorten it.
+RETRY_POLICY = RetryPolicy(max_attempts=15, base_delay=0.05, max_delay=20)
 MOMENT_SETTLE_SECONDS = 1.0  # past the pinned moment by S3's clock before reading (``_wait_past``)
 UNWRITTEN_OUTPUTS = {"unwritten_keys", "unwritten_key_lines"}  # in S3 scratch, or inline
 
@@ -184,9 +187,7 @@ class Restore(BucketClients):
         self.table = table
         self.options = options
         self.progress = progress or NoProgress()
-        self.retry_policy = retry_policy or RetryPolicy(
-            max_attempts=15, base_delay=0.05, max_delay=20
-        )
+        self.retry_policy = retry_policy or RETRY_POLICY
         self.report = RestoreReport(
             f"s3://{bucket}/{TableLayout.from_folder(folder).items_prefix}",
             table,
