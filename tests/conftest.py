@@ -18,7 +18,8 @@ _names = itertools.count()
 
 # The modules whose tests take longest (tens of seconds to minutes each, mostly waiting on
 # clocks: DynamoDB Local's minute, S3's second, leases), run first: the xdist workers share
-# them out at the start instead of one worker finishing the run alone with the last of them.
+# them out at the start (scripts/test hands tests out two at a time, --maxschedchunk 2)
+# instead of one worker finishing the run alone with the last of them.
 SLOW_FIRST = [
     "tests/jobs/test_pitr_property.py",
     "tests/test_invariants.py",
