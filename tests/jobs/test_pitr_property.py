@@ -20,7 +20,6 @@ from dynamo_backups.aws.s3objects import BotocoreObjects
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.ddbjson import normalize_number
 from dynamo_backups.core.layout import TableLayout
-from dynamo_backups.jobs import restore as restore_module
 from dynamo_backups.jobs.history import item_history
 from dynamo_backups.pipeline.backup_applier import BackupApplier
 from tests.conftest import unique_table_name
@@ -100,12 +99,7 @@ def test_restore_at_any_moment_equals_the_model(
     bucket: str,
     operations: list[tuple[str, str, int]],
     data: st.DataObject,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Every backup write has returned before a restore pins its moment: the second the
-    # restore still waits for S3's clock to pass the pin is enough, its margin for writes
-    # still in flight elsewhere (a second each, five restores an example) only time.
-    monkeypatch.setattr(restore_module, "MOMENT_SETTLE_SECONDS", 0.0)
     prefix = f"pitr-{uuid.uuid4().hex[:10]}"
     # Changes happened between two and one minutes ago; they reach S3 only now (late).
     start = int(time.time()) - 120
