@@ -80,11 +80,12 @@ from dynamo_backups.jobs.tables import (
 from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_stage
 
 SAMPLE_SIZE = 20
+MOMENT_SETTLE_SECONDS = 1.0  # past the pinned moment by S3's clock before reading (``_wait_past``)
+UNWRITTEN_OUTPUTS = {"unwritten_keys", "unwritten_key_lines"}  # in S3 scratch, or inline
+
 # The budget of every write and read the restore retries (BatchWriteItem groups, scratch
 # objects) when no ``retry_policy`` is given; a module value so that a test can shorten it.
 RETRY_POLICY = RetryPolicy(max_attempts=15, base_delay=0.05, max_delay=20)
-MOMENT_SETTLE_SECONDS = 1.0  # past the pinned moment by S3's clock before reading (``_wait_past``)
-UNWRITTEN_OUTPUTS = {"unwritten_keys", "unwritten_key_lines"}  # in S3 scratch, or inline
 
 
 class RestoreError(RuntimeError):
