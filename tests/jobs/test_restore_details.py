@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.cli import main
+from dynamo_backups.jobs import restore as restore_job
 from tests import faultproxy
 from tests.conftest import unique_table_name
 from tests.helpers import ONCE, create_table, scan_all
@@ -158,6 +160,9 @@ def test_keys_not_written_are_kept_in_full_for_a_second_run(
 
     unwritten = tmp_path / "unwritten.jsonl"
     with contextlib.ExitStack() as proxies:
+        # Giving up is what is tested, not how long the default budget lasts (over a minute).
+        short = proxies.enter_context(monkeypatch.context())
+        short.setattr(restore_job, "RETRY_POLICY", RetryPolicy(max_attempts=4, base_delay=0.01))
         proxy = proxies.enter_context(faultproxy.FaultProxy(dynamodb_local.endpoint, refuse_writes))
         monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy.endpoint)
         if bucket_access == "read-only":

@@ -82,6 +82,10 @@ from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_s
 SAMPLE_SIZE = 20
 UNWRITTEN_OUTPUTS = {"unwritten_keys", "unwritten_key_lines"}  # in S3 scratch, or inline
 
+# The budget of every write and read the restore retries (BatchWriteItem groups, scratch
+# objects) when no ``retry_policy`` is given; a module value so that a test can shorten it.
+RETRY_POLICY = RetryPolicy(max_attempts=15, base_delay=0.05, max_delay=20)
+
 
 class RestoreError(RuntimeError):
     """The restore cannot start or cannot go on; the message says why and what to do."""
@@ -183,9 +187,7 @@ class Restore(BucketClients):
         self.table = table
         self.options = options
         self.progress = progress or NoProgress()
-        self.retry_policy = retry_policy or RetryPolicy(
-            max_attempts=15, base_delay=0.05, max_delay=20
-        )
+        self.retry_policy = retry_policy or RETRY_POLICY
         self.report = RestoreReport(
             f"s3://{bucket}/{TableLayout.from_folder(folder).items_prefix}",
             table,
