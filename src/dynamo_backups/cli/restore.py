@@ -62,6 +62,8 @@ from dynamo_backups.jobs.restore import (
     read_keys_file,
 )
 
+DEFAULT_WORKERS = 4  # units at once on the threads engine, unless --workers says
+
 
 def run_restore(
     aws: AwsContext,
@@ -74,8 +76,12 @@ def run_restore(
     layout: Layout = ITEM_LAYOUT,
 ) -> RestoreReport:
     """Restore with the job of the folder's ``layout`` (``jobs.layouts``)."""
-    s3 = aws.client("s3", pool=options.read_concurrency)
-    dynamodb = aws.client("dynamodb", pool=options.write_concurrency)
+    engine = engine or EngineChoice()
+    # Every unit running at once in this process keeps its reads and writes in flight on
+    # these clients: a pool smaller than all of them would open and drop a connection a call.
+    units = (engine.workers or DEFAULT_WORKERS) if engine.name == "threads" else 1
+    s3 = aws.client("s3", pool=options.read_concurrency * units)
+    dynamodb = aws.client("dynamodb", pool=options.write_concurrency * units)
     api = aws.dynamodb_api(dynamodb)
     label = f"restore {table}" + (" (dry run)" if options.dry_run else "")
     with Progress(label, unit="items", enabled=show_progress) as progress:
@@ -92,9 +98,8 @@ def run_restore(
             call=api.call,
             aws=aws,
         )
-        engine = engine or EngineChoice()
         try:
-            return job.run(engine.make(4))
+            return job.run(engine.make(DEFAULT_WORKERS))
         except (RestoreError, DescriptionError, JournalError) as error:
             fail(str(error))
         finally:
