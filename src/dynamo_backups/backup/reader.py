@@ -12,11 +12,11 @@ Used by restore, snapshot and history alike, so that they agree on what "the tab
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
@@ -84,12 +84,37 @@ class SelectionStats:
         return {name: value for name, value in self.__dict__.items() if not name.startswith("_")}
 
 
+Read = tuple[bytes, dict[str, str]]  # a version's body and user metadata
+
+
+@dataclass(frozen=True)
+class _Ahead:
+    """A version read ahead of its unit's selection (``ReadAhead``)."""
+
+    key: str
+    version_id: str
+    read: Read
+
+
 @dataclass(frozen=True)
 class _Unit:
     object_key: str
     entries: list[ObjectVersion] | None  # None: each of ``names`` is listed when it is read
     key: dict[str, Any] | None = None
     names: tuple[str, ...] = ()  # one item under several object keys: merge their histories
+    ahead: _Ahead | None = None  # the version most likely chosen, already read
+
+
+class ReadAhead(Protocol):
+    """Many reads in flight from one thread (``aws.curl_reads.CurlGets``)."""
+
+    def __len__(self) -> int: ...
+
+    def start(self, tag: Hashable, key: str, version_id: str, size: int) -> bool: ...
+
+    def finished(self, wait: float = 0.0) -> list[tuple[Hashable, Read | None]]: ...
+
+    def close(self) -> None: ...
 
 
 class BackupItems:
@@ -158,17 +183,86 @@ class BackupItems:
             finally:
                 slots.release()
 
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="backup-read") as pool:
-            # Units go out in small groups: a task per object would cost the client more CPU
-            # (futures, locks) than the object's own request.
-            for units in batched(self._units(), UNITS_PER_TASK):
-                if stop.is_set():
-                    break
-                slots.acquire()
-                pool.submit(work, units)
+        ahead = self._read_ahead()
+        groups = (
+            batched(self._units(), UNITS_PER_TASK)
+            if ahead is None
+            else self._read_ahead_groups(ahead, stop)
+        )
+        try:
+            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="backup-read") as pool:
+                # Units go out in small groups: a task per object would cost the client more
+                # CPU (futures, locks) than the object's own request.
+                for units in groups:
+                    if stop.is_set():
+                        break
+                    slots.acquire()
+                    pool.submit(work, units)
+        finally:
+            if ahead is not None:
+                ahead.close()
         if errors:
             raise errors[0]
         return self.stats
+
+    # --- reading ahead ------------------------------------------------------------------------
+
+    def _read_ahead(self) -> ReadAhead | None:
+        """Many reads in flight from the listing's thread, where the reader offers it (one
+        thread sending them costs the client less CPU than a request per reader thread):
+        only for listed objects, each under one name."""
+        if self.keys is not None or self.aliases is not None:
+            return None
+        make = getattr(self.reader, "read_ahead", None)
+        return make(self.concurrency) if make is not None else None  # type: ignore[no-any-return]
+
+    def _likely_read(self, unit: _Unit) -> ObjectVersion | None:
+        """The version ``_inspector`` reads whole (GET) first, if any: the first one S3
+        received by the moment, when it is not a removal."""
+        if unit.names or not unit.entries:
+            return None
+        moment = self.at or LATEST
+        for entry in self._received(newest_first(unit.entries)):
+            if entry.last_modified <= moment:
+                return None if entry.is_removal else entry
+        return None
+
+    def _read_ahead_groups(self, ahead: ReadAhead, stop: threading.Event) -> Iterator[list[_Unit]]:
+        """The listed units in groups of ``UNITS_PER_TASK``, each with the version it most
+        likely needs read ahead (or, where that read failed or does not apply, without: its
+        selection then reads it as usual). Listing goes on while the reads are in flight."""
+        waiting: dict[int, tuple[_Unit, ObjectVersion]] = {}
+        ready: list[_Unit] = []
+
+        def collect(wait: float) -> None:
+            for tag, read in ahead.finished(wait):
+                unit, entry = waiting.pop(tag)  # type: ignore[call-overload]
+                if read is not None:
+                    unit = replace(unit, ahead=_Ahead(entry.key, entry.version_id, read))
+                ready.append(unit)
+
+        for number, unit in enumerate(self._units()):
+            if stop.is_set():
+                break
+            entry = self._likely_read(unit)
+            if entry is not None and ahead.start(number, entry.key, entry.version_id, entry.size):
+                waiting[number] = (unit, entry)
+            else:
+                ready.append(unit)
+            while len(ahead) >= self.concurrency:
+                collect(1.0)
+            if number % UNITS_PER_TASK == 0:
+                collect(0.0)
+            while len(ready) >= UNITS_PER_TASK:
+                yield ready[:UNITS_PER_TASK]
+                del ready[:UNITS_PER_TASK]
+        while waiting and not stop.is_set():
+            collect(1.0)
+            while len(ready) >= UNITS_PER_TASK:
+                yield ready[:UNITS_PER_TASK]
+                del ready[:UNITS_PER_TASK]
+        if ready:
+            yield ready
 
     def select_key(self, key: dict[str, Any]) -> Selected:
         """The item with ``key`` (under every name it may have), read now in this thread."""
@@ -238,14 +332,14 @@ class BackupItems:
         if unit.names:
             return self._select_merged(unit)
         moment = self.at or LATEST
-        inspect, bodies = self._inspector(moment)
+        inspect, bodies = self._inspector(moment, unit.ahead)
         ordered = self._received(newest_first(unit.entries or []))
         if not ordered:
             return self._absent(unit.object_key)
         if self.decisions:
             return self._decided(unit.object_key, ordered, moment, inspect, bodies)
         chosen = select_at(ordered, moment, inspect, self.skew).version
-        body = self._body_of(chosen, bodies) if chosen is not None else None
+        body = self._body_of(chosen, bodies, unit.ahead) if chosen is not None else None
         if not body:  # removed, never there, or gone since it was listed
             return self._absent(unit.object_key)
         return self._parse(unit.object_key, body)
@@ -307,7 +401,9 @@ class BackupItems:
         selected = self._parse(chosen.entry.key, body, item_key=unit.object_key)
         return replace(selected, decision=chosen)
 
-    def _inspector(self, moment: datetime) -> tuple[Inspector, dict[tuple[str, str], bytes]]:
+    def _inspector(
+        self, moment: datetime, ahead: _Ahead | None = None
+    ) -> tuple[Inspector, dict[tuple[str, str], bytes]]:
         """Reads a version's metadata for point-in-time selection. The version most likely to
         be chosen, the first one S3 received by ``moment`` when it is not a tombstone, is read
         whole (GET) and its body kept; every other one by a HEAD, metadata only: below a
@@ -328,7 +424,7 @@ class BackupItems:
             if entry.is_tombstone or not likely_chosen:
                 raw = self._head(entry.key, entry.version_id)
             else:
-                found = self._read(entry.key, entry.version_id)
+                found = self._read(entry.key, entry.version_id, ahead)
                 raw = found[1] if found is not None else None
                 if found is not None:
                     bodies[where] = found[0]
@@ -337,16 +433,25 @@ class BackupItems:
 
         return inspect, bodies
 
-    def _body_of(self, entry: ObjectVersion, bodies: dict[tuple[str, str], bytes]) -> bytes | None:
+    def _body_of(
+        self,
+        entry: ObjectVersion,
+        bodies: dict[tuple[str, str], bytes],
+        ahead: _Ahead | None = None,
+    ) -> bytes | None:
         """The chosen version's body: kept from inspecting it, else read (None: gone since)."""
         body = bodies.get((entry.key, entry.version_id))
         if body is None:
-            found = self._read(entry.key, entry.version_id)
+            found = self._read(entry.key, entry.version_id, ahead)
             body = found[0] if found is not None else None
         return body
 
-    def _read(self, object_key: str, version_id: str | None) -> tuple[bytes, dict[str, str]] | None:
+    def _read(
+        self, object_key: str, version_id: str | None, ahead: _Ahead | None = None
+    ) -> Read | None:
         self.stats.add(versions_read=1)
+        if ahead is not None and ahead.key == object_key and ahead.version_id == version_id:
+            return ahead.read  # read ahead (``_read_ahead_groups``): the same version
         return self._gone_is_none(
             lambda: self.reader.read_object(object_key, version_id),
             f"get s3://{self.bucket}/{object_key}",
