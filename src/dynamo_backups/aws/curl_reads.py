@@ -204,7 +204,6 @@ class CurlGets:
         self._multi.close()
 
 
-
 class _Read:
     """One read in flight: what it is for, and the answer as it comes."""
 
