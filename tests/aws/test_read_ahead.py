@@ -62,9 +62,18 @@ def test_reads_ahead_are_the_ordinary_reads(seaweedfs: Any, bucket: str, prefix:
     wanted = [(number, v.key, v.version_id, v.size) for number, v in enumerate(versions)]
     results = _read_all(ahead, wanted)
 
-    assert results[0] is None  # deleted since it was listed
+    heads = [(-n, v.key, v.version_id, v.size) for n, v in enumerate(versions) if n]
+    heads.append(("gone", gone.key, gone.version_id, gone.size))
+    for tag, key, version_id, _size in heads:
+        assert ahead.start(tag, key, version_id, 0, head=True)
+    while len(ahead):
+        results.update(ahead.finished(1.0))
+
+    assert results[0] is None and results["gone"] is None  # deleted since it was listed
     for number, version in enumerate(versions[1:], start=1):
         assert results[number] == objects.read_object(version.key, version.version_id)
+        metadata = objects.head_object(version.key, version.version_id)
+        assert metadata and results[-number] == (b"", metadata)
     assert ahead.failures == 0  # a version gone is no failure
     ahead.close()
 

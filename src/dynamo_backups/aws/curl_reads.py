@@ -87,7 +87,7 @@ class CurlGets:
         self._total_ms = int((connect_timeout + read_timeout) * 1000)
         self._multi = pycurl.CurlMulti()
         self._idle = [self._easy() for _ in range(max(1, in_flight))]
-        self._waiting: deque[tuple[Hashable, str, str, int]] = deque()
+        self._waiting: deque[tuple[Hashable, str, str, int]] = deque()  # size -1: a HEAD
         self._running = 0
         self.failures = 0
         self.enabled = True
@@ -111,12 +111,15 @@ class CurlGets:
             handle.setopt(pycurl.CAINFO, self._ca_bundle)
         return handle
 
-    def start(self, tag: Hashable, key: str, version_id: str, size: int) -> bool:
-        """Queue a read of ``key`` at ``version_id`` (listed with ``size`` bytes); False when
-        it cannot be read ahead (read it the ordinary way)."""
+    def start(
+        self, tag: Hashable, key: str, version_id: str, size: int, head: bool = False
+    ) -> bool:
+        """Queue a read of ``key`` at ``version_id`` (listed with ``size`` bytes), or with
+        ``head`` of its metadata only (HeadObject); False when it cannot be read ahead (read
+        it the ordinary way)."""
         if not self.enabled or not plain(key) or not plain(version_id):
             return False
-        self._waiting.append((tag, key, version_id, size))
+        self._waiting.append((tag, key, version_id, -1 if head else size))
         return True
 
     def _credentials(self) -> tuple[str, list[str]]:
@@ -138,6 +141,10 @@ class CurlGets:
             handle.setopt(pycurl.URL, f"{self.target.object_url(key)}?versionId={version_id}")
             handle.setopt(pycurl.USERPWD, userpwd)
             handle.setopt(pycurl.HTTPHEADER, headers)
+            if size < 0:
+                handle.setopt(pycurl.NOBODY, 1)
+            else:
+                handle.setopt(pycurl.HTTPGET, 1)  # a GET again, after a HEAD
             handle.setopt(pycurl.WRITEFUNCTION, read.body.write)
             handle.setopt(pycurl.HEADERFUNCTION, read.header)
             self._multi.add_handle(handle)
@@ -205,7 +212,7 @@ class CurlGets:
 
 
 class _Read:
-    """One read in flight: what it is for, and the answer as it comes."""
+    """One read in flight: what it is for, and the answer as it comes (``size`` -1: a HEAD)."""
 
     __slots__ = ("body", "etag", "metadata", "size", "tag")
 
@@ -236,6 +243,8 @@ class _Read:
     def whole(self, data: bytes) -> bool:
         """The body is the version's, as far as can be told: the length listed, and the MD5
         its ETag names when that ETag is an MD5 (a single-part upload without SSE-KMS)."""
+        if self.size < 0:
+            return not data  # a HEAD: no body
         if len(data) != self.size:
             return False
         if _MD5_ETAG.fullmatch(self.etag):

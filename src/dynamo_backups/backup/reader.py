@@ -87,13 +87,10 @@ class SelectionStats:
 Read = tuple[bytes, dict[str, str]]  # a version's body and user metadata
 
 
-@dataclass(frozen=True)
-class _Ahead:
-    """A version read ahead of its unit's selection (``ReadAhead``)."""
-
-    key: str
-    version_id: str
-    read: Read
+# Versions read ahead of a unit's selection, by version id and whether only its metadata
+# was asked for (a HEAD); each has the body (empty for a HEAD) and user metadata.
+Ahead = dict[tuple[str, bool], Read]
+MOST_READ_AHEAD = 16  # versions of one object; its selection reads any others itself
 
 
 @dataclass(frozen=True)
@@ -102,7 +99,7 @@ class _Unit:
     entries: list[ObjectVersion] | None  # None: each of ``names`` is listed when it is read
     key: dict[str, Any] | None = None
     names: tuple[str, ...] = ()  # one item under several object keys: merge their histories
-    ahead: _Ahead | None = None  # the version most likely chosen, already read
+    ahead: Ahead | None = None  # the versions its selection most likely reads, read already
 
 
 class ReadAhead(Protocol):
@@ -110,7 +107,9 @@ class ReadAhead(Protocol):
 
     def __len__(self) -> int: ...
 
-    def start(self, tag: Hashable, key: str, version_id: str, size: int) -> bool: ...
+    def start(
+        self, tag: Hashable, key: str, version_id: str, size: int, head: bool = False
+    ) -> bool: ...
 
     def finished(self, wait: float = 0.0) -> list[tuple[Hashable, Read | None]]: ...
 
@@ -216,37 +215,59 @@ class BackupItems:
         make = getattr(self.reader, "read_ahead", None)
         return make(self.concurrency) if make is not None else None  # type: ignore[no-any-return]
 
-    def _likely_read(self, unit: _Unit) -> ObjectVersion | None:
-        """The version ``_inspector`` reads whole (GET) first, if any: the first one S3
-        received by the moment, when it is not a removal."""
+    def _likely_reads(self, unit: _Unit) -> list[tuple[ObjectVersion, bool]]:
+        """The versions ``_inspector`` most likely reads, and whether by a HEAD: those S3
+        received after the moment (metadata only), then the first one received by it (whole,
+        unless a tombstone). Delete markers are not read; nothing is when every entry is a
+        removal (``select_at`` decides those unread)."""
         if unit.names or not unit.entries:
-            return None
+            return []
+        ordered = self._received(newest_first(unit.entries))
+        if all(entry.is_removal for entry in ordered):
+            return []
         moment = self.at or LATEST
-        for entry in self._received(newest_first(unit.entries)):
-            if entry.last_modified <= moment:
-                return None if entry.is_removal else entry
-        return None
+        reads: list[tuple[ObjectVersion, bool]] = []
+        for entry in ordered:
+            if len(reads) == MOST_READ_AHEAD:
+                break
+            if entry.is_delete_marker:
+                continue
+            if entry.last_modified > moment:
+                reads.append((entry, True))
+                continue
+            reads.append((entry, entry.is_tombstone))
+            break
+        return reads
 
     def _read_ahead_groups(self, ahead: ReadAhead, stop: threading.Event) -> Iterator[list[_Unit]]:
-        """The listed units in groups of ``UNITS_PER_TASK``, each with the version it most
-        likely needs read ahead (or, where that read failed or does not apply, without: its
-        selection then reads it as usual). Listing goes on while the reads are in flight."""
-        waiting: dict[int, tuple[_Unit, ObjectVersion]] = {}
+        """The listed units in groups of ``UNITS_PER_TASK``, each with the versions its
+        selection most likely reads read ahead (those whose read failed or does not apply
+        are left out: its selection reads them as usual). A unit goes out once all its reads
+        ahead have ended; listing goes on while they are in flight."""
+        # unit number -> the unit, its reads ahead still running, what they brought
+        waiting: dict[int, tuple[_Unit, list[int], Ahead]] = {}
         ready: list[_Unit] = []
 
         def collect(wait: float) -> None:
             for tag, read in ahead.finished(wait):
-                unit, entry = waiting.pop(tag)  # type: ignore[call-overload]
+                number, version_id, head = tag  # type: ignore[misc]
+                unit, running, found = waiting[number]
                 if read is not None:
-                    unit = replace(unit, ahead=_Ahead(entry.key, entry.version_id, read))
-                ready.append(unit)
+                    found[(version_id, head)] = read
+                running[0] -= 1
+                if not running[0]:
+                    del waiting[number]
+                    ready.append(replace(unit, ahead=found) if found else unit)
 
         for number, unit in enumerate(self._units()):
             if stop.is_set():
                 break
-            entry = self._likely_read(unit)
-            if entry is not None and ahead.start(number, entry.key, entry.version_id, entry.size):
-                waiting[number] = (unit, entry)
+            started = 0
+            for entry, head in self._likely_reads(unit):
+                tag = (number, entry.version_id, head)
+                started += ahead.start(tag, entry.key, entry.version_id, entry.size, head)
+            if started:
+                waiting[number] = (unit, [started], {})
             else:
                 ready.append(unit)
             while len(ahead) >= self.concurrency:
@@ -402,7 +423,7 @@ class BackupItems:
         return replace(selected, decision=chosen)
 
     def _inspector(
-        self, moment: datetime, ahead: _Ahead | None = None
+        self, moment: datetime, ahead: Ahead | None = None
     ) -> tuple[Inspector, dict[tuple[str, str], bytes]]:
         """Reads a version's metadata for point-in-time selection. The version most likely to
         be chosen, the first one S3 received by ``moment`` when it is not a tombstone, is read
@@ -422,7 +443,7 @@ class BackupItems:
             passed_first = passed_first or entry.last_modified <= moment
             raw: dict[str, str] | None
             if entry.is_tombstone or not likely_chosen:
-                raw = self._head(entry.key, entry.version_id)
+                raw = self._head(entry.key, entry.version_id, ahead)
             else:
                 found = self._read(entry.key, entry.version_id, ahead)
                 raw = found[1] if found is not None else None
@@ -437,7 +458,7 @@ class BackupItems:
         self,
         entry: ObjectVersion,
         bodies: dict[tuple[str, str], bytes],
-        ahead: _Ahead | None = None,
+        ahead: Ahead | None = None,
     ) -> bytes | None:
         """The chosen version's body: kept from inspecting it, else read (None: gone since)."""
         body = bodies.get((entry.key, entry.version_id))
@@ -447,19 +468,25 @@ class BackupItems:
         return body
 
     def _read(
-        self, object_key: str, version_id: str | None, ahead: _Ahead | None = None
+        self, object_key: str, version_id: str | None, ahead: Ahead | None = None
     ) -> Read | None:
         self.stats.add(versions_read=1)
-        if ahead is not None and ahead.key == object_key and ahead.version_id == version_id:
-            return ahead.read  # read ahead (``_read_ahead_groups``): the same version
+        found = ahead.get((version_id, False)) if ahead and version_id else None
+        if found is not None:
+            return found  # read ahead (``_read_ahead_groups``): this version of this object
         return self._gone_is_none(
             lambda: self.reader.read_object(object_key, version_id),
             f"get s3://{self.bucket}/{object_key}",
         )
 
-    def _head(self, object_key: str, version_id: str) -> dict[str, str] | None:
+    def _head(
+        self, object_key: str, version_id: str, ahead: Ahead | None = None
+    ) -> dict[str, str] | None:
         """A version's user metadata without its body; None: deleted since it was listed."""
         self.stats.add(versions_headed=1)
+        found = ahead.get((version_id, True)) if ahead else None
+        if found is not None:
+            return found[1]
         return self._gone_is_none(
             lambda: self.reader.head_object(object_key, version_id),
             f"head s3://{self.bucket}/{object_key}",
