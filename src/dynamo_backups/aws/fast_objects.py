@@ -31,7 +31,6 @@ from botocore.exceptions import InvalidRegionError
 from botocore.utils import validate_region_name
 
 from dynamo_backups import __version__
-from dynamo_backups.aws import curl_reads
 from dynamo_backups.aws.endpoints import S3Target, s3_target
 from dynamo_backups.aws.errors import (
     CertificateError,
@@ -373,12 +372,17 @@ class FastObjects:
 
         return self._call("GetObject", key, read)
 
-    def read_ahead(self, in_flight: int) -> curl_reads.CurlGets | None:
-        """Reads of many versions in flight from one thread (libcurl), for one thread's use;
-        None where that path does not apply: pycurl missing, a proxy configured (libcurl
-        would be told apart from what botocore does with it), or turned off by
-        DYNAMO_BACKUPS_READ_AHEAD=off. Its reads that fail are read again here."""
-        if not curl_reads.available() or self.settings.proxies or not read_ahead_enabled():
+    def read_ahead(self, in_flight: int) -> Any:
+        """Reads of many versions in flight from one thread (``curl_reads.CurlGets``), for
+        one thread's use; None where that path does not apply: pycurl missing, a proxy
+        configured (this path sends nothing through proxies), or turned off by
+        DYNAMO_BACKUPS_READ_AHEAD=off. The caller reads again here what it could not read."""
+        if self.settings.proxies or not read_ahead_enabled():
+            return None
+        # Imported here: the Lambda handler, which never restores, does not load pycurl.
+        from dynamo_backups.aws import curl_reads
+
+        if not curl_reads.available():
             return None
         target = self.target
         return curl_reads.CurlGets(
