@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from io import BytesIO
 from typing import Any
-
-from botocore.httpsession import get_cert_path
 
 from dynamo_backups import __version__
 from dynamo_backups.aws.endpoints import S3Target
@@ -82,7 +82,7 @@ class CurlGets:
         self._auth: tuple[str, list[str]] = ("", [])
         self._still_current = still_current
         self._secure = target.origin.startswith("https://")
-        self._ca_bundle = ca_bundle or (get_cert_path(True) if self._secure else None)
+        self._ca_bundle = ca_bundle
         self._connect_ms = int(connect_timeout * 1000)
         self._total_ms = int((connect_timeout + read_timeout) * 1000)
         self._multi = pycurl.CurlMulti()
@@ -107,8 +107,9 @@ class CurlGets:
         handle.setopt(pycurl.USERAGENT, f"dynamo-backups/{__version__} pycurl")
         handle.setopt(pycurl.CONNECTTIMEOUT_MS, self._connect_ms)
         handle.setopt(pycurl.TIMEOUT_MS, self._total_ms)
-        if self._ca_bundle:
-            handle.setopt(pycurl.CAINFO, self._ca_bundle)
+        if self._secure:
+            for option, path in _trusted(self._ca_bundle):
+                handle.setopt(option, path)
         return handle
 
     def start(
@@ -250,3 +251,18 @@ class _Read:
         if _MD5_ETAG.fullmatch(self.etag):
             return hashlib.md5(data, usedforsecurity=False).hexdigest() == self.etag.lower()
         return True
+
+
+def _trusted(ca_bundle: str | None) -> list[tuple[int, str]]:
+    """The certificates TLS is checked against: the bundle given (AWS_CA_BUNDLE, the config's
+    ca_bundle), else the system's (OpenSSL's default file and folder, as Python's ``ssl``
+    finds them), not whatever path the wheel's libcurl was built with."""
+    if ca_bundle:
+        return [(pycurl.CAINFO, ca_bundle), (pycurl.CAPATH, "")]
+    paths = ssl.get_default_verify_paths()
+    trusted = []
+    if paths.cafile and os.path.isfile(paths.cafile):
+        trusted.append((pycurl.CAINFO, paths.cafile))
+    if paths.capath and os.path.isdir(paths.capath):
+        trusted.append((pycurl.CAPATH, paths.capath))
+    return trusted
