@@ -220,7 +220,8 @@ class CurlQueue:
     def _run(self) -> None:
         while not self.closed:
             timeout = None if self.timeout_ms < 0 else self.timeout_ms / 1000
-            for key, mask in self.selector.select(timeout):
+            events = self.selector.select(timeout)
+            for key, mask in events:
                 if key.data is None:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self.wake_read, 4096)
@@ -229,7 +230,7 @@ class CurlQueue:
                     pycurl.CSELECT_OUT if mask & selectors.EVENT_WRITE else 0
                 )
                 self.multi.socket_action(key.data, flags)
-            if self.timeout_ms == 0 or not self.sockets:
+            if not events or self.timeout_ms == 0 or not self.sockets:  # libcurl's timer
                 self.multi.socket_action(pycurl.SOCKET_TIMEOUT, 0)
             self._finish()
             self._start_waiting()
