@@ -54,7 +54,11 @@ def available() -> bool:
 
 
 def plain(text: str) -> bool:
-    return _PLAIN.fullmatch(text) is not None
+    """Spelled the same in a URL, and without ``.``/``..`` segments, which libcurl would
+    resolve away (asking for another key)."""
+    if _PLAIN.fullmatch(text) is None:
+        return False
+    return not any(segment in (".", "..") for segment in text.split("/"))
 
 
 class CurlGets:
@@ -113,14 +117,21 @@ class CurlGets:
         return handle
 
     def start(
-        self, tag: Hashable, key: str, version_id: str, size: int, head: bool = False
+        self,
+        tag: Hashable,
+        key: str,
+        version_id: str,
+        size: int,
+        head: bool = False,
+        etag: str | None = None,
     ) -> bool:
-        """Queue a read of ``key`` at ``version_id`` (listed with ``size`` bytes), or with
-        ``head`` of its metadata only (HeadObject); False when it cannot be read ahead (read
-        it the ordinary way)."""
+        """Queue a read of ``key`` at ``version_id`` (listed with ``size`` bytes and
+        ``etag``), or with ``head`` of its metadata only (HeadObject); False when it cannot be
+        read ahead (read it the ordinary way)."""
         if not self.enabled or not plain(key) or not plain(version_id):
             return False
-        self._waiting.append((tag, key, version_id, -1 if head else size))
+        listed = (etag or "").strip('"')
+        self._waiting.append((tag, key, version_id, -1 if head else size, listed))
         return True
 
     def _credentials(self) -> tuple[str, list[str]]:
@@ -132,12 +143,18 @@ class CurlGets:
             self._credentials_read = now
         return self._auth
 
-    def _send_waiting(self) -> None:
+    def _send_waiting(self, ended: list[tuple[Hashable, Result | None]]) -> None:
         while self._waiting and self._idle:
-            tag, key, version_id, size = self._waiting.popleft()
+            tag, key, version_id, size, etag = self._waiting.popleft()
+            try:
+                userpwd, headers = self._credentials()
+            except Exception as error:  # e.g. a refresh that failed: the ordinary path retries
+                logger.debug("no credentials to read ahead with: %s", error)
+                self._failed()
+                ended.append((tag, None))
+                continue
             handle = self._idle.pop()
-            userpwd, headers = self._credentials()
-            read = _Read(tag, size)
+            read = _Read(tag, size, etag)
             handle.read = read
             handle.setopt(pycurl.URL, f"{self.target.object_url(key)}?versionId={version_id}")
             handle.setopt(pycurl.USERPWD, userpwd)
@@ -161,7 +178,7 @@ class CurlGets:
         if not self.enabled:
             while self._waiting:
                 ended.append((self._waiting.popleft()[0], None))
-        self._send_waiting()
+        self._send_waiting(ended)
         deadline = time.monotonic() + wait
         while self._running:
             self._perform()
@@ -186,7 +203,7 @@ class CurlGets:
                 ended.append(self._ended(handle, ok=False))
             if not left:
                 break
-        self._send_waiting()
+        self._send_waiting(ended)
 
     def _ended(self, handle: Any, ok: bool) -> tuple[Hashable, Result | None]:
         self._multi.remove_handle(handle)
@@ -199,11 +216,14 @@ class CurlGets:
         if status == 200 and read.whole(data):
             return read.tag, (data, read.metadata)
         if status != 404:  # a version gone since it was listed is no sign of trouble
-            self.failures += 1
-            if self.failures >= FAILURES_TO_GIVE_UP and self.enabled:
-                logger.info("reading ahead stopped after %d failed reads", self.failures)
-                self.enabled = False
+            self._failed()
         return read.tag, None
+
+    def _failed(self) -> None:
+        self.failures += 1
+        if self.failures >= FAILURES_TO_GIVE_UP and self.enabled:
+            logger.info("reading ahead stopped after %d failed reads", self.failures)
+            self.enabled = False
 
     def close(self) -> None:
         for handle in self._idle:
@@ -215,14 +235,16 @@ class CurlGets:
 class _Read:
     """One read in flight: what it is for, and the answer as it comes (``size`` -1: a HEAD)."""
 
-    __slots__ = ("body", "etag", "metadata", "size", "tag")
+    __slots__ = ("body", "encrypted", "etag", "listed_etag", "metadata", "size", "tag")
 
-    def __init__(self, tag: Hashable, size: int) -> None:
+    def __init__(self, tag: Hashable, size: int, listed_etag: str = "") -> None:
         self.tag = tag
         self.size = size
+        self.listed_etag = listed_etag
         self.body = BytesIO()
         self.metadata: dict[str, str] = {}
         self.etag = ""
+        self.encrypted = False  # SSE-KMS, DSSE-KMS or SSE-C: its ETag is no MD5 of the body
 
     def header(self, line: bytes) -> None:
         """libcurl's header callback: keeps the user metadata (``x-amz-meta-*``), lower-cased
@@ -231,6 +253,7 @@ class _Read:
         if line[:5] == b"HTTP/":
             self.metadata.clear()
             self.etag = ""
+            self.encrypted = False
             return
         name, colon, value = line.partition(b":")
         if not colon:
@@ -240,15 +263,23 @@ class _Read:
             self.metadata[name[11:].decode("latin-1")] = value.decode("utf-8").strip()
         elif name == b"etag":
             self.etag = value.decode("latin-1").strip().strip('"')
+        elif name == b"x-amz-server-side-encryption":
+            self.encrypted = self.encrypted or value.strip().lower().startswith(b"aws:kms")
+        elif name == b"x-amz-server-side-encryption-customer-algorithm":
+            self.encrypted = True
 
     def whole(self, data: bytes) -> bool:
-        """The body is the version's, as far as can be told: the length listed, and the MD5
-        its ETag names when that ETag is an MD5 (a single-part upload without SSE-KMS)."""
+        """The answer is the listed version's, as far as can be told: its ETag the one
+        listed, the length listed, and the MD5 its ETag names when that ETag is an MD5 (a
+        single-part upload not encrypted with SSE-KMS, DSSE-KMS or SSE-C, whose ETags are not
+        "an MD5 digest of their object data", the S3 API reference says)."""
+        if self.listed_etag and self.etag != self.listed_etag:
+            return False
         if self.size < 0:
             return not data  # a HEAD: no body
         if len(data) != self.size:
             return False
-        if _MD5_ETAG.fullmatch(self.etag):
+        if _MD5_ETAG.fullmatch(self.etag) and not self.encrypted:
             return hashlib.md5(data, usedforsecurity=False).hexdigest() == self.etag.lower()
         return True
 

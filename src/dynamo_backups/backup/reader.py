@@ -108,7 +108,13 @@ class ReadAhead(Protocol):
     def __len__(self) -> int: ...
 
     def start(
-        self, tag: Hashable, key: str, version_id: str, size: int, head: bool = False
+        self,
+        tag: Hashable,
+        key: str,
+        version_id: str,
+        size: int,
+        head: bool = False,
+        etag: str | None = None,
     ) -> bool: ...
 
     def finished(self, wait: float = 0.0) -> list[tuple[Hashable, Read | None]]: ...
@@ -265,7 +271,9 @@ class BackupItems:
             started = 0
             for entry, head in self._likely_reads(unit):
                 tag = (number, entry.version_id, head)
-                started += ahead.start(tag, entry.key, entry.version_id, entry.size, head)
+                started += ahead.start(
+                    tag, entry.key, entry.version_id, entry.size, head, entry.etag
+                )
             if started:
                 waiting[number] = (unit, [started], {})
             else:
