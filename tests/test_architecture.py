@@ -18,7 +18,7 @@ ENTRY_POINTS = {
     "dynamo_backups.handler": "pipeline",
     "dynamo_backups.console": "cli",
 }  # deployed name; ranks with its layer
-SDK = {"boto3", "botocore", "obstore", "s3transfer", "awscrt", "urllib3"}
+SDK = {"boto3", "botocore", "obstore", "pycurl", "s3transfer", "awscrt", "urllib3"}
 IO_MODULES = {"socket", "ssl", "http", "subprocess", "os", "pathlib", "io", "shutil", "logging"}
 IO_MODULES |= {"urllib.request", "sqlite3", "tempfile", "sys"}
 

@@ -375,6 +375,11 @@ def test_tls_is_checked_against_aws_ca_bundle(
         objects = aws.objects(aws.client("s3", retries=1), bucket)
         objects.put_object(f"{prefix}/tls", b"{}", "application/json", {"a": "b"})
         assert objects.read_object(f"{prefix}/tls") == (b"{}", {"a": "b"})
+        ahead = objects.read_ahead(2)  # restore's reads ahead (where pycurl is installed)
+        if ahead is not None:
+            version = objects.s3.head_object(Bucket=bucket, Key=f"{prefix}/tls")["VersionId"]
+            assert ahead.start(1, f"{prefix}/tls", version, 2)
+            assert ahead.finished(5.0) == [(1, (b"{}", {"a": "b"}))]
         api = AwsContext(endpoint_url=ddb_tls.endpoint).dynamodb_api(
             AwsContext(endpoint_url=ddb_tls.endpoint).client("dynamodb")
         )
@@ -386,6 +391,10 @@ def test_tls_is_checked_against_aws_ca_bundle(
         monkeypatch.setenv("AWS_CA_BUNDLE", str(other))
         aws = AwsContext(endpoint_url=s3_tls.endpoint)
         untrusting = aws.objects(aws.client("s3", retries=1), bucket)
+        refusing = untrusting.read_ahead(1)
+        if refusing is not None:  # no answer read ahead; the ordinary read then refuses
+            assert refusing.start(1, f"{prefix}/tls", version, 2)
+            assert refusing.finished(5.0) == [(1, None)]
         with pytest.raises(CertificateError, match=r"not trusted.*AWS_CA_BUNDLE") as refused:
             untrusting.put_object(f"{prefix}/tls-refused", b"{}", "application/json", {})
         assert not is_transient(refused.value)  # retrying would not help

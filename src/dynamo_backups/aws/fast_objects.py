@@ -19,6 +19,7 @@ for uploads.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -371,6 +372,29 @@ class FastObjects:
 
         return self._call("GetObject", key, read)
 
+    def read_ahead(self, in_flight: int) -> Any:
+        """Reads of many versions in flight from one thread (``curl_reads.CurlGets``), for
+        one thread's use; None where that path does not apply: pycurl missing, a proxy
+        configured (this path sends nothing through proxies), or turned off by
+        DYNAMO_BACKUPS_READ_AHEAD=off. The caller reads again here what it could not read."""
+        if self.settings.proxies or not read_ahead_enabled():
+            return None
+        # Imported here: the Lambda handler, which never restores, does not load pycurl.
+        from dynamo_backups.aws import curl_reads
+
+        if not curl_reads.available():
+            return None
+        target = self.target
+        return curl_reads.CurlGets(
+            target,
+            self._credentials_source,
+            in_flight,
+            ca_bundle=self.settings.ca_bundle,
+            connect_timeout=self.settings.connect_timeout,
+            read_timeout=self.settings.read_timeout,
+            still_current=lambda: self.target is target,
+        )
+
     def head_object(self, key: str, version_id: str | None = None) -> dict[str, str]:
         """User metadata of a version, without its body (a HEAD request)."""
         options: dict[str, Any] = {"head": True}
@@ -402,6 +426,14 @@ class FastObjects:
 
     def list_objects_page(self, prefix: str, token: str | None = None) -> ObjectPage:
         return self._list(lambda listing: listing.list_objects_page(prefix, token))
+
+
+READ_AHEAD_VARIABLE = "DYNAMO_BACKUPS_READ_AHEAD"
+
+
+def read_ahead_enabled() -> bool:
+    """False when DYNAMO_BACKUPS_READ_AHEAD=off: every read through obstore, one per thread."""
+    return os.environ.get(READ_AHEAD_VARIABLE, "").strip().lower() not in ("off", "0", "no")
 
 
 def user_metadata(attributes: Mapping[str, Any]) -> dict[str, str]:

@@ -12,11 +12,11 @@ Used by restore, snapshot and history alike, so that they agree on what "the tab
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
@@ -84,12 +84,42 @@ class SelectionStats:
         return {name: value for name, value in self.__dict__.items() if not name.startswith("_")}
 
 
+Read = tuple[bytes, dict[str, str]]  # a version's body and user metadata
+
+
+# Versions read ahead of a unit's selection, by version id and whether only its metadata
+# was asked for (a HEAD); each has the body (empty for a HEAD) and user metadata.
+Ahead = dict[tuple[str, bool], Read]
+MOST_READ_AHEAD = 16  # versions of one object; its selection reads any others itself
+
+
 @dataclass(frozen=True)
 class _Unit:
     object_key: str
     entries: list[ObjectVersion] | None  # None: each of ``names`` is listed when it is read
     key: dict[str, Any] | None = None
     names: tuple[str, ...] = ()  # one item under several object keys: merge their histories
+    ahead: Ahead | None = None  # the versions its selection most likely reads, read already
+
+
+class ReadAhead(Protocol):
+    """Many reads in flight from one thread (``aws.curl_reads.CurlGets``)."""
+
+    def __len__(self) -> int: ...
+
+    def start(
+        self,
+        tag: Hashable,
+        key: str,
+        version_id: str,
+        size: int,
+        head: bool = False,
+        etag: str | None = None,
+    ) -> bool: ...
+
+    def finished(self, wait: float = 0.0) -> list[tuple[Hashable, Read | None]]: ...
+
+    def close(self) -> None: ...
 
 
 class BackupItems:
@@ -158,17 +188,110 @@ class BackupItems:
             finally:
                 slots.release()
 
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="backup-read") as pool:
-            # Units go out in small groups: a task per object would cost the client more CPU
-            # (futures, locks) than the object's own request.
-            for units in batched(self._units(), UNITS_PER_TASK):
-                if stop.is_set():
-                    break
-                slots.acquire()
-                pool.submit(work, units)
+        ahead = self._read_ahead()
+        groups = (
+            batched(self._units(), UNITS_PER_TASK)
+            if ahead is None
+            else self._read_ahead_groups(ahead, stop)
+        )
+        try:
+            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="backup-read") as pool:
+                # Units go out in small groups: a task per object would cost the client more
+                # CPU (futures, locks) than the object's own request.
+                for units in groups:
+                    if stop.is_set():
+                        break
+                    slots.acquire()
+                    pool.submit(work, units)
+        finally:
+            if ahead is not None:
+                ahead.close()
         if errors:
             raise errors[0]
         return self.stats
+
+    # --- reading ahead ------------------------------------------------------------------------
+
+    def _read_ahead(self) -> ReadAhead | None:
+        """Many reads in flight from the listing's thread, where the reader offers it (one
+        thread sending them costs the client less CPU than a request per reader thread):
+        only for listed objects, each under one name."""
+        if self.keys is not None or self.aliases is not None:
+            return None
+        make = getattr(self.reader, "read_ahead", None)
+        return make(self.concurrency) if make is not None else None  # type: ignore[no-any-return]
+
+    def _likely_reads(self, unit: _Unit) -> list[tuple[ObjectVersion, bool]]:
+        """The versions ``_inspector`` most likely reads, and whether by a HEAD: those S3
+        received after the moment (metadata only), then the first one received by it (whole,
+        unless a tombstone). Delete markers are not read; nothing is when every entry is a
+        removal (``select_at`` decides those unread)."""
+        if unit.names or not unit.entries:
+            return []
+        ordered = self._received(newest_first(unit.entries))
+        if all(entry.is_removal for entry in ordered):
+            return []
+        moment = self.at or LATEST
+        reads: list[tuple[ObjectVersion, bool]] = []
+        for entry in ordered:
+            if len(reads) == MOST_READ_AHEAD:
+                break
+            if entry.is_delete_marker:
+                continue
+            if entry.last_modified > moment:
+                reads.append((entry, True))
+                continue
+            reads.append((entry, entry.is_tombstone))
+            break
+        return reads
+
+    def _read_ahead_groups(self, ahead: ReadAhead, stop: threading.Event) -> Iterator[list[_Unit]]:
+        """The listed units in groups of ``UNITS_PER_TASK``, each with the versions its
+        selection most likely reads read ahead (those whose read failed or does not apply
+        are left out: its selection reads them as usual). A unit goes out once all its reads
+        ahead have ended; listing goes on while they are in flight."""
+        # unit number -> the unit, its reads ahead still running, what they brought
+        waiting: dict[int, tuple[_Unit, list[int], Ahead]] = {}
+        ready: list[_Unit] = []
+
+        def collect(wait: float) -> None:
+            for tag, read in ahead.finished(wait):
+                number, version_id, head = tag  # type: ignore[misc]
+                unit, running, found = waiting[number]
+                if read is not None:
+                    found[(version_id, head)] = read
+                running[0] -= 1
+                if not running[0]:
+                    del waiting[number]
+                    ready.append(replace(unit, ahead=found) if found else unit)
+
+        for number, unit in enumerate(self._units()):
+            if stop.is_set():
+                break
+            started = 0
+            for entry, head in self._likely_reads(unit):
+                tag = (number, entry.version_id, head)
+                started += ahead.start(
+                    tag, entry.key, entry.version_id, entry.size, head, entry.etag
+                )
+            if started:
+                waiting[number] = (unit, [started], {})
+            else:
+                ready.append(unit)
+            while len(ahead) >= self.concurrency:
+                collect(1.0)
+            if number % UNITS_PER_TASK == 0:
+                collect(0.0)
+            while len(ready) >= UNITS_PER_TASK:
+                yield ready[:UNITS_PER_TASK]
+                del ready[:UNITS_PER_TASK]
+        while waiting and not stop.is_set():
+            collect(1.0)
+            while len(ready) >= UNITS_PER_TASK:
+                yield ready[:UNITS_PER_TASK]
+                del ready[:UNITS_PER_TASK]
+        if ready:
+            yield ready
 
     def select_key(self, key: dict[str, Any]) -> Selected:
         """The item with ``key`` (under every name it may have), read now in this thread."""
@@ -238,14 +361,14 @@ class BackupItems:
         if unit.names:
             return self._select_merged(unit)
         moment = self.at or LATEST
-        inspect, bodies = self._inspector(moment)
+        inspect, bodies = self._inspector(moment, unit.ahead)
         ordered = self._received(newest_first(unit.entries or []))
         if not ordered:
             return self._absent(unit.object_key)
         if self.decisions:
             return self._decided(unit.object_key, ordered, moment, inspect, bodies)
         chosen = select_at(ordered, moment, inspect, self.skew).version
-        body = self._body_of(chosen, bodies) if chosen is not None else None
+        body = self._body_of(chosen, bodies, unit.ahead) if chosen is not None else None
         if not body:  # removed, never there, or gone since it was listed
             return self._absent(unit.object_key)
         return self._parse(unit.object_key, body)
@@ -307,7 +430,9 @@ class BackupItems:
         selected = self._parse(chosen.entry.key, body, item_key=unit.object_key)
         return replace(selected, decision=chosen)
 
-    def _inspector(self, moment: datetime) -> tuple[Inspector, dict[tuple[str, str], bytes]]:
+    def _inspector(
+        self, moment: datetime, ahead: Ahead | None = None
+    ) -> tuple[Inspector, dict[tuple[str, str], bytes]]:
         """Reads a version's metadata for point-in-time selection. The version most likely to
         be chosen, the first one S3 received by ``moment`` when it is not a tombstone, is read
         whole (GET) and its body kept; every other one by a HEAD, metadata only: below a
@@ -326,9 +451,9 @@ class BackupItems:
             passed_first = passed_first or entry.last_modified <= moment
             raw: dict[str, str] | None
             if entry.is_tombstone or not likely_chosen:
-                raw = self._head(entry.key, entry.version_id)
+                raw = self._head(entry.key, entry.version_id, ahead)
             else:
-                found = self._read(entry.key, entry.version_id)
+                found = self._read(entry.key, entry.version_id, ahead)
                 raw = found[1] if found is not None else None
                 if found is not None:
                     bodies[where] = found[0]
@@ -337,24 +462,39 @@ class BackupItems:
 
         return inspect, bodies
 
-    def _body_of(self, entry: ObjectVersion, bodies: dict[tuple[str, str], bytes]) -> bytes | None:
+    def _body_of(
+        self,
+        entry: ObjectVersion,
+        bodies: dict[tuple[str, str], bytes],
+        ahead: Ahead | None = None,
+    ) -> bytes | None:
         """The chosen version's body: kept from inspecting it, else read (None: gone since)."""
         body = bodies.get((entry.key, entry.version_id))
         if body is None:
-            found = self._read(entry.key, entry.version_id)
+            found = self._read(entry.key, entry.version_id, ahead)
             body = found[0] if found is not None else None
         return body
 
-    def _read(self, object_key: str, version_id: str | None) -> tuple[bytes, dict[str, str]] | None:
+    def _read(
+        self, object_key: str, version_id: str | None, ahead: Ahead | None = None
+    ) -> Read | None:
         self.stats.add(versions_read=1)
+        found = ahead.get((version_id, False)) if ahead and version_id else None
+        if found is not None:
+            return found  # read ahead (``_read_ahead_groups``): this version of this object
         return self._gone_is_none(
             lambda: self.reader.read_object(object_key, version_id),
             f"get s3://{self.bucket}/{object_key}",
         )
 
-    def _head(self, object_key: str, version_id: str) -> dict[str, str] | None:
+    def _head(
+        self, object_key: str, version_id: str, ahead: Ahead | None = None
+    ) -> dict[str, str] | None:
         """A version's user metadata without its body; None: deleted since it was listed."""
         self.stats.add(versions_headed=1)
+        found = ahead.get((version_id, True)) if ahead else None
+        if found is not None:
+            return found[1]
         return self._gone_is_none(
             lambda: self.reader.head_object(object_key, version_id),
             f"head s3://{self.bucket}/{object_key}",
