@@ -36,12 +36,10 @@ MODULES = modules()
 
 
 def imports_of(path: Path) -> Iterator[str]:
-    """Every module an import statement names, function-level imports included (those for
-    type checkers only, under ``if TYPE_CHECKING:``, are never run and are left out)."""
+    """Every module an import statement names, function-level imports included, and those
+    for type checkers only (``if TYPE_CHECKING:``): a type a module needs from another is a
+    dependency on it too, and two modules typed by each other are one knot."""
     tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
-            node.body = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)

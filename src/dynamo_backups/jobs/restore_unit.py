@@ -12,18 +12,21 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from dynamo_backups.aws.batch_write import write_all
+from dynamo_backups.aws.retry import RetryPolicy
+from dynamo_backups.backup.folder import BackupFolder
 from dynamo_backups.backup.reader import BackupItems, Selected
 from dynamo_backups.core.cancel import Cancelled
 from dynamo_backups.core.ddbjson import dumps_item
 from dynamo_backups.core.keys import extract_key, object_name
+from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.core.units import UnitContext, UnitResult, WorkUnit
-
-if TYPE_CHECKING:
-    from dynamo_backups.jobs.restore import Restore
+from dynamo_backups.jobs.restore_absent import LineSink
 
 logger = logging.getLogger("dynamo_backups.jobs.restore")
 
@@ -31,10 +34,51 @@ BATCH_SIZE = 25
 DRY_RUN_SAMPLE = 5
 
 
+class UnitOptions(Protocol):
+    """The restore's options a unit reads (``jobs.restore.RestoreOptions`` has them)."""
+
+    at: datetime | None
+    read_concurrency: int
+    write_concurrency: int
+    skew: timedelta
+    skip_invalid: bool
+    dry_run: bool
+
+
+class RestoreJob(Protocol):
+    """What a unit takes from the restore it belongs to (``jobs.restore.Restore`` is one):
+    named here, so that the unit does not import its job."""
+
+    options: UnitOptions
+    bucket: str
+    table: str
+    key_names: list[str]
+    received_before: datetime | None
+    retry_policy: RetryPolicy
+
+    @property
+    def folder(self) -> BackupFolder: ...
+
+    @property
+    def layout(self) -> TableLayout: ...
+
+    def reader(self) -> Any: ...
+
+    def batch_write(self, request: dict[str, Any]) -> dict[str, Any]: ...
+
+    def keys_for(self, unit: WorkUnit) -> Iterable[dict[str, Any]] | None: ...
+
+    def kept_names(self, unit: WorkUnit) -> LineSink | None: ...
+
+    def absent_keys(self, unit: WorkUnit) -> LineSink | None: ...
+
+    def save_unwritten(self, unit: WorkUnit, keys: list[str]) -> dict[str, Any]: ...
+
+
 class RestoreUnit:
     """Restores one unit; ``run()`` gives its result."""
 
-    def __init__(self, restore: Restore, unit: WorkUnit, context: UnitContext) -> None:
+    def __init__(self, restore: RestoreJob, unit: WorkUnit, context: UnitContext) -> None:
         self.restore = restore
         self.options = restore.options
         self.unit = unit
