@@ -18,8 +18,8 @@ from dynamo_backups.backup.folder import open_folder
 from dynamo_backups.cli import main
 from dynamo_backups.core.ddbjson import to_wire
 from dynamo_backups.jobs.snapshot import Snapshot, SnapshotOptions
-from tests import servers
 from tests.helpers import create_table, object_key, scan_all
+from tests.moto_stack import moto_server
 
 
 def invoke(*args: str) -> Any:
@@ -169,15 +169,12 @@ def test_snapshot_writes_a_dynamodb_export(
 
 @pytest.fixture
 def moto_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = servers.free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    # moto's state is this process's: the server is reset when the test ends (moto_server),
+    # or the next test on this worker that expects an empty account finds these tables.
     for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB"):
         monkeypatch.delenv(name, raising=False)
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 def test_native_import_restores_through_importtable_on_moto(moto_endpoint: str) -> None:
