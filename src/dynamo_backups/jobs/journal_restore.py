@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from dynamo_backups.aws.batch_write import write_all
@@ -54,7 +54,6 @@ from dynamo_backups.backup.layouts import LAYOUT_JOURNAL, layout_of
 from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.reading import READ_POLICY
 from dynamo_backups.backup.run_lease import RunLease
-from dynamo_backups.backup.s3_clock import s3_clock, wait_past
 from dynamo_backups.core.base import BaseManifest, parse_base_id
 from dynamo_backups.core.ddbjson import Item, dumps_item, loads_item
 from dynamo_backups.core.journal import fold, format_change_time
@@ -74,6 +73,7 @@ from dynamo_backups.jobs.journal_units import (
     JournalView,
     base_states,
     partition_digits,
+    pin_run_moment,
     present_sorted,
     retention_clock,
     route,
@@ -383,21 +383,9 @@ class JournalRestore(BucketClients):
         attempt reads the journal objects S3 received before it, and a latest restore the
         state at it. A dry run (which writes nothing) takes S3's clock now."""
         assert self.job_run is not None
-        if not self.job_run.recorded:
-            now = s3_clock(self.s3(), self.bucket, f"{self.job_run.job_prefix}run.json")[1]
-            return now.astimezone(UTC).replace(microsecond=0)
-        key = f"{self.job_run.scratch_prefix}moment.json"
-        if not self.job_run.resumed:
-            put_if_absent(self.reader(), key, b"{}", JSON_TYPE, self.retry_policy)
-        received, _ = s3_clock(self.s3(), self.bucket, key)
-        if received is None:
-            raise RestoreError(
-                f"the unfinished run {self.job_run.run_id} has no s3://{self.bucket}/{key}: "
-                "its moment is unknown; run without --resume to start over"
-            )
-        pinned = received.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
-        wait_past(self.s3(), self.bucket, key, pinned, time.sleep)
-        return pinned
+        return pin_run_moment(
+            self.s3(), self.reader(), self.bucket, self.job_run, self.retry_policy, RestoreError
+        )
 
     def _base(self, folder: BackupFolder, at: datetime) -> Any:
         """The base at or before ``at`` the retention rules keep (``readable_base``; with

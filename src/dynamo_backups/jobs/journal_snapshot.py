@@ -15,8 +15,7 @@ not take are refused before anything runs (``unsupported``).
 from __future__ import annotations
 
 import json
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from dynamo_backups.aws.retry import RetryPolicy
@@ -31,7 +30,6 @@ from dynamo_backups.backup.journal_store import (
     readable_base,
 )
 from dynamo_backups.backup.ledger import JobLedger
-from dynamo_backups.backup.s3_clock import s3_clock, wait_past
 from dynamo_backups.core.base import BaseManifest, parse_base_id
 from dynamo_backups.core.journal import fold
 from dynamo_backups.core.layout import LayoutError, format_time
@@ -47,6 +45,7 @@ from dynamo_backups.jobs.journal_units import (
     JournalView,
     base_states,
     partition_digits,
+    pin_run_moment,
     present_sorted,
     retention_clock,
     route,
@@ -176,22 +175,10 @@ class JournalSnapshot(Snapshot):
         attempt reads the journal objects S3 received before it. A run without a ledger
         (a role that may only read the bucket) takes S3's clock now."""
         assert self.job_run is not None
-        if not self.job_run.recorded:
-            now = s3_clock(self.s3(), self.backup_bucket, f"{self.job_run.job_prefix}run.json")[1]
-            return now.astimezone(UTC).replace(microsecond=0)
-        key = f"{self.job_run.scratch_prefix}moment.json"
-        if not self.job_run.resumed:
-            put_if_absent(self.reader(), key, b"{}", JSON_TYPE, self.retry_policy)
-        received, _ = s3_clock(self.s3(), self.backup_bucket, key)
-        if received is None:
-            raise SnapshotError(
-                f"the unfinished run {self.job_run.run_id} has no "
-                f"s3://{self.backup_bucket}/{key}: its moment is unknown; run without --resume "
-                "to start over"
-            )
-        pinned = received.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
-        wait_past(self.s3(), self.backup_bucket, key, pinned, time.sleep)
-        return pinned
+        objects, policy = self.reader(), self.retry_policy
+        return pin_run_moment(
+            self.s3(), objects, self.backup_bucket, self.job_run, policy, SnapshotError
+        )
 
     def _base(self, table_folder: str, at: datetime) -> BaseManifest | None:
         """The base at or before ``at`` the retention rules keep (``readable_base``), the same

@@ -12,25 +12,29 @@ of a resumed run reads exactly what the first read.
 
 from __future__ import annotations
 
+import time
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.backup.journal_store import (
     GZIP_TYPE,
+    JSON_TYPE,
     ListedPiece,
     RetentionClock,
     listed_pieces,
     put_bytes,
+    put_if_absent,
     read_lines,
     read_piece,
     read_retention,
 )
-from dynamo_backups.backup.s3_clock import s3_clock
+from dynamo_backups.backup.ledger import JobRun
+from dynamo_backups.backup.s3_clock import s3_clock, wait_past
 from dynamo_backups.core.base import (
     BaseError,
     BaseManifest,
@@ -359,6 +363,36 @@ def route_outputs(results: Iterable[UnitResult]) -> list[dict[str, Any]]:
     for result in sorted(results, key=lambda result: result.unit):
         outputs.extend(result.outputs)
     return outputs
+
+
+def pin_run_moment(
+    s3: Any,
+    objects: Any,
+    bucket: str,
+    run: JobRun,
+    policy: RetryPolicy,
+    unknown: Callable[[str], Exception],
+) -> datetime:
+    """The moment a reader's run began by S3's clock (its ``moment.json``, written once by
+    the first attempt), a second past it once S3's clock has passed that: every attempt
+    reads the journal objects S3 received before it. A run without a ledger (a dry run, a
+    role that may only read the bucket) takes S3's clock now. A resumed run whose
+    ``moment.json`` is gone raises ``unknown(message)``."""
+    if not run.recorded:
+        now = s3_clock(s3, bucket, f"{run.job_prefix}run.json")[1]
+        return now.astimezone(UTC).replace(microsecond=0)
+    key = f"{run.scratch_prefix}moment.json"
+    if not run.resumed:
+        put_if_absent(objects, key, b"{}", JSON_TYPE, policy)
+    received, _ = s3_clock(s3, bucket, key)
+    if received is None:
+        raise unknown(
+            f"the unfinished run {run.run_id} has no s3://{bucket}/{key}: its moment is "
+            "unknown; run without --resume to start over"
+        )
+    pinned = received.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    wait_past(s3, bucket, key, pinned, time.sleep)
+    return pinned
 
 
 def retention_clock(s3: Any, objects: Any, layout: TableLayout) -> RetentionClock:
