@@ -126,8 +126,12 @@ def start_dynamodb_local() -> Server:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    server = Server("dynamodb-local", f"http://127.0.0.1:{port}", process)
     wait_for_port(port, process, "DynamoDB Local")
-    return Server("dynamodb-local", f"http://127.0.0.1:{port}", process)
+    # An open port is not a server that answers: under start-up load (four workers' JVMs at
+    # once) its first connections were seen closed unanswered.
+    _wait_until_answers(server, "DynamoDB Local", "dynamodb", lambda client: client.list_tables())
+    return server
 
 
 def start_seaweedfs(attempts: int = 5) -> Server:
@@ -191,7 +195,7 @@ def _start_seaweedfs_once() -> Server:
     server = Server("seaweedfs", f"http://127.0.0.1:{port}", process, workdir)
     try:
         wait_for_port(port, process, "SeaweedFS")
-        _wait_until_s3_answers(server)
+        _wait_until_answers(server, "SeaweedFS S3", "s3", lambda client: client.list_buckets())
     except RuntimeError as error:
         exited = process.poll() is not None
         log = (workdir / "weed.log").read_text(errors="replace")[-2000:]
@@ -202,28 +206,34 @@ def _start_seaweedfs_once() -> Server:
     return server
 
 
-def _wait_until_s3_answers(server: Server, timeout: float = 60) -> None:
+def _wait_until_answers(
+    server: Server, what: str, service: str, call: Any, timeout: float = 60
+) -> None:
+    """Wait until ``call(client)`` succeeds against ``server``: the first answer to a real
+    request, not an open port, is when the server is ready."""
     import boto3
+    from botocore.config import Config
 
     client = boto3.client(
-        "s3",
+        service,
         endpoint_url=server.endpoint,
         region_name=REGION,
         aws_access_key_id=ACCESS_KEY,
         aws_secret_access_key=SECRET_KEY,
+        config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=10),
     )
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"SeaweedFS exited with {server.process.returncode}")
+            raise RuntimeError(f"{what} exited with {server.process.returncode}")
         try:
-            client.list_buckets()
+            call(client)
             return
         except Exception as error:
             last = error
             time.sleep(0.2)
-    raise RuntimeError(f"SeaweedFS S3 did not answer within {timeout} s: {last}")
+    raise RuntimeError(f"{what} did not answer within {timeout} s: {last}")
 
 
 def make_client(service: str, endpoint: str, **config: Any) -> Any:
