@@ -4,7 +4,9 @@ with a live stream handler."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
@@ -17,14 +19,18 @@ from dynamo_backups.cli import main
 from dynamo_backups.core.ddbjson import to_wire
 from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.jobs.backfill import Backfill, BackfillOptions
+from dynamo_backups.pipeline.backup_applier import BackupApplier
 from tests.helpers import (
     bodies,
     consumer_for,
     create_table,
     history,
+    lambda_records,
     lean_scan,
     make_backfill,
     object_key,
+    restore_job,
+    scan_all,
 )
 
 pytestmark = pytest.mark.servers
@@ -343,3 +349,54 @@ def test_versions_are_dated_by_dynamodbs_clock_not_the_hosts(
     (entry,) = history(s3, bucket, object_key(prefix, table, {"pk": {"S": "a"}}))
     dated = datetime.fromisoformat(entry["metadata"]["change-time"].replace("Z", "+00:00"))
     assert abs((dated - datetime.now(UTC)).total_seconds()) < 60
+
+
+def _dynamodb_second(dynamodb: Any) -> datetime:
+    """DynamoDB's clock now, to the second (an answer's Date)."""
+    date = dynamodb.describe_limits()["ResponseMetadata"]["HTTPHeaders"]["date"]
+    return parsedate_to_datetime(date)
+
+
+def test_a_change_made_after_a_read_wins_though_the_page_is_answered_a_second_later(
+    dynamodb: Any, streams: Any, s3: Any, bucket: str, prefix: str, dynamodb_local: Any
+) -> None:
+    """A Scan page is answered after its reads (a 1 MB page takes a while): a change made
+    after an item was read, in a second before the page's Date, must come after the read in
+    the stream's order. Dated by its own page's Date, the read was placed after that change,
+    and the restore brought back the state the change replaced."""
+    table = create_table(dynamodb)
+    key = {"pk": {"S": "racy"}}
+    dynamodb.put_item(TableName=table, Item={**key, "v": {"N": "1"}})
+    scan = lean_scan(dynamodb)
+    changed: dict[str, datetime] = {}
+
+    def page_answered_late(request: dict[str, Any]) -> dict[str, Any]:
+        page = scan(request)  # the read: v = 1
+        answer = dynamodb.put_item(TableName=table, Item={**key, "v": {"N": "2"}})
+        changed["at"] = parsedate_to_datetime(answer["ResponseMetadata"]["HTTPHeaders"]["date"])
+        while _dynamodb_second(dynamodb) <= changed["at"]:
+            time.sleep(0.05)
+        # The page's answer as a server that read the item first and answered now gives it.
+        later = _dynamodb_second(dynamodb).strftime("%a, %d %b %Y %H:%M:%S GMT")
+        page["ResponseMetadata"] = {"HTTPHeaders": {"date": later}}
+        return page
+
+    report = make_backfill(
+        dynamodb, s3, bucket, prefix, table, scan=page_answered_late, total_segments=1
+    ).run()
+    assert report.written == 1
+
+    # The stream then writes the change, dated as AWS dates it: to the second.
+    (change,) = [
+        record for record in lambda_records(dynamodb, streams, table)
+        if record["eventName"] == "MODIFY"
+    ]  # fmt: skip
+    change["eventSourceARN"] = change["eventSourceARN"].replace(":ddblocal:", ":us-east-1:")
+    change["dynamodb"]["ApproximateCreationDateTime"] = changed["at"].timestamp()
+    applied = BackupApplier(BackupWriter(s3, bucket), prefix).apply([change])
+    assert not applied.failures, applied
+
+    target = f"restored-{table}"
+    restore_job(dynamodb_local.endpoint, s3, bucket, f"{prefix}/{table}", target).run()
+    (restored,) = scan_all(dynamodb, target).values()
+    assert restored == {**key, "v": {"N": "2"}}

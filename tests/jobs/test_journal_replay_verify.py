@@ -7,7 +7,6 @@ exit codes on both layouts."""
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -243,11 +242,6 @@ def test_verify_of_a_backup_that_holds_the_table_finds_nothing(backed: Backed) -
 def test_verify_finds_missing_extra_and_different_items_and_repair_makes_them_right(
     backed: Backed, dynamodb_local: Any
 ) -> None:
-    if backed.folder_layout == "items":
-        # The item layout's repair does not wait out the stream's rounding (a minute on
-        # DynamoDB Local): a read in the minute of a backed-up change would be placed before
-        # it (docs/layout.md). The journal's repair waits by itself (JournalVerify._read_after).
-        time.sleep(61 - time.time() % 60)
     # Changes the trigger never writes (given up on, the stream trimmed): only a repair can.
     backed.put("new", "7")  # missing from the backup
     backed.put("a", "9")  # different
@@ -330,8 +324,6 @@ def test_a_repair_that_cannot_be_written_is_reported_and_done_by_resume(
 ) -> None:
     """S3 refuses the repairs' writes (the ledger's go through): the run names what did not
     finish, exit 1, nothing counted as repaired; --resume writes them, then verify is clean."""
-    if backed.folder_layout == "items":
-        time.sleep(61 - time.time() % 60)  # as in the test above: DynamoDB Local's minute
     backed.put("new", "7")
     backed.delete("b")
     folder_path = f"/{backed.bucket}/{backed.folder}/"

@@ -11,8 +11,13 @@ a base. Safe while the stream handler is live:
   over the run's writes; it runs even when a unit fails or the run is interrupted (Ctrl-C), and
   a completed pass also clears the pending pass of a run that has provably ended (its run
   lease released or lapsed: see ``backup.removal_check``).
-- Versions are dated by DynamoDB's clock (the Scan answer's ``Date``, or the export's time),
-  not the host's, so a host whose clock is off cannot misdate them for point-in-time restores.
+- Versions are dated by DynamoDB's clock, not the host's, so a host whose clock is off cannot
+  misdate them for point-in-time restores: a page's reads by a moment DynamoDB's clock had
+  passed before the page was asked for (the ``Date`` of the segment's previous answer, or of
+  an answer before the attempt's first read), never by the page's own answer, which comes
+  after its reads: a change made between a read and that answer would be placed before the
+  read and lose to it. Dated no later than the read, a read never wins over a change made
+  after it (docs/layout.md, "The stream's order, exactly"). An export's rows by its time.
 
 The work is split into units (``core.units``): one per parallel-scan segment, or one per
 data file of a DynamoDB export (``--from-export``: no read capacity used); then the removal
@@ -35,7 +40,7 @@ from dynamo_backups.aws.client_source import ClientSource
 from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.aws.dynamodb import answer_time
 from dynamo_backups.aws.errors import describe_error
-from dynamo_backups.aws.retry import RetryPolicy
+from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.backup.description import describe_table, key_types_of, save_description
 from dynamo_backups.backup.layouts import LAYOUT_ITEMS
 from dynamo_backups.backup.ledger import JobLedger, JobRun
@@ -167,6 +172,8 @@ class Backfill:
         self.key_names: list[str] = []
         self.job_run: JobRun | None = None
         self.export: ExportSource | None = None
+        # DynamoDB's clock before this attempt's first read: no read of it happened earlier.
+        self.attempt_start: datetime | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "progress": NoProgress()}
@@ -245,6 +252,7 @@ class Backfill:
         stopped: Interrupted | None = None
         copy_ended = False
         try:
+            self.attempt_start = self._dynamodb_clock()
             units = self._copy_units(writer)
             copied = run_stage(
                 self,
@@ -301,6 +309,16 @@ class Backfill:
             )
             raise stopped
         return self.report
+
+    def _dynamodb_clock(self) -> datetime:
+        """DynamoDB's clock now, to the second (an answer's ``Date``; this host's clock only
+        when the answer has none)."""
+        answer = call_with_retries(
+            lambda: self.dynamodb().describe_table(TableName=self.layout.table),
+            self.retry_policy,
+            f"describe table {self.layout.table}",
+        )
+        return answer_time(answer) or self.clock()
 
     def _check_layout(self, writer: BackupWriter) -> str:
         """The folder's layout, before anything is written: item objects copied into a
@@ -469,11 +487,12 @@ class Backfill:
         context: UnitContext,
     ) -> UnitResult:
         writer = self.writer()
+        read_floor = self.attempt_start or self.clock()
         for page in pages:
             items = page.get("Items", [])
             context.cancel.check()
             context.limiter.acquire(len(items))
-            if not self._copy_items(items, answer_time(page) or self.clock(), result, context):
+            if not self._copy_items(items, read_floor, result, context):
                 logger.error(
                     "%s: %s stopped at a failed page; --resume retries it",
                     self.layout.table,
@@ -481,6 +500,8 @@ class Backfill:
                 )
                 result.complete = False
                 return result
+            # The next page is asked for after this answer (without a Date: the floor stays).
+            read_floor = max(read_floor, answer_time(page) or read_floor)
             start_key = page.get("LastEvaluatedKey")
             place = {
                 "format": CHECKPOINT_FORMAT,

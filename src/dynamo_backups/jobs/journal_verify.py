@@ -76,7 +76,6 @@ from dynamo_backups.pipeline.journal_applier import JournalApplier
 # How far before the pinned moment the recheck looks for pieces received since: longer than
 # the longest batching window (300 s) and the stream's rounding (a minute on DynamoDB Local).
 REFRESH_MARGIN = timedelta(minutes=10)
-SETTLE_READS = 5  # reads of an item waiting for DynamoDB's clock to pass its deciding change
 # The recheck folds every change it finds: none is made this far ahead of the clocks.
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
@@ -231,30 +230,12 @@ class JournalVerify(Verify):
             result.add(kind)
             result.sample(kind, dumps_item(key).decode())
             if self.repair:
-                item, read_at = self._read_after(key, item, read_at, state)
+                order = state.order if state is not None else None
+                latest = order.latest_time if order is not None else None
+                item, read_at = self._read_after(key, item, read_at, latest)
                 repairs.append(snapshot_record(key, item, read_at))
         if repairs:
             self._write_repairs(repairs, result)
-
-    def _read_after(
-        self, key: Item, item: Item | None, read_at: datetime, state: ItemState | None
-    ) -> tuple[Item | None, datetime]:
-        """The table's item read at a second the journal's order puts after ``state``, the
-        backup's deciding change. A change is placed at the latest moment it can have
-        happened (its time plus the stream's rounding: a second on AWS, a minute on DynamoDB
-        Local), a read at its second plus one: a read within that span would be placed
-        before a change it may have followed, and a change the table lost since (the reason
-        for a repair) would come back over it. So the read waits that span out, then reads
-        again (at most a few seconds on AWS)."""
-        for _ in range(SETTLE_READS):
-            if state is None or state.order is None or state.order.latest_time <= read_at:
-                return item, read_at
-            time.sleep((state.order.latest_time - read_at).total_seconds() + 0.1)
-            item, read_at = self._get_item(key)
-        raise RuntimeError(
-            f"DynamoDB's clock did not pass {state.order.latest_time.isoformat()} in "
-            f"{SETTLE_READS} reads of {dumps_item(key).decode()}"
-        )
 
     def _journal_again(
         self,

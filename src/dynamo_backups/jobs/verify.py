@@ -33,10 +33,16 @@ from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.backup.aliases import AliasIndex, PartitionAliases
 from dynamo_backups.backup.ledger import JobLedger, JobRun
-from dynamo_backups.backup.reader import BackupItems
+from dynamo_backups.backup.reader import BackupItems, Selected
 from dynamo_backups.backup.reading import iter_current_objects
 from dynamo_backups.backup.writer import BackupWriter
-from dynamo_backups.core.ddbjson import InvalidDynamoJSON, canonical_item, dumps_item, loads_item
+from dynamo_backups.core.ddbjson import (
+    InvalidDynamoJSON,
+    Item,
+    canonical_item,
+    dumps_item,
+    loads_item,
+)
 from dynamo_backups.core.differences import KINDS, SAMPLE_SIZE, Differences, difference
 from dynamo_backups.core.keys import extract_key, key_attribute_names
 from dynamo_backups.core.layout import (
@@ -66,6 +72,7 @@ from dynamo_backups.jobs.verify_spill import LocalSpill, S3Spill, Spill
 logger = logging.getLogger("dynamo_backups.jobs.verify")
 
 SCAN_STAGES = ("scan", "scan-s3")
+SETTLE_READS = 5  # reads of an item waiting for DynamoDB's clock to pass its deciding change
 
 
 def item_digest(item: dict[str, Any]) -> str:
@@ -358,17 +365,20 @@ class Verify:
 
     def _backup_items(self) -> BackupItems:
         return BackupItems(
-            self.reader(), self.bucket, self.layout, self.key_names, aliases=self.aliases
+            self.reader(),
+            self.bucket,
+            self.layout,
+            self.key_names,
+            aliases=self.aliases,
+            decisions=True,
         )
 
-    def _backup_item(self, key: dict[str, Any], object_key: str) -> dict[str, Any] | None:
-        """The backup's latest state of the item at ``object_key`` by the stream's order, as a
-        restore reads it (not merely its current version: a late copy may sit on top), merged
-        over all its names when adopted."""
-        selected = self._backup_items().select_key(key)
-        if selected.invalid is not None:
-            return {}  # not an item: differs from anything the table holds
-        return selected.item
+    def _backup_item(self, key: dict[str, Any]) -> Selected:
+        """The backup's latest state of the item by the stream's order, as a restore reads
+        it (not merely its current version: a late copy may sit on top), merged over all its
+        names when adopted, with the change that decided it. Not an item (``invalid``):
+        differs from anything the table holds."""
+        return self._backup_items().select_key(key)
 
     def _read(self, object_key: str) -> bytes | None:
         try:
@@ -388,7 +398,8 @@ class Verify:
         # written only over it, so a change the stream writes after the read always wins.
         current = self.writer().current_version(object_key) if self.repair else None
         live, read_at = self._get_item(key)
-        backup_item = self._backup_item(key, object_key)
+        selected = self._backup_item(key)
+        backup_item = selected.item if selected.invalid is None else {}
         same = (
             live is not None
             and backup_item is not None
@@ -400,9 +411,33 @@ class Verify:
         result.add(kind)
         result.sample(kind, dumps_item(key).decode())
         if self.repair:
+            deciding = selected.decision
+            latest = deciding.latest_time if deciding is not None else None
+            live, read_at = self._read_after(key, live, read_at, latest)
             result.add(
                 "repaired" if self._repair(object_key, live, read_at, current) else "repair_failed"
             )
+
+    def _read_after(
+        self, key: Item, item: Item | None, read_at: datetime, latest: datetime | None
+    ) -> tuple[Item | None, datetime]:
+        """The table's item read at a second the stream's order puts after the backup's
+        deciding change, whose latest moment is ``latest`` (None: the backup has none). A
+        change is placed at the latest moment it can have happened (its time plus the
+        stream's rounding: a second on AWS, a minute on DynamoDB Local), a read at its second
+        plus one: a read within that span would be placed before a change it may have
+        followed, and a restore would take that change over the repair (while verify, which
+        compares the newest version, passes). So the read waits that span out, then reads
+        again (at most a few seconds on AWS)."""
+        for _ in range(SETTLE_READS):
+            if latest is None or latest <= read_at:
+                return item, read_at
+            time.sleep((latest - read_at).total_seconds() + 0.1)
+            item, read_at = self._get_item(key)
+        raise RuntimeError(
+            f"DynamoDB's clock did not pass {latest.isoformat()} in {SETTLE_READS} reads of "
+            f"{dumps_item(key).decode()} from {self.layout.table}"
+        )
 
     def _recheck_extra(self, object_key: str, result: UnitResult) -> None:
         body = self._read(object_key)
