@@ -66,6 +66,8 @@ CASES = [
     Case("restore {bucket} ../{table} {new}", "'..'"),
     Case("restore {bucket} s3://other-bucket/{folder} {new}", "bucket other-bucket"),
     Case("restore no-such-bucket-{uid} {folder} {new}", "no bucket no-such-bucket-{uid}"),
+    Case("compact no-such-bucket-{uid} {folder}", "no bucket no-such-bucket-{uid}"),
+    Case("compact {bucket} Prod/Nope", "no backup at s3://{bucket}/Prod/Nope/"),
     Case("restore s3://{bucket}/Prod {folder} {new}", "SOURCE_BUCKET"),
     Case("restore {bucket} {folder} ab", "'ab' is not a DynamoDB table name"),
     Case("restore {bucket} {folder} {new} --key-schema id", "--key-schema"),

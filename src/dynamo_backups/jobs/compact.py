@@ -28,7 +28,7 @@ from dynamo_backups.aws.client_source import ClientSource
 from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.backup.checkpoints import LEASE_SECONDS, write_time_limit
-from dynamo_backups.backup.folder import BackupFolder, open_folder_path
+from dynamo_backups.backup.folder import BackupFolder, open_backup_path
 from dynamo_backups.backup.journal_store import (
     JSON_TYPE,
     RETENTION_NAME,  # noqa: F401 (where deploy and the tests find it)
@@ -178,7 +178,8 @@ class Compaction(BucketClients):
     # --- the driver -----------------------------------------------------------------------
 
     def open(self) -> BackupFolder:
-        folder = open_folder_path(self.s3(), self.bucket, self.folder_path)
+        """The journal folder (NoBackupError for a bucket or folder without a backup)."""
+        folder = open_backup_path(self.s3(), self.bucket, self.folder_path)
         layout = layout_of(folder.manifest)
         if layout != LAYOUT_JOURNAL:
             raise LayoutError(
