@@ -88,6 +88,8 @@ def test_scan_image_older_than_a_stream_write_is_not_written(
     scan = lean_scan(dynamodb)
 
     def scan_then_change(request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("Select") == "COUNT":
+            return scan(request)  # the backfill's probe of DynamoDB's clock
         page = scan(request)  # the backfill holds the image with v = 1 ...
         dynamodb.put_item(TableName=table, Item={**key, "v": {"N": "2"}})
         consumer_for(dynamodb, streams, s3, bucket, prefix, table).run(once=True)
@@ -112,6 +114,8 @@ def test_item_deleted_by_the_stream_after_the_scan_stays_deleted(
     scan = lean_scan(dynamodb)
 
     def scan_then_delete(request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("Select") == "COUNT":
+            return scan(request)  # the backfill's probe of DynamoDB's clock
         page = scan(request)  # the image of "doomed" is read ...
         dynamodb.delete_item(TableName=table, Key=doomed)
         consumer_for(dynamodb, streams, s3, bucket, prefix, table).run(once=True)
@@ -371,7 +375,10 @@ def test_a_change_made_after_a_read_wins_though_the_page_is_answered_a_second_la
     changed: dict[str, datetime] = {}
 
     def page_answered_late(request: dict[str, Any]) -> dict[str, Any]:
-        page = scan(request)  # the read: v = 1
+        page = scan(request)
+        if request.get("Select") == "COUNT" or changed:
+            return page  # the backfill's probe of DynamoDB's clock before the page
+        # The read: v = 1.
         answer = dynamodb.put_item(TableName=table, Item={**key, "v": {"N": "2"}})
         changed["at"] = parsedate_to_datetime(answer["ResponseMetadata"]["HTTPHeaders"]["date"])
         while _dynamodb_second(dynamodb) <= changed["at"]:

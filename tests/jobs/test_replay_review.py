@@ -388,7 +388,8 @@ def test_replay_puts_an_older_backfill_image_over_the_streams_newer_change(
 
     def scan_then_change(request: dict[str, Any]) -> dict[str, Any]:
         page = scan(request)  # the backfill holds the image with v = 1 ...
-        dynamodb.put_item(TableName=table, Item={**key, "v": {"N": "2"}})
+        if request.get("Select") != "COUNT":  # not the backfill's probe of DynamoDB's clock
+            dynamodb.put_item(TableName=table, Item={**key, "v": {"N": "2"}})
         return page
 
     backfill = make_backfill(

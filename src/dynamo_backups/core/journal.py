@@ -20,8 +20,9 @@ its precision), then the sequence number as an integer, so both layouts give one
 
 A **table read** (``verify --repair``; ``convert`` later) is a ``SNAPSHOT`` record: the item as
 a consistent GetItem found it (its image, or none: the read found no item), dated by
-DynamoDB's clock to the second (the answer's ``Date``: the read happened in ``[time, time +
-1 s)``), with sequence number ``-1`` and the pseudo-stream ``repair`` (or ``converted``). Its
+DynamoDB's clock to the second (the ``Date`` of an answer received before the read was asked
+for: the read happened at ``time`` or later), with sequence number ``-1`` and the
+pseudo-stream ``repair`` (or ``converted``). Its
 order is ``(time + 1 s, -1)``: after every change made in an earlier second (the read reflects
 it), before every change made in its own second or later (at worst one that came before the
 read within that second, whose own state the read saw, and which then decides), so a stream

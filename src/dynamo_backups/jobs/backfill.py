@@ -12,12 +12,14 @@ a base. Safe while the stream handler is live:
   a completed pass also clears the pending pass of a run that has provably ended (its run
   lease released or lapsed: see ``backup.removal_check``).
 - Versions are dated by DynamoDB's clock, not the host's, so a host whose clock is off cannot
-  misdate them for point-in-time restores: a page's reads by a moment DynamoDB's clock had
-  passed before the page was asked for (the ``Date`` of the segment's previous answer, or of
-  an answer before the attempt's first read), never by the page's own answer, which comes
-  after its reads: a change made between a read and that answer would be placed before the
-  read and lose to it. Dated no later than the read, a read never wins over a change made
-  after it (docs/layout.md, "The stream's order, exactly"). An export's rows by its time.
+  misdate them for point-in-time restores: a page's reads by the ``Date`` of a clock probe
+  sent just before the page (``DatedScan``: the same Scan, one item, ``Select=COUNT``), never
+  by the page's own answer, which comes after its reads: a change made between a read and
+  that answer, in an earlier second, would be placed before the read and lose to it. Dated
+  no later than the read, a read never wins over a change made after it (docs/layout.md,
+  "The stream's order, exactly"); dated just before it, a read is not placed before changes
+  it reflects that were made while the previous page was written. An export's rows by its
+  time.
 
 The work is split into units (``core.units``): one per parallel-scan segment, or one per
 data file of a DynamoDB export (``--from-export``: no read capacity used); then the removal
@@ -40,7 +42,7 @@ from dynamo_backups.aws.client_source import ClientSource
 from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.aws.dynamodb import answer_time
 from dynamo_backups.aws.errors import describe_error
-from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
+from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.backup.description import describe_table, key_types_of, save_description
 from dynamo_backups.backup.layouts import LAYOUT_ITEMS
 from dynamo_backups.backup.ledger import JobLedger, JobRun
@@ -172,8 +174,6 @@ class Backfill:
         self.key_names: list[str] = []
         self.job_run: JobRun | None = None
         self.export: ExportSource | None = None
-        # DynamoDB's clock before this attempt's first read: no read of it happened earlier.
-        self.attempt_start: datetime | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "progress": NoProgress()}
@@ -252,7 +252,6 @@ class Backfill:
         stopped: Interrupted | None = None
         copy_ended = False
         try:
-            self.attempt_start = self._dynamodb_clock()
             units = self._copy_units(writer)
             copied = run_stage(
                 self,
@@ -309,16 +308,6 @@ class Backfill:
             )
             raise stopped
         return self.report
-
-    def _dynamodb_clock(self) -> datetime:
-        """DynamoDB's clock now, to the second (an answer's ``Date``; this host's clock only
-        when the answer has none)."""
-        answer = call_with_retries(
-            lambda: self.dynamodb().describe_table(TableName=self.layout.table),
-            self.retry_policy,
-            f"describe table {self.layout.table}",
-        )
-        return answer_time(answer) or self.clock()
 
     def _check_layout(self, writer: BackupWriter) -> str:
         """The folder's layout, before anything is written: item objects copied into a
@@ -460,8 +449,9 @@ class Backfill:
                 unit.id,
                 result.counts.get("scanned", 0),
             )
+        dated = DatedScan(self.scan, self.clock)
         pages = scan_pages(
-            self.scan,
+            dated,
             self.layout.table,
             unit.segment,
             int(unit.total_segments or 1),
@@ -471,7 +461,7 @@ class Backfill:
             cancel=context.cancel,
         )
         try:
-            return self._copy_pages(unit, pages, place_key, result, context)
+            return self._copy_pages(unit, pages, dated, place_key, result, context)
         except Cancelled:
             # Stopped between pages: its place (the last page written) is saved, and the
             # unit is not recorded as done, so --resume continues it from there.
@@ -482,17 +472,17 @@ class Backfill:
         self,
         unit: WorkUnit,
         pages: Iterator[dict[str, Any]],
+        dated: DatedScan,
         place_key: str,
         result: UnitResult,
         context: UnitContext,
     ) -> UnitResult:
         writer = self.writer()
-        read_floor = self.attempt_start or self.clock()
         for page in pages:
             items = page.get("Items", [])
             context.cancel.check()
             context.limiter.acquire(len(items))
-            if not self._copy_items(items, read_floor, result, context):
+            if not self._copy_items(items, dated.read_after, result, context):
                 logger.error(
                     "%s: %s stopped at a failed page; --resume retries it",
                     self.layout.table,
@@ -500,8 +490,6 @@ class Backfill:
                 )
                 result.complete = False
                 return result
-            # The next page is asked for after this answer (without a Date: the floor stays).
-            read_floor = max(read_floor, answer_time(page) or read_floor)
             start_key = page.get("LastEvaluatedKey")
             place = {
                 "format": CHECKPOINT_FORMAT,
@@ -600,3 +588,22 @@ class Backfill:
             )
         report.export = self.export.to_dict() if self.export else None
         report.seconds = round(time.monotonic() - started, 3)
+
+
+class DatedScan:
+    """Scan, each page preceded by a probe of DynamoDB's clock: the same request for one item,
+    counted only and not strongly consistent (half a read unit), whose answer's ``Date`` is a moment
+    DynamoDB's clock had passed before the page was asked for (``read_after``). Every
+    attempt of a page, a retried one too, probes again just before it."""
+
+    def __init__(
+        self, scan: Callable[[dict[str, Any]], dict[str, Any]], clock: Callable[[], datetime]
+    ) -> None:
+        self.scan = scan
+        self.clock = clock  # only for an answer without a Date
+        self.read_after: datetime = clock()
+
+    def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
+        probe = {**request, "Limit": 1, "Select": "COUNT", "ConsistentRead": False}
+        self.read_after = answer_time(self.scan(probe)) or self.clock()
+        return self.scan(request)

@@ -29,6 +29,7 @@ ever removed.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -70,8 +71,10 @@ from dynamo_backups.jobs.journal_units import (
     routed_input,
 )
 from dynamo_backups.jobs.units import Engine, StageOutcome, run_stage
-from dynamo_backups.jobs.verify import Verify, item_digest
+from dynamo_backups.jobs.verify import DatedAhead, Verify, item_digest
 from dynamo_backups.pipeline.journal_applier import JournalApplier
+
+logger = logging.getLogger("dynamo_backups.jobs.verify")
 
 # How far before the pinned moment the recheck looks for pieces received since: longer than
 # the longest batching window (300 s) and the stream's rounding (a minute on DynamoDB Local).
@@ -232,7 +235,12 @@ class JournalVerify(Verify):
             if self.repair:
                 order = state.order if state is not None else None
                 latest = order.latest_time if order is not None else None
-                item, read_at = self._read_after(key, item, read_at, latest)
+                try:
+                    item, read_at = self._read_after(key, read_at, latest)
+                except DatedAhead as ahead:
+                    logger.warning("%s", ahead)
+                    result.add("repair_failed")
+                    continue
                 repairs.append(snapshot_record(key, item, read_at))
         if repairs:
             self._write_repairs(repairs, result)

@@ -53,7 +53,7 @@ from dynamo_backups.core.layout import (
     VersionMetadata,
 )
 from dynamo_backups.core.parallel import ThreadEngine
-from dynamo_backups.core.pitr import ObjectVersion
+from dynamo_backups.core.pitr import CLOCK_ALLOWANCE, COARSEST_PRECISION, ObjectVersion
 from dynamo_backups.core.progress import NoProgress, ProgressSink
 from dynamo_backups.core.units import (
     PARTITION_COUNTS,
@@ -73,6 +73,15 @@ logger = logging.getLogger("dynamo_backups.jobs.verify")
 
 SCAN_STAGES = ("scan", "scan-s3")
 SETTLE_READS = 5  # reads of an item waiting for DynamoDB's clock to pass its deciding change
+# How far ahead of DynamoDB's clock a change's latest moment can be: the coarsest rounding of
+# a stream's times (DynamoDB Local's minute) and the clocks' allowance. A version dated
+# further ahead is not waited for.
+MAX_CHANGE_AHEAD = COARSEST_PRECISION + CLOCK_ALLOWANCE
+
+
+class DatedAhead(RuntimeError):
+    """The backup's deciding change is dated further ahead than a change can be: a repair
+    cannot be placed after it yet."""
 
 
 def item_digest(item: dict[str, Any]) -> str:
@@ -413,27 +422,45 @@ class Verify:
         if self.repair:
             deciding = selected.decision
             latest = deciding.latest_time if deciding is not None else None
-            live, read_at = self._read_after(key, live, read_at, latest)
+            try:
+                live, read_at = self._read_after(key, read_at, latest)
+            except DatedAhead as ahead:
+                logger.warning("%s", ahead)
+                result.add("repair_failed")
+                return
             result.add(
                 "repaired" if self._repair(object_key, live, read_at, current) else "repair_failed"
             )
 
     def _read_after(
-        self, key: Item, item: Item | None, read_at: datetime, latest: datetime | None
+        self, key: Item, answered: datetime, latest: datetime | None
     ) -> tuple[Item | None, datetime]:
-        """The table's item read at a second the stream's order puts after the backup's
-        deciding change, whose latest moment is ``latest`` (None: the backup has none). A
-        change is placed at the latest moment it can have happened (its time plus the
-        stream's rounding: a second on AWS, a minute on DynamoDB Local), a read at its second
-        plus one: a read within that span would be placed before a change it may have
-        followed, and a restore would take that change over the repair (while verify, which
-        compares the newest version, passes). So the read waits that span out, then reads
-        again (at most a few seconds on AWS)."""
+        """The table's item read again for a repair, and the moment it is dated by: the
+        ``Date`` of an answer received before the read was asked for (``answered`` at first),
+        never the read's own answer, which comes after the read: a change made in between,
+        in an earlier second, would be placed before the repair and lose to it. That moment
+        is at or after ``latest``, the latest moment the backup's deciding change can have
+        happened (its time plus the stream's rounding: a second on AWS, a minute on DynamoDB
+        Local; None: the backup has none): a repair dated before it would be placed before a
+        change it may have followed, and a restore would take that change over the repair
+        (while verify, which compares the newest version, passes). So the clock is waited
+        out, read by GetItem's answers (at most a few seconds on AWS). ``DatedAhead`` when
+        ``latest`` is further ahead of DynamoDB's clock than any change can be."""
+        floor = answered
         for _ in range(SETTLE_READS):
-            if latest is None or latest <= read_at:
-                return item, read_at
-            time.sleep((latest - read_at).total_seconds() + 0.1)
-            item, read_at = self._get_item(key)
+            if latest is None or latest <= floor:
+                item, _ = self._get_item(key)
+                return item, floor
+            ahead = latest - floor
+            if ahead > MAX_CHANGE_AHEAD:
+                raise DatedAhead(
+                    f"{self.layout.table}: not repaired {dumps_item(key).decode()}: the backup's "
+                    f"newest change of it is dated {latest.isoformat()}, {ahead} ahead of "
+                    "DynamoDB's clock (a record dated by a clock that runs ahead?); run "
+                    "verify --repair again after that moment"
+                )
+            time.sleep(ahead.total_seconds() + 0.1)
+            _, floor = self._get_item(key)
         raise RuntimeError(
             f"DynamoDB's clock did not pass {latest.isoformat()} in {SETTLE_READS} reads of "
             f"{dumps_item(key).decode()} from {self.layout.table}"
