@@ -109,6 +109,24 @@ def converted_records(s3: Any, bucket: str, journal_folder: str) -> list[Any]:
     return records
 
 
+def assert_reads_alike(
+    dynamodb: Any, bucket: str, item_folder: str, journal_folder: str, moments: list[Any]
+) -> None:
+    """Restores of both folders at each moment (None: latest) equal, and the history of
+    a few keys the same, each change once."""
+    for at in moments:
+        from_items = restore_cli(dynamodb, bucket, item_folder, at)
+        assert from_items, at
+        assert restore_cli(dynamodb, bucket, journal_folder, at) == from_items, at
+    item_prefix, table = item_folder.split("/")
+    journal_prefix_, _ = journal_folder.split("/")
+    for pk in ("b0", "k0", "k1", "k2", "k3", "k5"):
+        from_items = changes_of(bucket, item_prefix, table, pk)
+        from_journal = changes_of(bucket, journal_prefix_, table, pk)
+        assert from_journal == from_items, pk
+        assert len(set(from_journal)) == len(from_journal), pk  # each change once
+
+
 def test_convert_history_reads_as_the_item_folder_at_every_moment(
     dynamodb: Any,
     streams: Any,
@@ -129,16 +147,16 @@ def test_convert_history_reads_as_the_item_folder_at_every_moment(
     read_at = history.time(0) - timedelta(days=20)
     backfilled(s3, bucket, item_prefix, table, read_at, ("b0", 90), ("k2", 91))
     early = history.change(
-        [("put", "k0", 0), ("put", "k1", 1), ("put", "k2", 2), ("put", "k3", 3)]
-        + [("put", "k0", 4), ("delete", "k1", 0), ("put", "k4", 5), ("delete", "k3", 0)]
-        + [("put", "k3", 6), ("put", "k5", 7)]
+        [("put", "k0", 0), ("put", "k1", 1), ("put", "k2", 2), ("put", "k3", 3),
+         ("put", "k0", 4), ("delete", "k1", 0), ("put", "k4", 5), ("delete", "k3", 0),
+         ("put", "k3", 6), ("put", "k5", 7)]
     )  # fmt: skip
     triggers.items(early[:5], early[5:])  # the item folder alone
     journal_manifest(s3, bucket, journal_env, table, "journal")  # the journal trigger beside
     both = history.change(
-        [("put", "k0", 20), ("delete", "k2", 0), ("put", "k6", 22), ("put", "k1", 23)]
-        + [("delete", "k4", 0), ("put", "k2", 25)]
-    )
+        [("put", "k0", 20), ("delete", "k2", 0), ("put", "k6", 22), ("put", "k1", 23),
+         ("delete", "k4", 0), ("put", "k2", 25)]
+    )  # fmt: skip
     triggers.items(both[:3], both[3:])
     # TRIM_HORIZON: the journal's first batch holds the item folder's last change too (the
     # boundary B); then out of order, a redelivery.
@@ -189,16 +207,7 @@ def test_convert_history_reads_as_the_item_folder_at_every_moment(
         compacted,
         None,  # latest
     ]
-    for at in moments:
-        from_items = restore_cli(dynamodb, bucket, item_folder, at)
-        assert from_items, at
-        assert restore_cli(dynamodb, bucket, journal_folder, at) == from_items, at
-
-    for pk in ("b0", "k0", "k1", "k2", "k3", "k5"):
-        from_items = changes_of(bucket, item_prefix, table, pk)
-        from_journal = changes_of(bucket, journal_env, table, pk)
-        assert from_journal == from_items, pk
-        assert len(set(from_journal)) == len(from_journal), pk  # each change once
+    assert_reads_alike(dynamodb, bucket, item_folder, journal_folder, moments)
     # The boundary: k5's put, in both folders, once.
     assert [entry[0] for entry in changes_of(bucket, journal_env, table, "k5")] == [
         "delete",

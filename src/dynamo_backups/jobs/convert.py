@@ -622,9 +622,7 @@ class Conversion(BucketClients):
             for record in routed.records
             if record.sequence >= 0
         }
-        histories = iter_key_histories(
-            iter_versions(objects, plan.source.items_prefix + partition)
-        )
+        histories = iter_key_histories(iter_versions(objects, plan.source.items_prefix + partition))
         got = partition_changes(
             objects,
             histories,

@@ -130,9 +130,7 @@ def object_changes(
             continue
         event = EVENT_REMOVE if decision.removed else found.event_name if found else ""
         got.records.append(
-            converted_record(
-                keys, item, event, decision.change_time, decision.precision, sequence
-            )
+            converted_record(keys, item, event, decision.change_time, decision.precision, sequence)
         )
     return got
 
@@ -197,9 +195,7 @@ def partition_changes(
     return total
 
 
-def converted_pieces(
-    records: Iterable[JournalRecord], key_hash: str
-) -> list[list[JournalRecord]]:
+def converted_pieces(records: Iterable[JournalRecord], key_hash: str) -> list[list[JournalRecord]]:
     """Records as pieces: by change hour, in a fixed order, ``PIECE_RECORDS`` at most each."""
     by_hour: dict[datetime, list[JournalRecord]] = {}
     for record in records:
@@ -210,9 +206,7 @@ def converted_pieces(
             by_hour[hour],
             key=lambda r: (r.change_time, r.name(key_hash), r.sequence, r.event_id or ""),
         )
-        pieces.extend(
-            list(chunk) for chunk in batched(ordered, PIECE_RECORDS)
-        )
+        pieces.extend(list(chunk) for chunk in batched(ordered, PIECE_RECORDS))
     return pieces
 
 
