@@ -18,7 +18,7 @@ An item's changes are ordered as the item layout orders its versions (docs/layou
 stream's order, exactly"): the latest moment the change can have happened (change time plus
 its precision), then the sequence number as an integer, so both layouts give one answer.
 
-A **table read** (``verify --repair``; ``convert`` later) is a ``SNAPSHOT`` record: the item as
+A **table read** (``verify --repair``; ``convert --history``) is a ``SNAPSHOT`` record: the item as
 a consistent GetItem found it (its image, or none: the read found no item), dated by
 DynamoDB's clock to the second (the answer's ``Date``: the read happened in ``[time, time +
 1 s)``), with sequence number ``-1`` and the pseudo-stream ``repair`` (or ``converted``). Its
@@ -28,7 +28,9 @@ read within that second, whose own state the read saw, and which then decides), 
 change that happened after the read is never buried by it, and one the read reflects can only
 give the same state. Table reads live in pieces of their own, named with the literal stream
 tag ``repair`` (never 8 hex digits, so never a stream's batch name) and the sequence range
-``0-0``.
+``0-0``. ``convert --history`` writes an item folder's versions under the tag ``converted``:
+its stream changes keep their sequence numbers (``converted_record``), its reads are
+``SNAPSHOT`` records.
 """
 
 from __future__ import annotations

@@ -21,6 +21,12 @@ into a folder that had none: a killed conversion never leaves a folder claiming 
 backup. Refused before anything is written (exit 2): a source that is not an item folder, a
 target that holds an item backup, is in another layout, names objects with another hash, or lies
 inside the source (or the source inside it).
+
+``--history`` (``convert_history``) also copies the item folder's versions up to M into the
+journal as ``converted`` pieces, less the stream changes the journal holds (a ``route`` stage
+first reads the journal's stream pieces up to M); the base says so (``converted_history``),
+and its readers skip those pieces: it is their fold. Restores before M then read the journal
+from its beginning.
 """
 
 from __future__ import annotations
