@@ -41,6 +41,7 @@ from dynamo_backups.core.base import (
 from dynamo_backups.core.ddbjson import InvalidDynamoJSON, Item, validate_item
 from dynamo_backups.core.journal import (
     CONVERTED_STREAM,
+    REPAIR_STREAM,
     ChangeOrder,
     ItemState,
     JournalRecord,
@@ -55,6 +56,7 @@ from dynamo_backups.core.layout import (
     EVENT_REMOVE,
     EVENT_SNAPSHOT,
     WRITER_BACKFILL,
+    WRITER_REPAIR,
     WRITER_STREAM,
 )
 from dynamo_backups.jobs.history import HistoryEntry
@@ -281,13 +283,19 @@ def _based_image(
 
 
 def _journal_entry(record: JournalRecord, listed: ListedPiece) -> HistoryEntry:
-    read = record.is_table_read  # a read of the table has no sequence number (as a base's)
+    # A read of the table has no sequence number (as a base's entry of one); a repair piece's
+    # is verify's, a converted one the item folder's backfill or repair (the record keeps no
+    # more).
+    read = record.is_table_read
+    writer = WRITER_STREAM
+    if read:
+        writer = WRITER_REPAIR if record.stream_arn == REPAIR_STREAM else WRITER_BACKFILL
     return HistoryEntry(
         version_id=listed.key,  # the journal object holding the change's first copy
         received=listed.last_modified,
         event=_event(record.event_name),
         change_time=record.change_time,
-        writer=WRITER_BACKFILL if read else WRITER_STREAM,
+        writer=writer,
         sequence_number=None if read else record.sequence_number,
         item=record.image,
     )
