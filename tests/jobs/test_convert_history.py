@@ -26,9 +26,13 @@ from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.ddbjson import dumps_item
 from dynamo_backups.core.journal import (
     CONVERTED_STREAM,
+    converted_record,
     decode_piece,
+    encode_piece,
     journal_prefix,
     parse_piece_name,
+    piece_name,
+    record_of_stream,
 )
 from dynamo_backups.core.layout import (
     EVENT_SNAPSHOT,
@@ -120,7 +124,7 @@ def assert_reads_alike(
         assert restore_cli(dynamodb, bucket, journal_folder, at) == from_items, at
     item_prefix, table = item_folder.split("/")
     journal_prefix_, _ = journal_folder.split("/")
-    for pk in ("b0", "k0", "k1", "k2", "k3", "k5"):
+    for pk in ("b0", "k0", "k1", "k2", "k3", "k4", "k5"):
         from_items = changes_of(bucket, item_prefix, table, pk)
         from_journal = changes_of(bucket, journal_prefix_, table, pk)
         assert from_journal == from_items, pk
@@ -165,7 +169,7 @@ def test_convert_history_reads_as_the_item_folder_at_every_moment(
     compact(s3, bucket, journal_folder, journal_only_base, partitions=16)  # overlap: scheduled
     more = history.change([("put", "k7", 30), ("delete", "k0", 0), ("put", "k4", 32)])
     triggers.items(more)
-    triggers.journal(more)
+    triggers.journal(more[:2])  # more[2:] is in flight: it reaches the journal after
     moment = history.time(18) + timedelta(minutes=5)
 
     converted = invoke(
@@ -174,17 +178,18 @@ def test_convert_history_reads_as_the_item_folder_at_every_moment(
     )  # fmt: skip
     assert converted.exit_code == 0, converted.output
     report = json.loads(converted.stdout)
-    # 9 stream versions before the journal's first change and 2 backfill reads copied; the
-    # 10 changes the journal holds (B's included) are not.
-    assert (report["converted_records"], report["in_journal"]) == (11, 10), report
+    # 9 stream versions before the journal's first change, 2 backfill reads and the change in
+    # flight copied; the 9 changes the journal holds (B's included) are not.
+    assert (report["converted_records"], report["in_journal"]) == (12, 9), report
     base = base_manifest(s3, bucket, journal_folder, moment)
     assert base.converted_history and base.reflects_before is not None
     records = converted_records(s3, bucket, journal_folder)
-    assert len(records) == 11 and len({r.identity for r in records}) == 11
+    assert len(records) == 12 and len({r.identity for r in records}) == 12
     first = first_piece(BotocoreObjects(s3, bucket), f"{journal_folder}/")
     assert first is not None and first.stream_tag == CONVERTED_STREAM
     assert first.first_time == read_at  # the journal folder now begins with the item folder
 
+    triggers.journal(more[2:])  # the batch in flight: history shows its change once
     after = history.change([("put", "k8", 40), ("put", "k1", 41), ("delete", "k5", 0)])
     triggers.items(after)
     triggers.journal(after)
@@ -281,3 +286,46 @@ def test_a_history_conversion_killed_mid_way_and_resumed(
     for at in (history.time(30), history.time(70) + timedelta(seconds=30), moment):
         from_items = restore_cli(dynamodb, bucket, item_folder, at)
         assert restore_cli(dynamodb, bucket, journal_folder, at) == from_items, at
+
+
+def test_history_refuses_a_converted_copy_differing_from_the_journals(
+    s3: Any,
+    bucket: str,
+    journal_env: str,  # noqa: F811
+    aws_env: dict[str, str],
+) -> None:
+    """A converted change and the journal's copy of it (same sequence number and change time)
+    are shown once; two that differ are an error (exit 1), never one of them in silence."""
+    table = "Users"
+    journal_manifest(s3, bucket, journal_env, table, "journal")
+    root = journal_prefix(TableLayout.of(journal_env, table).items_prefix)
+    made = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    streamed = record_of_stream(
+        {
+            "eventID": "e1",
+            "eventName": "INSERT",
+            "eventSourceARN": "arn:aws:dynamodb:eu-west-1:123456789012:table/Users/stream/x",
+            "dynamodb": {
+                "ApproximateCreationDateTime": made.timestamp(),
+                "Keys": {"pk": {"S": "a"}},
+                "NewImage": {"pk": {"S": "a"}, "v": {"N": "1"}},
+                "SequenceNumber": "100",
+            },
+        }
+    )
+    keys = {"pk": {"S": "a"}}
+    for image, expected in (({"pk": {"S": "a"}, "v": {"N": "1"}}, 0),
+                            ({"pk": {"S": "a"}, "v": {"N": "2"}}, 1)):  # fmt: skip
+        copy = converted_record(keys, image, "INSERT", made, timedelta(seconds=1), "100")
+        for records in ([streamed], [copy]):
+            s3.put_object(Bucket=bucket, Key=root + piece_name(records),
+                          Body=encode_piece(records))  # fmt: skip
+        shown = invoke(
+            "--output", "json", "history", table, '{"pk": "a"}', "--bucket", bucket,
+            "--prefix", journal_env,
+        )  # fmt: skip
+        assert shown.exit_code == expected, shown.output
+        if expected:
+            assert "two different copies" in shown.output, shown.output
+        else:
+            assert len(json.loads(shown.stdout)["history"]) == 1

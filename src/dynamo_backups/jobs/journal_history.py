@@ -44,6 +44,7 @@ from dynamo_backups.core.journal import (
     REPAIR_STREAM,
     ChangeOrder,
     ItemState,
+    JournalConflict,
     JournalRecord,
     decode_record,
     drop_duplicates,
@@ -93,7 +94,7 @@ def journal_item_history(
         if until is None or record.change_time <= until
     ]
     streamed = {
-        (record.sequence, record.change_time)
+        (record.sequence, record.change_time): record
         for record, _ in found
         if record.stream_arn != CONVERTED_STREAM and record.sequence >= 0
     }
@@ -140,15 +141,26 @@ def journal_changes(
     return list(first.values())
 
 
-def _copied_by_stream(record: JournalRecord, streamed: set[tuple[int, datetime]]) -> bool:
+def _copied_by_stream(
+    record: JournalRecord, streamed: dict[tuple[int, datetime], JournalRecord]
+) -> bool:
     """Whether a converted stream change is also in the journal as its stream writer wrote it
     (same sequence number and change time): a copy ``convert --history`` made of a change the
-    journal received after the conversion read it (in flight), shown once."""
-    return (
-        record.stream_arn == CONVERTED_STREAM
-        and record.sequence >= 0
-        and (record.sequence, record.change_time) in streamed
-    )
+    journal received after the conversion read it (in flight), shown once. Two copies that
+    differ are a ``JournalConflict``, never one shown in silence."""
+    if record.stream_arn != CONVERTED_STREAM or record.sequence < 0:
+        return False
+    original = streamed.get((record.sequence, record.change_time))
+    if original is None:
+        return False
+    if original.is_removal != record.is_removal or json.dumps(
+        original.image, sort_keys=True
+    ) != json.dumps(record.image, sort_keys=True):
+        raise JournalConflict(
+            f"two different copies of sequence number {record.sequence_number}: the journal's "
+            f"({original.stream_arn}) and the converted item folder's"
+        )
+    return True
 
 
 def identity_of(record: JournalRecord) -> Identity:
