@@ -32,8 +32,13 @@ from dynamo_backups.core.base import (
     with_images,
 )
 from dynamo_backups.core.journal import (
+    CONVERTED_STREAM,
     ItemState,
+    JournalError,
     JournalRecord,
+    converted_record,
+    decode_record,
+    encode_record,
     fold,
     parse_piece_name,
     piece_name,
@@ -42,6 +47,7 @@ from dynamo_backups.core.journal import (
     split_batch,
 )
 from dynamo_backups.core.keys import object_name
+from dynamo_backups.core.layout import EVENT_SNAPSHOT, SECOND
 
 ARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/Users/stream/2026-01-01T00:00:00.000"
 # Just before an hour ends, so that batches straddle an hour folder too.
@@ -371,3 +377,32 @@ def test_a_table_read_that_found_no_item_is_indexed_as_a_removal_at_its_order() 
         name: state.order for name, state in states.items()
     }
     assert [state.present for state in joined.values()] == [s.present for s in states.values()]
+
+
+def test_a_converted_piece_is_skipped_only_by_the_base_that_vouches_for_it() -> None:
+    """convert --history: a ``converted`` piece older than the base's late horizon is late to
+    a base without cutoff; only a base with ``converted_history`` skips it (its fold), never a
+    base that does not vouch for it, whatever the piece's name says."""
+    old = converted_record(
+        {"id": {"S": "a"}}, {"id": {"S": "a"}, "v": {"S": "0"}}, "MODIFY", at(-7200), SECOND, "7"
+    )
+    read = converted_record({"id": {"S": "b"}}, None, "SNAPSHOT", at(-7100), SECOND, None)
+    assert (old.stream_arn, old.sequence_number, read.event_name, read.sequence) == (
+        CONVERTED_STREAM, "7", EVENT_SNAPSHOT, -1,
+    )  # fmt: skip
+    for record in (old, read):  # the line round-trips, a stream change keeps its sequence
+        assert decode_record(encode_record(record)) == record
+    piece = parse_piece_name(piece_name([old]))
+    assert (piece.stream_tag, piece.first_sequence) == (CONVERTED_STREAM, 7)
+    vouching = manifest(0, None, horizon=-3600, converted_history=True)
+    other = manifest(0, None, horizon=-3600)
+    assert BaseManifest.from_dict(vouching.to_dict()).converted_history
+    assert not BaseManifest.from_dict(other.to_dict()).converted_history
+    assert not vouching.needs_piece(piece, at(10), at(60))
+    assert vouching.use_of(old, True, at(60)) is RecordUse.SKIP
+    with pytest.raises(LateChangeError):
+        other.use_of(old, True, at(60))
+    # A stream event stays refused on the repair pseudo-stream.
+    line = encode_record(old).replace(b'"stream":"converted"', b'"stream":"repair"')
+    with pytest.raises(JournalError):
+        decode_record(line)

@@ -22,6 +22,7 @@ from dynamo_backups.core.base import (
     parse_base_id,
 )
 from dynamo_backups.core.journal import (
+    TABLE_READ_STREAMS,
     JournalError,
     JournalRecord,
     PieceName,
@@ -254,9 +255,33 @@ def earliest_reflecting_base(
 ) -> BaseManifest | None:
     """The earliest complete base after ``after`` made from a source older than the journal
     (``reflects_before`` set: a backfill's scan, a converted item folder, or one folded from
-    them), None when there is none: before it the journal alone holds part of the table."""
+    them), None when there is none: before it the journal alone holds part of the table.
+    None too when that base is a conversion with ``--history`` (``converted_history``): the
+    journal's ``converted`` pieces hold the item folder's history before it, so the journal
+    from its beginning is the whole table (bases of the journal alone stay passed over:
+    ``usable_base``)."""
+    first = first_reflecting_base(s3, objects, table_folder, after)
+    return None if first is not None and first.converted_history else first
+
+
+def first_reflecting_base(
+    s3: Any, objects: Any, table_folder: str, after: datetime
+) -> BaseManifest | None:
+    """The earliest complete base after ``after`` with ``reflects_before``: one that shows the
+    journal's stream began mid-way, whatever a conversion copied into it."""
     names = base_ids(s3, objects.bucket, table_folder)
     return _first_reflecting(objects, table_folder, [n for n in names if parse_base_id(n) > after])
+
+
+def first_stream_piece(objects: Any, table_folder: str) -> PieceName | None:
+    """The journal's first piece written by a stream writer (the earliest by name, ``converted``
+    and ``repair`` pieces passed over): where the journal trigger's changes begin."""
+    root = journal_prefix(table_folder)
+    for entry in iter_current_objects(objects, root):
+        piece = parse_piece_name(entry["Key"][len(root) :])
+        if piece.stream_tag not in TABLE_READ_STREAMS:
+            return piece
+    return None
 
 
 def read_retention(objects: Any, meta_prefix: str) -> RetentionPolicy | None:

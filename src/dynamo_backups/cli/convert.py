@@ -35,6 +35,14 @@ from dynamo_backups.jobs.convert import Conversion, ConvertError, ConvertOptions
     "the journal trigger's first change, so that the journal holds every change after it.",
 )
 @click.option(
+    "--history",
+    is_flag=True,
+    help="Copy the item folder's history too: each version up to the moment the journal does "
+    "not hold already becomes a journal record (pieces tagged 'converted'), so that restore "
+    "--at, history and snapshot of the journal folder give what the item folder gives before "
+    "the base as well.",
+)
+@click.option(
     "--read-concurrency",
     type=click.IntRange(1, 512),
     default=16,
@@ -51,6 +59,7 @@ def convert(
     item_folder: str,
     journal_folder: str,
     at: datetime | None,
+    history: bool,
     read_concurrency: int,
     engine: EngineChoice,
     resume: bool,
@@ -65,17 +74,25 @@ def convert(
     (JOURNAL_FOLDER/bases/<moment>/) holds every item as a restore of the item folder --at the
     moment gives it; restores of the journal folder read it and the journal after it. The
     journal folder's layout.json is written last, once the base is complete: run a killed
-    conversion again with --resume.
+    conversion again with --resume. With --history the item folder's versions up to the
+    moment are copied into the journal too (those the journal holds already are not), so
+    that the journal folder reads as the item folder at every moment; without it, moments
+    before the base stay readable in the item folder only.
 
     \b
     Examples:
       dynamo-backups convert my-backups Prod/Users Journal/Users
       dynamo-backups convert my-backups Prod/Users Journal/Users --at 2026-11-27T12:00:00Z
+      dynamo-backups convert my-backups Prod/Users Journal/Users --history
     """
     aws = invocation.aws
     s3 = aws.client("s3", pool=read_concurrency)
     options = ConvertOptions(
-        at=at, partitions=partitions, resume=resume, read_concurrency=read_concurrency
+        at=at,
+        partitions=partitions,
+        resume=resume,
+        read_concurrency=read_concurrency,
+        history=history,
     )
     with Progress("convert", unit="items", enabled=not invocation.quiet) as progress:
         job = Conversion(
@@ -106,6 +123,17 @@ def summary_text(report: ConvertReport) -> str:
             f"removals kept in the index; {report.objects:,} item objects read in "
             f"{report.seconds:,.1f} s"
         )
+    if report.history:
+        lines.append(
+            f"history: {report.converted_records:,} item versions copied into the journal "
+            f"({report.converted_pieces:,} pieces written), {report.in_journal:,} held by the "
+            "journal already"
+        )
+        if report.keyless_removals:
+            lines.append(
+                f"warning: {report.keyless_removals:,} removals of items no version holds "
+                "(made before the item backup held them) are not copied: nothing to name them by"
+            )
     if report.layout_written:
         lines.append(f"{report.target} is a journal folder now (layout.json written)")
     lines.extend(f"warning: {warning}" for warning in report.warnings)

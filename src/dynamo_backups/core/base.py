@@ -28,6 +28,7 @@ from typing import Any
 
 from dynamo_backups.core.ddbjson import InvalidDynamoJSON, Item, validate_item
 from dynamo_backups.core.journal import (
+    CONVERTED_STREAM,
     ChangeOrder,
     ItemState,
     JournalError,
@@ -248,6 +249,11 @@ class BaseManifest:
     streams: dict[str, dict[str, str]] = field(default_factory=dict)
     # The retention class its objects are tagged with (core/retention); None: untagged.
     retention: str | None = None
+    # A conversion with --history: the journal's ``converted`` pieces copy the item folder's
+    # versions up to the moment, which this base holds (it is the item layout's selection
+    # at its moment); its readers skip them. Never inherited: a later base's cutoff is after
+    # them (not late to it).
+    converted_history: bool = False
 
     def __post_init__(self) -> None:
         check_key_hash(self.key_hash)
@@ -283,6 +289,8 @@ class BaseManifest:
             document["retention"] = self.retention
         if not self.reflects_reads:
             document["reflects_reads"] = False
+        if self.converted_history:
+            document["converted_history"] = True
         return document
 
     @classmethod
@@ -316,6 +324,7 @@ class BaseManifest:
                 streams=dict(document.get("streams", {})),
                 retention=document.get("retention"),
                 reflects_reads=document.get("reflects_reads", True) is not False,
+                converted_history=document.get("converted_history", False) is True,
             )
         except (KeyError, TypeError, ValueError) as error:
             raise BaseError(f"{where}: {error}") from None
@@ -330,8 +339,16 @@ class BaseManifest:
         the late horizon, and everything after the moment up to ``at``."""
         return self.late_horizon, max(at, self.moment)
 
+    def holds_piece(self, piece: PieceName) -> bool:
+        """Whether the base holds every change of this piece by its vouching alone: a
+        ``converted`` piece of the conversion that wrote it (``converted_history``). The
+        piece's name is trusted only because the base says so."""
+        return self.converted_history and piece.stream_tag == CONVERTED_STREAM
+
     def needs_piece(self, piece: PieceName, last_modified: datetime, at: datetime) -> bool:
         """Whether a reader at ``at`` must read this journal object (from its listing entry)."""
+        if self.holds_piece(piece):
+            return False
         if piece.may_hold(self.moment, at):
             return True
         return (
@@ -357,6 +374,8 @@ class BaseManifest:
             return RecordUse.SKIP  # not made yet at the moment asked for
         if record.change_time > self.moment:
             return RecordUse.APPLY  # after every state of the base
+        if self.converted_history and record.stream_arn == CONVERTED_STREAM:
+            return RecordUse.SKIP  # a converted version: the base is that selection
         if not object_late:
             return RecordUse.SKIP  # the base has it
         if self.skips_before(record.latest_time):

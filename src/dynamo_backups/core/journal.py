@@ -18,7 +18,7 @@ An item's changes are ordered as the item layout orders its versions (docs/layou
 stream's order, exactly"): the latest moment the change can have happened (change time plus
 its precision), then the sequence number as an integer, so both layouts give one answer.
 
-A **table read** (``verify --repair``; ``convert`` later) is a ``SNAPSHOT`` record: the item as
+A **table read** (``verify --repair``; ``convert --history``) is a ``SNAPSHOT`` record: the item as
 a consistent GetItem found it (its image, or none: the read found no item), dated by
 DynamoDB's clock to the second (the ``Date`` of an answer received before the read was asked
 for: the read happened at ``time`` or later), with sequence number ``-1`` and the
@@ -29,7 +29,9 @@ read within that second, whose own state the read saw, and which then decides), 
 change that happened after the read is never buried by it, and one the read reflects can only
 give the same state. Table reads live in pieces of their own, named with the literal stream
 tag ``repair`` (never 8 hex digits, so never a stream's batch name) and the sequence range
-``0-0``.
+``0-0``. ``convert --history`` writes an item folder's versions under the tag ``converted``:
+its stream changes keep their sequence numbers (``converted_record``), its reads are
+``SNAPSHOT`` records.
 """
 
 from __future__ import annotations
@@ -219,6 +221,47 @@ def snapshot_record(
     )
 
 
+def converted_record(
+    keys: Item,
+    image: Item | None,
+    event_name: str,
+    change_time: datetime,
+    precision: timedelta,
+    sequence_number: str | None,
+) -> JournalRecord:
+    """An item-layout version as a journal record of the pseudo-stream ``converted`` (``convert
+    --history``): a stream change keeps its event, change time and precision, sequence number,
+    keys and image; a version without a sequence number (a backfill's or repair's read,
+    another tool's version, a removal with no stream record) is a ``SNAPSHOT`` at its change
+    time (an image, or none for a removal), placed as the item layout places it. Its event id
+    is a digest of everything it holds, so that a conversion run again writes the same
+    record, and two versions are two records."""
+    keys, image = to_wire(dict(keys)), to_wire(dict(image)) if image is not None else None
+    if sequence_number is None:
+        event_name, sequence_number = EVENT_SNAPSHOT, TABLE_READ_SEQUENCE
+    elif event_name == EVENT_REMOVE:
+        image = None
+    elif image is None:
+        raise JournalError(f"a converted {event_name} needs the item's image")
+    what = json.dumps(
+        [keys, image, event_name, format_change_time(change_time), format_seconds(precision),
+         sequence_number],
+        sort_keys=True,
+    )  # fmt: skip
+    return JournalRecord(
+        stream_arn=CONVERTED_STREAM,
+        sequence_number=_check_sequence(sequence_number)
+        if sequence_number != TABLE_READ_SEQUENCE
+        else sequence_number,
+        event_name=event_name,
+        change_time=change_time.astimezone(UTC),
+        keys=keys,
+        image=image,
+        precision=precision,
+        event_id=hashlib.sha256(what.encode("utf-8")).hexdigest()[:32],
+    )
+
+
 def _user_identity(value: Any) -> dict[str, str] | None:
     if not isinstance(value, Mapping):
         return None
@@ -301,7 +344,9 @@ def _record_from_document(document: Mapping[str, Any], where: str) -> JournalRec
                 f"{TABLE_READ_SEQUENCE}, not {stream!r} and {sequence!r}"
             )
     else:
-        if stream in TABLE_READ_STREAMS:
+        # A converted item folder's stream change keeps its sequence number (convert
+        # --history); a repair piece holds table reads alone.
+        if stream == REPAIR_STREAM:
             raise JournalError(f"{where}: a {event_name} of the table-read stream {stream!r}")
         sequence = _check_sequence(sequence)
     try:

@@ -270,6 +270,12 @@ def _plus(moment: datetime, span: timedelta) -> datetime:
         return datetime.max.replace(tzinfo=moment.tzinfo)
 
 
+def marker_tombstones(entries: Sequence[ObjectVersion]) -> dict[int, int]:
+    """Each delete marker's tombstone, by position (newest first): the marker stands for the
+    removal its tombstone records (see ``_tombstones_of_markers``)."""
+    return _tombstones_of_markers(entries)
+
+
 def _tombstones_of_markers(entries: Sequence[ObjectVersion]) -> dict[int, int]:
     """Each delete marker's tombstone (positions): a REMOVE writes a tombstone, then the
     marker, so the marker's is the nearest tombstone below it, with no other marker between

@@ -34,8 +34,8 @@ from dynamo_backups.backup.journal_store import (
     RETENTION_NAME,  # noqa: F401 (where deploy and the tests find it)
     base_created,
     base_ids,
-    earliest_reflecting_base,
     first_piece_hour,
+    first_reflecting_base,
     put_if_absent,
     read_json,
     read_manifest,
@@ -354,7 +354,7 @@ class Compaction(BucketClients):
         journal after the one chosen must be whole too; otherwise the compaction refuses
         rather than fold a journal with holes (``core/retention``)."""
         ids = base_ids(self.s3(), self.bucket, table_folder)
-        midway = earliest_reflecting_base(self.s3(), self.reader(), table_folder, _EPOCH)
+        midway = first_reflecting_base(self.s3(), self.reader(), table_folder, _EPOCH)
         for name in sorted((b for b in ids if parse_base_id(b) < moment), reverse=True):
             manifest = read_manifest(self.reader(), table_folder, parse_base_id(name))
             if manifest is None:

@@ -21,6 +21,12 @@ into a folder that had none: a killed conversion never leaves a folder claiming 
 backup. Refused before anything is written (exit 2): a source that is not an item folder, a
 target that holds an item backup, is in another layout, names objects with another hash, or lies
 inside the source (or the source inside it).
+
+``--history`` (``convert_history``) also copies the item folder's versions up to M into the
+journal as ``converted`` pieces, less the stream changes the journal holds (a ``route`` stage
+first reads the journal's stream pieces up to M); the base says so (``converted_history``),
+and its readers skip those pieces: it is their fold. Restores before M then read the journal
+from its beginning.
 """
 
 from __future__ import annotations
@@ -40,7 +46,9 @@ from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.backup.folder import BackupFolder, open_backup_path, open_folder_path
 from dynamo_backups.backup.journal_store import (
     JSON_TYPE,
+    base_ids,
     first_piece_hour,
+    first_stream_piece,
     put_if_absent,
     read_json,
     read_manifest,
@@ -49,10 +57,21 @@ from dynamo_backups.backup.layouts import LAYOUT_ITEMS, LAYOUT_JOURNAL, layout_o
 from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.manifest import ensure_manifest
 from dynamo_backups.backup.reader import BackupItems, Selected
-from dynamo_backups.backup.reading import READ_POLICY, object_versions
+from dynamo_backups.backup.reading import (
+    READ_POLICY,
+    iter_key_histories,
+    iter_versions,
+    object_versions,
+)
 from dynamo_backups.backup.run_lease import RunLease
 from dynamo_backups.backup.s3_clock import s3_clock, wait_past
-from dynamo_backups.core.base import BaseError, BaseManifest, BasePaths, prune_removals
+from dynamo_backups.core.base import (
+    BaseError,
+    BaseManifest,
+    BasePaths,
+    parse_base_id,
+    prune_removals,
+)
 from dynamo_backups.core.cancel import Interrupted
 from dynamo_backups.core.ddbjson import InvalidDynamoJSON, Item, loads_item
 from dynamo_backups.core.journal import ChangeOrder, ItemState, format_change_time
@@ -79,7 +98,19 @@ from dynamo_backups.core.units import (
 )
 from dynamo_backups.jobs.base_files import manifest_files, put_manifest, write_partition
 from dynamo_backups.jobs.compact import CUTOFF_FORMAT, LATE_HORIZON, SETTLE_SECONDS
-from dynamo_backups.jobs.journal_units import PRECISION_BOUND
+from dynamo_backups.jobs.convert_history import (
+    StreamChanges,
+    converted_pieces,
+    partition_changes,
+    write_pieces,
+)
+from dynamo_backups.jobs.journal_units import (
+    PRECISION_BOUND,
+    ROUTE_STAGE,
+    route,
+    route_outputs,
+    routed_input,
+)
 from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_stage
 
 CONVERT_JOB = "convert"
@@ -105,6 +136,9 @@ class ConvertOptions:
     # How long the item layout's writers may take to put a change (the base is read once S3's
     # clock is past M by this, so that every change made by M is there to be read).
     settle_seconds: float = SETTLE_SECONDS
+    # Copy the item folder's versions up to the moment into the journal (``converted``
+    # pieces), so that the journal folder reads as the item folder before the base too.
+    history: bool = False
 
 
 @dataclass
@@ -122,6 +156,13 @@ class ConvertReport:
     files: int = 0
     objects: int = 0  # item objects read
     versions_read: int = 0
+    history: bool = False
+    converted_records: int = 0  # item versions copied into converted pieces
+    converted_pieces: int = 0  # pieces this run wrote (a resumed run's: its own)
+    in_journal: int = 0  # item versions the journal held already (not copied)
+    # Removals of objects none of whose versions holds the item (created before the item
+    # backup began): no key to name them by, and nothing for them to remove in the journal.
+    keyless_removals: int = 0
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     unfinished_units: list[str] = field(default_factory=list)
@@ -147,6 +188,7 @@ class _Plan:
     partition_digits: int
     aliases: Any
     adopted: bool
+    history: bool = False
 
 
 class Conversion(BucketClients):
@@ -177,6 +219,8 @@ class Conversion(BucketClients):
         self.plan: _Plan | None = None
         self.paths: BasePaths | None = None
         self.job_run: JobRun | None = None
+        self.view: StreamChanges | None = None
+        self.routed: list[dict[str, Any]] = []
         self.report = ConvertReport(
             source=f"s3://{bucket}/{TableLayout.from_folder(item_folder).items_prefix}",
             target=f"s3://{bucket}/{TableLayout.from_folder(journal_folder).items_prefix}",
@@ -198,6 +242,11 @@ class Conversion(BucketClients):
             raise ConvertRefused(
                 f"{folder.where} records no key schema (layout.json, table.json): convert "
                 "needs the key to name the items (run backfill or deploy once, which record it)"
+            )
+        if self.options.history and (folder.adopted or folder.aliases is not None):
+            raise ConvertRefused(
+                f"{folder.where} holds versions under another tool's names (adopt): convert "
+                "--history does not copy them yet; convert without --history"
             )
         return folder
 
@@ -266,6 +315,9 @@ class Conversion(BucketClients):
             "at": self.options.at.isoformat() if self.options.at else None,
             "partitions": self.options.partitions,
         }
+        if self.options.history:
+            parameters["history"] = True
+        self.report.history = self.options.history
         self.job_run = ledger.begin(parameters, self.options.resume)
         lease = RunLease(self.ledger_writer(), self.job_run)
         lease.acquire()  # one live attempt of a run at a time
@@ -299,10 +351,17 @@ class Conversion(BucketClients):
         self.report.base = f"s3://{self.bucket}/{self.paths.prefix}"
         complete = read_manifest(self.reader(), target.items_prefix, moment)
         if complete is not None:  # this run's (resumed) or an earlier one's: nothing to write
+            if self.options.history and not complete.converted_history:
+                raise ConvertRefused(
+                    f"{self.report.base} is complete and was written without --history: "
+                    "convert --history at another moment (--at)"
+                )
             self.report.existed = True
             self.report.reflects_before = _time_or_none(complete.reflects_before)
             self._record_layout(source, target, target_manifest)
             return
+        if self.options.history:
+            self._refuse_other_bases(target, moment)
         reflects_before = self._claim(target, moment)
         self.report.reflects_before = format_change_time(reflects_before)
         self.plan = _Plan(
@@ -314,6 +373,7 @@ class Conversion(BucketClients):
             PARTITION_COUNTS[self.options.partitions],
             source.aliases,
             source.adopted,
+            self.options.history,
         )
         # Every change the item layout's writers made by M is in S3 once its clock is past M
         # by their write time limit.
@@ -324,12 +384,63 @@ class Conversion(BucketClients):
             moment + timedelta(seconds=self.options.settle_seconds),
             self.sleep,
         )
+        if self.options.history:
+            routes = self._route_stage(engine, ledger, target)
+            if routes is not None and self._note(*routes):
+                return
         parts = partition_units(self.options.partitions)
         outcome = run_stage(self, ledger, self.job_run, parts, engine, None, self.progress)
         if self._note(outcome, parts):
             return
         self._write_manifest(source, reflects_before, merge_results(outcome.results))
         self._record_layout(source, target, target_manifest)
+
+    def _refuse_other_bases(self, target: TableLayout, moment: datetime) -> None:
+        """``--history`` into a folder with a base from the table (a backfill's, another
+        conversion's, or one folded from them) is refused: that base does not know the
+        converted pieces, which would be late changes to it (placed, or refused as older than
+        its horizon). Bases of the journal alone are no obstacle: readers pass them over
+        once this conversion's base exists, and read the journal from its beginning before
+        it (``journal_store.usable_base``)."""
+        objects = self.reader()
+        for name in base_ids(self.s3(), self.bucket, target.items_prefix):
+            when = parse_base_id(name)
+            if when == moment:
+                continue
+            manifest = read_manifest(objects, target.items_prefix, when)
+            if manifest is not None and manifest.reflects_before is not None:
+                raise ConvertRefused(
+                    f"s3://{self.bucket}/{target.items_prefix}: base {manifest.id} holds the "
+                    "table already (a backfill's or a conversion's): convert --history writes "
+                    "a journal folder's first base from the table; convert into a new folder"
+                )
+
+    def _route_stage(
+        self, engine: Engine, ledger: JobLedger, target: TableLayout
+    ) -> tuple[StageOutcome, list[WorkUnit]] | None:
+        """The journal's stream changes up to M, routed by partition (``StreamChanges``):
+        the item versions the journal holds already, which are not copied. None: no journal
+        at or before M."""
+        assert self.plan is not None and self.job_run is not None
+        objects = self.reader()
+        first = first_stream_piece(objects, target.items_prefix)
+        if first is None or first.first_time > self.plan.moment:
+            self.routed = []
+            return None
+        self.view = StreamChanges(
+            self.bucket,
+            target.items_prefix,
+            target.key_hash,
+            self.plan.key_names,
+            None,
+            self.plan.moment,
+            None,
+            self.plan.partition_digits,
+        )
+        units = self.view.route_units(objects, first.hour)
+        outcome = run_stage(self, ledger, self.job_run, units, engine, None, self.progress)
+        self.routed = route_outputs(outcome.results)
+        return outcome, units
 
     def _moment(self) -> datetime:
         """The base's moment: ``--at`` (to the second), else S3's clock when the run's first
@@ -364,6 +475,8 @@ class Conversion(BucketClients):
             "convert": self.job_run.run_id,
             "reflects_before": format_change_time(reflects_before),
         }
+        if self.options.history:
+            document["history"] = True
         body = json.dumps(document, indent=2, sort_keys=True).encode()
         if not put_if_absent(objects, self.paths.cutoff_key, body, JSON_TYPE, self.retry_policy):
             found = read_json(objects, self.paths.cutoff_key) or {}
@@ -371,6 +484,11 @@ class Conversion(BucketClients):
                 raise ConvertError(
                     f"s3://{self.bucket}/{self.paths.prefix}: another job has claimed the base "
                     f"of {format_change_time(moment)}: convert at another moment (--at)"
+                )
+            if bool(found.get("history")) != self.options.history:
+                raise ConvertError(
+                    f"s3://{self.bucket}/{self.paths.prefix}: the run's first attempt claimed "
+                    "the base " + ("with" if found.get("history") else "without") + " --history"
                 )
             reflects_before = parse_time(str(found["reflects_before"]))
         if journal_start is not None:
@@ -387,8 +505,12 @@ class Conversion(BucketClients):
         """Add the stage's counts to the report; True when it did not complete."""
         merged = merge_results(outcome.results)
         report = self.report
-        report.objects = merged.count("objects")
-        report.versions_read = merged.count("versions_read")
+        report.objects += merged.count("objects")
+        report.versions_read += merged.count("versions_read")
+        report.converted_records += merged.count("converted_records")
+        report.converted_pieces += merged.count("converted_pieces")
+        report.in_journal += merged.count("in_journal")
+        report.keyless_removals += merged.count("keyless_removals")
         report.errors.extend(f"{unit}: {reason}" for unit, reason in outcome.failures)
         ended = {result.unit for result in outcome.results if result.complete}
         report.unfinished_units.extend(unit.id for unit in units if unit.id not in ended)
@@ -406,6 +528,7 @@ class Conversion(BucketClients):
             late_horizon=self.plan.late_horizon,
             reflects_before=reflects_before,
             reflects_reads=False,  # the item folder may lack a change: a late one is placed
+            converted_history=self.plan.history,  # it holds every converted piece's change
             previous=None,
             key_hash=self.plan.target.key_hash,
             partition_digits=self.plan.partition_digits,
@@ -437,8 +560,20 @@ class Conversion(BucketClients):
 
     def run_unit(self, unit: WorkUnit, context: UnitContext) -> UnitResult:
         """One partition: each item's state at M as the item layout selects it, written as
-        the base's data and index files."""
+        the base's data and index files (and with --history its versions as converted
+        pieces); or, in the route stage, an hour of the journal's stream changes."""
         assert self.plan is not None and self.paths is not None
+        if unit.stage == ROUTE_STAGE:
+            assert self.view is not None and self.job_run is not None
+            return route(
+                self.view,
+                self.reader(),
+                unit,
+                self.job_run.scratch_prefix,
+                self.retry_policy,
+                context.cancel,
+                self.read_concurrency,
+            )
         plan, objects = self.plan, self.reader()
         partition = unit.partition or ""
         selected: list[Selected] = []
@@ -477,8 +612,41 @@ class Conversion(BucketClients):
         result.add("removals_kept", len(kept) - present)
         result.add("objects", stats.objects)
         result.add("versions_read", stats.versions_read + stats.versions_headed)
+        if plan.history:
+            self._convert_history(partition, result, context)
         context.progress.advance(present)
         return result
+
+    def _convert_history(self, partition: str, result: UnitResult, context: UnitContext) -> None:
+        """The partition's item versions up to M as converted pieces (``convert_history``),
+        less the stream changes the journal holds (the route stage's records)."""
+        assert self.plan is not None
+        plan, objects = self.plan, self.reader()
+        routed = routed_input(objects, partition, self.routed, self.read_concurrency)
+        in_journal = {
+            (record.name(plan.target.key_hash), record.sequence)
+            for record in routed.records
+            if record.sequence >= 0
+        }
+        histories = iter_key_histories(iter_versions(objects, plan.source.items_prefix + partition))
+        got = partition_changes(
+            objects,
+            histories,
+            list(plan.key_names),
+            plan.target.key_hash,
+            plan.moment,
+            in_journal,
+            self.retry_policy,
+            context.cancel,
+            self.read_concurrency,
+        )
+        context.cancel.check()
+        pieces = converted_pieces(got.records, plan.target.key_hash)
+        written = write_pieces(objects, plan.target.items_prefix, pieces, self.retry_policy)
+        result.add("converted_records", len(got.records))
+        result.add("converted_pieces", written)
+        result.add("in_journal", got.in_journal)
+        result.add("keyless_removals", got.keyless_removals)
 
     def _state_of(self, one: Selected) -> ItemState | None:
         """An item's base state from its selection (None: no change by M, or a removal older

@@ -40,8 +40,11 @@ from dynamo_backups.core.base import (
 )
 from dynamo_backups.core.ddbjson import InvalidDynamoJSON, Item, validate_item
 from dynamo_backups.core.journal import (
+    CONVERTED_STREAM,
+    REPAIR_STREAM,
     ChangeOrder,
     ItemState,
+    JournalConflict,
     JournalRecord,
     decode_record,
     drop_duplicates,
@@ -54,6 +57,7 @@ from dynamo_backups.core.layout import (
     EVENT_REMOVE,
     EVENT_SNAPSHOT,
     WRITER_BACKFILL,
+    WRITER_REPAIR,
     WRITER_STREAM,
 )
 from dynamo_backups.jobs.history import HistoryEntry
@@ -84,12 +88,26 @@ def journal_item_history(
     table_folder = folder.layout.items_prefix
     key_hash = folder.layout.key_hash
     name = object_name(key, key_hash)
-    changes = {
-        identity_of(record): _Change(record.order, _journal_entry(record, listed))
+    found = [
+        (record, listed)
         for record, listed in journal_changes(objects, table_folder, name, key_hash, concurrency)
         if until is None or record.change_time <= until
+    ]
+    streamed = {
+        (record.sequence, record.change_time): record
+        for record, _ in found
+        if record.stream_arn != CONVERTED_STREAM and record.sequence >= 0
     }
-    made = {(change.order.sequence, change.entry.change_time) for change in changes.values()}
+    changes = {
+        identity_of(record): _Change(record.order, _journal_entry(record, listed))
+        for record, listed in found
+        if not _copied_by_stream(record, streamed)
+    }
+    made = {
+        (change.order.sequence, change.entry.change_time)
+        for change in changes.values()
+        if change.order.sequence >= 0 or change.order.stream_arn == CONVERTED_STREAM
+    }
     for identity, change in base_changes(
         s3, objects, table_folder, name, key_hash, folder.key_names, set(changes), made
     ):
@@ -121,6 +139,28 @@ def journal_changes(
     for record, entry in found:
         first.setdefault(identity_of(record), (record, entry))
     return list(first.values())
+
+
+def _copied_by_stream(
+    record: JournalRecord, streamed: dict[tuple[int, datetime], JournalRecord]
+) -> bool:
+    """Whether a converted stream change is also in the journal as its stream writer wrote it
+    (same sequence number and change time): a copy ``convert --history`` made of a change the
+    journal received after the conversion read it (in flight), shown once. Two copies that
+    differ are a ``JournalConflict``, never one shown in silence."""
+    if record.stream_arn != CONVERTED_STREAM or record.sequence < 0:
+        return False
+    original = streamed.get((record.sequence, record.change_time))
+    if original is None:
+        return False
+    if original.is_removal != record.is_removal or json.dumps(
+        original.image, sort_keys=True
+    ) != json.dumps(record.image, sort_keys=True):
+        raise JournalConflict(
+            f"two different copies of sequence number {record.sequence_number}: the journal's "
+            f"({original.stream_arn}) and the converted item folder's"
+        )
+    return True
 
 
 def identity_of(record: JournalRecord) -> Identity:
@@ -192,8 +232,10 @@ def _converted_copy(state: ItemState, made: set[tuple[int, datetime | None]]) ->
     change already shown (the journal's copy, or another base's entry of it)."""
     order = state.order
     assert order is not None
-    if order.sequence < 0 or order.stream_arn:
+    if order.stream_arn:
         return False
+    # A read (sequence -1) is the same only as a converted read of the same time: the item
+    # folder's version the converted base and ``convert --history`` both took.
     return (order.sequence, state.change_time) in made
 
 
@@ -253,13 +295,20 @@ def _based_image(
 
 
 def _journal_entry(record: JournalRecord, listed: ListedPiece) -> HistoryEntry:
+    # A read of the table has no sequence number (as a base's entry of one); a repair piece's
+    # is verify's, a converted one the item folder's backfill or repair (the record keeps no
+    # more).
+    read = record.is_table_read
+    writer = WRITER_STREAM
+    if read:
+        writer = WRITER_REPAIR if record.stream_arn == REPAIR_STREAM else WRITER_BACKFILL
     return HistoryEntry(
         version_id=listed.key,  # the journal object holding the change's first copy
         received=listed.last_modified,
         event=_event(record.event_name),
         change_time=record.change_time,
-        writer=WRITER_STREAM,
-        sequence_number=record.sequence_number,
+        writer=writer,
+        sequence_number=None if read else record.sequence_number,
         item=record.image,
     )
 

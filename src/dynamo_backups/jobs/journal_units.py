@@ -129,6 +129,8 @@ class JournalView:
         base = self.base
         if base is None or not base.is_late(listed.last_modified):
             return False
+        if base.holds_piece(listed.piece):
+            return False  # a converted piece of the conversion that made the base
         if self.received_before is not None and listed.last_modified >= self.received_before:
             return False  # not read by this job, whatever it holds
         piece = listed.piece
