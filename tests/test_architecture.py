@@ -17,6 +17,7 @@ LAYERS = ["core", "aws", "backup", "pipeline", "jobs", "engines", "installer", "
 ENTRY_POINTS = {
     "dynamo_backups.handler": "pipeline",
     "dynamo_backups.console": "cli",
+    "dynamo_backups.__main__": "cli",
 }  # deployed name; ranks with its layer
 SDK = {"boto3", "botocore", "obstore", "pycurl", "s3transfer", "awscrt", "urllib3"}
 IO_MODULES = {"socket", "ssl", "http", "subprocess", "os", "pathlib", "io", "shutil", "logging"}
