@@ -247,6 +247,7 @@ EXEMPT = {
     "--resume": "a flag",
     "--once": "a flag",
     "--repair": "a flag",
+    "--history": "a flag (its refusals: tests/jobs/test_convert_history.py)",
     "--backfill": "a flag",
     "--rewrite": "a flag",
     "--create-bucket": "a flag",
@@ -723,3 +724,13 @@ def test_billing_mode_is_taken_in_any_case(world: dict[str, Any]) -> None:
         "--billing-mode provisioned"
     )
     assert result.exit_code == 0, result.output
+
+
+def test_an_earlier_verbose_invocation_does_not_make_a_later_mistake_json() -> None:
+    """In one process (an embedding program, this suite), a mistake found before the
+    options are read is written as text whatever an earlier invocation's -v chose."""
+    verbose = run("-v --region us-east-1 --endpoint-url http://127.0.0.1:9 history T x --bucket b")
+    assert verbose.exit_code != 0
+    mistake = run("--region 'us east 1' verify T --bucket b")
+    assert mistake.exit_code == 2, mistake.output
+    assert mistake.stderr.startswith("error: --region"), mistake.stderr

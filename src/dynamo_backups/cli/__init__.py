@@ -38,7 +38,7 @@ from dynamo_backups.cli.inputs import (
     validated,
 )
 from dynamo_backups.cli.interrupt import EXIT_INTERRUPTED, install_interrupt_handler
-from dynamo_backups.cli.lines import say
+from dynamo_backups.cli.lines import say, use_json_lines
 from dynamo_backups.cli.notices import start_wait_notices
 
 EPILOG = """\b
@@ -73,6 +73,10 @@ class CommandGroup(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         """click's usage errors as one ``error:`` line too (exit 2), like every other."""
         standalone = kwargs.get("standalone_mode", True)
+        # Text lines until this invocation's options say otherwise: an earlier invocation in
+        # the same process (-v) must not decide how a mistake found before the options are
+        # read is written.
+        use_json_lines(False)
         try:
             result = super().main(*args, **{**kwargs, "standalone_mode": False})
         except click.UsageError as error:
