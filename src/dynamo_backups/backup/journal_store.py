@@ -43,6 +43,9 @@ from dynamo_backups.core.retention import (
 GZIP_TYPE = "application/gzip"
 JSON_TYPE = "application/json"
 RETENTION_NAME = "retention.json"  # beside layout.json: the folder's policy (deploy writes it)
+# A layout.json field: when the journal began, where that is before layout.json was written
+# (a conversion writes it last, after its converted pieces; ``retention_clock``).
+JOURNAL_SINCE = "journal_since"
 
 
 class ExpiredByRetention(LayoutError):

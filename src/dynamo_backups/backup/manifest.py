@@ -19,11 +19,12 @@ def ensure_manifest(
     key_schema: list[dict[str, str]] | None = None,
     key_types: dict[str, str] | None = None,
     folder_layout: str | None = None,
+    new_fields: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the layout manifest if there is none; refuse a folder that names its objects
-    with another hash than ``layout`` would, since the two could never be matched up, and
-    one recorded in another layout than ``folder_layout`` (None: the folder's, or the item
-    layout for a new folder; see ``backup/layouts``)."""
+    """Write the layout manifest if there is none (with ``new_fields`` too); refuse a folder
+    that names its objects with another hash than ``layout`` would, since the two could never
+    be matched up, and one recorded in another layout than ``folder_layout`` (None: the
+    folder's, or the item layout for a new folder; see ``backup/layouts``)."""
     existing = read_document(writer.s3, writer.bucket, layout.manifest_key)
     where = f"s3://{writer.bucket}/{layout.items_prefix}"
     if existing is not None:
@@ -47,7 +48,11 @@ def ensure_manifest(
     if chosen != LAYOUT_ITEMS and _holds_item_objects(writer, layout):
         # Written before manifests (or by another tool): an item folder, whatever it is told.
         check_layout(LAYOUT_ITEMS, chosen, where)
-    manifest = {**layout.manifest(key_schema, key_types), **manifest_fields(chosen)}
+    manifest = {
+        **layout.manifest(key_schema, key_types),
+        **manifest_fields(chosen),
+        **(new_fields or {}),
+    }
     writer.put_document(layout.manifest_key, manifest)
     return manifest
 

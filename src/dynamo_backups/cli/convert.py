@@ -134,6 +134,13 @@ def summary_text(report: ConvertReport) -> str:
                 f"warning: {report.keyless_removals:,} removals of items no version holds "
                 "(made before the item backup held them) are not copied: nothing to name them by"
             )
+    if report.unindexed_removals:
+        lines.append(
+            f"warning: {report.unindexed_removals:,} removals newer than the base's late "
+            "horizon are of items no version holds (made before the item backup held them): "
+            "not in the base's index, so a late change of such an item older than its removal "
+            "would not be weighed against it; e.g. " + ", ".join(report.unindexed_samples[:3])
+        )
     if report.layout_written:
         lines.append(f"{report.target} is a journal folder now (layout.json written)")
     lines.extend(f"warning: {warning}" for warning in report.warnings)

@@ -228,6 +228,7 @@ def converted_record(
     change_time: datetime,
     precision: timedelta,
     sequence_number: str | None,
+    tie_rank: int = 0,
 ) -> JournalRecord:
     """An item-layout version as a journal record of the pseudo-stream ``converted`` (``convert
     --history``): a stream change keeps its event, change time and precision, sequence number,
@@ -235,7 +236,10 @@ def converted_record(
     another tool's version, a removal with no stream record) is a ``SNAPSHOT`` at its change
     time (an image, or none for a removal), placed as the item layout places it. Its event id
     is a digest of everything it holds, so that a conversion run again writes the same
-    record, and two versions are two records."""
+    record, and two versions are two records, led by ``tie_rank``: the version's place in
+    S3's order (oldest received 0) among the object's versions of the same moment and
+    sequence number. The item layout gives such a tie to the version S3 received last; the
+    journal orders a tie by event id, which then does the same."""
     keys, image = to_wire(dict(keys)), to_wire(dict(image)) if image is not None else None
     if sequence_number is None:
         event_name, sequence_number = EVENT_SNAPSHOT, TABLE_READ_SEQUENCE
@@ -258,7 +262,7 @@ def converted_record(
         keys=keys,
         image=image,
         precision=precision,
-        event_id=hashlib.sha256(what.encode("utf-8")).hexdigest()[:32],
+        event_id=f"{tie_rank:04d}" + hashlib.sha256(what.encode("utf-8")).hexdigest()[:28],
     )
 
 

@@ -45,6 +45,7 @@ from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.backup.folder import BackupFolder, open_backup_path, open_folder_path
 from dynamo_backups.backup.journal_store import (
+    JOURNAL_SINCE,
     JSON_TYPE,
     base_ids,
     first_piece_hour,
@@ -163,6 +164,9 @@ class ConvertReport:
     # Removals of objects none of whose versions holds the item (created before the item
     # backup began): no key to name them by, and nothing for them to remove in the journal.
     keyless_removals: int = 0
+    # Removals newer than the base's late horizon with no key: not in its index (a few named).
+    unindexed_removals: int = 0
+    unindexed_samples: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     unfinished_units: list[str] = field(default_factory=list)
@@ -351,6 +355,14 @@ class Conversion(BucketClients):
         self.report.base = f"s3://{self.bucket}/{self.paths.prefix}"
         complete = read_manifest(self.reader(), target.items_prefix, moment)
         if complete is not None:  # this run's (resumed) or an earlier one's: nothing to write
+            claim = read_json(self.reader(), self.paths.cutoff_key) or {}
+            if not claim.get("convert"):
+                # A compaction's (or a backfill's) base of the same moment: made from the
+                # journal (or the table), not from the item folder, so not this conversion.
+                raise ConvertRefused(
+                    f"{self.report.base} is a base another job made (not a conversion): "
+                    "convert at another moment (--at)"
+                )
             if self.options.history and not complete.converted_history:
                 raise ConvertRefused(
                     f"{self.report.base} is complete and was written without --history: "
@@ -511,6 +523,8 @@ class Conversion(BucketClients):
         report.converted_pieces += merged.count("converted_pieces")
         report.in_journal += merged.count("in_journal")
         report.keyless_removals += merged.count("keyless_removals")
+        report.unindexed_removals += merged.count("unindexed_removals")
+        report.unindexed_samples.extend(merged.samples.get("unindexed_removals", []))
         report.errors.extend(f"{unit}: {reason}" for unit, reason in outcome.failures)
         ended = {result.unit for result in outcome.results if result.complete}
         report.unfinished_units.extend(unit.id for unit in units if unit.id not in ended)
@@ -553,7 +567,16 @@ class Conversion(BucketClients):
         ):
             writer.put_document(target.table_description_key, source.description)
         if manifest is None:
-            ensure_manifest(writer, target, source.key_schema, source.key_types, LAYOUT_JOURNAL)
+            # Written last (a killed conversion leaves no folder claiming to be a journal
+            # backup), but the journal began with the run's claim: its converted pieces,
+            # written before this, expire counted from their own writes, and the retention
+            # refusal must count from no later (``retention_clock``).
+            assert self.paths is not None
+            claimed, _ = s3_clock(self.s3(), self.bucket, self.paths.cutoff_key)
+            since = {JOURNAL_SINCE: format_change_time(claimed)} if claimed else None
+            ensure_manifest(
+                writer, target, source.key_schema, source.key_types, LAYOUT_JOURNAL, since
+            )
             self.report.layout_written = True
 
     # --- the units ------------------------------------------------------------------------
@@ -598,15 +621,18 @@ class Conversion(BucketClients):
             decisions=True,
         )
         stats = items.for_each(keep)
+        result = UnitResult(unit.id)
         states: dict[str, ItemState] = {}
         for one in selected:
             state = self._state_of(one)
-            if state is not None:
+            if state is None and self._unindexed(one):
+                result.add("unindexed_removals")
+                result.sample("unindexed_removals", f"s3://{self.bucket}/{one.object_key}")
+            elif state is not None:
                 states[object_name(state.keys, plan.target.key_hash)] = state
         context.cancel.check()
         kept = prune_removals(states, plan.late_horizon)
         files, present = write_partition(objects, self.paths, partition, kept, self.retry_policy)
-        result = UnitResult(unit.id)
         result.outputs.extend(files)
         result.add("items", present)
         result.add("removals_kept", len(kept) - present)
@@ -669,11 +695,29 @@ class Conversion(BucketClients):
         if decision.change_time < self.plan.late_horizon:
             return None
         keys = self._removed_keys(one.object_key, where)
+        if keys is None:
+            return None  # ``_unindexed``: reported, not in the index
         return ItemState(keys, None, _order(decision), decision.change_time, EVENT_REMOVE)
 
-    def _removed_keys(self, object_key: str, where: str) -> Item:
+    def _unindexed(self, one: Selected) -> bool:
+        """A removal newer than the late horizon of an item no version of its object holds
+        (older than the item backup, never backfilled): its index line would need the key,
+        which only the item's versions give (the object's name is a digest of it). Left out
+        of the index and named in the report (docs/journal.md): the base holds no such
+        item, and only a late change of it older than the removal would not be weighed
+        against the removal."""
+        decision = one.decision
+        return (
+            one.invalid is None
+            and one.item is None
+            and decision is not None
+            and self.plan is not None
+            and decision.change_time >= self.plan.late_horizon
+        )
+
+    def _removed_keys(self, object_key: str, where: str) -> Item | None:
         """A removed item's key (its index line needs it): from the newest version of its
-        object that holds the item."""
+        object that holds the item; None when none does."""
         assert self.plan is not None
         objects = self.reader()
         for entry in object_versions(objects, object_key):
@@ -689,10 +733,7 @@ class Conversion(BucketClients):
             keys = extract_key(item, list(self.plan.key_names))
             if self.plan.source.item_object_key(keys) == object_key:
                 return keys
-        raise BaseError(
-            f"{where}: removed after the base's late horizon, and no version of it holds the "
-            "item's key, which the base's index needs to record the removal"
-        )
+        return None
 
 
 def _time_or_none(moment: datetime | None) -> str | None:

@@ -54,7 +54,13 @@ from dynamo_backups.core.layout import (
     VersionMetadata,
 )
 from dynamo_backups.core.parallel import batched
-from dynamo_backups.core.pitr import ObjectVersion, marker_tombstones, newest_first, stream_order
+from dynamo_backups.core.pitr import (
+    ObjectVersion,
+    PlacedVersion,
+    marker_tombstones,
+    newest_first,
+    stream_order,
+)
 from dynamo_backups.jobs.journal_units import JournalView
 
 PIECE_RECORDS = 10_000  # records a converted piece holds at most
@@ -105,8 +111,10 @@ def object_changes(
             items[entry.version_id] = item
     keys = _object_keys(ordered, items, key_names)
     markers = set(marker_tombstones(ordered))
+    placed_versions = stream_order(ordered, metadata)
+    ranks = tie_ranks(placed_versions)
     got = ObjectChanges([])
-    for placed in stream_order(ordered, metadata):
+    for placed in placed_versions:
         decision = placed.decision
         if placed.duplicate_of is not None or decision.position in markers:
             continue  # a copy of a change S3 held already; a marker of a tombstone's removal
@@ -130,9 +138,27 @@ def object_changes(
             continue
         event = EVENT_REMOVE if decision.removed else found.event_name if found else ""
         got.records.append(
-            converted_record(keys, item, event, decision.change_time, decision.precision, sequence)
-        )
+            converted_record(
+                keys, item, event, decision.change_time, decision.precision, sequence,
+                ranks[decision.position],
+            )
+        )  # fmt: skip
     return got
+
+
+def tie_ranks(placed_versions: Sequence[PlacedVersion]) -> dict[int, int]:
+    """Each version's place (by its position in S3's order) among the versions of the same
+    latest moment and sequence number, oldest received first: the item layout gives such a
+    tie to the version S3 received last (``change_key``)."""
+    groups: dict[tuple[datetime, int], list[int]] = {}
+    for placed in placed_versions:
+        decision = placed.decision
+        groups.setdefault((decision.latest_time, decision.sequence), []).append(decision.position)
+    return {
+        position: rank
+        for positions in groups.values()
+        for rank, position in enumerate(sorted(positions, reverse=True))  # oldest first
+    }
 
 
 def _read_version(

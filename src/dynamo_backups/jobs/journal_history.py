@@ -302,10 +302,12 @@ def _journal_entry(record: JournalRecord, listed: ListedPiece) -> HistoryEntry:
     writer = WRITER_STREAM
     if read:
         writer = WRITER_REPAIR if record.stream_arn == REPAIR_STREAM else WRITER_BACKFILL
+    # A read that found no item is a removal, as the item layout shows its tombstone.
+    removal = read and record.image is None
     return HistoryEntry(
         version_id=listed.key,  # the journal object holding the change's first copy
         received=listed.last_modified,
-        event=_event(record.event_name),
+        event="delete" if removal else _event(record.event_name),
         change_time=record.change_time,
         writer=writer,
         sequence_number=None if read else record.sequence_number,

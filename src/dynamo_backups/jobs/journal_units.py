@@ -23,12 +23,14 @@ from typing import Any
 from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.backup.journal_store import (
     GZIP_TYPE,
+    JOURNAL_SINCE,
     JSON_TYPE,
     ListedPiece,
     RetentionClock,
     listed_pieces,
     put_bytes,
     put_if_absent,
+    read_json,
     read_lines,
     read_piece,
     read_retention,
@@ -59,7 +61,7 @@ from dynamo_backups.core.journal import (
     listing_prefixes,
 )
 from dynamo_backups.core.keys import extract_key, object_name
-from dynamo_backups.core.layout import LayoutError, TableLayout
+from dynamo_backups.core.layout import LayoutError, TableLayout, parse_time
 from dynamo_backups.core.parallel import batched
 from dynamo_backups.core.retention import RetentionPolicyError
 from dynamo_backups.core.units import PARTITION_COUNTS, UnitResult, WorkUnit
@@ -399,8 +401,18 @@ def pin_run_moment(
 
 def retention_clock(s3: Any, objects: Any, layout: TableLayout) -> RetentionClock:
     """The folder's retention policy, S3's clock now and when the journal began (one HEAD of
-    ``layout.json``): what a reader's base choice (``readable_base``) weighs."""
+    ``layout.json``, or its ``journal_since`` when earlier: a conversion writes layout.json
+    after its converted pieces): what a reader's base choice (``readable_base``) weighs."""
     began, now = s3_clock(s3, objects.bucket, layout.manifest_key)
+    since = (read_json(objects, layout.manifest_key) or {}).get(JOURNAL_SINCE)
+    if began is not None and isinstance(since, str):
+        try:
+            began = min(began, parse_time(since))
+        except ValueError:
+            raise LayoutError(
+                f"s3://{objects.bucket}/{layout.manifest_key}: {JOURNAL_SINCE} {since!r} is "
+                "not a time"
+            ) from None
     try:
         policy = read_retention(objects, layout.meta_prefix)
     except RetentionPolicyError as error:
