@@ -265,3 +265,21 @@ def consumer_for(
     processor = processor or BackupApplier(writer, prefix).apply
     options.setdefault("drain", QUICK_DRAIN)
     return StreamConsumer(dynamodb, streams, table, processor, store, **options)
+
+
+def kill_when(process: Any, ready: Any, timeout: float = 120) -> None:
+    """SIGKILL ``process`` (no chance to tidy up) as soon as ``ready()`` holds, polled; it
+    must not end by itself first, and ``ready`` must come within ``timeout`` seconds."""
+    import signal
+
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
-import signal
 import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +22,7 @@ from dynamo_backups.core.base import BasePaths
 from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.jobs.compact import LATE_HORIZON
 from dynamo_backups.jobs.convert import Conversion, ConvertOptions
-from tests.helpers import create_table
+from tests.helpers import create_table, kill_when
 from tests.jobs.test_journal_compact_restore import (
     History,
     base_items,
@@ -190,17 +188,9 @@ def test_a_conversion_killed_mid_way_and_resumed(
     env = {**os.environ, **aws_env, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(cli(*arguments), env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while recorded_units(s3, bucket, journal_folder, "partition", "convert") < 10:
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)  # no chance to tidy up
-        process.wait(30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    kill_when(
+        process, lambda: recorded_units(s3, bucket, journal_folder, "partition", "convert") >= 10
+    )
     assert 10 <= recorded_units(s3, bucket, journal_folder, "partition", "convert") < 256
     layout = TableLayout.from_folder(journal_folder)
     paths = BasePaths(layout.items_prefix, moment)

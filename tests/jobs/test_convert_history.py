@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,7 +38,7 @@ from dynamo_backups.core.layout import (
     TableLayout,
     VersionMetadata,
 )
-from tests.helpers import create_table
+from tests.helpers import create_table, kill_when
 from tests.jobs.test_convert import Triggers, restore_cli
 from tests.jobs.test_journal_compact_restore import (
     History,
@@ -263,17 +261,9 @@ def test_a_history_conversion_killed_mid_way_and_resumed(
     env = {**os.environ, **aws_env, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(cli(*arguments), env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while recorded_units(s3, bucket, journal_folder, "partition", "convert") < 10:
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        process.wait(30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    kill_when(
+        process, lambda: recorded_units(s3, bucket, journal_folder, "partition", "convert") >= 10
+    )
     killed_with = converted_records(s3, bucket, journal_folder)
     assert len(killed_with) > 0
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
@@ -28,7 +27,7 @@ from dynamo_backups.core.layout import (
     VersionMetadata,
 )
 from dynamo_backups.jobs.journal_units import retention_clock
-from tests.helpers import create_table
+from tests.helpers import create_table, kill_when
 from tests.jobs.test_convert import Triggers, restore_cli
 from tests.jobs.test_journal_compact_restore import (
     History,
@@ -215,17 +214,9 @@ def test_the_journal_begins_for_retention_no_later_than_its_converted_pieces(
     env = {**os.environ, **aws_env, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(cli(*arguments), env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while recorded_units(s3, bucket, journal_folder, "partition", "convert") < 10:
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        process.wait(30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    kill_when(
+        process, lambda: recorded_units(s3, bucket, journal_folder, "partition", "convert") >= 10
+    )
     time.sleep(3)  # the run resumed later (on AWS: hours or days)
     resumed = invoke(*arguments, "--resume")
     assert resumed.exit_code == 0, resumed.output

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import threading
 import time
@@ -25,7 +24,7 @@ from dynamo_backups.core.journal import record_of_stream
 from dynamo_backups.core.layout import TableLayout, parse_time
 from dynamo_backups.jobs.backfill import BackfillOptions
 from dynamo_backups.jobs.journal_backfill import JournalBackfill
-from tests.helpers import create_table, lambda_records
+from tests.helpers import create_table, kill_when, lambda_records
 from tests.jobs.test_journal_compact_restore import (
     base_items,
     base_manifest,
@@ -263,17 +262,7 @@ def test_a_backfill_base_killed_mid_way_and_resumed(
         process = subprocess.Popen(
             cli(*arguments), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        try:
-            deadline = time.monotonic() + 120
-            while recorded_units(s3, bucket, folder, "segment", "backfill") < 3:
-                assert process.poll() is None, process.communicate()
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-            process.send_signal(signal.SIGKILL)  # no chance to tidy up
-            process.wait(30)
-        finally:
-            if process.poll() is None:
-                process.kill()
+        kill_when(process, lambda: recorded_units(s3, bucket, folder, "segment", "backfill") >= 3)
         done = recorded_units(s3, bucket, folder, "segment", "backfill")
         assert 3 <= done < 16
         assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix=f"{folder}/bases/")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ from dynamo_backups.jobs.compact import LATE_HORIZON, Compaction, CompactOptions
 from dynamo_backups.jobs.journal_restore import JournalRestore
 from dynamo_backups.jobs.restore import RestoreOptions
 from tests import servers
-from tests.helpers import create_table, lambda_records, scan_all
+from tests.helpers import create_table, kill_when, lambda_records, scan_all
 from tests.pipeline.test_journal_writes import journal_manifest, run_handler
 from tests.servers import make_client
 
@@ -383,17 +382,7 @@ def test_a_compaction_killed_mid_way_and_resumed_makes_the_same_base(
     env = {**os.environ, **aws_env, "PYTHONUNBUFFERED": "1"}
     time.sleep(1.1)  # out of the journal's last second (see compact)
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while recorded_units(s3, bucket, folder, "partition") < 20:
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)  # no chance to tidy up
-        process.wait(30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    kill_when(process, lambda: recorded_units(s3, bucket, folder, "partition") >= 20)
     done = recorded_units(s3, bucket, folder, "partition")
     assert 20 <= done < 256
     paths = BasePaths(TableLayout.from_folder(folder).items_prefix, moment)
@@ -437,17 +426,7 @@ def test_a_restore_killed_mid_way_and_resumed_restores_every_item(
     process = subprocess.Popen(cli(*arguments), env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)  # fmt: skip
     job = f"restore-into-{target}"
-    try:
-        deadline = time.monotonic() + 120
-        while recorded_units(s3, bucket, folder, "partition", job) < 20:
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        process.wait(30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    kill_when(process, lambda: recorded_units(s3, bucket, folder, "partition", job) >= 20)
     assert 20 <= recorded_units(s3, bucket, folder, "partition", job) < 256
     assert len(restored_state(dynamodb, target)) < 81  # stopped part of the way
 

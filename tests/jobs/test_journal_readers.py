@@ -13,10 +13,8 @@ import gzip
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import threading
-import time
 from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -41,7 +39,7 @@ from dynamo_backups.core.journal import (
 from dynamo_backups.core.keys import DEFAULT_KEY_HASH
 from dynamo_backups.core.layout import format_time
 from dynamo_backups.jobs.journal_history import journal_item_history, records_of_item
-from tests.helpers import create_table, scan_all
+from tests.helpers import create_table, kill_when, scan_all
 from tests.jobs.test_journal_compact_restore import (
     History,
     cli,
@@ -494,17 +492,7 @@ def test_a_journal_snapshot_killed_mid_way_and_resumed_on_processes_exports_ever
     process = subprocess.Popen(cli(*arguments), env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)  # fmt: skip
     job = "snapshot-" + hashlib.sha256(f"{destination}/".encode()).hexdigest()[:12]
-    try:
-        deadline = time.monotonic() + 120
-        while recorded_units(s3, bucket, backup.folder, "partition", job) < 20:
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)  # no chance to tidy up
-        process.wait(30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    kill_when(process, lambda: recorded_units(s3, bucket, backup.folder, "partition", job) >= 20)
     assert 20 <= recorded_units(s3, bucket, backup.folder, "partition", job) < 256
     key = destination.removeprefix(f"s3://{bucket}/")
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix=f"{key}/manifest-")

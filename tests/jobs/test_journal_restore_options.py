@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,7 +32,7 @@ from dynamo_backups.core.keys import object_name
 from dynamo_backups.jobs.layouts import layout_named
 from dynamo_backups.jobs.restore import RestoreOptions
 from tests import servers
-from tests.helpers import create_table
+from tests.helpers import create_table, kill_when
 from tests.jobs.test_inspect import moto_endpoint  # noqa: F401 (a fixture)
 from tests.jobs.test_journal_compact_restore import (
     History,
@@ -240,17 +238,11 @@ def test_delete_absent_resumed_after_a_kill_keeps_every_item_the_backup_holds(
     process = subprocess.Popen(cli(*arguments), env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)  # fmt: skip
     job = f"restore-into-{target}"
-    try:
-        deadline = time.monotonic() + 180
-        while recorded_units(s3, bucket, made.folder, "partition", job) < 40:
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)  # no chance to tidy up
-        process.wait(30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    kill_when(
+        process,
+        lambda: recorded_units(s3, bucket, made.folder, "partition", job) >= 40,
+        timeout=180,
+    )
     assert 40 <= recorded_units(s3, bucket, made.folder, "partition", job) < 256
     resumed = invoke("--output", "json", "-q", *arguments, "--resume")
     assert resumed.exit_code == 0, resumed.output

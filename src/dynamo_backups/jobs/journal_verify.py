@@ -29,7 +29,6 @@ ever removed.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -71,10 +70,8 @@ from dynamo_backups.jobs.journal_units import (
     routed_input,
 )
 from dynamo_backups.jobs.units import Engine, StageOutcome, run_stage
-from dynamo_backups.jobs.verify import DatedAhead, Verify, item_digest
+from dynamo_backups.jobs.verify import Verify, item_digest
 from dynamo_backups.pipeline.journal_applier import JournalApplier
-
-logger = logging.getLogger("dynamo_backups.jobs.verify")
 
 # How far before the pinned moment the recheck looks for pieces received since: longer than
 # the longest batching window (300 s) and the stream's rounding (a minute on DynamoDB Local).
@@ -234,14 +231,11 @@ class JournalVerify(Verify):
             result.sample(kind, dumps_item(key).decode())
             if self.repair:
                 order = state.order if state is not None else None
-                latest = order.latest_time if order is not None else None
-                try:
-                    item, read_at = self._read_after(key, read_at, latest)
-                except DatedAhead as ahead:
-                    logger.warning("%s", ahead)
+                read = self._repair_read(key, read_at, order.latest_time if order else None)
+                if read is None:
                     result.add("repair_failed")
                     continue
-                repairs.append(snapshot_record(key, item, read_at))
+                repairs.append(snapshot_record(key, *read))
         if repairs:
             self._write_repairs(repairs, result)
 

@@ -421,16 +421,25 @@ class Verify:
         result.sample(kind, dumps_item(key).decode())
         if self.repair:
             deciding = selected.decision
-            latest = deciding.latest_time if deciding is not None else None
-            try:
-                live, read_at = self._read_after(key, read_at, latest)
-            except DatedAhead as ahead:
-                logger.warning("%s", ahead)
+            read = self._repair_read(key, read_at, deciding.latest_time if deciding else None)
+            if read is None:
                 result.add("repair_failed")
                 return
+            live, read_at = read
             result.add(
                 "repaired" if self._repair(object_key, live, read_at, current) else "repair_failed"
             )
+
+    def _repair_read(
+        self, key: Item, answered: datetime, latest: datetime | None
+    ) -> tuple[Item | None, datetime] | None:
+        """``_read_after``, or None (with a ``warning:`` line naming the item) when the
+        backup's deciding change is dated too far ahead to wait for: not repaired."""
+        try:
+            return self._read_after(key, answered, latest)
+        except DatedAhead as ahead:
+            logger.warning("%s", ahead)
+            return None
 
     def _read_after(
         self, key: Item, answered: datetime, latest: datetime | None
