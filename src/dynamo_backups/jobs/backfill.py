@@ -449,7 +449,7 @@ class Backfill:
                 unit.id,
                 result.counts.get("scanned", 0),
             )
-        dated = DatedScan(self.scan, self.clock)
+        dated = DatedScan(self.scan, self.layout.table)
         pages = scan_pages(
             dated,
             self.layout.table,
@@ -482,6 +482,7 @@ class Backfill:
             items = page.get("Items", [])
             context.cancel.check()
             context.limiter.acquire(len(items))
+            assert dated.read_after is not None  # the page's probe came first
             if not self._copy_items(items, dated.read_after, result, context):
                 logger.error(
                     "%s: %s stopped at a failed page; --resume retries it",
@@ -590,20 +591,29 @@ class Backfill:
         report.seconds = round(time.monotonic() - started, 3)
 
 
+class UndatedAnswer(RuntimeError):
+    """DynamoDB answered without a Date header: the reads cannot be dated by its clock."""
+
+
 class DatedScan:
     """Scan, each page preceded by a probe of DynamoDB's clock: the same request for one item,
-    counted only and not strongly consistent (half a read unit), whose answer's ``Date`` is a moment
-    DynamoDB's clock had passed before the page was asked for (``read_after``). Every
-    attempt of a page, a retried one too, probes again just before it."""
+    counted only and not strongly consistent (half a read unit), whose answer's ``Date`` is a
+    moment DynamoDB's clock had passed before the page was asked for (``read_after``). Every
+    attempt of a page, a retried one too, probes again just before it. An answer without a
+    Date is an error (``UndatedAnswer``, the unit fails): this host's clock is not
+    DynamoDB's, and a read dated late would win over a change made after it."""
 
-    def __init__(
-        self, scan: Callable[[dict[str, Any]], dict[str, Any]], clock: Callable[[], datetime]
-    ) -> None:
+    def __init__(self, scan: Callable[[dict[str, Any]], dict[str, Any]], table: str) -> None:
         self.scan = scan
-        self.clock = clock  # only for an answer without a Date
-        self.read_after: datetime = clock()
+        self.table = table
+        self.read_after: datetime | None = None
 
     def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
         probe = {**request, "Limit": 1, "Select": "COUNT", "ConsistentRead": False}
-        self.read_after = answer_time(self.scan(probe)) or self.clock()
+        self.read_after = answer_time(self.scan(probe))
+        if self.read_after is None:
+            raise UndatedAnswer(
+                f"DynamoDB's answer to a Scan of {self.table} carries no Date header: the "
+                "backfill's reads cannot be dated by DynamoDB's clock"
+            )
         return self.scan(request)

@@ -356,12 +356,13 @@ class Conversion(BucketClients):
         complete = read_manifest(self.reader(), target.items_prefix, moment)
         if complete is not None:  # this run's (resumed) or an earlier one's: nothing to write
             claim = read_json(self.reader(), self.paths.cutoff_key) or {}
-            if not claim.get("convert"):
-                # A compaction's (or a backfill's) base of the same moment: made from the
-                # journal (or the table), not from the item folder, so not this conversion.
+            if not self._claimed_by_this_conversion(claim, source):
+                # A compaction's or backfill's base of the same moment (made from the journal
+                # or the table), or another item folder's conversion: not this one's.
                 raise ConvertRefused(
-                    f"{self.report.base} is a base another job made (not a conversion): "
-                    "convert at another moment (--at)"
+                    f"{self.report.base} is a base another job made (not a conversion of "
+                    f"s3://{self.bucket}/{source.layout.items_prefix}): convert at another "
+                    "moment (--at)"
                 )
             if self.options.history and not complete.converted_history:
                 raise ConvertRefused(
@@ -374,7 +375,7 @@ class Conversion(BucketClients):
             return
         if self.options.history:
             self._refuse_other_bases(target, moment)
-        reflects_before = self._claim(target, moment)
+        reflects_before = self._claim(target, moment, source)
         self.report.reflects_before = format_change_time(reflects_before)
         self.plan = _Plan(
             source.layout,
@@ -471,7 +472,17 @@ class Conversion(BucketClients):
             )
         return received.astimezone(UTC).replace(microsecond=0)
 
-    def _claim(self, target: TableLayout, moment: datetime) -> datetime:
+    def _claimed_by_this_conversion(self, claim: dict[str, Any], source: BackupFolder) -> bool:
+        """Whether a complete base's claim (``cutoff.json``) is this run's, or an earlier
+        conversion's of the same item folder (run again: nothing to write)."""
+        assert self.job_run is not None
+        if not claim.get("convert"):
+            return False
+        return claim["convert"] == self.job_run.run_id or claim.get("source") == _source_of(
+            self.bucket, source
+        )
+
+    def _claim(self, target: TableLayout, moment: datetime, source: BackupFolder) -> datetime:
         """Claim the base's folder for this run (``cutoff.json`` naming it; a compaction or
         backfill of the same moment finds it taken), or find this run's own claim; the base's
         ``reflects_before``, as the run's first attempt found the journal."""
@@ -485,6 +496,7 @@ class Conversion(BucketClients):
             "previous": None,
             "partition_digits": PARTITION_COUNTS[self.options.partitions],
             "convert": self.job_run.run_id,
+            "source": _source_of(self.bucket, source),
             "reflects_before": format_change_time(reflects_before),
         }
         if self.options.history:
@@ -734,6 +746,11 @@ class Conversion(BucketClients):
             if self.plan.source.item_object_key(keys) == object_key:
                 return keys
         return None
+
+
+def _source_of(bucket: str, source: BackupFolder) -> str:
+    """The item folder a conversion reads, as its claim records it."""
+    return f"s3://{bucket}/{source.layout.items_prefix}"
 
 
 def _time_or_none(moment: datetime | None) -> str | None:

@@ -218,7 +218,7 @@ class JournalVerify(Verify):
         repairs: list[JournalRecord] = []
         for name, key in candidates.items():
             context.cancel.check()
-            item, read_at = live[name]
+            item, _ = live[name]
             state = backup.get(name)
             image = state.image if state is not None else None
             same = (
@@ -231,7 +231,7 @@ class JournalVerify(Verify):
             result.sample(kind, dumps_item(key).decode())
             if self.repair:
                 order = state.order if state is not None else None
-                read = self._repair_read(key, read_at, order.latest_time if order else None)
+                read = self._repair_read(key, order.latest_time if order else None)
                 if read is None:
                     result.add("repair_failed")
                     continue

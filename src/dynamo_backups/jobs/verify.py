@@ -406,7 +406,7 @@ class Verify:
         # The backup's current version, looked at before the table is read: a repair is
         # written only over it, so a change the stream writes after the read always wins.
         current = self.writer().current_version(object_key) if self.repair else None
-        live, read_at = self._get_item(key)
+        live, _ = self._get_item(key)
         selected = self._backup_item(key)
         backup_item = selected.item if selected.invalid is None else {}
         same = (
@@ -421,7 +421,7 @@ class Verify:
         result.sample(kind, dumps_item(key).decode())
         if self.repair:
             deciding = selected.decision
-            read = self._repair_read(key, read_at, deciding.latest_time if deciding else None)
+            read = self._repair_read(key, deciding.latest_time if deciding else None)
             if read is None:
                 result.add("repair_failed")
                 return
@@ -431,31 +431,30 @@ class Verify:
             )
 
     def _repair_read(
-        self, key: Item, answered: datetime, latest: datetime | None
+        self, key: Item, latest: datetime | None
     ) -> tuple[Item | None, datetime] | None:
         """``_read_after``, or None (with a ``warning:`` line naming the item) when the
         backup's deciding change is dated too far ahead to wait for: not repaired."""
         try:
-            return self._read_after(key, answered, latest)
+            return self._read_after(key, latest)
         except DatedAhead as ahead:
             logger.warning("%s", ahead)
             return None
 
-    def _read_after(
-        self, key: Item, answered: datetime, latest: datetime | None
-    ) -> tuple[Item | None, datetime]:
+    def _read_after(self, key: Item, latest: datetime | None) -> tuple[Item | None, datetime]:
         """The table's item read again for a repair, and the moment it is dated by: the
-        ``Date`` of an answer received before the read was asked for (``answered`` at first),
-        never the read's own answer, which comes after the read: a change made in between,
-        in an earlier second, would be placed before the repair and lose to it. That moment
-        is at or after ``latest``, the latest moment the backup's deciding change can have
-        happened (its time plus the stream's rounding: a second on AWS, a minute on DynamoDB
-        Local; None: the backup has none): a repair dated before it would be placed before a
-        change it may have followed, and a restore would take that change over the repair
-        (while verify, which compares the newest version, passes). So the clock is waited
-        out, read by GetItem's answers (at most a few seconds on AWS). ``DatedAhead`` when
-        ``latest`` is further ahead of DynamoDB's clock than any change can be."""
-        floor = answered
+        ``Date`` of a GetItem answered just before the read (a probe of DynamoDB's clock),
+        never the read's own answer, which comes after the read, nor an earlier compare's
+        (the backup was read since): a change made in between, in an earlier second, would
+        be placed before the repair and lose to it. That moment is at or after ``latest``,
+        the latest moment the backup's deciding change can have happened (its time plus the
+        stream's rounding: a second on AWS, a minute on DynamoDB Local; None: the backup has
+        none): a repair dated before it would be placed before a change it may have
+        followed, and a restore would take that change over the repair (while verify, which
+        compares the newest version, passes). So the clock is waited out (at most a few
+        seconds on AWS). ``DatedAhead`` when ``latest`` is further ahead of DynamoDB's clock
+        than any change can be."""
+        _, floor = self._get_item(key)
         for _ in range(SETTLE_READS):
             if latest is None or latest <= floor:
                 item, _ = self._get_item(key)
