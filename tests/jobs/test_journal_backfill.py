@@ -24,7 +24,7 @@ from dynamo_backups.core.journal import record_of_stream
 from dynamo_backups.core.layout import TableLayout, parse_time
 from dynamo_backups.jobs.backfill import BackfillOptions
 from dynamo_backups.jobs.journal_backfill import JournalBackfill
-from tests.helpers import create_table, kill_when, lambda_records
+from tests.helpers import create_table, kill_when, lambda_records, wait_until
 from tests.jobs.test_journal_compact_restore import (
     base_items,
     base_manifest,
@@ -166,7 +166,12 @@ def test_a_backfill_base_with_the_stream_writing_during_the_scan(
     before = lambda_records(dynamodb, streams, table)
     first = restored_state(dynamodb, table)  # the rows the journal does not have
     with Trigger(dynamodb, streams, table, len(before)) as trigger, Writer(dynamodb, table, 300, 7):
-        time.sleep(1.0)  # the trigger writes before the scan begins
+        # The trigger writes before the scan begins (waited for, not slept: under load a
+        # second was not always enough).
+        wait_until(
+            lambda: s3.list_objects_v2(Bucket=bucket, Prefix=f"{folder}/journal/")["KeyCount"],
+            timeout=60,
+        )
         job = backfill_job(
             dynamodb, s3, bucket, journal_env, table,
             total_segments=4, page_size=7, max_items_per_second=120, resume=False,
