@@ -159,3 +159,20 @@ def test_a_compaction_refuses_a_journal_its_retention_may_have_expired(
     # The default policy keeps it: the same compaction goes ahead.
     s3.put_object(Bucket=bucket, Key=policy_key, Body=json.dumps(RetentionPolicy().to_dict()))
     compact(s3, bucket, folder, history.time(20) + timedelta(seconds=1), partitions=16)
+
+
+@pytest.mark.parametrize("since", ["1e20", "yesterday"])
+def test_a_malformed_journal_since_is_one_clear_error(
+    s3: Any, bucket: str, prefix: str, since: str
+) -> None:
+    """layout.json's ``journal_since`` (written by a conversion) that is not a time: a
+    LayoutError naming the file, never an unexpected OverflowError."""
+    from dynamo_backups.aws.s3objects import BotocoreObjects
+    from dynamo_backups.core.layout import LayoutError, TableLayout
+    from dynamo_backups.jobs.journal_units import retention_clock
+
+    layout = TableLayout.of(prefix, "Folded")
+    manifest = {"layout": "journal", "key_hash": layout.key_hash, "journal_since": since}
+    s3.put_object(Bucket=bucket, Key=layout.manifest_key, Body=json.dumps(manifest).encode())
+    with pytest.raises(LayoutError, match="journal_since"):
+        retention_clock(s3, BotocoreObjects(s3, bucket), layout)

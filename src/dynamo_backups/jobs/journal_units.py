@@ -408,7 +408,7 @@ def retention_clock(s3: Any, objects: Any, layout: TableLayout) -> RetentionCloc
     if began is not None and isinstance(since, str):
         try:
             began = min(began, parse_time(since))
-        except ValueError:
+        except (ValueError, OverflowError):
             raise LayoutError(
                 f"s3://{objects.bucket}/{layout.manifest_key}: {JOURNAL_SINCE} {since!r} is "
                 "not a time"
