@@ -176,3 +176,28 @@ def test_a_malformed_journal_since_is_one_clear_error(
     s3.put_object(Bucket=bucket, Key=layout.manifest_key, Body=json.dumps(manifest).encode())
     with pytest.raises(LayoutError, match="journal_since"):
         retention_clock(s3, BotocoreObjects(s3, bucket), layout)
+
+
+def test_adding_the_key_schema_to_layout_json_keeps_when_the_journal_began(
+    s3: Any, bucket: str, prefix: str
+) -> None:
+    """A journal function installed from the template records layout.json without a key
+    schema; a later backfill or deploy adds it, writing layout.json again. The readers'
+    retention refusal counts from when the journal began, not from that rewrite."""
+    from dynamo_backups.aws.s3objects import BotocoreObjects
+    from dynamo_backups.backup.manifest import ensure_manifest
+    from dynamo_backups.backup.writer import BackupWriter
+    from dynamo_backups.core.layout import TableLayout
+    from dynamo_backups.jobs.journal_units import retention_clock
+
+    layout = TableLayout.of(prefix, "Keyless")
+    writer = BackupWriter(s3, bucket)
+    ensure_manifest(writer, layout, folder_layout="journal")  # as the template's function
+    first = s3.head_object(Bucket=bucket, Key=layout.manifest_key)["LastModified"]
+    time.sleep(2.1)  # S3's times are to the second
+    schema = [{"AttributeName": "pk", "KeyType": "HASH"}]
+    manifest = ensure_manifest(writer, layout, schema, {"pk": "S"}, "journal")
+    assert manifest["key_schema"] == schema
+    assert s3.head_object(Bucket=bucket, Key=layout.manifest_key)["LastModified"] > first
+    clock = retention_clock(s3, BotocoreObjects(s3, bucket), layout)
+    assert clock.began == first

@@ -7,9 +7,11 @@ from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.retry import call_with_retries
+from dynamo_backups.backup.journal_store import JOURNAL_SINCE
 from dynamo_backups.backup.layouts import LAYOUT_ITEMS, check_layout, layout_of, manifest_fields
 from dynamo_backups.backup.reading import READ_POLICY, read_document
 from dynamo_backups.backup.writer import BackupWriter
+from dynamo_backups.core.journal import format_change_time
 from dynamo_backups.core.layout import LayoutError, TableLayout
 
 
@@ -41,7 +43,7 @@ def ensure_manifest(
             if value and not existing.get(name)
         }
         if missing:
-            existing = {**existing, **missing}
+            existing = {**existing, **missing, **_began(writer, layout, existing)}
             writer.put_document(layout.manifest_key, existing)
         return existing
     chosen = folder_layout or LAYOUT_ITEMS
@@ -104,3 +106,18 @@ def key_types_from_description(table: dict[str, Any]) -> dict[str, str]:
         element["AttributeName"]: definitions[element["AttributeName"]]
         for element in table["KeySchema"]
     }
+
+
+def _began(writer: BackupWriter, layout: TableLayout, existing: dict[str, Any]) -> dict[str, Any]:
+    """Before ``layout.json`` is written again: when it was first written, kept as its
+    ``journal_since`` (readers count a journal's retention from it, and the rewrite moves its
+    LastModified later; ``jobs/journal_units.retention_clock``)."""
+    if existing.get(JOURNAL_SINCE):
+        return {}
+    head = call_with_retries(
+        lambda: writer.s3.head_object(Bucket=writer.bucket, Key=layout.manifest_key),
+        READ_POLICY,
+        f"head s3://{writer.bucket}/{layout.manifest_key}",
+    )
+    written = head.get("LastModified")
+    return {JOURNAL_SINCE: format_change_time(written)} if written is not None else {}
