@@ -48,7 +48,6 @@ from dynamo_backups.backup.journal_store import (
     JOURNAL_SINCE,
     JSON_TYPE,
     base_ids,
-    first_piece_hour,
     first_stream_piece,
     put_if_absent,
     read_json,
@@ -488,7 +487,9 @@ class Conversion(BucketClients):
         ``reflects_before``, as the run's first attempt found the journal."""
         assert self.paths is not None and self.job_run is not None
         objects = self.reader()
-        journal_start = first_piece_hour(objects, target.items_prefix)
+        # The stream writer's first piece: a resumed --history run's converted pieces are older.
+        first = first_stream_piece(objects, target.items_prefix)
+        journal_start = first.hour if first is not None else None
         reflects_before = moment if journal_start is None else min(journal_start, moment)
         document = {
             "format": CUTOFF_FORMAT,
@@ -636,11 +637,8 @@ class Conversion(BucketClients):
         result = UnitResult(unit.id)
         states: dict[str, ItemState] = {}
         for one in selected:
-            state = self._state_of(one)
-            if state is None and self._unindexed(one):
-                result.add("unindexed_removals")
-                result.sample("unindexed_removals", f"s3://{self.bucket}/{one.object_key}")
-            elif state is not None:
+            state = self._state_of(one, result)
+            if state is not None:
                 states[object_name(state.keys, plan.target.key_hash)] = state
         context.cancel.check()
         kept = prune_removals(states, plan.late_horizon)
@@ -686,7 +684,7 @@ class Conversion(BucketClients):
         result.add("in_journal", got.in_journal)
         result.add("keyless_removals", got.keyless_removals)
 
-    def _state_of(self, one: Selected) -> ItemState | None:
+    def _state_of(self, one: Selected, result: UnitResult) -> ItemState | None:
         """An item's base state from its selection (None: no change by M, or a removal older
         than the late horizon, which the index does not keep)."""
         assert self.plan is not None
@@ -708,24 +706,15 @@ class Conversion(BucketClients):
             return None
         keys = self._removed_keys(one.object_key, where)
         if keys is None:
-            return None  # ``_unindexed``: reported, not in the index
+            # A removal of an item no version of its object holds (older than the item backup,
+            # never backfilled): its index line would need the key, which only the item's
+            # versions give (the object's name is a digest of it). Left out of the index and
+            # named in the report (docs/journal.md): the base holds no such item, and only a
+            # late change of it older than the removal would not be weighed against it.
+            result.add("unindexed_removals")
+            result.sample("unindexed_removals", where)
+            return None
         return ItemState(keys, None, _order(decision), decision.change_time, EVENT_REMOVE)
-
-    def _unindexed(self, one: Selected) -> bool:
-        """A removal newer than the late horizon of an item no version of its object holds
-        (older than the item backup, never backfilled): its index line would need the key,
-        which only the item's versions give (the object's name is a digest of it). Left out
-        of the index and named in the report (docs/journal.md): the base holds no such
-        item, and only a late change of it older than the removal would not be weighed
-        against the removal."""
-        decision = one.decision
-        return (
-            one.invalid is None
-            and one.item is None
-            and decision is not None
-            and self.plan is not None
-            and decision.change_time >= self.plan.late_horizon
-        )
 
     def _removed_keys(self, object_key: str, where: str) -> Item | None:
         """A removed item's key (its index line needs it): from the newest version of its
