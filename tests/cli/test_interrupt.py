@@ -15,11 +15,15 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from tests.helpers import create_table, scan_all
+from dynamo_backups.backup.writer import BackupWriter
+from dynamo_backups.pipeline.backup_applier import BackupApplier
+from tests.helpers import create_table, lambda_records, scan_all
+from tests.pipeline.test_journal_writes import journal_manifest
 
 pytestmark = pytest.mark.servers
 
@@ -327,3 +331,34 @@ def test_the_resume_line_repeats_the_command_with_resume_once() -> None:
         "dynamo-backups backfill T --bucket 'b c' --resume"
     )
     assert resume_command(["restore", "b", "f", "t", "--resume"]).count("--resume") == 1
+
+
+def test_ctrl_c_stops_a_repair_waiting_for_dynamodbs_clock(
+    aws_env: dict[str, str], dynamodb: Any, streams: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    """verify --repair waits until DynamoDB's clock passes the backup's deciding change (up
+    to a minute: a change can be dated that far ahead). That wait slept through Ctrl-C: the
+    command went on for the rest of it before it stopped."""
+    table = create_table(dynamodb)
+    journal_manifest(s3, bucket, prefix, table, "items")
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "x"}, "v": {"N": "1"}})
+    (record,) = lambda_records(dynamodb, streams, table)
+    record["eventSourceARN"] = record["eventSourceARN"].replace(":ddblocal:", ":us-east-1:")
+    ahead = datetime.now(UTC) + timedelta(seconds=45)  # within the minute a repair waits out
+    record["dynamodb"]["ApproximateCreationDateTime"] = ahead.timestamp()
+    assert not BackupApplier(BackupWriter(s3, bucket), prefix).apply([record]).failures
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "x"}, "v": {"N": "2"}})  # to repair
+    jobs = f"{prefix}/.dynamo-backups/{table}/jobs/verify/"
+    command = cli("verify", table, "--bucket", bucket, "--prefix", prefix, "--repair")
+
+    def waiting() -> bool:  # the other partitions' compare units are recorded
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=jobs)
+        if not any("/units/compare-" in entry["Key"] for entry in listed.get("Contents", [])):
+            return False
+        time.sleep(1)
+        return True
+
+    stopped, took = interrupt_when(command, environment(aws_env), waiting)
+    assert stopped.returncode == 130, stopped.stderr
+    assert took < STOP_WITHIN, f"took {took:.1f} s to stop\n{stopped.stderr}"
+    assert "Traceback" not in stopped.stderr

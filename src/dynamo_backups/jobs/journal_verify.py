@@ -231,7 +231,7 @@ class JournalVerify(Verify):
             result.sample(kind, dumps_item(key).decode())
             if self.repair:
                 order = state.order if state is not None else None
-                read = self._repair_read(key, order.latest_time if order else None)
+                read = self._repair_read(key, order.latest_time if order else None, context.cancel)
                 if read is None:
                     result.add("repair_failed")
                     continue

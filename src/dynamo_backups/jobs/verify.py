@@ -36,6 +36,7 @@ from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.reader import BackupItems, Selected
 from dynamo_backups.backup.reading import iter_current_objects
 from dynamo_backups.backup.writer import BackupWriter
+from dynamo_backups.core.cancel import CancelToken
 from dynamo_backups.core.ddbjson import (
     InvalidDynamoJSON,
     Item,
@@ -334,18 +335,18 @@ class Verify:
             result.add("objects_in_backup")
             entry = table_side.pop(name, None)
             if entry is None:
-                self._recheck_extra(listed["Key"], result)
+                self._recheck_extra(listed["Key"], result, context.cancel)
                 continue
             digest, body_md5, key_text = entry
             if listed.get("ETag", "").strip('"') == body_md5:
                 continue
             body = self._read(listed["Key"])
             if body is None or _digest_of(body) != digest:
-                self._recheck(json.loads(key_text), result)
+                self._recheck(json.loads(key_text), result, context.cancel)
         for name, others in aliases.by_own_name.items():
-            self._compare_merged(name, others, table_side.pop(name, None), result)
+            self._compare_merged(name, others, table_side.pop(name, None), result, context.cancel)
         for _, _, key_text in table_side.values():
-            self._recheck(json.loads(key_text), result)
+            self._recheck(json.loads(key_text), result, context.cancel)
 
     def _compare_merged(
         self,
@@ -353,6 +354,7 @@ class Verify:
         others: list[str],
         table_entry: tuple[str, str, str] | None,
         result: UnitResult,
+        cancel: CancelToken,
     ) -> None:
         """An item whose history is under several names: its merged latest state."""
         backup_item = self._backup_items().select_names([name, *others]).item
@@ -370,7 +372,7 @@ class Verify:
             key = json.loads(table_entry[2])
         else:
             key = extract_key(backup_item or {}, self.key_names)
-        self._recheck(key, result)
+        self._recheck(key, result, cancel)
 
     def _backup_items(self) -> BackupItems:
         return BackupItems(
@@ -400,7 +402,7 @@ class Verify:
             raise
         return body or None
 
-    def _recheck(self, key: dict[str, Any], result: UnitResult) -> None:
+    def _recheck(self, key: dict[str, Any], result: UnitResult, cancel: CancelToken) -> None:
         """Read both sides again; count (and repair) only what still differs."""
         object_key = self.layout.item_object_key(key)
         # The backup's current version, looked at before the table is read: a repair is
@@ -421,7 +423,7 @@ class Verify:
         result.sample(kind, dumps_item(key).decode())
         if self.repair:
             deciding = selected.decision
-            read = self._repair_read(key, deciding.latest_time if deciding else None)
+            read = self._repair_read(key, deciding.latest_time if deciding else None, cancel)
             if read is None:
                 result.add("repair_failed")
                 return
@@ -431,17 +433,19 @@ class Verify:
             )
 
     def _repair_read(
-        self, key: Item, latest: datetime | None
+        self, key: Item, latest: datetime | None, cancel: CancelToken
     ) -> tuple[Item | None, datetime] | None:
         """``_read_after``, or None (with a ``warning:`` line naming the item) when the
         backup's deciding change is dated too far ahead to wait for: not repaired."""
         try:
-            return self._read_after(key, latest)
+            return self._read_after(key, latest, cancel)
         except DatedAhead as ahead:
             logger.warning("%s", ahead)
             return None
 
-    def _read_after(self, key: Item, latest: datetime | None) -> tuple[Item | None, datetime]:
+    def _read_after(
+        self, key: Item, latest: datetime | None, cancel: CancelToken
+    ) -> tuple[Item | None, datetime]:
         """The table's item read again for a repair, and the moment it is dated by: the
         ``Date`` of a GetItem answered just before the read (a probe of DynamoDB's clock),
         never the read's own answer, which comes after the read, nor an earlier compare's
@@ -467,14 +471,14 @@ class Verify:
                     "DynamoDB's clock (a record dated by a clock that runs ahead?); run "
                     "verify --repair again after that moment"
                 )
-            time.sleep(ahead.total_seconds() + 0.1)
+            cancel.sleep(ahead.total_seconds() + 0.1)  # up to a minute: Ctrl-C must not wait
             _, floor = self._get_item(key)
         raise RuntimeError(
             f"DynamoDB's clock did not pass {latest.isoformat()} in {SETTLE_READS} reads of "
             f"{dumps_item(key).decode()} from {self.layout.table}"
         )
 
-    def _recheck_extra(self, object_key: str, result: UnitResult) -> None:
+    def _recheck_extra(self, object_key: str, result: UnitResult, cancel: CancelToken) -> None:
         body = self._read(object_key)
         if body is None:
             return
@@ -484,7 +488,7 @@ class Verify:
             result.add("different")
             result.sample("different", f"{object_key}: {error}")
             return
-        self._recheck(key, result)
+        self._recheck(key, result, cancel)
 
     def _get_item(self, key: dict[str, Any]) -> tuple[dict[str, Any] | None, datetime]:
         """The item as the table holds it now, and when DynamoDB read it (its clock)."""
