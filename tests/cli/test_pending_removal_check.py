@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -138,3 +139,50 @@ def test_a_new_run_over_a_pending_check_keeps_its_moment_and_a_later_check_cover
     checked = invoke("restore", bucket, folder, f"{table}-c")
     assert checked.exit_code == 0, checked.output
     assert scan_all(dynamodb, f"{table}-c") == scan_all(dynamodb, table)
+
+
+def test_a_read_as_of_a_moment_before_the_first_complete_backfill_ended_is_warned(
+    aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    """Rows the table held before its stream began have a version only from the moment the
+    backfill read them: a restore --at before that finds a part of the table, and said
+    nothing (exit 0, fewer rows). Now it warns, naming the backfill and when it ended; a
+    backfill of some segments only makes no moment whole, and a moment after the first
+    complete one is read without a word."""
+    table = create_table(dynamodb, view_type=None)
+    for index in range(20):
+        dynamodb.put_item(TableName=table, Item={"pk": {"S": f"k{index}"}})
+    folder, where = f"{prefix}/{table}", f"s3://{bucket}/{prefix}/{table}/"
+    half = ["--bucket", bucket, "--prefix", prefix, "--total-segments", "2"]
+    assert invoke("backfill", table, "--segment", "0", *half).exit_code == 0
+    between = datetime.now(UTC)  # half the table copied
+    partial = invoke("restore", bucket, folder, f"{table}-half", "--at", between.isoformat())
+    assert partial.exit_code == 0 and "warning:" not in partial.output, partial.output
+    copied = len(scan_all(dynamodb, f"{table}-half"))
+    assert 0 < copied < 20
+
+    assert invoke("backfill", table, "--segment", "1", *half).exit_code == 0
+    warned = invoke("restore", bucket, folder, f"{table}-early", "--at", between.isoformat())
+    assert warned.exit_code == 0, warned.output
+    assert len(scan_all(dynamodb, f"{table}-early")) == copied  # still a part of the table
+    (line,) = [line for line in warned.output.splitlines() if line.startswith("warning:")]
+    assert where in line and "before the first complete backfill (backfill-segment-" in line
+    snapshot = ["--to", f"s3://{bucket}/exports/{table}", "--at", between.isoformat()]
+    exported = invoke("snapshot", bucket, folder, *snapshot)
+    assert "before the first complete backfill" in exported.output, exported.output
+
+    time.sleep(3.5)  # past the backfill's end and the clocks' allowance
+    later = datetime.now(UTC).isoformat()
+    whole = invoke("restore", bucket, folder, f"{table}-whole", "--at", later)
+    assert whole.exit_code == 0 and "warning:" not in whole.output, whole.output
+    assert scan_all(dynamodb, f"{table}-whole") == scan_all(dynamodb, table)
+
+    # A conversion's base claims the whole table at its moment: refused, not warned.
+    journal = f"{prefix}-journal/{table}"
+    converted = invoke("convert", bucket, folder, journal, "--at", between.isoformat())
+    assert converted.exit_code == 2, converted.output
+    (line,) = [line for line in converted.output.splitlines() if line.startswith("error:")]
+    assert where in line and "--allow-incomplete-backfill" in line
+    assert not s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}-journal/").get("KeyCount")
+    told = ["--at", between.isoformat(), "--allow-incomplete-backfill"]
+    assert invoke("convert", bucket, folder, journal, *told).exit_code == 0

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ from dynamo_backups.core.pitr import CLOCK_ALLOWANCE
 logger = logging.getLogger("dynamo_backups.backup.removal_check")
 
 WHOLE_TABLE_JOB = "backfill"
+_SEGMENT_JOB = "backfill-segment-"
+_SEGMENT_NAME = re.compile(r"backfill-segment-(\d+)-of-(\d+)")
 MARKER_STEM = "removals-check"
 # The marker's condition did not hold: it was written since it was read. (A 409 is no verdict.)
 _REFUSED_CODES = PRECONDITION_CODES - CONDITIONAL_CONFLICT_CODES
@@ -109,6 +112,22 @@ class PendingRemovalCheck:
 
 def read_marker(s3: Any, bucket: str, key: str) -> PendingRemovalCheck | None:
     """The marker at ``key`` when it is pending, dated by its earliest pending moment."""
+    found = _read_marker(s3, bucket, key)
+    return found if isinstance(found, PendingRemovalCheck) else None
+
+
+@dataclass(frozen=True)
+class CompletedBackfill:
+    """A backfill run whose removal check ran in full: every read of it was made before
+    ``checked`` (the done marker's LastModified, by S3's clock)."""
+
+    key: str
+    job: str
+    checked: datetime
+
+
+def _read_marker(s3: Any, bucket: str, key: str) -> PendingRemovalCheck | CompletedBackfill | None:
+    """The marker at ``key``: pending, done, or None (not there)."""
 
     def read() -> tuple[bytes, datetime, str] | None:
         try:
@@ -124,11 +143,19 @@ def read_marker(s3: Any, bucket: str, key: str) -> PendingRemovalCheck | None:
         return None
     document = json.loads(found[0])
     if not document.get("pending"):
-        return None
+        return CompletedBackfill(key, _job_named(key, document), found[1])
     since = found[1]
     if document.get("pending_since"):  # carried over from an earlier attempt of the run
         since = min(since, parse_time(str(document["pending_since"])))
     return PendingRemovalCheck(key, since, document, found[2])
+
+
+def _job_named(key: str, document: Mapping[str, Any]) -> str:
+    """A done marker's job: its document's, or (per-job format) its file name's."""
+    if document.get("job"):
+        return str(document["job"])
+    name = key.rsplit("/", 1)[-1].removesuffix(".json")
+    return name.removeprefix(f"{MARKER_STEM}-") if name != MARKER_STEM else WHOLE_TABLE_JOB
 
 
 @dataclass(frozen=True)
@@ -266,8 +293,17 @@ class IncompleteBackfillError(LayoutError):
 
 def pending_removal_checks(s3: Any, bucket: str, layout: TableLayout) -> list[PendingRemovalCheck]:
     """Every backfill run of the folder whose removal check is pending, oldest first."""
+    return removal_check_markers(s3, bucket, layout)[0]
+
+
+def removal_check_markers(
+    s3: Any, bucket: str, layout: TableLayout
+) -> tuple[list[PendingRemovalCheck], list[CompletedBackfill]]:
+    """Every backfill run of the folder: those whose removal check is pending (oldest
+    first), and those whose check ran in full."""
     folder = removals_check_folder(layout)
-    found: list[PendingRemovalCheck] = []
+    pending: list[PendingRemovalCheck] = []
+    completed: list[CompletedBackfill] = []
     token: str | None = None
     while True:
         arguments = {"Bucket": bucket, "Prefix": folder + MARKER_STEM}
@@ -280,11 +316,34 @@ def pending_removal_checks(s3: Any, bucket: str, layout: TableLayout) -> list[Pe
         )
         for listed in page.get("Contents", []):
             if listed["Key"].endswith(".json"):
-                marker = read_marker(s3, bucket, listed["Key"])
-                found += [marker] if marker is not None else []
+                marker = _read_marker(s3, bucket, listed["Key"])
+                if isinstance(marker, PendingRemovalCheck):
+                    pending.append(marker)
+                elif marker is not None:
+                    completed.append(marker)
         token = page.get("NextContinuationToken")
         if not page.get("IsTruncated") or not token:
-            return sorted(found, key=lambda check: check.since)
+            return sorted(pending, key=lambda check: check.since), completed
+
+
+def whole_since(completed: list[CompletedBackfill]) -> CompletedBackfill | None:
+    """The first completed backfill of the whole table (a scan of it all, an export, or
+    every segment of one ``--total-segments``): from when it ended, every item the table
+    held when it began has a version; before, an item it read later may have none. None:
+    no backfill completed (a folder whose stream began with the table needs none)."""
+    whole = [done for done in completed if not done.job.startswith(_SEGMENT_JOB)]
+    segments: dict[int, dict[int, CompletedBackfill]] = {}
+    for done in completed:
+        found = _SEGMENT_NAME.fullmatch(done.job)
+        if found:
+            index, total = int(found.group(1)), int(found.group(2))
+            earlier = segments.setdefault(total, {}).get(index)
+            if earlier is None or done.checked < earlier.checked:
+                segments[total][index] = done
+    for total, done_segments in segments.items():
+        if len(done_segments) == total:  # the last of them ended the whole scan
+            whole.append(max(done_segments.values(), key=lambda done: done.checked))
+    return min(whole, key=lambda done: done.checked, default=None)
 
 
 def affecting(checks: list[PendingRemovalCheck], at: datetime | None) -> list[PendingRemovalCheck]:

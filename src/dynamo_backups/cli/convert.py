@@ -7,6 +7,7 @@ from datetime import datetime
 
 import click
 
+from dynamo_backups.backup.folder import open_backup_path
 from dynamo_backups.cli.common import (
     EXIT_FAILED,
     TIME,
@@ -19,6 +20,10 @@ from dynamo_backups.cli.common import (
     reports_errors,
 )
 from dynamo_backups.cli.inputs import BUCKET, TABLE_FOLDER
+from dynamo_backups.cli.pending_check import (
+    allow_incomplete_backfill_option,
+    require_checked_backfill,
+)
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.core.journal import JournalError
 from dynamo_backups.jobs.convert import Conversion, ConvertError, ConvertOptions, ConvertReport
@@ -49,6 +54,7 @@ from dynamo_backups.jobs.convert import Conversion, ConvertError, ConvertOptions
     show_default=True,
     help="Parallel object reads per unit.",
 )
+@allow_incomplete_backfill_option
 @engine_options
 @partitions_option(16)
 @pass_invocation
@@ -64,6 +70,7 @@ def convert(
     engine: EngineChoice,
     resume: bool,
     partitions: int,
+    allow_incomplete_backfill: bool,
 ) -> None:
     """Write the item-layout folder ITEM_FOLDER's state as a base of the journal folder
     JOURNAL_FOLDER.
@@ -87,6 +94,9 @@ def convert(
     """
     aws = invocation.aws
     s3 = aws.client("s3", pool=read_concurrency)
+    folder = open_backup_path(s3, bucket, item_folder)  # "no backup at ...", first
+    # The base claims the whole table as of its moment: not one a backfill had half copied.
+    require_checked_backfill(s3, folder, at, allow_incomplete_backfill, whole=True)
     options = ConvertOptions(
         at=at,
         partitions=partitions,

@@ -14,13 +14,17 @@ import click
 
 from dynamo_backups.backup.folder import BackupFolder
 from dynamo_backups.backup.removal_check import (
+    CompletedBackfill,
     IncompleteBackfillError,
     PendingRemovalCheck,
     affecting,
     describe_pending,
-    pending_removal_checks,
+    removal_check_markers,
+    whole_since,
 )
 from dynamo_backups.core.keys import DEFAULT_KEY_HASH
+from dynamo_backups.core.layout import format_time
+from dynamo_backups.core.pitr import CLOCK_ALLOWANCE
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,16 +35,22 @@ def allow_incomplete_backfill_option(command: F) -> F:
         is_flag=True,
         help="Read the backup even while a backfill's check of its writes against deletions "
         "is pending (it is running, or was stopped or killed): rows the table deleted may "
-        "come back. Without it such a read is refused (exit 2).",
+        "come back. Without it such a read is refused (exit 2), as is a conversion at a "
+        "moment before the first complete backfill ended.",
     )(command)
 
 
 def require_checked_backfill(
-    s3: Any, folder: BackupFolder, at: datetime | None, allow: bool
+    s3: Any, folder: BackupFolder, at: datetime | None, allow: bool, whole: bool = False
 ) -> None:
     """Refuse (exit 2) to read ``folder`` as of ``at`` (None: latest) while a backfill's
-    removal check that could change what it finds is pending; with ``allow``, warn."""
-    pending = affecting(pending_removal_checks(s3, folder.bucket, folder.layout), at)
+    removal check that could change what it finds is pending; with ``allow``, warn. A moment
+    before the first complete backfill ended is warned of; with ``whole`` (a reader whose
+    result claims the whole table, as a conversion's base does) refused unless ``allow``."""
+    pending, completed = removal_check_markers(s3, folder.bucket, folder.layout)
+    pending = affecting(pending, at)
+    if at is not None:
+        before_backfill_ended(folder, at, whole_since(completed), whole and not allow)
     if not pending:
         return
     resumes = [resume_command(folder, check) for check in pending]
@@ -50,6 +60,29 @@ def require_checked_backfill(
             f"{message}; --allow-incomplete-backfill reads it as it is", pending
         )
     click.echo(f"warning: {message}; read as it is (--allow-incomplete-backfill)", err=True)
+
+
+def before_backfill_ended(
+    folder: BackupFolder, at: datetime, backfill: CompletedBackfill | None, refuse: bool
+) -> None:
+    """A read as of a moment before the folder's first complete backfill ended may lack rows
+    the table held then: those the backfill read after the moment (and no change since) have
+    no version before it. A folder whose stream began with the table lacks none, which the
+    backup cannot tell: a warning, or with ``refuse`` an error (exit 2)."""
+    if backfill is None or at >= backfill.checked + CLOCK_ALLOWANCE:
+        return
+    message = (
+        f"{folder.where}: {format_time(at)} is before the first complete backfill "
+        f"({backfill.job}) ended ({format_time(backfill.checked)}): rows it copied after that "
+        "moment are missing from this read, unless the stream recorded them earlier"
+    )
+    if refuse:
+        raise IncompleteBackfillError(
+            f"{message}; choose a later moment, or --allow-incomplete-backfill reads it as it "
+            "is (when the stream was on since the table was created)",
+            [],
+        )
+    click.echo(f"warning: {message}", err=True)
 
 
 def resume_command(folder: BackupFolder, check: PendingRemovalCheck) -> str:
