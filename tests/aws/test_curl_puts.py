@@ -7,12 +7,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import sys
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from botocore.credentials import Credentials
+from botocore.exceptions import CredentialRetrievalError
 from click.testing import CliRunner
 
 from dynamo_backups.aws import curl_puts, curl_reads
@@ -279,3 +281,33 @@ def test_conditional_puts_into_an_object_lock_bucket(moto_session: str) -> None:
         head = s3.head_object(Bucket=bucket, Key=key, VersionId=attempt.version)
         assert head["ObjectLockMode"] == "GOVERNANCE"
         assert head["Metadata"] == METADATA.to_s3()
+
+
+class _FlakyForCurl:
+    """Credentials whose refresh fails once, the first time libcurl's path asks for them."""
+
+    def __init__(self) -> None:
+        self.failed = False
+
+    def get_frozen_credentials(self) -> Credentials:
+        asker = sys._getframe(1).f_code.co_filename
+        if not self.failed and asker.endswith("curl_reads.py"):
+            self.failed = True
+            raise CredentialRetrievalError(provider="assume-role", error_msg="Throttling")
+        return CREDENTIALS
+
+
+@pytest.mark.servers
+def test_a_failed_credentials_refresh_leaves_the_put_to_the_ordinary_path(
+    seaweedfs: Any, s3: Any, bucket: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credentials = _FlakyForCurl()
+    writer = BackupWriter(s3, bucket, objects=FastObjects(s3, bucket, credentials))
+    puts = writer.item_puts(1)
+    assert puts is not None
+    attempts = puts.put_items_if_absent([(f"{prefix}/a", b"{}"), (f"{prefix}/b", b"{}")], METADATA)
+    puts.close()
+    assert credentials.failed
+    assert attempts[0] == FirstAttempt(False) and attempts[1].settled and attempts[1].version
+    monkeypatch.setenv("DYNAMO_BACKUPS_CURL_PUTS", "off")
+    assert writer.item_puts(1) is None  # the documented switch
