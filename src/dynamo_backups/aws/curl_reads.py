@@ -61,12 +61,13 @@ def plain(text: str) -> bool:
     return not any(segment in (".", "..") for segment in text.split("/"))
 
 
-class CurlGets:
-    """GETs of object versions, ``in_flight`` at a time, driven by the calling thread.
+class CurlRequests:
+    """A CurlMulti with ``in_flight`` easy handles, driven by the thread that uses it: the
+    signing (libcurl's SigV4, the credentials asked of boto3 again every minute), TLS,
+    timeouts and the give-up count that ``CurlGets`` and ``curl_puts.CurlPuts`` share.
+    Not thread-safe: one thread uses it."""
 
-    ``start`` queues a read; ``finished`` sends what it can and returns the reads that ended,
-    each with its body and user metadata (named as ``FastObjects.read_object`` names them),
-    or None: read it the ordinary way. Not thread-safe: one thread uses it."""
+    what = "requests"  # for the log line when it gives up
 
     def __init__(
         self,
@@ -91,14 +92,9 @@ class CurlGets:
         self._total_ms = int((connect_timeout + read_timeout) * 1000)
         self._multi = pycurl.CurlMulti()
         self._idle = [self._easy() for _ in range(max(1, in_flight))]
-        self._waiting: deque[tuple[Hashable, str, str, int]] = deque()  # size -1: a HEAD
         self._running = 0
         self.failures = 0
         self.enabled = True
-
-    def __len__(self) -> int:
-        """Reads started and not yet returned by ``finished``."""
-        return self._running + len(self._waiting)
 
     def _easy(self) -> Any:
         handle = pycurl.Curl()
@@ -115,6 +111,51 @@ class CurlGets:
             for option, path in _trusted(self._ca_bundle):
                 handle.setopt(option, path)
         return handle
+
+    def _credentials(self) -> tuple[str, list[str]]:
+        now = time.monotonic()
+        if now - self._credentials_read >= _CREDENTIALS_TTL:
+            frozen = self._credentials_source.get_frozen_credentials()
+            headers = [f"x-amz-security-token: {frozen.token}"] if frozen.token else []
+            self._auth = (f"{frozen.access_key}:{frozen.secret_key}", headers)
+            self._credentials_read = now
+        return self._auth
+
+    def _perform(self) -> None:
+        while True:
+            code, _ = self._multi.perform()
+            if code != pycurl.E_CALL_MULTI_PERFORM:
+                return
+
+    def _failed(self) -> None:
+        self.failures += 1
+        if self.failures >= FAILURES_TO_GIVE_UP and self.enabled:
+            logger.info("%s stopped after %d failures", self.what, self.failures)
+            self.enabled = False
+
+    def close(self) -> None:
+        for handle in self._idle:
+            handle.close()
+        self._idle = []
+        self._multi.close()
+
+
+class CurlGets(CurlRequests):
+    """GETs of object versions, ``in_flight`` at a time, driven by the calling thread.
+
+    ``start`` queues a read; ``finished`` sends what it can and returns the reads that ended,
+    each with its body and user metadata (named as ``FastObjects.read_object`` names them),
+    or None: read it the ordinary way. Not thread-safe: one thread uses it."""
+
+    what = "reads ahead"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._waiting: deque[tuple[Hashable, str, str, int, str]] = deque()  # size -1: a HEAD
+
+    def __len__(self) -> int:
+        """Reads started and not yet returned by ``finished``."""
+        return self._running + len(self._waiting)
 
     def start(
         self,
@@ -133,15 +174,6 @@ class CurlGets:
         listed = (etag or "").strip('"')
         self._waiting.append((tag, key, version_id, -1 if head else size, listed))
         return True
-
-    def _credentials(self) -> tuple[str, list[str]]:
-        now = time.monotonic()
-        if now - self._credentials_read >= _CREDENTIALS_TTL:
-            frozen = self._credentials_source.get_frozen_credentials()
-            headers = [f"x-amz-security-token: {frozen.token}"] if frozen.token else []
-            self._auth = (f"{frozen.access_key}:{frozen.secret_key}", headers)
-            self._credentials_read = now
-        return self._auth
 
     def _send_waiting(self, ended: list[tuple[Hashable, Result | None]]) -> None:
         while self._waiting and self._idle:
@@ -188,12 +220,6 @@ class CurlGets:
             self._multi.select(max(0.0, min(0.05, deadline - time.monotonic())))
         return ended
 
-    def _perform(self) -> None:
-        while True:
-            code, _ = self._multi.perform()
-            if code != pycurl.E_CALL_MULTI_PERFORM:
-                return
-
     def _collect(self, ended: list[tuple[Hashable, Result | None]]) -> None:
         while True:
             left, done, failed = self._multi.info_read()
@@ -218,18 +244,6 @@ class CurlGets:
         if status != 404:  # a version gone since it was listed is no sign of trouble
             self._failed()
         return read.tag, None
-
-    def _failed(self) -> None:
-        self.failures += 1
-        if self.failures >= FAILURES_TO_GIVE_UP and self.enabled:
-            logger.info("reading ahead stopped after %d failed reads", self.failures)
-            self.enabled = False
-
-    def close(self) -> None:
-        for handle in self._idle:
-            handle.close()
-        self._idle = []
-        self._multi.close()
 
 
 class _Read:

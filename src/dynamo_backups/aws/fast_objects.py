@@ -228,6 +228,7 @@ class FastObjects:
         self._lock = threading.Lock()
         self.target = s3_target(s3, bucket)
         self._stores = self._stores_for(self.target)
+        self._put_failures: Any = None  # curl_puts.RunFailures, once conditional_puts is used
 
     # --- the store ---------------------------------------------------------------------------
 
@@ -395,6 +396,37 @@ class FastObjects:
             still_current=lambda: self.target is target,
         )
 
+    def conditional_puts(self, in_flight: int) -> Any:
+        """First attempts of many conditional puts (``If-None-Match: *``) in flight from one
+        thread (``curl_puts.CurlPuts``), for one thread's use; None where that path does not
+        apply: pycurl missing, a proxy configured, a checksum other than the one it sends,
+        turned off by DYNAMO_BACKUPS_CURL_PUTS=off, or given up for this bucket after
+        failures. The caller puts again through ``put_object`` what got no answer."""
+        if self.settings.proxies or not curl_puts_enabled() or CHECKSUM_ALGORITHM != "SHA256":
+            return None
+        # Imported here: the Lambda handler, which never backfills, does not load pycurl.
+        from dynamo_backups.aws import curl_puts, curl_reads
+
+        if not curl_reads.available():
+            return None
+        with self._lock:
+            if self._put_failures is None:
+                self._put_failures = curl_puts.RunFailures()
+            failures = self._put_failures
+        if failures.exhausted:
+            return None
+        target = self.target
+        return curl_puts.CurlPuts(
+            target,
+            self._credentials_source,
+            in_flight,
+            ca_bundle=self.settings.ca_bundle,
+            connect_timeout=self.settings.connect_timeout,
+            read_timeout=self.settings.read_timeout,
+            still_current=lambda: self.target is target,
+            run_failures=failures,
+        )
+
     def head_object(self, key: str, version_id: str | None = None) -> dict[str, str]:
         """User metadata of a version, without its body (a HEAD request)."""
         options: dict[str, Any] = {"head": True}
@@ -434,6 +466,15 @@ READ_AHEAD_VARIABLE = "DYNAMO_BACKUPS_READ_AHEAD"
 def read_ahead_enabled() -> bool:
     """False when DYNAMO_BACKUPS_READ_AHEAD=off: every read through obstore, one per thread."""
     return os.environ.get(READ_AHEAD_VARIABLE, "").strip().lower() not in ("off", "0", "no")
+
+
+CURL_PUTS_VARIABLE = "DYNAMO_BACKUPS_CURL_PUTS"
+
+
+def curl_puts_enabled() -> bool:
+    """False when DYNAMO_BACKUPS_CURL_PUTS=off: backfill's puts through obstore, one per
+    thread of its pool."""
+    return os.environ.get(CURL_PUTS_VARIABLE, "").strip().lower() not in ("off", "0", "no")
 
 
 def user_metadata(attributes: Mapping[str, Any]) -> dict[str, str]:

@@ -7,9 +7,9 @@ write goes through the retry policy. The one copy of each; everything that write
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from dynamo_backups.aws.errors import (
     CONDITIONAL_CONFLICT_CODES,
@@ -98,6 +98,14 @@ class BackupWriter:
                 return None
             raise
         return version or ""
+
+    def item_puts(self, in_flight: int) -> ItemPuts | None:
+        """First attempts of ``put_item_if_absent`` for many items at once from the calling
+        thread (``aws.curl_puts.CurlPuts``), where the transport offers them; None where it
+        does not (put each item with ``put_item_if_absent``)."""
+        make = getattr(self.objects, "conditional_puts", None)
+        puts = make(in_flight) if make is not None else None
+        return ItemPuts(puts) if puts is not None else None
 
     def remove_item(
         self, object_key: str, metadata: VersionMetadata, deadline: float | None = None
@@ -319,6 +327,67 @@ class BackupWriter:
             ),
             None,
         )
+
+
+class ConditionalPuts(Protocol):
+    """Many conditional puts (``If-None-Match: *``) in flight from one thread, one attempt
+    each (``aws.curl_puts.CurlPuts``): each put's (status, version id), 200 or 412, or None."""
+
+    def put_all(
+        self, puts: Sequence[tuple[str, bytes, str, Mapping[str, str]]]
+    ) -> list[tuple[int, str] | None]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class FirstAttempt:
+    """What one item's first attempt settled: when ``settled``, ``version`` is what
+    ``put_item_if_absent`` would have returned (the version id, "" without versioning, None
+    when something is already there); when not, put it with ``put_item_if_absent``."""
+
+    settled: bool
+    version: str | None = None
+
+
+NOT_SETTLED = FirstAttempt(False)
+ALREADY_THERE = FirstAttempt(True, None)
+_WRITTEN, _PRECONDITION_FAILED = 200, 412
+
+
+class ItemPuts:
+    """First attempts of ``put_item_if_absent`` for many items, from one thread: the same
+    request (content type, metadata, condition), sent once. What it does not settle (any
+    answer but 200 or 412, a failed connection, a key it cannot send) is put again with
+    ``put_item_if_absent``, its retries and its errors; a put that landed but whose answer was
+    lost then meets itself (412) and counts as already there, as a retry of that path does."""
+
+    def __init__(self, puts: ConditionalPuts) -> None:
+        self._puts = puts
+
+    def put_items_if_absent(
+        self, items: Sequence[tuple[str, bytes]], metadata: VersionMetadata
+    ) -> list[FirstAttempt]:
+        """``items``: (object key, body); one ``FirstAttempt`` each, in order."""
+        fields = metadata.to_s3()
+        answers = self._puts.put_all(
+            [(object_key, body, ITEM_CONTENT_TYPE, fields) for object_key, body in items]
+        )
+        return [_first_attempt(answer) for answer in answers]
+
+    def close(self) -> None:
+        self._puts.close()
+
+
+def _first_attempt(answer: tuple[int, str] | None) -> FirstAttempt:
+    if answer is None:
+        return NOT_SETTLED
+    status, version = answer
+    if status == _WRITTEN:
+        return FirstAttempt(True, version)
+    if status == _PRECONDITION_FAILED:
+        return ALREADY_THERE
+    return NOT_SETTLED
 
 
 CONFIRM_ATTEMPTS = 10
