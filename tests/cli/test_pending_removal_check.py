@@ -95,6 +95,12 @@ def test_readers_refuse_a_folder_whose_backfill_check_is_pending_until_it_is_com
     # held no item then, which the restore says on its own).
     earlier = invoke("restore", bucket, folder, f"{table}-before", "--at", before.isoformat())
     assert "the backup held no item at" in earlier.output, earlier.output
+    # A conversion's base at that moment would claim the whole table, which no backfill has
+    # copied yet (the one begun later has not ended): refused.
+    journal = f"{prefix}-journal/{table}"
+    early = invoke("convert", bucket, folder, journal, "--at", before.isoformat())
+    assert early.exit_code == 2, early.output
+    assert "no backfill has copied the whole table" in early.output
 
     # Told to, a restore reads the folder as it is, with a warning.
     allowed = invoke("restore", bucket, folder, f"{table}-as-is", "--allow-incomplete-backfill")
@@ -141,14 +147,14 @@ def test_a_new_run_over_a_pending_check_keeps_its_moment_and_a_later_check_cover
     assert scan_all(dynamodb, f"{table}-c") == scan_all(dynamodb, table)
 
 
-def test_a_read_as_of_a_moment_before_the_first_complete_backfill_ended_is_warned(
+def test_a_read_of_part_of_the_table_a_backfill_copied_is_warned_and_not_converted(
     aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
 ) -> None:
     """Rows the table held before its stream began have a version only from the moment the
     backfill read them: a restore --at before that finds a part of the table, and said
-    nothing (exit 0, fewer rows). Now it warns, naming the backfill and when it ended; a
-    backfill of some segments only makes no moment whole, and a moment after the first
-    complete one is read without a word."""
+    nothing (exit 0, fewer rows). Now it warns: while only some segments were copied, that no
+    backfill copied the whole table; then, for a moment before the first backfill that did
+    ended, naming it. A moment after it is read without a word."""
     table = create_table(dynamodb, view_type=None)
     for index in range(20):
         dynamodb.put_item(TableName=table, Item={"pk": {"S": f"k{index}"}})
@@ -157,7 +163,9 @@ def test_a_read_as_of_a_moment_before_the_first_complete_backfill_ended_is_warne
     assert invoke("backfill", table, "--segment", "0", *half).exit_code == 0
     between = datetime.now(UTC)  # half the table copied
     partial = invoke("restore", bucket, folder, f"{table}-half", "--at", between.isoformat())
-    assert partial.exit_code == 0 and "warning:" not in partial.output, partial.output
+    assert partial.exit_code == 0, partial.output
+    (line,) = [line for line in partial.output.splitlines() if line.startswith("warning:")]
+    assert where in line and "no backfill has copied the whole table" in line
     copied = len(scan_all(dynamodb, f"{table}-half"))
     assert 0 < copied < 20
 
@@ -166,10 +174,11 @@ def test_a_read_as_of_a_moment_before_the_first_complete_backfill_ended_is_warne
     assert warned.exit_code == 0, warned.output
     assert len(scan_all(dynamodb, f"{table}-early")) == copied  # still a part of the table
     (line,) = [line for line in warned.output.splitlines() if line.startswith("warning:")]
-    assert where in line and "before the first complete backfill (backfill-segment-" in line
+    assert where in line and "before the first backfill that copied the whole table" in line
+    assert "(backfill-segment-" in line
     snapshot = ["--to", f"s3://{bucket}/exports/{table}", "--at", between.isoformat()]
     exported = invoke("snapshot", bucket, folder, *snapshot)
-    assert "before the first complete backfill" in exported.output, exported.output
+    assert "before the first backfill that copied the whole" in exported.output, exported.output
 
     time.sleep(3.5)  # past the backfill's end and the clocks' allowance
     later = datetime.now(UTC).isoformat()

@@ -63,6 +63,10 @@ logger = logging.getLogger("dynamo_backups.backup.removal_check")
 WHOLE_TABLE_JOB = "backfill"
 _SEGMENT_JOB = "backfill-segment-"
 _SEGMENT_NAME = re.compile(r"backfill-segment-(\d+)-of-(\d+)")
+# A done marker's fields: whether its run copied every row of its job, and the one moment
+# its copies are dated by (an export's).
+COPIED_WHOLE = "copied_whole"
+WHOLE_FROM = "whole_from"
 MARKER_STEM = "removals-check"
 # The marker's condition did not hold: it was written since it was read. (A 409 is no verdict.)
 _REFUSED_CODES = PRECONDITION_CODES - CONDITIONAL_CONFLICT_CODES
@@ -119,11 +123,15 @@ def read_marker(s3: Any, bucket: str, key: str) -> PendingRemovalCheck | None:
 @dataclass(frozen=True)
 class CompletedBackfill:
     """A backfill run whose removal check ran in full: every read of it was made before
-    ``checked`` (the done marker's LastModified, by S3's clock)."""
+    ``checked`` (the done marker's LastModified, by S3's clock, or the one moment its copies
+    are dated by: an export's). ``copied_whole``: whether the run copied every row of its
+    job (None: its marker does not say: written by an older version, or marked done by
+    another run's check)."""
 
     key: str
     job: str
     checked: datetime
+    copied_whole: bool | None = None
 
 
 def _read_marker(s3: Any, bucket: str, key: str) -> PendingRemovalCheck | CompletedBackfill | None:
@@ -143,7 +151,13 @@ def _read_marker(s3: Any, bucket: str, key: str) -> PendingRemovalCheck | Comple
         return None
     document = json.loads(found[0])
     if not document.get("pending"):
-        return CompletedBackfill(key, _job_named(key, document), found[1])
+        checked = found[1]
+        if document.get(WHOLE_FROM):
+            checked = min(checked, parse_time(str(document[WHOLE_FROM])))
+        copied = document.get(COPIED_WHOLE)
+        return CompletedBackfill(
+            key, _job_named(key, document), checked, copied if isinstance(copied, bool) else None
+        )
     since = found[1]
     if document.get("pending_since"):  # carried over from an earlier attempt of the run
         since = min(since, parse_time(str(document["pending_since"])))
@@ -224,10 +238,22 @@ def mark_check_done(
     marker: RunMarker,
     covered: list[PendingRemovalCheck],
     now: datetime,
+    copied_whole: bool = False,
+    whole_from: datetime | None = None,
 ) -> None:
     """Record that this run's removal check ran in full: its own marker, and the markers of
-    ended runs its check covered (``ended_runs_pending``), each only if unchanged since."""
-    document = {"pending": False, "checked_at": format_time(now), "job": marker.job}
+    ended runs its check covered (``ended_runs_pending``), each only if unchanged since.
+    ``copied_whole``: the run copied every row of its job (a failed, stopped or partial run
+    did not); ``whole_from``: the moment its copies are dated by, when that is one moment
+    (an export's); otherwise the done marker's LastModified, after every read."""
+    document: dict[str, Any] = {
+        "pending": False,
+        "checked_at": format_time(now),
+        "job": marker.job,
+        COPIED_WHOLE: copied_whole,
+    }
+    if whole_from is not None:
+        document[WHOLE_FROM] = format_time(whole_from)
     if _put_marker(writer, marker.key, document, {"IfMatch": marker.etag}) is None:
         logger.warning(
             "%s: written by another attempt of this run since it began: left as it is",
@@ -245,6 +271,22 @@ def mark_check_done(
             logger.info("%s: its run was resumed meanwhile: left pending", check.key)
         else:
             logger.info("%s: its writes are covered by this run's check", check.key)
+
+
+def record_whole_copy(
+    writer: BackupWriter, layout: TableLayout, run_id: str, source: CompletedBackfill
+) -> None:
+    """In a folder converted from another (``convert``): a done marker saying when the
+    source's first backfill that copied the whole table ended, so that this folder's readers
+    weigh a moment before it as the source's readers do (its converted history holds no
+    more of the table then than the source did)."""
+    document = {
+        "pending": False,
+        "job": f"converted ({source.job} of the item folder)",
+        COPIED_WHOLE: True,
+        WHOLE_FROM: format_time(source.checked),
+    }
+    _put_marker(writer, removals_check_key(layout, "converted", run_id), document, {})
 
 
 def _put_marker(
@@ -327,23 +369,47 @@ def removal_check_markers(
 
 
 def whole_since(completed: list[CompletedBackfill]) -> CompletedBackfill | None:
-    """The first completed backfill of the whole table (a scan of it all, an export, or
-    every segment of one ``--total-segments``): from when it ended, every item the table
-    held when it began has a version; before, an item it read later may have none. None:
-    no backfill completed (a folder whose stream began with the table needs none)."""
-    whole = [done for done in completed if not done.job.startswith(_SEGMENT_JOB)]
-    segments: dict[int, dict[int, CompletedBackfill]] = {}
+    """The first backfill that copied the whole table (a scan of it all, an export, or every
+    segment of one ``--total-segments``): from when it ended, every item the table held when
+    it began has a version; before, an item it read later may have none. None: no backfill
+    copied it all (a folder whose stream began with the table needs none)."""
+    whole = [
+        done for done in completed if done.copied_whole and not done.job.startswith(_SEGMENT_JOB)
+    ]
+    for group in _segment_groups(completed).values():
+        done_segments = [done for done in group if done is not None]
+        if len(done_segments) == len(group):  # the last of them ended the whole scan
+            whole.append(max(done_segments, key=lambda done: done.checked))
+    return min(whole, key=lambda done: done.checked, default=None)
+
+
+def partial_backfills(completed: list[CompletedBackfill]) -> list[CompletedBackfill]:
+    """The runs that show the table was not copied whole: one that stopped or failed, and
+    the segments done of a ``--total-segments`` not all done. Readers weigh them only when
+    no backfill copied the whole table (``whole_since``)."""
+    partial = [done for done in completed if done.copied_whole is False]
+    for group in _segment_groups(completed).values():
+        done_segments = [done for done in group if done is not None]
+        if len(done_segments) < len(group):
+            partial += done_segments
+    return partial
+
+
+def _segment_groups(
+    completed: list[CompletedBackfill],
+) -> dict[int, list[CompletedBackfill | None]]:
+    """By ``--total-segments``: each segment's first run that copied it whole, or None."""
+    groups: dict[int, list[CompletedBackfill | None]] = {}
     for done in completed:
         found = _SEGMENT_NAME.fullmatch(done.job)
-        if found:
-            index, total = int(found.group(1)), int(found.group(2))
-            earlier = segments.setdefault(total, {}).get(index)
-            if earlier is None or done.checked < earlier.checked:
-                segments[total][index] = done
-    for total, done_segments in segments.items():
-        if len(done_segments) == total:  # the last of them ended the whole scan
-            whole.append(max(done_segments.values(), key=lambda done: done.checked))
-    return min(whole, key=lambda done: done.checked, default=None)
+        if not found or not done.copied_whole:
+            continue
+        index, total = int(found.group(1)), int(found.group(2))
+        group = groups.setdefault(total, [None] * total)
+        earlier = group[index] if index < total else done
+        if earlier is None or done.checked < earlier.checked:
+            group[index] = done
+    return groups
 
 
 def affecting(checks: list[PendingRemovalCheck], at: datetime | None) -> list[PendingRemovalCheck]:

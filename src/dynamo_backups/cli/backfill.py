@@ -72,7 +72,11 @@ def tables_with_prefix(dynamodb: object, prefix: str) -> list[str]:
 )
 @engine_options
 @partitions_option(16)
-@concurrency_option(32, "Parallel S3 writes per worker process.")
+@concurrency_option(
+    64,
+    "S3 writes in flight per worker process, shared by the scan segments it runs at once "
+    "(each keeps one at least; fewer than --segments runs that many segments at once).",
+)
 @key_hash_option
 @layout_option
 @pass_invocation

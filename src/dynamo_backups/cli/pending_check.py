@@ -19,6 +19,7 @@ from dynamo_backups.backup.removal_check import (
     PendingRemovalCheck,
     affecting,
     describe_pending,
+    partial_backfills,
     removal_check_markers,
     whole_since,
 )
@@ -42,47 +43,70 @@ def allow_incomplete_backfill_option(command: F) -> F:
 
 def require_checked_backfill(
     s3: Any, folder: BackupFolder, at: datetime | None, allow: bool, whole: bool = False
-) -> None:
+) -> CompletedBackfill | None:
     """Refuse (exit 2) to read ``folder`` as of ``at`` (None: latest) while a backfill's
-    removal check that could change what it finds is pending; with ``allow``, warn. A moment
-    before the first complete backfill ended is warned of; with ``whole`` (a reader whose
-    result claims the whole table, as a conversion's base does) refused unless ``allow``."""
-    pending, completed = removal_check_markers(s3, folder.bucket, folder.layout)
-    pending = affecting(pending, at)
-    if at is not None:
-        before_backfill_ended(folder, at, whole_since(completed), whole and not allow)
-    if not pending:
-        return
-    resumes = [resume_command(folder, check) for check in pending]
-    message = describe_pending(folder.where, pending, resumes)
-    if not allow:
+    removal check that could change what it finds is pending; with ``allow``, warn. A read
+    the folder's backfills show to hold part of the table (before the first backfill that
+    copied it whole ended, or with none such but a stopped or partial one) is warned of;
+    with ``whole`` (a reader whose result claims the whole table, as a conversion's base
+    does) refused unless ``allow``. The first whole backfill, for such a reader to record."""
+    unchecked, completed = removal_check_markers(s3, folder.bucket, folder.layout)
+    pending = affecting(unchecked, at)
+    if pending:
+        resumes = [resume_command(folder, check) for check in pending]
+        message = describe_pending(folder.where, pending, resumes)
+        if not allow:
+            raise IncompleteBackfillError(
+                f"{message}; --allow-incomplete-backfill reads it as it is", pending
+            )
+        click.echo(f"warning: {message}; read as it is (--allow-incomplete-backfill)", err=True)
+    first_whole = whole_since(completed)
+    # Without a backfill that copied the whole table, any run (stopped, partial, or one still
+    # running, whenever it began) shows that rows may be missing.
+    runs = [done.job for done in partial_backfills(completed)]
+    partial = part_of_the_table(folder, at, first_whole, runs + [run.job for run in unchecked])
+    if partial is None:
+        return first_whole
+    if whole and not allow:
         raise IncompleteBackfillError(
-            f"{message}; --allow-incomplete-backfill reads it as it is", pending
-        )
-    click.echo(f"warning: {message}; read as it is (--allow-incomplete-backfill)", err=True)
-
-
-def before_backfill_ended(
-    folder: BackupFolder, at: datetime, backfill: CompletedBackfill | None, refuse: bool
-) -> None:
-    """A read as of a moment before the folder's first complete backfill ended may lack rows
-    the table held then: those the backfill read after the moment (and no change since) have
-    no version before it. A folder whose stream began with the table lacks none, which the
-    backup cannot tell: a warning, or with ``refuse`` an error (exit 2)."""
-    if backfill is None or at >= backfill.checked + CLOCK_ALLOWANCE:
-        return
-    message = (
-        f"{folder.where}: {format_time(at)} is before the first complete backfill "
-        f"({backfill.job}) ended ({format_time(backfill.checked)}): rows it copied after that "
-        "moment are missing from this read, unless the stream recorded them earlier"
-    )
-    if refuse:
-        raise IncompleteBackfillError(
-            f"{message}; choose a later moment, or --allow-incomplete-backfill reads it as it "
-            "is (when the stream was on since the table was created)",
+            f"{partial}; choose a later moment or complete the backfill, or "
+            "--allow-incomplete-backfill reads it as it is (when the stream was on since the "
+            "table was created)",
             [],
         )
-    click.echo(f"warning: {message}", err=True)
+    click.echo(f"warning: {partial}", err=True)
+    return first_whole
+
+
+def part_of_the_table(
+    folder: BackupFolder,
+    at: datetime | None,
+    first_whole: CompletedBackfill | None,
+    partial: list[str],
+) -> str | None:
+    """Why a read as of ``at`` (None: latest) may hold part of the table, or None. A row the
+    table held before its stream began, and did not change since, has a version only from
+    when a backfill read it: a moment before the first backfill that copied the table whole
+    ended misses those it read later, and without such a backfill those no run read. A
+    folder whose stream began with the table misses none, which the folder cannot show."""
+    if first_whole is not None:
+        if at is None or at >= first_whole.checked + CLOCK_ALLOWANCE:
+            return None
+        return (
+            f"{folder.where}: {format_time(at)} is before the first backfill that copied the "
+            f"whole table ({first_whole.job}) ended ({format_time(first_whole.checked)}): "
+            "rows it copied after that moment are missing from this read, unless the stream "
+            "recorded them earlier"
+        )
+    if not partial:
+        return None
+    jobs = ", ".join(dict.fromkeys(partial))
+    return (
+        f"{folder.where}: no backfill has copied the whole table (runs of {jobs} stopped, "
+        "failed, are running, or left segments to do): rows none of them read are missing "
+        "from this read, unless the stream recorded them; let it finish, or run the backfill "
+        "again (with --resume to continue a stopped run)"
+    )
 
 
 def resume_command(folder: BackupFolder, check: PendingRemovalCheck) -> str:

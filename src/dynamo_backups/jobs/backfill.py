@@ -95,7 +95,6 @@ logger = logging.getLogger("dynamo_backups.jobs.backfill")
 
 CHECKPOINT_FORMAT = "dynamo-backups-backfill-segment"
 EXPORT_PAGE = 1000  # items of an export file written between two rate-limit checks
-MIN_PUTS_IN_FLIGHT = 4  # per unit, through libcurl (``Backfill.puts_in_flight``)
 NEW_EXPORT = "new"
 
 
@@ -105,7 +104,7 @@ class BackfillOptions:
     segment: int | None = None  # only this one of total_segments (spread over hosts)
     max_items_per_second: float | None = None
     resume: bool = False
-    concurrency: int = 32  # parallel S3 writes per worker process
+    concurrency: int = 64  # S3 puts in flight per worker process, shared by its units
     page_size: int | None = 1000  # items per Scan page: bounds memory (DynamoDB caps pages at 1 MB)
     from_export: str | None = None  # "new": ask DynamoDB for an export; or an export's s3:// URL
     partitions: int = 16  # of the folder, for the removal check
@@ -295,13 +294,18 @@ class Backfill:
                 resumable=False,
             )
             unsettled = stopped is not None and not stopped.settled  # units may still write
+            self._report(copied, checked, started, units)
             if (
                 not unsettled
                 and not checked.failures
                 and all(result.complete for result in checked.results)
             ):
-                mark_check_done(writer, marker, covered, self.clock())
-            self._report(copied, checked, started, units)
+                # Whether the run copied every row of its job: readers date the folder's
+                # first whole copy of the table by it (``removal_check.whole_since``).
+                whole_from = self.export.export_time if self.export is not None else None
+                mark_check_done(
+                    writer, marker, covered, self.clock(), self.report.complete, whole_from
+                )
             ledger.finish(self.job_run, self.report.complete, self.report.to_dict())
         if stopped is not None:
             stopped.detail = (
@@ -325,10 +329,12 @@ class Backfill:
         )
 
     def default_workers(self) -> int:
-        """Units at once on the threads engine: every segment, as one scan would."""
-        if self.options.from_export:
-            return 8
-        return min(64, 1 if self.options.segment is not None else self.options.total_segments)
+        """Units at once on the threads engine: every segment, as one scan would; never more
+        than ``concurrency``, which bounds the puts in flight (each unit keeps one at least)."""
+        units = 8 if self.options.from_export else self.options.total_segments
+        if self.options.segment is not None:
+            units = 1
+        return max(1, min(64, units, self.options.concurrency))
 
     def _job_name(self) -> str:
         """The ledger's job: scans of the whole table, of one segment, and export copies
@@ -479,13 +485,11 @@ class Backfill:
         return writer.item_puts(self.puts_in_flight())
 
     def puts_in_flight(self) -> int:
-        """Puts one unit keeps in flight: twice ``concurrency`` shared by the units that run
-        at once (8 each for 8 segments, ``concurrency`` for one), at least 4. Measured on
-        SeaweedFS: 8 each for 8 segments costs the client less CPU than 32 each and is as
-        fast (docs/performance.md, "Backfill's conditional puts through libcurl")."""
-        concurrency = self.options.concurrency
-        shared = 2 * concurrency // max(1, self.default_workers())
-        return max(MIN_PUTS_IN_FLIGHT, min(concurrency, shared))
+        """Puts one unit keeps in flight: ``concurrency`` shared by the units that run at once
+        (8 each for the default 64 and 8 segments, which on SeaweedFS costs the client less CPU
+        than 32 each and is as fast: docs/performance.md, "Backfill's conditional puts through
+        libcurl"), at least one."""
+        return max(1, self.options.concurrency // self.default_workers())
 
     def _copy_pages(
         self,
