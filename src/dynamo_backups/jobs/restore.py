@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 import uuid
@@ -81,6 +82,8 @@ from dynamo_backups.jobs.tables import (
     table_exists,
 )
 from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_stage
+
+logger = logging.getLogger("dynamo_backups.jobs.restore")
 
 SAMPLE_SIZE = 20
 UNWRITTEN_OUTPUTS = {"unwritten_keys", "unwritten_key_lines"}  # in S3 scratch, or inline
@@ -495,7 +498,7 @@ class Restore(BucketClients):
                 self.progress,
             )
         finally:
-            self.prefetched = None
+            self._note_prefetched()
         self._merge(outcome)
         if self.report.complete:
             self._finish_target(description)
@@ -512,6 +515,17 @@ class Restore(BucketClients):
             return None
         partitions = [unit.partition or "" for unit in units[: max(1, engine.slots)]]
         return Prefetch(lambda partition: self._items(partition, cutoff), partitions)
+
+    def _note_prefetched(self) -> None:
+        """Log what the pin's wait read ahead and how much of it the units took; drop it."""
+        reads, self.prefetched = self.prefetched, None
+        if reads is not None:
+            logger.debug(
+                "read during the pin's wait: %d versions, %d taken by the units",
+                reads.stored,
+                reads.taken,
+            )
+            reads.clear()
 
     def _items(self, partition: str, cutoff: datetime) -> BackupItems:
         """The backup as a unit of ``partition`` reads it (``RestoreUnit``), for reading ahead."""
