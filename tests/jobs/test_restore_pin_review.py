@@ -17,6 +17,7 @@ cutoff), not the first's, and leaves a state the table never had."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from datetime import UTC, datetime
 from email.utils import formatdate
@@ -27,9 +28,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from dynamo_backups.backup.prefetch import PrefetchedReads
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.ddbjson import dumps_item
 from dynamo_backups.core.layout import EVENT_MODIFY, SECOND, WRITER_STREAM, VersionMetadata
+from dynamo_backups.jobs.restore_pin import Prefetch
 from tests import faultproxy, servers
 from tests.helpers import create_table, expected_name, make_backfill, object_key, scan_all
 from tests.jobs.test_restore_resume import invoke
@@ -93,14 +96,16 @@ class Backup:
                 ),
             )
 
-    def after_first_read(self, value: str) -> faultproxy.Rewrite:
-        """Once the restore's first read of the first item's partition has been answered
-        (before the answer goes back): the writer's change reaches the backup."""
+    def after_first_read(self, value: str, waited: threading.Event) -> faultproxy.Rewrite:
+        """Once the restore's first read of the first item's partition by its unit has been
+        answered (before the answer goes back): the writer's change reaches the backup. The
+        units run once the reading ahead during the pin's wait has stopped (``waited``): a
+        listing before only reads ahead, and the unit lists again."""
         listed = f"{self.prefix}/{self.table}/{expected_name(self.first)[0]}"
         self.sent = []
 
         def rewrite(request: faultproxy.Request) -> Any:
-            if self.sent or _listed_prefix(request) != listed:
+            if self.sent or not waited.is_set() or _listed_prefix(request) != listed:
                 return None
 
             def finish(answer: bytes) -> bytes:
@@ -124,10 +129,20 @@ def test_a_latest_restore_reads_one_backup_with_front_ends_half_a_second_apart(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     backup = Backup(dynamodb, s3, bucket, prefix)
+    waited = threading.Event()
+    stop = Prefetch.stop
+
+    def stopped(prefetch: Prefetch) -> PrefetchedReads:
+        reads = stop(prefetch)
+        waited.set()
+        return reads
+
+    monkeypatch.setattr(Prefetch, "stop", stopped)
     outcomes: list[dict[str, Any]] = []
     for round_ in range(1, ROUNDS + 1):
         target = f"{backup.table}-latest-{round_}"
-        rewrite = backup.after_first_read(str(round_))
+        waited.clear()
+        rewrite = backup.after_first_read(str(round_), waited)
         with FrontEndAhead(seaweedfs.endpoint, rewrite=rewrite) as proxy:
             monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.endpoint)
             # One unit at a time, in partition order.

@@ -22,6 +22,7 @@ from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from dynamo_backups.aws.s3objects import ObjectReader
 from dynamo_backups.backup.aliases import AliasIndex
+from dynamo_backups.backup.prefetch import PrefetchedReads
 from dynamo_backups.backup.reading import (
     iter_key_histories,
     iter_versions,
@@ -142,6 +143,7 @@ class BackupItems:
         adopted: bool = False,
         received_before: datetime | None = None,
         decisions: bool = False,
+        prefetched: PrefetchedReads | None = None,
     ) -> None:
         self.reader = reader
         self.bucket = bucket
@@ -166,6 +168,9 @@ class BackupItems:
         # Each object's deciding change too (``Selected.decision``), removals included:
         # what ``convert`` writes a base's index from.
         self.decisions = decisions
+        # Versions read before this listing (a restore's, during its pin's wait): a likely
+        # read of the very version listed is taken from there instead of sent.
+        self.prefetched = prefetched
 
     def for_each(
         self, consume: Callable[[Selected], None], stop: threading.Event | None = None
@@ -269,15 +274,20 @@ class BackupItems:
             if stop.is_set():
                 break
             started = 0
+            taken: Ahead = {}
             for entry, head in self._likely_reads(unit):
+                read = self.prefetched.take(entry, head) if self.prefetched else None
+                if read is not None:
+                    taken[(entry.version_id, head)] = read
+                    continue
                 tag = (number, entry.version_id, head)
                 started += ahead.start(
                     tag, entry.key, entry.version_id, entry.size, head, entry.etag
                 )
             if started:
-                waiting[number] = (unit, [started], {})
+                waiting[number] = (unit, [started], taken)
             else:
-                ready.append(unit)
+                ready.append(replace(unit, ahead=taken) if taken else unit)
             while len(ahead) >= self.concurrency:
                 collect(1.0)
             if number % UNITS_PER_TASK == 0:
@@ -292,6 +302,33 @@ class BackupItems:
                 del ready[:UNITS_PER_TASK]
         if ready:
             yield ready
+
+    def prefetch(self, into: PrefetchedReads, stop: threading.Event) -> None:
+        """List the objects and read what their selection most likely reads (as ``for_each``
+        would read it ahead) into ``into``, selecting nothing; until ``stop`` is set, ``into``
+        is full or every object is listed. Nothing where there is no reading ahead."""
+        ahead = self._read_ahead()
+        if ahead is None:
+            return
+        try:
+            for units in self._read_ahead_groups(ahead, stop):
+                for unit in units:
+                    if not self._keep_reads(unit, into):
+                        return
+        finally:
+            ahead.close()
+
+    @staticmethod
+    def _keep_reads(unit: _Unit, into: PrefetchedReads) -> bool:
+        """Put a unit's reads ahead into ``into``, each with the entry it was listed as;
+        False once ``into`` is full."""
+        if not unit.ahead:
+            return True
+        listed = {entry.version_id: entry for entry in unit.entries or []}
+        return all(
+            into.put(listed[version_id], head, read)
+            for (version_id, head), read in unit.ahead.items()
+        )
 
     def select_key(self, key: dict[str, Any]) -> Selected:
         """The item with ``key`` (under every name it may have), read now in this thread."""

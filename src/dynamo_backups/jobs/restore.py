@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 import uuid
@@ -42,6 +43,8 @@ from dynamo_backups.backup.description import (
 )
 from dynamo_backups.backup.folder import BackupFolder, open_folder_path
 from dynamo_backups.backup.ledger import JobLedger, JobRun
+from dynamo_backups.backup.prefetch import PrefetchedReads
+from dynamo_backups.backup.reader import BackupItems
 from dynamo_backups.backup.reading import READ_POLICY, read_document
 from dynamo_backups.backup.run_lease import RunLease
 from dynamo_backups.backup.s3_clock import wait_past
@@ -69,6 +72,7 @@ from dynamo_backups.jobs.restore_absent import (
     ScratchMismatch,
     scratch_lines,
 )
+from dynamo_backups.jobs.restore_pin import PinWait, Prefetch
 from dynamo_backups.jobs.restore_unit import BATCH_SIZE, DRY_RUN_SAMPLE, RestoreUnit
 from dynamo_backups.jobs.tables import (
     check_same_key,
@@ -78,6 +82,8 @@ from dynamo_backups.jobs.tables import (
     table_exists,
 )
 from dynamo_backups.jobs.units import BucketClients, Engine, StageOutcome, run_stage
+
+logger = logging.getLogger("dynamo_backups.jobs.restore")
 
 SAMPLE_SIZE = 20
 UNWRITTEN_OUTPUTS = {"unwritten_keys", "unwritten_key_lines"}  # in S3 scratch, or inline
@@ -204,6 +210,8 @@ class Restore(BucketClients):
         # A latest restore reads the backup as S3 held it when the run's first attempt began,
         # in every attempt (``_pin_moment``).
         self.received_before: datetime | None = None
+        # Versions read during the pin's wait, for this process's units (``restore_pin``).
+        self.prefetched: PrefetchedReads | None = None
         self.attempt = uuid.uuid4().hex[:12]  # names this attempt's scratch chunks
 
     def __getstate__(self) -> dict[str, Any]:
@@ -215,6 +223,7 @@ class Restore(BucketClients):
             "_absent": None,
             "_absent_keys": [],
             "_outputs": [],
+            "prefetched": None,
         }
         del state["_lock"]
         return state
@@ -360,7 +369,7 @@ class Restore(BucketClients):
             "it, and a resume would skip them; run without --resume to start over"
         )
 
-    def _pin_moment(self) -> datetime | None:
+    def _pin_moment(self) -> tuple[str, datetime] | None:
         """For a restore with a ledger (latest or ``--at``): the moment every attempt of the
         run reads the backup as S3 held it, so that a resumed run's units and those an earlier
         attempt finished read one backup (two moments would delete, with --delete-absent, what
@@ -374,7 +383,11 @@ class Restore(BucketClients):
         second: S3's times are to the second). S3's own clock, not this host's, and not the
         changes' times (to the minute on DynamoDB Local, and a change time cannot tell a
         change made before the run began from one made the same second after): whatever the
-        backup held when the run began is read, whatever reached it later is not."""
+        backup held when the run began is read, whatever reached it later is not.
+
+        Gives ``moment.json``'s key and the cutoff; the attempt then waits until S3's clock is
+        past the cutoff (``_wait_past_cutoff``, in the background while the table is
+        prepared: ``restore_pin``) before any unit lists anything."""
         run = self.job_run
         if run is None or not run.recorded:
             return None
@@ -396,13 +409,15 @@ class Restore(BucketClients):
                 "run without --resume to start over"
             ) from None
         cutoff: datetime = head["LastModified"].replace(microsecond=0) + timedelta(seconds=1)
-        # S3 dates versions to the second: one received in moment.json's second after it is
-        # dated before the cutoff too. Once S3's clock is past the cutoff, every version
-        # dated before it has been received, and this attempt reads all of them, as later
-        # ones do. A resumed attempt checks too (one HEAD): its first may have been killed
-        # during the wait.
-        wait_past(self.s3(), self.bucket, key, cutoff, time.sleep)
-        return cutoff
+        return key, cutoff
+
+    def _wait_past_cutoff(self, key: str, cutoff: datetime, sleep: Callable[[float], None]) -> None:
+        """S3 dates versions to the second: one received in moment.json's second after it is
+        dated before the cutoff too. Once S3's clock is past the cutoff, every version dated
+        before it has been received, and this attempt reads all of them, as later ones do. A
+        resumed attempt checks too (one HEAD): its first may have been killed during the
+        wait."""
+        wait_past(self.s3(), self.bucket, key, cutoff, sleep)
 
     def _created_by_this_run(self) -> bool:
         noted = read_document(self.s3(), self.bucket, self._creation_key())
@@ -449,24 +464,41 @@ class Restore(BucketClients):
         self, engine: Engine, ledger: JobLedger, description: dict[str, Any], started: float
     ) -> RestoreReport:
         assert self.job_run is not None
-        self.received_before = self._pin_moment()
-        self._prepare_target(description, self.job_run.resumed)
-        if self._deletes_absent() and not self.options.keys_file:
-            self._absent = self._absent_items()  # with --keys, only the keys' own deletes
         units = (
             [WorkUnit("keys", "all")]
             if self.options.keys_file
             else partition_units(self.options.partitions)
         )
-        outcome = run_stage(
-            self,
-            ledger,
-            self.job_run,
-            units,
-            engine,
-            self.options.max_items_per_second,
-            self.progress,
-        )
+        pin = self._pin_moment()  # a refusal of the resume comes before the table is made
+        waiting = prefetch = None
+        if pin is not None:
+            key, cutoff = pin
+            waiting = PinWait(lambda sleep: self._wait_past_cutoff(key, cutoff, sleep))
+            prefetch = self._prefetch(engine, units, cutoff)
+        try:
+            self._prepare_target(description, self.job_run.resumed)
+            if self._deletes_absent() and not self.options.keys_file:
+                self._absent = self._absent_items()  # with --keys, only the keys' own deletes
+            if waiting is not None and pin is not None:
+                waiting.join()  # before any unit lists: S3's clock is past the cutoff
+                self.received_before = pin[1]
+        finally:
+            if waiting is not None:
+                waiting.cancel()
+            if prefetch is not None:
+                self.prefetched = prefetch.stop()
+        try:
+            outcome = run_stage(
+                self,
+                ledger,
+                self.job_run,
+                units,
+                engine,
+                self.options.max_items_per_second,
+                self.progress,
+            )
+        finally:
+            self._note_prefetched()
         self._merge(outcome)
         if self.report.complete:
             self._finish_target(description)
@@ -474,6 +506,40 @@ class Restore(BucketClients):
         self.report.seconds = round(time.monotonic() - started, 3)
         ledger.finish(self.job_run, self.report.complete, {"written": self.report.written})
         return self.report
+
+    def _prefetch(self, engine: Engine, units: list[WorkUnit], cutoff: datetime) -> Prefetch | None:
+        """Read, during the pin's wait, what the first units to run (as many as run at once)
+        most likely read; for units in this process only, listed (not ``--keys``) under one
+        name each (not an adopted folder's aliases)."""
+        if engine.name != "threads" or self.options.keys_file or self.folder.aliases:
+            return None
+        partitions = [unit.partition or "" for unit in units[: max(1, engine.slots)]]
+        return Prefetch(lambda partition: self._items(partition, cutoff), partitions)
+
+    def _note_prefetched(self) -> None:
+        """Log what the pin's wait read ahead and how much of it the units took; drop it."""
+        reads, self.prefetched = self.prefetched, None
+        if reads is not None:
+            logger.debug(
+                "read during the pin's wait: %d versions, %d taken by the units",
+                reads.stored,
+                reads.taken,
+            )
+            reads.clear()
+
+    def _items(self, partition: str, cutoff: datetime) -> BackupItems:
+        """The backup as a unit of ``partition`` reads it (``RestoreUnit``), for reading ahead."""
+        return BackupItems(
+            self.reader(),
+            self.bucket,
+            self.layout,
+            None,
+            self.options.at,
+            concurrency=self.options.read_concurrency,
+            skew=self.options.skew,
+            partition=partition,
+            received_before=cutoff,
+        )
 
     def _parameters(self) -> dict[str, Any]:
         options = self.options

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from dynamo_backups.aws.batch_write import write_all
 from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.backup.folder import BackupFolder
+from dynamo_backups.backup.prefetch import PrefetchedReads
 from dynamo_backups.backup.reader import BackupItems, Selected
 from dynamo_backups.core.cancel import Cancelled
 from dynamo_backups.core.ddbjson import dumps_item
@@ -54,6 +55,7 @@ class RestoreJob(Protocol):
     table: str
     key_names: list[str]
     received_before: datetime | None
+    prefetched: PrefetchedReads | None  # versions read during the pin's wait
     retry_policy: RetryPolicy
 
     @property
@@ -109,6 +111,7 @@ class RestoreUnit:
             aliases=restore.folder.aliases,
             adopted=restore.folder.adopted,
             received_before=restore.received_before,
+            prefetched=restore.prefetched,
         )
         slots = threading.BoundedSemaphore(self.options.write_concurrency + 2)
         with ThreadPoolExecutor(

@@ -1,0 +1,65 @@
+"""Versions read before a restore's units list them: while a latest restore waits out its pin
+(``jobs/restore_pin``), the first units' likely reads are done into this bounded cache, and a
+unit takes a body from it instead of reading it again.
+
+What a unit restores is decided by its own listing, after the wait, exactly as without the
+cache: only where the bytes of a version it chose come from changes. A version in S3 is
+immutable by (object key, version id); an entry is also taken only when the ETag and size the
+unit's listing gives are the ones listed when it was read. Each entry is taken once (the unit
+that reads the object), and the cache holds at most ``max_bytes`` of bodies.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from dynamo_backups.core.pitr import ObjectVersion
+
+Read = tuple[bytes, dict[str, str]]  # a version's body and user metadata (as BackupItems')
+
+# (object key, version id, read by a HEAD: metadata only)
+_Where = tuple[str, str, bool]
+
+
+class PrefetchedReads:
+    """Reads of versions done ahead of the listing that decides them; thread-safe."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0  # bytes of the bodies held
+        self.stored = 0
+        self.taken = 0
+        self.full = False  # a read was refused for want of room
+        self._reads: dict[_Where, tuple[str, int, Read]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, entry: ObjectVersion, head: bool, read: Read) -> bool:
+        """Keep ``read`` of ``entry`` (as listed when it was read); False once full."""
+        with self._lock:
+            if self.size + len(read[0]) > self.max_bytes:
+                self.full = True
+                return False
+            where = (entry.key, entry.version_id, head)
+            self._reads[where] = (entry.etag or "", entry.size, read)
+            self.size += len(read[0])
+            self.stored += 1
+            return True
+
+    def take(self, entry: ObjectVersion, head: bool) -> Read | None:
+        """The read of this very version (its key, version id, listed ETag and size), or None:
+        read it as usual."""
+        with self._lock:
+            held = self._reads.pop((entry.key, entry.version_id, head), None)
+            if held is None:
+                return None
+            self.size -= len(held[2][0])
+            etag, size, read = held
+            if etag != (entry.etag or "") or size != entry.size:
+                return None
+            self.taken += 1
+            return read
+
+    def clear(self) -> None:
+        with self._lock:
+            self._reads.clear()
+            self.size = 0
