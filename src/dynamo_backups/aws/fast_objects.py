@@ -386,15 +386,8 @@ class FastObjects:
         if not curl_reads.available():
             return None
         target = self.target
-        return curl_reads.CurlGets(
-            target,
-            self._credentials_source,
-            in_flight,
-            ca_bundle=self.settings.ca_bundle,
-            connect_timeout=self.settings.connect_timeout,
-            read_timeout=self.settings.read_timeout,
-            still_current=lambda: self.target is target,
-        )
+        credentials = self._credentials_source
+        return curl_reads.CurlGets(target, credentials, in_flight, **self._curl(target))
 
     def conditional_puts(self, in_flight: int) -> Any:
         """First attempts of many conditional puts (``If-None-Match: *``) in flight from one
@@ -417,15 +410,18 @@ class FastObjects:
             return None
         target = self.target
         return curl_puts.CurlPuts(
-            target,
-            self._credentials_source,
-            in_flight,
-            ca_bundle=self.settings.ca_bundle,
-            connect_timeout=self.settings.connect_timeout,
-            read_timeout=self.settings.read_timeout,
-            still_current=lambda: self.target is target,
-            run_failures=failures,
+            target, self._credentials_source, in_flight, run_failures=failures, **self._curl(target)
         )
+
+    def _curl(self, target: S3Target) -> dict[str, Any]:
+        """The settings a libcurl path shares with this store's, for ``target``: it stops
+        once a region redirect moves the store elsewhere (``still_current``)."""
+        return {
+            "ca_bundle": self.settings.ca_bundle,
+            "connect_timeout": self.settings.connect_timeout,
+            "read_timeout": self.settings.read_timeout,
+            "still_current": lambda: self.target is target,
+        }
 
     def head_object(self, key: str, version_id: str | None = None) -> dict[str, str]:
         """User metadata of a version, without its body (a HEAD request)."""

@@ -6,7 +6,8 @@ What a unit restores is decided by its own listing, after the wait, exactly as w
 cache: only where the bytes of a version it chose come from changes. A version in S3 is
 immutable by (object key, version id); an entry is also taken only when the ETag and size the
 unit's listing gives are the ones listed when it was read. Each entry is taken once (the unit
-that reads the object), and the cache holds at most ``max_bytes`` of bodies.
+that reads the object), and the cache holds at most ``max_bytes``: bodies, metadata and a
+fixed cost per entry (a HEAD's read has no body, but is no free lunch either).
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ Read = tuple[bytes, dict[str, str]]  # a version's body and user metadata (as Ba
 
 # (object key, version id, read by a HEAD: metadata only)
 _Where = tuple[str, str, bool]
+ENTRY_BYTES = 1024  # what an entry's Python objects hold besides its body and metadata
+
+
+def _cost(entry: ObjectVersion, read: Read) -> int:
+    """The bytes an entry holds, roughly: what the bound counts."""
+    body, metadata = read
+    named = sum(len(name) + len(value) for name, value in metadata.items())
+    return ENTRY_BYTES + len(body) + named + len(entry.key) + len(entry.version_id)
 
 
 class PrefetchedReads:
@@ -26,7 +35,7 @@ class PrefetchedReads:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self.size = 0  # bytes of the bodies held
+        self.size = 0  # bytes held (``_cost``)
         self.stored = 0
         self.taken = 0
         self.full = False  # a read was refused for want of room
@@ -36,12 +45,12 @@ class PrefetchedReads:
     def put(self, entry: ObjectVersion, head: bool, read: Read) -> bool:
         """Keep ``read`` of ``entry`` (as listed when it was read); False once full."""
         with self._lock:
-            if self.size + len(read[0]) > self.max_bytes:
+            if self.size + _cost(entry, read) > self.max_bytes:
                 self.full = True
                 return False
             where = (entry.key, entry.version_id, head)
             self._reads[where] = (entry.etag or "", entry.size, read)
-            self.size += len(read[0])
+            self.size += _cost(entry, read)
             self.stored += 1
             return True
 
@@ -52,7 +61,7 @@ class PrefetchedReads:
             held = self._reads.pop((entry.key, entry.version_id, head), None)
             if held is None:
                 return None
-            self.size -= len(held[2][0])
+            self.size -= _cost(entry, held[2])
             etag, size, read = held
             if etag != (entry.etag or "") or size != entry.size:
                 return None

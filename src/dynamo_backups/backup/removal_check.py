@@ -273,19 +273,42 @@ def mark_check_done(
             logger.info("%s: its writes are covered by this run's check", check.key)
 
 
-def record_whole_copy(
-    writer: BackupWriter, layout: TableLayout, run_id: str, source: CompletedBackfill
+@dataclass(frozen=True)
+class Coverage:
+    """What a folder's backfill markers say of its copy of the table: the first backfill
+    that copied it whole (``whole_since``), and the runs (jobs) that show it was not copied
+    whole (stopped, partial or running ones), weighed only while none did."""
+
+    whole: CompletedBackfill | None
+    partial: tuple[str, ...] = ()
+
+    def whole_at(self, moment: datetime | None) -> bool | None:
+        """Whether the folder holds every row the table held at ``moment`` (None: latest);
+        None when its markers do not say (it has none: a stream begun with the table)."""
+        if self.whole is not None:
+            return moment is None or moment >= self.whole.checked + CLOCK_ALLOWANCE
+        return False if self.partial else None
+
+
+def record_coverage(
+    writer: BackupWriter, layout: TableLayout, run_id: str, source: Coverage, moment: datetime
 ) -> None:
-    """In a folder converted from another (``convert``): a done marker saying when the
-    source's first backfill that copied the whole table ended, so that this folder's readers
-    weigh a moment before it as the source's readers do (its converted history holds no
-    more of the table then than the source did)."""
-    document = {
-        "pending": False,
-        "job": f"converted ({source.job} of the item folder)",
-        COPIED_WHOLE: True,
-        WHOLE_FROM: format_time(source.checked),
-    }
+    """In a folder converted from another (``convert``, at ``moment``): a done marker that
+    makes this folder's readers weigh it as the source's: whole from the source's first whole
+    backfill when the conversion's moment is after it; otherwise (a conversion told to go
+    ahead) never whole, since no later backfill copies into it the rows its base lacks.
+    Nothing when the source's markers say nothing."""
+    whole = source.whole_at(moment)
+    if whole is None:
+        return
+    document: dict[str, Any] = {"pending": False, COPIED_WHOLE: whole}
+    if whole and source.whole is not None:
+        document["job"] = f"converted ({source.whole.job} of the item folder)"
+        document[WHOLE_FROM] = format_time(source.whole.checked)
+    else:
+        document["job"] = (
+            "converted (part of the table: the item folder's backfill had not copied it whole)"
+        )
     _put_marker(writer, removals_check_key(layout, "converted", run_id), document, {})
 
 

@@ -96,14 +96,14 @@ def convert(
     s3 = aws.client("s3", pool=read_concurrency)
     folder = open_backup_path(s3, bucket, item_folder)  # "no backup at ...", first
     # The base claims the whole table as of its moment: not one a backfill had half copied.
-    whole_backfill = require_checked_backfill(s3, folder, at, allow_incomplete_backfill, whole=True)
+    coverage = require_checked_backfill(s3, folder, at, allow_incomplete_backfill, whole=True)
     options = ConvertOptions(
         at=at,
         partitions=partitions,
         resume=resume,
         read_concurrency=read_concurrency,
         history=history,
-        whole_backfill=whole_backfill,
+        coverage=coverage,
     )
     with Progress("convert", unit="items", enabled=not invocation.quiet) as progress:
         job = Conversion(

@@ -14,7 +14,7 @@ import click
 
 from dynamo_backups.backup.folder import BackupFolder
 from dynamo_backups.backup.removal_check import (
-    CompletedBackfill,
+    Coverage,
     IncompleteBackfillError,
     PendingRemovalCheck,
     affecting,
@@ -25,7 +25,6 @@ from dynamo_backups.backup.removal_check import (
 )
 from dynamo_backups.core.keys import DEFAULT_KEY_HASH
 from dynamo_backups.core.layout import format_time
-from dynamo_backups.core.pitr import CLOCK_ALLOWANCE
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,13 +42,14 @@ def allow_incomplete_backfill_option(command: F) -> F:
 
 def require_checked_backfill(
     s3: Any, folder: BackupFolder, at: datetime | None, allow: bool, whole: bool = False
-) -> CompletedBackfill | None:
+) -> Coverage:
     """Refuse (exit 2) to read ``folder`` as of ``at`` (None: latest) while a backfill's
     removal check that could change what it finds is pending; with ``allow``, warn. A read
     the folder's backfills show to hold part of the table (before the first backfill that
-    copied it whole ended, or with none such but a stopped or partial one) is warned of;
-    with ``whole`` (a reader whose result claims the whole table, as a conversion's base
-    does) refused unless ``allow``. The first whole backfill, for such a reader to record."""
+    copied it whole ended, or with none such but a stopped, partial or running one) is
+    warned of; with ``whole`` (a reader that takes the backup for the whole table: a
+    conversion's base, an export, a restore that deletes what it lacks) refused unless
+    ``allow``. What the markers say, for such a reader to record."""
     unchecked, completed = removal_check_markers(s3, folder.bucket, folder.layout)
     pending = affecting(unchecked, at)
     if pending:
@@ -60,13 +60,13 @@ def require_checked_backfill(
                 f"{message}; --allow-incomplete-backfill reads it as it is", pending
             )
         click.echo(f"warning: {message}; read as it is (--allow-incomplete-backfill)", err=True)
-    first_whole = whole_since(completed)
     # Without a backfill that copied the whole table, any run (stopped, partial, or one still
     # running, whenever it began) shows that rows may be missing.
-    runs = [done.job for done in partial_backfills(completed)]
-    partial = part_of_the_table(folder, at, first_whole, runs + [run.job for run in unchecked])
+    runs = [done.job for done in partial_backfills(completed)] + [run.job for run in unchecked]
+    coverage = Coverage(whole_since(completed), tuple(dict.fromkeys(runs)))
+    partial = part_of_the_table(folder, at, coverage)
     if partial is None:
-        return first_whole
+        return coverage
     if whole and not allow:
         raise IncompleteBackfillError(
             f"{partial}; choose a later moment or complete the backfill, or "
@@ -75,37 +75,32 @@ def require_checked_backfill(
             [],
         )
     click.echo(f"warning: {partial}", err=True)
-    return first_whole
+    return coverage
 
 
-def part_of_the_table(
-    folder: BackupFolder,
-    at: datetime | None,
-    first_whole: CompletedBackfill | None,
-    partial: list[str],
-) -> str | None:
+def part_of_the_table(folder: BackupFolder, at: datetime | None, coverage: Coverage) -> str | None:
     """Why a read as of ``at`` (None: latest) may hold part of the table, or None. A row the
     table held before its stream began, and did not change since, has a version only from
     when a backfill read it: a moment before the first backfill that copied the table whole
     ended misses those it read later, and without such a backfill those no run read. A
     folder whose stream began with the table misses none, which the folder cannot show."""
-    if first_whole is not None:
-        if at is None or at >= first_whole.checked + CLOCK_ALLOWANCE:
-            return None
+    if coverage.whole_at(at) is not False:
+        return None
+    first = coverage.whole
+    if first is not None:
+        assert at is not None
         return (
             f"{folder.where}: {format_time(at)} is before the first backfill that copied the "
-            f"whole table ({first_whole.job}) ended ({format_time(first_whole.checked)}): "
-            "rows it copied after that moment are missing from this read, unless the stream "
-            "recorded them earlier"
+            f"whole table ({first.job}) ended ({format_time(first.checked)}): rows it copied "
+            "after that moment are missing from this read, unless the stream recorded them "
+            "earlier"
         )
-    if not partial:
-        return None
-    jobs = ", ".join(dict.fromkeys(partial))
     return (
-        f"{folder.where}: no backfill has copied the whole table (runs of {jobs} stopped, "
-        "failed, are running, or left segments to do): rows none of them read are missing "
-        "from this read, unless the stream recorded them; let it finish, or run the backfill "
-        "again (with --resume to continue a stopped run)"
+        f"{folder.where}: no backfill has copied the whole table (runs of "
+        f"{', '.join(coverage.partial)} stopped, failed, are running, or left segments to "
+        "do): rows none of them read are missing from this read, unless the stream recorded "
+        "them; let it finish, or run the backfill again (with --resume to continue a stopped "
+        "run)"
     )
 
 

@@ -248,7 +248,8 @@ def restore(
         not_applicable(click.get_current_context(), "staging", "it is --native-import's")
     s3 = invocation.aws.client("s3")
     folder = open_backup_path(s3, source_bucket, source_prefix)  # "no backup at ...", first
-    require_checked_backfill(s3, folder, at, allow_incomplete_backfill)
+    # Deleting what the backup lacks takes it for the whole table: not part of it.
+    require_checked_backfill(s3, folder, at, allow_incomplete_backfill, whole=delete_absent)
     _check_key_schema(folder, key_schema)
     layout = layout_for(folder)  # the folder's layout.json: items or journal
     layout.check_restore_options(

@@ -69,7 +69,9 @@ def take_snapshot(
     opened = open_backup_path(s3, bucket, folder)  # "no backup at ..." before any write
     layout = layout_for(opened)  # the folder's layout.json: items or journal
     layout.check_snapshot_options(opened.where, options)  # what it does not take: exit 2
-    require_checked_backfill(s3, opened, options.at, allow_incomplete_backfill)
+    # An export stands for the whole table (a backfill --from-export of it says so): not one
+    # of part of it.
+    require_checked_backfill(s3, opened, options.at, allow_incomplete_backfill, whole=True)
     _require_bucket(s3, destination)
     if destination.startswith(f"s3://{bucket}/"):
         inside = destination[len(f"s3://{bucket}/") :] + "/"

@@ -63,7 +63,7 @@ from dynamo_backups.backup.reading import (
     iter_versions,
     object_versions,
 )
-from dynamo_backups.backup.removal_check import CompletedBackfill, record_whole_copy
+from dynamo_backups.backup.removal_check import Coverage, record_coverage
 from dynamo_backups.backup.run_lease import RunLease
 from dynamo_backups.backup.s3_clock import s3_clock, wait_past
 from dynamo_backups.core.base import (
@@ -140,10 +140,9 @@ class ConvertOptions:
     # Copy the item folder's versions up to the moment into the journal (``converted``
     # pieces), so that the journal folder reads as the item folder before the base too.
     history: bool = False
-    # The item folder's first backfill that copied the whole table (``whole_since``), noted
-    # in the journal folder so that its readers warn of moments before it as the item
-    # folder's do.
-    whole_backfill: CompletedBackfill | None = None
+    # What the item folder's backfill markers say of its copy of the table, noted in the
+    # journal folder (``record_coverage``) so that its readers warn as the item folder's do.
+    coverage: Coverage | None = None
 
 
 @dataclass
@@ -381,9 +380,9 @@ class Conversion(BucketClients):
             self._refuse_other_bases(target, moment)
         reflects_before = self._claim(target, moment, source)
         self.report.reflects_before = format_change_time(reflects_before)
-        if self.options.whole_backfill is not None:
-            record_whole_copy(
-                self.ledger_writer(), target, self.job_run.run_id, self.options.whole_backfill
+        if self.options.coverage is not None:
+            record_coverage(
+                self.ledger_writer(), target, self.job_run.run_id, self.options.coverage, moment
             )
         self.plan = _Plan(
             source.layout,

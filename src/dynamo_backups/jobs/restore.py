@@ -474,14 +474,19 @@ class Restore(BucketClients):
         if pin is not None:
             key, cutoff = pin
             waiting = PinWait(lambda sleep: self._wait_past_cutoff(key, cutoff, sleep))
-            prefetch = self._prefetch(engine, units, cutoff)
+            prefetch = self._prefetch(engine, ledger, units, cutoff)
         try:
+            if waiting is not None and pin is not None:
+                # Before the table is made: a wait that fails (S3 refusing its HEADs) leaves
+                # no empty table that a run started again would fill as someone else's
+                # (without its TTL setting). And before any unit lists: S3's clock is then
+                # past the cutoff. The first units' reads go on meanwhile, and while the
+                # table is prepared.
+                waiting.join()
+                self.received_before = pin[1]
             self._prepare_target(description, self.job_run.resumed)
             if self._deletes_absent() and not self.options.keys_file:
                 self._absent = self._absent_items()  # with --keys, only the keys' own deletes
-            if waiting is not None and pin is not None:
-                waiting.join()  # before any unit lists: S3's clock is past the cutoff
-                self.received_before = pin[1]
         finally:
             if waiting is not None:
                 waiting.cancel()
@@ -507,13 +512,19 @@ class Restore(BucketClients):
         ledger.finish(self.job_run, self.report.complete, {"written": self.report.written})
         return self.report
 
-    def _prefetch(self, engine: Engine, units: list[WorkUnit], cutoff: datetime) -> Prefetch | None:
+    def _prefetch(
+        self, engine: Engine, ledger: JobLedger, units: list[WorkUnit], cutoff: datetime
+    ) -> Prefetch | None:
         """Read, during the pin's wait, what the first units to run (as many as run at once)
         most likely read; for units in this process only, listed (not ``--keys``) under one
-        name each (not an adopted folder's aliases)."""
+        name each (not an adopted folder's aliases). A resumed run skips the units its ledger
+        records: not those."""
         if engine.name != "threads" or self.options.keys_file or self.folder.aliases:
             return None
-        partitions = [unit.partition or "" for unit in units[: max(1, engine.slots)]]
+        assert self.job_run is not None
+        done = ledger.finished_units(self.job_run) if self.job_run.resumed else {}
+        to_run = [unit for unit in units if unit.id not in done]
+        partitions = [unit.partition or "" for unit in to_run[: max(1, engine.slots)]]
         return Prefetch(lambda partition: self._items(partition, cutoff), partitions)
 
     def _note_prefetched(self) -> None:

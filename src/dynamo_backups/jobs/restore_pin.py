@@ -2,16 +2,16 @@
 
 The run's cutoff is known once ``moment.json`` is HEADed (``Restore._pin_moment``); waiting
 until S3's clock is past it (``backup/s3_clock.wait_past``, 1-2 s) depends on nothing else and
-nothing else depends on it but the units' listings. So the wait runs on a thread (``PinWait``)
-while the driver prepares the target table (CreateTable and its wait for ACTIVE take seconds on
-AWS), and another thread (``Prefetch``) lists the first units' objects and reads the versions
+nothing else depends on it but the units' listings. So the wait runs on a thread (``PinWait``),
+and another thread (``Prefetch``) lists the first units' objects and reads the versions
 their selection most likely reads into a bounded cache (``backup/prefetch``). The wait is
 joined before any unit lists anything; the units list again, and their listing alone decides
 what is restored: a cached read is used only for the very version (key, version id, ETag,
 size) a unit's selection reads.
 
-The wait's error is raised where it is joined, as it was raised before; Ctrl-C (or any error
-of the driver meanwhile) stops both threads.
+The wait is joined before the table is prepared (a failed wait leaves no table), the reads go on
+while it is. The wait's error is raised where it is joined, as it was raised before; Ctrl-C (or
+any error of the driver meanwhile) stops both threads, without waiting for a request in flight.
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ class Prefetch:
             logger.debug("reading ahead during the pin's wait stopped: %r", error)
 
     def stop(self) -> PrefetchedReads:
-        """Stop reading (what is read is kept); the reads, for the units."""
+        """Stop reading (what is read is kept); the reads, for the units. Not waited for: a
+        request in flight (a listing S3 is slow to answer) must not hold up the units, nor
+        Ctrl-C; its read, if it ends, is kept as any other (the cache is thread-safe)."""
         self._stop.set()
-        self._thread.join()
         return self.reads
