@@ -43,6 +43,10 @@ def moto_server() -> Iterator[str]:
 
     FakeBucket.get_permission = get_permission  # type: ignore[method-assign]
     server.start()
+    # moto's state is the process's, shared by every server in it: a test's own server
+    # starts empty only once what a session-wide server's tests left (an Object Lock bucket,
+    # which cannot be deleted) is gone.
+    requests.post(f"http://127.0.0.1:{port}/moto-api/reset", timeout=10)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

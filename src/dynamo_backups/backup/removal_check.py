@@ -40,7 +40,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from dynamo_backups.aws.errors import (
@@ -66,6 +66,10 @@ _SEGMENT_NAME = re.compile(r"backfill-segment-(\d+)-of-(\d+)")
 # A done marker's fields: whether its run copied every row of its job, and the one moment
 # its copies are dated by (an export's).
 COPIED_WHOLE = "copied_whole"
+# A done marker's LastModified is whole seconds (rounded down): every read of its run (dated by
+# DynamoDB's clock, to the second, rounded down, and made before the marker was written) is
+# dated before its second ends. (DynamoDB's and S3's clocks are one: Amazon Time Sync.)
+DONE_MARKER_SECOND = timedelta(seconds=1)
 WHOLE_FROM = "whole_from"
 MARKER_STEM = "removals-check"
 # The marker's condition did not hold: it was written since it was read. (A 409 is no verdict.)
@@ -286,7 +290,7 @@ class Coverage:
         """Whether the folder holds every row the table held at ``moment`` (None: latest);
         None when its markers do not say (it has none: a stream begun with the table)."""
         if self.whole is not None:
-            return moment is None or moment >= self.whole.checked + CLOCK_ALLOWANCE
+            return moment is None or moment >= self.whole.checked + DONE_MARKER_SECOND
         return False if self.partial else None
 
 
