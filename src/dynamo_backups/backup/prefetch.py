@@ -39,12 +39,15 @@ class PrefetchedReads:
         self.stored = 0
         self.taken = 0
         self.full = False  # a read was refused for want of room
+        self.closed = False  # the units list now: a read ending later is not kept
         self._reads: dict[_Where, tuple[str, int, Read]] = {}
         self._lock = threading.Lock()
 
     def put(self, entry: ObjectVersion, head: bool, read: Read) -> bool:
         """Keep ``read`` of ``entry`` (as listed when it was read); False once full."""
         with self._lock:
+            if self.closed:
+                return False
             if self.size + _cost(entry, read) > self.max_bytes:
                 self.full = True
                 return False
@@ -67,6 +70,12 @@ class PrefetchedReads:
                 return None
             self.taken += 1
             return read
+
+    def close(self) -> None:
+        """Keep no more reads: the units list from now on, and one may already have read for
+        itself what a read still in flight would bring."""
+        with self._lock:
+            self.closed = True
 
     def clear(self) -> None:
         with self._lock:

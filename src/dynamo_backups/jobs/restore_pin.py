@@ -103,6 +103,7 @@ class Prefetch:
     def stop(self) -> PrefetchedReads:
         """Stop reading (what is read is kept); the reads, for the units. Not waited for: a
         request in flight (a listing S3 is slow to answer) must not hold up the units, nor
-        Ctrl-C; its read, if it ends, is kept as any other (the cache is thread-safe)."""
+        Ctrl-C; its read, if it ends, is not kept (``PrefetchedReads.close``)."""
         self._stop.set()
+        self.reads.close()
         return self.reads
