@@ -142,6 +142,16 @@ def prefix() -> str:
     return f"t{next(_names)}-{uuid.uuid4().hex[:8]}"
 
 
+@pytest.fixture
+def journal_env(monkeypatch: pytest.MonkeyPatch, seaweedfs: Any, bucket: str, prefix: str) -> str:
+    """The Lambda handler's environment for a function installed with --layout journal."""
+    monkeypatch.setenv("BACKUP_BUCKET", bucket)
+    monkeypatch.setenv("BACKUP_PREFIX", prefix)
+    monkeypatch.setenv("BACKUP_LAYOUT", "journal")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", seaweedfs.endpoint)
+    return prefix
+
+
 @pytest.fixture(scope="session")
 def moto_session() -> Iterator[str]:
     """moto for the services the local servers do not serve (Lambda, SQS, CloudWatch), kept

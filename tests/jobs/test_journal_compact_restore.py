@@ -41,16 +41,6 @@ pytestmark = pytest.mark.servers
 MINUTE = 60
 
 
-@pytest.fixture
-def journal_env(monkeypatch: pytest.MonkeyPatch, seaweedfs: Any, bucket: str, prefix: str) -> str:
-    """The handler's environment for a function installed with --layout journal."""
-    monkeypatch.setenv("BACKUP_BUCKET", bucket)
-    monkeypatch.setenv("BACKUP_PREFIX", prefix)
-    monkeypatch.setenv("BACKUP_LAYOUT", "journal")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", seaweedfs.endpoint)
-    return prefix
-
-
 def start_time() -> datetime:
     """The first change's time: whole minutes, three hours back, ten minutes before an hour
     ends, so that the changes cross an hour folder."""

@@ -43,16 +43,6 @@ from tests.servers import make_client
 pytestmark = pytest.mark.servers
 
 
-@pytest.fixture
-def journal_env(monkeypatch: pytest.MonkeyPatch, seaweedfs: Any, bucket: str, prefix: str) -> str:
-    """The handler's environment for a function installed with --layout journal."""
-    monkeypatch.setenv("BACKUP_BUCKET", bucket)
-    monkeypatch.setenv("BACKUP_PREFIX", prefix)
-    monkeypatch.setenv("BACKUP_LAYOUT", "journal")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", seaweedfs.endpoint)
-    return prefix
-
-
 def deliver(records: list[dict[str, Any]]) -> None:
     assert run_handler(copy.deepcopy(records)) == {"batchItemFailures": []}
 

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from dynamo_backups.core.ddbjson import InvalidDynamoJSON, Item, validate_item
+from dynamo_backups.core.ddbjson import InvalidDynamoJSON, Item, checked_item, validate_item
 from dynamo_backups.core.journal import (
     CONVERTED_STREAM,
     ChangeOrder,
@@ -145,7 +145,7 @@ def decode_base_line(line: bytes | str, where: str) -> Item:
     if set(document) != {"Item"}:
         raise BaseError(f'{where}: a data line is {{"Item": ...}} alone')
     try:
-        return validate_item(document["Item"], f"{where}.Item")
+        return checked_item(document["Item"], f"{where}.Item")
     except InvalidDynamoJSON as error:
         raise BaseError(str(error)) from None
 

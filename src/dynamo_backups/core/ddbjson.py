@@ -55,12 +55,16 @@ def validate_item(item: Any, where: str = "item") -> Item:
 
 def validate_value(value: Any, where: str) -> None:
     """Check one typed attribute value, recursing into maps and lists."""
-    if not isinstance(value, Mapping) or len(value) != 1:
+    # Exact-type tests first: every value of every item read goes through here, and
+    # isinstance against an abstract class costs more than the rest of the check.
+    if (type(value) is not dict and not isinstance(value, Mapping)) or len(value) != 1:
         raise InvalidDynamoJSON(f'{where}: expected one type tag such as {{"S": ...}}')
     ((tag, inner),) = value.items()
-    if tag not in ATTRIBUTE_TYPES:
+    if tag == "S" and type(inner) is str:
+        return
+    checker = _CHECKERS.get(tag)
+    if checker is None:
         raise InvalidDynamoJSON(f"{where}: unknown type tag {tag!r}")
-    checker = _CHECKERS[tag]
     if not checker(inner):
         raise InvalidDynamoJSON(f"{where}: bad {tag} value {_kind(inner)}")
     if tag == "M":
@@ -319,6 +323,13 @@ def loads_item(body: bytes | str, where: str) -> Item:
         parsed = json.loads(body, parse_float=Decimal, parse_int=Decimal)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidDynamoJSON(f"{where}: not valid JSON ({error})") from None
+    return checked_item(parsed, where)
+
+
+def checked_item(parsed: Any, where: str) -> Item:
+    """``validate_item`` of an item ``json.loads`` just built (a fresh dict, which is
+    returned as it is): the common case checked without naming paths, the rest by
+    ``validate_item``, whose error names the attribute."""
     if type(parsed) is dict and all(map(_plainly_valid, parsed.values())):
         return parsed  # a fresh dict, as validate_item's copy would be
     return validate_item(parsed, where)  # the error, with the attribute's path

@@ -47,7 +47,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from dynamo_backups.core.ddbjson import InvalidDynamoJSON, Item, to_wire, validate_item
+from dynamo_backups.core.ddbjson import InvalidDynamoJSON, Item, checked_item, to_wire
 from dynamo_backups.core.keys import DEFAULT_KEY_HASH, object_name
 from dynamo_backups.core.layout import (
     EVENT_REMOVE,
@@ -360,7 +360,7 @@ def _record_from_document(document: Mapping[str, Any], where: str) -> JournalRec
     precision = parse_seconds(text("precision"))
     if precision is None:
         raise JournalError(f"{where}: bad precision {document.get('precision')!r}")
-    keys = validate_item(document.get("keys"), f"{where}.keys")
+    keys = checked_item(document.get("keys"), f"{where}.keys")  # fresh from json.loads
     if not keys:
         raise JournalError(f"{where}: no key attributes")
     image = document.get("image")
@@ -377,7 +377,7 @@ def _record_from_document(document: Mapping[str, Any], where: str) -> JournalRec
         event_name=event_name,
         change_time=change_time,
         keys=keys,
-        image=validate_item(image, f"{where}.image") if image is not None else None,
+        image=checked_item(image, f"{where}.image") if image is not None else None,
         precision=precision,
         event_id=text("id", required=False),
         user_identity=_user_identity(user),

@@ -48,11 +48,17 @@ def check_key_hash(name: str) -> str:
     return name
 
 
+_TEXT_TYPED = frozenset({"S", "N"})  # key attribute types held as text in both forms
+
+
 def canonical_key(key: Mapping[str, AttributeValue]) -> bytes:
     """The canonical bytes of a key: sorted, compact JSON, binary as base64 text."""
     if not key:
         raise InvalidDynamoJSON("an item key needs at least one attribute")
-    return json.dumps(to_wire(dict(key)), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    # A key of strings and numbers (most keys) is its own wire form: no copy to make.
+    plain = type(key) is dict and all(_TEXT_TYPED.issuperset(value) for value in key.values())
+    wire = key if plain else to_wire(dict(key))
+    return json.dumps(wire, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 def object_name(key: Mapping[str, AttributeValue], key_hash: str = DEFAULT_KEY_HASH) -> str:

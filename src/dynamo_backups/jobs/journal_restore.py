@@ -56,7 +56,7 @@ from dynamo_backups.backup.reading import READ_POLICY
 from dynamo_backups.backup.run_lease import RunLease
 from dynamo_backups.core.base import BaseManifest, parse_base_id
 from dynamo_backups.core.ddbjson import Item, dumps_item, loads_item
-from dynamo_backups.core.journal import fold, format_change_time
+from dynamo_backups.core.journal import ItemState, fold, format_change_time
 from dynamo_backups.core.keys import extract_key, key_attribute_names, object_name
 from dynamo_backups.core.layout import LayoutError, TableLayout
 from dynamo_backups.core.parallel import ThreadEngine, batched
@@ -68,17 +68,18 @@ from dynamo_backups.core.units import (
     merge_results,
     partition_units,
 )
+from dynamo_backups.jobs.journal_prefetch import BaseStatesAhead
 from dynamo_backups.jobs.journal_units import (
     ROUTE_STAGE,
     JournalView,
     base_states,
     partition_digits,
-    pin_run_moment,
     present_sorted,
     retention_clock,
     route,
     route_outputs,
     routed_input,
+    run_moment,
 )
 from dynamo_backups.jobs.restore import (
     UNWRITTEN_OUTPUTS,
@@ -100,6 +101,7 @@ from dynamo_backups.jobs.restore_absent import (
     ScratchMismatch,
     scratch_lines,
 )
+from dynamo_backups.jobs.restore_pin import PinWait
 from dynamo_backups.jobs.restore_unit import BATCH_SIZE, DRY_RUN_SAMPLE
 from dynamo_backups.jobs.tables import (
     check_same_key,
@@ -181,6 +183,7 @@ class JournalRestore(BucketClients):
         self._absent: AbsentItems | None = None
         self._absent_keys: list[str] = []  # of a run without a ledger, with --keys
         self._outputs: list[dict[str, Any]] = []  # the partition units', earlier attempts' too
+        self._base_ahead: BaseStatesAhead[dict[str, ItemState]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # A worker needs the settings and the view, not the driver's last-phase collections.
@@ -190,6 +193,7 @@ class JournalRestore(BucketClients):
             "_absent": None,
             "_absent_keys": [],
             "_outputs": [],
+            "_base_ahead": None,
         }
         del state["_lock"]
         return state
@@ -330,13 +334,36 @@ class JournalRestore(BucketClients):
         self, engine: Engine, ledger: JobLedger, folder: BackupFolder, description: dict[str, Any]
     ) -> None:
         assert self.job_run is not None
-        received_before = self._pin()
+        received_before, waiting = self._pin()
+        ahead: BaseStatesAhead[dict[str, ItemState]] | None = None
+        try:
+            partition_stage = self._choose_base(folder, received_before)
+            ahead = self._read_base_ahead(engine, ledger, partition_stage)
+            if waiting is not None:
+                # Before the journal is listed (S3 then holds every piece dated before the
+                # cutoff) and before the table is made (a failed wait leaves no table).
+                waiting.join()
+        except BaseException:
+            if ahead is not None:
+                ahead.stop()
+            raise
+        finally:
+            if waiting is not None:
+                waiting.cancel()
+        self._base_ahead = ahead
+        try:
+            self._run_stages(engine, ledger, folder, description, partition_stage)
+        finally:
+            self._base_ahead = None
+            if ahead is not None:
+                ahead.stop()
+
+    def _choose_base(self, folder: BackupFolder, received_before: datetime) -> list[WorkUnit]:
+        """The moment, its base and the view of the folder the units read; the partition
+        units the run needs. Lists no journal piece: this runs during the pin's wait."""
         at = self.options.at if self.options.at is not None else received_before
         table_folder = folder.layout.items_prefix
         base = self._base(folder, at)
-        journal_start = first_piece_hour(self.reader(), table_folder)
-        if base is None and journal_start is None:
-            raise RestoreError(f"no journal and no base in {folder.where}: nothing to restore")
         self.report.at = self.report.at or at.isoformat()
         self._key_hash = folder.layout.key_hash
         # --keys reads a base's partitions that hold the keys, at the base's own partitioning.
@@ -355,6 +382,40 @@ class JournalRestore(BucketClients):
             digits,
             names,
         )
+        return partition_stage
+
+    def _read_base_ahead(
+        self, engine: Engine, ledger: JobLedger, partition_stage: list[WorkUnit]
+    ) -> BaseStatesAhead[dict[str, ItemState]] | None:
+        """The base's states of the partitions the first units write (as many as run at
+        once), read on a thread (``journal_prefetch``): for units in this process, of a
+        whole-table restore from a base (not --keys, not --native-import)."""
+        view = self.view
+        if engine.name != "threads" or view is None or view.base is None:
+            return None
+        if self.keys is not None or self.imported_base is not None:
+            return None
+        assert self.job_run is not None
+        done = ledger.finished_units(self.job_run) if self.job_run.resumed else {}
+        first = [unit for unit in partition_stage if unit.id not in done][: max(1, engine.slots)]
+        objects, concurrency = self.reader(), self.read_concurrency
+        return BaseStatesAhead(
+            lambda partition: base_states(objects, view, partition, False, concurrency),
+            [unit.partition or "" for unit in first],
+        )
+
+    def _run_stages(
+        self,
+        engine: Engine,
+        ledger: JobLedger,
+        folder: BackupFolder,
+        description: dict[str, Any],
+        partition_stage: list[WorkUnit],
+    ) -> None:
+        assert self.job_run is not None and self.view is not None
+        journal_start = first_piece_hour(self.reader(), folder.layout.items_prefix)
+        if self.view.base is None and journal_start is None:
+            raise RestoreError(f"no journal and no base in {folder.where}: nothing to restore")
         units = self.view.route_units(self.reader(), journal_start)  # refusals first
         self._prepare_target(description)
         if self._deletes_absent() and self.keys is None:
@@ -378,14 +439,16 @@ class JournalRestore(BucketClients):
         if self.report.complete and not self.options.dry_run:
             self._finish_target(description)
 
-    def _pin(self) -> datetime:
+    def _pin(self) -> tuple[datetime, PinWait | None]:
         """The moment the run began by S3's clock (its ``moment.json``, written once): every
         attempt reads the journal objects S3 received before it, and a latest restore the
-        state at it. A dry run (which writes nothing) takes S3's clock now."""
+        state at it; and the wait until S3's clock is past it, under way on a thread. A dry
+        run (which writes nothing) takes S3's clock now."""
         assert self.job_run is not None
-        return pin_run_moment(
+        pinned, wait = run_moment(
             self.s3(), self.reader(), self.bucket, self.job_run, self.retry_policy, RestoreError
         )
+        return pinned, PinWait(wait) if wait is not None else None
 
     def _base(self, folder: BackupFolder, at: datetime) -> Any:
         """The base at or before ``at`` the retention rules keep (``readable_base``; with
@@ -640,8 +703,12 @@ class JournalRestore(BucketClients):
         if self.imported_base is not None and not routed.records:
             return result  # nothing changed since the imported base: the table holds it
         # The index only where a late change must be weighed against the base's state.
-        states = base_states(objects, view, partition, bool(routed.placed), self.read_concurrency)
-        imported = {name: state.image for name, state in states.items() if state.image}
+        states = self._base_states(partition, bool(routed.placed), context)
+        imported = (
+            {name: state.image for name, state in states.items() if state.image}
+            if self.imported_base is not None
+            else {}
+        )
         folded = fold(states, routed.records, view.at, view.base_moment, view.key_hash)
         present = present_sorted(folded)
         listed_absent = self._listed_absent(partition, {name for name, _ in present})
@@ -682,6 +749,19 @@ class JournalRestore(BucketClients):
             if output is not None:
                 result.outputs.append(output)
         return result
+
+    def _base_states(
+        self, partition: str, with_index: bool, context: UnitContext
+    ) -> dict[str, ItemState]:
+        """The base's states of the partition (``base_states``): read during the pin's wait
+        where they were and need no index, else read now."""
+        assert self.view is not None
+        ahead = self._base_ahead
+        if ahead is not None:
+            states = ahead.take(partition, context.cancel.check)
+            if states is not None and not with_index:
+                return states
+        return base_states(self.reader(), self.view, partition, with_index, self.read_concurrency)
 
     def _listed_absent(self, partition: str, present: set[str]) -> list[Item]:
         """The listed keys (--keys) of this partition the backup did not hold at the moment."""

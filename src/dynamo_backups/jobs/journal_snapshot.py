@@ -15,6 +15,7 @@ not take are refused before anything runs (``unsupported``).
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from typing import Any
 
@@ -45,12 +46,12 @@ from dynamo_backups.jobs.journal_units import (
     JournalView,
     base_states,
     partition_digits,
-    pin_run_moment,
     present_sorted,
     retention_clock,
     route,
     route_outputs,
     routed_input,
+    run_moment,
 )
 from dynamo_backups.jobs.snapshot import Snapshot, SnapshotError, SnapshotOptions, _PartitionFiles
 from dynamo_backups.jobs.units import Engine, StageOutcome, run_stage
@@ -176,9 +177,12 @@ class JournalSnapshot(Snapshot):
         (a role that may only read the bucket) takes S3's clock now."""
         assert self.job_run is not None
         objects, policy = self.reader(), self.retry_policy
-        return pin_run_moment(
+        pinned, wait = run_moment(
             self.s3(), objects, self.backup_bucket, self.job_run, policy, SnapshotError
         )
+        if wait is not None:
+            wait(time.sleep)  # before the journal is listed
+        return pinned
 
     def _base(self, table_folder: str, at: datetime) -> BaseManifest | None:
         """The base at or before ``at`` the retention rules keep (``readable_base``), the same

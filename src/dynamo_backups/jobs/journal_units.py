@@ -12,7 +12,6 @@ of a resumed run reads exactly what the first read.
 
 from __future__ import annotations
 
-import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -369,22 +368,26 @@ def route_outputs(results: Iterable[UnitResult]) -> list[dict[str, Any]]:
     return outputs
 
 
-def pin_run_moment(
+PinWaiting = Callable[[Callable[[float], None]], None]  # the wait, given how to sleep
+
+
+def run_moment(
     s3: Any,
     objects: Any,
     bucket: str,
     run: JobRun,
     policy: RetryPolicy,
     unknown: Callable[[str], Exception],
-) -> datetime:
+) -> tuple[datetime, PinWaiting | None]:
     """The moment a reader's run began by S3's clock (its ``moment.json``, written once by
-    the first attempt), a second past it once S3's clock has passed that: every attempt
-    reads the journal objects S3 received before it. A run without a ledger (a dry run, a
-    role that may only read the bucket) takes S3's clock now. A resumed run whose
-    ``moment.json`` is gone raises ``unknown(message)``."""
+    the first attempt), a second past it, and the wait until S3's clock has passed that
+    (None: nothing to wait for): once it has, every attempt reads the journal objects S3
+    received before it. Only what lists the journal must come after the wait. A run
+    without a ledger (a dry run, a role that may only read the bucket) takes S3's clock
+    now. A resumed run whose ``moment.json`` is gone raises ``unknown(message)``."""
     if not run.recorded:
         now = s3_clock(s3, bucket, f"{run.job_prefix}run.json")[1]
-        return now.astimezone(UTC).replace(microsecond=0)
+        return now.astimezone(UTC).replace(microsecond=0), None
     key = f"{run.scratch_prefix}moment.json"
     if not run.resumed:
         put_if_absent(objects, key, b"{}", JSON_TYPE, policy)
@@ -395,8 +398,7 @@ def pin_run_moment(
             "unknown; run without --resume to start over"
         )
     pinned = received.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
-    wait_past(s3, bucket, key, pinned, time.sleep)
-    return pinned
+    return pinned, lambda sleep: wait_past(s3, bucket, key, pinned, sleep)
 
 
 def retention_clock(s3: Any, objects: Any, layout: TableLayout) -> RetentionClock:

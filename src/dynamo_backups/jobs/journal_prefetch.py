@@ -1,0 +1,93 @@
+"""A journal restore's base, read while its pin is waited for.
+
+The base a run reads depends on its moment only, not on what S3 receives while the run waits
+for S3's clock to pass its cutoff (only the journal's listings must come after), and a base's
+files never change once its manifest is written. So, during the wait, a thread reads and
+decodes the base's states for the partitions the first units write (``BaseStatesAhead``), and
+each of those units takes its partition's once. Only a way to save time: a unit whose partition
+must weigh a late change against the base's index reads the base itself, and so does one whose
+partition failed here (the unit then meets the failure and reports it) or was not reached.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+logger = logging.getLogger("dynamo_backups.jobs.restore")
+
+States = TypeVar("States")
+POLL_SECONDS = 0.2  # a unit waiting for its partition still sees Ctrl-C this soon
+
+
+class _Slot(Generic[States]):
+    """One partition's read: not begun, under way, or ended (``states``: None if it failed)."""
+
+    def __init__(self) -> None:
+        self.begun = False
+        self.ended = threading.Event()
+        self.states: States | None = None
+
+
+class BaseStatesAhead(Generic[States]):
+    """``states_of(partition)`` for each of ``partitions``, in order, on one thread, each
+    taken once by ``take``; a partition not begun when taken, or after ``stop``, is left to
+    its unit."""
+
+    def __init__(self, states_of: Callable[[str], States], partitions: Sequence[str]) -> None:
+        self._lock = threading.Lock()
+        self._slots: dict[str, _Slot[States]] = {partition: _Slot() for partition in partitions}
+        self._stopped = False
+        self.read = self.taken = 0
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(states_of, list(self._slots.items())),
+            name="restore-base-ahead",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _run(
+        self, states_of: Callable[[str], States], slots: list[tuple[str, _Slot[States]]]
+    ) -> None:
+        for partition, slot in slots:
+            with self._lock:
+                if self._stopped or partition not in self._slots:
+                    continue
+                slot.begun = True
+            try:
+                slot.states = states_of(partition)
+                self.read += 1
+            except Exception as error:  # the unit reads the base itself and meets it
+                logger.debug("reading base partition %r ahead failed: %r", partition, error)
+            finally:
+                slot.ended.set()
+
+    def take(self, partition: str, check: Callable[[], None]) -> States | None:
+        """The partition's states once read (waiting for a read under way, calling
+        ``check`` meanwhile: a Ctrl-C), or None: the unit reads them itself."""
+        with self._lock:
+            slot = self._slots.pop(partition, None)
+            if slot is None or not slot.begun:
+                return None
+        while not slot.ended.wait(POLL_SECONDS):
+            check()
+        states, slot.states = slot.states, None
+        if states is not None:
+            self.taken += 1
+        return states
+
+    def stop(self) -> None:
+        """Begin no other partition; drop what no unit took (a read under way ends alone)."""
+        with self._lock:
+            self._stopped = True
+            slots, self._slots = self._slots, {}
+        for slot in slots.values():
+            slot.states = None
+        logger.debug(
+            "base partitions read during the pin's wait: %d, %d taken by the units",
+            self.read,
+            self.taken,
+        )
