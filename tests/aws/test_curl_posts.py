@@ -25,15 +25,8 @@ from dynamo_backups.aws.dynamodb import RawDynamoDB
 from dynamo_backups.aws.errors import error_code, http_status, is_transient
 from tests import faultproxy, servers
 from tests.helpers import create_table, scan_all
-from tests.jobs.test_journal_compact_restore import (
-    History,
-    compact,
-    deliver,
-    restore,
-    restored_state,
-    start_time,
-)
-from tests.pipeline.test_journal_writes import journal_manifest
+from tests.jobs.test_journal_compact_restore import History, restore, restored_state
+from tests.jobs.test_journal_restore_ahead import backed_up_journal  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.skipif(not curl_reads.available(), reason="pycurl is not installed")
 
@@ -175,20 +168,13 @@ def test_the_session_sends_where_it_would_use_a_proxy_or_skip_checks(
 def test_a_journal_restore_through_resets_and_throttling_writes_every_item(
     dynamodb: Any,
     dynamodb_local: Any,
-    streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,
+    backed_up_journal: tuple[str, str, History],  # noqa: F811
 ) -> None:
     """Every 4th DynamoDB request reset, every 7th throttled: the restored table is the
     table, nothing lost or doubled."""
-    table = create_table(dynamodb)
-    folder = f"{journal_env}/{table}"
-    journal_manifest(s3, bucket, journal_env, table, "journal")
-    history = History(dynamodb, streams, table, start_time())
-    deliver(history.change([("put", f"k{index:03d}", index) for index in range(120)]))
-    compact(s3, bucket, folder, None, partitions=16)
-    deliver(history.change([("put", "k001", 201), ("delete", "k002", 0)]))
+    table, folder, history = backed_up_journal
     lock, count = threading.Lock(), [0]
 
     def rule(request: faultproxy.Request) -> str:
@@ -210,4 +196,4 @@ def test_a_journal_restore_through_resets_and_throttling_writes_every_item(
         faults = len(proxy.log.faults)
     assert faults >= 3
     assert restored_state(dynamodb, target) == restored_state(dynamodb, table)
-    assert report.written == len(history.state_at(None)) == 119
+    assert report.written == len(history.state_at(None))

@@ -31,7 +31,6 @@ from tests.installer.test_artifacts import LOCAL_ARCHITECTURE, _boto3_only_pytho
 from tests.jobs.test_journal_compact_restore import (
     base_items,
     base_manifest,
-    journal_env,  # noqa: F401 - a fixture
 )
 from tests.jobs.test_journal_retention import changed_table
 
@@ -88,7 +87,7 @@ def test_the_packaged_compaction_handler_compacts_with_only_the_zip_and_boto3(
     s3: Any,
     seaweedfs: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
     tmp_path: Any,
 ) -> None:
     history = changed_table(dynamodb, streams, s3, bucket, journal_env)
@@ -196,7 +195,7 @@ def test_every_request_of_a_scheduled_compaction_is_one_its_role_allows(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     history = changed_table(dynamodb, streams, s3, bucket, journal_env)

@@ -30,7 +30,6 @@ from tests.jobs.test_journal_compact_restore import (
     cli,
     compact,
     invoke,
-    journal_env,  # noqa: F401 (a fixture)
     recorded_units,
     restored_state,
     start_time,
@@ -88,7 +87,7 @@ def test_convert_then_restore_equals_the_item_folders_restores(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
     aws_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -167,7 +166,7 @@ def test_a_conversion_killed_mid_way_and_resumed(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
     aws_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -223,7 +222,7 @@ def test_convert_refuses_a_folder_holding_an_item_backup_or_another_layout(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
     aws_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -263,7 +262,7 @@ def test_convert_at_now_into_a_new_folder(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
     aws_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

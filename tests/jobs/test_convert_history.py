@@ -46,7 +46,6 @@ from tests.jobs.test_journal_compact_restore import (
     cli,
     compact,
     invoke,
-    journal_env,  # noqa: F401 (a fixture)
     recorded_units,
 )
 from tests.pipeline.test_journal_writes import journal_manifest
@@ -134,7 +133,7 @@ def test_convert_history_reads_as_the_item_folder_at_every_moment(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
     aws_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -238,7 +237,7 @@ def test_a_history_conversion_killed_mid_way_and_resumed(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
     aws_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -281,7 +280,7 @@ def test_a_history_conversion_killed_mid_way_and_resumed(
 def test_history_refuses_a_converted_copy_differing_from_the_journals(
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
     aws_env: dict[str, str],
 ) -> None:
     """A converted change and the journal's copy of it (same sequence number and change time)

@@ -34,7 +34,6 @@ from tests.jobs.test_journal_compact_restore import (
     cli,
     compact,
     invoke,
-    journal_env,  # noqa: F401 (a fixture)
     recorded_units,
     start_time,
 )
@@ -74,7 +73,7 @@ def test_other_tools_writes_within_one_second_restore_as_the_item_folder_before_
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
     aws_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -143,7 +142,7 @@ def test_a_removal_without_a_sequence_number_is_shown_as_a_delete_by_history(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
     aws_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -186,7 +185,7 @@ def test_the_journal_begins_for_retention_no_later_than_its_converted_pieces(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
     aws_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -240,7 +239,7 @@ def test_a_conversion_at_the_moment_of_a_journal_only_base_is_not_taken_for_done
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
     aws_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -287,7 +286,7 @@ def test_a_removal_of_an_item_the_folder_never_held_is_left_out_not_a_failed_con
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
     aws_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -37,7 +37,6 @@ from tests.jobs.test_journal_compact_restore import (
     History,
     deliver,
     invoke,
-    journal_env,  # noqa: F401 - a fixture
     start_time,
 )
 from tests.jobs.test_journal_replay_verify import Backed, backed  # noqa: F401 - a fixture
@@ -254,7 +253,7 @@ def test_a_conversion_of_another_item_folder_at_the_same_moment_is_not_taken_for
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
     aws_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -30,7 +30,6 @@ from tests.jobs.test_journal_compact_restore import (
     base_manifest,
     cli,
     compact,
-    journal_env,  # noqa: F401 (a fixture)
     recorded_units,
     restore,
     restored_state,
@@ -157,7 +156,7 @@ def test_a_backfill_base_with_the_stream_writing_during_the_scan(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
 ) -> None:
     table = create_table(dynamodb)
     folder = f"{journal_env}/{table}"
@@ -226,7 +225,7 @@ def test_a_backfill_into_an_empty_journal_warns_that_no_writer_has_written(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
 ) -> None:
     """A base alone holds the rows as the scan read them: with no stream writer on, the
     changes made during and after it are missed. An empty journal says none has written."""
@@ -252,7 +251,7 @@ def test_a_backfill_base_killed_mid_way_and_resumed(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
 ) -> None:
     table = create_table(dynamodb)
     folder = f"{journal_env}/{table}"

@@ -160,11 +160,11 @@ def test_a_restore_takes_the_base_read_during_the_wait_or_reads_it_again(
     real = journal_restore.base_states
     failed: list[str] = []
 
-    def failing_ahead(*arguments: Any) -> Any:
+    def failing_ahead(*arguments: Any, **options: Any) -> Any:
         if threading.current_thread().name == "restore-base-ahead":
             failed.append(arguments[2])
             raise ConnectionResetError("the base file's read was cut")
-        return real(*arguments)
+        return real(*arguments, **options)
 
     if reads_ahead_fail:
         monkeypatch.setattr(journal_restore, "base_states", failing_ahead)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ import pytest
 from dynamo_backups.backup.reading import read_document
 from dynamo_backups.core import keys as new_keys
 from tests import faultproxy, servers
-from tests.cli.test_interrupt import cli, environment
+from tests.cli.test_interrupt import cli, environment, interrupt_when
 from tests.helpers import create_table
 from tests.jobs.test_journal_compact_restore import History, compact, deliver, start_time
 from tests.jobs.test_restore_prefetch import SlowClock, _items_in
@@ -153,17 +152,6 @@ def _moment_written(s3: Any, bucket: str, job: str) -> bool:
     return bool(listed.get("Contents"))
 
 
-def _run(process: subprocess.Popen[str], timeout: float) -> tuple[str, float]:
-    started = time.monotonic()
-    try:
-        _, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        _, stderr = process.communicate()
-        stderr += "\n(killed: still running)"
-    return stderr, time.monotonic() - started
-
-
 @pytest.mark.servers
 def test_ctrl_c_during_the_pins_wait_is_held_by_the_base_read_ahead(
     aws_env: dict[str, str],
@@ -173,44 +161,31 @@ def test_ctrl_c_during_the_pins_wait_is_held_by_the_base_read_ahead(
     bucket: str,
     journal_with_base: tuple[str, str],
 ) -> None:
-    """Ctrl-C while the pin's wait goes on (S3's clock 60 s behind) stopped the parent at
-    once: nothing but the wait ran. Now the base's first partitions are being read
-    (``BaseStatesAhead``, ``base_states``' thread pool): the driver stops the read-ahead
-    without waiting, but at exit Python joins the pool's workers (``concurrent.futures``'
-    exit hook), which run every file read they were given. While a base data file's GET is
-    not answered (a stuck connection, up to the read timeout and its retries), the first
-    Ctrl-C prints "interrupted" and the process goes on; only a second press ends it."""
+    """S3's clock 60 s behind (a long pin's wait) and every GET of a base data file held:
+    the read-ahead's reads were run by a pool whose workers the interpreter joins at exit
+    (concurrent.futures' exit hook), so the first Ctrl-C printed "interrupted" and the
+    process went on until the held reads ended; it must end at once, with no table."""
     table, folder = journal_with_base
     target = f"{table}-stopped"
     job = f"{folder.split('/')[0]}/.dynamo-backups/{table}/jobs/restore-into-{target}/"
     rule = HoldBaseData()
+    seen: list[float] = []
+
+    def well_inside_the_wait() -> bool:
+        if not seen and _moment_written(s3, bucket, job):
+            seen.append(time.monotonic())
+        return bool(seen) and time.monotonic() - seen[0] > 3.0
+
     with SlowClock(seaweedfs.endpoint, 60.0, rule=rule) as proxy:
         env = {**environment(aws_env), "AWS_ENDPOINT_URL_S3": proxy.endpoint}
-        process = subprocess.Popen(
-            cli("restore", bucket, folder, target),
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        ended, took = interrupt_when(
+            cli("restore", bucket, folder, target), env, well_inside_the_wait
         )
-        try:
-            deadline = time.monotonic() + 60
-            while not _moment_written(s3, bucket, job):
-                assert process.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
-            time.sleep(3.0)  # well inside the 60 s wait
-            assert process.poll() is None
-            process.send_signal(signal.SIGINT)
-            stderr, took = _run(process, STALL_SECONDS + 15)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    assert process.returncode == 130, stderr
-    assert "Traceback" not in stderr, stderr
+    assert ended.returncode == 130, ended.stderr
+    assert "Traceback" not in ended.stderr, ended.stderr
     assert took < 10, (
         f"Ctrl-C during the pin's wait took {took:.1f} s to end the restore "
-        f"(base data read held: {rule.held.is_set()}): {stderr}"
+        f"(base data read held: {rule.held.is_set()}): {ended.stderr}"
     )
     assert not _items_in(dynamodb, target)
 
@@ -229,12 +204,7 @@ class HoldBaseDataDenyJournal(HoldBaseData):
 
 @pytest.mark.servers
 def test_a_failed_restore_exits_only_once_the_base_read_ahead_ends(
-    aws_env: dict[str, str],
-    seaweedfs: servers.Server,
-    dynamodb: Any,
-    s3: Any,
-    bucket: str,
-    journal_with_base: tuple[str, str],
+    aws_env: dict[str, str], seaweedfs: servers.Server, bucket: str, journal_with_base: Any
 ) -> None:
     """A restore whose route stage fails (its journal pieces refused) stops before any
     partition unit: the parent had read nothing of the base then and exited at once with its
@@ -247,21 +217,16 @@ def test_a_failed_restore_exits_only_once_the_base_read_ahead_ends(
     with faultproxy.FaultProxy(seaweedfs.endpoint, rule) as proxy:
         env = {**environment(aws_env), "AWS_ENDPOINT_URL_S3": proxy.endpoint}
         started = time.monotonic()
-        process = subprocess.Popen(
+        ended = subprocess.run(
             cli("restore", bucket, folder, target),
             env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             text=True,
+            timeout=STALL_SECONDS + 30,
         )
-        try:
-            stderr, _ = _run(process, STALL_SECONDS + 30)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
         took = time.monotonic() - started
-    assert process.returncode not in (0, None), stderr
+    stderr = ended.stderr
+    assert ended.returncode not in (0, None), stderr
     assert "error:" in stderr and "Traceback" not in stderr, stderr
     assert took < STALL_SECONDS / 2, (
         f"the failed restore took {took:.1f} s to exit (base data read held: "

@@ -31,7 +31,6 @@ from tests.jobs.test_journal_compact_restore import (
     base_manifest,
     compact,
     deliver,
-    journal_env,  # noqa: F401 - a fixture
     start_time,
 )
 from tests.pipeline.test_journal_writes import journal_manifest
@@ -69,7 +68,7 @@ def test_every_object_of_a_base_is_put_with_its_retention_tag(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
 ) -> None:
     history = changed_table(dynamodb, streams, s3, bucket, journal_env)
     folder = f"{journal_env}/{history.table}"
@@ -97,7 +96,7 @@ def test_the_compaction_function_stops_at_its_time_limit_and_the_next_invocation
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
 ) -> None:
     history = changed_table(dynamodb, streams, s3, bucket, journal_env)
     folder = f"{journal_env}/{history.table}"
@@ -140,7 +139,7 @@ def test_a_compaction_refuses_a_journal_its_retention_may_have_expired(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
 ) -> None:
     history = changed_table(dynamodb, streams, s3, bucket, journal_env)
     folder = f"{journal_env}/{history.table}"

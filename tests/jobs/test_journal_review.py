@@ -44,7 +44,6 @@ from tests.jobs.test_journal_compact_restore import (
     base_manifest,
     compact,
     deliver,
-    journal_env,  # noqa: F401 (a fixture)
     restore,
     restored_state,
     start_time,
@@ -101,7 +100,7 @@ def test_a_snapshot_before_the_backfill_base_of_a_journal_begun_mid_way_is_refus
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
 ) -> None:
     """Fixed: snapshot --at such a moment exported only the items the journal changed (1 of
     21, exit 0); restore refused it, snapshot had no such check."""
@@ -145,7 +144,7 @@ def test_history_shows_the_reads_of_two_backfill_bases(
     dynamodb_local: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
 ) -> None:
     """Fixed: a read's identity in history was ('', -1, '') in every base, so a second
     backfill's read was taken for the first's and history showed the old image as newest."""
@@ -179,7 +178,7 @@ def test_a_late_copy_differing_from_the_one_a_base_holds_is_a_conflict(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
 ) -> None:
     """Fixed: a late copy of a change that differed from the copy a base folded in was placed
     against the base's index, whose order is equal, and the base's copy won in silence; it is
@@ -226,7 +225,7 @@ def test_a_compaction_during_a_backfill_does_not_hide_the_backfill_base(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
 ) -> None:
     """Fixed: a compaction that ran while a backfill wrote its base folded the journal alone at a
     later moment, and restore latest took that base (the items the journal changed). Once a
@@ -301,7 +300,7 @@ def test_a_restore_from_a_base_whose_journal_expired_is_refused(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
 ) -> None:
     """Fixed: under a policy whose rules have expired the journal written after the base
     (compactions failing for longer than --keep-changes-days, or --at a monthly base's week),
@@ -365,7 +364,7 @@ def test_a_reader_passes_over_a_base_near_its_expiry_for_an_older_one(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
 ) -> None:
     """A daily base past its days has lost its data files while its manifest (written last)
     is still there: restore and snapshot take the week's base before it and the journal
@@ -412,7 +411,7 @@ def test_history_of_a_converted_folder_shows_each_change_once(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Fixed: convert's index entry names no stream or eventID, so history showed a change twice
@@ -488,7 +487,7 @@ def test_a_compaction_during_a_conversion_does_not_hide_the_converted_base(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Fixed: the same with convert (the documented switch of a running table): the base of the
@@ -540,7 +539,7 @@ def test_a_batch_replayed_after_a_conversion_older_than_the_journal_is_kept(
     streams: Any,
     s3: Any,
     bucket: str,
-    journal_env: str,  # noqa: F811
+    journal_env: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Fixed: convert's reflects_before (the journal's first hour) made readers skip a late change

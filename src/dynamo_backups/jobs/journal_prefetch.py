@@ -7,6 +7,9 @@ decodes the base's states for the partitions the first units write (``BaseStates
 each of those units takes its partition's once. Only a way to save time: a unit whose partition
 must weigh a late change against the base's index reads the base itself, and so does one whose
 partition failed here (the unit then meets the failure and reports it) or was not reached.
+The reading thread is a daemon and reads in itself, one file at a time (no pool, whose
+workers the interpreter would join at exit): a Ctrl-C or a failed run ends at once, not when
+its reads ahead end.
 """
 
 from __future__ import annotations

@@ -398,9 +398,11 @@ class JournalRestore(BucketClients):
         assert self.job_run is not None
         done = ledger.finished_units(self.job_run) if self.job_run.resumed else {}
         first = [unit for unit in partition_stage if unit.id not in done][: max(1, engine.slots)]
-        objects, concurrency = self.reader(), self.read_concurrency
+        objects = self.reader()
+        # One file at a time on the reading thread itself: a pool's workers would be joined
+        # when the process exits, holding up a Ctrl-C or a failed run until their reads end.
         return BaseStatesAhead(
-            lambda partition: base_states(objects, view, partition, False, concurrency),
+            lambda partition: base_states(objects, view, partition, False, concurrency=1),
             [unit.partition or "" for unit in first],
         )
 

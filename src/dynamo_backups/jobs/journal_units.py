@@ -316,7 +316,8 @@ def base_states(
     concurrency: int = 16,
 ) -> dict[str, ItemState]:
     """The base's states of the items of ``partition``: from its data files (their deciding
-    changes unknown), or with ``with_index`` joined with its index (removals included)."""
+    changes unknown), or with ``with_index`` joined with its index (removals included);
+    ``concurrency`` files read at a time (1: in the calling thread, no pool)."""
     base = view.base
     if base is None:
         return {}
@@ -326,10 +327,15 @@ def base_states(
         for entry in base.files
         if _overlaps(str(entry["partition"]), partition) and (with_index or entry["kind"] == "data")
     ]
-    with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="base-read") as pool:
-        files = list(
-            pool.map(lambda entry: read_lines(objects, paths.prefix + entry["name"]), chosen)
-        )
+
+    def read(entry: Mapping[str, Any]) -> list[bytes]:
+        return read_lines(objects, paths.prefix + entry["name"])  # type: ignore[no-any-return]
+
+    if concurrency <= 1:  # in this thread alone (a restore's reads during its pin's wait)
+        files = [read(entry) for entry in chosen]
+    else:
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="base-read") as pool:
+            files = list(pool.map(read, chosen))
     images: dict[str, Item] = {}
     index: dict[str, ItemState] = {}
     for entry, lines in zip(chosen, files, strict=True):
