@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -38,8 +39,28 @@ class Source:
         return CREDENTIALS
 
 
-def api(endpoint: str, **config: Any) -> RawDynamoDB:
-    return RawDynamoDB(servers.make_client("dynamodb", endpoint, **config), Source())
+class Worker:
+    """A RawDynamoDB whose calls are made on a worker thread, as bulk work makes them (the
+    main thread's go through botocore's session, which a Ctrl-C interrupts)."""
+
+    def __init__(self, raw: RawDynamoDB) -> None:
+        self.raw = raw
+        self._curl = raw._curl
+
+    def call(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(self.raw.call, operation, request).result()
+
+
+class NoSession:
+    """An HTTP session that must not be used (the call went through libcurl)."""
+
+    def send(self, request: Any) -> Any:
+        raise AssertionError(f"sent through botocore's session: {request.url}")
+
+
+def api(endpoint: str, **config: Any) -> Worker:
+    return Worker(RawDynamoDB(servers.make_client("dynamodb", endpoint, **config), Source()))
 
 
 def put_batch(table: str, first: int, count: int = 25) -> dict[str, Any]:
@@ -71,6 +92,7 @@ def test_a_call_sends_what_botocores_session_sends(
         monkeypatch.delenv(curl_posts.CURL_DYNAMODB_VARIABLE)
         curl = api(proxy.endpoint)
         assert session._curl is None and curl._curl is not None
+        curl.raw._http = NoSession()
         session.call("BatchWriteItem", put_batch(table, 0))
         answer = curl.call("BatchWriteItem", put_batch(table, 0))
         assert answer["UnprocessedItems"] == {}
@@ -162,6 +184,21 @@ def test_the_session_sends_where_it_would_use_a_proxy_or_skip_checks(
     assert RawDynamoDB(client, Source())._curl is None
     monkeypatch.setenv(curl_posts.CURL_DYNAMODB_VARIABLE, "off")
     assert api(endpoint)._curl is None
+
+
+@pytest.mark.servers
+def test_a_call_on_the_main_thread_goes_through_the_session(
+    dynamodb_local: Any, dynamodb: Any
+) -> None:
+    """libcurl's wait is not cut short by a signal: the main thread's calls keep to the
+    session, which a Ctrl-C interrupts (``test_curl_posts_review``), bulk work's threads
+    go through libcurl."""
+    table = create_table(dynamodb, view_type=None)
+    calls = api(dynamodb_local.endpoint)
+    calls.raw._http = NoSession()
+    calls.call("DescribeTable", {"TableName": table})  # a worker thread: libcurl
+    with pytest.raises(AssertionError, match="botocore's session"):
+        calls.raw.call("DescribeTable", {"TableName": table})
 
 
 @pytest.mark.servers

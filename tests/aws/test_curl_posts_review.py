@@ -33,7 +33,7 @@ from dynamo_backups.aws import curl_posts, curl_reads
 from dynamo_backups.aws.dynamodb import RawDynamoDB
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from tests import servers
-from tests.aws.test_curl_posts import Source
+from tests.aws.test_curl_posts import Source, Worker
 from tests.helpers import create_table
 
 pytestmark = pytest.mark.skipif(not curl_reads.available(), reason="pycurl is not installed")
@@ -159,11 +159,12 @@ class Scripted:
             upstream.close()
 
 
-def api(endpoint: str, **config: Any) -> RawDynamoDB:
+def api(endpoint: str, **config: Any) -> Worker:
+    """Calls made on a worker thread, where bulk work makes them (libcurl's path)."""
     client = servers.make_client(
         "dynamodb", endpoint, **{"retries": {"total_max_attempts": 1}, **config}
     )
-    return RawDynamoDB(client, Source())
+    return Worker(RawDynamoDB(client, Source()))
 
 
 def _fill(dynamodb: Any, count: int = 100, size: int = 4000) -> str:
@@ -281,7 +282,7 @@ def test_ctrl_c_stops_a_call_waiting_for_its_answer() -> None:
     default (10 s connect + 60 s read) 70 s later. A second Ctrl-C (the CLI's os._exit)
     waits alike."""
     with Scripted(lambda _: Hang(60)) as server:
-        calls = api(server.endpoint, connect_timeout=2, read_timeout=10)
+        calls = api(server.endpoint, connect_timeout=2, read_timeout=10).raw  # main thread
 
         def on_interrupt(signum: int, frame: Any) -> None:
             raise Pressed

@@ -9,7 +9,9 @@ on keep-alive connections from a pool of easy handles, one request per calling t
 time. Failures are raised as the botocore exceptions urllib3's would have been (connection
 refused or reset, timeouts, TLS), so the callers' retry policies treat them alike.
 
-Used only where botocore's session would send the request straight to the endpoint: no proxy
+Bulk work's threads only: a call on the main thread goes through the session, which a Ctrl-C
+interrupts at once (libcurl's wait goes on until its timeout). Used only where botocore's
+session would send the request straight to the endpoint: no proxy
 for its URL, certificates checked against the file botocore's session uses (the configured CA
 bundle, else botocore's default), no client certificate; DYNAMO_BACKUPS_CURL_DYNAMODB=off
 turns it off.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +41,7 @@ from dynamo_backups.aws.curl_reads import available, pycurl
 CURL_DYNAMODB_VARIABLE = "DYNAMO_BACKUPS_CURL_DYNAMODB"
 _CONNECT_FAILURES = frozenset({6, 7})  # COULDNT_RESOLVE_HOST, COULDNT_CONNECT
 _TIMED_OUT = 28  # OPERATION_TIMEDOUT
+_SESSION_HEADERS = ("Accept-Encoding: identity", "Expect:", "Accept:")
 _TLS_FAILURES = frozenset({35, 51, 53, 54, 58, 59, 60, 64, 66, 77, 80, 82, 83, 90, 91})
 
 
@@ -63,7 +67,9 @@ class CurlPosts:
     def __init__(self, ca_bundle: str, connect_timeout: float, read_timeout: float) -> None:
         self._ca_bundle = ca_bundle
         self._connect_ms = max(1, int(connect_timeout * 1000))
-        self._total_ms = max(1, int((connect_timeout + read_timeout) * 1000))
+        # botocore's read timeout bounds each wait for the next bytes, not the exchange (a
+        # large page still arriving is let be): ``_Idle`` ends a request silent that long.
+        self._read_timeout = read_timeout
         self._idle: list[Any] = []
         self._lock = threading.Lock()
 
@@ -75,15 +81,18 @@ class CurlPosts:
         answer_headers: list[bytes] = []
         handle.setopt(pycurl.URL, url)
         handle.setopt(pycurl.POSTFIELDS, body)
-        # Exactly the signed headers; no Expect (a 100-continue round trip) or Accept.
+        # The signed headers and what botocore's session adds (an answer as it is, never
+        # compressed); no Expect (a 100-continue round trip) or Accept.
         sent = [f"{name}: {value}" for name, value in headers.items()]
-        handle.setopt(pycurl.HTTPHEADER, [*sent, "Expect:", "Accept:"])
+        handle.setopt(pycurl.HTTPHEADER, [*sent, *_SESSION_HEADERS])
         handle.setopt(pycurl.WRITEFUNCTION, received.append)
         handle.setopt(pycurl.HEADERFUNCTION, answer_headers.append)
+        idle = _Idle(handle, self._read_timeout)
+        handle.setopt(pycurl.XFERINFOFUNCTION, idle.progress)
         try:
             handle.perform()
         except pycurl.error as error:
-            failure = _botocore_error(error, url, handle)
+            failure = _botocore_error(error, url, handle, idle.timed_out)
             handle.close()  # its connection's state is unknown: never reused
             raise failure from None
         status = int(handle.getinfo(pycurl.RESPONSE_CODE))
@@ -99,7 +108,7 @@ class CurlPosts:
         handle.setopt(pycurl.FOLLOWLOCATION, 0)
         handle.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         handle.setopt(pycurl.CONNECTTIMEOUT_MS, self._connect_ms)
-        handle.setopt(pycurl.TIMEOUT_MS, self._total_ms)
+        handle.setopt(pycurl.NOPROGRESS, 0)  # calls XFERINFOFUNCTION: the read timeout
         handle.setopt(pycurl.CAINFO, self._ca_bundle)  # the file botocore's session uses
         handle.setopt(pycurl.CAPATH, "")
         return handle
@@ -109,6 +118,32 @@ class CurlPosts:
             idle, self._idle = self._idle, []
         for handle in idle:
             handle.close()
+
+
+class _Idle:
+    """libcurl's progress callback (at least once a second while a request runs): ends the
+    request once nothing has been sent or received for ``read_timeout`` seconds after the
+    connection was made (a connection being made is the connect timeout's)."""
+
+    def __init__(self, handle: Any, read_timeout: float) -> None:
+        self._handle = handle
+        self._read_timeout = read_timeout
+        self._seen = (-1, -1)
+        self._since: float | None = None
+        self.timed_out = False
+
+    def progress(self, _dltotal: int, dlnow: int, _ultotal: int, ulnow: int) -> int:
+        now = time.monotonic()
+        if (dlnow, ulnow) != self._seen:
+            self._seen, self._since = (dlnow, ulnow), now
+            return 0
+        if self._since is None or now - self._since < self._read_timeout:
+            return 0
+        if not dlnow and not ulnow and not self._handle.getinfo(pycurl.PRETRANSFER_TIME):
+            self._since = now  # still connecting
+            return 0
+        self.timed_out = True
+        return 1  # ends the request: E_ABORTED_BY_CALLBACK
 
 
 def _parsed_headers(lines: list[bytes]) -> HeadersDict:
@@ -124,26 +159,20 @@ def _parsed_headers(lines: list[bytes]) -> HeadersDict:
     return headers
 
 
-def _botocore_error(error: Any, url: str, handle: Any) -> Exception:
-    """The exception botocore's session raises for the same failure."""
+def _botocore_error(error: Any, url: str, handle: Any, idle: bool) -> Exception:
+    """The exception botocore's session raises for the same failure (``idle``: ended by
+    ``_Idle``, the read timeout)."""
     code = error.args[0] if error.args else 0
     message = error.args[1] if len(error.args) > 1 else str(error)
+    if idle:
+        return ReadTimeoutError(endpoint_url=url, error=message)
     if code in _CONNECT_FAILURES:
         return EndpointConnectionError(endpoint_url=url, error=message)
-    if code == _TIMED_OUT:
-        return (ReadTimeoutError if _connected(handle) else ConnectTimeoutError)(
-            endpoint_url=url, error=message
-        )
+    if code == _TIMED_OUT:  # only CONNECTTIMEOUT_MS is set
+        return ConnectTimeoutError(endpoint_url=url, error=message)
     if code in _TLS_FAILURES:
         return SSLError(endpoint_url=url, error=message)
     return ConnectionClosedError(endpoint_url=url)
-
-
-def _connected(handle: Any) -> bool:
-    try:
-        return float(handle.getinfo(pycurl.CONNECT_TIME)) > 0
-    except Exception:  # closed already: say it was read (the common case)
-        return True
 
 
 def curl_posts_for(client: Any, url: str) -> CurlPosts | None:

@@ -14,6 +14,7 @@ through a plain boto3 client (binary converted between base64 text and bytes bot
 from __future__ import annotations
 
 import json
+import threading
 import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from dynamo_backups.aws.waiting import watched
 from dynamo_backups.core.ddbjson import from_wire, to_wire
 
 TARGET_PREFIX = "DynamoDB_20120810"
+_MAIN_THREAD = threading.main_thread()
 
 
 class RawDynamoDB:
@@ -70,7 +72,9 @@ class RawDynamoDB:
         )
         prepared = http_request.prepare()
         with watched("dynamodb", operation, self.url):
-            if self._curl is not None:
+            # Not on the main thread: libcurl's wait is not cut short by a signal, and a
+            # Ctrl-C must stop the main thread's call at once, as it stops the session's.
+            if self._curl is not None and threading.current_thread() is not _MAIN_THREAD:
                 response = self._curl.post(prepared.url, prepared.headers, prepared.body)
             else:
                 response = self._http.send(prepared)
