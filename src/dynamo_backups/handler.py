@@ -242,7 +242,7 @@ def build_replica_applier(config: ReplicaConfig, aws: AwsContext | None = None) 
     client = aws.client(
         "dynamodb", pool=16, retries=1, region=config.region, endpoint_url=config.endpoint_url
     )
-    api = aws.dynamodb_api(client)
+    api = aws.dynamodb_api(client, libcurl=False)  # no pycurl in the function's package
     return ReplicaApplier(
         lambda request: api.call("BatchWriteItem", request),
         config.table,

@@ -60,7 +60,8 @@ class NoSession:
 
 
 def api(endpoint: str, **config: Any) -> Worker:
-    return Worker(RawDynamoDB(servers.make_client("dynamodb", endpoint, **config), Source()))
+    client = servers.make_client("dynamodb", endpoint, **config)
+    return Worker(RawDynamoDB(client, Source(), curl_posts.curl_posts_for))
 
 
 def put_batch(table: str, first: int, count: int = 25) -> dict[str, Any]:
@@ -181,7 +182,7 @@ def test_the_session_sends_where_it_would_use_a_proxy_or_skip_checks(
     assert api(endpoint, proxies={"https": "http://proxy.example:3128"})._curl is None
     client = servers.make_client("dynamodb", endpoint)
     client._endpoint.http_session._verify = False  # verify=False given to boto3
-    assert RawDynamoDB(client, Source())._curl is None
+    assert RawDynamoDB(client, Source(), curl_posts.curl_posts_for)._curl is None
     monkeypatch.setenv(curl_posts.CURL_DYNAMODB_VARIABLE, "off")
     assert api(endpoint)._curl is None
 

@@ -164,7 +164,7 @@ def api(endpoint: str, **config: Any) -> Worker:
     client = servers.make_client(
         "dynamodb", endpoint, **{"retries": {"total_max_attempts": 1}, **config}
     )
-    return Worker(RawDynamoDB(client, Source()))
+    return Worker(RawDynamoDB(client, Source(), curl_posts.curl_posts_for))
 
 
 def _fill(dynamodb: Any, count: int = 100, size: int = 4000) -> str:

@@ -21,6 +21,7 @@ import pytest
 from botocore.credentials import Credentials
 from click.testing import CliRunner
 
+from dynamo_backups.aws import curl_posts
 from dynamo_backups.aws.dynamodb import RawDynamoDB
 from dynamo_backups.aws.s3objects import BotocoreObjects
 from dynamo_backups.backup.journal_store import read_lines
@@ -126,7 +127,8 @@ def restore(
     dynamodb_local: Any, s3: Any, bucket: str, folder: str, at: datetime | None, **options: Any
 ) -> tuple[str, Any]:
     dynamodb = make_client("dynamodb", dynamodb_local.endpoint)
-    api = RawDynamoDB(dynamodb, Credentials(servers.ACCESS_KEY, servers.SECRET_KEY))
+    credentials = Credentials(servers.ACCESS_KEY, servers.SECRET_KEY)
+    api = RawDynamoDB(dynamodb, credentials, curl_posts.curl_posts_for)  # as the CLI's
     target = f"restored-{os.urandom(4).hex()}"
     job = JournalRestore(
         s3,

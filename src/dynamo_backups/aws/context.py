@@ -221,12 +221,19 @@ class AwsContext:
             logger.info("%s: using botocore for its objects", reason)
             return BotocoreObjects(s3_client, bucket)
 
-    def dynamodb_api(self, dynamodb_client: Any) -> Any:
-        """DynamoDB calls in wire form for bulk work (Scan, BatchWriteItem, ...)."""
+    def dynamodb_api(self, dynamodb_client: Any, libcurl: bool = True) -> Any:
+        """DynamoDB calls in wire form for bulk work (Scan, BatchWriteItem, ...), sent by
+        libcurl where it applies (``curl_posts``; ``libcurl=False``: the Lambda handler,
+        whose package has no pycurl)."""
         if chosen_transport() == "botocore":
             return BotocoreDynamoDB(dynamodb_client)
         try:
-            return RawDynamoDB(dynamodb_client, self.credentials())
+            if not libcurl:
+                return RawDynamoDB(dynamodb_client, self.credentials())
+            # Imported here: the Lambda handler, which passes libcurl=False, does not load it.
+            from dynamo_backups.aws import curl_posts
+
+            return RawDynamoDB(dynamodb_client, self.credentials(), curl_posts.curl_posts_for)
         except UnsupportedTarget as reason:
             logger.info("%s: using botocore for DynamoDB", reason)
             return BotocoreDynamoDB(dynamodb_client)

@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import threading
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 from botocore import xform_name
 from botocore.auth import SigV4Auth
@@ -34,11 +34,22 @@ TARGET_PREFIX = "DynamoDB_20120810"
 _MAIN_THREAD = threading.main_thread()
 
 
+class Poster(Protocol):
+    """Sends a signed request, answering as botocore's session does (``curl_posts``)."""
+
+    def post(self, url: str, headers: Mapping[str, str], body: bytes) -> Any: ...
+
+
 class RawDynamoDB:
     """``call(operation, wire_request) -> wire_answer`` through botocore's signer and HTTP
     session, without its serializers."""
 
-    def __init__(self, dynamodb_client: Any, credentials_source: Any) -> None:
+    def __init__(
+        self,
+        dynamodb_client: Any,
+        credentials_source: Any,
+        curl_for: Callable[[Any, str], Poster | None] | None = None,
+    ) -> None:
         self.client = dynamodb_client
         prepared = prepared_request(dynamodb_client, "Scan", TableName="dynamo-backups-probe")
         if prepared.algorithm != SIGV4:
@@ -48,10 +59,8 @@ class RawDynamoDB:
         self._signing = (prepared.signing_name, prepared.signing_region)
         self._credentials_source = credentials_source
         self._http = dynamodb_client._endpoint.http_session  # the client's own HTTP session
-        # Imported here: the Lambda handler's replication need not load pycurl.
-        from dynamo_backups.aws.curl_posts import curl_posts_for
-
-        self._curl = curl_posts_for(dynamodb_client, self.url)  # None: the session sends
+        # libcurl for bulk work's threads, where it applies (``curl_posts``); None: the session
+        self._curl = curl_for(dynamodb_client, self.url) if curl_for is not None else None
 
     def call(self, operation: str, request: Mapping[str, Any]) -> dict[str, Any]:
         """Call ``operation`` with a wire-form request; the parsed wire-form answer."""
