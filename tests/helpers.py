@@ -15,7 +15,7 @@ from dynamo_backups.aws.dynamodb import RawDynamoDB
 from dynamo_backups.aws.s3objects import BotocoreObjects
 from dynamo_backups.backup.checkpoints import S3CheckpointStore
 from dynamo_backups.backup.writer import BackupWriter
-from dynamo_backups.core.ddbjson import to_wire
+from dynamo_backups.core.ddbjson import item_to_wire
 from dynamo_backups.core.draining import DrainRule
 from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.jobs.backfill import Backfill, BackfillOptions
@@ -156,7 +156,7 @@ def scan_all(dynamodb: Any, table: str) -> dict[str, dict[str, Any]]:
     items: dict[str, dict[str, Any]] = {}
     for page in dynamodb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
         for item in page["Items"]:
-            wire = to_wire(item)
+            wire = item_to_wire(item)
             items[json.dumps({name: wire[name] for name in names}, sort_keys=True)] = wire
     return items
 

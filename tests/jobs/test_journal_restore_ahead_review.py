@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import random
 import subprocess
 import sys
@@ -66,6 +67,9 @@ def _name_or_error(canonical: Any, key: dict[str, Any]) -> str:
         return f"refused: {type(error).__name__}"
 
 
+ONCE_BROKEN = {"L", "BS", "B"}
+
+
 def test_object_names_are_byte_identical_to_the_parents_for_every_key() -> None:
     """``canonical_key`` (hence ``object_name``: every object's name, every partition) must
     give the parent's bytes for every key. A one-attribute key is walked by the parent's
@@ -103,11 +107,19 @@ def test_object_names_are_byte_identical_to_the_parents_for_every_key() -> None:
         for key in keys
     ]
     differing = [(key, old, new) for key, old, new in differing if old != new]
-    differing.sort(key=lambda case: case[1].startswith("refused"))  # names that moved first
-    assert not differing, (
-        f"{len(differing)} of {len(keys)} keys named differently, e.g. "
-        + "; ".join(f"{key}: parent {old!r}, now {new!r}" for key, old, new in differing[:4])
+    # The one deliberate change: a one-attribute key named L, BS or B, which the parent read
+    # as a typed value (all items one name, or refused), is named attribute by attribute.
+    once_broken = [case for case in differing if len(case[0]) == 1 and set(case[0]) & ONCE_BROKEN]
+    assert len(once_broken) == len(differing), (
+        f"{len(differing) - len(once_broken)} of {len(keys)} keys named differently, e.g. "
+        + "; ".join(
+            f"{key}: parent {old!r}, now {new!r}"
+            for key, old, new in differing
+            if (key, old, new) not in once_broken
+        )
     )
+    for key, _, new in once_broken:
+        assert new == json.dumps(key, sort_keys=True, separators=(",", ":")), key
 
 
 # --- a journal folder with a base, through a proxy holding the base's data reads -------------

@@ -28,7 +28,7 @@ from botocore.awsrequest import AWSRequest
 from dynamo_backups.aws.endpoints import SIGV4, UnsupportedTarget, prepared_request
 from dynamo_backups.aws.errors import client_error, modeled_error
 from dynamo_backups.aws.waiting import watched
-from dynamo_backups.core.ddbjson import from_wire, to_wire
+from dynamo_backups.core.ddbjson import call_from_wire, call_to_wire
 
 TARGET_PREFIX = "DynamoDB_20120810"
 _MAIN_THREAD = threading.main_thread()
@@ -108,9 +108,9 @@ class BotocoreDynamoDB:
 
     def call(self, operation: str, request: Mapping[str, Any]) -> dict[str, Any]:
         method = getattr(self.client, xform_name(operation))
-        answer = method(**from_wire(dict(request)))
+        answer = method(**call_from_wire(dict(request)))
         metadata = answer.pop("ResponseMetadata", {})
-        wire = to_wire(answer)
+        wire = call_to_wire(answer)
         wire["ResponseMetadata"] = {
             "HTTPHeaders": {"date": metadata.get("HTTPHeaders", {}).get("date", "")}
         }

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from itertools import permutations
 from typing import Any
 
-from dynamo_backups.core.ddbjson import to_wire
+from dynamo_backups.core.ddbjson import item_to_wire
 from dynamo_backups.core.keys import object_name
 
 OURS = "ours"
@@ -29,7 +29,7 @@ UNKNOWN = "unknown"
 
 def replicator_name(ordered_key: Mapping[str, Any]) -> str:
     """The replicator's name for a key whose attributes are in this order (DynamoDB JSON)."""
-    text = json.dumps(to_wire(dict(ordered_key)), ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(item_to_wire(ordered_key), ensure_ascii=False, separators=(",", ":"))
     return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 

@@ -47,7 +47,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from dynamo_backups.core.ddbjson import InvalidDynamoJSON, Item, checked_item, to_wire
+from dynamo_backups.core.ddbjson import InvalidDynamoJSON, Item, checked_item, item_to_wire
 from dynamo_backups.core.keys import DEFAULT_KEY_HASH, object_name
 from dynamo_backups.core.layout import (
     EVENT_REMOVE,
@@ -188,8 +188,8 @@ def record_of_change(
         sequence_number=_check_sequence(change.sequence_number),
         event_name=change.event_name,
         change_time=change.change_time,
-        keys=to_wire(dict(change.keys)),
-        image=to_wire(dict(change.new_image)) if change.new_image is not None else None,
+        keys=item_to_wire(change.keys),
+        image=item_to_wire(change.new_image) if change.new_image is not None else None,
         precision=change.time_precision,
         event_id=event_id if isinstance(event_id, str) and event_id else None,
         user_identity=_user_identity(user_identity),
@@ -207,7 +207,7 @@ def snapshot_record(
     if stream not in TABLE_READ_STREAMS:
         raise JournalError(f"{stream!r} is not a pseudo-stream of table reads")
     read_at = read_at.astimezone(UTC).replace(microsecond=0)
-    keys, image = to_wire(dict(keys)), to_wire(dict(image)) if image is not None else None
+    keys, image = item_to_wire(keys), item_to_wire(image) if image is not None else None
     what = json.dumps([keys, image, format_change_time(read_at)], sort_keys=True)
     return JournalRecord(
         stream_arn=stream,
@@ -240,7 +240,7 @@ def converted_record(
     S3's order (oldest received 0) among the object's versions of the same moment and
     sequence number. The item layout gives such a tie to the version S3 received last; the
     journal orders a tie by event id, which then does the same."""
-    keys, image = to_wire(dict(keys)), to_wire(dict(image)) if image is not None else None
+    keys, image = item_to_wire(keys), item_to_wire(image) if image is not None else None
     if sequence_number is None:
         event_name, sequence_number = EVENT_SNAPSHOT, TABLE_READ_SEQUENCE
     elif event_name == EVENT_REMOVE:

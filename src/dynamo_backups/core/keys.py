@@ -19,8 +19,8 @@ from dynamo_backups.core.ddbjson import (
     ATTRIBUTE_TYPES,
     AttributeValue,
     InvalidDynamoJSON,
+    item_to_wire,
     normalize_number,
-    to_wire,
     validate_value,
     value_from_plain,
 )
@@ -55,15 +55,11 @@ def canonical_key(key: Mapping[str, AttributeValue]) -> bytes:
     """The canonical bytes of a key: sorted, compact JSON, binary as base64 text."""
     if not key:
         raise InvalidDynamoJSON("an item key needs at least one attribute")
-    # A key of strings and numbers (most keys) is its own wire form: no copy to make. Not a
-    # one-attribute key named like a type tag: to_wire reads that key as a typed value, and
-    # every name made so far must stay as it was.
-    plain = (
-        type(key) is dict
-        and (len(key) > 1 or next(iter(key)) not in ATTRIBUTE_TYPES)
-        and all(_TEXT_TYPED.issuperset(value) for value in key.values())
-    )
-    wire = key if plain else to_wire(dict(key))
+    # A key of strings and numbers (most keys) is its own wire form: no copy to make. Wire
+    # form attribute by attribute: a one-attribute key named "L", "BS" or "B" was once read
+    # as a typed value (every item of such a table one name; docs/layout.md, "Key names").
+    plain = type(key) is dict and all(_TEXT_TYPED.issuperset(value) for value in key.values())
+    wire = key if plain else item_to_wire(key)
     return json.dumps(wire, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
