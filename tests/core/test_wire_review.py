@@ -1,4 +1,5 @@
-"""Review of 91ab217 (``call_to_wire``/``call_from_wire``, ``item_to_wire``): where the new
+"""Review of 91ab217 (its ``call_to_wire``/``call_from_wire``, since replaced by the
+model-driven ``aws.dynamodb.by_shape``; ``item_to_wire``): where the new
 walk gives a different result than the parent's ``to_wire``/``from_wire`` for a request or
 answer the parent converted correctly, or still misreads a key-only item.
 
@@ -31,9 +32,9 @@ import botocore.session
 import pytest
 from botocore.serialize import create_serializer
 
-from dynamo_backups.aws.dynamodb import BotocoreDynamoDB
+from dynamo_backups.aws.dynamodb import BotocoreDynamoDB, by_shape
 from dynamo_backups.aws.retry import RetryPolicy
-from dynamo_backups.core.ddbjson import call_from_wire, call_to_wire
+from dynamo_backups.core.ddbjson import from_wire, to_wire
 from dynamo_backups.jobs.table_diff import batch_get
 from tests.helpers import create_table
 
@@ -63,28 +64,48 @@ def parent(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
     return _parent_ddbjson(tmp_path_factory)
 
 
+MODEL = botocore.session.get_session().get_service_model("dynamodb")
+
+
+def call_to_wire(operation: str, side: str, value: dict[str, Any]) -> Any:
+    """``value`` (a request: side "input", an answer: "output") as the wire carries it."""
+    model = MODEL.operation_model(operation)
+    return by_shape(getattr(model, f"{side}_shape"), value, to_wire)
+
+
+def call_from_wire(operation: str, side: str, value: dict[str, Any]) -> Any:
+    model = MODEL.operation_model(operation)
+    return by_shape(getattr(model, f"{side}_shape"), value, from_wire)
+
+
 KEY = {"pk": {"S": "a"}, "sk": {"B": b"\x05"}}
 ITEM = {"pk": {"S": "a"}, "sk": {"B": b"\x05"}, "m": {"M": {"B": {"B": b"\x04"}}}}
 
 # --- 1. a table named "Responses": BatchGetItem crashes (the parent's was right) -----------
 
-BATCH_GET_SHAPES = {
+BATCH_GET_SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
     # what table_diff.batch_get sends (diff-tables through the botocore transport)
-    "request": {"RequestItems": {"Responses": {"Keys": [KEY], "ConsistentRead": True}}},
+    "request": ("input", {"RequestItems": {"Responses": {"Keys": [KEY], "ConsistentRead": True}}}),
     # what DynamoDB answers when keys are left over (UnprocessedKeys echoes the request)
-    "answer": {
-        "Responses": {"Responses": [ITEM]},
-        "UnprocessedKeys": {"Responses": {"Keys": [KEY], "ConsistentRead": True}},
-    },
-    "request with a projection": {
-        "RequestItems": {
-            "Responses": {
-                "Keys": [KEY],
-                "ProjectionExpression": "#p",
-                "ExpressionAttributeNames": {"#p": "pk"},
+    "answer": (
+        "output",
+        {
+            "Responses": {"Responses": [ITEM]},
+            "UnprocessedKeys": {"Responses": {"Keys": [KEY], "ConsistentRead": True}},
+        },
+    ),
+    "request with a projection": (
+        "input",
+        {
+            "RequestItems": {
+                "Responses": {
+                    "Keys": [KEY],
+                    "ProjectionExpression": "#p",
+                    "ExpressionAttributeNames": {"#p": "pk"},
+                }
             }
-        }
-    },
+        },
+    ),
 }
 
 
@@ -93,11 +114,11 @@ def test_batch_get_item_of_a_table_named_responses(parent: ModuleType, shape: st
     """``Responses`` is a valid table name; ``_walk_call`` takes the RequestItems' (and
     UnprocessedKeys') ``{"Responses": {"Keys": [...], "ConsistentRead": true}}`` for the
     answer's table -> items map and iterates ``True``: TypeError. The parent converted it."""
-    boto = BATCH_GET_SHAPES[shape]
+    side, boto = BATCH_GET_SHAPES[shape]
     wire = parent.to_wire(boto)
     assert parent.from_wire(wire) == boto  # the parent: right both ways
-    assert call_to_wire(boto) == wire
-    assert call_from_wire(wire) == boto
+    assert call_to_wire("BatchGetItem", side, boto) == wire
+    assert call_from_wire("BatchGetItem", side, wire) == boto
 
 
 @pytest.mark.servers
@@ -124,34 +145,47 @@ def test_diff_tables_batch_get_from_a_table_named_responses_through_botocore(
 
 # --- 2. attribute values outside the listed fields: no longer converted --------------------
 
-OUTSIDE_THE_LIST = {
+OUTSIDE_THE_LIST: dict[str, tuple[str, str, dict[str, Any]]] = {
     # PutItem/UpdateItem/DeleteItem with ReturnValues: the item is under "Attributes"
-    "write answer Attributes": {"Attributes": ITEM},
+    "write answer Attributes": ("PutItem", "output", {"Attributes": ITEM}),
     # BatchWriteItem/PutItem with ReturnItemCollectionMetrics=SIZE (a table with an LSI)
-    "ItemCollectionKey": {
-        "UnprocessedItems": {},
-        "ItemCollectionMetrics": {
-            "t": [{"ItemCollectionKey": {"pk": {"B": b"\x07"}}, "SizeEstimateRangeGB": [0.0]}]
+    "ItemCollectionKey": (
+        "BatchWriteItem",
+        "output",
+        {
+            "UnprocessedItems": {},
+            "ItemCollectionMetrics": {
+                "t": [{"ItemCollectionKey": {"pk": {"B": b"\x07"}}, "SizeEstimateRangeGB": [0.0]}]
+            },
         },
-    },
+    ),
     # PartiQL
-    "ExecuteStatement Parameters": {
-        "Statement": "SELECT * FROM t WHERE b=?",
-        "Parameters": [{"B": b"\x01"}],
-    },
+    "ExecuteStatement Parameters": (
+        "ExecuteStatement",
+        "input",
+        {"Statement": "SELECT * FROM t WHERE b=?", "Parameters": [{"B": b"\x01"}]},
+    ),
     # legacy conditional parameters
-    "Query KeyConditions": {
-        "TableName": "t",
-        "KeyConditions": {
-            "sk": {"AttributeValueList": [{"B": b"\x01"}], "ComparisonOperator": "EQ"}
+    "Query KeyConditions": (
+        "Query",
+        "input",
+        {
+            "TableName": "t",
+            "KeyConditions": {
+                "sk": {"AttributeValueList": [{"B": b"\x01"}], "ComparisonOperator": "EQ"}
+            },
         },
-    },
-    "UpdateItem Expected/AttributeUpdates": {
-        "TableName": "t",
-        "Key": KEY,
-        "AttributeUpdates": {"x": {"Value": {"B": b"\x01"}, "Action": "PUT"}},
-        "Expected": {"y": {"Value": {"B": b"\x02"}, "Exists": True}},
-    },
+    ),
+    "UpdateItem Expected/AttributeUpdates": (
+        "UpdateItem",
+        "input",
+        {
+            "TableName": "t",
+            "Key": KEY,
+            "AttributeUpdates": {"x": {"Value": {"B": b"\x01"}, "Action": "PUT"}},
+            "Expected": {"y": {"Value": {"B": b"\x02"}, "Exists": True}},
+        },
+    ),
 }
 
 
@@ -163,11 +197,11 @@ def test_binary_values_outside_the_listed_fields_are_converted_as_before(
     Item/Key/Keys/Items/Responses/...: here bytes stay bytes in the wire answer (not JSON),
     and a request's base64 text reaches boto3, which base64-encodes it again (another value
     written, compared, or looked up)."""
-    boto = OUTSIDE_THE_LIST[shape]
+    operation, side, boto = OUTSIDE_THE_LIST[shape]
     wire = parent.to_wire(boto)
     assert parent.from_wire(wire) == boto
-    assert call_to_wire(boto) == wire
-    assert call_from_wire(wire) == boto
+    assert call_to_wire(operation, side, boto) == wire
+    assert call_from_wire(operation, side, wire) == boto
 
 
 # --- 3. tables named like an item field: the fixed bug is back for their items -------------
@@ -190,7 +224,7 @@ def test_batch_write_into_a_table_named_items_keeps_a_key_only_items_binary() ->
     A table named ``t`` gets it right since 91ab217."""
     for table in ("t", "Items", "Keys"):
         wire = {"RequestItems": {table: [{"PutRequest": {"Item": {"S": {"B": "AQ=="}}}}]}}
-        sent = _serialized("BatchWriteItem", call_from_wire(wire))
+        sent = _serialized("BatchWriteItem", call_from_wire("BatchWriteItem", "input", wire))
         assert sent == wire, table
 
 
@@ -200,5 +234,5 @@ def test_batch_get_from_a_table_named_key_keeps_a_key_named_l(table: str) -> Non
     for an item and its ``Keys`` walked as one value each: ``{"L": {"S": "a"}}`` becomes
     ``{"L": ["S"]}`` (the bug 91ab217 fixes, back for these tables)."""
     wire = {"RequestItems": {table: {"Keys": [{"L": {"S": "a"}}], "ConsistentRead": True}}}
-    assert call_from_wire(wire) == wire
-    assert call_to_wire(wire) == wire
+    assert call_from_wire("BatchGetItem", "input", wire) == wire
+    assert call_to_wire("BatchGetItem", "input", wire) == wire

@@ -28,7 +28,7 @@ from botocore.awsrequest import AWSRequest
 from dynamo_backups.aws.endpoints import SIGV4, UnsupportedTarget, prepared_request
 from dynamo_backups.aws.errors import client_error, modeled_error
 from dynamo_backups.aws.waiting import watched
-from dynamo_backups.core.ddbjson import call_from_wire, call_to_wire
+from dynamo_backups.core.ddbjson import from_wire, to_wire
 
 TARGET_PREFIX = "DynamoDB_20120810"
 _MAIN_THREAD = threading.main_thread()
@@ -108,13 +108,36 @@ class BotocoreDynamoDB:
 
     def call(self, operation: str, request: Mapping[str, Any]) -> dict[str, Any]:
         method = getattr(self.client, xform_name(operation))
-        answer = method(**call_from_wire(dict(request)))
+        model = self.client.meta.service_model.operation_model(operation)
+        answer = method(**by_shape(model.input_shape, dict(request), from_wire))
         metadata = answer.pop("ResponseMetadata", {})
-        wire = call_to_wire(answer)
+        wire = by_shape(model.output_shape, answer, to_wire)
         wire["ResponseMetadata"] = {
             "HTTPHeaders": {"date": metadata.get("HTTPHeaders", {}).get("date", "")}
         }
         return wire
+
+
+def by_shape(shape: Any, value: Any, convert: Callable[[Any], Any]) -> Any:
+    """``value``, of botocore's ``shape`` (an operation's input or output), with ``convert``
+    (``to_wire`` or ``from_wire``) applied to every attribute value in it, found by the
+    model, not by field names: a table named "Responses" or "Items", an item of one
+    attribute named "L", are what they are."""
+    if shape is None:
+        return value
+    if shape.name == "AttributeValue":
+        return convert(value)  # one typed value: no item to mistake it for
+    kind = shape.type_name
+    if kind == "structure" and isinstance(value, Mapping):
+        members = shape.members
+        return {
+            name: by_shape(members.get(name), member, convert) for name, member in value.items()
+        }
+    if kind == "list" and isinstance(value, list):
+        return [by_shape(shape.member, member, convert) for member in value]
+    if kind == "map" and isinstance(value, Mapping):
+        return {name: by_shape(shape.value, member, convert) for name, member in value.items()}
+    return value
 
 
 def answer_time(answer: Mapping[str, Any]) -> datetime | None:

@@ -203,46 +203,6 @@ def item_to_wire(item: Mapping[str, Any]) -> dict[str, Any]:
     return _item_walk(item, _encode_b64)
 
 
-# Where DynamoDB's requests and answers hold items (or keys, or maps of names to values):
-# converted attribute by attribute there, never as one value (``item_to_wire``).
-_ITEM_FIELDS = frozenset(
-    {"Item", "Key", "ExclusiveStartKey", "LastEvaluatedKey", "ExpressionAttributeValues"}
-)
-_ITEM_LIST_FIELDS = frozenset({"Items", "Keys"})
-
-
-def call_to_wire(value: Any) -> Any:
-    """A boto3 request or answer of DynamoDB's (Scan, BatchWriteItem, GetItem, ...) in wire
-    form; its items converted attribute by attribute."""
-    return _walk_call(value, _encode_b64)
-
-
-def call_from_wire(value: Any) -> Any:
-    """A wire-form request or answer of DynamoDB's as boto3's client takes it."""
-    return _walk_call(value, _decode_b64)
-
-
-def _walk_call(value: Any, convert: Any) -> Any:
-    if isinstance(value, list):
-        return [_walk_call(member, convert) for member in value]
-    if not isinstance(value, Mapping):
-        return value
-    walked: dict[str, Any] = {}
-    for name, member in value.items():
-        if name in _ITEM_FIELDS and isinstance(member, Mapping):
-            walked[name] = _item_walk(member, convert)
-        elif name in _ITEM_LIST_FIELDS and isinstance(member, list):
-            walked[name] = [_item_walk(item, convert) for item in member]
-        elif name == "Responses" and isinstance(member, Mapping):  # BatchGetItem: by table
-            walked[name] = {
-                table: [_item_walk(item, convert) for item in items]
-                for table, items in member.items()
-            }
-        else:
-            walked[name] = _walk_call(member, convert)
-    return walked
-
-
 def _item_walk(item: Mapping[str, Any], convert: Any) -> dict[str, Any]:
     return {name: _walk_binary(value, convert) for name, value in item.items()}
 
