@@ -14,6 +14,7 @@ import http.client
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 import zlib
@@ -64,6 +65,17 @@ class FaultLog:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up before its answer is written (a timeout, a Ctrl-C) is no error
+    of the proxy's: socketserver would print its traceback to stderr, where a test capturing
+    a command's output (CliRunner) would read it as the command's."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class FaultProxy:
     """``with FaultProxy(upstream, rule) as proxy: ... proxy.endpoint``"""
 
@@ -87,7 +99,7 @@ class FaultProxy:
         self.log = FaultLog()
         self._count = 0
         self._count_lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         if tls is not None:
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)

@@ -22,11 +22,18 @@ from dynamo_backups.engines.spark import SparkEngine, wait_for_tasks_to_end
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[SparkEngine]:
+    """The engine, started over Python's own SIGINT handler (the one a command starts with):
+    an earlier test of this worker process may have left another in place (an in-process
+    command's, or Spark's), which the engine keeps."""
     pytest.importorskip("pyspark")
-    engine = SparkEngine("local[2]")
-    engine.session.sparkContext.setLogLevel("ERROR")
-    yield engine
-    engine.close()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        engine = SparkEngine("local[2]")
+        engine.session.sparkContext.setLogLevel("ERROR")
+        yield engine
+        engine.close()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def ticking(folder: Path) -> object:
