@@ -36,7 +36,9 @@ def never_checked() -> None:
 
 def test_each_partition_is_read_once_in_order_and_taken_once() -> None:
     calls: list[str] = []
-    ahead = BaseStatesAhead(lambda partition: calls.append(partition) or {partition: 1}, "abc")
+    ahead = BaseStatesAhead(
+        lambda partition: calls.append(partition) or {partition: 1}, "abc", depth=3
+    )
     assert ahead.take("a", never_checked) in ({"a": 1}, None)  # None: not begun yet
     time.sleep(0.2)
     assert ahead.take("b", never_checked) == {"b": 1}
@@ -107,6 +109,41 @@ def test_stop_begins_nothing_more_and_drops_what_was_not_taken() -> None:
     assert ahead.take("a", never_checked) is None
 
 
+def test_no_more_than_depth_partitions_wait_to_be_taken() -> None:
+    calls: list[str] = []
+    ahead = BaseStatesAhead(
+        lambda partition: calls.append(partition) or {partition: 1}, "abcdef", depth=2
+    )
+    time.sleep(0.2)
+    assert calls == ["a", "b"]  # two read, none taken: the reader waits
+    assert ahead.take("a", never_checked) == {"a": 1}
+    time.sleep(0.2)
+    assert calls == ["a", "b", "c"]
+    assert ahead.take("d", never_checked) is None  # taken before it began: its unit reads it
+    assert ahead.take("b", never_checked) == {"b": 1}
+    time.sleep(0.2)
+    assert calls == ["a", "b", "c", "e"]  # "d" skipped, never read
+    ahead.stop()
+    time.sleep(0.1)
+    assert calls == ["a", "b", "c", "e"]
+
+
+def test_past_the_first_partition_waiting_no_more_than_held_items_are_read_ahead() -> None:
+    calls: list[str] = []
+
+    def big(partition: str) -> dict[str, int]:
+        calls.append(partition)
+        return {f"{partition}{index}": index for index in range(10)}
+
+    ahead = BaseStatesAhead(big, "abc", depth=3, held_items=15)
+    time.sleep(0.2)
+    assert calls == ["a", "b"]  # 10 held, under 15: "b" begun; 20 held: "c" waits
+    assert ahead.take("a", never_checked) is not None
+    time.sleep(0.2)
+    assert calls == ["a", "b", "c"]
+    ahead.stop()
+
+
 # --- against the servers -------------------------------------------------------------------
 
 
@@ -135,7 +172,7 @@ def backed_up_journal(
 def reads_ahead(caplog: pytest.LogCaptureFixture) -> tuple[int, int]:
     """(read, taken) from the restore's debug line."""
     lines = [
-        r.getMessage() for r in caplog.records if "read during the pin's wait" in r.getMessage()
+        r.getMessage() for r in caplog.records if "base partitions read ahead" in r.getMessage()
     ]
     assert len(lines) == 1, lines
     read, taken = (int(part.split()[0]) for part in lines[0].split(": ")[1].split(", "))

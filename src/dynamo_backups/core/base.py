@@ -23,10 +23,15 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-from dynamo_backups.core.ddbjson import InvalidDynamoJSON, Item, checked_item, validate_item
+from dynamo_backups.core.ddbjson import (
+    InvalidDynamoJSON,
+    Item,
+    checked_item,
+    load_json,
+    validate_item,
+)
 from dynamo_backups.core.journal import (
     CONVERTED_STREAM,
     ChangeOrder,
@@ -196,7 +201,7 @@ def decode_index_line(line: bytes | str, where: str) -> ItemState:
 
 def _load(line: bytes | str, where: str) -> dict[str, Any]:
     try:
-        document = json.loads(line, parse_float=Decimal, parse_int=Decimal)
+        document = load_json(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BaseError(f"{where}: not valid JSON ({error})") from None
     if not isinstance(document, dict):

@@ -25,6 +25,11 @@ ATTRIBUTE_TYPES = SCALAR_TYPES | SET_TYPES | DOCUMENT_TYPES
 # a context this wide normalizes every one of them without rounding.
 _WIDE = Context(prec=200, Emax=999_999, Emin=-999_999)
 
+# Bare JSON numbers as Decimal, so that one is reported, never rounded (valid DynamoDB JSON
+# has none). Built once: ``json.loads`` with these options builds a decoder per call, and a
+# restore parses every base line and journal record.
+DECIMAL_DECODER = json.JSONDecoder(parse_float=Decimal, parse_int=Decimal)
+
 
 class InvalidDynamoJSON(ValueError):
     """A value is not well-formed DynamoDB JSON; the message names the attribute path."""
@@ -322,6 +327,18 @@ def value_from_plain(value: Any, attribute_type: str) -> AttributeValue:
     raise InvalidDynamoJSON(f"key attributes are S, N or B, not {attribute_type!r}")
 
 
+def load_json(data: bytes | str, decoder: json.JSONDecoder = DECIMAL_DECODER) -> Any:
+    """``json.loads(data)`` with ``decoder``'s options, and the same errors
+    (``UnicodeDecodeError``, ``json.JSONDecodeError``)."""
+    if isinstance(data, bytes):
+        # "{" then a byte that is not NUL: ``json.detect_encoding`` would say UTF-8.
+        utf8 = len(data) > 1 and data[0] == 0x7B and data[1] != 0
+        data = data.decode("utf-8" if utf8 else json.detect_encoding(data), "surrogatepass")
+    elif data.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", data, 0)
+    return decoder.decode(data)
+
+
 def dumps_item(item: Mapping[str, Any]) -> bytes:
     """Compact UTF-8 JSON of a wire-form item, attribute order kept as given."""
     return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -331,7 +348,7 @@ def loads_item(body: bytes | str, where: str) -> Item:
     """Parse and validate a stored item body; numbers can only be strings in valid input,
     and any bare JSON number is parsed as Decimal so it is reported, never rounded."""
     try:
-        parsed = json.loads(body, parse_float=Decimal, parse_int=Decimal)
+        parsed = load_json(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidDynamoJSON(f"{where}: not valid JSON ({error})") from None
     return checked_item(parsed, where)

@@ -47,7 +47,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from dynamo_backups.core.ddbjson import InvalidDynamoJSON, Item, checked_item, item_to_wire
+from dynamo_backups.core.ddbjson import (
+    InvalidDynamoJSON,
+    Item,
+    checked_item,
+    item_to_wire,
+    load_json,
+)
 from dynamo_backups.core.keys import DEFAULT_KEY_HASH, object_name
 from dynamo_backups.core.layout import (
     EVENT_REMOVE,
@@ -310,11 +316,15 @@ def encode_record(record: JournalRecord) -> bytes:
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+# A record's format version is a bare JSON integer; any other bare number is a Decimal.
+_RECORD_DECODER = json.JSONDecoder(parse_float=Decimal, parse_int=int)
+
+
 def decode_record(line: bytes | str, where: str = "journal record") -> JournalRecord:
     """A line back into a record, checked field by field; any bare JSON number is parsed as
     Decimal so that it is reported, never rounded."""
     try:
-        document = json.loads(line, parse_float=Decimal, parse_int=int)
+        document = load_json(line, _RECORD_DECODER)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise JournalError(f"{where}: not valid JSON ({error})") from None
     if not isinstance(document, dict):

@@ -49,6 +49,9 @@ def check_key_hash(name: str) -> str:
 
 
 _TEXT_TYPED = frozenset({"S", "N"})  # key attribute types held as text in both forms
+# ``json.dumps(..., sort_keys=True, separators=(",", ":"))``, built once: every item a job
+# reads is named, and ``dumps`` with options builds an encoder per call.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 def canonical_key(key: Mapping[str, AttributeValue]) -> bytes:
@@ -60,7 +63,7 @@ def canonical_key(key: Mapping[str, AttributeValue]) -> bytes:
     # as a typed value (every item of such a table one name; docs/layout.md, "Key names").
     plain = type(key) is dict and all(_TEXT_TYPED.issuperset(value) for value in key.values())
     wire = key if plain else item_to_wire(key)
-    return json.dumps(wire, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return _CANONICAL_JSON.encode(wire).encode("utf-8")
 
 
 def object_name(key: Mapping[str, AttributeValue], key_hash: str = DEFAULT_KEY_HASH) -> str:

@@ -1,28 +1,35 @@
-"""A journal restore's base, read while its pin is waited for.
+"""A journal restore's base, read ahead of the units that write it.
 
 The base a run reads depends on its moment only, not on what S3 receives while the run waits
 for S3's clock to pass its cutoff (only the journal's listings must come after), and a base's
-files never change once its manifest is written. So, during the wait, a thread reads and
-decodes the base's states for the partitions the first units write (``BaseStatesAhead``), and
-each of those units takes its partition's once. Only a way to save time: a unit whose partition
-must weigh a late change against the base's index reads the base itself, and so does one whose
-partition failed here (the unit then meets the failure and reports it) or was not reached.
-The reading thread is a daemon and reads in itself, one file at a time (no pool, whose
-workers the interpreter would join at exit): a Ctrl-C or a failed run ends at once, not when
-its reads ahead end.
+files never change once its manifest is written. So a thread reads and decodes the base's
+states partition by partition, in the units' order (``BaseStatesAhead``): the first ones during
+the pin's wait, then each next one while the units before it write, so that a wave of units
+does not stop writing to read its partitions all at once. Each unit takes its partition's
+states once. At most ``depth`` partitions (and, past the first, ``held_items`` items) wait,
+read and not taken, so memory stays bounded whatever the table's size.
+
+Only a way to save time: a unit whose partition must weigh a late change against the base's
+index reads the base itself, and so does one whose partition failed here (the unit then meets
+the failure and reports it) or was not begun when the unit took it. The reading thread is a
+daemon and reads in itself, one file at a time (no pool, whose workers the interpreter would
+join at exit): a Ctrl-C or a failed run ends at once, not when its reads ahead end.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from typing import Generic, TypeVar
 
 logger = logging.getLogger("dynamo_backups.jobs.restore")
 
-States = TypeVar("States")
+States = TypeVar("States", bound=Sized)
 POLL_SECONDS = 0.2  # a unit waiting for its partition still sees Ctrl-C this soon
+# Items read ahead and not yet taken, past the first partition waiting: decoded items take
+# ~1-2 KB each, so this keeps the read-ahead's share of memory near 100-200 MB at most.
+HELD_ITEMS = 100_000
 
 
 class _Slot(Generic[States]):
@@ -37,12 +44,21 @@ class _Slot(Generic[States]):
 class BaseStatesAhead(Generic[States]):
     """``states_of(partition)`` for each of ``partitions``, in order, on one thread, each
     taken once by ``take``; a partition not begun when taken, or after ``stop``, is left to
-    its unit."""
+    its unit. A read begins only while fewer than ``depth`` partitions (and fewer than
+    ``held_items`` items, unless none) wait to be taken."""
 
-    def __init__(self, states_of: Callable[[str], States], partitions: Sequence[str]) -> None:
-        self._lock = threading.Lock()
+    def __init__(
+        self,
+        states_of: Callable[[str], States],
+        partitions: Sequence[str],
+        depth: int = 1,
+        held_items: int = HELD_ITEMS,
+    ) -> None:
+        self._room = threading.Condition()
         self._slots: dict[str, _Slot[States]] = {partition: _Slot() for partition in partitions}
         self._stopped = False
+        self._depth = max(1, depth)
+        self._held_items = held_items
         self.read = self.taken = 0
         self._thread = threading.Thread(
             target=self._run,
@@ -56,7 +72,9 @@ class BaseStatesAhead(Generic[States]):
         self, states_of: Callable[[str], States], slots: list[tuple[str, _Slot[States]]]
     ) -> None:
         for partition, slot in slots:
-            with self._lock:
+            with self._room:
+                while not (self._stopped or self._may_begin(partition)):
+                    self._room.wait()
                 if self._stopped or partition not in self._slots:
                     continue
                 slot.begun = True
@@ -68,11 +86,24 @@ class BaseStatesAhead(Generic[States]):
             finally:
                 slot.ended.set()
 
+    def _may_begin(self, partition: str) -> bool:
+        """Whether there is room to read ``partition`` (taken already: nothing to wait for)."""
+        if partition not in self._slots:
+            return True
+        waiting = [
+            slot.states for slot in self._slots.values() if slot.ended.is_set() and slot.states
+        ]
+        if not waiting:
+            return True
+        held = sum(len(states) for states in waiting)
+        return len(waiting) < self._depth and held < self._held_items
+
     def take(self, partition: str, check: Callable[[], None]) -> States | None:
         """The partition's states once read (waiting for a read under way, calling
         ``check`` meanwhile: a Ctrl-C), or None: the unit reads them itself."""
-        with self._lock:
+        with self._room:
             slot = self._slots.pop(partition, None)
+            self._room.notify_all()
             if slot is None or not slot.begun:
                 return None
         while not slot.ended.wait(POLL_SECONDS):
@@ -84,13 +115,10 @@ class BaseStatesAhead(Generic[States]):
 
     def stop(self) -> None:
         """Begin no other partition; drop what no unit took (a read under way ends alone)."""
-        with self._lock:
+        with self._room:
             self._stopped = True
             slots, self._slots = self._slots, {}
+            self._room.notify_all()
         for slot in slots.values():
             slot.states = None
-        logger.debug(
-            "base partitions read during the pin's wait: %d, %d taken by the units",
-            self.read,
-            self.taken,
-        )
+        logger.debug("base partitions read ahead: %d, %d taken by the units", self.read, self.taken)

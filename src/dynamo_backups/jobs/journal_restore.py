@@ -387,9 +387,10 @@ class JournalRestore(BucketClients):
     def _read_base_ahead(
         self, engine: Engine, ledger: JobLedger, partition_stage: list[WorkUnit]
     ) -> BaseStatesAhead[dict[str, ItemState]] | None:
-        """The base's states of the partitions the first units write (as many as run at
-        once), read on a thread (``journal_prefetch``): for units in this process, of a
-        whole-table restore from a base (not --keys, not --native-import)."""
+        """The base's states of the partitions the units write, read on a thread in the units'
+        order (``journal_prefetch``), as many ahead as units run at once: the first during
+        the pin's wait. For units in this process, of a whole-table restore from a base (not
+        --keys, not --native-import)."""
         view = self.view
         if engine.name != "threads" or view is None or view.base is None:
             return None
@@ -397,13 +398,13 @@ class JournalRestore(BucketClients):
             return None
         assert self.job_run is not None
         done = ledger.finished_units(self.job_run) if self.job_run.resumed else {}
-        first = [unit for unit in partition_stage if unit.id not in done][: max(1, engine.slots)]
         objects = self.reader()
         # One file at a time on the reading thread itself: a pool's workers would be joined
         # when the process exits, holding up a Ctrl-C or a failed run until their reads end.
         return BaseStatesAhead(
             lambda partition: base_states(objects, view, partition, False, concurrency=1),
-            [unit.partition or "" for unit in first],
+            [unit.partition or "" for unit in partition_stage if unit.id not in done],
+            depth=engine.slots,
         )
 
     def _run_stages(
@@ -755,8 +756,8 @@ class JournalRestore(BucketClients):
     def _base_states(
         self, partition: str, with_index: bool, context: UnitContext
     ) -> dict[str, ItemState]:
-        """The base's states of the partition (``base_states``): read during the pin's wait
-        where they were and need no index, else read now."""
+        """The base's states of the partition (``base_states``): those read ahead
+        (``journal_prefetch``) where they were and need no index, else read now."""
         assert self.view is not None
         ahead = self._base_ahead
         if ahead is not None:
