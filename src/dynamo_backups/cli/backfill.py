@@ -198,6 +198,8 @@ def _finish(invocation: Invocation, reports: list[BackfillReport]) -> None:
             f"({report.seconds:,.1f} s)"
         )
         lines.extend(report.details())
+        if report.not_whole is not None:
+            lines.append(f"  warning: {report.not_whole}")
         lines.extend(f"  failed: {failure}" for failure in report.failures)
         if report.unfinished_units:
             lines.append(

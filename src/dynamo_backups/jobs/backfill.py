@@ -85,6 +85,7 @@ from dynamo_backups.jobs.backfill_removals import restore_removals_under_backfil
 from dynamo_backups.jobs.export_source import (
     ExportSource,
     iter_export_items,
+    missed_before_stream,
     open_export,
     request_export,
 )
@@ -132,6 +133,7 @@ class BackfillReport:
     unit_seconds: float = 0.0
     seconds: float = 0.0
     interrupted: bool = False  # the copy did not run to its end (Ctrl-C)
+    not_whole: str | None = None  # why a full copy is still no whole copy of the table
 
     @property
     def complete(self) -> bool:
@@ -174,6 +176,7 @@ class Backfill:
         self.key_names: list[str] = []
         self.job_run: JobRun | None = None
         self.export: ExportSource | None = None
+        self.stream_label: str | None = None  # LatestStreamLabel: when its stream began
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "progress": NoProgress()}
@@ -218,6 +221,7 @@ class Backfill:
             chosen,
         )
         self.key_names = key_attribute_names(description["table"]["KeySchema"])
+        self.stream_label = description["table"].get("LatestStreamLabel")
         self.progress.set_total(description["table"].get("ItemCount") or None)
         ledger = JobLedger(writer, self.layout, self._job_name(), self.clock)
         self.job_run = ledger.begin(self._parameters(), self.options.resume)
@@ -303,9 +307,8 @@ class Backfill:
                 # Whether the run copied every row of its job: readers date the folder's
                 # first whole copy of the table by it (``removal_check.whole_since``).
                 whole_from = self.export.export_time if self.export is not None else None
-                mark_check_done(
-                    writer, marker, covered, self.clock(), self.report.complete, whole_from
-                )
+                copied_whole = self.report.complete and self.report.not_whole is None
+                mark_check_done(writer, marker, covered, self.clock(), copied_whole, whole_from)
             ledger.finish(self.job_run, self.report.complete, self.report.to_dict())
         if stopped is not None:
             stopped.detail = (
@@ -401,6 +404,11 @@ class Backfill:
         if not self.options.from_export:
             return segment_units(self.options.total_segments, self.options.segment)
         self.export = self._export_source(writer)
+        self.report.not_whole = missed_before_stream(
+            self.export, self.stream_label, self.layout.table
+        )
+        if self.report.not_whole is not None:
+            logger.warning("%s", self.report.not_whole)
         logger.info(
             "%s: export of %s, %d data files",
             self.layout.table,

@@ -64,6 +64,32 @@ class ExportSource:
         )
 
 
+def missed_before_stream(export: ExportSource, stream_label: str | None, table: str) -> str | None:
+    """Why a backfill from ``export`` is not a whole copy of the table (None: it is). Made
+    before the table's stream began (``LatestStreamLabel``: its creation time, UTC), the
+    export lacks what was changed between the two, and so does the stream."""
+    if not stream_label:
+        return None  # no stream: said before the work (``stream_problem``)
+    exported = format_time(export.export_time)
+    try:
+        began = datetime.fromisoformat(stream_label)
+    except ValueError:
+        return (
+            f"the start of table {table}'s stream ({stream_label!r}) is not a time to compare "
+            f"with the export's ({exported}), so this backfill is not counted as a whole copy "
+            "of the table"
+        )
+    began = began if began.tzinfo is not None else began.replace(tzinfo=UTC)
+    if export.export_time >= began:
+        return None
+    return (
+        f"the export shows table {table} at {exported}, before its stream began "
+        f"({format_time(began)}): a row changed between the two is in neither, so this "
+        "backfill is not counted as a whole copy of the table (readers warn, convert "
+        "refuses); backfill again by a scan, or from an export made after the stream began"
+    )
+
+
 def request_export(
     dynamodb: Any,
     s3: Any,
