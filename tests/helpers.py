@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import time
+import types
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from botocore.credentials import Credentials
@@ -283,3 +288,38 @@ def kill_when(process: Any, ready: Any, timeout: float = 120) -> None:
     finally:
         if process.poll() is None:
             process.kill()
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def module_at(
+    commit: str, core_module: str, renames: Mapping[str, str] | None = None
+) -> types.ModuleType:
+    """``src/dynamo_backups/core/<core_module>.py`` as it was at ``commit`` (``git show``),
+    loaded as ``_parent_<core_module>``, its imports renamed by ``renames`` (to load it over
+    other modules of that commit): what a review compares the code under review with."""
+    path = f"src/dynamo_backups/core/{core_module}.py"
+    source = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "show", f"{commit}:{path}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for old, new in (renames or {}).items():
+        source = source.replace(old, new)
+    name = f"_parent_{core_module}"
+    module = types.ModuleType(name)
+    sys.modules[name] = module  # dataclasses look their module up while the code runs
+    exec(compile(source, f"{commit}:{path}", "exec"), module.__dict__)
+    return module
+
+
+class FixedCredentials:
+    """A credentials source (what FastObjects and RawDynamoDB ask) that always gives one."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self.credentials = credentials
+
+    def get_frozen_credentials(self) -> Credentials:
+        return self.credentials

@@ -25,18 +25,13 @@ from dynamo_backups.aws import curl_posts, curl_reads
 from dynamo_backups.aws.dynamodb import RawDynamoDB
 from dynamo_backups.aws.errors import error_code, http_status, is_transient
 from tests import faultproxy, servers
-from tests.helpers import create_table, scan_all
+from tests.helpers import FixedCredentials, create_table, scan_all
 from tests.jobs.test_journal_compact_restore import History, restore, restored_state
 from tests.jobs.test_journal_restore_ahead import backed_up_journal  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.skipif(not curl_reads.available(), reason="pycurl is not installed")
 
 CREDENTIALS = Credentials(servers.ACCESS_KEY, servers.SECRET_KEY)
-
-
-class Source:
-    def get_frozen_credentials(self) -> Credentials:
-        return CREDENTIALS
 
 
 class Worker:
@@ -61,7 +56,7 @@ class NoSession:
 
 def api(endpoint: str, **config: Any) -> Worker:
     client = servers.make_client("dynamodb", endpoint, **config)
-    return Worker(RawDynamoDB(client, Source(), curl_posts.curl_posts_for))
+    return Worker(RawDynamoDB(client, FixedCredentials(CREDENTIALS), curl_posts.curl_posts_for))
 
 
 def put_batch(table: str, first: int, count: int = 25) -> dict[str, Any]:
@@ -182,7 +177,9 @@ def test_the_session_sends_where_it_would_use_a_proxy_or_skip_checks(
     assert api(endpoint, proxies={"https": "http://proxy.example:3128"})._curl is None
     client = servers.make_client("dynamodb", endpoint)
     client._endpoint.http_session._verify = False  # verify=False given to boto3
-    assert RawDynamoDB(client, Source(), curl_posts.curl_posts_for)._curl is None
+    assert (
+        RawDynamoDB(client, FixedCredentials(CREDENTIALS), curl_posts.curl_posts_for)._curl is None
+    )
     monkeypatch.setenv(curl_posts.CURL_DYNAMODB_VARIABLE, "off")
     assert api(endpoint)._curl is None
 

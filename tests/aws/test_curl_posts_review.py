@@ -33,8 +33,8 @@ from dynamo_backups.aws import curl_posts, curl_reads
 from dynamo_backups.aws.dynamodb import RawDynamoDB
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
 from tests import servers
-from tests.aws.test_curl_posts import Source, Worker
-from tests.helpers import create_table
+from tests.aws.test_curl_posts import CREDENTIALS, Worker
+from tests.helpers import FixedCredentials, create_table
 
 pytestmark = pytest.mark.skipif(not curl_reads.available(), reason="pycurl is not installed")
 
@@ -164,7 +164,7 @@ def api(endpoint: str, **config: Any) -> Worker:
     client = servers.make_client(
         "dynamodb", endpoint, **{"retries": {"total_max_attempts": 1}, **config}
     )
-    return Worker(RawDynamoDB(client, Source(), curl_posts.curl_posts_for))
+    return Worker(RawDynamoDB(client, FixedCredentials(CREDENTIALS), curl_posts.curl_posts_for))
 
 
 def _fill(dynamodb: Any, count: int = 100, size: int = 4000) -> str:

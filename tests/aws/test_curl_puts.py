@@ -30,7 +30,7 @@ from dynamo_backups.core.layout import (
     utc_now,
 )
 from tests import faultproxy, servers
-from tests.helpers import create_table
+from tests.helpers import FixedCredentials, create_table
 
 pytestmark = pytest.mark.skipif(not curl_reads.available(), reason="pycurl is not installed")
 
@@ -40,12 +40,7 @@ METADATA = VersionMetadata(WRITER_BACKFILL, EVENT_SNAPSHOT, utc_now(), None, "md
 
 def _objects(endpoint: str, bucket: str, credentials: Credentials = CREDENTIALS) -> FastObjects:
     s3 = servers.make_client("s3", endpoint)
-
-    class Source:
-        def get_frozen_credentials(self) -> Credentials:
-            return credentials
-
-    return FastObjects(s3, bucket, Source())
+    return FastObjects(s3, bucket, FixedCredentials(credentials))
 
 
 def _curl(request: faultproxy.Request) -> bool:

@@ -17,7 +17,7 @@ from dynamo_backups.aws.fast_objects import FastObjects
 from dynamo_backups.backup.reading import iter_versions
 from dynamo_backups.cli import main
 from tests import faultproxy, servers
-from tests.helpers import create_table, scan_all
+from tests.helpers import FixedCredentials, create_table, scan_all
 
 pytestmark = pytest.mark.skipif(not curl_reads.available(), reason="pycurl is not installed")
 
@@ -27,12 +27,7 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 def _objects(endpoint: str, bucket: str, credentials: Credentials = CREDENTIALS) -> FastObjects:
     s3 = servers.make_client("s3", endpoint)
-
-    class Source:
-        def get_frozen_credentials(self) -> Credentials:
-            return credentials
-
-    return FastObjects(s3, bucket, Source())
+    return FastObjects(s3, bucket, FixedCredentials(credentials))
 
 
 def _read_all(ahead: Any, wanted: list[tuple[Hashable, str, str, int]]) -> dict[Hashable, Any]:

@@ -194,6 +194,7 @@ def test_an_export_older_than_the_streams_start_is_no_whole_backfill(
     assert converted.exit_code == 2, converted.output  # nothing written
     assert "no backfill has copied the whole table" in converted.output
 
+
 def test_an_export_made_after_the_streams_start_is_a_whole_backfill(
     aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
 ) -> None:

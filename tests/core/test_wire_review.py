@@ -20,10 +20,7 @@ The parent's module is loaded from git (55ba5d7) for the comparison.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -36,32 +33,15 @@ from dynamo_backups.aws.dynamodb import BotocoreDynamoDB, by_shape
 from dynamo_backups.aws.retry import RetryPolicy
 from dynamo_backups.core.ddbjson import from_wire, to_wire
 from dynamo_backups.jobs.table_diff import batch_get
-from tests.helpers import create_table
+from tests.helpers import create_table, module_at
 
 PARENT = "55ba5d7"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _parent_ddbjson(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
-    text = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{PARENT}:src/dynamo_backups/core/ddbjson.py"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    path = tmp_path_factory.mktemp("parent") / "parent_ddbjson.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("parent_ddbjson", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["parent_ddbjson"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def parent(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
-    return _parent_ddbjson(tmp_path_factory)
+def parent() -> ModuleType:
+    return module_at(PARENT, "ddbjson")
 
 
 MODEL = botocore.session.get_session().get_service_model("dynamodb")

@@ -8,12 +8,10 @@ proxy that holds the base's data files' GETs (a stuck connection, under the time
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import random
 import subprocess
-import sys
 import threading
 import time
 import types
@@ -27,7 +25,7 @@ from dynamo_backups.backup.reading import read_document
 from dynamo_backups.core import keys as new_keys
 from tests import faultproxy, servers
 from tests.cli.test_interrupt import cli, environment, interrupt_when
-from tests.helpers import create_table
+from tests.helpers import create_table, module_at
 from tests.jobs.test_journal_compact_restore import History, compact, deliver, start_time
 from tests.jobs.test_restore_prefetch import SlowClock, _items_in
 from tests.pipeline.test_journal_writes import journal_manifest
@@ -42,22 +40,9 @@ STALL_SECONDS = 40.0  # a base data file's GET held this long (a stuck connectio
 
 def _parent_keys() -> types.ModuleType:
     """``core/keys.py`` as it was at the parent commit, over the parent's ``core/ddbjson``."""
-    modules: dict[str, types.ModuleType] = {}
-    for name in ("ddbjson", "keys"):
-        source = subprocess.run(
-            ["git", "-C", str(REPO), "show", f"{PARENT}:src/dynamo_backups/core/{name}.py"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        source = source.replace("from dynamo_backups.core.ddbjson", "from _parent_ddbjson")
-        spec = importlib.util.spec_from_loader(f"_parent_{name}", loader=None)
-        assert spec is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[f"_parent_{name}"] = module
-        exec(compile(source, f"{PARENT}:core/{name}.py", "exec"), module.__dict__)
-        modules[name] = module
-    return modules["keys"]
+    module_at(PARENT, "ddbjson")
+    renames = {"from dynamo_backups.core.ddbjson": "from _parent_ddbjson"}
+    return module_at(PARENT, "keys", renames)
 
 
 def _name_or_error(canonical: Any, key: dict[str, Any]) -> str:

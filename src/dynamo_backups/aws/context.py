@@ -228,12 +228,8 @@ class AwsContext:
         if chosen_transport() == "botocore":
             return BotocoreDynamoDB(dynamodb_client)
         try:
-            if not libcurl:
-                return RawDynamoDB(dynamodb_client, self.credentials())
-            # Imported here: the Lambda handler, which passes libcurl=False, does not load it.
-            from dynamo_backups.aws import curl_posts
-
-            return RawDynamoDB(dynamodb_client, self.credentials(), curl_posts.curl_posts_for)
+            sender = _curl_posts_for() if libcurl else None
+            return RawDynamoDB(dynamodb_client, self.credentials(), sender)
         except UnsupportedTarget as reason:
             logger.info("%s: using botocore for DynamoDB", reason)
             return BotocoreDynamoDB(dynamodb_client)
@@ -268,3 +264,11 @@ class AwsContext:
             read_timeout=self.read_timeout,
             max_attempts=self.max_attempts,
         )
+
+
+def _curl_posts_for() -> Any:
+    """``curl_posts.curl_posts_for``, imported only when asked for: the Lambda handler (which
+    passes ``libcurl=False``) has no pycurl in its package."""
+    from dynamo_backups.aws import curl_posts
+
+    return curl_posts.curl_posts_for

@@ -337,21 +337,17 @@ class JournalRestore(BucketClients):
         received_before, waiting = self._pin()
         ahead: BaseStatesAhead[dict[str, ItemState]] | None = None
         try:
-            partition_stage = self._choose_base(folder, received_before)
-            ahead = self._read_base_ahead(engine, ledger, partition_stage)
-            if waiting is not None:
-                # Before the journal is listed (S3 then holds every piece dated before the
-                # cutoff) and before the table is made (a failed wait leaves no table).
-                waiting.join()
-        except BaseException:
-            if ahead is not None:
-                ahead.stop()
-            raise
-        finally:
-            if waiting is not None:
-                waiting.cancel()
-        self._base_ahead = ahead
-        try:
+            try:
+                partition_stage = self._choose_base(folder, received_before)
+                ahead = self._read_base_ahead(engine, ledger, partition_stage)
+                if waiting is not None:
+                    # Before the journal is listed (S3 then holds every piece dated before the
+                    # cutoff) and before the table is made (a failed wait leaves no table).
+                    waiting.join()
+            finally:
+                if waiting is not None:
+                    waiting.cancel()
+            self._base_ahead = ahead
             self._run_stages(engine, ledger, folder, description, partition_stage)
         finally:
             self._base_ahead = None
