@@ -296,10 +296,11 @@ def test_errors_say_what_to_fix(moto: str) -> None:
     assert ("bucket suspended-bucket: versioning", "updated") in [
         (s.resource, s.outcome) for s in steps
     ]
+    make_table(moto, "Fresh")  # Users is backed up into suspended-bucket now: refused first
     with pytest.raises(
         DeployError, match="bucket missing-bucket does not exist: pass --create-bucket"
     ):
-        deploy(moto, replace(options, bucket="missing-bucket"))
+        deploy(moto, replace(options, bucket="missing-bucket", tables=("Fresh",)))
     with pytest.raises(DeployError, match="--protect needs at least one --admin-role"):
         deploy(moto, replace(OPTIONS, protect=True))
     make_table(moto, "KeysOnly", "KEYS_ONLY")
@@ -523,3 +524,32 @@ def test_deploy_never_downgrades_a_buckets_kms_encryption(moto: str) -> None:
     # The functions can write with that key.
     write = policy_document(c.iam, "dynamo-backups-write-acme-backups-Prod")["Statement"]
     assert write[1]["Action"] == ["kms:GenerateDataKey"] and write[1]["Resource"] == key
+
+
+@pytest.mark.parametrize("elsewhere", [{"prefix": "Staging"}, {"bucket": "other-backups"}])
+def test_a_deploy_into_another_folder_never_moves_a_tables_backups_in_silence(
+    moto: str, elsewhere: dict[str, str]
+) -> None:
+    """One backup function per table and region: a second deploy of the table into another
+    bucket or prefix would re-point it, and the first folder would stop receiving changes
+    with no word. It is refused before anything is changed, naming both folders."""
+    make_table(moto, "Users")
+    options = replace(OPTIONS, tables=("Users",))
+    deploy(moto, options)
+    c = clients(moto)
+    if "bucket" in elsewhere:
+        c.s3.create_bucket(Bucket=elsewhere["bucket"])
+        c.s3.put_bucket_versioning(
+            Bucket=elsewhere["bucket"], VersioningConfiguration={"Status": "Enabled"}
+        )
+    recorder = CallRecorder(c.s3, c.iam, c.lambda_, c.dynamodb, c.logs, c.sts)
+    with pytest.raises(DeployError) as refused:
+        Deployer(c, replace(options, **elsewhere), build_zip(), "us-east-1").run()
+    message = str(refused.value)
+    assert "dynamo-backups-Users" in message and f"s3://{BUCKET}/Prod/" in message
+    assert "teardown" in message
+    assert recorder.changing() == []
+    variables = c.lambda_.get_function(FunctionName="dynamo-backups-Users")["Configuration"][
+        "Environment"
+    ]["Variables"]
+    assert (variables["BACKUP_BUCKET"], variables["BACKUP_PREFIX"]) == (BUCKET, "Prod")

@@ -47,6 +47,7 @@ from dynamo_backups.installer.iam import IamSteps
 from dynamo_backups.installer.lambdas import FunctionSteps
 from dynamo_backups.installer.naming import (
     TABLE_TAG,
+    TableResources,
     write_policy_name,
 )
 from dynamo_backups.installer.package import JOURNAL_ENTRIES, build_zip
@@ -92,6 +93,9 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps, ScheduleSteps):
         # Every folder's layout, and the triggers it implies, are checked before anything is
         # changed: a refusal half-way would leave policies and functions behind.
         self.layouts = self._check_folders() if self.options.bucket else {}
+        if self.options.bucket:
+            for table in self.options.tables:
+                self._check_backup_target(table)
         for layout in self.layouts.values():
             backup_trigger(self.options, layout)
         self.retention = self._check_retention()
@@ -218,6 +222,29 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps, ScheduleSteps):
             ensure_failure_queue(self, spec, role_arn)
         self._mapping(spec, stream_arn, function_arn, siblings)
         ensure_alarms(self, spec)
+
+    def _check_backup_target(self, table: str) -> None:
+        """Refuse to re-point the table's backup function (one per table and region) at
+        another folder: the folder it writes would stop receiving changes without a word."""
+        function = TableResources.of(table).function
+        current = self._read_or_none(
+            lambda: self.clients.lambda_.get_function_configuration(FunctionName=function),
+            "ResourceNotFoundException",
+        )
+        variables = ((current or {}).get("Environment") or {}).get("Variables") or {}
+        if "BACKUP_BUCKET" not in variables:
+            return
+        folder = (variables["BACKUP_BUCKET"], variables.get("BACKUP_PREFIX", ""))
+        if folder == (self.options.bucket, self.options.prefix):
+            return
+        raise DeployError(
+            f"Lambda function {function} already backs table {table} up into "
+            f"s3://{folder[0]}/{folder[1]}/ (one backup function per table and region): "
+            f"deploying it into s3://{self.options.bucket}/{self.options.prefix}/ would stop "
+            f"those backups. To move them, first run: dynamo-backups teardown {table} "
+            f"--bucket {folder[0]} --prefix {folder[1]} (the backups stay), then deploy "
+            "again (nothing was changed)"
+        )
 
     def _check_replica(self) -> None:
         if len(self.options.tables) != 1:
