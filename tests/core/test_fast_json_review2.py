@@ -12,17 +12,10 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-import pytest
-
 from dynamo_backups.core.base import decode_base_line
 from dynamo_backups.core.ddbjson import loads_item
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="8a039ed: load_json takes a bytearray for text (bytearray.startswith('\\ufeff') "
-    "raises TypeError); json.loads decodes it as bytes",
-)
 def test_a_bytearray_reads_as_json_loads_reads_it() -> None:
     from dynamo_backups.core.ddbjson import load_json  # new in 8a039ed
 
@@ -34,11 +27,6 @@ def test_a_bytearray_reads_as_json_loads_reads_it() -> None:
     assert load_json(line) == {"pk": {"S": "a"}, "n": Decimal(1)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="8a039ed: a base line or stored body given as a bytearray is a TypeError, "
-    "not parsed (nor reported as invalid JSON) as before",
-)
 def test_a_bytearray_base_line_and_body_are_read_as_before() -> None:
     body = bytearray(b'{"pk":{"S":"a"},"v":{"N":"1.50"}}')
     assert loads_item(body, "a body") == {"pk": {"S": "a"}, "v": {"N": "1.50"}}

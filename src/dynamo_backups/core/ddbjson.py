@@ -327,10 +327,10 @@ def value_from_plain(value: Any, attribute_type: str) -> AttributeValue:
     raise InvalidDynamoJSON(f"key attributes are S, N or B, not {attribute_type!r}")
 
 
-def load_json(data: bytes | str, decoder: json.JSONDecoder = DECIMAL_DECODER) -> Any:
+def load_json(data: bytes | bytearray | str, decoder: json.JSONDecoder = DECIMAL_DECODER) -> Any:
     """``json.loads(data)`` with ``decoder``'s options, and the same errors
     (``UnicodeDecodeError``, ``json.JSONDecodeError``)."""
-    if isinstance(data, bytes):
+    if isinstance(data, (bytes, bytearray)):
         # "{" then a byte that is not NUL: ``json.detect_encoding`` would say UTF-8.
         utf8 = len(data) > 1 and data[0] == 0x7B and data[1] != 0
         data = data.decode("utf-8" if utf8 else json.detect_encoding(data), "surrogatepass")

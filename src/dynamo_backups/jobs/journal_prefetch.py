@@ -27,8 +27,9 @@ logger = logging.getLogger("dynamo_backups.jobs.restore")
 
 States = TypeVar("States", bound=Sized)
 POLL_SECONDS = 0.2  # a unit waiting for its partition still sees Ctrl-C this soon
-# Items read ahead and not yet taken, past the first partition waiting: decoded items take
-# ~1-2 KB each, so this keeps the read-ahead's share of memory near 100-200 MB at most.
+# Items read ahead and not yet taken, past the first partition waiting. A bound in items, not
+# bytes: ~100-200 MB for items of a few hundred bytes (1-2 KB each, decoded); with larger
+# items, reading ahead can about double what the units themselves hold (a partition each).
 HELD_ITEMS = 100_000
 
 
@@ -108,9 +109,10 @@ class BaseStatesAhead(Generic[States]):
                 return None
         while not slot.ended.wait(POLL_SECONDS):
             check()
-        states, slot.states = slot.states, None
-        if states is not None:
-            self.taken += 1
+        with self._room:  # units take from several threads
+            states, slot.states = slot.states, None
+            if states is not None:
+                self.taken += 1
         return states
 
     def stop(self) -> None:
