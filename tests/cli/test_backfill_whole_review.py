@@ -111,43 +111,51 @@ def test_a_journal_folder_converted_with_allow_incomplete_backfill_reads_silentl
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limit: backfill markers record no table identity (docs/layout.md, Limits)",
-)
-def test_a_whole_backfill_of_a_deleted_table_counts_for_its_re_created_namesake(
-    aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
-) -> None:
-    """The table is deleted and created again under its name (same key), with new rows; only
-    segment 0 of 2 of the new table is backfilled. The folder's done marker of the old
-    table's whole backfill (``copied_whole: true``) is still taken as the first whole
-    backfill (markers say nothing of which table they copied: no TableId, no creation
-    time), so convert exits 0 with no word, its base missing the new table's rows that
-    segment 1 holds."""
-    table = filled(dynamodb)
-    whole = invoke("backfill", table, "--bucket", bucket, "--prefix", prefix)
-    assert whole.exit_code == 0, whole.output
+def re_created(dynamodb: Any, table: str, rows: dict[str, str]) -> None:
+    """The table deleted and made again under its name (same key), holding ``rows``."""
     dynamodb.delete_table(TableName=table)
     dynamodb.get_waiter("table_not_exists").wait(TableName=table)
-    create_table(dynamodb, view_type=None, name=table)
+    create_table(dynamodb, name=table)  # with a stream, as deploy would turn on
     dynamodb.get_waiter("table_exists").wait(TableName=table)
-    for index in range(ROWS):
-        dynamodb.put_item(TableName=table, Item={"pk": {"S": f"new{index:03d}"}})
-    half_backfilled(bucket, prefix, table)
-    moment = past_allowance()
-    journal = f"{prefix}-journal/{table}"
-    converted = invoke("convert", bucket, f"{prefix}/{table}", journal, "--at", moment)
-    if converted.exit_code == 2:
-        return
-    assert converted.exit_code == 0, converted.output
-    restored = invoke("restore", bucket, journal, f"{table}-journal")
+    for key, value in rows.items():
+        dynamodb.put_item(TableName=table, Item={"pk": {"S": key}, "v": {"S": value}})
+
+
+def test_a_re_created_table_is_never_backed_up_into_the_old_ones_folder(
+    aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
+) -> None:
+    """The table is deleted and made again under its name; a row of the old one, k000, is
+    in the new one with another value. A backfill of the new table into the old folder once
+    exited 0: it skipped k000 (its object had a current version, the old table's), so the
+    folder said "old" where the table said "new", and rows of the old table only stayed as
+    if alive; with only segment 0 of 2 done, the old table's whole backfill still counted
+    for the new one (convert exited 0 with part of it). Now every writer of the folder
+    refuses, naming both tables, before it writes."""
+    table = filled(dynamodb)
+    journal = f"{prefix}-journal"
+    for folder, layout in ((prefix, "items"), (journal, "journal")):
+        whole = invoke(
+            "backfill", table, "--bucket", bucket, "--prefix", folder, "--layout", layout
+        )
+        assert whole.exit_code == 0, whole.output
+    re_created(dynamodb, table, {"k000": "new", "fresh": "new"})
+    for folder, arguments in (
+        (prefix, ["--total-segments", "2", "--segment", "0"]),
+        (prefix, []),
+        (journal, []),
+    ):
+        refused = invoke("backfill", table, "--bucket", bucket, "--prefix", folder, *arguments)
+        assert refused.exit_code == 2, refused.output
+        assert f"table {table} is not the table s3://{bucket}/{folder}/{table}/" in refused.output
+        assert "another --prefix" in refused.output and "Traceback" not in refused.output
+    stream = invoke("stream", table, "--bucket", bucket, "--prefix", prefix, "--once")
+    assert stream.exit_code == 2 and "made again" in stream.output, stream.output
+    other = invoke("backfill", table, "--bucket", bucket, "--prefix", f"{prefix}-new")
+    assert other.exit_code == 0, other.output  # as the message says
+    restored = invoke("restore", bucket, f"{prefix}-new/{table}", f"{table}-new")
     assert restored.exit_code == 0, restored.output
-    rows = scan_all(dynamodb, f"{table}-journal").values()
-    new = [row for row in rows if row["pk"]["S"].startswith("new")]
-    assert len(new) == ROWS or "whole table" in converted.output + restored.output, (
-        f"convert exit 0, no word: {len(new)} of the new table's {ROWS} rows in its base\n"
-        f"{converted.output}"
-    )
+    rows = {row["pk"]["S"]: row["v"]["S"] for row in scan_all(dynamodb, f"{table}-new").values()}
+    assert rows == {"k000": "new", "fresh": "new"}
 
 
 def exported(bucket: str, prefix: str, table: str) -> str:

@@ -4,6 +4,7 @@ resources and policy documents, idempotency, dry runs that change nothing, teard
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -553,3 +554,27 @@ def test_a_deploy_into_another_folder_never_moves_a_tables_backups_in_silence(
         "Environment"
     ]["Variables"]
     assert (variables["BACKUP_BUCKET"], variables["BACKUP_PREFIX"]) == (BUCKET, "Prod")
+
+
+def test_a_re_created_table_is_not_deployed_into_the_old_ones_folder(moto: str) -> None:
+    """Deleted and made again under its name, the table is not the one the folder backs up
+    (its saved description's creation time, moto giving no TableId): refused before anything
+    is changed, and deployed into another prefix as the message says."""
+    make_table(moto, "Users")
+    options = replace(OPTIONS, tables=("Users",))
+    deploy(moto, options)
+    c = clients(moto)
+    time.sleep(1.1)  # a creation time of another second
+    c.dynamodb.delete_table(TableName="Users")
+    make_table(moto, "Users")
+    recorder = CallRecorder(c.s3, c.iam, c.lambda_, c.dynamodb, c.logs, c.sts)
+    with pytest.raises(DeployError, match="Users made again") as refused:
+        Deployer(c, options, build_zip(), "us-east-1").run()
+    assert "another --prefix" in str(refused.value)
+    assert recorder.changing() == []
+    teardown(c, ["Users"], BUCKET, "Prod", delete_bucket=False, dry_run=False)
+    deploy(moto, replace(options, prefix="Prod2"))
+    variables = c.lambda_.get_function(FunctionName="dynamo-backups-Users")["Configuration"][
+        "Environment"
+    ]["Variables"]
+    assert variables["BACKUP_PREFIX"] == "Prod2"

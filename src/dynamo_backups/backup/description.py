@@ -4,6 +4,7 @@ DescribeTimeToLive said, and what readers take from it (the key's names and type
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,13 +13,18 @@ from dynamo_backups.aws.retry import call_with_retries
 from dynamo_backups.backup.manifest import key_types_from_description
 from dynamo_backups.backup.reading import READ_POLICY, read_document
 from dynamo_backups.backup.writer import BackupWriter
-from dynamo_backups.core.layout import TableLayout, format_time
+from dynamo_backups.core.layout import LayoutError, TableLayout, format_time, parse_time
 
 DESCRIPTION_FORMAT = "dynamo-backups-table"
 
 
 class DescriptionError(ValueError):
     """No usable table description: the message says how to give one."""
+
+
+class TableReplacedError(LayoutError):
+    """The table of that name is not the one whose backup the folder holds: it was deleted
+    and created again since."""
 
 
 def describe_table(dynamodb: Any, table: str) -> dict[str, Any]:
@@ -55,6 +61,41 @@ def save_description(
 
 def load_description(s3: Any, bucket: str, layout: TableLayout) -> dict[str, Any] | None:
     return read_document(s3, bucket, layout.table_description_key)
+
+
+def table_identity(table: Mapping[str, Any]) -> tuple[str, str] | None:
+    """What tells a table from another made later under its name: its TableId, else its
+    creation time (DynamoDB Local gives no TableId); None when neither is known."""
+    if table.get("TableId"):
+        return ("TableId", str(table["TableId"]))
+    created = table.get("CreationDateTime")
+    if isinstance(created, str):
+        try:
+            created = parse_time(created)
+        except ValueError:
+            return None
+    return ("created", format_time(created)) if isinstance(created, datetime) else None
+
+
+def check_same_table(s3: Any, bucket: str, layout: TableLayout, table: Mapping[str, Any]) -> None:
+    """Refuse to write ``table`` (DescribeTable's) into a folder whose saved description is
+    of another table of its name, deleted since: the folder still holds the old table's
+    items, which a backfill would take for the new table's (it skips keys already there) and
+    a restore would bring back."""
+    saved = load_description(s3, bucket, layout)
+    old = table_identity((saved or {}).get("table") or {})
+    new = table_identity(table)
+    if old is None or new is None or old[0] != new[0] or old == new:
+        return  # unknown, or not comparable: nothing to tell
+    name = layout.table
+    raise TableReplacedError(
+        f"table {name} is not the table s3://{bucket}/{layout.items_prefix} backs up: that "
+        f"one ({' '.join(old)}) was deleted and {name} made again ({' '.join(new)}). The "
+        "folder still holds the old table's items: a backfill would skip the new table's "
+        "rows whose keys it holds, and a restore would bring back rows the new table never "
+        "had. Back the new table up into another folder (another --prefix); the old one "
+        "keeps the old table's history (nothing was written)"
+    )
 
 
 def key_schema_of(description: dict[str, Any]) -> list[dict[str, str]]:

@@ -23,6 +23,7 @@ from dynamo_backups.backup.checkpoints import (
     S3CheckpointStore,
     write_timeouts,
 )
+from dynamo_backups.backup.description import check_same_table
 from dynamo_backups.backup.layouts import layout_of
 from dynamo_backups.backup.manifest import ensure_manifest, key_types_from_description
 from dynamo_backups.backup.writer import BackupWriter
@@ -234,13 +235,7 @@ def stream(
             _refuse_second_writer(
                 aws, table, stream_arn, bucket or "", layout.prefix, allow_second_writer
             )
-            manifest = ensure_manifest(
-                writer,
-                layout,
-                description["KeySchema"],
-                key_types_from_description(description),
-                folder_layout,
-            )
+            manifest = _open_folder(writer, layout, description, folder_layout)
             applier = layout_named(layout_of(manifest)).applier(  # its layout.json's
                 writer, layout.prefix, key_hash, concurrency
             )
@@ -289,6 +284,17 @@ def _require_streams(aws: Any, tables: tuple[str, ...], bucket: str | None, pref
                 f"table {table} {problem}: {how_to_enable_stream(table, bucket, prefix)}",
                 param_hint="TABLES",
             )
+
+
+def _open_folder(
+    writer: BackupWriter, layout: TableLayout, table: dict[str, Any], folder_layout: str | None
+) -> dict[str, Any]:
+    """The folder's manifest (made if the folder is new), once the folder is known to back up
+    this very table (not one deleted since under its name)."""
+    check_same_table(writer.s3, writer.bucket, layout, table)
+    return ensure_manifest(
+        writer, layout, table["KeySchema"], key_types_from_description(table), folder_layout
+    )
 
 
 def _refuse_second_writer(

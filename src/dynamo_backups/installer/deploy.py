@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, error_code
-from dynamo_backups.backup.description import describe_table, save_description
+from dynamo_backups.backup.description import (
+    TableReplacedError,
+    check_same_table,
+    describe_table,
+    save_description,
+)
 from dynamo_backups.backup.layouts import LAYOUT_ITEMS, LAYOUT_JOURNAL
 from dynamo_backups.backup.manifest import (
     ensure_manifest,
@@ -94,8 +99,9 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps, ScheduleSteps):
         # changed: a refusal half-way would leave policies and functions behind.
         self.layouts = self._check_folders() if self.options.bucket else {}
         if self.options.bucket:
-            for table in self.options.tables:
+            for table, description in tables.items():
                 self._check_backup_target(table)
+                self._check_same_table(table, description)
         for layout in self.layouts.values():
             backup_trigger(self.options, layout)
         self.retention = self._check_retention()
@@ -245,6 +251,18 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps, ScheduleSteps):
             f"--bucket {folder[0]} --prefix {folder[1]} (the backups stay), then deploy "
             "again (nothing was changed)"
         )
+
+    def _check_same_table(self, table: str, description: dict[str, Any]) -> None:
+        """Refuse a table deleted and made again under its name into the old one's folder
+        (``check_same_table``), before anything is changed."""
+        layout = TableLayout.of(self.options.prefix, table, self.options.key_hash)
+        try:
+            check_same_table(self.clients.s3, str(self.options.bucket), layout, description)
+        except TableReplacedError as error:
+            raise DeployError(str(error)) from None
+        except ClientError as error:
+            if error_code(error) != "NoSuchBucket":  # made by this deploy: no folder yet
+                raise
 
     def _check_replica(self) -> None:
         if len(self.options.tables) != 1:

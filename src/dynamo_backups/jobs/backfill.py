@@ -43,7 +43,12 @@ from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.aws.dynamodb import answer_time
 from dynamo_backups.aws.errors import describe_error
 from dynamo_backups.aws.retry import RetryPolicy
-from dynamo_backups.backup.description import describe_table, key_types_of, save_description
+from dynamo_backups.backup.description import (
+    check_same_table,
+    describe_table,
+    key_types_of,
+    save_description,
+)
 from dynamo_backups.backup.layouts import LAYOUT_ITEMS
 from dynamo_backups.backup.ledger import JobLedger, JobRun
 from dynamo_backups.backup.manifest import ensure_manifest, folder_layout_for
@@ -212,6 +217,7 @@ class Backfill:
         writer = self.writer()
         chosen = self._check_layout(writer)
         description = describe_table(self.dynamodb(), self.layout.table)
+        check_same_table(writer.s3, self.bucket, self.layout, description["table"])
         save_description(writer, self.layout, description)
         ensure_manifest(
             writer,

@@ -39,7 +39,12 @@ from dynamo_backups.aws.client_source import ClientSource
 from dynamo_backups.aws.context import AwsContext
 from dynamo_backups.aws.dynamodb import answer_time
 from dynamo_backups.aws.retry import RetryPolicy, call_with_retries
-from dynamo_backups.backup.description import describe_table, key_types_of, save_description
+from dynamo_backups.backup.description import (
+    check_same_table,
+    describe_table,
+    key_types_of,
+    save_description,
+)
 from dynamo_backups.backup.journal_store import (
     GZIP_TYPE,
     JSON_TYPE,
@@ -198,6 +203,7 @@ class JournalBackfill(BucketClients):
         engine = engine or ThreadEngine(self.default_workers())
         writer = self.ledger_writer()
         description = describe_table(self.dynamodb(), self.layout.table)
+        check_same_table(writer.s3, writer.bucket, self.layout, description["table"])
         save_description(writer, self.layout, description)
         key_schema = description["table"]["KeySchema"]
         ensure_manifest(writer, self.layout, key_schema, key_types_of(description), LAYOUT_JOURNAL)
