@@ -39,12 +39,6 @@ def converted_row(dynamodb: Any, bucket: str, prefix: str, table: str) -> tuple[
 
 
 @pytest.mark.servers
-@pytest.mark.xfail(
-    strict=True,
-    reason="a disabled stream keeps its LatestStreamLabel (DynamoDB and DynamoDB Local): the "
-    "export is compared with the stream that stopped, and a change made after the stream "
-    "was turned off, and after the export, is in neither; the run still counts as whole",
-)
 def test_an_export_copied_while_the_stream_is_off_is_no_whole_copy(
     aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
 ) -> None:
@@ -78,9 +72,10 @@ def test_an_export_copied_while_the_stream_is_off_is_no_whole_copy(
 @pytest.mark.servers
 @pytest.mark.xfail(
     strict=True,
-    reason="wholeness is judged by the stream's start, not by when the folder's reader began: "
-    "a stream older than the backup function (by more than its 24 h retention) lacks the "
-    "changes made between the export and the oldest record the function could read",
+    reason="known limit (docs/layout.md): wholeness is judged by the stream's start, not by "
+    "when the folder's reader began: a stream older than the backup function (by more than "
+    "its 24 h retention) lacks the changes made between the export and the oldest record "
+    "the function could read",
 )
 def test_an_export_older_than_the_backup_function_is_no_whole_copy(
     aws_env: dict[str, str],
@@ -129,9 +124,10 @@ def _second(moment: datetime) -> datetime:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="without ExportTime in DescribeExport (moto) a new export is dated by the answer's "
-    "Date header, cut to the second: an export requested after the stream began, in the same "
-    "second, is taken to be older than the stream and the run is not counted as whole",
+    reason="conservative by design (docs/layout.md): without ExportTime in DescribeExport "
+    "(moto; AWS gives it) a new export is dated by the answer's Date header, cut to the "
+    "second: one requested in the stream's first second is taken to be older than the "
+    "stream, and the run is not counted as whole",
 )
 def test_a_new_export_requested_after_the_stream_began_counts_as_whole(
     moto: str, monkeypatch: pytest.MonkeyPatch

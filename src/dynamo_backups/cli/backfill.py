@@ -141,7 +141,7 @@ def backfill(
     s3 = aws.client("s3", pool=concurrency, retries=1)
     require_versioning(s3, bucket)
     for table in names:
-        _warn_without_stream(aws, table, bucket, prefix)
+        _warn_without_stream(aws, table, bucket, prefix, bool(from_export))
     writer = BackupWriter(s3, bucket, objects=aws.objects(s3, bucket))
     scan = aws.dynamodb_api(dynamodb)
     options = BackfillOptions(
@@ -176,15 +176,19 @@ def backfill(
     _finish(invocation, reports)
 
 
-def _warn_without_stream(aws: AwsContext, table: str, bucket: str, prefix: str) -> None:
-    """A backfill copies the rows as they are now: without a stream (and its reader) the
-    changes made during and after it are never backed up. Said once, before the work."""
+def _warn_without_stream(
+    aws: AwsContext, table: str, bucket: str, prefix: str, from_export: bool
+) -> None:
+    """A backfill copies the rows as they are now (or as an export shows them): without a
+    stream (and its reader) the changes made since are never backed up. Said once, before
+    the work."""
     problem = stream_problem(describe_existing_table(aws, table))
     if problem:
+        copies = "the rows as the export shows them" if from_export else "its rows as they are now"
         say(
-            f"warning: table {table} {problem}: this backfill copies its rows as they are now, "
-            "and changes made during or after it are not backed up until its stream is on "
-            f"and read: {how_to_enable_stream(table, bucket, prefix)}"
+            f"warning: table {table} {problem}: this backfill copies {copies}, and changes "
+            "made since are not backed up until its stream is on and read: "
+            f"{how_to_enable_stream(table, bucket, prefix)}"
         )
 
 

@@ -9,6 +9,7 @@ next one.
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -240,16 +241,19 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps, ScheduleSteps):
         variables = ((current or {}).get("Environment") or {}).get("Variables") or {}
         if "BACKUP_BUCKET" not in variables:
             return
-        folder = (variables["BACKUP_BUCKET"], variables.get("BACKUP_PREFIX", ""))
-        if folder == (self.options.bucket, self.options.prefix):
+        bucket, prefix = variables["BACKUP_BUCKET"], variables.get("BACKUP_PREFIX", "")
+        if (bucket, prefix) == (self.options.bucket, self.options.prefix):
             return
+        command = ["dynamo-backups", "teardown", table, "--bucket", bucket]
+        command += ["--prefix", prefix] if prefix else []
         raise DeployError(
             f"Lambda function {function} already backs table {table} up into "
-            f"s3://{folder[0]}/{folder[1]}/ (one backup function per table and region): "
-            f"deploying it into s3://{self.options.bucket}/{self.options.prefix}/ would stop "
-            f"those backups. To move them, first run: dynamo-backups teardown {table} "
-            f"--bucket {folder[0]} --prefix {folder[1]} (the backups stay), then deploy "
-            "again (nothing was changed)"
+            f"{_folder_url(bucket, prefix)} (one backup function per table and region): "
+            f"deploying it into {_folder_url(str(self.options.bucket), self.options.prefix)} "
+            f"would stop those backups. To move them, first run: {shlex.join(command)} (the "
+            "backups stay; it also removes the table's replication function, if any), then "
+            "deploy again with every option the table needs, --replica-table included "
+            "(nothing was changed)"
         )
 
     def _check_same_table(self, table: str, description: dict[str, Any]) -> None:
@@ -480,3 +484,7 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps, ScheduleSteps):
 
 def _rule_id(rule: dict[str, Any]) -> str:
     return str(rule.get("ID", ""))
+
+
+def _folder_url(bucket: str, prefix: str) -> str:
+    return f"s3://{bucket}/{prefix}/" if prefix else f"s3://{bucket}/"

@@ -181,7 +181,7 @@ class Backfill:
         self.key_names: list[str] = []
         self.job_run: JobRun | None = None
         self.export: ExportSource | None = None
-        self.stream_label: str | None = None  # LatestStreamLabel: when its stream began
+        self.described: dict[str, Any] = {}  # DescribeTable's, as the run began
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "progress": NoProgress()}
@@ -227,7 +227,7 @@ class Backfill:
             chosen,
         )
         self.key_names = key_attribute_names(description["table"]["KeySchema"])
-        self.stream_label = description["table"].get("LatestStreamLabel")
+        self.described = description["table"]  # its stream's state, for an export's run
         self.progress.set_total(description["table"].get("ItemCount") or None)
         ledger = JobLedger(writer, self.layout, self._job_name(), self.clock)
         self.job_run = ledger.begin(self._parameters(), self.options.resume)
@@ -410,9 +410,7 @@ class Backfill:
         if not self.options.from_export:
             return segment_units(self.options.total_segments, self.options.segment)
         self.export = self._export_source(writer)
-        self.report.not_whole = missed_before_stream(
-            self.export, self.stream_label, self.layout.table
-        )
+        self.report.not_whole = missed_before_stream(self.export, self.described)
         if self.report.not_whole is not None:
             logger.warning("%s", self.report.not_whole)
         logger.info(

@@ -14,7 +14,7 @@ import gzip
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -64,26 +64,33 @@ class ExportSource:
         )
 
 
-def missed_before_stream(export: ExportSource, stream_label: str | None, table: str) -> str | None:
-    """Why a backfill from ``export`` is not a whole copy of the table (None: it is). Made
-    before the table's stream began (``LatestStreamLabel``: its creation time, UTC), the
-    export lacks what was changed between the two, and so does the stream."""
-    if not stream_label:
-        return None  # no stream: said before the work (``stream_problem``)
-    exported = format_time(export.export_time)
+def missed_before_stream(export: ExportSource, table: Mapping[str, Any]) -> str | None:
+    """Why a backfill from ``export`` is not a whole copy of the table (None: it is), from
+    ``table`` (DescribeTable's): only a stream on now, begun at or before the export's moment
+    (``LatestStreamLabel``: its creation time, UTC), holds every change made since. An
+    export older than the stream lacks what was changed between the two; with the stream off
+    (a stopped stream keeps its label), so do both, from when it stopped."""
+    name, exported = table.get("TableName", "the table"), format_time(export.export_time)
+    label = table.get("LatestStreamLabel")
+    if not (table.get("StreamSpecification") or {}).get("StreamEnabled"):
+        return (
+            f"table {name} has no stream on: a change made since the export ({exported}) is "
+            "in neither, so this backfill is not counted as a whole copy of the table "
+            "(readers warn, convert refuses); turn its stream on, then backfill again"
+        )
     try:
-        began = datetime.fromisoformat(stream_label)
+        began = datetime.fromisoformat(str(label))
     except ValueError:
         return (
-            f"the start of table {table}'s stream ({stream_label!r}) is not a time to compare "
-            f"with the export's ({exported}), so this backfill is not counted as a whole copy "
-            "of the table"
+            f"the start of table {name}'s stream ({label!r}) is not a time to compare with "
+            f"the export's ({exported}), so this backfill is not counted as a whole copy of "
+            "the table"
         )
     began = began if began.tzinfo is not None else began.replace(tzinfo=UTC)
     if export.export_time >= began:
         return None
     return (
-        f"the export shows table {table} at {exported}, before its stream began "
+        f"the export shows table {name} at {exported}, before its stream began "
         f"({format_time(began)}): a row changed between the two is in neither, so this "
         "backfill is not counted as a whole copy of the table (readers warn, convert "
         "refuses); backfill again by a scan, or from an export made after the stream began"
