@@ -1,6 +1,6 @@
 """Review of 92e4411 ("a table deleted and made again is not backed up into the old one's
 folder"): where the identity check still lets two tables mix in one folder, and where it
-refuses a legitimate flow with no way forward. Each test fails on 92e4411 (strict xfail)."""
+refuses a legitimate flow with no way forward. Each test failed on 92e4411."""
 
 from __future__ import annotations
 
@@ -40,11 +40,6 @@ def versions(s3: Any, bucket: str, folder: str) -> list[tuple[str, str]]:
 
 
 @pytest.mark.servers
-@pytest.mark.xfail(
-    strict=True,
-    reason="92e4411: a folder only `stream` wrote has no table.json, so nothing is compared; "
-    "the re-created table's backfill mixes into it (stream could save the description)",
-)
 def test_a_folder_only_stream_wrote_takes_a_re_created_tables_backfill(
     aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
 ) -> None:
@@ -59,7 +54,7 @@ def test_a_folder_only_stream_wrote_takes_a_re_created_tables_backfill(
     re_created(dynamodb, table, {"k000": "new", "fresh": "new"})
     backfilled = invoke("backfill", table, "--bucket", bucket, "--prefix", prefix)
     if backfilled.exit_code == 2:
-        assert "made again" in backfilled.output, backfilled.output
+        assert "deleted since" in backfilled.output, backfilled.output
         return
     assert backfilled.exit_code == 0, backfilled.output
     rows = latest(dynamodb, bucket, f"{prefix}/{table}", f"{table}-latest")
@@ -67,10 +62,6 @@ def test_a_folder_only_stream_wrote_takes_a_re_created_tables_backfill(
 
 
 @pytest.mark.servers
-@pytest.mark.xfail(
-    strict=True,
-    reason="92e4411: verify --repair writes into the folder without check_same_table",
-)
 def test_verify_repair_writes_a_re_created_table_into_the_old_ones_folder(
     aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
 ) -> None:
@@ -87,15 +78,10 @@ def test_verify_repair_writes_a_re_created_table_into_the_old_ones_folder(
     repaired = invoke("verify", table, "--bucket", bucket, "--prefix", prefix, "--repair")
     after = versions(s3, bucket, f"{prefix}/{table}/")
     assert (repaired.exit_code, after) == (2, before), repaired.output
-    assert "made again" in repaired.output
+    assert "deleted since" in repaired.output
 
 
 @pytest.mark.servers
-@pytest.mark.xfail(
-    strict=True,
-    reason="92e4411: a table restored (latest) into its own name is refused by every writer "
-    "of its folder, though its restore report says to deploy its backup",
-)
 def test_a_table_restored_into_its_own_name_can_be_backed_up_again(
     aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
 ) -> None:
@@ -122,11 +108,6 @@ def test_a_table_restored_into_its_own_name_can_be_backed_up_again(
     assert streamed.exit_code == 0, streamed.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="92e4411: table_identity truncates a live creation time to the millisecond with "
-    "'.000' but reads its saved form back without a fraction (latent: real services give ms)",
-)
 def test_a_creation_time_under_a_millisecond_is_the_same_table_once_saved() -> None:
     """table.json keeps CreationDateTime as format_time wrote it ("...:00.000Z" for 500 us);
     read back it is a whole second, which format_time writes "...:00Z": the same table

@@ -65,7 +65,8 @@ def load_description(s3: Any, bucket: str, layout: TableLayout) -> dict[str, Any
 
 def table_identity(table: Mapping[str, Any]) -> tuple[str, str] | None:
     """What tells a table from another made later under its name: its TableId, else its
-    creation time (DynamoDB Local gives no TableId); None when neither is known."""
+    creation time to the millisecond, as saved (DynamoDB Local gives no TableId); None when
+    neither is known."""
     if table.get("TableId"):
         return ("TableId", str(table["TableId"]))
     created = table.get("CreationDateTime")
@@ -74,28 +75,50 @@ def table_identity(table: Mapping[str, Any]) -> tuple[str, str] | None:
             created = parse_time(created)
         except ValueError:
             return None
-    return ("created", format_time(created)) if isinstance(created, datetime) else None
+    if not isinstance(created, datetime):
+        return None
+    return ("created", format_time(created.replace(microsecond=created.microsecond // 1000 * 1000)))
 
 
-def check_same_table(s3: Any, bucket: str, layout: TableLayout, table: Mapping[str, Any]) -> None:
+def is_another_table(saved: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
+    """Whether ``live`` (DescribeTable's) is not the table ``saved`` describes (False when
+    either cannot tell)."""
+    old, new = table_identity(saved), table_identity(live)
+    return old is not None and new is not None and old[0] == new[0] and old != new
+
+
+def check_same_table(
+    s3: Any, bucket: str, layout: TableLayout, table: Mapping[str, Any]
+) -> dict[str, Any] | None:
     """Refuse to write ``table`` (DescribeTable's) into a folder whose saved description is
-    of another table of its name, deleted since: the folder still holds the old table's
-    items, which a backfill would take for the new table's (it skips keys already there) and
-    a restore would bring back."""
-    saved = load_description(s3, bucket, layout)
-    old = table_identity((saved or {}).get("table") or {})
-    new = table_identity(table)
-    if old is None or new is None or old[0] != new[0] or old == new:
-        return  # unknown, or not comparable: nothing to tell
-    name = layout.table
+    of another table of its name (deleted since, or of another region): the folder holds that
+    table's items, which a backfill would take for this one's (it skips keys already there)
+    and a restore would bring back. The folder's saved description (None: it has none)."""
+    description = load_description(s3, bucket, layout)
+    saved = (description or {}).get("table") or {}
+    if not is_another_table(saved, table):
+        return description
+    name, where = layout.table, f"s3://{bucket}/{layout.items_prefix}"
+    old_region, new_region = _region(saved), _region(table)
+    if old_region and new_region and old_region != new_region:
+        what = f"backs up table {name} of {old_region}, not this one of {new_region}"
+    else:
+        old, new = " ".join(table_identity(saved) or ()), " ".join(table_identity(table) or ())
+        what = f"backs up a table {name} ({old}) deleted since, not this one ({new})"
     raise TableReplacedError(
-        f"table {name} is not the table s3://{bucket}/{layout.items_prefix} backs up: that "
-        f"one ({' '.join(old)}) was deleted and {name} made again ({' '.join(new)}). The "
-        "folder still holds the old table's items: a backfill would skip the new table's "
-        "rows whose keys it holds, and a restore would bring back rows the new table never "
-        "had. Back the new table up into another folder (another --prefix); the old one "
-        "keeps the old table's history (nothing was written)"
+        f"{where} {what}: the folder holds that table's items, and writing this one's into "
+        "it would mix the two (a backfill would skip this table's rows whose keys it holds, "
+        "and a restore would bring back rows this table never had). Back this table up into "
+        "another folder (another --prefix); the folder keeps the other table's history. A "
+        "table that `dynamo-backups restore` made (latest) from this very folder continues "
+        "it (nothing was written)"
     )
+
+
+def _region(table: Mapping[str, Any]) -> str | None:
+    """The region in the table's ARN (``arn:aws:dynamodb:REGION:...``)."""
+    parts = str(table.get("TableArn") or "").split(":")
+    return parts[3] if len(parts) > 3 and parts[3] else None
 
 
 def key_schema_of(description: dict[str, Any]) -> list[dict[str, str]]:

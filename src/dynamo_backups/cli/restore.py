@@ -12,11 +12,19 @@ from typing import Any, NoReturn
 import click
 
 from dynamo_backups.aws.context import AwsContext
+from dynamo_backups.aws.errors import ClientError, describe_error
 from dynamo_backups.aws.retry import call_with_retries
-from dynamo_backups.backup.description import DescriptionError
+from dynamo_backups.backup.description import (
+    DescriptionError,
+    TableReplacedError,
+    check_same_table,
+    describe_table,
+    save_description,
+)
 from dynamo_backups.backup.folder import BackupFolder, open_backup_path
 from dynamo_backups.backup.manifest import key_types_from_description as key_types_of_schema
 from dynamo_backups.backup.reading import READ_POLICY
+from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -327,13 +335,51 @@ def restore(
     )
     nothing_then = report.held_nothing
     stream = None if dry_run or nothing_then else _stream_setting(invocation, folder, table)
+    continued = _continue_folder(invocation, folder, table, report, options)
     summary = report.to_dict() | ({"stream": stream} if stream else {})
+    summary |= {"folder_continued": continued} if continued else {}
     text = summary_text(report) + (f"\nstream: {stream['note']}" if stream else "")
+    text += f"\nfolder: {continued}" if continued else ""
     invocation.emit(summary, text)
     if not report.complete:
         fail("the restore is incomplete (see above)", EXIT_FAILED)
     if nothing_then:
         _refuse_moment_without_items(invocation, folder, table, report, resume)
+
+
+def _continue_folder(
+    invocation: Invocation,
+    folder: BackupFolder,
+    table: str,
+    report: RestoreReport,
+    options: RestoreOptions,
+) -> str | None:
+    """A table made by this restore under the folder's own table name, at the folder's latest
+    state (not --at, not --keys), holds exactly what the folder does: the folder's description
+    now names it (``check_same_table``), so that its backup goes on into the same folder, one
+    history, rather than being refused as another table. What was said, or None."""
+    if not report.complete or not report.created_table or options.dry_run:
+        return None
+    if options.at is not None or options.keys_file is not None or table != folder.layout.table:
+        return None
+    aws = invocation.aws
+    try:
+        description = describe_table(aws.client("dynamodb"), table)
+        writer = BackupWriter(aws.client("s3"), folder.bucket)
+        check_same_table(writer.s3, folder.bucket, folder.layout, description["table"])
+        return None  # the folder already names this table
+    except TableReplacedError:
+        pass
+    except ClientError as error:
+        return f"not recorded as {table}'s ({describe_error(error)})"
+    try:
+        save_description(writer, folder.layout, description)
+    except ClientError as error:  # a role that may only read the bucket
+        return (
+            f"{folder.where} could not be recorded as the new {table}'s "
+            f"({describe_error(error)}): its backup will be refused there until it is"
+        )
+    return f"{folder.where} now backs up the new {table} (restored from it, latest)"
 
 
 def _refuse_moment_without_items(

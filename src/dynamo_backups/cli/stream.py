@@ -23,7 +23,11 @@ from dynamo_backups.backup.checkpoints import (
     S3CheckpointStore,
     write_timeouts,
 )
-from dynamo_backups.backup.description import check_same_table
+from dynamo_backups.backup.description import (
+    check_same_table,
+    describe_table,
+    save_description,
+)
 from dynamo_backups.backup.layouts import layout_of
 from dynamo_backups.backup.manifest import ensure_manifest, key_types_from_description
 from dynamo_backups.backup.writer import BackupWriter
@@ -235,7 +239,7 @@ def stream(
             _refuse_second_writer(
                 aws, table, stream_arn, bucket or "", layout.prefix, allow_second_writer
             )
-            manifest = _open_folder(writer, layout, description, folder_layout)
+            manifest = _open_folder(writer, layout, description, folder_layout, dynamodb)
             applier = layout_named(layout_of(manifest)).applier(  # its layout.json's
                 writer, layout.prefix, key_hash, concurrency
             )
@@ -287,11 +291,20 @@ def _require_streams(aws: Any, tables: tuple[str, ...], bucket: str | None, pref
 
 
 def _open_folder(
-    writer: BackupWriter, layout: TableLayout, table: dict[str, Any], folder_layout: str | None
+    writer: BackupWriter,
+    layout: TableLayout,
+    table: dict[str, Any],
+    folder_layout: str | None,
+    dynamodb: Any,
 ) -> dict[str, Any]:
     """The folder's manifest (made if the folder is new), once the folder is known to back up
-    this very table (not one deleted since under its name)."""
-    check_same_table(writer.s3, writer.bucket, layout, table)
+    this very table (not one deleted since under its name); a folder without the table's
+    description is given it, so that its other writers can tell the table too."""
+    if check_same_table(writer.s3, writer.bucket, layout, table) is None:
+        try:
+            save_description(writer, layout, describe_table(dynamodb, layout.table))
+        except ClientError as error:  # a role without DescribeTimeToLive: only a way to tell
+            logger.warning("%s: its description was not saved: %s", layout.table, error)
     return ensure_manifest(
         writer, layout, table["KeySchema"], key_types_from_description(table), folder_layout
     )

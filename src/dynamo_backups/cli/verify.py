@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from dynamo_backups.aws.retry import call_with_retries
 from dynamo_backups.backup.bucket import require_versioning
-from dynamo_backups.backup.folder import open_backup
+from dynamo_backups.backup.description import TableReplacedError, check_same_table
+from dynamo_backups.backup.folder import BackupFolder, open_backup
 from dynamo_backups.backup.reading import READ_POLICY
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.cli.common import (
@@ -22,6 +25,7 @@ from dynamo_backups.cli.common import (
     segments_option,
 )
 from dynamo_backups.cli.inputs import BUCKET, PREFIX, TABLE
+from dynamo_backups.cli.lines import say
 from dynamo_backups.cli.pending_check import (
     allow_incomplete_backfill_option,
     require_checked_backfill,
@@ -84,14 +88,16 @@ def verify(
     dynamodb = aws.client("dynamodb", pool=segments + concurrency)
     s3 = aws.client("s3", pool=concurrency * 2)
     try:
-        key_schema = call_with_retries(
-            lambda: dynamodb.describe_table(TableName=table)["Table"]["KeySchema"],
+        described = call_with_retries(
+            lambda: dynamodb.describe_table(TableName=table)["Table"],
             READ_POLICY,
             f"describe table {table}",
         )
     except dynamodb.exceptions.ResourceNotFoundException:
         fail(f"table {table} does not exist (check the name and --region)", EXIT_USAGE)
+    key_schema = described["KeySchema"]
     folder = open_backup(s3, bucket, prefix, table)  # "no backup at ..." for a wrong folder
+    _check_same_table(s3, folder, described, repair)
     require_checked_backfill(s3, folder, None, allow_incomplete_backfill)
     if repair:
         require_versioning(s3, bucket)  # repairs write versions, as backfill and stream do
@@ -139,3 +145,17 @@ def verify(
     unresolved = report.differences - (report.repaired if repair else 0)
     if unresolved > 0:
         fail(f"{unresolved:,} differences between {table} and its backup")
+
+
+def _check_same_table(
+    s3: Any, folder: BackupFolder, described: dict[str, Any], repair: bool
+) -> None:
+    """A repair writes the table's rows into the folder: refused for a table that is not the
+    folder's (deleted since and made again, or of another region: ``check_same_table``); a
+    plain verify says so before its differences, which are then between two tables."""
+    try:
+        check_same_table(s3, folder.bucket, folder.layout, described)
+    except TableReplacedError as error:
+        if repair:
+            raise
+        say(f"warning: {error}")

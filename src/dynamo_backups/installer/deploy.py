@@ -20,6 +20,8 @@ from dynamo_backups.backup.description import (
     TableReplacedError,
     check_same_table,
     describe_table,
+    is_another_table,
+    load_description,
     save_description,
 )
 from dynamo_backups.backup.layouts import LAYOUT_ITEMS, LAYOUT_JOURNAL
@@ -101,7 +103,7 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps, ScheduleSteps):
         self.layouts = self._check_folders() if self.options.bucket else {}
         if self.options.bucket:
             for table, description in tables.items():
-                self._check_backup_target(table)
+                self._check_backup_target(table, description)
                 self._check_same_table(table, description)
         for layout in self.layouts.values():
             backup_trigger(self.options, layout)
@@ -230,9 +232,10 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps, ScheduleSteps):
         self._mapping(spec, stream_arn, function_arn, siblings)
         ensure_alarms(self, spec)
 
-    def _check_backup_target(self, table: str) -> None:
+    def _check_backup_target(self, table: str, described: dict[str, Any]) -> None:
         """Refuse to re-point the table's backup function (one per table and region) at
-        another folder: the folder it writes would stop receiving changes without a word."""
+        another folder: the folder it writes would stop receiving changes without a word
+        (unless that folder backs up a table of the name deleted since: nothing to stop)."""
         function = TableResources.of(table).function
         current = self._read_or_none(
             lambda: self.clients.lambda_.get_function_configuration(FunctionName=function),
@@ -243,6 +246,8 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps, ScheduleSteps):
             return
         bucket, prefix = variables["BACKUP_BUCKET"], variables.get("BACKUP_PREFIX", "")
         if (bucket, prefix) == (self.options.bucket, self.options.prefix):
+            return
+        if self._backs_up_another_table(bucket, prefix, table, described):
             return
         command = ["dynamo-backups", "teardown", table, "--bucket", bucket]
         command += ["--prefix", prefix] if prefix else []
@@ -255,6 +260,18 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps, ScheduleSteps):
             "deploy again with every option the table needs, --replica-table included "
             "(nothing was changed)"
         )
+
+    def _backs_up_another_table(
+        self, bucket: str, prefix: str, table: str, described: dict[str, Any]
+    ) -> bool:
+        """Whether the folder ``bucket``/``prefix`` holds the backup of a table of this name
+        that is not ``described`` (False when it cannot tell)."""
+        layout = TableLayout.of(prefix, table, self.options.key_hash)
+        try:
+            saved = load_description(self.clients.s3, bucket, layout)
+        except ClientError:
+            return False
+        return is_another_table((saved or {}).get("table") or {}, described)
 
     def _check_same_table(self, table: str, description: dict[str, Any]) -> None:
         """Refuse a table deleted and made again under its name into the old one's folder
