@@ -46,12 +46,6 @@ def backed_up_table(dynamodb: Any, bucket: str, prefix: str, items: int = 3) -> 
 
 
 @pytest.mark.servers
-@pytest.mark.xfail(
-    strict=True,
-    reason="restore --resume skips the 'already has items' check: a refused first attempt "
-    "leaves its run recorded, and the same command again resumes that run and overwrites the "
-    "table's newer items with the backup's, without --into-existing",
-)
 def test_restore_resume_never_overwrites_a_table_with_items_without_into_existing(
     aws_env: dict[str, str], dynamodb: Any, bucket: str, prefix: str
 ) -> None:
@@ -68,11 +62,6 @@ def test_restore_resume_never_overwrites_a_table_with_items_without_into_existin
 
 
 @pytest.mark.servers
-@pytest.mark.xfail(
-    strict=True,
-    reason="restore --resume into a table that already has items is refused with exit 1 "
-    "(the job's check), not exit 2 as without --resume (README: bad input is exit 2)",
-)
 def test_restore_resume_into_a_table_with_items_is_refused_as_bad_input(
     aws_env: dict[str, str], dynamodb: Any, bucket: str, prefix: str
 ) -> None:
@@ -85,11 +74,6 @@ def test_restore_resume_into_a_table_with_items_is_refused_as_bad_input(
 
 
 @pytest.mark.servers
-@pytest.mark.xfail(
-    strict=True,
-    reason="--at 2026-12-05 is answered 'has no zone: add Z or an offset, e.g. 2026-12-05Z', "
-    "and the suggested 2026-12-05Z is then refused as 'cannot read time'",
-)
 def test_the_form_at_suggests_for_a_date_without_zone_is_accepted(
     aws_env: dict[str, str], bucket: str
 ) -> None:

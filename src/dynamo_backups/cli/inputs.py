@@ -296,7 +296,9 @@ def parse_moment(text: str) -> tuple[datetime, str | None]:
             "epoch seconds or epoch milliseconds"
         ) from None
     if moment.tzinfo is None:
-        raise ValueError(f"time {text!r} has no zone: add Z or an offset, e.g. {cleaned}Z")
+        # A date alone takes no zone ("2026-12-05Z" is not ISO 8601): suggest its midnight.
+        example = moment.isoformat() if "T" not in cleaned.upper() else cleaned
+        raise ValueError(f"time {text!r} has no zone: add Z or an offset, e.g. {example}Z")
     return moment.astimezone(UTC), None
 
 

@@ -67,6 +67,7 @@ from dynamo_backups.jobs.restore import (
     RestoreError,
     RestoreOptions,
     RestoreReport,
+    TargetHasItems,
     read_keys_file,
 )
 
@@ -108,6 +109,8 @@ def run_restore(
         )
         try:
             return job.run(engine.make(DEFAULT_WORKERS))
+        except TargetHasItems as error:  # bad input, as the same refusal before the job
+            fail(str(error), EXIT_USAGE)
         except (RestoreError, DescriptionError, JournalError) as error:
             fail(str(error))
         finally:

@@ -502,9 +502,21 @@ class JournalRestore(BucketClients):
             self.job_run.resumed
             and (read_json(self.reader(), note) or {}).get("creates_table") == self.table
         )
-        self._check_identity()
-        if not created and not self.job_run.resumed and not self.options.into_existing:
+        # Before the run records the table it writes into: a resumed run skips the check only
+        # if an earlier attempt got past it, never one this check refused.
+        written_before = self.job_run.resumed and self._identity_recorded()
+        if not (self.report.created_table or self.options.into_existing or written_before):
             refuse_items_in(self.dynamodb(), self.table)
+        self._check_identity()
+
+    def _identity_key(self) -> str:
+        assert self.job_run is not None
+        return f"{self.job_run.scratch_prefix}table-identity.json"
+
+    def _identity_recorded(self) -> bool:
+        """Whether an earlier attempt recorded the table it writes into (got past its checks)."""
+        assert self.job_run is not None
+        return self.job_run.recorded and read_json(self.reader(), self._identity_key()) is not None
 
     def _check_identity(self) -> None:
         """Record the table the run writes into (its first attempt), or require the same one:
@@ -522,7 +534,7 @@ class JournalRestore(BucketClients):
             "table_id": described.get("TableId"),
             "created": _instant(described.get("CreationDateTime")),
         }
-        key = f"{self.job_run.scratch_prefix}table-identity.json"
+        key = self._identity_key()
         body = json.dumps(identity, sort_keys=True).encode()
         if put_if_absent(self.reader(), key, body, JSON_TYPE, self.retry_policy):
             return

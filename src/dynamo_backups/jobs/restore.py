@@ -97,6 +97,10 @@ class RestoreError(RuntimeError):
     """The restore cannot start or cannot go on; the message says why and what to do."""
 
 
+class TargetHasItems(RestoreError):
+    """The target table already has items and the restore was not told --into-existing."""
+
+
 @dataclass(frozen=True)
 class RestoreOptions:
     at: datetime | None = None
@@ -306,10 +310,12 @@ class Restore(BucketClients):
         self.report.created_table = created or created_earlier
         if not created:
             check_same_key(dynamodb, self.table, description)
+        # Before the run records the table it writes into: a resumed run skips the check only
+        # if an earlier attempt got past it (its table holds what the run wrote), never one
+        # this check refused (a second "--resume" would write over the table's items).
+        if not (self.report.created_table or self.options.into_existing or written_into):
+            refuse_items_in(dynamodb, self.table)
         self._check_identity(written_into)
-        if self.report.created_table or self.options.into_existing or resumed:
-            return  # a resumed run's table holds what the run wrote before
-        refuse_items_in(dynamodb, self.table)
 
     def _creation_key(self) -> str:
         assert self.job_run is not None
@@ -829,7 +835,7 @@ def earliest_change_found(s3: Any, folder: Any) -> tuple[datetime, bool] | None:
 def refuse_items_in(dynamodb: Any, table: str) -> None:
     """A restore into a table that already has items (without --into-existing) is refused."""
     if has_items(dynamodb, table):
-        raise RestoreError(
+        raise TargetHasItems(
             f"table {table} already has items: restore into a new table, or pass "
             "--into-existing to write into this one"
         )
