@@ -87,11 +87,6 @@ def test_the_form_at_suggests_for_a_date_without_zone_is_accepted(
     assert "cannot read time" not in again.output, (suggested, again.output)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="deploy --table NAME of a table that does not exist exits 1; README: 'A table ... "
-    "that does not exist ...: exit 2 at once' (backfill, verify, status and teardown give 2)",
-)
 def test_deploy_of_a_table_that_does_not_exist_is_exit_2(moto: str) -> None:
     result = invoke(
         "--endpoint-url", moto, "--region", "us-east-1",

@@ -412,7 +412,7 @@ def test_cli_deploy_dry_run_and_idempotent_rerun(moto: str) -> None:
     assert report["backup"]["folder"] == f"s3://{BUCKET}/Prod/Users/"
 
     missing = CliRunner().invoke(main, [*base, "deploy", "--bucket", BUCKET, "--table", "Nope"])
-    assert missing.exit_code == 1 and "table Nope does not exist" in missing.output
+    assert missing.exit_code == 2 and "table Nope does not exist" in missing.output
 
 
 def test_test_function_reports_an_invoke_failure(moto: str) -> None:

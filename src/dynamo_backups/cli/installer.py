@@ -15,6 +15,7 @@ from dynamo_backups.aws.errors import ClientError, error_code
 from dynamo_backups.backup.layouts import LAYOUT_JOURNAL, LAYOUTS
 from dynamo_backups.cli.backfill import tables_with_prefix
 from dynamo_backups.cli.common import (
+    EXIT_FAILED,
     EXIT_USAGE,
     Invocation,
     fail,
@@ -505,7 +506,7 @@ def deploy(invocation: Invocation, dry_run: bool, **kwargs: Any) -> None:
         fail(str(error), EXIT_USAGE)
     except DeployError as error:
         _show_partial(invocation, deployer.steps)
-        fail(str(error))
+        fail(str(error), EXIT_USAGE if error.bad_input else EXIT_FAILED)
     except ClientError as error:
         _show_partial(invocation, deployer.steps)
         fail(describe_failure(error, "deploy stopped"))

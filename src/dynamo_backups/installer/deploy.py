@@ -203,7 +203,8 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps, ScheduleSteps):
         except ClientError as error:
             if error_code(error) == "ResourceNotFoundException":
                 raise DeployError(
-                    f"table {table} does not exist in {self.region} (check the name and --region)"
+                    f"table {table} does not exist in {self.region} (check the name and --region)",
+                    bad_input=True,
                 ) from None
             raise
         specification = description.get("StreamSpecification") or {}
@@ -258,7 +259,8 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps, ScheduleSteps):
             f"would stop those backups. To move them, first run: {shlex.join(command)} (the "
             "backups stay; it also removes the table's replication function, if any), then "
             "deploy again with every option the table needs, --replica-table included "
-            "(nothing was changed)"
+            "(nothing was changed)",
+            bad_input=True,
         )
 
     def _backs_up_another_table(
@@ -280,7 +282,7 @@ class Deployer(BucketSteps, IamSteps, FunctionSteps, ScheduleSteps):
         try:
             check_same_table(self.clients.s3, str(self.options.bucket), layout, description)
         except TableReplacedError as error:
-            raise DeployError(str(error)) from None
+            raise DeployError(str(error), bad_input=True) from None
         except ClientError as error:
             if error_code(error) != "NoSuchBucket":  # made by this deploy: no folder yet
                 raise

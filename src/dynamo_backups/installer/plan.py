@@ -19,7 +19,12 @@ from dynamo_backups.installer.naming import (
 
 
 class DeployError(RuntimeError):
-    """Deploy cannot go on; the message says what to fix."""
+    """Deploy cannot go on; the message says what to fix. ``bad_input``: what was asked for
+    is refused as given (a table that does not exist, a folder of another table), exit 2."""
+
+    def __init__(self, message: str, bad_input: bool = False) -> None:
+        super().__init__(message)
+        self.bad_input = bad_input
 
 
 def retention_policy(options: DeployOptions) -> RetentionPolicy:
