@@ -97,11 +97,6 @@ def test_deploy_of_a_table_that_does_not_exist_is_exit_2(moto: str) -> None:
     assert result.exit_code == 2, result.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="teardown --dry-run prints 'updated  dashboard ...' (as if done) beside its "
-    "'would delete' lines, though nothing is changed",
-)
 def test_teardown_dry_run_says_what_would_change_not_what_changed(moto: str) -> None:
     for table in ("ProdUsers", "ProdOrders"):  # the dashboard keeps ProdOrders' rows
         moto_client(moto, "dynamodb", "us-east-1").create_table(
@@ -121,11 +116,6 @@ def test_teardown_dry_run_says_what_would_change_not_what_changed(moto: str) -> 
     assert done == [], dry.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="template --output json prints the YAML template: the option is neither honoured "
-    "nor refused (README: options that do not apply are refused, not ignored)",
-)
 def test_template_output_json_is_json_or_refused(moto: str) -> None:
     import json
 
@@ -177,11 +167,6 @@ def test_a_second_backfill_does_not_call_a_running_one_unfinished(
         first.communicate(timeout=60)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="demo -q still prints its progress lines ('- creating versioned bucket ...') on "
-    "stderr; -q is 'Only warnings and errors on stderr'",
-)
 def test_demo_quiet_prints_only_warnings_and_errors_on_stderr() -> None:
     result = run_cli("demo", "-q", timeout=300)
     assert result.returncode == 0, result.stderr

@@ -37,7 +37,7 @@ def demo(invocation: Invocation) -> None:
     from dynamo_backups.cli.demo_scenario import run_demo
 
     def progress(message: str) -> None:
-        if not invocation.json_output:
+        if not invocation.json_output and not invocation.quiet:  # -q: warnings and errors only
             say(f"- {message}", "demo")
 
     try:

@@ -524,7 +524,8 @@ def _show_partial(invocation: Invocation, steps: list[Step]) -> None:
 @pass_invocation
 @reports_errors
 def template(invocation: Invocation, **kwargs: Any) -> None:
-    """Print a CloudFormation template (YAML) of the resources deploy creates.
+    """Print a CloudFormation template (YAML; JSON with --output json) of the resources
+    deploy creates.
 
     The function's code location (CodeS3Bucket, CodeS3Key: upload the zip from
     'dynamo-backups package', with --layout journal for a journal stack: its compaction
@@ -535,7 +536,11 @@ def template(invocation: Invocation, **kwargs: Any) -> None:
       dynamo-backups template --bucket my-backups --prefix Prod --table Users > backups.yaml
     """
     options = _options(None, kwargs)
-    click.echo(to_yaml(build_template(options)), nl=False)
+    built = build_template(options)
+    # CloudFormation reads either form: JSON when the invocation asks for JSON output.
+    click.echo(
+        json.dumps(built, indent=2) + "\n" if invocation.json_output else to_yaml(built), nl=False
+    )
     if options.folder_layout == LAYOUT_JOURNAL and not options.create_bucket:
         say(
             "warning: the journal folders' lifecycle rules (retention) go on the bucket: the "

@@ -39,8 +39,8 @@ def teardown(
     steps: list[Step] = []
 
     def step(resource: str, outcome: str, detail: str = "") -> None:
-        if dry_run and outcome == "deleted":
-            outcome = "would delete"
+        if dry_run:  # what a real run would do, never what was done
+            outcome = {"deleted": "would delete", "updated": "would update"}.get(outcome, outcome)
         steps.append(Step(resource, outcome, detail))
 
     def act(call: Callable[..., Any], **kwargs: Any) -> None:
