@@ -720,6 +720,8 @@ def summary_text(report: RestoreReport, rerun: str = "") -> str:
         lines.extend(f"  {reason}" for reason in report.invalid_objects)
     if report.deleted_absent:
         lines.append(f"deleted {report.deleted_absent:,} items the backup did not hold then")
+    if report.dry_run and report.would_delete:
+        lines.append(f"would delete {report.would_delete:,} items the backup did not hold then")
     if report.not_deleted:
         lines.append(f"{len(report.not_deleted):,} absent items NOT deleted:")
         lines.extend(f"  {key}" for key in report.not_deleted[:SAMPLE_SIZE])

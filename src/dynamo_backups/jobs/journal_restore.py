@@ -254,7 +254,7 @@ class JournalRestore(BucketClients):
             self.job_run = ledger.dry_run()
         else:
             self.job_run = ledger.begin(self._parameters(), self.options.resume, required=False)
-        if self._deletes_absent() and not self.job_run.recorded and engine.name != "threads":
+        if self._notes_absent() and not self.job_run.recorded and engine.name != "threads":
             raise RestoreError(
                 "--delete-absent on another engine hands the names of the items restored "
                 f"through the job's folder in s3://{self.bucket}, which may not be written "
@@ -295,6 +295,10 @@ class JournalRestore(BucketClients):
 
     def _deletes_absent(self) -> bool:
         return self.options.delete_absent and not self.options.dry_run
+
+    def _notes_absent(self) -> bool:
+        """Whether units note what --delete-absent needs (a dry run too: it counts)."""
+        return self.options.delete_absent
 
     def _wanted_names(self, view_digits: int) -> tuple[frozenset[str] | None, list[WorkUnit]]:
         """The object names ``--keys`` asks for (None: every item) and the partition units
@@ -417,7 +421,7 @@ class JournalRestore(BucketClients):
             raise RestoreError(f"no journal and no base in {folder.where}: nothing to restore")
         units = self.view.route_units(self.reader(), journal_start)  # refusals first
         self._prepare_target(description)
-        if self._deletes_absent() and self.keys is None:
+        if self._notes_absent() and self.keys is None:
             self._absent = self._absent_items(folder)  # with --keys, only the keys' deletes
         routes = run_stage(self, ledger, self.job_run, units, engine, None, self.progress)
         self._merge(routes)
@@ -437,6 +441,16 @@ class JournalRestore(BucketClients):
             )
         if self.report.complete and not self.options.dry_run:
             self._finish_target(description)
+        elif self.report.complete and self.options.delete_absent:
+            self._count_absent()
+
+    def _count_absent(self) -> None:
+        """A dry run of --delete-absent: how many items it would delete, none deleted."""
+        if self._knows_nothing_then():
+            return
+        if self._absent is not None and table_exists(self.dynamodb(), self.table):
+            self.report.would_delete += self._absent.count_the_rest()
+        self.report.would_delete += len(self._listed_absent_keys())
 
     def _pin(self) -> tuple[datetime, PinWait | None]:
         """The moment the run began by S3's clock (its ``moment.json``, written once): every
@@ -623,7 +637,7 @@ class JournalRestore(BucketClients):
         """Where a unit puts what the last phase of --delete-absent reads: the run's scratch
         folder, which outlives the attempt; without a ledger, this process's collection."""
         assert self.job_run is not None
-        if not self._deletes_absent() or (kind == KEPT_NAMES) != (self.keys is None):
+        if not self._notes_absent() or (kind == KEPT_NAMES) != (self.keys is None):
             return None
         if self.job_run.recorded:
             # Named per attempt: two attempts of one unit never overwrite each other's chunks.
@@ -725,13 +739,14 @@ class JournalRestore(BucketClients):
         listed_absent = self._listed_absent(partition, {name for name, _ in present})
         absent = len(folded) - len(present) if self.keys is None else len(listed_absent)
         result.add("absent", absent)
+        sinks = {kind: self._sink(kind, unit) for kind in (KEPT_NAMES, ABSENT_KEYS)}
         if self.options.dry_run:
             result.add("written", len(present))
             context.progress.advance(len(present))
             for _, item in present[:DRY_RUN_SAMPLE]:
                 result.sample("sample", dumps_item(item).decode(), DRY_RUN_SAMPLE)
+            self._note_kept(present, listed_absent, sinks, result)  # what it would delete
             return result
-        sinks = {kind: self._sink(kind, unit) for kind in (KEPT_NAMES, ABSENT_KEYS)}
         unwritten: list[str] = []
         puts = [
             {"PutRequest": {"Item": item}}
@@ -748,6 +763,18 @@ class JournalRestore(BucketClients):
             result.outputs.append(self._save_unwritten(unit, unwritten))
             result.complete = False
             return result
+        self._note_kept(present, listed_absent, sinks, result)
+        return result
+
+    def _note_kept(
+        self,
+        present: list[tuple[str, Item]],
+        listed_absent: list[Item],
+        sinks: dict[str, LineSink | None],
+        result: UnitResult,
+    ) -> None:
+        """What the last phase of --delete-absent reads: the names kept, the listed keys
+        absent (each sink None when the run does not delete absent items)."""
         kept, absent_keys = sinks[KEPT_NAMES], sinks[ABSENT_KEYS]
         for name, _ in present:
             if kept is not None:
@@ -759,7 +786,6 @@ class JournalRestore(BucketClients):
             output = sink.close() if sink is not None else None
             if output is not None:
                 result.outputs.append(output)
-        return result
 
     def _base_states(
         self, partition: str, with_index: bool, context: UnitContext

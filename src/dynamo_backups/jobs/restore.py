@@ -137,6 +137,7 @@ class RestoreReport:
     unwritten_keys: list[str] = field(default_factory=list)
     unwritten_keys_file: str | None = None
     deleted_absent: int = 0
+    would_delete: int = 0  # a dry run of --delete-absent: what it would have deleted
     not_deleted: list[str] = field(default_factory=list)
     ttl_attribute: str | None = None
     warnings: list[str] = field(default_factory=list)
@@ -317,6 +318,14 @@ class Restore(BucketClients):
             refuse_items_in(dynamodb, self.table)
         self._check_identity(written_into)
 
+    def _count_absent(self) -> None:
+        """A dry run of --delete-absent: how many items it would delete, none deleted."""
+        exists = table_exists(self.dynamodb(), self.table)  # a dry run made no table
+        if self._absent is not None and exists and not self._knows_nothing_then():
+            self.report.would_delete += self._absent.count_the_rest()
+        if self.options.delete_absent and self.options.keys_file is not None:
+            self.report.would_delete += sum(1 for _ in self._listed_absent_keys())
+
     def _creation_key(self) -> str:
         assert self.job_run is not None
         return f"{self.job_run.scratch_prefix}target.json"
@@ -444,7 +453,7 @@ class Restore(BucketClients):
             self.job_run = ledger.dry_run()
         else:
             self.job_run = ledger.begin(self._parameters(), self.options.resume, required=False)
-        if self._deletes_absent() and not self.job_run.recorded and engine.name != "threads":
+        if self._notes_absent() and not self.job_run.recorded and engine.name != "threads":
             raise RestoreError(
                 "--delete-absent on another engine hands the names of the items restored "
                 f"through the job's folder in s3://{self.bucket}, which may not be written "
@@ -491,7 +500,7 @@ class Restore(BucketClients):
                 waiting.join()
                 self.received_before = pin[1]
             self._prepare_target(description, self.job_run.resumed)
-            if self._deletes_absent() and not self.options.keys_file:
+            if self._notes_absent() and not self.options.keys_file:
                 self._absent = self._absent_items()  # with --keys, only the keys' own deletes
         finally:
             if waiting is not None:
@@ -585,6 +594,10 @@ class Restore(BucketClients):
     def _deletes_absent(self) -> bool:
         return self.options.delete_absent and not self.options.dry_run
 
+    def _notes_absent(self) -> bool:
+        """Whether units note what --delete-absent needs (a dry run too: it counts)."""
+        return self.options.delete_absent
+
     def run_unit(self, unit: WorkUnit, context: UnitContext) -> UnitResult:
         return RestoreUnit(self, unit, context).run()
 
@@ -596,14 +609,14 @@ class Restore(BucketClients):
     def kept_names(self, unit: WorkUnit) -> LineSink | None:
         """Where a unit of --delete-absent over the whole folder puts the object names of
         the items it restored (the last phase keeps them)."""
-        if not self._deletes_absent() or self.options.keys_file is not None:
+        if not self._notes_absent() or self.options.keys_file is not None:
             return None
         return self._sink(KEPT_NAMES, unit, self._absent.keep if self._absent else None)
 
     def absent_keys(self, unit: WorkUnit) -> LineSink | None:
         """Where a unit of --keys --delete-absent puts the listed keys the backup lacked at
         the moment (the last phase deletes them)."""
-        if not self._deletes_absent() or self.options.keys_file is None:
+        if not self._notes_absent() or self.options.keys_file is None:
             return None
         return self._sink(ABSENT_KEYS, unit, self._note_absent_key)
 
@@ -715,6 +728,7 @@ class Restore(BucketClients):
     def _finish_target(self, description: dict[str, Any]) -> None:
         """After the items: delete what was absent (when asked), then switch TTL on."""
         if self.options.dry_run:
+            self._count_absent()
             return
         if self._knows_nothing_then():
             # Before the backup's first change it knows nothing of the table: "absent then"

@@ -208,6 +208,21 @@ class AbsentItems:
         self.present.add(name)
 
     def delete_the_rest(self) -> AbsentReport:
+        for keys in self._the_rest():
+            self.cancel.check()
+            self._delete(keys)
+        self._folder.cleanup()
+        return self.report
+
+    def count_the_rest(self) -> int:
+        """How many items ``delete_the_rest`` would delete (a dry run): none is deleted."""
+        counted = sum(len(keys) for keys in self._the_rest())
+        self._folder.cleanup()
+        return counted
+
+    def _the_rest(self) -> Iterator[list[dict[str, Any]]]:
+        """The keys of the table's items the restore did not keep, in batches: the table's
+        keys scanned, set against the kept names partition by partition."""
         self.present.close()
         table_side = NameSpill(Path(self._folder.name) / "table")
         table_side.folder.mkdir()
@@ -221,11 +236,7 @@ class AbsentItems:
                 for name, key_text in table_side.entries(partition)
                 if name not in present
             ]
-            for keys in batched(doomed, BATCH_LIMIT):
-                self.cancel.check()
-                self._delete(keys)
-        self._folder.cleanup()
-        return self.report
+            yield from batched(doomed, BATCH_LIMIT)
 
     def _scan_segment(self, segment: int, spill: NameSpill) -> None:
         keys_only = {
