@@ -131,12 +131,6 @@ def test_template_output_json_is_json_or_refused(moto: str) -> None:
 
 
 @pytest.mark.servers
-@pytest.mark.xfail(
-    strict=True,
-    reason="a second backfill of the same folder started while the first runs warns that the "
-    "running one 'did not finish' and that --resume continues it (--resume is then refused: "
-    "the run is alive)",
-)
 def test_a_second_backfill_does_not_call_a_running_one_unfinished(
     aws_env: dict[str, str], dynamodb: Any, s3: Any, bucket: str, prefix: str
 ) -> None:

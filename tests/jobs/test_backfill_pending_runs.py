@@ -1,9 +1,10 @@
 """Backfill's pending removal check is recorded per run: nothing stops two runs of the same job
-from running at once (the ledger only warns "the run of ... did not finish; this one starts
-over"), and the run that finishes first must not mark done the check of a run that still has
-unchecked writes (with one marker per job, it wrote ``{"pending": false}`` over it, and
-readers stopped refusing the folder). A run's check covers another run's writes only once that
-run has provably ended: its run lease released, or lapsed unrenewed.
+from running at once (the ledger only warns "the run of ... has not ended (it may still be
+running, or it stopped); this one starts over"), and the run that finishes first must not
+mark done the check of a run that still has unchecked writes (with one marker per job, it
+wrote ``{"pending": false}`` over it, and readers stopped refusing the folder). A run's check
+covers another run's writes only once that run has provably ended: its run lease released,
+or lapsed unrenewed.
 
 Scenario, against DynamoDB Local and SeaweedFS:
 1. backfill run B (scan of the whole table) reads row "doomed"; its put-if-absent of it is

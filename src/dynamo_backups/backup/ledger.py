@@ -111,8 +111,10 @@ class JobLedger:
         if resume:
             logger.info("%s: no unfinished run to resume; starting one", self.job)
         elif unfinished and latest is not None:
+            # Its lease, not the ledger, tells whether it still runs: say what is known.
             logger.warning(
-                "%s: the run of %s did not finish; this one starts over (--resume continues it)",
+                "%s: the run of %s has not ended (it may still be running, or it stopped); "
+                "this one starts over (--resume continues that one once it is not running)",
                 self.job,
                 latest.get("started"),
             )
