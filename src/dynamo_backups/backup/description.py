@@ -99,7 +99,7 @@ def check_same_table(
     if not is_another_table(saved, table):
         return description
     name, where = layout.table, f"s3://{bucket}/{layout.items_prefix}"
-    old_region, new_region = _region(saved), _region(table)
+    old_region, new_region = region_of(saved), region_of(table)
     if old_region and new_region and old_region != new_region:
         what = f"backs up table {name} of {old_region}, not this one of {new_region}"
     else:
@@ -115,7 +115,7 @@ def check_same_table(
     )
 
 
-def _region(table: Mapping[str, Any]) -> str | None:
+def region_of(table: Mapping[str, Any]) -> str | None:
     """The region in the table's ARN (``arn:aws:dynamodb:REGION:...``)."""
     parts = str(table.get("TableArn") or "").split(":")
     return parts[3] if len(parts) > 3 and parts[3] else None

@@ -19,6 +19,7 @@ from dynamo_backups.backup.description import (
     TableReplacedError,
     check_same_table,
     describe_table,
+    region_of,
     save_description,
 )
 from dynamo_backups.backup.folder import BackupFolder, open_backup_path
@@ -372,7 +373,9 @@ def _continue_folder(
         check_same_table(writer.s3, folder.bucket, folder.layout, description["table"])
         return None  # the folder already names this table
     except TableReplacedError:
-        pass
+        saved = (folder.description or {}).get("table") or {}
+        if region_of(saved) not in (None, region_of(description["table"])):
+            return None  # a copy in another region: the folder's table may well be alive
     except ClientError as error:
         return f"not recorded as {table}'s ({describe_error(error)})"
     try:

@@ -181,6 +181,7 @@ class JournalRestore(BucketClients):
         self._key_hash = ""  # the folder's, once opened
         self._lock = threading.Lock()
         self._absent: AbsentItems | None = None
+        self._dry_counts = False  # a dry run of --delete-absent counts (on threads)
         self._absent_keys: list[str] = []  # of a run without a ledger, with --keys
         self._outputs: list[dict[str, Any]] = []  # the partition units', earlier attempts' too
         self._base_ahead: BaseStatesAhead[dict[str, ItemState]] | None = None
@@ -254,7 +255,8 @@ class JournalRestore(BucketClients):
             self.job_run = ledger.dry_run()
         else:
             self.job_run = ledger.begin(self._parameters(), self.options.resume, required=False)
-        if self._notes_absent() and not self.job_run.recorded and engine.name != "threads":
+        self._dry_count_note(engine)
+        if self._deletes_absent() and not self.job_run.recorded and engine.name != "threads":
             raise RestoreError(
                 "--delete-absent on another engine hands the names of the items restored "
                 f"through the job's folder in s3://{self.bucket}, which may not be written "
@@ -297,8 +299,20 @@ class JournalRestore(BucketClients):
         return self.options.delete_absent and not self.options.dry_run
 
     def _notes_absent(self) -> bool:
-        """Whether units note what --delete-absent needs (a dry run too: it counts)."""
-        return self.options.delete_absent
+        """Whether units note what --delete-absent needs (a dry run too, on --engine threads:
+        it counts)."""
+        return self.options.delete_absent and (not self.options.dry_run or self._dry_counts)
+
+    def _dry_count_note(self, engine: Engine) -> None:
+        """A dry run of --delete-absent counts what it would delete on --engine threads only:
+        elsewhere the units' kept names stay in their processes (the real run hands them
+        through the job's folder, which a dry run does not write)."""
+        self._dry_counts = engine.name == "threads"
+        if self.options.dry_run and self.options.delete_absent and not self._dry_counts:
+            self.report.warnings.append(
+                f"a dry run on --engine {engine.name} does not count what --delete-absent "
+                "would delete: run it with --engine threads for that count"
+            )
 
     def _wanted_names(self, view_digits: int) -> tuple[frozenset[str] | None, list[WorkUnit]]:
         """The object names ``--keys`` asks for (None: every item) and the partition units
@@ -446,9 +460,11 @@ class JournalRestore(BucketClients):
 
     def _count_absent(self) -> None:
         """A dry run of --delete-absent: how many items it would delete, none deleted."""
-        if self._knows_nothing_then():
-            return
-        if self._absent is not None and table_exists(self.dynamodb(), self.table):
+        if not self._notes_absent() or self._knows_nothing_then():
+            return  # another engine, or nothing known then
+        if not table_exists(self.dynamodb(), self.table):
+            return  # a dry run made no table: nothing to delete
+        if self._absent is not None:
             self.report.would_delete += self._absent.count_the_rest()
         self.report.would_delete += len(self._listed_absent_keys())
 

@@ -210,6 +210,7 @@ class Restore(BucketClients):
         self.job_run: JobRun | None = None
         self._lock = threading.Lock()
         self._absent: AbsentItems | None = None
+        self._dry_counts = False  # a dry run of --delete-absent counts (on threads)
         self._absent_keys: list[str] = []  # of a run without a ledger, with --keys
         self._outputs: list[dict[str, Any]] = []  # every unit's, the earlier attempts' too
         # A latest restore reads the backup as S3 held it when the run's first attempt began,
@@ -320,10 +321,11 @@ class Restore(BucketClients):
 
     def _count_absent(self) -> None:
         """A dry run of --delete-absent: how many items it would delete, none deleted."""
-        exists = table_exists(self.dynamodb(), self.table)  # a dry run made no table
-        if self._absent is not None and exists and not self._knows_nothing_then():
+        if not self._notes_absent() or not table_exists(self.dynamodb(), self.table):
+            return  # another engine, or no table: a dry run made none, nothing to delete
+        if self._absent is not None and not self._knows_nothing_then():
             self.report.would_delete += self._absent.count_the_rest()
-        if self.options.delete_absent and self.options.keys_file is not None:
+        if self.options.keys_file is not None:
             self.report.would_delete += sum(1 for _ in self._listed_absent_keys())
 
     def _creation_key(self) -> str:
@@ -453,7 +455,8 @@ class Restore(BucketClients):
             self.job_run = ledger.dry_run()
         else:
             self.job_run = ledger.begin(self._parameters(), self.options.resume, required=False)
-        if self._notes_absent() and not self.job_run.recorded and engine.name != "threads":
+        self._dry_count_note(engine)
+        if self._deletes_absent() and not self.job_run.recorded and engine.name != "threads":
             raise RestoreError(
                 "--delete-absent on another engine hands the names of the items restored "
                 f"through the job's folder in s3://{self.bucket}, which may not be written "
@@ -595,8 +598,20 @@ class Restore(BucketClients):
         return self.options.delete_absent and not self.options.dry_run
 
     def _notes_absent(self) -> bool:
-        """Whether units note what --delete-absent needs (a dry run too: it counts)."""
-        return self.options.delete_absent
+        """Whether units note what --delete-absent needs (a dry run too, on --engine threads:
+        it counts)."""
+        return self.options.delete_absent and (not self.options.dry_run or self._dry_counts)
+
+    def _dry_count_note(self, engine: Engine) -> None:
+        """A dry run of --delete-absent counts what it would delete on --engine threads only:
+        elsewhere the units' kept names stay in their processes (the real run hands them
+        through the job's folder, which a dry run does not write)."""
+        self._dry_counts = engine.name == "threads"
+        if self.options.dry_run and self.options.delete_absent and not self._dry_counts:
+            self.report.warnings.append(
+                f"a dry run on --engine {engine.name} does not count what --delete-absent "
+                "would delete: run it with --engine threads for that count"
+            )
 
     def run_unit(self, unit: WorkUnit, context: UnitContext) -> UnitResult:
         return RestoreUnit(self, unit, context).run()
