@@ -99,6 +99,7 @@ from dynamo_backups.jobs.restore_absent import (
     LineSink,
     ScratchLines,
     ScratchMismatch,
+    dry_run_counts,
     scratch_lines,
 )
 from dynamo_backups.jobs.restore_pin import PinWait
@@ -255,7 +256,9 @@ class JournalRestore(BucketClients):
             self.job_run = ledger.dry_run()
         else:
             self.job_run = ledger.begin(self._parameters(), self.options.resume, required=False)
-        self._dry_count_note(engine)
+        self._dry_counts = dry_run_counts(
+            self.options.dry_run, self.options.delete_absent, engine.name, self.report.warnings
+        )
         if self._deletes_absent() and not self.job_run.recorded and engine.name != "threads":
             raise RestoreError(
                 "--delete-absent on another engine hands the names of the items restored "
@@ -302,17 +305,6 @@ class JournalRestore(BucketClients):
         """Whether units note what --delete-absent needs (a dry run too, on --engine threads:
         it counts)."""
         return self.options.delete_absent and (not self.options.dry_run or self._dry_counts)
-
-    def _dry_count_note(self, engine: Engine) -> None:
-        """A dry run of --delete-absent counts what it would delete on --engine threads only:
-        elsewhere the units' kept names stay in their processes (the real run hands them
-        through the job's folder, which a dry run does not write)."""
-        self._dry_counts = engine.name == "threads"
-        if self.options.dry_run and self.options.delete_absent and not self._dry_counts:
-            self.report.warnings.append(
-                f"a dry run on --engine {engine.name} does not count what --delete-absent "
-                "would delete: run it with --engine threads for that count"
-            )
 
     def _wanted_names(self, view_digits: int) -> tuple[frozenset[str] | None, list[WorkUnit]]:
         """The object names ``--keys`` asks for (None: every item) and the partition units

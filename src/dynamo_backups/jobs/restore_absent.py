@@ -271,3 +271,16 @@ class AbsentItems:
         for request in outcome.not_written:
             key = json.dumps(request["DeleteRequest"]["Key"], sort_keys=True)
             self.report.not_deleted.append(f"{key}: {outcome.reason}")
+
+
+def dry_run_counts(dry_run: bool, delete_absent: bool, engine: str, warnings: list[str]) -> bool:
+    """Whether a dry run of --delete-absent counts what it would delete: on --engine threads
+    only, as elsewhere the units' kept names stay in their processes (a real run hands them
+    through the job's folder, which a dry run does not write); said in ``warnings`` when not."""
+    counts = engine == "threads"
+    if dry_run and delete_absent and not counts:
+        warnings.append(
+            f"a dry run on --engine {engine} does not count what --delete-absent would delete: "
+            "run it with --engine threads for that count"
+        )
+    return counts
