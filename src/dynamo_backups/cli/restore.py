@@ -16,9 +16,8 @@ from dynamo_backups.aws.errors import ClientError, describe_error
 from dynamo_backups.aws.retry import call_with_retries
 from dynamo_backups.backup.description import (
     DescriptionError,
-    TableReplacedError,
-    check_same_table,
     describe_table,
+    is_another_table,
     region_of,
     save_description,
 )
@@ -369,17 +368,15 @@ def _continue_folder(
     aws = invocation.aws
     try:
         description = describe_table(aws.client("dynamodb"), table)
-        writer = BackupWriter(aws.client("s3"), folder.bucket)
-        check_same_table(writer.s3, folder.bucket, folder.layout, description["table"])
-        return None  # the folder already names this table
-    except TableReplacedError:
-        saved = (folder.description or {}).get("table") or {}
-        if region_of(saved) not in (None, region_of(description["table"])):
-            return None  # a copy in another region: the folder's table may well be alive
     except ClientError as error:
         return f"not recorded as {table}'s ({describe_error(error)})"
+    saved = (folder.description or {}).get("table") or {}  # as the folder was opened
+    if not is_another_table(saved, description["table"]):
+        return None  # the folder already names this table (or cannot tell)
+    if region_of(saved) not in (None, region_of(description["table"])):
+        return None  # a copy in another region: the folder's table may well be alive
     try:
-        save_description(writer, folder.layout, description)
+        save_description(BackupWriter(aws.client("s3"), folder.bucket), folder.layout, description)
     except ClientError as error:  # a role that may only read the bucket
         return (
             f"{folder.where} could not be recorded as the new {table}'s "
