@@ -622,6 +622,24 @@ def test_wrong_credentials_are_one_line_naming_them(
     assert "SignatureDoesNotMatch" in result.stderr and "check the credentials" in result.stderr
 
 
+def test_missing_credentials_are_bad_input_like_a_missing_region(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """No credentials anywhere is the caller's setting missing, as a region or a profile
+    can be: exit 2, one line saying where credentials come from, nothing written."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    before = state(world)
+    result = run(f"restore {world['bucket']} {world['folder']} {world['new']} --dry-run")
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.stderr.startswith("error: no AWS credentials found"), result.stderr
+    assert state(world) == before
+
+
 def test_a_malformed_endpoint_variable_is_one_error_line(
     world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -119,10 +119,11 @@ def reports_errors(command: F) -> F:
             fail(str(error))
         except SparkUnavailable as error:
             fail(str(error), EXIT_USAGE)
-        except NoCredentialsError:
+        except NoCredentialsError:  # input missing, as a region or a profile can be
             fail(
                 "no AWS credentials found: configure a profile (--profile) or set "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                EXIT_USAGE,
             )
         except NoRegionError:
             fail(
