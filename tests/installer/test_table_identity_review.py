@@ -34,22 +34,31 @@ def test_deploys_advice_for_a_re_created_table_followed_literally_deploys_it(mot
     deploy(moto, replace(USERS, prefix="Prod2", create_bucket=False))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known, not done: status tells a re-created table's owner to 'run deploy', which "
-    "refuses (status does not read the folder's saved description)",
-)
 def test_status_of_a_re_created_table_does_not_advise_a_refused_deploy(moto: str) -> None:
-    """After the table is made again, status says "the trigger reads an old stream of the
+    """After the table is made again, status said "the trigger reads an old stream of the
     table: run deploy" (README's table: deploy again); that deploy is refused ("Users made
-    again"). status reads the folder (its backup status) and could say what deploy will."""
+    again"). status reads the folder's saved description and says what deploy will, and
+    its advice (another --prefix) is followed by a deploy that works."""
     deployed_then_re_created(moto)
     c = clients(moto)
     problems = table_status(c, c.cloudwatch, "Users").problems
     with pytest.raises(DeployError, match="deleted since"):
         deploy(moto, USERS)
     assert not any(problem.endswith("run deploy") for problem in problems), problems
-    assert any("deleted since" in problem for problem in problems), problems
+    assert any("deleted since" in problem and "--prefix" in problem for problem in problems), (
+        problems
+    )
+    deploy(moto, replace(USERS, prefix="Prod2", create_bucket=False))
+    after = table_status(c, c.cloudwatch, "Users").problems
+    assert not any("deleted since" in problem for problem in after), after
+
+
+def test_status_of_a_table_still_in_its_folder_says_nothing_of_another_table(moto: str) -> None:
+    make_table(moto, "Users", "NEW_AND_OLD_IMAGES")
+    deploy(moto, USERS)
+    c = clients(moto)
+    problems = table_status(c, c.cloudwatch, "Users").problems
+    assert not any("deleted since" in problem or "other table" in problem for problem in problems)
 
 
 def test_another_regions_table_of_the_name_is_not_said_to_be_deleted(moto: str) -> None:

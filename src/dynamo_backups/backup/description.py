@@ -87,6 +87,20 @@ def is_another_table(saved: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
     return old is not None and new is not None and old[0] == new[0] and old != new
 
 
+def other_table(saved: Mapping[str, Any], live: Mapping[str, Any]) -> str | None:
+    """How a folder whose saved description is ``saved`` backs up another table than
+    ``live`` ("backs up a table Users (...) deleted since, not this one (...)"), or None
+    when it is the same table or either cannot tell."""
+    if not is_another_table(saved, live):
+        return None
+    name = str(live.get("TableName") or saved.get("TableName") or "")
+    old_region, new_region = region_of(saved), region_of(live)
+    if old_region and new_region and old_region != new_region:
+        return f"backs up table {name} of {old_region}, not this one of {new_region}"
+    old, new = " ".join(table_identity(saved) or ()), " ".join(table_identity(live) or ())
+    return f"backs up a table {name} ({old}) deleted since, not this one ({new})"
+
+
 def check_same_table(
     s3: Any, bucket: str, layout: TableLayout, table: Mapping[str, Any]
 ) -> dict[str, Any] | None:
@@ -95,16 +109,10 @@ def check_same_table(
     table's items, which a backfill would take for this one's (it skips keys already there)
     and a restore would bring back. The folder's saved description (None: it has none)."""
     description = load_description(s3, bucket, layout)
-    saved = (description or {}).get("table") or {}
-    if not is_another_table(saved, table):
+    what = other_table((description or {}).get("table") or {}, table)
+    if what is None:
         return description
-    name, where = layout.table, f"s3://{bucket}/{layout.items_prefix}"
-    old_region, new_region = region_of(saved), region_of(table)
-    if old_region and new_region and old_region != new_region:
-        what = f"backs up table {name} of {old_region}, not this one of {new_region}"
-    else:
-        old, new = " ".join(table_identity(saved) or ()), " ".join(table_identity(table) or ())
-        what = f"backs up a table {name} ({old}) deleted since, not this one ({new})"
+    where = f"s3://{bucket}/{layout.items_prefix}"
     raise TableReplacedError(
         f"{where} {what}: the folder holds that table's items, and writing this one's into "
         "it would mix the two (a backfill would skip this table's rows whose keys it holds, "

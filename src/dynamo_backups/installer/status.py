@@ -11,6 +11,7 @@ from typing import Any
 
 from dynamo_backups.aws.errors import ClientError, describe_error, error_code
 from dynamo_backups.aws.s3objects import BotocoreObjects
+from dynamo_backups.backup.description import load_description, other_table
 from dynamo_backups.backup.journal_store import newest_base
 from dynamo_backups.backup.layouts import LAYOUT_JOURNAL
 from dynamo_backups.core.journal import journal_prefix
@@ -51,7 +52,7 @@ class TableStatus:
 
 def table_status(clients: Clients, cloudwatch: Any, table: str) -> TableStatus:
     status = TableStatus(table)
-    _stream_status(clients, status)
+    described = _stream_status(clients, status)
     found = False
     for replica in (False, True):
         names = TableResources.of(table, replica=replica)
@@ -59,8 +60,11 @@ def table_status(clients: Clients, cloudwatch: Any, table: str) -> TableStatus:
         if config is None:
             continue
         found = True
-        _trigger_status(clients, names, status)
         variables = (config.get("Environment") or {}).get("Variables", {})
+        replaced = _other_table(clients, variables, described)
+        _trigger_status(clients, names, status, table_replaced=replaced is not None)
+        if replaced is not None:
+            status.problems.append(replaced)
         if variables.get("BACKUP_BUCKET"):
             _backup_status(
                 clients,
@@ -87,14 +91,15 @@ def table_status(clients: Clients, cloudwatch: Any, table: str) -> TableStatus:
     return status
 
 
-def _stream_status(clients: Clients, status: TableStatus) -> None:
+def _stream_status(clients: Clients, status: TableStatus) -> dict[str, Any] | None:
+    """The table's stream, into ``status``; the table's description (None: no table)."""
     try:
-        described = clients.dynamodb.describe_table(TableName=status.table)["Table"]
+        described: dict[str, Any] = clients.dynamodb.describe_table(TableName=status.table)["Table"]
     except ClientError as error:
         if error_code(error) != "ResourceNotFoundException":
             raise
         status.problems.append(f"table {status.table} does not exist")
-        return
+        return None
     specification = described.get("StreamSpecification") or {}
     status.stream = {
         "enabled": bool(specification.get("StreamEnabled")),
@@ -107,6 +112,30 @@ def _stream_status(clients: Clients, status: TableStatus) -> None:
         status.problems.append(
             f"the stream's view type {status.stream['view_type']} has no new images"
         )
+    return described
+
+
+def _other_table(
+    clients: Clients, variables: dict[str, str], described: dict[str, Any] | None
+) -> str | None:
+    """What to do when the function's folder backs up another table of this name (one
+    deleted since, or of another region), which deploy refuses to write into; else None."""
+    bucket = variables.get("BACKUP_BUCKET")
+    if not bucket or described is None:
+        return None
+    layout = TableLayout.of(variables.get("BACKUP_PREFIX", ""), str(described["TableName"]))
+    try:
+        saved = (load_description(clients.s3, bucket, layout) or {}).get("table") or {}
+    except ClientError:
+        return None  # the folder's own status (the backup's line) says what is wrong
+    what = other_table(saved, described)
+    if what is None:
+        return None
+    return (
+        f"s3://{bucket}/{layout.items_prefix} {what}; deploy refuses to write this table "
+        "into it: deploy with another --prefix (the function moves there, and the folder "
+        "keeps the other table's history)"
+    )
 
 
 def _function_status(
@@ -145,7 +174,9 @@ def _function_status(
     return config
 
 
-def _trigger_status(clients: Clients, names: TableResources, status: TableStatus) -> None:
+def _trigger_status(
+    clients: Clients, names: TableResources, status: TableStatus, table_replaced: bool = False
+) -> None:
     mappings = clients.lambda_.list_event_source_mappings(FunctionName=names.function)[
         "EventSourceMappings"
     ]
@@ -191,7 +222,11 @@ def _trigger_status(clients: Clients, names: TableResources, status: TableStatus
         else:
             _destination_status(clients, destination, status)
         if status.stream.get("arn") and mapping.get("EventSourceArn") != status.stream["arn"]:
-            status.problems.append("the trigger reads an old stream of the table: run deploy")
+            status.problems.append(
+                "the trigger reads the stream of the table deleted since"
+                if table_replaced
+                else "the trigger reads an old stream of the table: run deploy"
+            )
 
 
 def _backup_status(
