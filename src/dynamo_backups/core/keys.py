@@ -54,10 +54,34 @@ _TEXT_TYPED = frozenset({"S", "N"})  # key attribute types held as text in both 
 _CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
+# The C function the encoder above quotes and escapes each string with (ensure_ascii).
+_QUOTED = json.encoder.encode_basestring_ascii
+
+
+def _text_key_json(key: dict[str, Any]) -> str | None:
+    """What ``_CANONICAL_JSON`` makes of a key whose every attribute is one S or N tag with
+    text (most keys), in a fifth of its time (its encoder is built anew on every call);
+    None for any other key."""
+    attributes = []
+    for name, value in key.items():  # every shape checked before any is sorted or written
+        if type(name) is not str or type(value) is not dict or len(value) != 1:
+            return None
+        ((tag, inner),) = value.items()
+        if type(tag) is not str or tag not in _TEXT_TYPED or type(inner) is not str:
+            return None
+        attributes.append((name, tag, inner))
+    attributes.sort()  # by name: each is there once
+    return "{" + ",".join(f'{_QUOTED(n)}:{{"{t}":{_QUOTED(i)}}}' for n, t, i in attributes) + "}"
+
+
 def canonical_key(key: Mapping[str, AttributeValue]) -> bytes:
     """The canonical bytes of a key: sorted, compact JSON, binary as base64 text."""
     if not key:
         raise InvalidDynamoJSON("an item key needs at least one attribute")
+    if type(key) is dict:
+        text = _text_key_json(key)
+        if text is not None:
+            return text.encode("ascii")  # escaped as ensure_ascii does: ASCII alone
     # A key of strings and numbers (most keys) is its own wire form: no copy to make. Wire
     # form attribute by attribute: a one-attribute key named "L", "BS" or "B" was once read
     # as a typed value (every item of such a table one name; docs/layout.md, "Key names").
