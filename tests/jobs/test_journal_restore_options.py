@@ -29,6 +29,7 @@ from dynamo_backups.core.journal import (
     piece_name,
 )
 from dynamo_backups.core.keys import object_name
+from dynamo_backups.core.layout import TableLayout
 from dynamo_backups.jobs.layouts import layout_named
 from dynamo_backups.jobs.restore import RestoreOptions
 from tests import servers
@@ -169,6 +170,36 @@ def test_keys_on_a_journal_folder_reads_only_the_partitions_holding_them(
 
 
 # --- --into-existing and --delete-absent ----------------------------------------------------
+
+
+def run_record(s3: Any, bucket: str, folder: str, job: str) -> dict[str, Any]:
+    layout = TableLayout.from_folder(folder)
+    key = f"{layout.meta_prefix}jobs/{job}/run.json"
+    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_restore_refused_for_items_leaves_no_run_to_resume(
+    layout: str, make_folder: Any, dynamodb: Any, s3: Any, bucket: str, aws_env: Any
+) -> None:
+    """With --resume (the command's refusals and Ctrl-C advise it), a restore into a table
+    with items begins a run, which the job refuses: it wrote nothing, but it stayed
+    "running". The next run was told "the run of ... has not ended", and --resume took it
+    over, with the moment it had pinned (a latest restore as of then, not now)."""
+    made = make_folder(layout, changes(8))
+    target = target_table(dynamodb, {"x1": stranger("x1")})
+    job = f"restore-into-{target}"
+    refused = invoke("restore", bucket, made.folder, target, "--resume")
+    assert refused.exit_code == 2 and "already has items" in refused.output, refused.output
+    record = run_record(s3, bucket, made.folder, job)
+    assert record["state"] == "refused" and "already has items" in record["error"], record
+    dynamodb.delete_item(TableName=target, Key={"pk": {"S": "x1"}})  # the user empties it
+    resumed = invoke("restore", bucket, made.folder, target, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "has not ended" not in resumed.output, resumed.output
+    after = run_record(s3, bucket, made.folder, job)
+    assert after["run_id"] != record["run_id"] and after["state"] == "complete", after
+    assert restored_state(dynamodb, target) == made.history.state_at(None)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

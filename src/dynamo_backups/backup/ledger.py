@@ -180,6 +180,19 @@ class JobLedger:
             },
         )
 
+    def refuse(self, run: JobRun, reason: str) -> None:
+        """Close a run refused before it wrote anything (its input was wrong): not one to
+        resume, so the next run neither warns of it nor, with --resume, takes over its
+        moment (a latest restore would give the state as of the refused attempt)."""
+        if not run.recorded:
+            return
+        latest = read_document(self.writer.s3, self.writer.bucket, self.run_key) or {}
+        if latest.get("run_id") != run.run_id:
+            return  # another run has started since: its record stands
+        finished = format_time(self.clock())
+        refused = {**latest, "state": "refused", "finished": finished, "error": reason}
+        self.writer.put_document(self.run_key, refused)
+
 
 def _comparable(parameters: Mapping[str, Any]) -> dict[str, Any]:
     return {name: (str(value) if value is not None else None) for name, value in parameters.items()}

@@ -86,6 +86,7 @@ from dynamo_backups.jobs.restore import (
     RestoreError,
     RestoreOptions,
     RestoreReport,
+    TargetHasItems,
     file_sha256,
     read_keys_file,
     refuse_items_in,
@@ -270,6 +271,9 @@ class JournalRestore(BucketClients):
             lease.acquire()
         try:
             self._run_attempt(engine, ledger, folder, description)
+        except TargetHasItems as refused:  # before anything is written
+            ledger.refuse(self.job_run, str(refused))
+            raise
         finally:
             if lease is not None:
                 lease.release()

@@ -472,6 +472,9 @@ class Restore(BucketClients):
         settled = True
         try:
             return self._run_attempt(engine, ledger, description, started)
+        except TargetHasItems as refused:  # before anything is written
+            ledger.refuse(self.job_run, str(refused))
+            raise
         except Interrupted as stop:
             settled = stop.settled
             raise
