@@ -23,6 +23,7 @@ from dynamo_backups.cli.common import (
 )
 from dynamo_backups.cli.inputs import BUCKET, KEY_SCHEMA, TABLE_FOLDER
 from dynamo_backups.cli.progress import Progress
+from dynamo_backups.core.wording import counted
 from dynamo_backups.jobs.adopt import Adopt, AdoptError, AdoptOptions, AdoptReport
 
 
@@ -136,7 +137,7 @@ def _key_schema(
 
 def _text(report: AdoptReport, rewrite: bool) -> str:
     lines = [
-        f"{report.source}: {report.objects:,} objects ({report.seconds:,.1f} s)",
+        f"{report.source}: {counted(report.objects, 'object')} ({report.seconds:,.1f} s)",
         f"  named as this tool names them: {report.ours:,}",
         f"  named as the replicator names them: {report.replicator:,}",
         f"  named alike by both (ASCII, one key attribute): {report.both:,}",

@@ -60,6 +60,7 @@ from dynamo_backups.cli.pending_check import (
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.cli.snapshot import take_snapshot
 from dynamo_backups.core.journal import JournalError
+from dynamo_backups.core.wording import counted
 from dynamo_backups.jobs.layouts import ITEM_LAYOUT, Layout, layout_for
 from dynamo_backups.jobs.restore import (
     SAMPLE_SIZE,
@@ -643,7 +644,7 @@ def _restore_natively(
         allow_incomplete_backfill=True,  # the restore command has checked (or been told to)
     )
     if not snapshot.complete or snapshot.invalid:
-        problems = snapshot.errors or [f"{snapshot.invalid} objects were not valid items"]
+        problems = snapshot.errors or [f"{counted(snapshot.invalid, 'object')} not valid items"]
         fail(f"the snapshot for the import is incomplete: {problems[0]}")
     staging_bucket, staging_prefix = parse_s3_url(staging)
     data_prefix = f"{staging_prefix}/data/" if staging_prefix else "data/"
@@ -709,14 +710,15 @@ def summary_text(report: RestoreReport, rerun: str = "") -> str:
         f"{report.source} -> {report.table}"
         + (f" (as of {report.at})" if report.at else " (latest)")
         + (" [new table]" if report.created_table else ""),
-        f"{verb} {report.written:,} items; {report.absent:,} objects deleted or absent at that "
-        f"time; {report.objects:,} objects examined in {report.seconds:,.1f} s",
+        f"{verb} {counted(report.written, 'item')}; {counted(report.absent, 'object')} "
+        f"deleted or absent at that time; {counted(report.objects, 'object')} examined in "
+        f"{report.seconds:,.1f} s",
     ]
     if report.sample:
         lines.append("sample:")
         lines.extend("  " + json.dumps(item, ensure_ascii=False)[:300] for item in report.sample)
     if report.invalid:
-        lines.append(f"{report.invalid:,} invalid objects:")
+        lines.append(f"{counted(report.invalid, 'invalid object')}:")
         lines.extend(f"  {reason}" for reason in report.invalid_objects)
     if report.deleted_absent:
         lines.append(f"deleted {report.deleted_absent:,} items the backup did not hold then")

@@ -29,6 +29,7 @@ from dynamo_backups.cli.pending_check import (
 from dynamo_backups.cli.progress import Progress
 from dynamo_backups.core.journal import JournalError
 from dynamo_backups.core.layout import META_FOLDER
+from dynamo_backups.core.wording import counted
 from dynamo_backups.jobs.layouts import layout_for
 from dynamo_backups.jobs.snapshot import SnapshotError, SnapshotOptions, SnapshotReport
 
@@ -207,6 +208,6 @@ def snapshot(
             EXIT_USAGE,
         )
     if report.invalid:
-        fail(f"{report.invalid} objects were not valid items")
+        fail(f"{counted(report.invalid, 'object')} not valid items")
     if not report.complete:
         fail("the snapshot is incomplete (see above)")

@@ -52,7 +52,12 @@ from dynamo_backups.jobs.layouts import layout_for
 )
 @allow_incomplete_backfill_option
 @segments_option
-@concurrency_option(16, "Units at once on --engine threads.", maximum=256)
+@concurrency_option(
+    16,
+    "Units at once on --engine threads; on a journal folder, also the S3 reads at once of "
+    "each unit, on every engine.",
+    maximum=256,
+)
 @engine_options
 @partitions_option(16)
 @pass_invocation
