@@ -173,11 +173,6 @@ def test_demo_quiet_prints_only_warnings_and_errors_on_stderr() -> None:
 
 
 @pytest.mark.servers
-@pytest.mark.xfail(
-    strict=True,
-    reason="with a wrong secret key, verify's error is 'GetObject: SignatureDoesNotMatch: ...' "
-    "naming neither the bucket nor the object it was reading",
-)
 def test_a_wrong_secret_key_error_names_the_bucket(
     aws_env: dict[str, str],
     dynamodb: Any,

@@ -103,6 +103,8 @@ def call_with_retries(
                 return operation()
         except Exception as error:
             if not retryable(error):
+                if not getattr(error, "__notes__", None):  # the innermost call's names it
+                    error.add_note(what)  # what an "error:" line names (cli/common)
                 raise
             last_error = error
             if is_timeout(error):

@@ -164,12 +164,16 @@ _CREDENTIAL_ERRORS = {
 
 
 def _with_credentials_hint(message: str, error: ClientError) -> str:
-    """The service's error, naming the call, and for a credentials error where they come
-    from."""
+    """The service's error, naming the call and what it was for (the note
+    ``call_with_retries`` adds: "read s3://bucket/key", "describe table T"), and for a
+    credentials error where they come from."""
     code = error.response.get("Error", {}).get("Code")
     operation = getattr(error, "operation_name", None)
     if operation and operation not in message:
         message = f"{operation}: {message}"
+    notes = getattr(error, "__notes__", None)
+    if notes and str(notes[0]) not in message:
+        message = f"{notes[0]}: {message}"
     if code in _CREDENTIAL_ERRORS:
         message += (
             " (check the credentials: --profile, AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
