@@ -292,7 +292,10 @@ def test_the_waits_error_is_one_error_line(
     assert heads["moment"] >= 2
     assert result.exit_code == 1, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert errors == ["error: HeadObject: 403: Forbidden"], result.output
+    # One line, naming the object the refused call was for (the retries' description).
+    assert len(errors) == 1, result.output
+    assert errors[0].startswith(f"error: head s3://{bucket}/{prefix}/"), result.output
+    assert errors[0].endswith("/scratch/moment.json: HeadObject: 403: Forbidden"), result.output
     assert "Traceback" not in result.output
     assert not _items_in(dynamodb, target)
 
