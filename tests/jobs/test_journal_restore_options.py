@@ -18,8 +18,9 @@ import pytest
 from botocore.credentials import Credentials
 
 from dynamo_backups.aws.dynamodb import RawDynamoDB
-from dynamo_backups.aws.retry import RetryPolicy
+from dynamo_backups.aws.retry import RetriesExhausted, RetryPolicy
 from dynamo_backups.aws.s3objects import BotocoreObjects
+from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.base import BasePaths
 from dynamo_backups.core.ddbjson import to_wire
 from dynamo_backups.core.journal import (
@@ -200,6 +201,35 @@ def test_a_restore_refused_for_items_leaves_no_run_to_resume(
     after = run_record(s3, bucket, made.folder, job)
     assert after["run_id"] != record["run_id"] and after["state"] == "complete", after
     assert restored_state(dynamodb, target) == made.history.state_at(None)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_refusal_the_ledger_cannot_record_is_still_the_refusal(
+    layout: str,
+    make_folder: Any,
+    dynamodb: Any,
+    bucket: str,
+    aws_env: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Recording the refused run is bookkeeping on the refusal's way out: when S3 will not
+    take it, the user still reads the refusal and its exit code (2), not the ledger's error
+    (exit 1, "gave up after 10 attempts"), and the table is left untouched."""
+    made = make_folder(layout, changes(4))
+    target = target_table(dynamodb, {"x1": stranger("x1")})
+    real_put = BackupWriter.put_document
+
+    def put(writer: BackupWriter, key: str, document: Any) -> None:
+        if document.get("state") == "refused":  # S3 answers SlowDown until retries end
+            raise RetriesExhausted(f"put s3://{writer.bucket}/{key}", 10, RuntimeError("SlowDown"))
+        real_put(writer, key, document)
+
+    monkeypatch.setattr(BackupWriter, "put_document", put)
+    result = invoke("restore", bucket, made.folder, target, "--resume")
+    assert result.exit_code == 2, result.output
+    assert "already has items" in result.output, result.output
+    assert "could not record the refused run" in result.output, result.output
+    assert restored_state(dynamodb, target) == {"x1": stranger("x1")}
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dynamo_backups.aws.errors import ACCESS_DENIED_CODES, ClientError, error_code
+from dynamo_backups.aws.errors import ACCESS_DENIED_CODES, ClientError, describe_error, error_code
 from dynamo_backups.backup.reading import iter_current_objects, read_document
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.layout import TableLayout, format_time, utc_now
@@ -165,33 +165,37 @@ class JobLedger:
 
     def finish(self, run: JobRun, complete: bool, summary: Mapping[str, Any]) -> None:
         """Close the run: complete (a later --resume starts afresh) or not (it continues)."""
-        if not run.recorded:
-            return
-        latest = read_document(self.writer.s3, self.writer.bucket, self.run_key) or {}
-        if latest.get("run_id") != run.run_id:
-            return  # another run has started since: its record stands
-        self.writer.put_document(
-            self.run_key,
-            {
-                **latest,
-                "state": "complete" if complete else "running",
-                "finished": format_time(self.clock()),
-                "summary": dict(summary),
-            },
-        )
+        state = "complete" if complete else "running"
+        self._close(run, {"state": state, "summary": dict(summary)})
 
     def refuse(self, run: JobRun, reason: str) -> None:
         """Close a run refused before it wrote anything (its input was wrong): not one to
         resume, so the next run neither warns of it nor, with --resume, takes over its
-        moment (a latest restore would give the state as of the refused attempt)."""
+        moment (a latest restore would give the state as of the refused attempt). Called
+        while the refusal is on its way out: a failure to record it is logged, not raised,
+        so that the user reads the refusal, not the ledger's trouble."""
+        try:
+            self._close(run, {"state": "refused", "error": reason})
+        except Exception as error:
+            logger.warning(
+                "%s: could not record the refused run in s3://%s/%s (%s): the next run will "
+                "say it has not ended",
+                self.job,
+                self.writer.bucket,
+                self.run_key,
+                describe_error(error),
+            )
+
+    def _close(self, run: JobRun, fields: Mapping[str, Any]) -> None:
+        """Write ``fields`` and the time into the run's record, unless another run has
+        started since (its record stands)."""
         if not run.recorded:
             return
         latest = read_document(self.writer.s3, self.writer.bucket, self.run_key) or {}
         if latest.get("run_id") != run.run_id:
-            return  # another run has started since: its record stands
+            return
         finished = format_time(self.clock())
-        refused = {**latest, "state": "refused", "finished": finished, "error": reason}
-        self.writer.put_document(self.run_key, refused)
+        self.writer.put_document(self.run_key, {**latest, **fields, "finished": finished})
 
 
 def _comparable(parameters: Mapping[str, Any]) -> dict[str, Any]:
