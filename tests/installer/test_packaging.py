@@ -12,11 +12,28 @@ import dynamo_backups
 
 PACKAGE = Path(dynamo_backups.__file__).parent
 ALLOWED_THIRD_PARTY = {"boto3", "botocore", "obstore"}
+# Used where installed, not carried in the package: imported under ``except ImportError``.
+OPTIONAL_THIRD_PARTY = {"orjson"}
 
 
-def imported_modules(path: Path) -> set[str]:
+def imported_modules(path: Path, optional: bool = True) -> set[str]:
+    """The modules ``path`` imports (``optional=False``: not those it imports under
+    ``try: ... except ImportError``)."""
+    tree = ast.parse(path.read_text())
+    guarded = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Try)
+        and any(
+            isinstance(handler.type, ast.Name) and handler.type.id == "ImportError"
+            for handler in node.handlers
+        )
+        for inner in node.body
+    }
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
+        if not optional and id(node) in guarded:
+            continue
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -51,7 +68,11 @@ def test_handler_imports_only_the_standard_library_boto3_and_obstore() -> None:
     for module, names in closure.items():
         tops = {name.split(".")[0] for name in names}
         foreign = tops - set(sys.stdlib_module_names) - ALLOWED_THIRD_PARTY - {"__future__"}
-        assert not foreign, f"{module} imports {sorted(foreign)}"
+        assert not foreign - OPTIONAL_THIRD_PARTY, f"{module} imports {sorted(foreign)}"
+        if foreign:  # an optional one: the module must run without it
+            path = PACKAGE.joinpath(*module.split(".")[1:]).with_suffix(".py")
+            plain = {name.split(".")[0] for name in imported_modules(path, optional=False)}
+            assert not plain & foreign, f"{module} needs {sorted(plain & foreign)}"
 
 
 def test_importing_the_handler_loads_no_cli_dependency() -> None:

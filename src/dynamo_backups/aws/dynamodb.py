@@ -29,6 +29,7 @@ from dynamo_backups.aws.endpoints import SIGV4, UnsupportedTarget, prepared_requ
 from dynamo_backups.aws.errors import client_error, modeled_error
 from dynamo_backups.aws.waiting import watched
 from dynamo_backups.core.ddbjson import from_wire, to_wire
+from dynamo_backups.core.json_text import compact
 
 TARGET_PREFIX = "DynamoDB_20120810"
 _MAIN_THREAD = threading.main_thread()
@@ -64,7 +65,7 @@ class RawDynamoDB:
 
     def call(self, operation: str, request: Mapping[str, Any]) -> dict[str, Any]:
         """Call ``operation`` with a wire-form request; the parsed wire-form answer."""
-        body = json.dumps(request, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        body = compact(request)
         http_request = AWSRequest(
             "POST",
             self.url,

@@ -30,6 +30,7 @@ from dynamo_backups.core.ddbjson import (
     Item,
     checked_item,
     load_json,
+    plainly_valid_item,
     validate_item,
 )
 from dynamo_backups.core.journal import (
@@ -41,6 +42,7 @@ from dynamo_backups.core.journal import (
     PieceName,
     format_change_time,
 )
+from dynamo_backups.core.json_text import parsed_or_none
 from dynamo_backups.core.keys import DEFAULT_KEY_HASH, check_key_hash
 from dynamo_backups.core.layout import EVENT_REMOVE, EVENT_SNAPSHOT, STREAM_EVENTS, parse_time
 
@@ -146,6 +148,9 @@ def encode_base_line(item: Mapping[str, Any]) -> bytes:
 
 
 def decode_base_line(line: bytes | str, where: str) -> Item:
+    fast = parsed_or_none(line)  # a valid line holds no bare number: orjson's reading is json's
+    if type(fast) is dict and len(fast) == 1 and plainly_valid_item(fast.get("Item")):
+        return fast["Item"]  # type: ignore[no-any-return]
     document = _load(line, where)
     if set(document) != {"Item"}:
         raise BaseError(f'{where}: a data line is {{"Item": ...}} alone')

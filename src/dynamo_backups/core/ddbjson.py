@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
+from dynamo_backups.core.json_text import parsed_or_none
+
 AttributeValue = dict[str, Any]
 Item = dict[str, AttributeValue]
 
@@ -347,6 +349,9 @@ def dumps_item(item: Mapping[str, Any]) -> bytes:
 def loads_item(body: bytes | str, where: str) -> Item:
     """Parse and validate a stored item body; numbers can only be strings in valid input,
     and any bare JSON number is parsed as Decimal so it is reported, never rounded."""
+    fast = parsed_or_none(body)  # a valid item holds no bare number: orjson's reading is json's
+    if plainly_valid_item(fast):
+        return fast  # type: ignore[no-any-return]
     try:
         parsed = load_json(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -358,9 +363,15 @@ def checked_item(parsed: Any, where: str) -> Item:
     """``validate_item`` of an item ``json.loads`` just built (a fresh dict, which is
     returned as it is): the common case checked without naming paths, the rest by
     ``validate_item``, whose error names the attribute."""
-    if type(parsed) is dict and all(map(_plainly_valid, parsed.values())):
-        return parsed  # a fresh dict, as validate_item's copy would be
+    if plainly_valid_item(parsed):
+        return parsed  # type: ignore[no-any-return]  # a fresh dict, as validate_item's copy
     return validate_item(parsed, where)  # the error, with the attribute's path
+
+
+def plainly_valid_item(parsed: Any) -> bool:
+    """Whether ``validate_item`` would pass ``parsed`` (a fresh parse) as it is, checked
+    without naming paths; False also for what it would correct or refuse."""
+    return type(parsed) is dict and all(map(_plainly_valid, parsed.values()))
 
 
 def _plainly_valid(value: Any) -> bool:
