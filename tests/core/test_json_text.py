@@ -23,6 +23,10 @@ NUMBER_TEXT = st.sampled_from(["0", "-1.50", "1E+3", "12345678901234567890123456
 BARE_NUMBER = st.one_of(
     st.integers(-(2**70), 2**70), st.floats(allow_nan=False), st.floats(allow_infinity=True)
 )
+# Bare numbers as text: past orjson's range (read as a float or 0.0) and past Decimal's.
+BARE_NUMBER_TEXT = st.sampled_from(
+    ["1e-9999999999999999999999", "0e99999999999999999999", "1e400", "-0", "1" * 30]
+)
 TAG = st.sampled_from(["S", "N", "B", "BOOL", "NULL", "SS", "NS", "BS", "M", "L", "Q", "s"])
 SCALAR = st.one_of(TEXT, NUMBER_TEXT, BARE_NUMBER, st.booleans(), st.none())
 
@@ -111,6 +115,40 @@ def test_a_base_line_reads_as_without_orjson(document: Any) -> None:
         assert outcome(decode_base_line, line, "s3://b/k line 1") == expected, line
 
 
+def with_duplicates(document: Any, hidden: str) -> list[str]:
+    """``document``'s text with one of its objects given, first, a duplicate of its first
+    key holding ``hidden``: json keeps the last of duplicate keys, so the real value hides
+    it. One text for each of the first six objects."""
+
+    def encode(value: Any, chosen: int, seen: list[int]) -> str:
+        if isinstance(value, dict):
+            number = len(seen)
+            seen.append(number)
+            pairs = [f"{json.dumps(k)}: {encode(v, chosen, seen)}" for k, v in value.items()]
+            if number == chosen and value:
+                pairs.insert(0, f"{json.dumps(next(iter(value)))}: {hidden}")
+            return "{" + ", ".join(pairs) + "}"
+        if isinstance(value, list):
+            return "[" + ", ".join(encode(member, chosen, seen) for member in value) + "]"
+        return json.dumps(value)
+
+    return [encode(document, chosen, []) for chosen in range(6)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(ITEM, VALID_ITEM), st.one_of(BARE_NUMBER_TEXT, st.just("[" * 40 + "]" * 40)))
+def test_a_duplicate_key_hides_the_same_values_from_both_readers(
+    document: Any, hidden: str
+) -> None:
+    """What the last of duplicate keys hides (a number Decimal cannot hold, one orjson reads
+    as 0.0 or a float) is hidden from both readers alike."""
+    for body in with_duplicates({"Item": document}, hidden):
+        expected = without_orjson(decode_base_line, body, "w")
+        assert outcome(decode_base_line, body, "w") == expected, body
+    for body in with_duplicates(document, hidden):
+        assert outcome(loads_item, body, "w") == without_orjson(loads_item, body, "w"), body
+
+
 @settings(max_examples=400, deadline=None)
 @given(ITEM)
 def test_an_item_body_reads_as_without_orjson(document: Any) -> None:
@@ -129,7 +167,9 @@ def test_a_valid_item_is_read_by_orjson_itself(item: Any) -> None:
 
 
 REQUEST_VALUE = st.recursive(
-    st.one_of(TEXT, st.integers(-(2**70), 2**70), st.booleans(), st.none()),
+    st.one_of(
+        TEXT, st.integers(-(2**70), 2**70), st.booleans(), st.none(), st.floats(), BARE_NUMBER
+    ),
     lambda inner: st.one_of(
         st.lists(inner, max_size=3),
         st.dictionaries(st.one_of(TEXT, st.integers(0, 3)), inner, max_size=3),
@@ -141,9 +181,12 @@ REQUEST_VALUE = st.recursive(
 @settings(max_examples=400, deadline=None)
 @given(REQUEST_VALUE)
 def test_a_request_is_the_json_the_standard_library_writes(value: Any) -> None:
-    """Byte for byte where the standard library can write it; its error where it cannot."""
-    expected = without_orjson(json_text.compact, value)
-    assert outcome(json_text.compact, value) == expected
+    """The JSON the standard library writes (byte for byte but for a float's notation:
+    1e-05 or 0.00001), or its error where it cannot."""
+    expected, written = without_orjson(json_text.compact, value), outcome(json_text.compact, value)
+    if written != expected:
+        assert written[0] == expected[0] == "value", (written, expected)
+        assert json.loads(written[1]) == json.loads(expected[1]), (written, expected)
 
 
 def test_what_orjson_refuses_goes_to_the_standard_library() -> None:
@@ -155,3 +198,31 @@ def test_what_orjson_refuses_goes_to_the_standard_library() -> None:
     assert json_text.parsed_or_none('"\\ud800"') is None
     assert json_text.parsed_or_none(b"\xef\xbb\xbf{}") is None
     assert json_text.compact({1: "a"}) == b'{"1":"a"}'
+
+
+def test_nesting_deeper_than_dynamodb_allows_is_checked_by_the_standard_library() -> None:
+    """DynamoDB stores 32 levels: deeper values are left to ``validate_item`` (whose depth
+    limit is the interpreter's), and whatever it says, both readers say it."""
+    for depth in (31, 32, 33, 200, 400):
+        value: Any = {"S": "x"}
+        for _ in range(depth):
+            value = {"L": [value]}
+        body = json.dumps({"a": value})
+        assert outcome(loads_item, body, "w") == without_orjson(loads_item, body, "w"), depth
+    deep = "[" * 5000 + "]" * 5000
+    with pytest.raises(ValueError, match="nested too deep"):
+        loads_item(deep, "w")
+
+
+def test_a_number_decimal_cannot_hold_is_reported_not_raised() -> None:
+    """``Decimal`` refuses an exponent past ~10^18: the reader reported InvalidOperation,
+    which no caller caught (one such object ended a restore)."""
+    with pytest.raises(ValueError, match="bad S value UnreadableNumber"):
+        loads_item('{"a": {"S": 1e-9999999999999999999999}}', "w")
+    assert loads_item('{"a": {"S": 1e-9999999999999999999999, "S": "x"}}', "w") == {"a": {"S": "x"}}
+
+
+def test_nan_and_infinity_are_written_as_json_writes_them() -> None:
+    """orjson writes NaN as null: a request is written by json.dumps where orjson's has one."""
+    for value in ({"x": float("nan")}, {"x": [float("inf"), float("-inf")]}, {"x": None}):
+        assert json_text.compact(value) == json.dumps(value, separators=(",", ":")).encode()

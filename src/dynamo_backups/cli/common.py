@@ -139,7 +139,7 @@ def reports_errors(command: F) -> F:
                 "endpoint right and the service running?"
             )
         except ClientError as error:
-            fail(_with_credentials_hint(describe_error(error), error))
+            fail(_client_error_line(describe_error(error), error))
         except RetriesExhausted as error:
             fail(str(error))
         except BotoCoreError as error:  # connection resets, timeouts, bad answers
@@ -163,7 +163,7 @@ _CREDENTIAL_ERRORS = {
 }
 
 
-def _with_credentials_hint(message: str, error: ClientError) -> str:
+def _client_error_line(message: str, error: ClientError) -> str:
     """The service's error, naming the call and what it was for (the note
     ``call_with_retries`` adds: "read s3://bucket/key", "describe table T"), and for a
     credentials error where they come from."""

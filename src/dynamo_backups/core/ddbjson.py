@@ -27,10 +27,34 @@ ATTRIBUTE_TYPES = SCALAR_TYPES | SET_TYPES | DOCUMENT_TYPES
 # a context this wide normalizes every one of them without rounding.
 _WIDE = Context(prec=200, Emax=999_999, Emin=-999_999)
 
+
+class UnreadableNumber:
+    """A bare JSON number ``Decimal`` cannot hold (an exponent past its range), kept as its
+    text: reported where it stands, as any bare number is, never a crash of the reader."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"UnreadableNumber({self.text!r})"
+
+
+def _bare_number(text: str) -> Decimal | UnreadableNumber:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        return UnreadableNumber(text)
+
+
 # Bare JSON numbers as Decimal, so that one is reported, never rounded (valid DynamoDB JSON
 # has none). Built once: ``json.loads`` with these options builds a decoder per call, and a
 # restore parses every base line and journal record.
-DECIMAL_DECODER = json.JSONDecoder(parse_float=Decimal, parse_int=Decimal)
+DECIMAL_DECODER = json.JSONDecoder(parse_float=_bare_number, parse_int=_bare_number)
+# Attribute values nested deeper than DynamoDB allows (32 levels) are checked by
+# ``validate_item`` alone, whatever the parser that read them (``core/json_text``).
+MAX_PLAIN_DEPTH = 32
 
 
 class InvalidDynamoJSON(ValueError):
@@ -331,14 +355,17 @@ def value_from_plain(value: Any, attribute_type: str) -> AttributeValue:
 
 def load_json(data: bytes | bytearray | str, decoder: json.JSONDecoder = DECIMAL_DECODER) -> Any:
     """``json.loads(data)`` with ``decoder``'s options, and the same errors
-    (``UnicodeDecodeError``, ``json.JSONDecodeError``)."""
+    (``UnicodeDecodeError``, ``json.JSONDecodeError``; also for nesting too deep to read)."""
     if isinstance(data, (bytes, bytearray)):
         # "{" then a byte that is not NUL: ``json.detect_encoding`` would say UTF-8.
         utf8 = len(data) > 1 and data[0] == 0x7B and data[1] != 0
         data = data.decode("utf-8" if utf8 else json.detect_encoding(data), "surrogatepass")
     elif data.startswith("\ufeff"):
         raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", data, 0)
-    return decoder.decode(data)
+    try:
+        return decoder.decode(data)
+    except RecursionError:  # a document nested deeper than the interpreter's stack allows
+        raise json.JSONDecodeError("nested too deep to read", data, 0) from None
 
 
 def dumps_item(item: Mapping[str, Any]) -> bytes:
@@ -365,7 +392,10 @@ def checked_item(parsed: Any, where: str) -> Item:
     ``validate_item``, whose error names the attribute."""
     if plainly_valid_item(parsed):
         return parsed  # type: ignore[no-any-return]  # a fresh dict, as validate_item's copy
-    return validate_item(parsed, where)  # the error, with the attribute's path
+    try:
+        return validate_item(parsed, where)  # the error, with the attribute's path
+    except RecursionError:
+        raise InvalidDynamoJSON(f"{where}: nested too deep to check") from None
 
 
 def plainly_valid_item(parsed: Any) -> bool:
@@ -374,10 +404,11 @@ def plainly_valid_item(parsed: Any) -> bool:
     return type(parsed) is dict and all(map(_plainly_valid, parsed.values()))
 
 
-def _plainly_valid(value: Any) -> bool:
+def _plainly_valid(value: Any, depth: int = 1) -> bool:
     """``validate_value`` for what ``json.loads`` builds, without naming paths (a restore
     checks every attribute of every item): True only where that would pass. Anything else
-    (False) goes to ``validate_value``, which says what is wrong and where."""
+    (False) goes to ``validate_value``, which says what is wrong and where; so does a value
+    nested past ``MAX_PLAIN_DEPTH``."""
     if type(value) is not dict or len(value) != 1:
         return False
     for tag, inner in value.items():
@@ -386,9 +417,17 @@ def _plainly_valid(value: Any) -> bool:
         if tag == "N":
             return _is_number_text(inner)
         if tag == "M":
-            return type(inner) is dict and all(map(_plainly_valid, inner.values()))
+            return (
+                type(inner) is dict
+                and depth < MAX_PLAIN_DEPTH
+                and all(_plainly_valid(member, depth + 1) for member in inner.values())
+            )
         if tag == "L":
-            return type(inner) is list and all(map(_plainly_valid, inner))
+            return (
+                type(inner) is list
+                and depth < MAX_PLAIN_DEPTH
+                and all(_plainly_valid(member, depth + 1) for member in inner)
+            )
         if tag == "BOOL":
             return type(inner) is bool
         if tag == "NULL":

@@ -15,8 +15,13 @@ Where the two could differ, the standard library decides:
   form holds no bare number (DynamoDB JSON items), checked after, and re-parsed by the
   standard library when the check refuses them.
 - ``compact`` falls back to ``json.dumps`` for what orjson refuses to encode (integers past
-  64 bits, non-string keys, surrogates, unknown types), so it raises what that raises. It is
-  for wire-form requests, which hold no float: orjson writes NaN as null, ``json`` as NaN.
+  64 bits, non-string keys, surrogates, subclasses of the JSON types, datetimes,
+  dataclasses, unknown types), so it raises what that raises, and for any output with a
+  ``null`` (orjson writes NaN and infinities as null). Two types json.dumps refuses are
+  written by orjson all the same: Enum members and UUIDs. Wire-form requests hold neither.
+- One difference is left, in reading: a document nested past ~1,000 levels, where a later
+  duplicate key hides the deep value, is read by orjson as the later key says; the standard
+  library's reader fails on the depth first (where exactly depends on the stack in use).
 """
 
 from __future__ import annotations
@@ -30,6 +35,15 @@ except ImportError:  # the Lambda package, or an install without it
     orjson = None  # type: ignore[assignment]
 
 _REFUSED = object()
+# Subclasses of str, int, dict and list (whose own methods json.dumps calls), datetimes and
+# dataclasses: refused by orjson with these options, so that json.dumps writes or refuses them.
+_PASSTHROUGH = (
+    orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    if orjson is not None
+    else 0
+)
 
 
 def _parse(data: bytes | str) -> Any:
@@ -52,10 +66,13 @@ def parsed_or_none(data: bytes | str) -> Any:
 
 def compact(value: Any) -> bytes:
     """``json.dumps(value, separators=(",", ":"), ensure_ascii=False)`` in UTF-8, written by
-    orjson where it can (``value`` holds no float: see the module's note)."""
+    orjson where it writes the same (see the module's note)."""
     if orjson is not None:
         try:
-            return orjson.dumps(value)
+            text = orjson.dumps(value, option=_PASSTHROUGH)
         except TypeError:  # orjson.JSONEncodeError: what json.dumps must say, or write
             pass
+        else:
+            if b"null" not in text:  # NaN and infinities are null to orjson, not to json
+                return text
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
