@@ -23,13 +23,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dynamo_backups.aws.errors import ACCESS_DENIED_CODES, ClientError, describe_error, error_code
-from dynamo_backups.backup.reading import iter_current_objects, read_document
+from dynamo_backups.aws.errors import (
+    ACCESS_DENIED_CODES,
+    PRECONDITION_CODES,
+    ClientError,
+    describe_error,
+    error_code,
+)
+from dynamo_backups.backup.reading import (
+    iter_current_objects,
+    read_document,
+    read_document_and_etag,
+)
 from dynamo_backups.backup.writer import BackupWriter
 from dynamo_backups.core.layout import TableLayout, format_time, utc_now
 from dynamo_backups.core.units import UnitResult, WorkUnit
 
 logger = logging.getLogger("dynamo_backups.backup.ledger")
+CLOSE_ATTEMPTS = 5  # reads and conditional writes of a run's record before giving up
 
 RUN_FORMAT = "dynamo-backups-job-run"
 
@@ -188,14 +199,29 @@ class JobLedger:
 
     def _close(self, run: JobRun, fields: Mapping[str, Any]) -> None:
         """Write ``fields`` and the time into the run's record, unless another run has
-        started since (its record stands)."""
+        started since (its record stands). Written only over the record read (If-Match):
+        a run that begins between the read and the write is not overwritten."""
         if not run.recorded:
             return
-        latest = read_document(self.writer.s3, self.writer.bucket, self.run_key) or {}
-        if latest.get("run_id") != run.run_id:
-            return
-        finished = format_time(self.clock())
-        self.writer.put_document(self.run_key, {**latest, **fields, "finished": finished})
+        for _ in range(CLOSE_ATTEMPTS):
+            found = read_document_and_etag(self.writer.s3, self.writer.bucket, self.run_key)
+            if found is None or found[0].get("run_id") != run.run_id:
+                return
+            latest, etag = found
+            finished = format_time(self.clock())
+            record = {**latest, **fields, "finished": finished}
+            try:
+                self.writer.put_document(self.run_key, record, if_match=etag)
+                return
+            except ClientError as error:
+                if error_code(error) not in PRECONDITION_CODES:
+                    raise
+                # Changed since read: another run began (read again: its record stands), or
+                # an attempt of this write landed unanswered (read again: written again).
+        raise LedgerError(
+            f"s3://{self.writer.bucket}/{self.run_key} kept changing while run {run.run_id} "
+            "was being closed"
+        )
 
 
 def _comparable(parameters: Mapping[str, Any]) -> dict[str, Any]:

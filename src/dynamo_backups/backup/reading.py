@@ -20,17 +20,27 @@ def read_document(
     s3: Any, bucket: str, object_key: str, policy: RetryPolicy | None = None
 ) -> dict[str, Any] | None:
     """One of the tool's JSON documents, or None if it does not exist."""
+    found = read_document_and_etag(s3, bucket, object_key, policy)
+    return None if found is None else found[0]
 
-    def read() -> bytes | None:
+
+def read_document_and_etag(
+    s3: Any, bucket: str, object_key: str, policy: RetryPolicy | None = None
+) -> tuple[dict[str, Any], str] | None:
+    """One of the tool's JSON documents and its ETag (to write over it only if unchanged:
+    If-Match), or None if it does not exist."""
+
+    def read() -> tuple[bytes, str] | None:
         try:
-            return s3.get_object(Bucket=bucket, Key=object_key)["Body"].read()
+            answer = s3.get_object(Bucket=bucket, Key=object_key)
         except ClientError as error:
             if error_code(error) in ("NoSuchKey", "404"):
                 return None
             raise
+        return answer["Body"].read(), answer["ETag"]
 
-    body = call_with_retries(read, policy or READ_POLICY, f"read s3://{bucket}/{object_key}")
-    return None if body is None else json.loads(body)
+    found = call_with_retries(read, policy or READ_POLICY, f"read s3://{bucket}/{object_key}")
+    return None if found is None else (json.loads(found[0]), found[1])
 
 
 def iter_versions(lister: Any, prefix: str) -> Iterator[ObjectVersion]:

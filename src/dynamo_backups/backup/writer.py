@@ -316,14 +316,24 @@ class BackupWriter:
         fields = replace(ours, copy_of=entry.version_id).to_s3() if ours is not None else {}
         return _State(None if entry.is_tombstone or not body else body, fields)
 
-    def put_document(self, object_key: str, document: Mapping[str, Any]) -> None:
-        """Write one of the tool's own JSON documents (manifest, description, checkpoint)."""
+    def put_document(
+        self, object_key: str, document: Mapping[str, Any], if_match: str | None = None
+    ) -> None:
+        """Write one of the tool's own JSON documents (manifest, description, checkpoint);
+        with ``if_match`` (an ETag), only over that version: S3 refuses it otherwise (412,
+        raised; a 409 conflict is sent again)."""
         body = json.dumps(document, indent=2, sort_keys=True, default=str).encode("utf-8")
-        self._retrying(
+        condition = {"IfMatch": if_match} if if_match else {}
+        retrying = self._retrying_conditional if if_match else self._retrying
+        retrying(
             "put",
             object_key,
             lambda: self.s3.put_object(
-                Bucket=self.bucket, Key=object_key, Body=body, ContentType="application/json"
+                Bucket=self.bucket,
+                Key=object_key,
+                Body=body,
+                ContentType="application/json",
+                **condition,
             ),
             None,
         )
