@@ -25,6 +25,7 @@ from typing import Any
 
 from dynamo_backups.aws.errors import (
     ACCESS_DENIED_CODES,
+    NOT_FOUND_CODES,
     PRECONDITION_CODES,
     ClientError,
     describe_error,
@@ -200,28 +201,54 @@ class JobLedger:
     def _close(self, run: JobRun, fields: Mapping[str, Any]) -> None:
         """Write ``fields`` and the time into the run's record, unless another run has
         started since (its record stands). Written only over the record read (If-Match):
-        a run that begins between the read and the write is not overwritten."""
+        another run that begins between the read and the write is not overwritten."""
         if not run.recorded:
             return
+        sent: dict[str, Any] | None = None  # the record last sent and refused
+        refused_etag: str | None = None
         for _ in range(CLOSE_ATTEMPTS):
             found = read_document_and_etag(self.writer.s3, self.writer.bucket, self.run_key)
             if found is None or found[0].get("run_id") != run.run_id:
-                return
+                return  # another run's record, or none (deleted): nothing of ours to close
             latest, etag = found
-            finished = format_time(self.clock())
-            record = {**latest, **fields, "finished": finished}
+            if sent is not None and _same_close(latest, sent):
+                return  # a refused retry of a write that had landed, its answer lost
+            if refused_etag is not None and etag == refused_etag:
+                self._close_unconditionally(latest, fields, etag)
+                return
+            sent = {**latest, **fields, "finished": format_time(self.clock())}
             try:
-                self.writer.put_document(self.run_key, record, if_match=etag)
+                self.writer.put_document(self.run_key, sent, if_match=etag)
                 return
             except ClientError as error:
-                if error_code(error) not in PRECONDITION_CODES:
+                if error_code(error) not in PRECONDITION_CODES | NOT_FOUND_CODES:
                     raise
-                # Changed since read: another run began (read again: its record stands), or
-                # an attempt of this write landed unanswered (read again: written again).
+                refused_etag = etag  # changed since read (or deleted: AWS answers 404)
         raise LedgerError(
-            f"s3://{self.writer.bucket}/{self.run_key} kept changing while run {run.run_id} "
-            "was being closed"
+            f"s3://{self.writer.bucket}/{self.run_key} was changed by another attempt of run "
+            f"{run.run_id} each time it was read to be closed"
         )
+
+    def _close_unconditionally(
+        self, latest: Mapping[str, Any], fields: Mapping[str, Any], etag: str | None
+    ) -> None:
+        """A store that refuses If-Match over the ETag it just gave: closed as before
+        conditions, with a plain put."""
+        logger.warning(
+            "%s: s3://%s refused a conditional write over the version of %s it had just "
+            "given (ETag %s): writing it unconditionally",
+            self.job,
+            self.writer.bucket,
+            self.run_key,
+            etag,
+        )
+        finished = format_time(self.clock())
+        self.writer.put_document(self.run_key, {**latest, **fields, "finished": finished})
+
+
+def _same_close(found: Mapping[str, Any], sent: Mapping[str, Any]) -> bool:
+    """Whether ``found`` is the record ``sent`` (its state and the time it was closed)."""
+    return found.get("state") == sent["state"] and found.get("finished") == sent["finished"]
 
 
 def _comparable(parameters: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,18 +26,18 @@ def read_document(
 
 def read_document_and_etag(
     s3: Any, bucket: str, object_key: str, policy: RetryPolicy | None = None
-) -> tuple[dict[str, Any], str] | None:
+) -> tuple[dict[str, Any], str | None] | None:
     """One of the tool's JSON documents and its ETag (to write over it only if unchanged:
-    If-Match), or None if it does not exist."""
+    If-Match; None where the store gives none), or None if it does not exist."""
 
-    def read() -> tuple[bytes, str] | None:
+    def read() -> tuple[bytes, str | None] | None:
         try:
             answer = s3.get_object(Bucket=bucket, Key=object_key)
         except ClientError as error:
             if error_code(error) in ("NoSuchKey", "404"):
                 return None
             raise
-        return answer["Body"].read(), answer["ETag"]
+        return answer["Body"].read(), answer.get("ETag")
 
     found = call_with_retries(read, policy or READ_POLICY, f"read s3://{bucket}/{object_key}")
     return None if found is None else (json.loads(found[0]), found[1])
